@@ -1,0 +1,382 @@
+/**
+ * The one place where values become bytes (or a postMessage graph) and back, as CPython's
+ * reduction.py. Everything that crosses a process or thread boundary goes through here.
+ *
+ * `reduce` walks a value once: it rejects what cannot travel (naming its path), turns functions
+ * into task references or source text, keeps the class of `mp.serializable` instances, re-creates
+ * errors with their own class, and turns library objects into `{ kind, state }` records that the
+ * receiving side rebuilds into live handles. The result is plain structured-clone data.
+ */
+import * as v8 from 'node:v8';
+import type { TransferListItem } from 'node:worker_threads';
+import { errorClasses, PicklingError, UnpicklingError } from './errors.js';
+import { functionFromSource, lookupLoaded, refOf, resolveRef, sourceOf, type SourceFunction, type TaskRef } from './tasks.js';
+
+/** Library objects implement this to travel as live handles. */
+export const reduceSymbol = Symbol.for('multiprocessing-ts.reduce');
+
+export interface Reduced {
+  kind: string;
+  state: unknown;
+}
+
+export interface Reducible {
+  [reduceSymbol](ctx: ReduceContext): Reduced;
+}
+
+/** Where a value is going, and the OS resources its handles need to get there. */
+export interface ReduceContext {
+  target: 'process' | 'thread';
+  /** MessagePorts and other transferables for a thread channel. */
+  transfer: TransferListItem[];
+  /** File descriptors a process child must inherit; a handle's state keeps the index into it. */
+  fds: number[];
+}
+
+/** What the receiving side has: the file descriptors that arrived with the value, in order. */
+export interface RebuildContext {
+  target: 'process' | 'thread';
+  fds: number[];
+}
+
+export function newReduceContext(target: 'process' | 'thread'): ReduceContext {
+  return { target, transfer: [], fds: [] };
+}
+
+type Rebuilder = (state: any, ctx: RebuildContext) => unknown;
+const rebuilders = new Map<string, Rebuilder>();
+
+/** Tells `rebuild` how to turn a `{ kind, state }` record back into a live object. */
+export function registerReducer(kind: string, rebuildFn: Rebuilder): void {
+  rebuilders.set(kind, rebuildFn);
+}
+
+// A record that stands for something the walk replaced. The key cannot come from JSON-ish data by
+// accident, and records are plain objects so v8 and postMessage carry them as they are.
+const TAG = '\u0000mp';
+type Record_ =
+  | { [TAG]: 'obj'; kind: string; state: unknown }
+  | { [TAG]: 'ref'; ref: TaskRef }
+  | { [TAG]: 'src'; fn: SourceFunction }
+  | { [TAG]: 'inst'; ref: TaskRef; fields: Record<string, unknown> }
+  | { [TAG]: 'err'; name: string; message: string; stack?: string; props: Record<string, unknown> };
+
+function isRecord(value: unknown): value is Record_ {
+  return typeof value === 'object' && value !== null && TAG in value;
+}
+
+export interface ReduceOptions {
+  /** A function in this slot (a Process target, a pool function) may travel by its source text. */
+  functionSlot?: boolean;
+}
+
+class Walker {
+  changed = false;
+  private readonly seen = new Map<object, unknown>();
+  constructor(private readonly ctx: ReduceContext) {}
+
+  value(v: unknown, path: string): unknown {
+    switch (typeof v) {
+      case 'function':
+        return this.fn(v, path, false);
+      case 'symbol':
+        throw new PicklingError(`Can't send ${path}: a Symbol cannot be serialised.`);
+      case 'object':
+        return v === null ? v : this.object(v, path);
+      default:
+        return v;
+    }
+  }
+
+  fn(fn: Function, path: string, functionSlot: boolean): Record_ {
+    this.changed = true;
+    const ref = refOf(fn);
+    if (ref) return { [TAG]: 'ref', ref };
+    if (!functionSlot) {
+      throw new PicklingError(
+        `Can't send ${path}: function ${fn.name || '<anonymous>'} inside data cannot be serialised. ` +
+          'Wrap it in mp.task() at module top level so the other side can import it.',
+      );
+    }
+    return { [TAG]: 'src', fn: sourceOf(fn, path) };
+  }
+
+  private object(o: object, path: string): unknown {
+    if (this.seen.has(o)) return this.seen.get(o);
+    if (ArrayBuffer.isView(o) || o instanceof ArrayBuffer || o instanceof Date || o instanceof RegExp) return o;
+    if (o instanceof SharedArrayBuffer) {
+      if (this.ctx.target === 'process') {
+        throw new PicklingError(
+          `Can't send ${path}: a SharedArrayBuffer is shared only between threads. ` +
+            'Use mp.RawArray, mp.Array or mp.SharedMemory to share memory with another process.',
+        );
+      }
+      return o;
+    }
+    const reducer = (o as Partial<Reducible>)[reduceSymbol];
+    if (typeof reducer === 'function') {
+      this.changed = true;
+      const { kind, state } = reducer.call(o, this.ctx);
+      const record = { [TAG]: 'obj' as const, kind, state };
+      this.seen.set(o, record);
+      return record;
+    }
+    if (Array.isArray(o)) return this.array(o, path);
+    if (o instanceof Map) return this.map(o, path);
+    if (o instanceof Set) return this.set(o, path);
+    if (o instanceof Error) return this.error(o, path);
+    if (o instanceof Promise || o instanceof WeakMap || o instanceof WeakSet || o instanceof WeakRef) {
+      throw new PicklingError(`Can't send ${path}: a ${o.constructor.name} cannot be serialised.`);
+    }
+    const proto = Object.getPrototypeOf(o);
+    if (proto !== Object.prototype && proto !== null) {
+      const ref = refOf(proto.constructor);
+      if (ref) {
+        this.changed = true;
+        const record: Record_ = { [TAG]: 'inst', ref, fields: {} };
+        this.seen.set(o, record);
+        record.fields = this.plain(o, path, true) as Record<string, unknown>;
+        return record;
+      }
+      if (isHostObject(o)) {
+        throw new PicklingError(
+          `Can't send ${path}: a ${proto.constructor?.name ?? 'host'} object (a socket, stream or other ` +
+            'resource) cannot be serialised.',
+        );
+      }
+    }
+    return this.plain(o, path, false);
+  }
+
+  private array(a: unknown[], path: string): unknown[] {
+    this.seen.set(a, a);
+    let out: unknown[] | undefined;
+    for (let i = 0; i < a.length; i++) {
+      const item = a[i];
+      const r = typeof item === 'object' || typeof item === 'function' || typeof item === 'symbol'
+        ? this.value(item, `${path}[${i}]`)
+        : item;
+      if (r !== item && !out) {
+        out = a.slice(0, i);
+        this.seen.set(a, out);
+      }
+      if (out) out[i] = r;
+    }
+    return out ?? a;
+  }
+
+  private plain(o: object, path: string, forceCopy: boolean): object {
+    const src = o as Record<string, unknown>;
+    let out: Record<string, unknown> | undefined = forceCopy ? {} : undefined;
+    if (!forceCopy) this.seen.set(o, o);
+    const keys = Object.keys(src);
+    for (let k = 0; k < keys.length; k++) {
+      const key = keys[k]!;
+      const item = src[key];
+      const r = typeof item === 'object' || typeof item === 'function' || typeof item === 'symbol'
+        ? this.value(item, `${path}.${key}`)
+        : item;
+      if (r !== item && !out) {
+        out = {};
+        for (let j = 0; j < k; j++) out[keys[j]!] = src[keys[j]!];
+        this.seen.set(o, out);
+      }
+      if (out) out[key] = r;
+    }
+    return out ?? o;
+  }
+
+  private map(m: Map<unknown, unknown>, path: string): Map<unknown, unknown> {
+    const out = new Map();
+    this.seen.set(m, out);
+    for (const [k, v] of m) out.set(this.value(k, `${path}.<key>`), this.value(v, `${path}.get(${String(k)})`));
+    return out;
+  }
+
+  private set(s: Set<unknown>, path: string): Set<unknown> {
+    const out = new Set();
+    this.seen.set(s, out);
+    let i = 0;
+    for (const v of s) out.add(this.value(v, `${path}.<item ${i++}>`));
+    return out;
+  }
+
+  private error(e: Error, path: string): Record_ {
+    this.changed = true;
+    const record: Record_ = { [TAG]: 'err', name: e.name, message: e.message, stack: e.stack, props: {} };
+    this.seen.set(e, record);
+    const props: Record<string, unknown> = {};
+    for (const key of Object.keys(e)) {
+      try {
+        props[key] = this.value((e as unknown as Record<string, unknown>)[key], `${path}.${key}`);
+      } catch {
+        // An error's extra properties are best effort: the error itself must still arrive.
+      }
+    }
+    if (e.cause !== undefined) props.cause = this.value(e.cause, `${path}.cause`);
+    record.props = props;
+    return record;
+  }
+}
+
+function isHostObject(o: object): boolean {
+  // Sockets, streams, child processes, workers: EventEmitters and anything holding a native handle.
+  const candidate = o as { on?: unknown; _handle?: unknown };
+  return typeof candidate.on === 'function' || '_handle' in candidate;
+}
+
+/** The structured-clone-safe form of `value`; `changed` says whether the receiver must rebuild. */
+export function reduce(value: unknown, ctx: ReduceContext, options: ReduceOptions = {}): { graph: unknown; changed: boolean } {
+  if (typeof value !== 'object' && typeof value !== 'function') {
+    if (typeof value === 'symbol') throw new PicklingError("Can't send a Symbol: it cannot be serialised.");
+    return { graph: value, changed: false };
+  }
+  const walker = new Walker(ctx);
+  const graph = typeof value === 'function' ? walker.fn(value, 'the function', options.functionSlot ?? false) : walker.value(value, 'the value');
+  return { graph, changed: walker.changed };
+}
+
+/** A function for a function slot (Process target, pool function, initializer). */
+export function reduceFunction(fn: Function, path: string, ctx: ReduceContext): unknown {
+  return new Walker(ctx).fn(fn, path, true);
+}
+
+// ---- rebuilding ----------------------------------------------------------------------------
+
+/** Modules a graph needs imported before `rebuildSync` can resolve it. */
+function pendingRefs(graph: unknown, out: TaskRef[], seen: Set<object>): void {
+  if (typeof graph !== 'object' || graph === null || seen.has(graph)) return;
+  seen.add(graph);
+  if (isRecord(graph)) {
+    if ((graph[TAG] === 'ref' || graph[TAG] === 'inst') && lookupLoaded(graph.ref) === undefined) out.push(graph.ref);
+  }
+  if (ArrayBuffer.isView(graph) || graph instanceof ArrayBuffer) return;
+  const values = graph instanceof Map ? [...graph.keys(), ...graph.values()] : graph instanceof Set ? [...graph] : Object.values(graph);
+  for (const v of values) pendingRefs(v, out, seen);
+}
+
+/** Rebuilds in place: the graph came fresh from v8.deserialize or postMessage. */
+export function rebuildSync(graph: unknown, ctx: RebuildContext): unknown {
+  const done = new Map<object, unknown>();
+  const visit = (v: unknown): unknown => {
+    if (typeof v !== 'object' || v === null) return v;
+    if (done.has(v)) return done.get(v);
+    if (ArrayBuffer.isView(v) || v instanceof ArrayBuffer || v instanceof SharedArrayBuffer || v instanceof Date || v instanceof RegExp) return v;
+    if (isRecord(v)) return rebuildRecord(v, done, visit, ctx);
+    done.set(v, v);
+    if (v instanceof Map) {
+      const entries = [...v];
+      v.clear();
+      for (const [k, val] of entries) v.set(visit(k), visit(val));
+    } else if (v instanceof Set) {
+      const items = [...v];
+      v.clear();
+      for (const item of items) v.add(visit(item));
+    } else {
+      const o = v as Record<string, unknown>;
+      for (const key of Object.keys(o)) {
+        const item = o[key];
+        if (typeof item === 'object' && item !== null) o[key] = visit(item);
+      }
+    }
+    return v;
+  };
+  return visit(graph);
+}
+
+function rebuildRecord(
+  r: Record_,
+  done: Map<object, unknown>,
+  visit: (v: unknown) => unknown,
+  ctx: RebuildContext,
+): unknown {
+  switch (r[TAG]) {
+    case 'obj': {
+      const rebuildFn = rebuilders.get(r.kind);
+      if (!rebuildFn) throw new UnpicklingError(`Don't know how to rebuild a ${r.kind} in this process.`);
+      const live = rebuildFn(visit(r.state), ctx);
+      done.set(r, live);
+      return live;
+    }
+    case 'ref': {
+      const fn = lookupLoaded(r.ref);
+      if (fn === undefined) throw new UnpicklingError(`Task ${r.ref.name} from ${r.ref.module} is not loaded.`);
+      done.set(r, fn);
+      return fn;
+    }
+    case 'src': {
+      const fn = functionFromSource(r.fn);
+      done.set(r, fn);
+      return fn;
+    }
+    case 'inst': {
+      const cls = lookupLoaded(r.ref) as { prototype: object } | undefined;
+      if (!cls) throw new UnpicklingError(`Class ${r.ref.name} from ${r.ref.module} is not loaded.`);
+      const instance = Object.create(cls.prototype) as Record<string, unknown>;
+      done.set(r, instance);
+      for (const [k, v] of Object.entries(r.fields)) instance[k] = visit(v);
+      return instance;
+    }
+    case 'err': {
+      const cls = errorClasses[r.name] ?? Error;
+      const error = new cls(r.message) as Error & Record<string, unknown>;
+      done.set(r, error);
+      if (error.name !== r.name) Object.defineProperty(error, 'name', { value: r.name, configurable: true, writable: true });
+      if (r.stack !== undefined) Object.defineProperty(error, 'stack', { value: r.stack, configurable: true, writable: true });
+      for (const [k, v] of Object.entries(r.props)) {
+        if (k === 'cause') Object.defineProperty(error, 'cause', { value: visit(v), configurable: true, writable: true });
+        else error[k] = visit(v);
+      }
+      return error;
+    }
+  }
+}
+
+/** Rebuilds a graph, first importing the modules its tasks and classes come from. */
+export async function rebuild(graph: unknown, ctx: RebuildContext): Promise<unknown> {
+  const missing: TaskRef[] = [];
+  pendingRefs(graph, missing, new Set());
+  if (missing.length > 0) await Promise.all(missing.map(resolveRef));
+  return rebuildSync(graph, ctx);
+}
+
+// ---- bytes (process channels) ----------------------------------------------------------------
+
+const PLAIN = 0;
+const NEEDS_REBUILD = 1;
+
+/** reduce + v8.serialize, with a one-byte header saying whether the receiver must rebuild. */
+export function dumps(value: unknown, ctx: ReduceContext = newReduceContext('process'), options?: ReduceOptions): Buffer {
+  const { graph, changed } = reduce(value, ctx, options);
+  let body: Buffer;
+  try {
+    body = v8.serialize(graph);
+  } catch (error) {
+    throw new PicklingError(`Can't send the value: ${(error as Error).message}`);
+  }
+  const out = Buffer.allocUnsafe(body.length + 1);
+  out[0] = changed ? NEEDS_REBUILD : PLAIN;
+  body.copy(out, 1);
+  return out;
+}
+
+function deserialize(bytes: Uint8Array): unknown {
+  try {
+    return v8.deserialize(bytes.subarray(1));
+  } catch (error) {
+    throw new UnpicklingError(`Could not decode the message: ${(error as Error).message}`);
+  }
+}
+
+const noFds: RebuildContext = { target: 'process', fds: [] };
+
+export async function loads(bytes: Uint8Array, ctx: RebuildContext = noFds): Promise<unknown> {
+  const graph = deserialize(bytes);
+  return bytes[0] === NEEDS_REBUILD ? rebuild(graph, ctx) : graph;
+}
+
+/** `loads` for code that cannot wait: fails if a task's module is not imported yet. */
+export function loadsSync(bytes: Uint8Array, ctx: RebuildContext = noFds): unknown {
+  const graph = deserialize(bytes);
+  return bytes[0] === NEEDS_REBUILD ? rebuildSync(graph, ctx) : graph;
+}
