@@ -8,6 +8,7 @@
  * receiving side rebuilds into live handles. The result is plain structured-clone data.
  */
 import * as v8 from 'node:v8';
+import type { Socket } from 'node:net';
 import type { TransferListItem } from 'node:worker_threads';
 import { errorClasses, PicklingError, UnpicklingError } from './errors.js';
 import { functionFromSource, lookupLoaded, refOf, resolveRef, sourceOf, type SourceFunction, type TaskRef } from './tasks.js';
@@ -29,18 +30,19 @@ export interface ReduceContext {
   target: 'process' | 'thread';
   /** MessagePorts and other transferables for a thread channel. */
   transfer: TransferListItem[];
-  /** File descriptors a process child must inherit; a handle's state keeps the index into it. */
-  fds: number[];
+  /** Sockets a process child must receive (inherited at spawn, or sent over the IPC channel); a
+   * handle's state keeps its index into this list. */
+  handles: Socket[];
 }
 
-/** What the receiving side has: the file descriptors that arrived with the value, in order. */
+/** What the receiving side has: the sockets that arrived with the value, in the same order. */
 export interface RebuildContext {
   target: 'process' | 'thread';
-  fds: number[];
+  handles: Socket[];
 }
 
 export function newReduceContext(target: 'process' | 'thread'): ReduceContext {
-  return { target, transfer: [], fds: [] };
+  return { target, transfer: [], handles: [] };
 }
 
 type Rebuilder = (state: any, ctx: RebuildContext) => unknown;
@@ -368,7 +370,7 @@ function deserialize(bytes: Uint8Array): unknown {
   }
 }
 
-const noFds: RebuildContext = { target: 'process', fds: [] };
+const noFds: RebuildContext = { target: 'process', handles: [] };
 
 export async function loads(bytes: Uint8Array, ctx: RebuildContext = noFds): Promise<unknown> {
   const graph = deserialize(bytes);
