@@ -1,0 +1,927 @@
+/*
+ * multiprocessing-ts native addon: POSIX shared memory, process-shared futex wait/wake with its own
+ * waiter threads, and socketpair. Node-API only (NAPI_VERSION 8), so one binary serves every Node.js
+ * version from 20 on.
+ *
+ * Module state lives in C only (no JS values are kept across environments), so the addon can be
+ * loaded by the main thread and by any number of worker threads.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <node_api.h>
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#define SPIN_ITERATIONS 300
+/* A waiter thread re-checks its cancel flag at least this often (closes the check-then-sleep race). */
+#define WAIT_SLICE_NS 250000000LL
+/* An idle waiter thread exits after this long without work. */
+#define IDLE_THREAD_NS 5000000000LL
+#define WAITER_STACK_SIZE (256 * 1024)
+
+#define CHECK(call)                                                                  \
+  do {                                                                               \
+    napi_status status_ = (call);                                                    \
+    if (status_ != napi_ok) {                                                        \
+      const napi_extended_error_info* info_ = NULL;                                  \
+      napi_get_last_error_info(env, &info_);                                         \
+      bool pending_ = false;                                                         \
+      napi_is_exception_pending(env, &pending_);                                     \
+      if (!pending_)                                                                 \
+        napi_throw_error(env, NULL,                                                  \
+                         info_ && info_->error_message ? info_->error_message        \
+                                                       : "Node-API call failed");    \
+      return NULL;                                                                   \
+    }                                                                                \
+  } while (0)
+
+/* ------------------------------------------------------------------------------------------------
+ * Errors
+ * --------------------------------------------------------------------------------------------- */
+
+static const char* errno_code(int err) {
+  switch (err) {
+    case ENOENT: return "ENOENT";
+    case EEXIST: return "EEXIST";
+    case EACCES: return "EACCES";
+    case EPERM: return "EPERM";
+    case EINVAL: return "EINVAL";
+    case ENAMETOOLONG: return "ENAMETOOLONG";
+    case ENOMEM: return "ENOMEM";
+    case ENOSPC: return "ENOSPC";
+    case EMFILE: return "EMFILE";
+    case ENFILE: return "ENFILE";
+    case EFAULT: return "EFAULT";
+    case EAGAIN: return "EAGAIN";
+    case EFBIG: return "EFBIG";
+    default: return "EUNKNOWN";
+  }
+}
+
+static const char* errno_class(int err) {
+  switch (err) {
+    case ENOENT: return "FileNotFoundError";
+    case EEXIST: return "FileExistsError";
+    case EACCES:
+    case EPERM: return "PermissionError";
+    default: return "OSError";
+  }
+}
+
+/* Throws an Error shaped like Python's OSError subclasses: name, code, errno, syscall, filename. */
+static void throw_errno(napi_env env, int err, const char* syscall_name, const char* filename) {
+  char msg[1024];
+  if (filename)
+    snprintf(msg, sizeof msg, "[Errno %d] %s: '%s'", err, strerror(err), filename);
+  else
+    snprintf(msg, sizeof msg, "[Errno %d] %s", err, strerror(err));
+  napi_value js_msg, js_code, error, v;
+  if (napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &js_msg) != napi_ok) return;
+  if (napi_create_string_utf8(env, errno_code(err), NAPI_AUTO_LENGTH, &js_code) != napi_ok) return;
+  if (napi_create_error(env, js_code, js_msg, &error) != napi_ok) return;
+  napi_create_string_utf8(env, errno_class(err), NAPI_AUTO_LENGTH, &v);
+  napi_set_named_property(env, error, "name", v);
+  napi_create_int32(env, err, &v);
+  napi_set_named_property(env, error, "errno", v);
+  napi_create_string_utf8(env, syscall_name, NAPI_AUTO_LENGTH, &v);
+  napi_set_named_property(env, error, "syscall", v);
+  if (filename) {
+    napi_create_string_utf8(env, filename, NAPI_AUTO_LENGTH, &v);
+    napi_set_named_property(env, error, "filename", v);
+  }
+  napi_throw(env, error);
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Argument helpers
+ * --------------------------------------------------------------------------------------------- */
+
+static bool get_string(napi_env env, napi_value v, char* buf, size_t cap, const char* what) {
+  size_t len = 0;
+  if (napi_get_value_string_utf8(env, v, NULL, 0, &len) != napi_ok) {
+    napi_throw_type_error(env, NULL, what);
+    return false;
+  }
+  if (len + 1 > cap) {
+    throw_errno(env, ENAMETOOLONG, "shm_open", NULL);
+    return false;
+  }
+  napi_get_value_string_utf8(env, v, buf, cap, &len);
+  if (strlen(buf) != len) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_VALUE", "embedded null character in name");
+    return false;
+  }
+  return true;
+}
+
+static bool get_bool(napi_env env, napi_value v) {
+  bool b = false;
+  napi_get_value_bool(env, v, &b);
+  return b;
+}
+
+/* Resolves (int32array, index) to the address of that element. */
+static int32_t* get_word(napi_env env, napi_value arr, napi_value index) {
+  bool is_ta = false;
+  napi_is_typedarray(env, arr, &is_ta);
+  napi_typedarray_type type;
+  size_t length = 0, offset = 0;
+  void* data = NULL;
+  napi_value ab;
+  if (!is_ta || napi_get_typedarray_info(env, arr, &type, &length, &data, &ab, &offset) != napi_ok ||
+      type != napi_int32_array) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "expected an Int32Array");
+    return NULL;
+  }
+  double idx = -1;
+  if (napi_get_value_double(env, index, &idx) != napi_ok || idx < 0 || idx >= (double)length ||
+      idx != (double)(size_t)idx) {
+    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "index out of range");
+    return NULL;
+  }
+  return (int32_t*)data + (size_t)idx;
+}
+
+static int64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static struct timespec ns_to_ts(int64_t ns) {
+  struct timespec ts = {.tv_sec = ns / 1000000000LL, .tv_nsec = ns % 1000000000LL};
+  return ts;
+}
+
+/* Absolute CLOCK_MONOTONIC deadline in ns, or -1 for no deadline (negative/infinite/NaN timeout). */
+static int64_t deadline_from_ms(double ms) {
+  if (!(ms >= 0) || ms > 1e15) return -1;
+  return now_ns() + (int64_t)(ms * 1e6);
+}
+
+/* Non-private FUTEX_WAIT_BITSET (absolute CLOCK_MONOTONIC timeout): works across processes. */
+static long futex_wait_abs(int32_t* addr, int32_t expected, int64_t deadline, uint32_t bitset) {
+  struct timespec ts;
+  struct timespec* tsp = NULL;
+  if (deadline >= 0) {
+    ts = ns_to_ts(deadline);
+    tsp = &ts;
+  }
+  return syscall(SYS_futex, addr, FUTEX_WAIT_BITSET, expected, tsp, NULL, bitset);
+}
+
+static long futex_wake_bits(int32_t* addr, int count, uint32_t bitset) {
+  return syscall(SYS_futex, addr, FUTEX_WAKE_BITSET, count, NULL, NULL, bitset);
+}
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ __volatile__("yield");
+#endif
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Shared memory
+ * --------------------------------------------------------------------------------------------- */
+
+/* One mapping handed to JS as an external ArrayBuffer. Freed by the ArrayBuffer's finalizer;
+ * `unmapped` is set when shmClose() detached the buffer and unmapped it early. Both run on the
+ * thread of the environment that owns the buffer. */
+typedef struct mapping {
+  void* addr;
+  size_t len;
+  int unmapped;
+  struct mapping* next;
+} mapping;
+
+static pthread_mutex_t mappings_mu = PTHREAD_MUTEX_INITIALIZER;
+static mapping* mappings = NULL; /* external-ArrayBuffer mappings still mapped */
+
+static void mappings_remove_locked(mapping* m) {
+  for (mapping** p = &mappings; *p; p = &(*p)->next) {
+    if (*p == m) {
+      *p = m->next;
+      return;
+    }
+  }
+}
+
+static void finalize_external_ab(napi_env env, void* data, void* hint) {
+  (void)env;
+  (void)data;
+  mapping* m = hint;
+  pthread_mutex_lock(&mappings_mu);
+  if (!m->unmapped) {
+    mappings_remove_locked(m);
+    munmap(m->addr, m->len);
+  }
+  pthread_mutex_unlock(&mappings_mu);
+  free(m);
+}
+
+/* SharedArrayBuffer deleter: may run on any thread, once no isolate references the memory. */
+static void finalize_sab(void* data, void* hint) {
+  munmap(data, (size_t)(uintptr_t)hint);
+}
+
+typedef napi_status (*create_external_sab_fn)(napi_env env, void* data, size_t len,
+                                              void (*finalize)(void* data, void* hint), void* hint,
+                                              napi_value* result);
+static create_external_sab_fn create_external_sab = NULL;
+static pthread_once_t sab_once = PTHREAD_ONCE_INIT;
+static int force_arraybuffer = 0;
+
+static void find_external_sab(void) {
+  const char* force = getenv("MP_NATIVE_FORCE_ARRAYBUFFER");
+  force_arraybuffer = force && *force && strcmp(force, "0") != 0;
+  create_external_sab =
+      (create_external_sab_fn)dlsym(RTLD_DEFAULT, "node_api_create_external_sharedarraybuffer");
+}
+
+/* shmOpen(name, create, exclusive, size) -> { buffer, size, shared } */
+static napi_value shm_open_js(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 4) {
+    napi_throw_type_error(env, NULL, "shmOpen(name, create, exclusive, size)");
+    return NULL;
+  }
+  char name[512];
+  if (!get_string(env, argv[0], name, sizeof name, "name must be a string")) return NULL;
+  bool create = get_bool(env, argv[1]);
+  bool exclusive = get_bool(env, argv[2]);
+  double dsize = 0;
+  CHECK(napi_get_value_double(env, argv[3], &dsize));
+  if (create && !(dsize > 0 && dsize <= (double)SSIZE_MAX)) {
+    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "size must be a positive integer");
+    return NULL;
+  }
+
+  int flags = O_RDWR | (create ? O_CREAT : 0) | (create && exclusive ? O_EXCL : 0);
+  int fd;
+  do fd = shm_open(name, flags, 0600);
+  while (fd < 0 && errno == EINTR);
+  if (fd < 0) {
+    throw_errno(env, errno, "shm_open", name);
+    return NULL;
+  }
+  struct stat st;
+  if (create) {
+    /* Grow only: a non-exclusive open of an existing, larger segment keeps its size (as Python's
+     * attach ignores the size argument). */
+    if (fstat(fd, &st) == 0 && (double)st.st_size < dsize && ftruncate(fd, (off_t)dsize) != 0) {
+      int err = errno;
+      close(fd);
+      if (exclusive) shm_unlink(name);
+      throw_errno(env, err, "ftruncate", name);
+      return NULL;
+    }
+  }
+  if (fstat(fd, &st) != 0) {
+    int err = errno;
+    close(fd);
+    throw_errno(env, err, "fstat", name);
+    return NULL;
+  }
+  size_t len = (size_t)st.st_size;
+  if (len == 0) {
+    close(fd);
+    napi_throw_error(env, "EINVAL", "cannot mmap an empty file");
+    return NULL;
+  }
+  void* addr = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  int err = errno;
+  close(fd);
+  if (addr == MAP_FAILED) {
+    throw_errno(env, err, "mmap", name);
+    return NULL;
+  }
+
+  pthread_once(&sab_once, find_external_sab);
+  napi_value buffer;
+  bool shared = false;
+  if (create_external_sab && !force_arraybuffer &&
+      create_external_sab(env, addr, len, finalize_sab, (void*)(uintptr_t)len, &buffer) == napi_ok) {
+    shared = true;
+  } else {
+    mapping* m = calloc(1, sizeof *m);
+    if (!m) {
+      munmap(addr, len);
+      throw_errno(env, ENOMEM, "calloc", NULL);
+      return NULL;
+    }
+    m->addr = addr;
+    m->len = len;
+    napi_status s = napi_create_external_arraybuffer(env, addr, len, finalize_external_ab, m, &buffer);
+    if (s != napi_ok) {
+      munmap(addr, len);
+      free(m);
+      CHECK(s);
+    }
+    pthread_mutex_lock(&mappings_mu);
+    m->next = mappings;
+    mappings = m;
+    pthread_mutex_unlock(&mappings_mu);
+  }
+  napi_value result, v;
+  CHECK(napi_create_object(env, &result));
+  CHECK(napi_set_named_property(env, result, "buffer", buffer));
+  CHECK(napi_create_double(env, (double)len, &v));
+  CHECK(napi_set_named_property(env, result, "size", v));
+  CHECK(napi_get_boolean(env, shared, &v));
+  CHECK(napi_set_named_property(env, result, "shared", v));
+  return result;
+}
+
+/* shmUnlink(name) */
+static napi_value shm_unlink_js(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  char name[512];
+  if (argc < 1 || !get_string(env, argv[0], name, sizeof name, "name must be a string")) return NULL;
+  if (shm_unlink(name) != 0) {
+    throw_errno(env, errno, "shm_unlink", name);
+    return NULL;
+  }
+  return NULL;
+}
+
+/* shmClose(buffer) -> boolean: detaches an external ArrayBuffer made by shmOpen and unmaps it now.
+ * Returns false for anything else (a SharedArrayBuffer cannot be detached; it is unmapped when the
+ * last reference to it, in every thread, is collected). */
+static napi_value shm_close_js(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  napi_value result;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  bool is_ab = false;
+  if (argc >= 1) napi_is_arraybuffer(env, argv[0], &is_ab);
+  void* data = NULL;
+  size_t len = 0;
+  mapping* m = NULL;
+  if (is_ab && napi_get_arraybuffer_info(env, argv[0], &data, &len) == napi_ok && data) {
+    pthread_mutex_lock(&mappings_mu);
+    for (m = mappings; m; m = m->next)
+      if (m->addr == data && m->len == len) break;
+    pthread_mutex_unlock(&mappings_mu);
+  }
+  if (!m || napi_detach_arraybuffer(env, argv[0]) != napi_ok) {
+    CHECK(napi_get_boolean(env, false, &result));
+    return result;
+  }
+  pthread_mutex_lock(&mappings_mu);
+  mappings_remove_locked(m);
+  m->unmapped = 1;
+  munmap(m->addr, m->len);
+  pthread_mutex_unlock(&mappings_mu);
+  CHECK(napi_get_boolean(env, true, &result));
+  return result;
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Blocking futex
+ * --------------------------------------------------------------------------------------------- */
+
+static napi_value str(napi_env env, const char* s) {
+  napi_value v = NULL;
+  napi_create_string_utf8(env, s, NAPI_AUTO_LENGTH, &v);
+  return v;
+}
+
+/* futexWait(int32array, index, expected, timeoutMs) -> 'ok' | 'not-equal' | 'timed-out' */
+static napi_value futex_wait_js(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 3) {
+    napi_throw_type_error(env, NULL, "futexWait(int32array, index, expected, timeoutMs)");
+    return NULL;
+  }
+  int32_t* addr = get_word(env, argv[0], argv[1]);
+  if (!addr) return NULL;
+  int32_t expected = 0;
+  CHECK(napi_get_value_int32(env, argv[2], &expected));
+  double ms = -1;
+  if (argc >= 4) {
+    napi_valuetype t;
+    napi_typeof(env, argv[3], &t);
+    if (t == napi_number) napi_get_value_double(env, argv[3], &ms);
+  }
+  _Atomic int32_t* word = (_Atomic int32_t*)addr;
+  if (atomic_load(word) != expected) return str(env, "not-equal");
+  int64_t deadline = deadline_from_ms(ms);
+  for (int i = 0; i < SPIN_ITERATIONS; i++) {
+    if (atomic_load_explicit(word, memory_order_acquire) != expected) return str(env, "ok");
+    cpu_relax();
+  }
+  for (;;) {
+    if (deadline >= 0 && now_ns() >= deadline) return str(env, "timed-out");
+    long r = futex_wait_abs(addr, expected, deadline, FUTEX_BITSET_MATCH_ANY);
+    if (r == 0) return str(env, "ok");
+    int err = errno;
+    if (err == EAGAIN) return str(env, "not-equal");
+    if (err == ETIMEDOUT) return str(env, "timed-out");
+    if (err == EINTR) continue;
+    throw_errno(env, err, "futex", NULL);
+    return NULL;
+  }
+}
+
+/* futexWake(int32array, index, count) -> number of waiters woken */
+static napi_value futex_wake_js(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 2) {
+    napi_throw_type_error(env, NULL, "futexWake(int32array, index, count)");
+    return NULL;
+  }
+  int32_t* addr = get_word(env, argv[0], argv[1]);
+  if (!addr) return NULL;
+  double dcount = INT_MAX;
+  if (argc >= 3) {
+    napi_valuetype t;
+    napi_typeof(env, argv[2], &t);
+    if (t == napi_number) napi_get_value_double(env, argv[2], &dcount);
+  }
+  int count = dcount >= INT_MAX || dcount != dcount ? INT_MAX : dcount < 0 ? 0 : (int)dcount;
+  long r = futex_wake_bits(addr, count, FUTEX_BITSET_MATCH_ANY);
+  if (r < 0) {
+    throw_errno(env, errno, "futex", NULL);
+    return NULL;
+  }
+  napi_value v;
+  CHECK(napi_create_int32(env, (int32_t)r, &v));
+  return v;
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Asynchronous futex wait on the addon's own threads
+ *
+ * Each pending wait is one job, run by one waiter thread (never libuv's pool). Threads are pooled:
+ * a thread that finishes a job waits up to IDLE_THREAD_NS for the next one, then exits, so the
+ * number of threads is at most the peak number of pending waits.
+ *
+ * A job sleeps with FUTEX_WAIT_BITSET using its own bit (1 << id % 32). cancel() sets the job's
+ * flag and wakes that bit only, so other waiters on the word are rarely disturbed. A wait that was
+ * cancelled after it may have consumed a real futexWake passes one wake on, so no wake is lost.
+ * --------------------------------------------------------------------------------------------- */
+
+enum { W_WOKEN, W_NOT_EQUAL, W_TIMED_OUT, W_ERROR };
+
+typedef struct job {
+  /* Set at creation, read by the waiter thread. */
+  int32_t* addr;
+  int32_t expected;
+  int64_t deadline;
+  uint32_t bit;
+  uint32_t id;
+  napi_env env;
+  napi_threadsafe_function tsfn;
+  /* Shared between threads. */
+  atomic_int cancelled;
+  atomic_int thread_done;
+  atomic_int refs; /* the waiter thread + the tsfn finalizer */
+  pthread_mutex_t mu;
+  int tsfn_alive; /* under mu: false once the tsfn has been finalized */
+  int result;     /* written by the thread before it queues the call */
+  int result_errno;
+  /* Owned by the environment's JS thread. */
+  napi_deferred deferred;
+  napi_ref keep; /* the Int32Array, so its memory is not collected while a thread waits on it */
+  int settled;
+  struct job* next_active;
+  struct job* next_queued;
+} job;
+
+static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t pool_cv;
+static pthread_once_t pool_once = PTHREAD_ONCE_INIT;
+static job* queue_head = NULL;
+static job* queue_tail = NULL;
+static int queued = 0, idle_threads = 0, total_threads = 0, running_jobs = 0;
+static job* active_jobs = NULL; /* every job whose tsfn is alive, for cancel by id */
+static uint32_t next_job_id = 1;
+
+static void pool_init(void) {
+  pthread_condattr_t attr;
+  pthread_condattr_init(&attr);
+  pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+  pthread_cond_init(&pool_cv, &attr);
+  pthread_condattr_destroy(&attr);
+}
+
+static void job_unref(job* j) {
+  if (atomic_fetch_sub(&j->refs, 1) == 1) {
+    pthread_mutex_destroy(&j->mu);
+    free(j);
+  }
+}
+
+static void run_job(job* j) {
+  int result = W_ERROR, err = 0;
+  bool woken = false;
+  for (;;) {
+    if (atomic_load(&j->cancelled)) break;
+    int64_t now = now_ns();
+    if (j->deadline >= 0 && now >= j->deadline) {
+      result = W_TIMED_OUT;
+      break;
+    }
+    int64_t slice = now + WAIT_SLICE_NS;
+    if (j->deadline >= 0 && j->deadline < slice) slice = j->deadline;
+    long r = futex_wait_abs(j->addr, j->expected, slice, j->bit);
+    if (r == 0) {
+      woken = true;
+      result = W_WOKEN;
+      break;
+    }
+    err = errno;
+    if (err == EAGAIN) {
+      result = W_NOT_EQUAL;
+      break;
+    }
+    if (err == ETIMEDOUT || err == EINTR) continue;
+    result = W_ERROR;
+    break;
+  }
+  j->result = result;
+  j->result_errno = err;
+  atomic_store(&j->thread_done, 1);
+  pthread_mutex_lock(&j->mu);
+  if (atomic_load(&j->cancelled) || !j->tsfn_alive) {
+    if (woken) futex_wake_bits(j->addr, 1, FUTEX_BITSET_MATCH_ANY);
+  } else {
+    napi_call_threadsafe_function(j->tsfn, j, napi_tsfn_nonblocking);
+  }
+  if (j->tsfn_alive) napi_release_threadsafe_function(j->tsfn, napi_tsfn_release);
+  pthread_mutex_unlock(&j->mu);
+  job_unref(j);
+}
+
+static void* waiter_thread(void* arg) {
+  (void)arg;
+  pthread_mutex_lock(&pool_mu);
+  for (;;) {
+    bool timed_out = false;
+    while (!queue_head) {
+      if (timed_out) {
+        total_threads--;
+        pthread_mutex_unlock(&pool_mu);
+        return NULL;
+      }
+      struct timespec until = ns_to_ts(now_ns() + IDLE_THREAD_NS);
+      idle_threads++;
+      int rc = pthread_cond_timedwait(&pool_cv, &pool_mu, &until);
+      idle_threads--;
+      if (rc == ETIMEDOUT) timed_out = true;
+    }
+    job* j = queue_head;
+    queue_head = j->next_queued;
+    if (!queue_head) queue_tail = NULL;
+    queued--;
+    running_jobs++;
+    pthread_mutex_unlock(&pool_mu);
+    run_job(j);
+    pthread_mutex_lock(&pool_mu);
+    running_jobs--;
+  }
+}
+
+static int pool_submit(job* j) {
+  pthread_once(&pool_once, pool_init);
+  pthread_mutex_lock(&pool_mu);
+  j->next_queued = NULL;
+  if (queue_tail)
+    queue_tail->next_queued = j;
+  else
+    queue_head = j;
+  queue_tail = j;
+  queued++;
+  int rc = 0;
+  if (idle_threads >= queued) {
+    pthread_cond_signal(&pool_cv);
+  } else {
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&attr, WAITER_STACK_SIZE);
+    /* The thread must not take signals meant for Node's main thread. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pthread_t t;
+    rc = pthread_create(&t, &attr, waiter_thread, NULL);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    pthread_attr_destroy(&attr);
+    if (rc == 0) {
+      total_threads++;
+    } else {
+      /* Take the job back out of the queue (it is the tail). */
+      job** p = &queue_head;
+      job* prev = NULL;
+      while (*p != j) {
+        prev = *p;
+        p = &(*p)->next_queued;
+      }
+      *p = NULL;
+      queue_tail = prev;
+      queued--;
+    }
+  }
+  pthread_mutex_unlock(&pool_mu);
+  return rc;
+}
+
+static const char* result_string(int r) {
+  switch (r) {
+    case W_WOKEN: return "ok";
+    case W_NOT_EQUAL: return "not-equal";
+    case W_TIMED_OUT: return "timed-out";
+    default: return "error";
+  }
+}
+
+/* Runs on the JS thread with the waiter thread's result. */
+static void job_call_js(napi_env env, napi_value js_cb, void* context, void* data) {
+  (void)js_cb;
+  (void)context;
+  job* j = data;
+  if (!env) return; /* the environment is being torn down */
+  if (j->settled) {
+    /* cancel() came first: this wait may have consumed a real wake, so pass it on. */
+    if (j->result == W_WOKEN) futex_wake_bits(j->addr, 1, FUTEX_BITSET_MATCH_ANY);
+    return;
+  }
+  j->settled = 1;
+  if (j->result == W_ERROR) {
+    napi_value err, code, msg;
+    char text[256];
+    snprintf(text, sizeof text, "[Errno %d] %s", j->result_errno, strerror(j->result_errno));
+    napi_create_string_utf8(env, errno_code(j->result_errno), NAPI_AUTO_LENGTH, &code);
+    napi_create_string_utf8(env, text, NAPI_AUTO_LENGTH, &msg);
+    napi_create_error(env, code, msg, &err);
+    napi_reject_deferred(env, j->deferred, err);
+  } else {
+    napi_resolve_deferred(env, j->deferred, str(env, result_string(j->result)));
+  }
+}
+
+static void active_remove(job* j) {
+  pthread_mutex_lock(&pool_mu);
+  for (job** p = &active_jobs; *p; p = &(*p)->next_active) {
+    if (*p == j) {
+      *p = j->next_active;
+      break;
+    }
+  }
+  pthread_mutex_unlock(&pool_mu);
+}
+
+/* The tsfn is gone: after the thread released it, or when the environment is torn down. */
+static void job_finalize(napi_env env, void* data, void* hint) {
+  (void)hint;
+  job* j = data;
+  active_remove(j);
+  pthread_mutex_lock(&j->mu);
+  j->tsfn_alive = 0;
+  pthread_mutex_unlock(&j->mu);
+  if (!atomic_load(&j->thread_done)) {
+    /* Environment teardown with the wait still pending: release the thread. */
+    atomic_store(&j->cancelled, 1);
+    futex_wake_bits(j->addr, INT_MAX, j->bit);
+  }
+  if (env && j->keep) napi_delete_reference(env, j->keep);
+  j->keep = NULL;
+  job_unref(j);
+}
+
+/* futexWaitAsync(int32array, index, expected, timeoutMs, ref = true) -> { promise, id } */
+static napi_value futex_wait_async_js(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 3) {
+    napi_throw_type_error(env, NULL, "futexWaitAsync(int32array, index, expected, timeoutMs)");
+    return NULL;
+  }
+  int32_t* addr = get_word(env, argv[0], argv[1]);
+  if (!addr) return NULL;
+  int32_t expected = 0;
+  CHECK(napi_get_value_int32(env, argv[2], &expected));
+  double ms = -1;
+  napi_valuetype t;
+  if (argc >= 4) {
+    napi_typeof(env, argv[3], &t);
+    if (t == napi_number) napi_get_value_double(env, argv[3], &ms);
+  }
+  bool ref = true;
+  if (argc >= 5) {
+    napi_typeof(env, argv[4], &t);
+    if (t == napi_boolean) napi_get_value_bool(env, argv[4], &ref);
+  }
+
+  napi_value promise, result, v;
+  napi_deferred deferred;
+  CHECK(napi_create_promise(env, &deferred, &promise));
+  CHECK(napi_create_object(env, &result));
+  CHECK(napi_set_named_property(env, result, "promise", promise));
+
+  if (atomic_load((_Atomic int32_t*)addr) != expected) {
+    CHECK(napi_resolve_deferred(env, deferred, str(env, "not-equal")));
+    CHECK(napi_create_uint32(env, 0, &v));
+    CHECK(napi_set_named_property(env, result, "id", v));
+    return result;
+  }
+
+  job* j = calloc(1, sizeof *j);
+  if (!j) {
+    throw_errno(env, ENOMEM, "calloc", NULL);
+    return NULL;
+  }
+  pthread_mutex_init(&j->mu, NULL);
+  j->addr = addr;
+  j->expected = expected;
+  j->deadline = deadline_from_ms(ms);
+  j->env = env;
+  j->deferred = deferred;
+  atomic_init(&j->refs, 2);
+  atomic_init(&j->cancelled, 0);
+  atomic_init(&j->thread_done, 0);
+  j->tsfn_alive = 1;
+  pthread_mutex_lock(&pool_mu);
+  j->id = next_job_id++;
+  if (next_job_id == 0) next_job_id = 1;
+  pthread_mutex_unlock(&pool_mu);
+  j->bit = 1u << (j->id % 32);
+
+  napi_value name = str(env, "multiprocessing-ts futexWaitAsync");
+  napi_status s = napi_create_threadsafe_function(env, NULL, NULL, name, 0, 1, j, job_finalize, j,
+                                                  job_call_js, &j->tsfn);
+  if (s != napi_ok) {
+    pthread_mutex_destroy(&j->mu);
+    free(j);
+    CHECK(s);
+  }
+  napi_create_reference(env, argv[0], 1, &j->keep);
+  if (!ref) napi_unref_threadsafe_function(env, j->tsfn);
+  pthread_mutex_lock(&pool_mu);
+  j->next_active = active_jobs;
+  active_jobs = j;
+  pthread_mutex_unlock(&pool_mu);
+
+  int rc = pool_submit(j);
+  if (rc != 0) {
+    /* No thread: settle now, and let the tsfn finalizer free the job. */
+    j->settled = 1;
+    atomic_store(&j->thread_done, 1);
+    napi_release_threadsafe_function(j->tsfn, napi_tsfn_release);
+    job_unref(j); /* the thread's reference */
+    throw_errno(env, rc, "pthread_create", NULL);
+    return NULL;
+  }
+  CHECK(napi_create_uint32(env, j->id, &v));
+  CHECK(napi_set_named_property(env, result, "id", v));
+  return result;
+}
+
+static job* find_job(napi_env env, napi_value id_value) {
+  uint32_t id = 0;
+  if (napi_get_value_uint32(env, id_value, &id) != napi_ok || id == 0) return NULL;
+  job* found = NULL;
+  pthread_mutex_lock(&pool_mu);
+  for (job* j = active_jobs; j; j = j->next_active)
+    if (j->id == id && j->env == env) {
+      found = j;
+      break;
+    }
+  pthread_mutex_unlock(&pool_mu);
+  /* Only this environment's thread finalizes its jobs, so `found` stays valid in this call. */
+  return found;
+}
+
+/* futexCancel(id) -> boolean: settles the wait with 'cancelled' and releases its thread. */
+static napi_value futex_cancel_js(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], v;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  job* j = argc >= 1 ? find_job(env, argv[0]) : NULL;
+  if (!j || j->settled) {
+    CHECK(napi_get_boolean(env, false, &v));
+    return v;
+  }
+  j->settled = 1;
+  atomic_store(&j->cancelled, 1);
+  if (!atomic_load(&j->thread_done)) futex_wake_bits(j->addr, INT_MAX, j->bit);
+  napi_unref_threadsafe_function(env, j->tsfn);
+  napi_resolve_deferred(env, j->deferred, str(env, "cancelled"));
+  CHECK(napi_get_boolean(env, true, &v));
+  return v;
+}
+
+/* futexRef(id, ref) -> boolean: whether a pending wait keeps the event loop alive. */
+static napi_value futex_ref_js(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2], v;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  job* j = argc >= 2 ? find_job(env, argv[0]) : NULL;
+  if (!j || j->settled) {
+    CHECK(napi_get_boolean(env, false, &v));
+    return v;
+  }
+  if (get_bool(env, argv[1]))
+    napi_ref_threadsafe_function(env, j->tsfn);
+  else
+    napi_unref_threadsafe_function(env, j->tsfn);
+  CHECK(napi_get_boolean(env, true, &v));
+  return v;
+}
+
+/* asyncWaitStats() -> { threads, idle, pending }: for tests and diagnostics. */
+static napi_value async_wait_stats_js(napi_env env, napi_callback_info info) {
+  (void)info;
+  pthread_mutex_lock(&pool_mu);
+  int threads = total_threads, idle = idle_threads, pending = queued + running_jobs;
+  pthread_mutex_unlock(&pool_mu);
+  napi_value result, v;
+  CHECK(napi_create_object(env, &result));
+  CHECK(napi_create_int32(env, threads, &v));
+  CHECK(napi_set_named_property(env, result, "threads", v));
+  CHECK(napi_create_int32(env, idle, &v));
+  CHECK(napi_set_named_property(env, result, "idle", v));
+  CHECK(napi_create_int32(env, pending, &v));
+  CHECK(napi_set_named_property(env, result, "pending", v));
+  return result;
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * socketpair
+ * --------------------------------------------------------------------------------------------- */
+
+/* socketpair() -> [fd, fd]: AF_UNIX, SOCK_STREAM, close-on-exec. */
+static napi_value socketpair_js(napi_env env, napi_callback_info info) {
+  (void)info;
+  int fds[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) {
+    throw_errno(env, errno, "socketpair", NULL);
+    return NULL;
+  }
+  napi_value arr, v;
+  CHECK(napi_create_array_with_length(env, 2, &arr));
+  for (uint32_t i = 0; i < 2; i++) {
+    CHECK(napi_create_int32(env, fds[i], &v));
+    CHECK(napi_set_element(env, arr, i, v));
+  }
+  return arr;
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Module
+ * --------------------------------------------------------------------------------------------- */
+
+static napi_value init(napi_env env, napi_value exports) {
+  pthread_once(&sab_once, find_external_sab);
+  napi_value sab_supported, page;
+  CHECK(napi_get_boolean(env, create_external_sab != NULL && !force_arraybuffer, &sab_supported));
+  CHECK(napi_create_int32(env, (int32_t)sysconf(_SC_PAGESIZE), &page));
+  napi_property_descriptor props[] = {
+      {"shmOpen", NULL, shm_open_js, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"shmUnlink", NULL, shm_unlink_js, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"shmClose", NULL, shm_close_js, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"futexWait", NULL, futex_wait_js, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"futexWake", NULL, futex_wake_js, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"futexWaitAsync", NULL, futex_wait_async_js, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"futexCancel", NULL, futex_cancel_js, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"futexRef", NULL, futex_ref_js, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"asyncWaitStats", NULL, async_wait_stats_js, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"socketpair", NULL, socketpair_js, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"sharedArrayBufferSupported", NULL, NULL, NULL, NULL, sab_supported, napi_enumerable, NULL},
+      {"pageSize", NULL, NULL, NULL, NULL, page, napi_enumerable, NULL},
+  };
+  CHECK(napi_define_properties(env, exports, sizeof props / sizeof props[0], props));
+  return exports;
+}
+
+NAPI_MODULE_INIT() { return init(env, exports); }

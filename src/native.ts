@@ -1,0 +1,200 @@
+/**
+ * Loads the native addon (native/mp_native.c): POSIX shared memory, process-shared futex wait/wake
+ * on the addon's own threads, and socketpair. The 'thread' start method never needs it.
+ *
+ * Load order: `$MULTIPROCESSING_TS_NATIVE` (a path, for development), the prebuilt binary shipped in
+ * native/prebuilds/<platform>-<arch>/, then a local build in native/build/Release/.
+ */
+import { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { NotAvailableError, OSError } from './errors.js';
+
+/** Python's `FileNotFoundError` (an `OSError`, code `ENOENT`). */
+export class FileNotFoundError extends OSError {}
+Object.defineProperty(FileNotFoundError.prototype, 'name', { value: 'FileNotFoundError', writable: true, configurable: true });
+
+/** Python's `FileExistsError` (an `OSError`, code `EEXIST`). */
+export class FileExistsError extends OSError {}
+Object.defineProperty(FileExistsError.prototype, 'name', { value: 'FileExistsError', writable: true, configurable: true });
+
+/** Python's `PermissionError` (an `OSError`, code `EACCES`/`EPERM`). */
+export class PermissionError extends OSError {}
+Object.defineProperty(PermissionError.prototype, 'name', { value: 'PermissionError', writable: true, configurable: true });
+
+export type WaitResult = 'ok' | 'not-equal' | 'timed-out';
+
+/** A pending `futexWaitAsync`. */
+export interface AsyncWait {
+  /** Settles with the wait's outcome, or `'cancelled'` after `cancel()`. */
+  readonly promise: Promise<WaitResult | 'cancelled'>;
+  /** Settles the promise with `'cancelled'` at once and releases the waiter thread; false if the
+   * wait had already settled. A cancelled wait that had consumed a wake passes it on. */
+  cancel(): boolean;
+  /** Whether the pending wait keeps the event loop alive (it does by default). */
+  ref(): void;
+  unref(): void;
+}
+
+export interface ShmMapping {
+  /** The mapping itself: a `SharedArrayBuffer` when the runtime can wrap outside memory
+   * (`shared === true`), else an external `ArrayBuffer`. */
+  buffer: ArrayBuffer | SharedArrayBuffer;
+  /** The segment's actual size in bytes. */
+  size: number;
+  shared: boolean;
+}
+
+export interface NativeBinding {
+  /** `shm_open` + `ftruncate` (create) + `mmap(MAP_SHARED)`; the fd is closed after mapping.
+   * `name` has its leading slash. Throws `FileNotFoundError`, `FileExistsError`, `PermissionError`
+   * or `OSError` with Python's message and `.code`/`.errno`. */
+  shmOpen(name: string, create: boolean, exclusive: boolean, size: number): ShmMapping;
+  shmUnlink(name: string): void;
+  /** Detaches and unmaps an external ArrayBuffer from `shmOpen` at once. Returns false (and does
+   * nothing) for a SharedArrayBuffer, which is unmapped when it is collected in every thread. */
+  shmClose(buffer: ArrayBufferLike): boolean;
+  /** Blocking, process-shared wait (spins briefly first). `timeoutMs < 0` or omitted: forever. */
+  futexWait(word: Int32Array, index: number, expected: number, timeoutMs?: number): WaitResult;
+  /** Wakes up to `count` (default all) waiters in any process; returns how many were woken. */
+  futexWake(word: Int32Array, index: number, count?: number): number;
+  /** The same wait on one of the addon's own threads (never libuv's pool). */
+  futexWaitAsync(word: Int32Array, index: number, expected: number, timeoutMs?: number, options?: { ref?: boolean }): AsyncWait;
+  /** AF_UNIX SOCK_STREAM pair, close-on-exec. */
+  socketpair(): [number, number];
+  /** The addon's waiter threads: alive, idle, and pending waits. */
+  asyncWaitStats(): { threads: number; idle: number; pending: number };
+  /** Whether `shmOpen` returns SharedArrayBuffers (Node.js with node_api_create_external_sharedarraybuffer). */
+  readonly sharedArrayBufferSupported: boolean;
+  readonly pageSize: number;
+}
+
+interface RawBinding {
+  shmOpen(name: string, create: boolean, exclusive: boolean, size: number): ShmMapping;
+  shmUnlink(name: string): void;
+  shmClose(buffer: ArrayBufferLike): boolean;
+  futexWait(word: Int32Array, index: number, expected: number, timeoutMs: number): WaitResult;
+  futexWake(word: Int32Array, index: number, count: number): number;
+  futexWaitAsync(word: Int32Array, index: number, expected: number, timeoutMs: number, ref: boolean): { promise: Promise<WaitResult | 'cancelled'>; id: number };
+  futexCancel(id: number): boolean;
+  futexRef(id: number, ref: boolean): boolean;
+  asyncWaitStats(): { threads: number; idle: number; pending: number };
+  socketpair(): [number, number];
+  sharedArrayBufferSupported: boolean;
+  pageSize: number;
+}
+
+const nativeBuffers = new WeakSet<object>();
+
+/** True for memory mapped by the addon (process-shared: wait with the addon's futex), false for
+ * anything else, such as a plain SharedArrayBuffer (use Atomics.wait/notify). */
+export function isNativeBuffer(buf: ArrayBufferLike): boolean {
+  return nativeBuffers.has(buf);
+}
+
+const RAISES: Record<string, new (message: string, code?: string) => OSError> = {
+  FileNotFoundError, FileExistsError, PermissionError,
+};
+
+/** Re-creates an addon error as the library's class, keeping code/errno/syscall/filename. */
+function translate(err: unknown): unknown {
+  if (!(err instanceof Error) || typeof (err as { errno?: unknown }).errno !== 'number') return err;
+  const e = err as Error & { code?: string; errno: number; syscall?: string; filename?: string };
+  const Cls = RAISES[e.name] ?? OSError;
+  const out = new Cls(e.message, e.code) as OSError & { errno: number; syscall?: string; filename?: string };
+  out.errno = e.errno;
+  if (e.syscall) out.syscall = e.syscall;
+  if (e.filename) out.filename = e.filename;
+  return out;
+}
+
+function wrap(raw: RawBinding): NativeBinding {
+  return {
+    shmOpen(name, create, exclusive, size) {
+      let mapping: ShmMapping;
+      try {
+        mapping = raw.shmOpen(name, create, exclusive, size);
+      } catch (err) {
+        throw translate(err);
+      }
+      nativeBuffers.add(mapping.buffer);
+      return mapping;
+    },
+    shmUnlink(name) {
+      try {
+        raw.shmUnlink(name);
+      } catch (err) {
+        throw translate(err);
+      }
+    },
+    shmClose: (buffer) => raw.shmClose(buffer),
+    futexWait: (word, index, expected, timeoutMs = -1) => raw.futexWait(word, index, expected, timeoutMs),
+    futexWake: (word, index, count = 0x7fffffff) => raw.futexWake(word, index, count),
+    futexWaitAsync(word, index, expected, timeoutMs = -1, options = {}) {
+      const { promise, id } = raw.futexWaitAsync(word, index, expected, timeoutMs, options.ref ?? true);
+      return {
+        promise,
+        cancel: () => raw.futexCancel(id),
+        ref: () => void raw.futexRef(id, true),
+        unref: () => void raw.futexRef(id, false),
+      };
+    },
+    socketpair: () => raw.socketpair(),
+    asyncWaitStats: () => raw.asyncWaitStats(),
+    sharedArrayBufferSupported: raw.sharedArrayBufferSupported,
+    pageSize: raw.pageSize,
+  };
+}
+
+const nativeDir = fileURLToPath(new URL('../native/', import.meta.url));
+
+/** Where the addon is looked for, in order. */
+export function nativeCandidates(): string[] {
+  const list: string[] = [];
+  const override = process.env.MULTIPROCESSING_TS_NATIVE;
+  if (override) list.push(override);
+  list.push(`${nativeDir}prebuilds/${process.platform}-${process.arch}/mp_native.node`);
+  list.push(`${nativeDir}build/Release/mp_native.node`);
+  return list;
+}
+
+let cached: NativeBinding | undefined;
+let failure: NotAvailableError | undefined;
+
+/** The addon (loaded once); throws `NotAvailableError` with the fix when it cannot be loaded. */
+export function loadNative(): NativeBinding {
+  if (cached) return cached;
+  if (failure) throw failure;
+  const require = createRequire(import.meta.url);
+  const tried: string[] = [];
+  if (process.platform === 'linux') {
+    for (const file of nativeCandidates()) {
+      if (!existsSync(file)) continue;
+      try {
+        cached = wrap(require(file) as RawBinding);
+        return cached;
+      } catch (err) {
+        tried.push(`${file}: ${(err as Error).message}`);
+      }
+    }
+  } else {
+    tried.push(`process-shared memory is implemented for Linux only, not ${process.platform}`);
+  }
+  failure = new NotAvailableError(
+    `multiprocessing-ts: the native addon for shared memory and process-shared locks is not available on ` +
+      `${process.platform}-${process.arch}` +
+      (tried.length ? ` (${tried.join('; ')})` : ' (no prebuilt binary and no local build)') +
+      `. Build it with \`npx node-gyp rebuild -C node_modules/multiprocessing-ts/native\` ` +
+      `(or \`npm run build:native\` in a clone), or use the 'thread' start method, which needs no addon.`,
+  );
+  throw failure;
+}
+
+/** The addon, or null when it cannot be loaded. */
+export function tryLoadNative(): NativeBinding | null {
+  try {
+    return loadNative();
+  } catch {
+    return null;
+  }
+}
