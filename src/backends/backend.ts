@@ -1,0 +1,60 @@
+/**
+ * The interface every start method implements: CPython's Popen objects (popen_spawn_posix.py,
+ * popen_forkserver.py). `Process` knows only this; queues, locks and pools never see a backend.
+ */
+import type { TransferListItem } from 'node:worker_threads';
+import type { Socket } from 'node:net';
+
+export type StartMethod = 'spawn' | 'forkserver' | 'thread';
+
+/** What a started child is, seen from its parent. */
+export interface Popen {
+  /** The child's pid (the host's pid for a thread). */
+  readonly pid: number | undefined;
+  /** null while running, then Python's exit code (0, 1, N, or -signal). */
+  readonly exitcode: number | null;
+  /** Settles with the exit code when the child has exited. */
+  readonly exited: Promise<number>;
+  terminate(): void;
+  kill(): void;
+  interrupt(): void;
+  /** Whether the child keeps the parent alive (non-daemon) or not (daemon). */
+  setKeepsParentAlive(keep: boolean): void;
+}
+
+/** The serialised process object and what must travel with it. */
+export interface StartRequest {
+  /** The payload graph, already reduced (plain structured-clone data). */
+  graph: unknown;
+  transfer: TransferListItem[];
+  handles: Socket[];
+  daemon: boolean;
+}
+
+export interface Backend {
+  readonly method: StartMethod;
+  /** Which kind of channel reaches the child: process objects reduce differently for each. */
+  readonly target: 'process' | 'thread';
+  start(request: StartRequest): Popen;
+}
+
+/** Exit code for a signal name, Python's `-signal`. */
+export function signalExitCode(signal: NodeJS.Signals): number {
+  return -(osSignals[signal] ?? 0);
+}
+import { constants } from 'node:os';
+const osSignals = constants.signals as Record<string, number>;
+
+/** The child's command line: the parent's runtime flags (loaders such as tsx carry over), minus
+ * flags that belong to the parent's own run (the test runner's). */
+export function childExecArgv(): string[] {
+  const out: string[] = [];
+  const argv = process.execArgv;
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (arg === '--test' || arg.startsWith('--test-') || arg === '--watch' || arg.startsWith('--watch-')) continue;
+    if (arg === '--inspect' || arg.startsWith('--inspect-') || arg.startsWith('--inspect=')) continue;
+    out.push(arg);
+  }
+  return out;
+}

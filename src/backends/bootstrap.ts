@@ -1,0 +1,62 @@
+/**
+ * The child's side of every start method (CPython's spawn.py `_main` + `BaseProcess._bootstrap`):
+ * receive the process object, import what it needs, run it, flush, and exit with Python's code.
+ */
+import { Socket } from 'node:net';
+import { isMainThread, workerData } from 'node:worker_threads';
+import { markChild } from './childMark.js';
+
+markChild();
+
+interface StartMessage {
+  type: 'start';
+  graph: unknown;
+  handleCount: number;
+}
+
+async function main(): Promise<void> {
+  if (!isMainThread) {
+    const { runChild } = await import('./child.js');
+    const code = await runChild((workerData as { start: StartMessage }).start.graph, 'thread', [], () => true);
+    process.exit(code);
+  }
+
+  // A child whose parent is gone exits by itself, whatever it was doing with the event loop.
+  process.on('disconnect', () => process.exit(1));
+  process.channel?.unref();
+  const parentPid = process.ppid;
+  const parentAlive = () => process.ppid === parentPid && process.connected;
+
+  const forkserver = process.argv.indexOf('--mp-forkserver');
+  if (forkserver >= 0) {
+    // A warm child: import the preload modules now, then wait to be handed a process object.
+    const preload = JSON.parse(process.argv[forkserver + 1] ?? '[]') as string[];
+    for (const module of preload) await import(module);
+  }
+  const handles: Socket[] = [];
+  const start = await new Promise<StartMessage>((resolve) => {
+    const onMessage = (message: { type: string; graph?: unknown; handleCount?: number }, handle?: unknown) => {
+      if (message.type === 'handle' && handle instanceof Socket) handles.push(handle);
+      else if (message.type === 'start') {
+        process.off('message', onMessage);
+        resolve(message as unknown as StartMessage);
+      }
+    };
+    process.on('message', onMessage);
+    // While waiting, the channel is what keeps this process alive.
+    process.channel?.ref();
+  });
+  process.channel?.unref();
+  if (forkserver < 0) {
+    const { FIRST_HANDLE_FD } = await import('./spawn.js');
+    for (let i = 0; i < start.handleCount; i++) handles.push(new Socket({ fd: FIRST_HANDLE_FD + i }));
+  }
+  const { runChild } = await import('./child.js');
+  const code = await runChild(start.graph, 'process', handles, parentAlive);
+  process.exit(code);
+}
+
+main().catch((error) => {
+  process.stderr.write(`multiprocessing-ts bootstrap failed: ${(error as Error)?.stack ?? String(error)}\n`);
+  process.exit(1);
+});

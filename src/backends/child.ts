@@ -1,0 +1,58 @@
+/**
+ * Running a process object inside the child: rebuild it (importing the task's module, which is when
+ * Python's "bootstrapping phase" guard applies), make it `currentProcess()`, call `run()`, run the
+ * exit finalizers (queues flush), and report Python's exit code.
+ */
+import type { Socket } from 'node:net';
+import { inspect } from 'node:util';
+import { applyLoggingConfig, info } from '../logger.js';
+import { ParentProcess, Process, runExitFinalizers, setBootstrapping, type ProcessIdentity } from '../process.js';
+import { rebuild } from '../reduction.js';
+
+interface Payload {
+  me: ProcessIdentity;
+  classRef: (abstract new (...args: never[]) => Process) | null;
+  fields: Record<string, unknown>;
+  target: ((...args: unknown[]) => unknown) | null;
+  args: unknown[];
+  logging: { level: number; toStderr: boolean };
+}
+
+function describe(error: unknown): string {
+  return error instanceof Error ? error.stack ?? `${error.name}: ${error.message}` : inspect(error);
+}
+
+export async function runChild(
+  graph: unknown,
+  target: 'process' | 'thread',
+  handles: Socket[],
+  parentAlive: () => boolean,
+): Promise<number> {
+  let payload: Payload;
+  setBootstrapping(true);
+  try {
+    payload = (await rebuild(graph, { target, handles })) as Payload;
+  } catch (error) {
+    process.stderr.write(`Process could not be started in the child:\n${describe(error)}\n`);
+    return 1;
+  } finally {
+    setBootstrapping(false);
+  }
+  const { me } = payload;
+  applyLoggingConfig(payload.logging);
+  const instance = Object.create((payload.classRef ?? Process).prototype) as Process;
+  Object.assign(instance, payload.fields);
+  Process.fromPayload(instance, me, payload.target, payload.args);
+  Process.becomeCurrent(instance, new ParentProcess(me.parentName, me.parentPid, parentAlive));
+  let exitcode = 0;
+  try {
+    info('child process calling self.run()');
+    await instance.run();
+  } catch (error) {
+    process.stderr.write(`Process ${me.name}:\n${describe(error)}\n`);
+    exitcode = 1;
+  }
+  await runExitFinalizers();
+  info('process exiting with exitcode %d', exitcode);
+  return exitcode;
+}

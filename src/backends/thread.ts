@@ -1,0 +1,110 @@
+/**
+ * The 'thread' start method: a worker_threads Worker per Process. True parallelism in one OS
+ * process; SharedArrayBuffers and MessagePorts reach the child as themselves.
+ */
+import { Worker } from 'node:worker_threads';
+import { createRequire } from 'node:module';
+import { pathToFileURL } from 'node:url';
+import { readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+
+interface TsxManifest {
+  exports: { './esm/api': { import: { default: string } } };
+}
+import type { Backend, Popen, StartRequest } from './backend.js';
+import { bootstrapPath } from './spawn.js';
+
+/**
+ * Node 20 does not run `--import` loaders in workers, so a worker of a program run through tsx
+ * registers tsx itself before importing anything written in TypeScript.
+ */
+function tsxApiUrl(): string | undefined {
+  const underTsx = import.meta.url.endsWith('.ts') || process.execArgv.some((a) => /(^|[/\\=])tsx\b/.test(a));
+  if (!underTsx) return undefined;
+  for (const base of [pathToFileURL(`${process.cwd()}/`).href, import.meta.url]) {
+    try {
+      // The ESM flavour of tsx's API: require.resolve would give the CommonJS one.
+      const manifestPath = createRequire(base).resolve('tsx/package.json');
+      const manifest = JSON.parse(readFileSync(manifestPath, 'utf8')) as TsxManifest;
+      const entry = manifest.exports['./esm/api'].import.default;
+      return pathToFileURL(join(dirname(manifestPath), entry)).href;
+    } catch {
+      // Try the next place.
+    }
+  }
+  return undefined;
+}
+
+const workerEntry = `
+const { workerData } = require('node:worker_threads');
+(async () => {
+  if (workerData.tsxApi) (await import(workerData.tsxApi)).register();
+  await import(workerData.bootstrap);
+})().catch((error) => { process.stderr.write(String(error && error.stack || error) + '\\n'); process.exit(1); });
+`;
+
+let cachedTsx: string | undefined | null = null;
+
+class ThreadPopen implements Popen {
+  exitcode: number | null = null;
+  readonly exited: Promise<number>;
+  private forcedCode: number | null = null;
+
+  constructor(private readonly worker: Worker, keepsParentAlive: boolean) {
+    this.exited = new Promise((resolve) => {
+      worker.on('error', (error) => {
+        // An error that escaped the process's own handling, as Python prints a child's traceback.
+        process.stderr.write(`${(error as Error)?.stack ?? String(error)}\n`);
+      });
+      worker.once('exit', (code) => {
+        this.exitcode = this.forcedCode ?? code;
+        resolve(this.exitcode);
+      });
+    });
+    this.setKeepsParentAlive(keepsParentAlive);
+  }
+
+  get pid(): number {
+    return process.pid;
+  }
+
+  setKeepsParentAlive(keep: boolean): void {
+    if (keep) this.worker.ref();
+    else this.worker.unref();
+  }
+
+  /** A worker has no signals: it is stopped, and reports the code the signal would have given. */
+  private stop(code: number): void {
+    if (this.exitcode !== null || this.forcedCode !== null) return;
+    this.forcedCode = code;
+    void this.worker.terminate();
+  }
+  terminate(): void {
+    this.stop(-15);
+  }
+  kill(): void {
+    this.stop(-9);
+  }
+  /** Python's KeyboardInterrupt ends the child with exit code 1. */
+  interrupt(): void {
+    this.stop(1);
+  }
+}
+
+export const threadBackend: Backend = {
+  method: 'thread',
+  target: 'thread',
+  start(request: StartRequest): Popen {
+    if (cachedTsx === null) cachedTsx = tsxApiUrl();
+    const worker = new Worker(workerEntry, {
+      eval: true,
+      workerData: {
+        tsxApi: cachedTsx,
+        bootstrap: pathToFileURL(bootstrapPath).href,
+        start: { graph: request.graph, handleCount: 0 },
+      },
+      transferList: request.transfer,
+    });
+    return new ThreadPopen(worker, !request.daemon);
+  },
+};

@@ -1,0 +1,155 @@
+/**
+ * Contexts and start methods, as CPython's context.py: the one place where every public factory
+ * lives, so that the start method decides the backend and no public class knows which one runs it.
+ */
+import * as errors from './errors.js';
+import { NotAvailableError, ValueError } from './errors.js';
+import { getLogger, logToStderr } from './logger.js';
+import {
+  activeChildren, cpuCount, currentProcess, freezeSupport, parentProcess, Process, processClassFor,
+  processCpuCount, setBackendResolver,
+} from './process.js';
+import type { Backend, StartMethod } from './backends/backend.js';
+import { spawnBackend, setExecutable } from './backends/spawn.js';
+import { forkserverBackend, setForkserverPreload } from './backends/forkserver.js';
+import { threadBackend } from './backends/thread.js';
+
+export type { StartMethod } from './backends/backend.js';
+
+const backends: Record<StartMethod, Backend> = {
+  spawn: spawnBackend,
+  forkserver: forkserverBackend,
+  thread: threadBackend,
+};
+
+const allMethods: StartMethod[] = ['spawn', 'forkserver', 'thread'];
+const defaultMethod: StartMethod = 'spawn';
+
+function checkMethod(method: string): StartMethod {
+  if (method === 'fork') {
+    throw new NotAvailableError(
+      "The 'fork' start method cannot be provided by Node.js (a Node process cannot be forked). " +
+        "Use 'spawn' (the default), 'forkserver' (fast start from warm, preloaded processes) or " +
+        "'thread' (worker_threads).",
+    );
+  }
+  if (!(allMethods as string[]).includes(method)) throw new ValueError(`cannot find context for '${method}'`);
+  return method as StartMethod;
+}
+
+/** What every context offers: the root module's functions and factories. */
+export class BaseContext {
+  // Python exposes the exception classes on every context.
+  readonly ProcessError = errors.ProcessError;
+  readonly BufferTooShort = errors.BufferTooShort;
+  readonly TimeoutError = errors.TimeoutError;
+  readonly AuthenticationError = errors.AuthenticationError;
+
+  readonly currentProcess = currentProcess;
+  readonly parentProcess = parentProcess;
+  readonly activeChildren = activeChildren;
+  readonly cpuCount = cpuCount;
+  readonly processCpuCount = processCpuCount;
+  readonly freezeSupport = freezeSupport;
+  readonly getLogger = getLogger;
+  readonly logToStderr = logToStderr;
+  readonly setExecutable = setExecutable;
+  readonly setForkserverPreload = setForkserverPreload;
+
+  /** The Process class of this context. */
+  get Process(): typeof Process {
+    return Process;
+  }
+
+  getStartMethod(_allowNone = false): StartMethod | null {
+    throw new Error('abstract');
+  }
+
+  getContext(method?: string | null): BaseContext {
+    if (method === undefined || method === null) return defaultContext;
+    return concreteContexts[checkMethod(method)];
+  }
+
+  getAllStartMethods(): StartMethod[] {
+    return [...allMethods];
+  }
+
+  setStartMethod(_method: string | null, _options: { force?: boolean } = {}): void {
+    throw new ValueError('cannot set start method of concrete context');
+  }
+}
+
+/** A context bound to one start method (`getContext('spawn')`). */
+export class ConcreteContext extends BaseContext {
+  private readonly processClass: typeof Process;
+  constructor(readonly method: StartMethod, processClassName: string) {
+    super();
+    this.processClass = processClassFor(method, processClassName);
+  }
+  override get Process(): typeof Process {
+    return this.processClass;
+  }
+  override getStartMethod(): StartMethod {
+    return this.method;
+  }
+}
+
+/** The module-level context: its start method is fixed by `setStartMethod` or on first use. */
+export class DefaultContext extends BaseContext {
+  private actual: ConcreteContext | null = null;
+
+  override getContext(method?: string | null): BaseContext {
+    if (method === undefined || method === null) {
+      this.actual ??= concreteContexts[defaultMethod];
+      return this.actual;
+    }
+    return super.getContext(method);
+  }
+
+  override getStartMethod(allowNone = false): StartMethod | null {
+    if (this.actual === null) {
+      if (allowNone) return null;
+      this.actual = concreteContexts[defaultMethod];
+    }
+    return this.actual.method;
+  }
+
+  override setStartMethod(method: string | null, options: { force?: boolean } = {}): void {
+    if (this.actual !== null && !options.force) throw new errors.ProcessError('context has already been set');
+    if (method === null && options.force) {
+      this.actual = null;
+      return;
+    }
+    this.actual = concreteContexts[checkMethod(String(method))];
+  }
+
+  /** The concrete context in force (fixing the default on first use, as Python does). */
+  actualContext(): ConcreteContext {
+    this.getStartMethod();
+    return this.actual!;
+  }
+}
+
+const concreteContexts: Record<StartMethod, ConcreteContext> = {
+  spawn: new ConcreteContext('spawn', 'SpawnProcess'),
+  forkserver: new ConcreteContext('forkserver', 'ForkServerProcess'),
+  thread: new ConcreteContext('thread', 'ThreadProcess'),
+};
+
+export const defaultContext = new DefaultContext();
+
+setBackendResolver((method) => backends[method ?? defaultContext.actualContext().method]);
+
+/** Python's `multiprocessing.get_context(method=None)`. */
+export function getContext(method?: string | null): BaseContext {
+  return defaultContext.getContext(method);
+}
+export function getStartMethod(allowNone = false): StartMethod | null {
+  return defaultContext.getStartMethod(allowNone);
+}
+export function setStartMethod(method: string | null, options: { force?: boolean } = {}): void {
+  defaultContext.setStartMethod(method, options);
+}
+export function getAllStartMethods(): StartMethod[] {
+  return [...allMethods];
+}

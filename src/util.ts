@@ -1,0 +1,113 @@
+/**
+ * Ordered teardown at exit (Python's util.Finalize) and small shared helpers.
+ *
+ * Finalizers with a priority run at exit, highest first, equal priorities in reverse creation order.
+ * Queues register their flush here, which is how a process does not finish exiting until its
+ * buffered items are written.
+ */
+
+type Callback = () => unknown;
+
+interface Finalizer {
+  callback: Callback;
+  priority: number;
+  order: number;
+  done: boolean;
+}
+
+const finalizers = new Set<Finalizer>();
+let created = 0;
+
+export interface FinalizeHandle {
+  /** Runs the callback now (at most once) and forgets it. */
+  run(): Promise<void>;
+  /** Forgets the callback without running it. */
+  cancel(): void;
+  readonly pending: boolean;
+}
+
+/** Registers `callback` to run at exit with `priority` (Python's exitpriority). */
+export function finalize(callback: Callback, priority = 0): FinalizeHandle {
+  const entry: Finalizer = { callback, priority, order: created++, done: false };
+  finalizers.add(entry);
+  return {
+    async run() {
+      if (entry.done) return;
+      entry.done = true;
+      finalizers.delete(entry);
+      await entry.callback();
+    },
+    cancel() {
+      entry.done = true;
+      finalizers.delete(entry);
+    },
+    get pending() {
+      return !entry.done;
+    },
+  };
+}
+
+/** Runs the registered finalizers whose priority is at least `minPriority`, in Python's order. */
+export async function runFinalizers(minPriority = -Infinity): Promise<void> {
+  const due = [...finalizers]
+    .filter((f) => f.priority >= minPriority)
+    .sort((a, b) => b.priority - a.priority || b.order - a.order);
+  for (const f of due) {
+    if (f.done) continue;
+    f.done = true;
+    finalizers.delete(f);
+    try {
+      await f.callback();
+    } catch (error) {
+      process.stderr.write(`Error in finalizer: ${(error as Error)?.stack ?? String(error)}\n`);
+    }
+  }
+}
+
+/** A promise that resolves after `seconds`, or never for null/undefined; aborts with `signal`. */
+export function deadlineOf(timeout: number | null | undefined): number {
+  if (timeout === null || timeout === undefined) return Infinity;
+  return performance.now() + Math.max(0, timeout) * 1000;
+}
+
+/** Rejects with the signal's reason (Python has no such thing; API.md rule 6). */
+export function throwIfAborted(signal: AbortSignal | undefined): void {
+  if (signal?.aborted) throw signal.reason;
+}
+
+/** Resolves when `promise` settles or after `seconds` (false), or rejects when `signal` aborts. */
+export function raceTimeout<T>(
+  promise: Promise<T>,
+  seconds: number | null | undefined,
+  signal?: AbortSignal,
+): Promise<{ done: true; value: T } | { done: false }> {
+  throwIfAborted(signal);
+  return new Promise((resolve, reject) => {
+    let timer: NodeJS.Timeout | undefined;
+    const onAbort = () => {
+      cleanup();
+      reject(signal!.reason);
+    };
+    const cleanup = () => {
+      if (timer) clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
+    };
+    if (seconds !== null && seconds !== undefined) {
+      timer = setTimeout(() => {
+        cleanup();
+        resolve({ done: false });
+      }, Math.max(0, seconds) * 1000);
+    }
+    signal?.addEventListener('abort', onAbort, { once: true });
+    promise.then(
+      (value) => {
+        cleanup();
+        resolve({ done: true, value });
+      },
+      (error) => {
+        cleanup();
+        reject(error);
+      },
+    );
+  });
+}
