@@ -191,8 +191,13 @@ export class Process {
       throw new ValueError('can only join a child process');
     }
     if (!state.popen) throw new ValueError('can only join a started process');
-    const result = await raceTimeout(state.popen.exited, timeout, options.signal);
-    if (result.done) children.delete(this);
+    const release = state.popen.hold();
+    try {
+      const result = await raceTimeout(state.popen.exited, timeout, options.signal);
+      if (result.done) children.delete(this);
+    } finally {
+      release();
+    }
   }
 
   isAlive(): boolean {

@@ -18,8 +18,9 @@ export interface Popen {
   terminate(): void;
   kill(): void;
   interrupt(): void;
-  /** Whether the child keeps the parent alive (non-daemon) or not (daemon). */
-  setKeepsParentAlive(keep: boolean): void;
+  /** Keeps the parent's event loop alive until the returned function is called (a pending join of
+   * a daemon child must not let the parent exit under it). */
+  hold(): () => void;
 }
 
 /** The serialised process object and what must travel with it. */
@@ -36,6 +37,30 @@ export interface Backend {
   /** Which kind of channel reaches the child: process objects reduce differently for each. */
   readonly target: 'process' | 'thread';
   start(request: StartRequest): Popen;
+}
+
+/** Reference counting for what keeps the parent alive: non-daemon children always, daemon children
+ * while somebody waits for them. */
+export class KeepAlive {
+  private holds = 0;
+  constructor(private readonly handle: { ref(): void; unref(): void }, private readonly always: boolean) {
+    this.update();
+  }
+  hold(): () => void {
+    this.holds++;
+    this.update();
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      this.holds--;
+      this.update();
+    };
+  }
+  private update(): void {
+    if (this.always || this.holds > 0) this.handle.ref();
+    else this.handle.unref();
+  }
 }
 
 /** Exit code for a signal name, Python's `-signal`. */

@@ -7,7 +7,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import type { Backend, Popen, StartRequest } from './backend.js';
-import { childExecArgv, signalExitCode } from './backend.js';
+import { childExecArgv, KeepAlive, signalExitCode } from './backend.js';
 
 const moduleExtension = import.meta.url.endsWith('.ts') ? '.ts' : '.js';
 /** The child's entry file: bootstrap.ts under a TypeScript loader, bootstrap.js once built. */
@@ -39,6 +39,7 @@ export function spawnBootstrap(extraArgs: string[], handles: StartRequest['handl
 export class ChildPopen implements Popen {
   exitcode: number | null = null;
   readonly exited: Promise<number>;
+  private readonly keepAlive: KeepAlive;
 
   constructor(readonly child: ChildProcess, keepsParentAlive: boolean) {
     this.exited = new Promise((resolve) => {
@@ -62,16 +63,15 @@ export class ChildPopen implements Popen {
     });
     // The IPC channel never keeps the parent alive; the process handle does, for non-daemons.
     child.channel?.unref();
-    this.setKeepsParentAlive(keepsParentAlive);
+    this.keepAlive = new KeepAlive(child, keepsParentAlive);
   }
 
   get pid(): number | undefined {
     return this.child.pid;
   }
 
-  setKeepsParentAlive(keep: boolean): void {
-    if (keep) this.child.ref();
-    else this.child.unref();
+  hold(): () => void {
+    return this.keepAlive.hold();
   }
 
   terminate(): void {

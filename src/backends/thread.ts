@@ -11,7 +11,7 @@ import { dirname, join } from 'node:path';
 interface TsxManifest {
   exports: { './esm/api': { import: { default: string } } };
 }
-import type { Backend, Popen, StartRequest } from './backend.js';
+import { KeepAlive, type Backend, type Popen, type StartRequest } from './backend.js';
 import { bootstrapPath } from './spawn.js';
 
 /**
@@ -49,6 +49,7 @@ class ThreadPopen implements Popen {
   exitcode: number | null = null;
   readonly exited: Promise<number>;
   private forcedCode: number | null = null;
+  private readonly keepAlive: KeepAlive;
 
   constructor(private readonly worker: Worker, keepsParentAlive: boolean) {
     this.exited = new Promise((resolve) => {
@@ -61,16 +62,15 @@ class ThreadPopen implements Popen {
         resolve(this.exitcode);
       });
     });
-    this.setKeepsParentAlive(keepsParentAlive);
+    this.keepAlive = new KeepAlive(worker, keepsParentAlive);
   }
 
   get pid(): number {
     return process.pid;
   }
 
-  setKeepsParentAlive(keep: boolean): void {
-    if (keep) this.worker.ref();
-    else this.worker.unref();
+  hold(): () => void {
+    return this.keepAlive.hold();
   }
 
   /** A worker has no signals: it is stopped, and reports the code the signal would have given. */

@@ -1,0 +1,70 @@
+// Shared test helpers: running whole programs, waiting for pids to vanish, one describe per method.
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { readFileSync } from 'node:fs';
+
+export const startMethods = ['spawn', 'forkserver', 'thread'] as const;
+
+export interface ProgramResult {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs `node --import tsx <file> ...args` to completion (killed after `timeoutMs`). */
+export function runProgram(
+  file: string | URL,
+  args: string[],
+  timeoutMs = 30_000,
+  env: Record<string, string> = {},
+): Promise<ProgramResult> {
+  const path = file instanceof URL ? fileURLToPath(file) : file;
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [...process.execArgv, path, ...args], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, ...env },
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`program ${path} ${args.join(' ')} timed out; stdout: ${stdout} stderr: ${stderr}`));
+    }, timeoutMs);
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code, signal, stdout, stderr });
+    });
+  });
+}
+
+/** Whether `pid` runs. A zombie (exited, not yet reaped: orphans here are re-parented to a PID 1
+ * that may not reap them) counts as gone. */
+export function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch {
+    return false;
+  }
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  } catch {
+    return false;
+  }
+}
+
+/** Resolves once `pid` no longer exists; rejects after `timeoutMs`. Polls the OS: no other way
+ * to observe a process that is not our child. */
+export async function waitForPidGone(pid: number, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (isAlive(pid)) {
+    if (Date.now() > deadline) {
+      process.kill(pid, 'SIGKILL');
+      throw new Error(`process ${pid} still alive after ${timeoutMs} ms`);
+    }
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
