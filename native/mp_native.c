@@ -27,6 +27,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -897,6 +898,74 @@ static napi_value socketpair_js(napi_env env, napi_callback_info info) {
   return arr;
 }
 
+/* Fills a sockaddr_un from a JS path string; throws and returns false when it does not fit. */
+static bool unix_address(napi_env env, napi_value path, struct sockaddr_un* addr) {
+  memset(addr, 0, sizeof *addr);
+  addr->sun_family = AF_UNIX;
+  size_t len = 0;
+  if (napi_get_value_string_utf8(env, path, NULL, 0, &len) != napi_ok) {
+    napi_throw_type_error(env, NULL, "path must be a string");
+    return false;
+  }
+  if (len == 0 || len >= sizeof addr->sun_path) {
+    throw_errno(env, ENAMETOOLONG, "bind", NULL);
+    return false;
+  }
+  napi_get_value_string_utf8(env, path, addr->sun_path, sizeof addr->sun_path, &len);
+  return true;
+}
+
+/* unixListen(path, backlog) -> fd: a bound, listening AF_UNIX stream socket (close-on-exec), so
+ * that clients can connect before the process that will accept() has even started. */
+static napi_value unix_listen_js(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2], v;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  struct sockaddr_un addr;
+  if (argc < 1 || !unix_address(env, argv[0], &addr)) return NULL;
+  int32_t backlog = 128;
+  if (argc >= 2) napi_get_value_int32(env, argv[1], &backlog);
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    throw_errno(env, errno, "socket", NULL);
+    return NULL;
+  }
+  if (bind(fd, (struct sockaddr*)&addr, sizeof addr) != 0 || listen(fd, backlog) != 0) {
+    int err = errno;
+    close(fd);
+    throw_errno(env, err, "bind", addr.sun_path);
+    return NULL;
+  }
+  CHECK(napi_create_int32(env, fd, &v));
+  return v;
+}
+
+/* unixConnect(path) -> fd: a blocking, connected AF_UNIX stream socket (close-on-exec), for
+ * synchronous writes with fs.writeSync. */
+static napi_value unix_connect_js(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], v;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  struct sockaddr_un addr;
+  if (argc < 1 || !unix_address(env, argv[0], &addr)) return NULL;
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    throw_errno(env, errno, "socket", NULL);
+    return NULL;
+  }
+  int rc;
+  do rc = connect(fd, (struct sockaddr*)&addr, sizeof addr);
+  while (rc != 0 && errno == EINTR);
+  if (rc != 0) {
+    int err = errno;
+    close(fd);
+    throw_errno(env, err, "connect", addr.sun_path);
+    return NULL;
+  }
+  CHECK(napi_create_int32(env, fd, &v));
+  return v;
+}
+
 /* ------------------------------------------------------------------------------------------------
  * Module
  * --------------------------------------------------------------------------------------------- */
@@ -917,6 +986,8 @@ static napi_value init(napi_env env, napi_value exports) {
       {"futexRef", NULL, futex_ref_js, NULL, NULL, NULL, napi_enumerable, NULL},
       {"asyncWaitStats", NULL, async_wait_stats_js, NULL, NULL, NULL, napi_enumerable, NULL},
       {"socketpair", NULL, socketpair_js, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"unixListen", NULL, unix_listen_js, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"unixConnect", NULL, unix_connect_js, NULL, NULL, NULL, napi_enumerable, NULL},
       {"sharedArrayBufferSupported", NULL, NULL, NULL, NULL, sab_supported, napi_enumerable, NULL},
       {"pageSize", NULL, NULL, NULL, NULL, page, napi_enumerable, NULL},
   };

@@ -62,6 +62,10 @@ export interface NativeBinding {
   futexWaitAsync(word: Int32Array, index: number, expected: number, timeoutMs?: number, options?: { ref?: boolean }): AsyncWait;
   /** AF_UNIX SOCK_STREAM pair, close-on-exec. */
   socketpair(): [number, number];
+  /** A bound, listening AF_UNIX stream socket (close-on-exec); clients may connect before anyone accepts. */
+  unixListen(path: string, backlog?: number): number;
+  /** A blocking, connected AF_UNIX stream socket (close-on-exec), for synchronous writes. */
+  unixConnect(path: string): number;
   /** The addon's waiter threads: alive, idle, and pending waits. */
   asyncWaitStats(): { threads: number; idle: number; pending: number };
   /** Whether `shmOpen` returns SharedArrayBuffers (Node.js with node_api_create_external_sharedarraybuffer). */
@@ -80,6 +84,8 @@ interface RawBinding {
   futexRef(id: number, ref: boolean): boolean;
   asyncWaitStats(): { threads: number; idle: number; pending: number };
   socketpair(): [number, number];
+  unixListen(path: string, backlog: number): number;
+  unixConnect(path: string): number;
   sharedArrayBufferSupported: boolean;
   pageSize: number;
 }
@@ -140,6 +146,20 @@ function wrap(raw: RawBinding): NativeBinding {
       };
     },
     socketpair: () => raw.socketpair(),
+    unixListen(path, backlog = 128) {
+      try {
+        return raw.unixListen(path, backlog);
+      } catch (err) {
+        throw translate(err);
+      }
+    },
+    unixConnect(path) {
+      try {
+        return raw.unixConnect(path);
+      } catch (err) {
+        throw translate(err);
+      }
+    },
     asyncWaitStats: () => raw.asyncWaitStats(),
     sharedArrayBufferSupported: raw.sharedArrayBufferSupported,
     pageSize: raw.pageSize,

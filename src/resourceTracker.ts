@@ -1,0 +1,146 @@
+/**
+ * Python's resource_tracker: one tracker process per process tree unlinks the named resources
+ * (shared memory segments) that the tree created and never unlinked, once every process of the tree
+ * that talked to it has gone, even after SIGKILL.
+ *
+ * The first process that registers something starts the tracker (src/backends/resourceTrackerMain.ts)
+ * and hands it, at spawn, one end of a socketpair plus a Unix socket that is already listening, so
+ * the tracker exists for the kernel before its code even runs: every write here is a synchronous
+ * `writeSync` to a connected socket, like Python's `os.write` to the tracker's pipe. The socket's
+ * path goes to children in `MP_RESOURCE_TRACKER`, and they connect to the same tracker. A process
+ * that dies closes its connection; when no connection is left, the tracker warns about what is still
+ * registered (Python's message), unlinks it and exits.
+ *
+ * The tracker never keeps the user's program alive (the connection is a raw fd, the child is
+ * unref'ed and detached, so Ctrl-C does not reach it).
+ */
+import { spawn } from 'node:child_process';
+import { closeSync, mkdtempSync, rmSync, writeSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { extname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { ValueError } from './errors.js';
+import { loadNative } from './native.js';
+
+/** The environment variable through which children find their tree's tracker. */
+export const TRACKER_ENV = 'MP_RESOURCE_TRACKER';
+
+/** Resource types the tracker knows how to clean up. */
+export type ResourceType = 'shared_memory' | 'file';
+
+let fd: number | null = null;
+let broken = false;
+
+/** Node options that make the tracker's module loadable (a TypeScript loader such as tsx). */
+function loaderArgs(): string[] {
+  const out: string[] = [];
+  const argv = process.execArgv;
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (['--import', '--require', '-r', '--loader', '--experimental-loader'].includes(a) && i + 1 < argv.length) {
+      out.push(a, argv[++i]!);
+    } else if (/^--(import|require|loader|experimental-loader)=/.test(a) || /^--experimental-(strip|transform)-types$/.test(a)) {
+      out.push(a);
+    }
+  }
+  return out;
+}
+
+function trackerEntry(): string {
+  const here = fileURLToPath(import.meta.url);
+  return fileURLToPath(new URL(`./backends/resourceTrackerMain${extname(here)}`, import.meta.url));
+}
+
+/** Starts a tracker and returns this process's connection to it. */
+function start(): number {
+  const native = loadNative();
+  const dir = mkdtempSync(join(tmpdir(), 'mp-rt-'));
+  const address = join(dir, 'tracker.sock');
+  const listenFd = native.unixListen(address, 512);
+  let mine: number, theirs: number;
+  try {
+    [mine, theirs] = native.socketpair();
+  } catch (err) {
+    closeSync(listenFd);
+    rmSync(dir, { recursive: true, force: true });
+    throw err;
+  }
+  try {
+    const child = spawn(process.execPath, [...loaderArgs(), trackerEntry(), address], {
+      stdio: ['ignore', 'ignore', 'inherit', theirs, listenFd],
+      detached: true,
+      env: { ...process.env, [TRACKER_ENV]: address },
+    });
+    child.on('error', (err) => process.emitWarning(`resource_tracker: could not start: ${err.message}`));
+    child.unref();
+  } catch (err) {
+    closeSync(mine);
+    rmSync(dir, { recursive: true, force: true });
+    throw err;
+  } finally {
+    closeSync(theirs);
+    closeSync(listenFd);
+  }
+  process.env[TRACKER_ENV] = address;
+  return mine;
+}
+
+/** Connects this process to its tree's tracker, starting one if there is none; returns its address.
+ * Python's `resource_tracker.ensure_running()`. A child process should call it early (bootstrap) so
+ * that the tracker waits for it too. */
+export function ensureRunning(): string {
+  if (fd === null) {
+    const address = process.env[TRACKER_ENV];
+    if (address) {
+      try {
+        fd = loadNative().unixConnect(address);
+      } catch {
+        fd = null; // that tracker has gone: start our own
+      }
+    }
+    if (fd === null) fd = start();
+  }
+  return process.env[TRACKER_ENV]!;
+}
+
+/** The address of this process's tracker, or null when it has not connected to one. */
+export function trackerAddress(): string | null {
+  return fd === null ? null : (process.env[TRACKER_ENV] ?? null);
+}
+
+function send(cmd: 'REGISTER' | 'UNREGISTER', name: string, rtype: ResourceType): void {
+  if (name.length > 512) throw new ValueError('name too long');
+  if (/[\t\n\0]/.test(name)) throw new ValueError(`invalid resource name ${JSON.stringify(name)}`);
+  if (broken) return;
+  const line = `${cmd}\t${rtype}\t${name}\n`;
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      ensureRunning();
+      writeSync(fd!, line);
+      return;
+    } catch (err) {
+      // The tracker died (EPIPE): forget it and start a new one once, as Python does.
+      if (fd !== null) {
+        try {
+          closeSync(fd);
+        } catch {}
+      }
+      fd = null;
+      delete process.env[TRACKER_ENV];
+      if (attempt === 1) {
+        broken = true;
+        process.emitWarning(`resource_tracker: cannot reach the tracker (${(err as Error).message}); leaked resources will not be cleaned up`);
+      }
+    }
+  }
+}
+
+/** Asks the tracker to unlink `name` if it is still registered when the whole tree has exited. */
+export function register(name: string, rtype: ResourceType = 'shared_memory'): void {
+  send('REGISTER', name, rtype);
+}
+
+/** Forgets `name` (it was unlinked, or handed over to someone else). */
+export function unregister(name: string, rtype: ResourceType = 'shared_memory'): void {
+  send('UNREGISTER', name, rtype);
+}
