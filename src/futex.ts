@@ -1,0 +1,190 @@
+/**
+ * Waiting on a 32-bit word: the one mechanism every lock, semaphore, condition, event and barrier
+ * uses. Timeouts (seconds, as in Python), AbortSignal and the short spin before sleeping are
+ * implemented here, once.
+ *
+ * Two kinds of memory, chosen by the buffer behind the Int32Array:
+ * - a plain `SharedArrayBuffer` (objects of the 'thread' start method): `Atomics.wait`,
+ *   `Atomics.waitAsync` and `Atomics.notify`. No native addon is involved, ever.
+ * - process-shared memory mapped by the addon (objects of 'spawn'/'forkserver'): the addon's
+ *   process-shared futex, blocking or on the addon's own waiter threads. `Atomics.wait/notify` do
+ *   not work across processes (and not at all on the external ArrayBuffer Node 20 gives us).
+ */
+import { isNativeBuffer, loadNative, type NativeBinding } from './native.js';
+
+export type WaitResult = 'ok' | 'not-equal' | 'timed-out';
+
+/** Buffers that must be waited on with the addon even though they are SharedArrayBuffers. */
+const processShared = new WeakSet<object>();
+
+/** Marks memory mapped from a process-shared segment (heap.ts does this for every arena). */
+export function markProcessShared(buffer: ArrayBufferLike): void {
+  processShared.add(buffer);
+}
+
+/** Whether waiting on this buffer needs the addon's futex (true for anything that is not a plain
+ * SharedArrayBuffer of this process). */
+export function isProcessShared(buffer: ArrayBufferLike): boolean {
+  return !(buffer instanceof SharedArrayBuffer) || processShared.has(buffer) || isNativeBuffer(buffer);
+}
+
+let nativeBinding: NativeBinding | undefined;
+function native(): NativeBinding {
+  return (nativeBinding ??= loadNative());
+}
+
+/** Seconds (null/undefined = forever, negative = 0) to milliseconds (-1 = forever). */
+export function timeoutMs(timeout: number | null | undefined): number {
+  if (timeout === null || timeout === undefined) return -1;
+  if (!(timeout > 0)) return 0; // also NaN
+  if (timeout === Infinity) return -1;
+  return timeout * 1000;
+}
+
+// A short spin before sleeping: a lock released a few microseconds later is taken without a
+// syscall and without a trip through the event loop. Kept short: on a 2-core machine a long spin
+// steals the CPU from the very process that is about to release.
+const SPIN = 400;
+
+function spin(i32: Int32Array, index: number, expected: number): boolean {
+  for (let i = 0; i < SPIN; i++) {
+    if (Atomics.load(i32, index) !== expected) return true;
+  }
+  return false;
+}
+
+// ---- keeping the event loop alive -----------------------------------------------------------
+// A pending Atomics.waitAsync does not keep Node's event loop alive: without a ref'd handle a
+// program awaiting `lock.acquire()` would exit silently with code 0. One shared interval timer is
+// held while any such wait is pending.
+let pendingWaits = 0;
+let keepAliveTimer: ReturnType<typeof setInterval> | undefined;
+
+function holdLoop(): void {
+  if (pendingWaits++ === 0) keepAliveTimer = setInterval(() => {}, 0x3fffffff);
+}
+
+function releaseLoop(): void {
+  if (--pendingWaits === 0 && keepAliveTimer !== undefined) {
+    clearInterval(keepAliveTimer);
+    keepAliveTimer = undefined;
+  }
+}
+
+// Atomics.waitAsync is ES2024; the project's lib is ES2022.
+type WaitAsyncResult = { async: false; value: 'not-equal' | 'timed-out' } | { async: true; value: Promise<'ok' | 'timed-out'> };
+const waitAsync = (Atomics as unknown as {
+  waitAsync(i32: Int32Array, index: number, expected: number, timeout?: number): WaitAsyncResult;
+}).waitAsync;
+
+function atomicsWaitAsync(
+  i32: Int32Array,
+  index: number,
+  expected: number,
+  ms: number,
+  signal: AbortSignal | undefined,
+): Promise<WaitResult> {
+  const r = waitAsync(i32, index, expected, ms < 0 ? Infinity : ms);
+  if (!r.async) return Promise.resolve(r.value);
+  holdLoop();
+  return new Promise<WaitResult>((resolve, reject) => {
+    let settled = false;
+    const onAbort = (): void => {
+      if (settled) return;
+      settled = true;
+      releaseLoop();
+      reject(signal!.reason);
+      // An Atomics.waitAsync cannot be cancelled. If the abandoned wait later consumes a notify,
+      // pass the wake on so that no real waiter misses it.
+      void r.value.then((v) => {
+        if (v === 'ok') Atomics.notify(i32, index, 1);
+      });
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
+    void r.value.then((v) => {
+      if (settled) return;
+      settled = true;
+      releaseLoop();
+      signal?.removeEventListener('abort', onAbort);
+      resolve(v);
+    });
+  });
+}
+
+function nativeWaitAsync(
+  i32: Int32Array,
+  index: number,
+  expected: number,
+  ms: number,
+  signal: AbortSignal | undefined,
+): Promise<WaitResult> {
+  const job = native().futexWaitAsync(i32, index, expected, ms);
+  return new Promise<WaitResult>((resolve, reject) => {
+    let settled = false;
+    const onAbort = (): void => {
+      if (settled) return;
+      settled = true;
+      // The addon passes on a wake that the cancelled wait had already consumed.
+      job.cancel();
+      reject(signal!.reason);
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
+    job.promise.then(
+      (v) => {
+        if (settled) return;
+        settled = true;
+        signal?.removeEventListener('abort', onAbort);
+        resolve(v === 'cancelled' ? 'ok' : v);
+      },
+      (error: unknown) => {
+        if (settled) return;
+        settled = true;
+        signal?.removeEventListener('abort', onAbort);
+        reject(error);
+      },
+    );
+  });
+}
+
+/**
+ * Waits until `i32[index]` is no longer `expected` (or a wake arrives), without blocking the event
+ * loop. Resolves `'not-equal'` at once if the word already differs, `'ok'` after a wake (which may
+ * be spurious: callers re-check their condition), `'timed-out'` after `timeout` seconds
+ * (null/undefined: forever). An aborted `signal` rejects with `signal.reason` and cancels the wait.
+ */
+export function wait(
+  i32: Int32Array,
+  index: number,
+  expected: number,
+  timeout: number | null | undefined,
+  signal?: AbortSignal,
+): Promise<WaitResult> {
+  if (signal?.aborted) return Promise.reject(signal.reason);
+  if (Atomics.load(i32, index) !== expected) return Promise.resolve('not-equal');
+  if (spin(i32, index, expected)) return Promise.resolve('ok');
+  const ms = timeoutMs(timeout);
+  if (ms === 0) return Promise.resolve('timed-out');
+  return isProcessShared(i32.buffer)
+    ? nativeWaitAsync(i32, index, expected, ms, signal)
+    : atomicsWaitAsync(i32, index, expected, ms, signal);
+}
+
+/**
+ * The blocking form of `wait` (for `*Sync` methods): blocks this thread. `Atomics.wait` is allowed
+ * on Node's main thread (unlike a browser's).
+ */
+export function waitSync(i32: Int32Array, index: number, expected: number, timeout: number | null | undefined): WaitResult {
+  if (Atomics.load(i32, index) !== expected) return 'not-equal';
+  const ms = timeoutMs(timeout);
+  if (isProcessShared(i32.buffer)) return native().futexWait(i32, index, expected, ms); // spins first itself
+  if (spin(i32, index, expected)) return 'ok';
+  if (ms === 0) return 'timed-out';
+  return Atomics.wait(i32, index, expected, ms < 0 ? Infinity : ms);
+}
+
+/** Wakes up to `count` waiters of `i32[index]` in any thread or process; returns how many woke
+ * (for process-shared memory: how many the kernel woke). */
+export function wake(i32: Int32Array, index: number, count = 0x7fffffff): number {
+  if (isProcessShared(i32.buffer)) return native().futexWake(i32, index, count);
+  return Atomics.notify(i32, index, count);
+}

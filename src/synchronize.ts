@@ -1,0 +1,1161 @@
+/**
+ * Lock, RLock, Semaphore, BoundedSemaphore, Condition, Event and Barrier, as CPython's
+ * synchronize.py, built on 32-bit words in shared memory (heap.ts) and one waiting mechanism
+ * (futex.ts).
+ *
+ * Every algorithm is written once, as a generator that yields "park on this word" (or "call this
+ * function") steps; `runAsync` drives it with `futex.wait` (the Promise API, which never blocks the
+ * event loop) and `runSync` with `futex.waitSync` (the `*Sync` variants).
+ *
+ * Word layouts (Int32, all zero-initialised):
+ * - Lock:      [state, ownerTid]. state = 0 unlocked, else (ownerPid << 1) | waitersBit.
+ * - RLock:     [state, ownerTid, count].
+ * - Semaphore: [value, waiters, maxvalue (-1 unbounded), robust, slots (pid, count) x 16].
+ * - Condition: [seq, waiters, signals] plus its lock.
+ * - Event:     [flag, waiters].
+ * - Barrier:   [lock state, lock owner, state, count, seq].
+ *
+ * Beyond Python: the pid of whoever acquired a Lock/RLock is in the lock word, and a Semaphore keeps
+ * (pid, units acquired and not yet released by that pid) slots, like SysV's SEM_UNDO. A waiter that
+ * has waited a while checks whether that process still exists; if it died (SIGKILL, crash), the
+ * waiter takes the lock over (or gives the units back) and emits a warning. See
+ * docs/synchronization.md for the exact guarantees.
+ */
+import { readFileSync } from 'node:fs';
+import { threadId } from 'node:worker_threads';
+import { BrokenBarrierError, ValueError } from './errors.js';
+import { wait, waitSync, wake, type WaitResult } from './futex.js';
+import { allocate, attachBlock, blockState, checkTarget, freeWith, int32s, type Block, type BlockState, type MemoryKind } from './heap.js';
+import { reduceFunction, reduceSymbol, registerReducer, type ReduceContext, type Reduced } from './reduction.js';
+// The one place this module learns the default start method (see memoryKindFor).
+import { getContext } from './context.js';
+import { currentProcess } from './process.js';
+
+// ---- options ---------------------------------------------------------------------------------
+
+/** A context, as far as these classes care: which start method their objects are made for. */
+export interface ContextLike {
+  getStartMethod(): string | null;
+}
+
+/** The internal last parameter of every class here: the context whose start method decides the
+ * memory (a SharedArrayBuffer for 'thread', process-shared memory for 'spawn'/'forkserver'). */
+export interface SyncOptions {
+  ctx?: ContextLike;
+}
+
+export interface AcquireOptions {
+  /** Wait for the lock (default true). With false, `timeout` is ignored. */
+  block?: boolean;
+  /** Seconds; null/undefined waits forever, a negative value counts as 0. */
+  timeout?: number | null;
+  signal?: AbortSignal;
+}
+
+export interface WaitOptions {
+  signal?: AbortSignal;
+}
+
+/** The memory kind for objects made in `ctx` (or in the default context). */
+export function memoryKindFor(options?: SyncOptions): MemoryKind {
+  const ctx = options?.ctx ?? getContext();
+  return ctx.getStartMethod() === 'thread' ? 'thread' : 'process';
+}
+
+// ---- steps and drivers -------------------------------------------------------------------------
+
+interface Park {
+  kind: 'park';
+  i32: Int32Array;
+  index: number;
+  expected: number;
+  /** performance.now() deadline in ms, or null for none. */
+  deadline: number | null;
+}
+interface Call {
+  kind: 'call';
+  fn: () => unknown;
+}
+type Step = Park | Call;
+type Steps<T> = Generator<Step, T, unknown>;
+
+function park(i32: Int32Array, index: number, expected: number, deadline: number | null): Park {
+  return { kind: 'park', i32, index, expected, deadline };
+}
+
+const now = (): number => performance.now();
+
+function deadlineOf(timeout: number | null | undefined): number | null {
+  if (timeout === null || timeout === undefined || timeout === Infinity) return null;
+  return now() + (timeout > 0 ? timeout * 1000 : 0);
+}
+
+function remaining(deadline: number | null): number | null {
+  return deadline === null ? null : Math.max(0, (deadline - now()) / 1000);
+}
+
+function isThenable(v: unknown): v is PromiseLike<unknown> {
+  return (typeof v === 'object' || typeof v === 'function') && v !== null && typeof (v as { then?: unknown }).then === 'function';
+}
+
+/** Runs an algorithm to completion, blocking this thread while it parks. */
+function runSync<T>(g: Steps<T>): T {
+  let r = g.next();
+  while (!r.done) {
+    const step = r.value;
+    if (step.kind === 'park') {
+      r = g.next(waitSync(step.i32, step.index, step.expected, remaining(step.deadline)));
+      continue;
+    }
+    let out: unknown;
+    try {
+      out = step.fn();
+    } catch (error) {
+      r = g.throw(error);
+      continue;
+    }
+    // A *Sync caller cannot wait for a Promise: it runs on, and a rejection is reported, not lost.
+    if (isThenable(out)) out.then(undefined, (error: unknown) => process.emitWarning(`unhandled rejection in a Barrier action run by waitSync(): ${String(error)}`));
+    r = g.next(out);
+  }
+  return r.value;
+}
+
+/** Runs an algorithm to completion without blocking. An abort is thrown into the algorithm at its
+ * current park, which cleans up (maybe waiting more, without the signal) and rethrows. */
+async function runAsync<T>(g: Steps<T>, signal?: AbortSignal): Promise<T> {
+  let sig = signal;
+  let r = g.next();
+  while (!r.done) {
+    const step = r.value;
+    let input: unknown;
+    try {
+      if (step.kind === 'park') {
+        input = await wait(step.i32, step.index, step.expected, remaining(step.deadline), sig) satisfies WaitResult;
+      } else {
+        input = await step.fn();
+      }
+    } catch (error) {
+      if (step.kind === 'park') sig = undefined;
+      r = g.throw(error);
+      continue;
+    }
+    r = g.next(input);
+  }
+  return r.value;
+}
+
+// ---- identity and liveness ---------------------------------------------------------------------
+
+const PID = process.pid;
+/** This thread, as stored in owner words (0 means none). */
+const TID = threadId + 1;
+const ME = PID * 2;
+
+/** How long a waiter waits before it first checks that the holder is alive, then how often. */
+const ROBUST_FIRST_MS = 50;
+const ROBUST_PERIOD_MS = 100;
+
+/** Whether process `pid` exists and has not exited (a zombie counts as exited). */
+export function processAlive(pid: number): boolean {
+  if (pid <= 0) return true;
+  try {
+    process.kill(pid, 0);
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code !== 'ESRCH';
+  }
+  if (process.platform === 'linux') {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
+      const state = stat.charAt(stat.lastIndexOf(')') + 2);
+      return state !== 'Z' && state !== 'X';
+    } catch {
+      return false;
+    }
+  }
+  return true;
+}
+
+function warnOwnerDied(what: string, pid: number, detail: string): void {
+  process.emitWarning(
+    `${what}: process ${pid} died while holding it; ${detail} (robust-lock recovery, see docs/synchronization.md)`,
+    { type: 'OwnerDiedWarning', code: 'MP_OWNER_DIED' },
+  );
+}
+
+function ownerName(pid: number, tid: number): string {
+  if (pid === PID && tid === TID) {
+    let name = 'MainProcess';
+    try {
+      name = currentProcess().name;
+    } catch {
+      // process.ts not usable (very early): keep Python's default name
+    }
+    return threadId === 0 ? name : `${name}|Thread-${threadId}`;
+  }
+  return pid === PID ? 'SomeOtherThread' : 'SomeOtherProcess';
+}
+
+function normalizeAcquire(options?: AcquireOptions | boolean, timeout?: number | null): Required<Pick<AcquireOptions, 'block'>> & AcquireOptions {
+  if (typeof options === 'boolean') return { block: options, timeout };
+  return { block: options?.block ?? true, timeout: options?.timeout, signal: options?.signal };
+}
+
+// ---- base --------------------------------------------------------------------------------------
+
+/** When set, the next constructor call attaches to this block instead of allocating. */
+let attaching: Block | null = null;
+
+function attachAs<T>(make: () => T, block: Block): T {
+  attaching = block;
+  try {
+    return make();
+  } finally {
+    attaching = null;
+  }
+}
+
+function takeBlock(owner: object, kind: MemoryKind, bytes: number): { block: Block; fresh: boolean } {
+  if (attaching !== null) {
+    const block = attaching;
+    attaching = null;
+    return { block, fresh: false };
+  }
+  const block = allocate(kind, bytes, 8);
+  freeWith(owner, block);
+  return { block, fresh: true };
+}
+
+const inspect = Symbol.for('nodejs.util.inspect.custom');
+
+/** What Condition needs from its lock. */
+interface OwnedLock {
+  readonly _block: Block;
+  _isMine(): boolean;
+  /** Releases completely (every RLock level); returns what `_restore` needs. */
+  _releaseSave(): number;
+  _restore(saved: number): void;
+  _acquireSteps(block: boolean, timeout: number | null | undefined): Steps<boolean>;
+  acquire(options?: AcquireOptions | boolean, timeout?: number | null): Promise<boolean>;
+  acquireSync(options?: AcquireOptions | boolean, timeout?: number | null): boolean;
+  release(): void;
+  toString(): string;
+}
+
+// ---- the mutex word ----------------------------------------------------------------------------
+
+function tryLockWord(w: Int32Array): boolean {
+  if (Atomics.compareExchange(w, 0, 0, ME) === 0) {
+    Atomics.store(w, 1, TID);
+    return true;
+  }
+  return false;
+}
+
+/** A 3-state futex mutex (unlocked / locked / locked with waiters) with the owner's pid in the word. */
+function* lockWordSteps(w: Int32Array, timeout: number | null | undefined, robust: boolean, what: string): Steps<boolean> {
+  const deadline = deadlineOf(timeout);
+  let nextCheck = now() + ROBUST_FIRST_MS;
+  for (;;) {
+    let v = Atomics.load(w, 0);
+    if (v === 0) {
+      // Having contended, assume others wait too: release will wake one.
+      if (Atomics.compareExchange(w, 0, 0, ME | 1) === 0) {
+        Atomics.store(w, 1, TID);
+        return true;
+      }
+      continue;
+    }
+    if ((v & 1) === 0) {
+      if (Atomics.compareExchange(w, 0, v, v | 1) !== v) continue;
+      v |= 1;
+    }
+    const t = now();
+    if (deadline !== null && t >= deadline) return false;
+    let until = deadline;
+    if (robust) {
+      if (t >= nextCheck) {
+        nextCheck = t + ROBUST_PERIOD_MS;
+        const owner = v >>> 1;
+        if (owner !== PID && !processAlive(owner)) {
+          if (Atomics.compareExchange(w, 0, v, ME | 1) === v) {
+            Atomics.store(w, 1, TID);
+            warnOwnerDied(what, owner, 'the lock was taken over');
+            return true;
+          }
+          continue;
+        }
+      }
+      until = until === null ? nextCheck : Math.min(until, nextCheck);
+    }
+    yield park(w, 0, v, until);
+  }
+}
+
+function unlockWord(w: Int32Array): void {
+  Atomics.store(w, 1, 0);
+  const v = Atomics.exchange(w, 0, 0);
+  if (v & 1) wake(w, 0, 1);
+}
+
+const RELEASED_TOO_MANY = 'semaphore or lock released too many times';
+
+// ---- Lock --------------------------------------------------------------------------------------
+
+/** A non-recursive lock. Any process or thread may release it. */
+export class Lock implements OwnedLock {
+  /** @internal */ readonly _block: Block;
+  /** @internal */ protected readonly _w: Int32Array;
+
+  constructor(options?: SyncOptions) {
+    const { block } = takeBlock(this, memoryKindFor(options), 8);
+    this._block = block;
+    this._w = int32s(block, 0, 2);
+  }
+
+  /** Acquires the lock; resolves true, or false when `block` is false or `timeout` passed. */
+  acquire(options?: AcquireOptions | boolean, timeout?: number | null): Promise<boolean> {
+    const o = normalizeAcquire(options, timeout);
+    if (o.signal?.aborted) return Promise.reject(o.signal.reason);
+    if (tryLockWord(this._w)) return Promise.resolve(true);
+    if (!o.block) return Promise.resolve(false);
+    return runAsync(this._acquireSteps(true, o.timeout), o.signal);
+  }
+
+  /** `acquire`, blocking this thread. */
+  acquireSync(options?: AcquireOptions | boolean, timeout?: number | null): boolean {
+    const o = normalizeAcquire(options, timeout);
+    if (tryLockWord(this._w)) return true;
+    if (!o.block) return false;
+    return runSync(this._acquireSteps(true, o.timeout));
+  }
+
+  /** Releases the lock; `ValueError` if it is not locked. */
+  release(): void {
+    if (Atomics.load(this._w, 0) === 0) throw new ValueError(RELEASED_TOO_MANY);
+    unlockWord(this._w);
+  }
+
+  /** Acquires, runs `fn` (sync or async), releases; returns `fn`'s result. */
+  async with<T>(fn: () => T | Promise<T>): Promise<T> {
+    await this.acquire();
+    try {
+      return await fn();
+    } finally {
+      this.release();
+    }
+  }
+
+  /** Python's `__exit__`: releases. */
+  [Symbol.dispose](): void {
+    this.release();
+  }
+  async [Symbol.asyncDispose](): Promise<void> {
+    this.release();
+  }
+
+  /** @internal */
+  *_acquireSteps(block: boolean, timeout: number | null | undefined): Steps<boolean> {
+    if (tryLockWord(this._w)) return true;
+    if (!block) return false;
+    return yield* lockWordSteps(this._w, timeout, this._block.kind === 'process', this.constructor.name);
+  }
+  /** @internal */
+  _isMine(): boolean {
+    return Atomics.load(this._w, 0) >>> 1 === PID && Atomics.load(this._w, 1) === TID;
+  }
+  /** @internal */
+  _releaseSave(): number {
+    this.release();
+    return 1;
+  }
+  /** @internal */
+  _restore(_saved: number): void {}
+
+  toString(): string {
+    const v = Atomics.load(this._w, 0);
+    const owner = v === 0 ? 'None' : ownerName(v >>> 1, Atomics.load(this._w, 1));
+    return `<Lock(owner=${owner})>`;
+  }
+  [inspect](): string {
+    return this.toString();
+  }
+
+  [reduceSymbol](ctx: ReduceContext): Reduced {
+    checkTarget(this._block, ctx.target, 'Lock');
+    return { kind: 'Lock', state: blockState(this._block) };
+  }
+}
+registerReducer('Lock', (state: BlockState) => attachAs(() => new Lock(), attachBlock(state)));
+
+// ---- RLock -------------------------------------------------------------------------------------
+
+/** A recursive lock owned by one (process, thread) pair; async code on one thread shares it. */
+export class RLock implements OwnedLock {
+  /** @internal */ readonly _block: Block;
+  /** @internal */ protected readonly _w: Int32Array;
+
+  constructor(options?: SyncOptions) {
+    const { block } = takeBlock(this, memoryKindFor(options), 12);
+    this._block = block;
+    this._w = int32s(block, 0, 3);
+  }
+
+  acquire(options?: AcquireOptions | boolean, timeout?: number | null): Promise<boolean> {
+    const o = normalizeAcquire(options, timeout);
+    if (o.signal?.aborted) return Promise.reject(o.signal.reason);
+    if (this._tryAcquire()) return Promise.resolve(true);
+    if (!o.block) return Promise.resolve(false);
+    return runAsync(this._acquireSteps(true, o.timeout), o.signal);
+  }
+
+  acquireSync(options?: AcquireOptions | boolean, timeout?: number | null): boolean {
+    const o = normalizeAcquire(options, timeout);
+    if (this._tryAcquire()) return true;
+    if (!o.block) return false;
+    return runSync(this._acquireSteps(true, o.timeout));
+  }
+
+  /** Releases one level; `ValueError` if this process and thread do not own it. */
+  release(): void {
+    if (!this._isMine() || Atomics.load(this._w, 2) <= 0) {
+      throw new ValueError('attempt to release recursive lock not owned by thread');
+    }
+    if (Atomics.sub(this._w, 2, 1) === 1) unlockWord(this._w);
+  }
+
+  async with<T>(fn: () => T | Promise<T>): Promise<T> {
+    await this.acquire();
+    try {
+      return await fn();
+    } finally {
+      this.release();
+    }
+  }
+
+  [Symbol.dispose](): void {
+    this.release();
+  }
+  async [Symbol.asyncDispose](): Promise<void> {
+    this.release();
+  }
+
+  private _tryAcquire(): boolean {
+    if (this._isMine()) {
+      Atomics.add(this._w, 2, 1);
+      return true;
+    }
+    if (tryLockWord(this._w)) {
+      Atomics.store(this._w, 2, 1);
+      return true;
+    }
+    return false;
+  }
+
+  /** @internal */
+  *_acquireSteps(block: boolean, timeout: number | null | undefined): Steps<boolean> {
+    if (this._tryAcquire()) return true;
+    if (!block) return false;
+    const ok = yield* lockWordSteps(this._w, timeout, this._block.kind === 'process', 'RLock');
+    if (ok) Atomics.store(this._w, 2, 1);
+    return ok;
+  }
+  /** @internal */
+  _isMine(): boolean {
+    return Atomics.load(this._w, 0) >>> 1 === PID && Atomics.load(this._w, 1) === TID;
+  }
+  /** @internal */
+  _releaseSave(): number {
+    if (!this._isMine()) throw new ValueError('attempt to release recursive lock not owned by thread');
+    const count = Atomics.exchange(this._w, 2, 0);
+    unlockWord(this._w);
+    return count;
+  }
+  /** @internal */
+  _restore(saved: number): void {
+    Atomics.store(this._w, 2, saved);
+  }
+
+  toString(): string {
+    const v = Atomics.load(this._w, 0);
+    if (v === 0) return '<RLock(None, 0)>';
+    if (this._isMine()) return `<RLock(${ownerName(PID, TID)}, ${Atomics.load(this._w, 2)})>`;
+    return `<RLock(${ownerName(v >>> 1, Atomics.load(this._w, 1))}, nonzero)>`;
+  }
+  [inspect](): string {
+    return this.toString();
+  }
+
+  [reduceSymbol](ctx: ReduceContext): Reduced {
+    checkTarget(this._block, ctx.target, 'RLock');
+    return { kind: 'RLock', state: blockState(this._block) };
+  }
+}
+registerReducer('RLock', (state: BlockState) => attachAs(() => new RLock(), attachBlock(state)));
+
+// ---- Semaphore ---------------------------------------------------------------------------------
+
+const S_VALUE = 0;
+const S_WAITERS = 1;
+const S_MAX = 2;
+const S_ROBUST = 3;
+const S_SLOTS = 4;
+const N_SLOTS = 16;
+const SEM_WORDS = S_SLOTS + 2 * N_SLOTS;
+const SEM_VALUE_MAX = 0x7fffffff;
+
+export interface SemaphoreOptions extends SyncOptions {
+  /** Give back the units held by a process that died (SEM_UNDO-like; default true for process
+   * memory). Turn it off for a semaphore used to signal between processes (acquired in one process,
+   * released in another), where units taken by a dead process were consumed, not held. */
+  robust?: boolean;
+}
+
+/** A counting semaphore. */
+export class Semaphore {
+  /** @internal */ readonly _block: Block;
+  /** @internal */ protected readonly _w: Int32Array;
+  private _slot = -1;
+
+  constructor(value = 1, options?: SemaphoreOptions) {
+    const { block, fresh } = takeBlock(this, memoryKindFor(options), SEM_WORDS * 4);
+    this._block = block;
+    this._w = int32s(block, 0, SEM_WORDS);
+    if (fresh) {
+      if (!Number.isInteger(value) || value < 0) {
+        throw new ValueError('semaphore initial value must be >= 0');
+      }
+      if (value > SEM_VALUE_MAX) throw new ValueError('semaphore initial value is too large');
+      Atomics.store(this._w, S_VALUE, value);
+      Atomics.store(this._w, S_MAX, -1);
+      Atomics.store(this._w, S_ROBUST, (options?.robust ?? true) && block.kind === 'process' ? 1 : 0);
+    }
+  }
+
+  acquire(options?: AcquireOptions | boolean, timeout?: number | null): Promise<boolean> {
+    const o = normalizeAcquire(options, timeout);
+    if (o.signal?.aborted) return Promise.reject(o.signal.reason);
+    if (this._tryDown()) return Promise.resolve(true);
+    if (!o.block) return Promise.resolve(false);
+    return runAsync(this._acquireSteps(true, o.timeout), o.signal);
+  }
+
+  acquireSync(options?: AcquireOptions | boolean, timeout?: number | null): boolean {
+    const o = normalizeAcquire(options, timeout);
+    if (this._tryDown()) return true;
+    if (!o.block) return false;
+    return runSync(this._acquireSteps(true, o.timeout));
+  }
+
+  release(): void {
+    const w = this._w;
+    const max = Atomics.load(w, S_MAX);
+    const limit = max < 0 ? SEM_VALUE_MAX : max;
+    for (;;) {
+      const v = Atomics.load(w, S_VALUE);
+      if (v >= limit) throw new ValueError(RELEASED_TOO_MANY);
+      if (Atomics.compareExchange(w, S_VALUE, v, v + 1) === v) break;
+    }
+    this._noteRelease();
+    if (Atomics.load(w, S_WAITERS) > 0) wake(w, S_VALUE, 1);
+  }
+
+  getValue(): number {
+    return Atomics.load(this._w, S_VALUE);
+  }
+
+  async with<T>(fn: () => T | Promise<T>): Promise<T> {
+    await this.acquire();
+    try {
+      return await fn();
+    } finally {
+      this.release();
+    }
+  }
+
+  [Symbol.dispose](): void {
+    this.release();
+  }
+  async [Symbol.asyncDispose](): Promise<void> {
+    this.release();
+  }
+
+  toString(): string {
+    return `<Semaphore(value=${this.getValue()})>`;
+  }
+  [inspect](): string {
+    return this.toString();
+  }
+
+  [reduceSymbol](ctx: ReduceContext): Reduced {
+    checkTarget(this._block, ctx.target, this.constructor.name);
+    return { kind: this.constructor.name, state: blockState(this._block) };
+  }
+
+  private _tryDown(): boolean {
+    const w = this._w;
+    for (;;) {
+      const v = Atomics.load(w, S_VALUE);
+      if (v <= 0) return false;
+      if (Atomics.compareExchange(w, S_VALUE, v, v - 1) === v) {
+        this._noteAcquire();
+        return true;
+      }
+    }
+  }
+
+  /** @internal */
+  *_acquireSteps(block: boolean, timeout: number | null | undefined): Steps<boolean> {
+    if (this._tryDown()) return true;
+    if (!block) return false;
+    const w = this._w;
+    const robust = Atomics.load(w, S_ROBUST) === 1;
+    const deadline = deadlineOf(timeout);
+    let nextCheck = now() + ROBUST_FIRST_MS;
+    for (;;) {
+      if (this._tryDown()) return true;
+      const t = now();
+      if (deadline !== null && t >= deadline) return false;
+      let until = deadline;
+      if (robust) {
+        if (t >= nextCheck) {
+          nextCheck = t + ROBUST_PERIOD_MS;
+          if (this._recoverDead()) continue;
+        }
+        until = until === null ? nextCheck : Math.min(until, nextCheck);
+      }
+      Atomics.add(w, S_WAITERS, 1);
+      try {
+        yield park(w, S_VALUE, 0, until);
+      } finally {
+        Atomics.sub(w, S_WAITERS, 1);
+      }
+    }
+  }
+
+  private _mySlot(claim: boolean): number {
+    const w = this._w;
+    if (this._slot >= 0 && Atomics.load(w, S_SLOTS + 2 * this._slot) === PID) return this._slot;
+    for (let i = 0; i < N_SLOTS; i++) {
+      if (Atomics.load(w, S_SLOTS + 2 * i) === PID) return (this._slot = i);
+    }
+    if (!claim) return -1;
+    for (let i = 0; i < N_SLOTS; i++) {
+      if (Atomics.compareExchange(w, S_SLOTS + 2 * i, 0, PID) === 0) return (this._slot = i);
+    }
+    return -1; // table full: this process's units are not recoverable
+  }
+
+  private _noteAcquire(): void {
+    if (Atomics.load(this._w, S_ROBUST) !== 1) return;
+    const slot = this._mySlot(true);
+    if (slot >= 0) Atomics.add(this._w, S_SLOTS + 2 * slot + 1, 1);
+  }
+
+  private _noteRelease(): void {
+    if (Atomics.load(this._w, S_ROBUST) !== 1) return;
+    const slot = this._mySlot(false);
+    if (slot < 0) return;
+    const w = this._w;
+    const countIndex = S_SLOTS + 2 * slot + 1;
+    for (;;) {
+      const c = Atomics.load(w, countIndex);
+      if (c <= 0) return;
+      if (Atomics.compareExchange(w, countIndex, c, c - 1) === c) {
+        if (c === 1) Atomics.compareExchange(w, S_SLOTS + 2 * slot, PID, 0);
+        return;
+      }
+    }
+  }
+
+  /** Gives back the units of processes that died holding them; true if any came back. */
+  private _recoverDead(): boolean {
+    const w = this._w;
+    let recovered = false;
+    for (let i = 0; i < N_SLOTS; i++) {
+      const pidIndex = S_SLOTS + 2 * i;
+      const pid = Atomics.load(w, pidIndex);
+      if (pid <= 0 || pid === PID || Atomics.load(w, pidIndex + 1) <= 0 || processAlive(pid)) continue;
+      if (Atomics.compareExchange(w, pidIndex, pid, -1) !== pid) continue;
+      const units = Atomics.exchange(w, pidIndex + 1, 0);
+      Atomics.store(w, pidIndex, 0);
+      if (units <= 0) continue;
+      const max = Atomics.load(w, S_MAX);
+      const limit = max < 0 ? SEM_VALUE_MAX : max;
+      let given = 0;
+      for (;;) {
+        const v = Atomics.load(w, S_VALUE);
+        given = Math.min(units, limit - v);
+        if (given <= 0 || Atomics.compareExchange(w, S_VALUE, v, v + given) === v) break;
+      }
+      if (given > 0) {
+        recovered = true;
+        warnOwnerDied(this.constructor.name, pid, `${given} unit(s) it held were given back`);
+        wake(w, S_VALUE, given);
+      }
+    }
+    return recovered;
+  }
+}
+registerReducer('Semaphore', (state: BlockState) => attachAs(() => new Semaphore(), attachBlock(state)));
+
+/** A semaphore that cannot be released above its initial value. */
+export class BoundedSemaphore extends Semaphore {
+  constructor(value = 1, options?: SemaphoreOptions) {
+    const fresh = attaching === null;
+    super(value, options);
+    if (fresh) Atomics.store(this._w, S_MAX, value);
+  }
+
+  override toString(): string {
+    return `<BoundedSemaphore(value=${this.getValue()}, maxvalue=${Atomics.load(this._w, S_MAX)})>`;
+  }
+}
+registerReducer('BoundedSemaphore', (state: BlockState) => attachAs(() => new BoundedSemaphore(), attachBlock(state)));
+
+// ---- Condition ---------------------------------------------------------------------------------
+
+const C_SEQ = 0;
+const C_WAITERS = 1;
+const C_SIGNALS = 2;
+
+function takeSignal(w: Int32Array): boolean {
+  for (;;) {
+    const s = Atomics.load(w, C_SIGNALS);
+    if (s <= 0) return false;
+    if (Atomics.compareExchange(w, C_SIGNALS, s, s - 1) === s) return true;
+  }
+}
+
+/** Leaves the waiter set; returns true if a notify had already picked this waiter (a signal was
+ * taken instead). Every waiter still inside is counted in waiters + signals, so this ends. */
+function leaveWaiters(w: Int32Array): boolean {
+  for (;;) {
+    const n = Atomics.load(w, C_WAITERS);
+    if (n > 0) {
+      if (Atomics.compareExchange(w, C_WAITERS, n, n - 1) === n) return false;
+    } else if (takeSignal(w)) {
+      return true;
+    }
+  }
+}
+
+/** A condition variable over a Lock or RLock (a new RLock by default). */
+export class Condition {
+  /** @internal */ readonly _block: Block;
+  private readonly _w: Int32Array;
+  private readonly _lock: OwnedLock;
+
+  constructor(lock?: Lock | RLock | null, options?: SyncOptions) {
+    const kind = lock ? lock._block.kind : memoryKindFor(options);
+    const { block } = takeBlock(this, kind, 12);
+    this._block = block;
+    this._w = int32s(block, 0, 3);
+    this._lock = lock ?? new RLock(options);
+    if (this._lock._block.kind !== block.kind) {
+      throw new ValueError('a Condition and its lock must come from the same context');
+    }
+  }
+
+  acquire(options?: AcquireOptions | boolean, timeout?: number | null): Promise<boolean> {
+    return this._lock.acquire(options, timeout);
+  }
+  acquireSync(options?: AcquireOptions | boolean, timeout?: number | null): boolean {
+    return this._lock.acquireSync(options, timeout);
+  }
+  release(): void {
+    this._lock.release();
+  }
+  async with<T>(fn: () => T | Promise<T>): Promise<T> {
+    await this._lock.acquire();
+    try {
+      return await fn();
+    } finally {
+      this._lock.release();
+    }
+  }
+  [Symbol.dispose](): void {
+    this._lock.release();
+  }
+  async [Symbol.asyncDispose](): Promise<void> {
+    this._lock.release();
+  }
+
+  /** Releases the lock (every level of an RLock), waits for a notify or `timeout` seconds, takes
+   * the lock back; resolves true if notified, false on timeout. */
+  wait(timeout?: number | null, options?: WaitOptions): Promise<boolean> {
+    if (options?.signal?.aborted) return Promise.reject(options.signal.reason);
+    return runAsync(this._waitSteps(timeout), options?.signal);
+  }
+
+  waitSync(timeout?: number | null): boolean {
+    return runSync(this._waitSteps(timeout));
+  }
+
+  /** Waits until `predicate()` is truthy (checked first, then after each wake); returns its last
+   * value, falsy on timeout. */
+  async waitFor<T>(predicate: () => T | Promise<T>, timeout?: number | null, options?: WaitOptions): Promise<T> {
+    let result = await predicate();
+    const deadline = deadlineOf(timeout);
+    while (!result) {
+      const left = remaining(deadline);
+      if (left !== null && left <= 0) break;
+      await this.wait(left, options);
+      result = await predicate();
+    }
+    return result;
+  }
+
+  /** `waitFor`, blocking this thread (the predicate must be synchronous). */
+  waitForSync<T>(predicate: () => T, timeout?: number | null): T {
+    let result = predicate();
+    const deadline = deadlineOf(timeout);
+    while (!result) {
+      const left = remaining(deadline);
+      if (left !== null && left <= 0) break;
+      this.waitSync(left);
+      result = predicate();
+    }
+    return result;
+  }
+
+  /** Wakes up to `n` waiters; `ValueError` unless the lock is owned. */
+  notify(n = 1): void {
+    if (!this._lock._isMine()) throw new ValueError('lock is not owned');
+    const w = this._w;
+    for (;;) {
+      const waiting = Atomics.load(w, C_WAITERS);
+      const k = Math.min(n, waiting);
+      if (k <= 0) return;
+      if (Atomics.compareExchange(w, C_WAITERS, waiting, waiting - k) === waiting) {
+        Atomics.add(w, C_SIGNALS, k);
+        Atomics.add(w, C_SEQ, 1);
+        wake(w, C_SEQ, k);
+        return;
+      }
+    }
+  }
+
+  notifyAll(): void {
+    this.notify(SEM_VALUE_MAX);
+  }
+
+  /** @internal */
+  *_waitSteps(timeout: number | null | undefined): Steps<boolean> {
+    if (!this._lock._isMine()) throw new ValueError('must acquire() condition before using wait()');
+    const w = this._w;
+    const lock = this._lock;
+    Atomics.add(w, C_WAITERS, 1);
+    const saved = lock._releaseSave();
+    const deadline = deadlineOf(timeout);
+    let notified = false;
+    try {
+      for (;;) {
+        const seq = Atomics.load(w, C_SEQ);
+        if (takeSignal(w)) {
+          notified = true;
+          break;
+        }
+        if (deadline !== null && now() >= deadline) {
+          notified = leaveWaiters(w);
+          break;
+        }
+        yield park(w, C_SEQ, seq, deadline);
+      }
+    } catch (error) {
+      leaveWaiters(w);
+      yield* lock._acquireSteps(true, null);
+      lock._restore(saved);
+      throw error;
+    }
+    yield* lock._acquireSteps(true, null);
+    lock._restore(saved);
+    return notified;
+  }
+
+  toString(): string {
+    return `<Condition(${this._lock.toString()}, ${Atomics.load(this._w, C_WAITERS)})>`;
+  }
+  [inspect](): string {
+    return this.toString();
+  }
+
+  [reduceSymbol](ctx: ReduceContext): Reduced {
+    checkTarget(this._block, ctx.target, 'Condition');
+    const lock = (this._lock as Lock | RLock)[reduceSymbol](ctx);
+    return { kind: 'Condition', state: { block: blockState(this._block), lock } };
+  }
+}
+registerReducer('Condition', (state: { block: BlockState; lock: { kind: string; state: BlockState } }) => {
+  const lockBlock = attachBlock(state.lock.state);
+  const lock = state.lock.kind === 'Lock' ? attachAs(() => new Lock(), lockBlock) : attachAs(() => new RLock(), lockBlock);
+  return attachAs(() => new Condition(lock), attachBlock(state.block));
+});
+
+// ---- Event -------------------------------------------------------------------------------------
+
+const E_FLAG = 0;
+const E_WAITERS = 1;
+
+/** A flag that processes and threads can wait for. */
+export class Event {
+  /** @internal */ readonly _block: Block;
+  private readonly _w: Int32Array;
+
+  constructor(options?: SyncOptions) {
+    const { block } = takeBlock(this, memoryKindFor(options), 8);
+    this._block = block;
+    this._w = int32s(block, 0, 2);
+  }
+
+  isSet(): boolean {
+    return Atomics.load(this._w, E_FLAG) === 1;
+  }
+
+  /** Sets the flag and wakes every waiter. */
+  set(): void {
+    Atomics.store(this._w, E_FLAG, 1);
+    if (Atomics.load(this._w, E_WAITERS) > 0) wake(this._w, E_FLAG);
+  }
+
+  clear(): void {
+    Atomics.store(this._w, E_FLAG, 0);
+  }
+
+  /** Resolves the flag: true once set, false after `timeout` seconds unset. */
+  wait(timeout?: number | null, options?: WaitOptions): Promise<boolean> {
+    if (options?.signal?.aborted) return Promise.reject(options.signal.reason);
+    if (this.isSet()) return Promise.resolve(true);
+    return runAsync(this._waitSteps(timeout), options?.signal);
+  }
+
+  waitSync(timeout?: number | null): boolean {
+    if (this.isSet()) return true;
+    return runSync(this._waitSteps(timeout));
+  }
+
+  private *_waitSteps(timeout: number | null | undefined): Steps<boolean> {
+    const w = this._w;
+    const deadline = deadlineOf(timeout);
+    for (;;) {
+      if (Atomics.load(w, E_FLAG) === 1) return true;
+      if (deadline !== null && now() >= deadline) return false;
+      Atomics.add(w, E_WAITERS, 1);
+      try {
+        yield park(w, E_FLAG, 0, deadline);
+      } finally {
+        Atomics.sub(w, E_WAITERS, 1);
+      }
+    }
+  }
+
+  toString(): string {
+    const where = this._block.segment ? `${this._block.segment}+0x${this._block.offset.toString(16)}` : `0x${this._block.offset.toString(16)}`;
+    return `<Event at ${where} ${this.isSet() ? 'set' : 'unset'}>`;
+  }
+  [inspect](): string {
+    return this.toString();
+  }
+
+  [reduceSymbol](ctx: ReduceContext): Reduced {
+    checkTarget(this._block, ctx.target, 'Event');
+    return { kind: 'Event', state: blockState(this._block) };
+  }
+}
+registerReducer('Event', (state: BlockState) => attachAs(() => new Event(), attachBlock(state)));
+
+// ---- Barrier -----------------------------------------------------------------------------------
+
+const B_STATE = 2;
+const B_COUNT = 3;
+const B_SEQ = 4;
+const FILLING = 0;
+const DRAINING = 1;
+const ACTION = 2; // the last party is running the action (outside the internal lock)
+const RESETTING = -1;
+const BROKEN = -2;
+
+/** A barrier for `parties` processes or threads (threading.Barrier's state machine in shared memory). */
+export class Barrier {
+  /** @internal */ readonly _block: Block;
+  private readonly _w: Int32Array;
+  private readonly _lockWords: Int32Array;
+  private readonly _parties: number;
+  private readonly _action: (() => unknown) | null;
+  private readonly _timeout: number | null;
+
+  constructor(parties: number, action?: (() => unknown) | null, timeout?: number | null, options?: SyncOptions) {
+    const { block } = takeBlock(this, memoryKindFor(options), 20);
+    this._block = block;
+    this._w = int32s(block, 0, 5);
+    this._lockWords = int32s(block, 0, 2);
+    this._parties = parties;
+    this._action = action ?? null;
+    this._timeout = timeout ?? null;
+  }
+
+  get parties(): number {
+    return this._parties;
+  }
+  /** The number of parties waiting (0 while draining or resetting). */
+  get nWaiting(): number {
+    return Atomics.load(this._w, B_STATE) === FILLING ? Atomics.load(this._w, B_COUNT) : 0;
+  }
+  get broken(): boolean {
+    return Atomics.load(this._w, B_STATE) === BROKEN;
+  }
+
+  /** Waits for every party; resolves this party's arrival index (0..parties-1).
+   * `BrokenBarrierError` on abort, reset or timeout (which breaks the barrier). */
+  wait(timeout?: number | null, options?: WaitOptions): Promise<number> {
+    if (options?.signal?.aborted) return Promise.reject(options.signal.reason);
+    return runAsync(this._waitSteps(timeout), options?.signal);
+  }
+
+  waitSync(timeout?: number | null): number {
+    return runSync(this._waitSteps(timeout));
+  }
+
+  /** Breaks the barrier: current and future waiters get BrokenBarrierError until `reset()`. */
+  abort(): void {
+    this._lockSync();
+    try {
+      this._break();
+    } finally {
+      unlockWord(this._lockWords);
+    }
+  }
+
+  /** Back to the initial state; current waiters get BrokenBarrierError. */
+  reset(): void {
+    const w = this._w;
+    this._lockSync();
+    try {
+      if (Atomics.load(w, B_COUNT) > 0) {
+        const state = Atomics.load(w, B_STATE);
+        if (state === FILLING || state === BROKEN) Atomics.store(w, B_STATE, RESETTING);
+      } else {
+        Atomics.store(w, B_STATE, FILLING);
+      }
+      this._notifyAll();
+    } finally {
+      unlockWord(this._lockWords);
+    }
+  }
+
+  private _lockSync(): void {
+    // The internal lock is only ever held for a few loads and stores (never across user code or a
+    // wait), so blocking for it is brief.
+    if (!tryLockWord(this._lockWords)) runSync(lockWordSteps(this._lockWords, null, this._block.kind === 'process', 'Barrier'));
+  }
+
+  private *_lockSteps(): Steps<void> {
+    if (!tryLockWord(this._lockWords)) yield* lockWordSteps(this._lockWords, null, this._block.kind === 'process', 'Barrier');
+  }
+
+  private _notifyAll(): void {
+    Atomics.add(this._w, B_SEQ, 1);
+    wake(this._w, B_SEQ);
+  }
+
+  private _break(): void {
+    Atomics.store(this._w, B_STATE, BROKEN);
+    this._notifyAll();
+  }
+
+  /** Releases the internal lock, waits for a notify (or `deadline`), takes the lock back. */
+  private *_sleep(deadline: number | null): Steps<void> {
+    const seq = Atomics.load(this._w, B_SEQ);
+    unlockWord(this._lockWords);
+    try {
+      yield park(this._w, B_SEQ, seq, deadline);
+    } finally {
+      yield* this._lockSteps();
+    }
+  }
+
+  private *_waitSteps(timeout: number | null | undefined): Steps<number> {
+    const w = this._w;
+    const deadline = deadlineOf(timeout ?? this._timeout);
+    yield* this._lockSteps();
+    try {
+      // enter: wait out a previous cycle's draining or a reset
+      for (;;) {
+        const state = Atomics.load(w, B_STATE);
+        if (state !== DRAINING && state !== RESETTING && state !== ACTION) break;
+        yield* this._sleep(null);
+      }
+      if (Atomics.load(w, B_STATE) < 0) throw new BrokenBarrierError();
+      const index = Atomics.add(w, B_COUNT, 1);
+      try {
+        if (index + 1 >= this._parties) {
+          if (this._action) {
+            Atomics.store(w, B_STATE, ACTION);
+            unlockWord(this._lockWords);
+            let failure: { error: unknown } | null = null;
+            try {
+              yield { kind: 'call', fn: this._action };
+            } catch (error) {
+              failure = { error };
+            }
+            yield* this._lockSteps();
+            if (failure) {
+              this._break();
+              throw failure.error;
+            }
+            if (Atomics.load(w, B_STATE) !== ACTION) throw new BrokenBarrierError();
+          }
+          Atomics.store(w, B_STATE, DRAINING);
+          this._notifyAll();
+        } else {
+          for (;;) {
+            const state = Atomics.load(w, B_STATE);
+            if (state !== FILLING && state !== ACTION) break;
+            // As in Python, a timeout cannot break the barrier while the action runs.
+            if (state === FILLING && deadline !== null && now() >= deadline) {
+              this._break();
+              throw new BrokenBarrierError();
+            }
+            yield* this._sleep(state === ACTION ? null : deadline);
+          }
+          if (Atomics.load(w, B_STATE) < 0) throw new BrokenBarrierError();
+        }
+        return index;
+      } finally {
+        // exit: the last one out of a drain or reset refills the barrier
+        const left = Atomics.sub(w, B_COUNT, 1) - 1;
+        const state = Atomics.load(w, B_STATE);
+        if (left === 0 && (state === RESETTING || state === DRAINING)) {
+          Atomics.store(w, B_STATE, FILLING);
+          this._notifyAll();
+        }
+      }
+    } finally {
+      unlockWord(this._lockWords);
+    }
+  }
+
+  toString(): string {
+    if (this.broken) return `<Barrier(parties=${this._parties}, broken)>`;
+    return `<Barrier(parties=${this._parties}, waiters=${this.nWaiting}/${this._parties})>`;
+  }
+  [inspect](): string {
+    return this.toString();
+  }
+
+  [reduceSymbol](ctx: ReduceContext): Reduced {
+    checkTarget(this._block, ctx.target, 'Barrier');
+    return {
+      kind: 'Barrier',
+      state: {
+        block: blockState(this._block),
+        parties: this._parties,
+        timeout: this._timeout,
+        action: this._action ? reduceFunction(this._action, 'the Barrier action', ctx) : null,
+      },
+    };
+  }
+}
+registerReducer('Barrier', (state: { block: BlockState; parties: number; timeout: number | null; action: (() => unknown) | null }) =>
+  attachAs(() => new Barrier(state.parties, state.action, state.timeout), attachBlock(state.block)),
+);
