@@ -31,7 +31,19 @@ async function main(): Promise<void> {
   if (forkserver >= 0) {
     // A warm child: import the preload modules now, then wait to be handed a process object.
     const preload = JSON.parse(process.argv[forkserver + 1] ?? '[]') as string[];
-    for (const module of preload) await import(module);
+    const { setBootstrapping } = await import('../process.js');
+    await import('./child.js');
+    setBootstrapping(true);
+    for (const module of preload) {
+      try {
+        await import(module);
+      } catch (error) {
+        // As Python's fork server: a module that fails to preload is imported again when needed.
+        process.stderr.write(`forkserver: could not preload ${module}: ${(error as Error)?.message ?? error}\n`);
+      }
+    }
+    setBootstrapping(false);
+    process.send?.({ type: 'ready' });
   }
   const handles: Socket[] = [];
   const start = await new Promise<StartMessage>((resolve) => {
