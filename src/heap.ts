@@ -17,6 +17,7 @@ import { randomBytes } from 'node:crypto';
 import { ValueError } from './errors.js';
 import { markProcessShared } from './futex.js';
 import { loadNative } from './native.js';
+import * as tracker from './resourceTracker.js';
 
 export type MemoryKind = 'thread' | 'process';
 
@@ -52,17 +53,6 @@ const arenas: Record<MemoryKind, Arena[]> = { thread: [], process: [] };
 
 // ---- segments (process memory) ---------------------------------------------------------------
 
-/** The resource tracker seam: resourceTracker.ts registers itself here (kept pluggable so that the
- * heap has no hard dependency on the tracker's process). */
-export interface SegmentTracker {
-  register(name: string, type: 'shared_memory'): void;
-  unregister(name: string, type: 'shared_memory'): void;
-}
-let tracker: SegmentTracker | null = null;
-export function setSegmentTracker(t: SegmentTracker | null): void {
-  tracker = t;
-}
-
 const created = new Set<string>();
 let exitHookInstalled = false;
 
@@ -74,7 +64,7 @@ function unlinkCreated(): void {
       // already gone
     }
     try {
-      tracker?.unregister(name, 'shared_memory');
+      tracker.unregister(name, 'shared_memory');
     } catch {
       // the tracker may be gone at exit
     }
@@ -101,7 +91,7 @@ function createSegment(size: number): { name: string; buffer: ArrayBufferLike } 
       process.on('exit', unlinkCreated);
     }
     try {
-      tracker?.register(name, 'shared_memory');
+      tracker.register(name, 'shared_memory');
     } catch {
       // best effort: the exit hook still unlinks on a normal exit
     }

@@ -1,0 +1,455 @@
+/**
+ * Shared ctypes, as CPython's sharedctypes.py: `Value`, `Array`, `RawValue`, `RawArray` over a
+ * block of the shared heap (heap.ts), optionally guarded by a lock.
+ *
+ * Typecodes are Python's `array` codes: `b B h H i I l L q Q f d` (`l L q Q` are 64-bit and use
+ * BigInt) and `c` (one byte, read and written as a one-character string). `RawArray.view` is the
+ * typed array over the shared memory itself.
+ */
+import { IndexError, ValueError } from './errors.js';
+import { allocate, attachBlock, blockState, checkTarget, freeWith, type Block, type BlockState, type MemoryKind } from './heap.js';
+import { reduce, reduceSymbol, registerReducer, type ReduceContext, type Reduced } from './reduction.js';
+import { memoryKindFor, RLock, type AcquireOptions, type ContextLike } from './synchronize.js';
+
+/** What each typecode reads and writes as. */
+export interface TypecodeValue {
+  b: number; B: number; h: number; H: number; i: number; I: number;
+  l: bigint; L: bigint; q: bigint; Q: bigint;
+  f: number; d: number; c: string;
+}
+export type Typecode = keyof TypecodeValue;
+
+type TypedArrayFor<T extends Typecode> = T extends 'l' | 'q' ? BigInt64Array
+  : T extends 'L' | 'Q' ? BigUint64Array
+  : T extends 'b' ? Int8Array
+  : T extends 'B' | 'c' ? Uint8Array
+  : T extends 'h' ? Int16Array
+  : T extends 'H' ? Uint16Array
+  : T extends 'i' ? Int32Array
+  : T extends 'I' ? Uint32Array
+  : T extends 'f' ? Float32Array
+  : T extends 'd' ? Float64Array
+  : never;
+
+type AnyTyped = Int8Array | Uint8Array | Int16Array | Uint16Array | Int32Array | Uint32Array | Float32Array | Float64Array | BigInt64Array | BigUint64Array;
+
+interface TypeInfo {
+  ctor: new (buffer: ArrayBufferLike, byteOffset: number, length: number) => AnyTyped;
+  size: number;
+  ctype: string;
+  big: boolean;
+}
+
+const TYPES: Record<Typecode, TypeInfo> = {
+  b: { ctor: Int8Array, size: 1, ctype: 'c_byte', big: false },
+  B: { ctor: Uint8Array, size: 1, ctype: 'c_ubyte', big: false },
+  h: { ctor: Int16Array, size: 2, ctype: 'c_short', big: false },
+  H: { ctor: Uint16Array, size: 2, ctype: 'c_ushort', big: false },
+  i: { ctor: Int32Array, size: 4, ctype: 'c_int', big: false },
+  I: { ctor: Uint32Array, size: 4, ctype: 'c_uint', big: false },
+  l: { ctor: BigInt64Array, size: 8, ctype: 'c_long', big: true },
+  L: { ctor: BigUint64Array, size: 8, ctype: 'c_ulong', big: true },
+  q: { ctor: BigInt64Array, size: 8, ctype: 'c_longlong', big: true },
+  Q: { ctor: BigUint64Array, size: 8, ctype: 'c_ulonglong', big: true },
+  f: { ctor: Float32Array, size: 4, ctype: 'c_float', big: false },
+  d: { ctor: Float64Array, size: 8, ctype: 'c_double', big: false },
+  c: { ctor: Uint8Array, size: 1, ctype: 'c_char', big: false },
+};
+
+function typeInfo(typecode: string): TypeInfo {
+  const info = (TYPES as Record<string, TypeInfo | undefined>)[typecode];
+  if (!info) throw new ValueError(`bad typecode (must be b, B, h, H, i, I, l, L, q, Q, f, d or c): ${JSON.stringify(typecode)}`);
+  return info;
+}
+
+function toStored(typecode: Typecode, x: unknown): number | bigint {
+  const info = TYPES[typecode];
+  if (typecode === 'c') {
+    if (typeof x === 'string' && x.length === 1 && x.charCodeAt(0) < 256) return x.charCodeAt(0);
+    if (typeof x === 'number' && Number.isInteger(x) && x >= 0 && x < 256) return x;
+    throw new TypeError(`one character string (code < 256) or integer 0..255 expected, got ${typeof x === 'string' ? JSON.stringify(x) : typeof x}`);
+  }
+  if (info.big) {
+    if (typeof x === 'bigint') return x;
+    if (typeof x === 'number' && Number.isInteger(x)) return BigInt(x);
+    if (typeof x === 'boolean') return x ? 1n : 0n;
+    throw new TypeError(`an integer is required for typecode '${typecode}' (a BigInt or an integral number), got ${typeof x}`);
+  }
+  if (typeof x === 'number') return x;
+  if (typeof x === 'boolean') return x ? 1 : 0;
+  if (typeof x === 'bigint') return Number(x);
+  throw new TypeError(`a number is required for typecode '${typecode}', got ${typeof x}`);
+}
+
+function fromStored<T extends Typecode>(typecode: T, v: number | bigint): TypecodeValue[T] {
+  return (typecode === 'c' ? String.fromCharCode(v as number) : v) as TypecodeValue[T];
+}
+
+function formatValue(typecode: Typecode, v: unknown): string {
+  if (typecode === 'c') return `b${JSON.stringify(v)}`.replace(/"/g, "'");
+  return String(v);
+}
+
+/** The internal options every factory here takes last (see synchronize.ts). */
+export interface CtypesOptions {
+  ctx?: ContextLike;
+}
+
+/** A lock that can guard a shared ctype: `.value` and `get`/`set` take it synchronously. */
+export interface CtypesLock {
+  acquire(options?: AcquireOptions | boolean, timeout?: number | null): Promise<boolean>;
+  acquireSync(options?: AcquireOptions | boolean, timeout?: number | null): boolean;
+  release(): void;
+}
+
+export interface SynchronizedOptions extends CtypesOptions {
+  /** true/null/undefined: a new RLock; false: the raw object; or a lock to use. */
+  lock?: boolean | null | CtypesLock;
+}
+
+function allocateFor(owner: object, kind: MemoryKind, bytes: number, align: number): Block {
+  const block = allocate(kind, bytes, align);
+  freeWith(owner, block);
+  return block;
+}
+
+// ---- raw objects -------------------------------------------------------------------------------
+
+/** A shared scalar without a lock (Python's `RawValue`). */
+export class RawValue<T extends Typecode = Typecode> {
+  readonly typecode: T;
+  /** @internal */ readonly _block: Block;
+  private readonly _view: AnyTyped;
+
+  constructor(typecode: T, value?: TypecodeValue[T] | number, options?: CtypesOptions);
+  /** @internal */
+  constructor(typecode: T, value: unknown, options: CtypesOptions | undefined, attach?: Block);
+  constructor(typecode: T, value?: unknown, options?: CtypesOptions, attach?: Block) {
+    const info = typeInfo(typecode);
+    this.typecode = typecode;
+    this._block = attach ?? allocateFor(this, memoryKindFor(options), info.size, info.size);
+    this._view = new info.ctor(this._block.buffer, this._block.offset, 1);
+    if (!attach && value !== undefined) this._view[0] = toStored(typecode, value);
+  }
+
+  get value(): TypecodeValue[T] {
+    return fromStored(this.typecode, this._view[0]!);
+  }
+  set value(x: TypecodeValue[T]) {
+    this._view[0] = toStored(this.typecode, x);
+  }
+
+  toString(): string {
+    return `${TYPES[this.typecode].ctype}(${formatValue(this.typecode, this.value)})`;
+  }
+  [Symbol.for('nodejs.util.inspect.custom')](): string {
+    return this.toString();
+  }
+
+  [reduceSymbol](ctx: ReduceContext): Reduced {
+    checkTarget(this._block, ctx.target, 'RawValue');
+    return { kind: 'RawValue', state: { typecode: this.typecode, block: blockState(this._block) } };
+  }
+}
+registerReducer('RawValue', (s: { typecode: Typecode; block: BlockState }) => new RawValue(s.typecode, undefined, undefined, attachBlock(s.block)));
+
+/** A shared array without a lock (Python's `RawArray`). */
+export class RawArray<T extends Typecode = Typecode> implements Iterable<TypecodeValue[T]> {
+  readonly typecode: T;
+  /** The typed array over the shared memory itself. */
+  readonly view: TypedArrayFor<T>;
+  /** @internal */ readonly _block: Block;
+
+  constructor(typecode: T, sizeOrValues: number | Iterable<TypecodeValue[T] | number>, options?: CtypesOptions);
+  /** @internal */
+  constructor(typecode: T, sizeOrValues: number | Iterable<unknown>, options: CtypesOptions | undefined, attach?: Block);
+  constructor(typecode: T, sizeOrValues: number | Iterable<unknown>, options?: CtypesOptions, attach?: Block) {
+    const info = typeInfo(typecode);
+    this.typecode = typecode;
+    let values: unknown[] | null = null;
+    let length: number;
+    if (typeof sizeOrValues === 'number') {
+      if (!Number.isInteger(sizeOrValues) || sizeOrValues < 0) throw new ValueError(`array size must be a non-negative integer, got ${sizeOrValues}`);
+      length = sizeOrValues;
+    } else if (typeof sizeOrValues === 'string' && typecode === 'c') {
+      values = [...(sizeOrValues as string)];
+      length = values.length;
+    } else {
+      values = [...sizeOrValues];
+      length = values.length;
+    }
+    if (attach) length = attach.length / info.size;
+    this._block = attach ?? allocateFor(this, memoryKindFor(options), length * info.size, info.size);
+    this.view = new info.ctor(this._block.buffer, this._block.offset, length) as TypedArrayFor<T>;
+    if (!attach && values) {
+      const view = this.view as AnyTyped;
+      for (let i = 0; i < length; i++) view[i] = toStored(typecode, values[i]);
+    }
+  }
+
+  get length(): number {
+    return this.view.length;
+  }
+
+  private _index(i: number): number {
+    const n = this.view.length;
+    if (!Number.isInteger(i)) throw new TypeError('array indices must be integers');
+    const j = i < 0 ? i + n : i;
+    if (j < 0 || j >= n) throw new IndexError('invalid index');
+    return j;
+  }
+
+  get(i: number): TypecodeValue[T] {
+    return fromStored(this.typecode, this.view[this._index(i)]!);
+  }
+
+  set(i: number, x: TypecodeValue[T]): void {
+    (this.view as AnyTyped)[this._index(i)] = toStored(this.typecode, x);
+  }
+
+  /** The values from `start` to `end` (negative counts from the end), as a plain array. */
+  slice(start?: number, end?: number): TypecodeValue[T][] {
+    const out: TypecodeValue[T][] = [];
+    const part = (this.view as AnyTyped).slice(start, end);
+    for (const v of part) out.push(fromStored(this.typecode, v));
+    return out;
+  }
+
+  /** Writes `values` from index `start` on (Python's `a[start:start+len(values)] = values`). */
+  setSlice(start: number, values: Iterable<TypecodeValue[T]>): void {
+    const list = [...values];
+    const n = this.view.length;
+    const s = start < 0 ? Math.max(0, start + n) : start;
+    if (s + list.length > n) throw new ValueError("Can only assign sequence of same size");
+    for (let i = 0; i < list.length; i++) (this.view as AnyTyped)[s + i] = toStored(this.typecode, list[i]);
+  }
+
+  toArray(): TypecodeValue[T][] {
+    return this.slice();
+  }
+
+  *[Symbol.iterator](): Iterator<TypecodeValue[T]> {
+    for (let i = 0; i < this.view.length; i++) yield fromStored(this.typecode, this.view[i]!);
+  }
+
+  /** For 'c' arrays: the bytes up to the first NUL, as a string (Python's `.value`). */
+  get value(): string {
+    const bytes = this.view as Uint8Array;
+    let end = bytes.indexOf(0);
+    if (end < 0) end = bytes.length;
+    return String.fromCharCode(...bytes.subarray(0, end));
+  }
+  set value(s: string) {
+    if (s.length > this.view.length) throw new ValueError('byte string too long');
+    const bytes = this.view as Uint8Array;
+    for (let i = 0; i < s.length; i++) bytes[i] = toStored('c', s[i]) as number;
+    if (s.length < bytes.length) bytes[s.length] = 0;
+  }
+
+  toString(): string {
+    return `<${TYPES[this.typecode].ctype}_Array_${this.length} [${this.slice().map((v) => formatValue(this.typecode, v)).join(', ')}]>`;
+  }
+  [Symbol.for('nodejs.util.inspect.custom')](): string {
+    return this.toString();
+  }
+
+  [reduceSymbol](ctx: ReduceContext): Reduced {
+    checkTarget(this._block, ctx.target, 'RawArray');
+    return { kind: 'RawArray', state: { typecode: this.typecode, block: blockState(this._block) } };
+  }
+}
+registerReducer('RawArray', (s: { typecode: Typecode; block: BlockState }) => new RawArray(s.typecode, 0, undefined, attachBlock(s.block)));
+
+// ---- synchronized wrappers ---------------------------------------------------------------------
+
+function reduceLock(lock: CtypesLock, ctx: ReduceContext): unknown {
+  return reduce(lock, ctx).graph;
+}
+
+abstract class SynchronizedBase<O extends RawValue | RawArray> {
+  constructor(
+    /** @internal */ protected readonly _obj: O,
+    /** @internal */ protected readonly _lock: CtypesLock,
+  ) {}
+
+  getLock(): CtypesLock {
+    return this._lock;
+  }
+  getObj(): O {
+    return this._obj;
+  }
+  acquire(options?: AcquireOptions | boolean, timeout?: number | null): Promise<boolean> {
+    return this._lock.acquire(options, timeout);
+  }
+  acquireSync(options?: AcquireOptions | boolean, timeout?: number | null): boolean {
+    return this._lock.acquireSync(options, timeout);
+  }
+  release(): void {
+    this._lock.release();
+  }
+  async with<R>(fn: () => R | Promise<R>): Promise<R> {
+    await this._lock.acquire();
+    try {
+      return await fn();
+    } finally {
+      this._lock.release();
+    }
+  }
+  [Symbol.dispose](): void {
+    this._lock.release();
+  }
+  async [Symbol.asyncDispose](): Promise<void> {
+    this._lock.release();
+  }
+  /** @internal Runs `fn` holding the lock (blocking this thread while another holds it). */
+  protected _locked<R>(fn: () => R): R {
+    this._lock.acquireSync();
+    try {
+      return fn();
+    } finally {
+      this._lock.release();
+    }
+  }
+  toString(): string {
+    return `<Synchronized wrapper for ${this._obj.toString()}>`;
+  }
+  [Symbol.for('nodejs.util.inspect.custom')](): string {
+    return this.toString();
+  }
+}
+
+/** A shared scalar guarded by a lock; `.value` takes the lock for each get and each set (so
+ * `v.value += 1` is not atomic: use `v.getLock().with(...)`). */
+export class Synchronized<T extends Typecode = Typecode> extends SynchronizedBase<RawValue<T>> {
+  get value(): TypecodeValue[T] {
+    return this._locked(() => this._obj.value);
+  }
+  set value(x: TypecodeValue[T]) {
+    this._locked(() => {
+      this._obj.value = x;
+    });
+  }
+  get typecode(): T {
+    return this._obj.typecode;
+  }
+
+  [reduceSymbol](ctx: ReduceContext): Reduced {
+    return { kind: 'Synchronized', state: { obj: this._obj[reduceSymbol](ctx).state, lock: reduceLock(this._lock, ctx) } };
+  }
+}
+registerReducer('Synchronized', (s: { obj: { typecode: Typecode; block: BlockState }; lock: unknown }) => {
+  const obj = new RawValue(s.obj.typecode, undefined, undefined, attachBlock(s.obj.block));
+  return new Synchronized(obj, s.lock as CtypesLock);
+});
+
+/** A shared array guarded by a lock: `get`, `set`, `slice`, `toArray` each take it. */
+export class SynchronizedArray<T extends Typecode = Typecode> extends SynchronizedBase<RawArray<T>> implements Iterable<TypecodeValue[T]> {
+  get length(): number {
+    return this._obj.length;
+  }
+  get typecode(): T {
+    return this._obj.typecode;
+  }
+  /** The typed array over the shared memory itself (no lock). */
+  get view(): TypedArrayFor<T> {
+    return this._obj.view;
+  }
+  get(i: number): TypecodeValue[T] {
+    return this._locked(() => this._obj.get(i));
+  }
+  set(i: number, x: TypecodeValue[T]): void {
+    this._locked(() => this._obj.set(i, x));
+  }
+  slice(start?: number, end?: number): TypecodeValue[T][] {
+    return this._locked(() => this._obj.slice(start, end));
+  }
+  setSlice(start: number, values: Iterable<TypecodeValue[T]>): void {
+    this._locked(() => this._obj.setSlice(start, values));
+  }
+  toArray(): TypecodeValue[T][] {
+    return this.slice();
+  }
+  [Symbol.iterator](): Iterator<TypecodeValue[T]> {
+    return this.toArray()[Symbol.iterator]();
+  }
+  /** For 'c' arrays (Python's SynchronizedString): the string up to the first NUL. */
+  get value(): string {
+    return this._locked(() => this._obj.value);
+  }
+  set value(s: string) {
+    this._locked(() => {
+      this._obj.value = s;
+    });
+  }
+
+  [reduceSymbol](ctx: ReduceContext): Reduced {
+    return { kind: 'SynchronizedArray', state: { obj: this._obj[reduceSymbol](ctx).state, lock: reduceLock(this._lock, ctx) } };
+  }
+}
+registerReducer('SynchronizedArray', (s: { obj: { typecode: Typecode; block: BlockState }; lock: unknown }) => {
+  const obj = new RawArray(s.obj.typecode, 0, undefined, attachBlock(s.obj.block));
+  return new SynchronizedArray(obj, s.lock as CtypesLock);
+});
+
+function lockFor(lock: SynchronizedOptions['lock'], options: CtypesOptions | undefined, kind: MemoryKind): CtypesLock | null {
+  if (lock === false) return null;
+  if (lock === true || lock === null || lock === undefined) return new RLock(options?.ctx ? { ctx: options.ctx } : kindOptions(kind));
+  if (typeof (lock as Partial<CtypesLock>).acquire !== 'function' || typeof (lock as Partial<CtypesLock>).acquireSync !== 'function') {
+    throw new TypeError(`'${String(lock)}' has no method 'acquire' (a lock with acquire and acquireSync is required)`);
+  }
+  return lock;
+}
+
+function kindOptions(kind: MemoryKind): CtypesOptions {
+  return { ctx: { getStartMethod: () => (kind === 'thread' ? 'thread' : 'spawn') } };
+}
+
+// ---- factories (callable and constructible, API.md rule 1) ---------------------------------------
+
+export interface ValueFactory {
+  <T extends Typecode>(typecode: T, value: TypecodeValue[T] | number | undefined, options: SynchronizedOptions & { lock: false }): RawValue<T>;
+  <T extends Typecode>(typecode: T, value?: TypecodeValue[T] | number, options?: SynchronizedOptions): Synchronized<T>;
+  new <T extends Typecode>(typecode: T, value: TypecodeValue[T] | number | undefined, options: SynchronizedOptions & { lock: false }): RawValue<T>;
+  new <T extends Typecode>(typecode: T, value?: TypecodeValue[T] | number, options?: SynchronizedOptions): Synchronized<T>;
+}
+
+export interface ArrayFactory {
+  <T extends Typecode>(typecode: T, sizeOrValues: number | Iterable<TypecodeValue[T] | number>, options: SynchronizedOptions & { lock: false }): RawArray<T>;
+  <T extends Typecode>(typecode: T, sizeOrValues: number | Iterable<TypecodeValue[T] | number>, options?: SynchronizedOptions): SynchronizedArray<T>;
+  new <T extends Typecode>(typecode: T, sizeOrValues: number | Iterable<TypecodeValue[T] | number>, options: SynchronizedOptions & { lock: false }): RawArray<T>;
+  new <T extends Typecode>(typecode: T, sizeOrValues: number | Iterable<TypecodeValue[T] | number>, options?: SynchronizedOptions): SynchronizedArray<T>;
+}
+
+/** Python's `multiprocessing.Value(typecode, value, lock=True)`. */
+export const Value = function Value(typecode: Typecode, value?: unknown, options: SynchronizedOptions = {}) {
+  const obj = new RawValue(typecode, value as number, { ctx: options.ctx });
+  const lock = lockFor(options.lock, options, obj._block.kind);
+  return lock ? new Synchronized(obj, lock) : obj;
+} as unknown as ValueFactory;
+
+const ArrayImpl = function Array(typecode: Typecode, sizeOrValues: number | Iterable<unknown>, options: SynchronizedOptions = {}) {
+  const obj = new RawArray(typecode, sizeOrValues as number, { ctx: options.ctx });
+  const lock = lockFor(options.lock, options, obj._block.kind);
+  return lock ? new SynchronizedArray(obj, lock) : obj;
+} as unknown as ArrayFactory;
+export { ArrayImpl as Array };
+
+/** Python's `sharedctypes.copy(obj)`: a new raw object with the same contents. */
+export function copy<T extends Typecode>(obj: RawValue<T>, options?: CtypesOptions): RawValue<T>;
+export function copy<T extends Typecode>(obj: RawArray<T>, options?: CtypesOptions): RawArray<T>;
+export function copy<T extends Typecode>(obj: RawValue<T> | RawArray<T>, options?: CtypesOptions): RawValue<T> | RawArray<T> {
+  const opts = options ?? kindOptions(obj._block.kind);
+  if (obj instanceof RawValue) return new RawValue(obj.typecode, obj.value, opts);
+  const out = new RawArray(obj.typecode, obj.length, opts);
+  (out.view as AnyTyped).set(obj.view as never);
+  return out;
+}
+
+/** Python's `sharedctypes.synchronized(obj, lock=None)`. */
+export function synchronized<T extends Typecode>(obj: RawValue<T>, lock?: CtypesLock | null): Synchronized<T>;
+export function synchronized<T extends Typecode>(obj: RawArray<T>, lock?: CtypesLock | null): SynchronizedArray<T>;
+export function synchronized<T extends Typecode>(obj: RawValue<T> | RawArray<T>, lock?: CtypesLock | null): Synchronized<T> | SynchronizedArray<T> {
+  if (obj instanceof Synchronized || obj instanceof SynchronizedArray) throw new ValueError('object already synchronized');
+  const l = lockFor(lock ?? true, undefined, obj._block.kind)!;
+  return obj instanceof RawValue ? new Synchronized(obj, l) : new SynchronizedArray(obj, l);
+}
