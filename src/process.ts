@@ -142,7 +142,9 @@ export class Process {
     const ctx = newReduceContext(backend.target);
     const graph = this.reduceForChild(ctx, backend.method);
     const daemon = this.daemon;
-    const popen = backend.start({ graph, transfer: ctx.transfer, handles: ctx.handles, daemon });
+    const popen = backend.start({
+      graph, transfer: ctx.transfer, handles: ctx.handles, modules: [...ctx.modules], daemon,
+    });
     state.popen = popen;
     state.sentinel = registerSentinel(popen.exited);
     // Python drops its references to target and args once started, so they can be collected.

@@ -33,6 +33,8 @@ export interface ReduceContext {
   /** Sockets a process child must receive (inherited at spawn, or sent over the IPC channel); a
    * handle's state keeps its index into this list. */
   handles: Socket[];
+  /** Modules the receiver will import to find tasks and classes (the forkserver preloads them). */
+  modules: Set<string>;
 }
 
 /** What the receiving side has: the sockets that arrived with the value, in the same order. */
@@ -42,7 +44,7 @@ export interface RebuildContext {
 }
 
 export function newReduceContext(target: 'process' | 'thread'): ReduceContext {
-  return { target, transfer: [], handles: [] };
+  return { target, transfer: [], handles: [], modules: new Set() };
 }
 
 type Rebuilder = (state: any, ctx: RebuildContext) => unknown;
@@ -93,7 +95,10 @@ class Walker {
   fn(fn: Function, path: string, functionSlot: boolean): Record_ {
     this.changed = true;
     const ref = refOf(fn);
-    if (ref) return { [TAG]: 'ref', ref };
+    if (ref) {
+      this.ctx.modules.add(ref.module);
+      return { [TAG]: 'ref', ref };
+    }
     if (!functionSlot) {
       throw new PicklingError(
         `Can't send ${path}: function ${fn.name || '<anonymous>'} inside data cannot be serialised. ` +
@@ -135,6 +140,7 @@ class Walker {
       const ref = refOf(proto.constructor);
       if (ref) {
         this.changed = true;
+        this.ctx.modules.add(ref.module);
         const record: Record_ = { [TAG]: 'inst', ref, fields: {} };
         this.seen.set(o, record);
         record.fields = this.plain(o, path, true) as Record<string, unknown>;

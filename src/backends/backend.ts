@@ -29,6 +29,8 @@ export interface StartRequest {
   graph: unknown;
   transfer: TransferListItem[];
   handles: Socket[];
+  /** Modules the child will import to find its task and class. */
+  modules: string[];
   daemon: boolean;
 }
 

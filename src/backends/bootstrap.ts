@@ -12,6 +12,7 @@ interface StartMessage {
   type: 'start';
   graph: unknown;
   handleCount: number;
+  modules?: string[];
 }
 
 async function main(): Promise<void> {
@@ -28,6 +29,7 @@ async function main(): Promise<void> {
   const parentAlive = () => process.ppid === parentPid && process.connected;
 
   const forkserver = process.argv.indexOf('--mp-forkserver');
+  const preloadFailures = new Map<string, unknown>();
   if (forkserver >= 0) {
     // A warm child: import the preload modules now, then wait to be handed a process object.
     const preload = JSON.parse(process.argv[forkserver + 1] ?? '[]') as string[];
@@ -38,8 +40,8 @@ async function main(): Promise<void> {
       try {
         await import(module);
       } catch (error) {
-        // As Python's fork server: a module that fails to preload is imported again when needed.
-        process.stderr.write(`forkserver: could not preload ${module}: ${(error as Error)?.message ?? error}\n`);
+        // Reported if the process handed to this child needs the module, as spawn would.
+        preloadFailures.set(module, error);
       }
     }
     setBootstrapping(false);
@@ -63,7 +65,10 @@ async function main(): Promise<void> {
     const { FIRST_HANDLE_FD } = await import('./spawn.js');
     for (let i = 0; i < start.handleCount; i++) handles.push(new Socket({ fd: FIRST_HANDLE_FD + i }));
   }
-  const { runChild } = await import('./child.js');
+  const { runChild, reportStartFailure } = await import('./child.js');
+  for (const module of start.modules ?? []) {
+    if (preloadFailures.has(module)) process.exit(reportStartFailure(preloadFailures.get(module)));
+  }
   const code = await runChild(start.graph, 'process', handles, parentAlive);
   process.exit(code);
 }

@@ -22,6 +22,12 @@ function describe(error: unknown): string {
   return error instanceof Error ? error.stack ?? `${error.name}: ${error.message}` : inspect(error);
 }
 
+/** The child could not rebuild its process object (its module failed to import): exit code 1. */
+export function reportStartFailure(error: unknown): number {
+  process.stderr.write(`Process could not be started in the child:\n${describe(error)}\n`);
+  return 1;
+}
+
 export async function runChild(
   graph: unknown,
   target: 'process' | 'thread',
@@ -33,8 +39,7 @@ export async function runChild(
   try {
     payload = (await rebuild(graph, { target, handles })) as Payload;
   } catch (error) {
-    process.stderr.write(`Process could not be started in the child:\n${describe(error)}\n`);
-    return 1;
+    return reportStartFailure(error);
   } finally {
     setBootstrapping(false);
   }

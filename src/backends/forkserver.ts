@@ -8,22 +8,10 @@ import type { ChildProcess } from 'node:child_process';
 import type { Backend, Popen, StartRequest } from './backend.js';
 import { ChildPopen, spawnBootstrap } from './spawn.js';
 
-import { pathToFileURL } from 'node:url';
-import { realpathSync } from 'node:fs';
-
-/** Python's fork server preloads `__main__`; ours imports the entry module (its guarded code does
- * not run there: `isMain()` is false in a child). */
-function entryModule(): string[] {
-  const entry = process.argv[1];
-  if (!entry) return [];
-  try {
-    return [pathToFileURL(realpathSync(entry)).href];
-  } catch {
-    return [];
-  }
-}
-
-let preload: string[] = entryModule();
+let preload: string[] = [];
+/** Modules that started processes needed: warm children import them in advance (Python's fork
+ * server preloads `__main__`; we preload exactly what spawn would import, learned as we go). */
+const learned = new Set<string>();
 const reserve: ChildProcess[] = [];
 const ready = new WeakSet<ChildProcess>();
 let wanted = 1;
@@ -34,13 +22,14 @@ export function setForkserverPreload(modules: string[]): void {
   if (!Array.isArray(modules) || !modules.every((m) => typeof m === 'string')) {
     throw new TypeError('module_names must be a list of strings');
   }
-  preload = [...entryModule(), ...modules];
+  preload = [...modules];
   // Warm children made with the old list are stale.
   for (const child of reserve.splice(0)) child.kill('SIGKILL');
 }
 
 function spawnWarm(): ChildProcess {
-  const child = spawnBootstrap(['--mp-forkserver', JSON.stringify(preload)], []);
+  const modules = [...new Set([...preload, ...learned])];
+  const child = spawnBootstrap(['--mp-forkserver', JSON.stringify(modules)], []);
   child.channel?.unref();
   child.unref();
   child.on('message', (message: { type?: string }) => {
@@ -67,12 +56,21 @@ export const forkserverBackend: Backend = {
   method: 'forkserver',
   target: 'process',
   start(request: StartRequest): Popen {
+    let fresh = false;
+    for (const module of request.modules) {
+      if (!learned.has(module)) {
+        learned.add(module);
+        fresh = true;
+      }
+    }
+    // Warm children made before a module was learned would import it at start: replace them.
+    if (fresh) for (const stale of reserve.splice(1)) stale.kill('SIGKILL');
     const child = reserve.shift() ?? spawnWarm();
     // Processes are started faster than one warm child gets ready: keep more in reserve.
     if (!ready.has(child)) wanted = Math.min(maxReserve, wanted + 1);
     // Sockets travel over the IPC channel (SCM_RIGHTS); the warm child is already running.
     for (const handle of request.handles) child.send({ type: 'handle' }, handle, { keepOpen: true });
-    child.send({ type: 'start', graph: request.graph, handleCount: request.handles.length });
+    child.send({ type: 'start', graph: request.graph, handleCount: request.handles.length, modules: request.modules });
     setImmediate(refill);
     return new ChildPopen(child, !request.daemon);
   },
