@@ -13,6 +13,10 @@ import type { Backend, StartMethod } from './backends/backend.js';
 import { spawnBackend, setExecutable } from './backends/spawn.js';
 import { forkserverBackend, setForkserverPreload } from './backends/forkserver.js';
 import { threadBackend } from './backends/thread.js';
+import { JoinableQueue, Queue, SimpleQueue } from './queues.js';
+import { Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore } from './synchronize.js';
+import { Array as SharedArray, RawArray, RawValue, Value, type Typecode, type TypecodeValue } from './sharedctypes.js';
+import type { SynchronizedOptions } from './sharedctypes.js';
 
 export type { StartMethod } from './backends/backend.js';
 
@@ -55,6 +59,30 @@ export class BaseContext {
   readonly logToStderr = logToStderr;
   readonly setExecutable = setExecutable;
   readonly setForkserverPreload = setForkserverPreload;
+
+  // Factories: objects made here live in this context's kind of memory (Python's context methods).
+  readonly Lock = () => new Lock({ ctx: this });
+  readonly RLock = () => new RLock({ ctx: this });
+  readonly Semaphore = (value = 1) => new Semaphore(value, { ctx: this });
+  readonly BoundedSemaphore = (value = 1) => new BoundedSemaphore(value, { ctx: this });
+  readonly Condition = (lock?: Lock | RLock | null) => new Condition(lock, { ctx: this });
+  readonly Event = () => new Event({ ctx: this });
+  readonly Barrier = (parties: number, action?: (() => unknown) | null, timeout?: number | null) =>
+    new Barrier(parties, action, timeout, { ctx: this });
+  readonly Queue = <T = unknown>(maxsize = 0) => new Queue<T>(maxsize, { ctx: this });
+  readonly JoinableQueue = <T = unknown>(maxsize = 0) => new JoinableQueue<T>(maxsize, { ctx: this });
+  readonly SimpleQueue = <T = unknown>() => new SimpleQueue<T>({ ctx: this });
+  readonly RawValue = <T extends Typecode>(typecode: T, value?: TypecodeValue[T] | number) =>
+    new RawValue(typecode, value, { ctx: this });
+  readonly RawArray = <T extends Typecode>(typecode: T, sizeOrValues: number | Iterable<TypecodeValue[T] | number>) =>
+    new RawArray(typecode, sizeOrValues, { ctx: this });
+  readonly Value = <T extends Typecode>(typecode: T, value?: TypecodeValue[T] | number, options: SynchronizedOptions = {}) =>
+    Value(typecode, value, { ...options, ctx: this });
+  readonly Array = <T extends Typecode>(
+    typecode: T,
+    sizeOrValues: number | Iterable<TypecodeValue[T] | number>,
+    options: SynchronizedOptions = {},
+  ) => SharedArray(typecode, sizeOrValues, { ...options, ctx: this });
 
   /** The Process class of this context. */
   get Process(): typeof Process {

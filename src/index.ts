@@ -2,6 +2,10 @@
  * multiprocessing-ts: Python's multiprocessing for TypeScript on Node.js.
  * The facade: re-exports only (Python's multiprocessing/__init__.py binds the default context).
  */
+import * as queues from './queues.js';
+import * as synchronize from './synchronize.js';
+import { callable } from './util.js';
+
 export * from './errors.js';
 export {
   Process, ParentProcess, currentProcess, parentProcess, activeChildren, cpuCount, processCpuCount,
@@ -16,3 +20,37 @@ export { setForkserverPreload } from './backends/forkserver.js';
 export { task, serializable, type TaskOptions } from './tasks.js';
 export { getLogger, logToStderr, Logger, type LogRecord, type Handler } from './logger.js';
 export { reduceSymbol } from './reduction.js';
+
+// Queues (callable and constructible, as Python's factory functions).
+export const Queue = callable(queues.Queue);
+export type Queue<T = unknown> = queues.Queue<T>;
+export const JoinableQueue = callable(queues.JoinableQueue);
+export type JoinableQueue<T = unknown> = queues.JoinableQueue<T>;
+export const SimpleQueue = callable(queues.SimpleQueue);
+export type SimpleQueue<T = unknown> = queues.SimpleQueue<T>;
+export type { PutOptions, GetOptions } from './queues.js';
+
+// Synchronisation.
+export const Lock = callable(synchronize.Lock);
+export type Lock = synchronize.Lock;
+export const RLock = callable(synchronize.RLock);
+export type RLock = synchronize.RLock;
+export const Semaphore = callable(synchronize.Semaphore);
+export type Semaphore = synchronize.Semaphore;
+export const BoundedSemaphore = callable(synchronize.BoundedSemaphore);
+export type BoundedSemaphore = synchronize.BoundedSemaphore;
+export const Condition = callable(synchronize.Condition);
+export type Condition = synchronize.Condition;
+export const Event = callable(synchronize.Event);
+export type Event = synchronize.Event;
+export const Barrier = callable(synchronize.Barrier);
+export type Barrier = synchronize.Barrier;
+export type { AcquireOptions } from './synchronize.js';
+
+// Shared ctypes.
+export { Value, Array, RawValue, RawArray, type Typecode } from './sharedctypes.js';
+export * as sharedctypes from './sharedctypes.js';
+
+// Shared memory.
+export { SharedMemory, ShareableList } from './sharedMemory.js';
+export * as sharedMemory from './sharedMemory.js';

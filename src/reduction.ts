@@ -124,8 +124,10 @@ class Walker {
     if (typeof reducer === 'function') {
       this.changed = true;
       const { kind, state } = reducer.call(o, this.ctx);
-      const record = { [TAG]: 'obj' as const, kind, state };
+      const record: Record_ = { [TAG]: 'obj', kind, state: undefined };
       this.seen.set(o, record);
+      // A handle's state may hold other library objects (a queue's locks): they travel too.
+      record.state = this.value(state, `${path}<${kind}>`);
       return record;
     }
     if (Array.isArray(o)) return this.array(o, path);

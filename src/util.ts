@@ -111,3 +111,15 @@ export function raceTimeout<T>(
     );
   });
 }
+
+/**
+ * A class that can also be called without `new` (API.md rule 1: Python's factory functions
+ * `mp.Lock()` and `new mp.Lock()` give the same thing). Subclassing and `instanceof` still work.
+ */
+export function callable<C extends abstract new (...args: any[]) => any>(
+  cls: C,
+): C & ((...args: ConstructorParameters<C>) => InstanceType<C>) {
+  return new Proxy(cls, {
+    apply: (target, _self, args) => Reflect.construct(target, args),
+  }) as C & ((...args: ConstructorParameters<C>) => InstanceType<C>);
+}

@@ -1,0 +1,533 @@
+/**
+ * Queue, SimpleQueue and JoinableQueue, as CPython's queues.py.
+ *
+ * Python's queue is a pipe, a reader lock, a writer lock, a semaphore counting free slots, and a
+ * feeder thread per process that pickles and writes buffered items. Ours keeps the same shape, with
+ * the pipe replaced by a byte ring in shared memory (a pipe's bytes cannot be shared by several
+ * reading Node processes: each would read ahead into its own buffers):
+ *
+ * - `put` serialises the item at once (so a bad value throws at the caller), takes a slot on a
+ *   bounded queue, appends the bytes to a local buffer and returns; the feeder (an async loop)
+ *   writes buffered items into the ring under the writer lock, in put order, waiting for space.
+ * - `get` takes the reader lock, reads one length-prefixed frame out of the ring (waiting for data),
+ *   frees a slot, and deserialises.
+ * - A process does not finish exiting until its feeder has written everything (an exit finalizer),
+ *   so Python's documented join deadlock is reproduced: a child that put a large item waits for a
+ *   reader. `cancelJoinThread()` lifts that, at the cost of the buffered items.
+ *
+ * The ring holds 64 KiB, like a Linux pipe; larger items stream through it.
+ */
+import { inspect } from 'node:util';
+import { Empty, Full, ValueError } from './errors.js';
+import { finalize, type FinalizeHandle } from './util.js';
+import { wait, waitSync, wake } from './futex.js';
+import { allocate, attachBlock, blockState, checkTarget, int32s, type Block, type BlockState } from './heap.js';
+import { dumps, loads, loadsSync, reduceSymbol, registerReducer, type ReduceContext, type Reduced } from './reduction.js';
+import { Lock, memoryKindFor, type SyncOptions } from './synchronize.js';
+
+// Header words of the ring.
+const HEAD = 0; // bytes read so far (uint32, wraps)
+const TAIL = 1; // bytes written so far (uint32, wraps)
+const DATA_SEQ = 2; // bumped after every write: readers wait on it
+const SPACE_SEQ = 3; // bumped after every read: writers wait on it
+const DATA_WAITERS = 4;
+const SPACE_WAITERS = 5;
+const SIZE = 6; // items put and not yet got (qsize)
+const FREE_SLOTS = 7; // bounded queues: slots left (Python's BoundedSemaphore(maxsize))
+const UNFINISHED = 8; // JoinableQueue: items put and not yet marked done
+const HEADER_WORDS = 16;
+const HEADER_BYTES = HEADER_WORDS * 4;
+
+const RING_BYTES = 64 * 1024; // a power of two, so uint32 positions wrap consistently
+const FEED_BATCH = 256 * 1024; // bytes of frames the feeder copies per writer-lock hold
+
+/** Python's SEM_VALUE_MAX: what `maxsize <= 0` means. */
+const SEM_VALUE_MAX = 0x7fffffff;
+
+export interface PutOptions {
+  block?: boolean;
+  timeout?: number | null;
+  signal?: AbortSignal;
+}
+export type GetOptions = PutOptions;
+
+interface QueueState {
+  block: BlockState;
+  rlock: Lock;
+  wlock: Lock;
+  maxsize: number;
+}
+
+/** The shared part: the ring and its words. */
+class Ring {
+  readonly words: Int32Array;
+  readonly data: Uint8Array;
+  constructor(readonly block: Block) {
+    this.words = int32s(block, 0, HEADER_WORDS);
+    this.data = new Uint8Array(block.buffer, block.offset + HEADER_BYTES, RING_BYTES);
+  }
+
+  available(): number {
+    return (Atomics.load(this.words, TAIL) - Atomics.load(this.words, HEAD)) >>> 0;
+  }
+
+  /** Copies as much of `src` as fits; returns the number of bytes written. Writer lock held. */
+  write(src: Uint8Array): number {
+    const w = this.words;
+    const tail = Atomics.load(w, TAIL) >>> 0;
+    const free = RING_BYTES - ((tail - (Atomics.load(w, HEAD) >>> 0)) >>> 0);
+    const n = Math.min(free, src.length);
+    if (n === 0) return 0;
+    const at = tail & (RING_BYTES - 1);
+    const first = Math.min(n, RING_BYTES - at);
+    this.data.set(src.subarray(0, first), at);
+    if (n > first) this.data.set(src.subarray(first, n), 0);
+    Atomics.store(w, TAIL, (tail + n) | 0);
+    Atomics.add(w, DATA_SEQ, 1);
+    if (Atomics.load(w, DATA_WAITERS) > 0) wake(w, DATA_SEQ);
+    return n;
+  }
+
+  /** Copies up to `dest.length - offset` available bytes into `dest`. Reader lock held. */
+  read(dest: Uint8Array, offset: number): number {
+    const w = this.words;
+    const head = Atomics.load(w, HEAD) >>> 0;
+    const n = Math.min(((Atomics.load(w, TAIL) >>> 0) - head) >>> 0, dest.length - offset);
+    if (n === 0) return 0;
+    const at = head & (RING_BYTES - 1);
+    const first = Math.min(n, RING_BYTES - at);
+    dest.set(this.data.subarray(at, at + first), offset);
+    if (n > first) dest.set(this.data.subarray(0, n - first), offset + first);
+    Atomics.store(w, HEAD, (head + n) | 0);
+    Atomics.add(w, SPACE_SEQ, 1);
+    if (Atomics.load(w, SPACE_WAITERS) > 0) wake(w, SPACE_SEQ);
+    return n;
+  }
+}
+
+/** Milliseconds left before `deadline` (performance.now() based), in seconds for futex.wait. */
+function secondsLeft(deadline: number): number | null {
+  return deadline === Infinity ? null : Math.max(0, (deadline - performance.now()) / 1000);
+}
+
+function deadlineFor(block: boolean | undefined, timeout: number | null | undefined): number {
+  if (block === false) return 0;
+  if (timeout === null || timeout === undefined) return Infinity;
+  return performance.now() + Math.max(0, timeout) * 1000;
+}
+
+/** `multiprocessing.Queue`: multi-producer, multi-consumer, across processes and threads. */
+export class Queue<T = unknown> {
+  /** @internal */ protected readonly _ring: Ring;
+  /** @internal */ protected readonly _rlock: Lock;
+  /** @internal */ protected readonly _wlock: Lock;
+  /** @internal */ protected readonly _maxsize: number;
+  private buffer: Uint8Array[] = [];
+  private bufferedBytes = 0;
+  private feeding: Promise<void> | null = null;
+  private closed = false;
+  private joinCancelled = false;
+  private exitFlush: FinalizeHandle | null = null;
+
+  constructor(maxsize = 0, options?: SyncOptions) {
+    if (typeof maxsize !== 'number' || Number.isNaN(maxsize)) throw new TypeError('maxsize must be a number');
+    const state = (options as { _attach?: QueueState } | undefined)?._attach;
+    if (state) {
+      this._ring = new Ring(attachBlock(state.block));
+      this._rlock = state.rlock;
+      this._wlock = state.wlock;
+      this._maxsize = state.maxsize;
+      return;
+    }
+    this._maxsize = maxsize <= 0 ? SEM_VALUE_MAX : Math.floor(maxsize);
+    const kind = memoryKindFor(options);
+    this._ring = new Ring(allocate(kind, HEADER_BYTES + RING_BYTES, 8));
+    Atomics.store(this._ring.words, FREE_SLOTS, this._maxsize);
+    this._rlock = new Lock(options);
+    this._wlock = new Lock(options);
+  }
+
+  // ---- put --------------------------------------------------------------------------------
+
+  /** Puts `obj`; waits only for a free slot of a bounded queue (`Full` after `timeout`). */
+  async put(obj: T, options: PutOptions = {}): Promise<void> {
+    this.checkClosed();
+    const frame = this.frame(obj);
+    if (!this.tryTakeSlot()) {
+      if (options.block === false) throw new Full();
+      await this.takeSlot(deadlineFor(true, options.timeout), options.signal);
+    }
+    this.enqueue(frame);
+  }
+
+  /** `put` that blocks this thread for a slot (a worker's tight loop). */
+  putSync(obj: T, options: PutOptions = {}): void {
+    this.checkClosed();
+    const frame = this.frame(obj);
+    if (!this.tryTakeSlot()) {
+      if (options.block === false) throw new Full();
+      this.takeSlotSync(deadlineFor(true, options.timeout));
+    }
+    this.enqueue(frame);
+  }
+
+  putNowait(obj: T): void {
+    this.checkClosed();
+    const frame = this.frame(obj);
+    if (!this.tryTakeSlot()) throw new Full();
+    this.enqueue(frame);
+  }
+
+  /** The item's bytes behind a 4-byte length, serialised now so a bad value throws here. */
+  private frame(obj: T): Uint8Array {
+    const body = dumps(obj);
+    const frame = Buffer.allocUnsafe(body.length + 4);
+    frame.writeUInt32LE(body.length, 0);
+    body.copy(frame, 4);
+    return frame;
+  }
+
+  private tryTakeSlot(): boolean {
+    const w = this._ring.words;
+    if (this._maxsize === SEM_VALUE_MAX) return true;
+    for (;;) {
+      const free = Atomics.load(w, FREE_SLOTS);
+      if (free <= 0) return false;
+      if (Atomics.compareExchange(w, FREE_SLOTS, free, free - 1) === free) return true;
+    }
+  }
+
+  private async takeSlot(deadline: number, signal?: AbortSignal): Promise<void> {
+    const w = this._ring.words;
+    while (!this.tryTakeSlot()) {
+      if (performance.now() >= deadline) throw new Full();
+      await wait(w, FREE_SLOTS, 0, secondsLeft(deadline), signal);
+    }
+  }
+
+  private takeSlotSync(deadline: number): void {
+    const w = this._ring.words;
+    while (!this.tryTakeSlot()) {
+      if (performance.now() >= deadline) throw new Full();
+      waitSync(w, FREE_SLOTS, 0, secondsLeft(deadline));
+    }
+  }
+
+  private enqueue(frame: Uint8Array): void {
+    Atomics.add(this._ring.words, SIZE, 1);
+    this.onPut();
+    this.buffer.push(frame);
+    this.bufferedBytes += frame.length;
+    if (!this.feeding) {
+      // As Python's feeder thread: started on first put, finishes flushing before the process exits.
+      this.exitFlush ??= finalize(() => (this.joinCancelled ? undefined : this.feeding ?? undefined), -5);
+      this.feeding = this.feed().finally(() => {
+        this.feeding = null;
+      });
+    }
+  }
+
+  /** @internal JoinableQueue counts unfinished tasks here. */
+  protected onPut(): void {}
+
+  private async feed(): Promise<void> {
+    // Let the caller's synchronous puts accumulate, then write them in one writer-lock hold.
+    await Promise.resolve();
+    while (this.buffer.length > 0) {
+      await this._wlock.acquire();
+      try {
+        while (this.buffer.length > 0) {
+          const batch = this.takeBatch();
+          let done = 0;
+          while (done < batch.length) {
+            const n = this._ring.write(done === 0 ? batch : batch.subarray(done));
+            done += n;
+            if (n === 0) await this.waitForSpace();
+          }
+        }
+      } finally {
+        this._wlock.release();
+      }
+    }
+  }
+
+  private takeBatch(): Uint8Array {
+    if (this.buffer.length === 1 || this.buffer[0]!.length >= FEED_BATCH) {
+      const one = this.buffer.shift()!;
+      this.bufferedBytes -= one.length;
+      return one;
+    }
+    let count = 0;
+    let bytes = 0;
+    while (count < this.buffer.length && bytes + this.buffer[count]!.length <= FEED_BATCH) bytes += this.buffer[count++]!.length;
+    const frames = this.buffer.splice(0, count);
+    this.bufferedBytes -= bytes;
+    return Buffer.concat(frames, bytes);
+  }
+
+  private async waitForSpace(): Promise<void> {
+    const w = this._ring.words;
+    const seq = Atomics.load(w, SPACE_SEQ);
+    if (this._ring.available() < RING_BYTES) return;
+    Atomics.add(w, SPACE_WAITERS, 1);
+    try {
+      await wait(w, SPACE_SEQ, seq, null);
+    } finally {
+      Atomics.sub(w, SPACE_WAITERS, 1);
+    }
+  }
+
+  // ---- get --------------------------------------------------------------------------------
+
+  /** Removes and returns an item; `Empty` if none arrives within `timeout` (or at once with
+   * `block: false`). The deadline covers waiting for the reader lock and for the data. */
+  async get(options: GetOptions = {}): Promise<T> {
+    this.checkClosed();
+    const deadline = deadlineFor(options.block, options.timeout);
+    const { signal } = options;
+    if (signal?.aborted) throw signal.reason;
+    const locked = await this._rlock.acquire({ block: deadline !== 0, timeout: secondsLeft(deadline), signal });
+    if (!locked) throw new Empty();
+    let body: Uint8Array;
+    try {
+      body = await this.readFrame(deadline, signal);
+    } finally {
+      this._rlock.release();
+    }
+    return (await loads(body)) as T;
+  }
+
+  /** `get` that blocks this thread. */
+  getSync(options: GetOptions = {}): T {
+    this.checkClosed();
+    const deadline = deadlineFor(options.block, options.timeout);
+    if (!this._rlock.acquireSync({ block: deadline !== 0, timeout: secondsLeft(deadline) })) throw new Empty();
+    let body: Uint8Array;
+    try {
+      body = this.readFrameSync(deadline);
+    } finally {
+      this._rlock.release();
+    }
+    return loadsSync(body) as T;
+  }
+
+  getNowait(): Promise<T> {
+    return this.get({ block: false });
+  }
+
+  private async readFrame(deadline: number, signal?: AbortSignal): Promise<Uint8Array> {
+    // Until the first byte of an item has arrived, time out and abort are allowed; after that the
+    // writer (holding its lock) finishes the item and we read it whole.
+    const w = this._ring.words;
+    while (this._ring.available() === 0) {
+      const seq = Atomics.load(w, DATA_SEQ);
+      if (this._ring.available() > 0) break;
+      if (performance.now() >= deadline) throw new Empty();
+      Atomics.add(w, DATA_WAITERS, 1);
+      try {
+        await wait(w, DATA_SEQ, seq, secondsLeft(deadline), signal);
+      } finally {
+        Atomics.sub(w, DATA_WAITERS, 1);
+      }
+    }
+    const header = new Uint8Array(4);
+    await this.readExactly(header);
+    const body = new Uint8Array(Buffer.from(header.buffer).readUInt32LE(0));
+    await this.readExactly(body);
+    this.onGot();
+    return body;
+  }
+
+  private async readExactly(dest: Uint8Array): Promise<void> {
+    let got = 0;
+    const w = this._ring.words;
+    while (got < dest.length) {
+      const seq = Atomics.load(w, DATA_SEQ);
+      const n = this._ring.read(dest, got);
+      got += n;
+      if (n === 0) {
+        Atomics.add(w, DATA_WAITERS, 1);
+        try {
+          await wait(w, DATA_SEQ, seq, null);
+        } finally {
+          Atomics.sub(w, DATA_WAITERS, 1);
+        }
+      }
+    }
+  }
+
+  private readFrameSync(deadline: number): Uint8Array {
+    const w = this._ring.words;
+    while (this._ring.available() === 0) {
+      const seq = Atomics.load(w, DATA_SEQ);
+      if (this._ring.available() > 0) break;
+      if (performance.now() >= deadline) throw new Empty();
+      Atomics.add(w, DATA_WAITERS, 1);
+      try {
+        waitSync(w, DATA_SEQ, seq, secondsLeft(deadline));
+      } finally {
+        Atomics.sub(w, DATA_WAITERS, 1);
+      }
+    }
+    const header = new Uint8Array(4);
+    this.readExactlySync(header);
+    const body = new Uint8Array(Buffer.from(header.buffer).readUInt32LE(0));
+    this.readExactlySync(body);
+    this.onGot();
+    return body;
+  }
+
+  private readExactlySync(dest: Uint8Array): void {
+    let got = 0;
+    const w = this._ring.words;
+    while (got < dest.length) {
+      const seq = Atomics.load(w, DATA_SEQ);
+      const n = this._ring.read(dest, got);
+      got += n;
+      if (n === 0) {
+        Atomics.add(w, DATA_WAITERS, 1);
+        try {
+          waitSync(w, DATA_SEQ, seq, null);
+        } finally {
+          Atomics.sub(w, DATA_WAITERS, 1);
+        }
+      }
+    }
+  }
+
+  private onGot(): void {
+    const w = this._ring.words;
+    Atomics.sub(w, SIZE, 1);
+    if (this._maxsize !== SEM_VALUE_MAX) {
+      Atomics.add(w, FREE_SLOTS, 1);
+      wake(w, FREE_SLOTS, 1);
+    }
+  }
+
+  // ---- state ------------------------------------------------------------------------------
+
+  /** Items put (by any process) and not yet got; approximate while others put and get. */
+  qsize(): number {
+    return Math.max(0, Atomics.load(this._ring.words, SIZE));
+  }
+
+  /** Whether no item is waiting to be read (buffered items not yet written do not count). */
+  empty(): boolean {
+    return this._ring.available() === 0;
+  }
+
+  full(): boolean {
+    return this._maxsize !== SEM_VALUE_MAX && Atomics.load(this._ring.words, FREE_SLOTS) <= 0;
+  }
+
+  /** No more puts from this process; buffered items are still flushed. */
+  close(): void {
+    this.closed = true;
+  }
+
+  /** Waits until the buffered items are written (only after `close()`, as in Python). */
+  async joinThread(): Promise<void> {
+    if (!this.closed) throw new ValueError(`Queue ${this} not closed`);
+    await this.feeding;
+  }
+
+  /** Lets this process exit without flushing its buffered items (they are lost). */
+  cancelJoinThread(): void {
+    this.joinCancelled = true;
+  }
+
+  private checkClosed(): void {
+    if (this.closed) throw new ValueError(`Queue ${this} is closed`);
+  }
+
+  toString(): string {
+    return `<${this.constructor.name} object maxsize=${this._maxsize === SEM_VALUE_MAX ? 0 : this._maxsize}>`;
+  }
+  [inspect.custom](): string {
+    return this.toString();
+  }
+
+  [reduceSymbol](ctx: ReduceContext): Reduced {
+    checkTarget(this._ring.block, ctx.target, this.constructor.name);
+    const state: QueueState = {
+      block: blockState(this._ring.block),
+      rlock: this._rlock,
+      wlock: this._wlock,
+      maxsize: this._maxsize,
+    };
+    return { kind: this._kind, state };
+  }
+
+  /** @internal The reducer a handle of this class is rebuilt by. */
+  protected get _kind(): string {
+    return 'Queue';
+  }
+}
+registerReducer('Queue', (state: QueueState) => new Queue(0, { _attach: state } as SyncOptions));
+
+/** `multiprocessing.JoinableQueue`: a Queue whose consumers mark items done, so a producer can
+ * wait until every item has been processed. */
+export class JoinableQueue<T = unknown> extends Queue<T> {
+  protected override get _kind(): string {
+    return 'JoinableQueue';
+  }
+
+  protected override onPut(): void {
+    Atomics.add(this._ring.words, UNFINISHED, 1);
+  }
+
+  /** Marks one item as processed; `ValueError` when called more times than items were put. */
+  taskDone(): void {
+    const w = this._ring.words;
+    for (;;) {
+      const n = Atomics.load(w, UNFINISHED);
+      if (n <= 0) throw new ValueError('task_done() called too many times');
+      if (Atomics.compareExchange(w, UNFINISHED, n, n - 1) === n) {
+        if (n === 1) wake(w, UNFINISHED);
+        return;
+      }
+    }
+  }
+
+  /** Waits until every item put has been marked done. */
+  async join(options: { signal?: AbortSignal } = {}): Promise<void> {
+    const w = this._ring.words;
+    for (;;) {
+      const n = Atomics.load(w, UNFINISHED);
+      if (n === 0) return;
+      await wait(w, UNFINISHED, n, null, options.signal);
+    }
+  }
+}
+registerReducer('JoinableQueue', (state: QueueState) => new JoinableQueue(0, { _attach: state } as SyncOptions));
+
+/** `multiprocessing.SimpleQueue`: unbounded, no qsize; `put` never waits. */
+export class SimpleQueue<T = unknown> {
+  /** @internal */ readonly _queue: Queue<T>;
+  constructor(options?: SyncOptions) {
+    const attach = (options as { _attach?: Queue<T> } | undefined)?._attach;
+    this._queue = attach ?? new Queue<T>(0, options);
+  }
+  put(obj: T): void {
+    this._queue.putNowait(obj);
+  }
+  get(options: { signal?: AbortSignal } = {}): Promise<T> {
+    return this._queue.get({ signal: options.signal });
+  }
+  getSync(): T {
+    return this._queue.getSync();
+  }
+  empty(): boolean {
+    return this._queue.empty();
+  }
+  close(): void {
+    this._queue.close();
+  }
+  toString(): string {
+    return '<SimpleQueue object>';
+  }
+  [reduceSymbol](): Reduced {
+    return { kind: 'SimpleQueue', state: { queue: this._queue } };
+  }
+}
+registerReducer('SimpleQueue', (state: { queue: Queue }) => new SimpleQueue({ _attach: state.queue } as SyncOptions));
