@@ -727,16 +727,17 @@ function takeSignal(w: Int32Array): boolean {
   }
 }
 
-/** Leaves the waiter set; returns true if a notify had already picked this waiter (a signal was
- * taken instead). Every waiter still inside is counted in waiters + signals, so this ends. */
-function leaveWaiters(w: Int32Array): boolean {
+/** Leaves the waiter set: takes a pending signal if this waiter may (a notify happened since it
+ * entered), else stops being counted as waiting. Returns whether a signal was taken.
+ *
+ * Invariant: pending signals <= waiters that entered before the last notify and are still inside,
+ * so a waiter that entered after a notify never steals the signal meant for an earlier one, and
+ * every pending signal has an eligible taker. */
+function leaveWaiters(w: Int32Array, entrySeq: number): boolean {
   for (;;) {
+    if (Atomics.load(w, C_SEQ) !== entrySeq && takeSignal(w)) return true;
     const n = Atomics.load(w, C_WAITERS);
-    if (n > 0) {
-      if (Atomics.compareExchange(w, C_WAITERS, n, n - 1) === n) return false;
-    } else if (takeSignal(w)) {
-      return true;
-    }
+    if (n > 0 && Atomics.compareExchange(w, C_WAITERS, n, n - 1) === n) return false;
   }
 }
 
@@ -845,25 +846,28 @@ export class Condition {
     if (!this._lock._isMine()) throw new ValueError('must acquire() condition before using wait()');
     const w = this._w;
     const lock = this._lock;
+    // Entering and notifying both happen under the lock: a waiter may take a signal only once the
+    // sequence number has moved since it entered.
     Atomics.add(w, C_WAITERS, 1);
+    const entrySeq = Atomics.load(w, C_SEQ);
     const saved = lock._releaseSave();
     const deadline = deadlineOf(timeout);
     let notified = false;
     try {
       for (;;) {
         const seq = Atomics.load(w, C_SEQ);
-        if (takeSignal(w)) {
+        if (seq !== entrySeq && takeSignal(w)) {
           notified = true;
           break;
         }
         if (deadline !== null && now() >= deadline) {
-          notified = leaveWaiters(w);
+          notified = leaveWaiters(w, entrySeq);
           break;
         }
         yield park(w, C_SEQ, seq, deadline);
       }
     } catch (error) {
-      leaveWaiters(w);
+      leaveWaiters(w, entrySeq);
       yield* lock._acquireSteps(true, null);
       lock._restore(saved);
       throw error;
