@@ -1,0 +1,165 @@
+import { describe, it, after } from 'node:test';
+import assert from 'node:assert/strict';
+import * as mp from '../src/index.js';
+import { consumeRange, doTasks, echo, getSyncLoop, produceRange, putItems, putLarge } from './fixtures/queues/tasks.js';
+import { startMethods } from './helpers.js';
+
+for (const method of startMethods) {
+  describe(`Queue on '${method}'`, () => {
+    const ctx = mp.getContext(method);
+    const started: mp.Process[] = [];
+    const start = (target: (...args: any[]) => unknown, args: unknown[]) => {
+      const p = new ctx.Process({ target, args });
+      started.push(p);
+      p.start();
+      return p;
+    };
+    after(async () => {
+      for (const p of started) if (p.exitcode === null) p.kill();
+      await Promise.all(started.map((p) => p.join(10)));
+    });
+
+    it('carries structured data from a child, in order', async () => {
+      const q = ctx.Queue();
+      const items = [[42, null, 'hello'], { a: new Map([[1, 'x']]), b: new Set([1n]) }, new Date(0), 'X'.repeat(200_000), 7];
+      const p = start(putItems, [q, items]);
+      for (const item of items) assert.deepEqual(await q.get(), item);
+      await p.join();
+      assert.equal(p.exitcode, 0);
+    });
+
+    it('round-trips through a child and back (two queues, both directions)', async () => {
+      const inbox = ctx.Queue();
+      const outbox = ctx.Queue();
+      const p = start(echo, [inbox, outbox]);
+      for (let i = 0; i < 100; i++) await inbox.put({ i });
+      for (let i = 0; i < 100; i++) assert.deepEqual(await outbox.get(), { i });
+      await inbox.put(null);
+      await p.join();
+    });
+
+    it('get with a timeout raises Empty after about that long; getNowait at once', async () => {
+      const q = ctx.Queue();
+      const t0 = performance.now();
+      await assert.rejects(q.get({ timeout: 0.2 }), mp.Empty);
+      assert.ok(performance.now() - t0 >= 150, 'waited for the timeout');
+      await assert.rejects(q.getNowait(), mp.Empty);
+      await assert.rejects(q.get({ block: false }), mp.Empty);
+      assert.equal(q.empty(), true);
+    });
+
+    it('a bounded queue raises Full, and a get frees a slot for a waiting put', async () => {
+      const q = ctx.Queue<number>(2);
+      await q.put(1);
+      q.putNowait(2);
+      assert.equal(q.full(), true);
+      assert.equal(q.qsize(), 2);
+      assert.throws(() => q.putNowait(3), mp.Full);
+      await assert.rejects(q.put(3, { timeout: 0.05 }), mp.Full);
+      await assert.rejects(q.put(3, { block: false }), mp.Full);
+      const waiting = q.put(3);
+      assert.equal(await q.get(), 1);
+      await waiting;
+      assert.equal(await q.get(), 2);
+      assert.equal(await q.get(), 3);
+      assert.equal(q.qsize(), 0);
+      assert.equal(q.full(), false);
+    });
+
+    it('get can be aborted with a signal, and the next item still arrives', async () => {
+      const q = ctx.Queue<string>();
+      const controller = new AbortController();
+      const pending = q.get({ signal: controller.signal });
+      controller.abort(new Error('no longer needed'));
+      await assert.rejects(pending, /no longer needed/);
+      await q.put('next');
+      assert.equal(await q.get(), 'next');
+    });
+
+    it('refuses an unserialisable item at put, and puts on a closed queue', async () => {
+      const q = ctx.Queue();
+      await assert.rejects(q.put({ f: () => 1 }), mp.PicklingError);
+      assert.equal(q.qsize(), 0);
+      await assert.rejects(q.joinThread(), /not closed/);
+      q.close();
+      await assert.rejects(q.put(1), /is closed/);
+      assert.throws(() => q.putNowait(1), mp.ValueError);
+      await q.joinThread();
+    });
+
+    it('a child that put a large item does not exit until it is read (the join deadlock)', async () => {
+      const q = ctx.Queue<string>();
+      const p = start(putLarge, [q, 1_000_000, false]);
+      await p.join(1);
+      assert.equal(p.exitcode, null, 'still flushing: Python\'s documented deadlock');
+      assert.equal((await q.get()).length, 1_000_000);
+      await p.join();
+      assert.equal(p.exitcode, 0);
+    });
+
+    it('cancelJoinThread() lets such a child exit without flushing', async () => {
+      const q = ctx.Queue<string>();
+      const p = start(putLarge, [q, 1_000_000, true]);
+      await p.join();
+      assert.equal(p.exitcode, 0);
+    });
+
+    it('JoinableQueue.join waits until every item is marked done', async () => {
+      const q = ctx.JoinableQueue<number>();
+      const done = ctx.Queue<number>();
+      const p = start(doTasks, [q, done]);
+      for (let i = 0; i < 20; i++) await q.put(i);
+      await q.join();
+      const results: number[] = [];
+      for (let i = 0; i < 20; i++) results.push(await done.get());
+      assert.deepEqual(results, Array.from({ length: 20 }, (_, i) => i * 2));
+      p.kill();
+      assert.throws(() => q.taskDone(), /task_done\(\) called too many times/);
+    });
+
+    it('getSync in a child and SimpleQueue back', async () => {
+      const q = ctx.Queue<number | null>();
+      const out = ctx.SimpleQueue<number>();
+      const p = start(getSyncLoop, [q, out]);
+      for (let i = 1; i <= 100; i++) q.putNowait(i);
+      q.putNowait(null);
+      assert.equal(await out.get(), 5050);
+      await p.join();
+      assert.equal(out.empty(), true);
+    });
+
+    it('moves 1,000,000 items with 2 producers and 2 consumers, each exactly once, in producer order', { timeout: 120_000 }, async () => {
+      const perProducer = 500_000;
+      const q = ctx.Queue<number | null>();
+      const seen = ctx.RawArray('B', 2 * perProducer);
+      const disorder = ctx.RawArray('i', 1);
+      const consumers = [0, 1].map(() => start(consumeRange, [q, seen, disorder, perProducer]));
+      const producers = [0, 1].map((i) => start(produceRange, [q, i * perProducer, perProducer]));
+      await Promise.all(producers.map((p) => p.join()));
+      assert.deepEqual(producers.map((p) => p.exitcode), [0, 0]);
+      await q.put(null);
+      await q.put(null);
+      await Promise.all(consumers.map((p) => p.join()));
+      assert.deepEqual(consumers.map((p) => p.exitcode), [0, 0]);
+      const counts = seen.view as Uint8Array;
+      let missing = 0;
+      let duplicated = 0;
+      for (let i = 0; i < counts.length; i++) {
+        if (counts[i] === 0) missing++;
+        else if (counts[i]! > 1) duplicated++;
+      }
+      assert.equal(missing, 0, 'no item lost');
+      assert.equal(duplicated, 0, 'no item delivered twice');
+      assert.equal((disorder.view as Int32Array)[0], 0, 'each producer\'s items arrive in order');
+      assert.equal(q.qsize(), 0);
+    });
+  });
+}
+
+describe('Queue across contexts', () => {
+  it('refuses a thread-context queue passed to a process', () => {
+    const q = mp.getContext('thread').Queue();
+    const p = new (mp.getContext('spawn').Process)({ target: putItems, args: [q, [1]] });
+    assert.throws(() => p.start(), mp.ValueError);
+  });
+});
