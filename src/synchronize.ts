@@ -236,6 +236,9 @@ interface OwnedLock {
   _releaseSave(): number;
   _restore(saved: number): void;
   _acquireSteps(block: boolean, timeout: number | null | undefined): Steps<boolean>;
+  /** Takes the lock back after a Condition wait and restores `saved` (never re-enters: another
+   * async task of this thread that holds an RLock meanwhile is waited for, not joined). */
+  _reacquireSteps(saved: number): Steps<void>;
   acquire(options?: AcquireOptions | boolean, timeout?: number | null): Promise<boolean>;
   acquireSync(options?: AcquireOptions | boolean, timeout?: number | null): boolean;
   release(): void;
@@ -371,6 +374,10 @@ export class Lock implements OwnedLock {
   }
   /** @internal */
   _restore(_saved: number): void {}
+  /** @internal */
+  *_reacquireSteps(_saved: number): Steps<void> {
+    yield* this._acquireSteps(true, null);
+  }
 
   toString(): string {
     const v = Atomics.load(this._w, 0);
@@ -473,6 +480,11 @@ export class RLock implements OwnedLock {
   }
   /** @internal */
   _restore(saved: number): void {
+    Atomics.store(this._w, 2, saved);
+  }
+  /** @internal */
+  *_reacquireSteps(saved: number): Steps<void> {
+    if (!tryLockWord(this._w)) yield* lockWordSteps(this._w, null, this._block.kind === 'process', 'RLock');
     Atomics.store(this._w, 2, saved);
   }
 
@@ -868,12 +880,10 @@ export class Condition {
       }
     } catch (error) {
       leaveWaiters(w, entrySeq);
-      yield* lock._acquireSteps(true, null);
-      lock._restore(saved);
+      yield* lock._reacquireSteps(saved);
       throw error;
     }
-    yield* lock._acquireSteps(true, null);
-    lock._restore(saved);
+    yield* lock._reacquireSteps(saved);
     return notified;
   }
 
