@@ -23,22 +23,17 @@ import { finalize, type FinalizeHandle } from './util.js';
 import { wait, waitSync, wake } from './futex.js';
 import { allocate, attachBlock, blockState, checkTarget, int32s, type Block, type BlockState } from './heap.js';
 import { dumps, loads, loadsSync, reduceSymbol, registerReducer, type ReduceContext, type Reduced } from './reduction.js';
+import { ByteRing, frameOf, RING_WORDS, secondsUntil } from './ring.js';
 import { Lock, memoryKindFor, type SyncOptions } from './synchronize.js';
 
-// Header words of the ring.
-const HEAD = 0; // bytes read so far (uint32, wraps)
-const TAIL = 1; // bytes written so far (uint32, wraps)
-const DATA_SEQ = 2; // bumped after every write: readers wait on it
-const SPACE_SEQ = 3; // bumped after every read: writers wait on it
-const DATA_WAITERS = 4;
-const SPACE_WAITERS = 5;
-const SIZE = 6; // items put and not yet got (qsize)
-const FREE_SLOTS = 7; // bounded queues: slots left (Python's BoundedSemaphore(maxsize))
-const UNFINISHED = 8; // JoinableQueue: items put and not yet marked done
+// Words after the ring's own.
+const SIZE = RING_WORDS; // items put and not yet got (qsize)
+const FREE_SLOTS = RING_WORDS + 1; // bounded queues: slots left (Python's BoundedSemaphore(maxsize))
+const UNFINISHED = RING_WORDS + 2; // JoinableQueue: items put and not yet marked done
 const HEADER_WORDS = 16;
 const HEADER_BYTES = HEADER_WORDS * 4;
 
-const RING_BYTES = 64 * 1024; // a power of two, so uint32 positions wrap consistently
+const RING_BYTES = 64 * 1024; // like a Linux pipe
 const FEED_BATCH = 256 * 1024; // bytes of frames the feeder copies per writer-lock hold
 
 /** Python's SEM_VALUE_MAX: what `maxsize <= 0` means. */
@@ -58,57 +53,14 @@ interface QueueState {
   maxsize: number;
 }
 
-/** The shared part: the ring and its words. */
-class Ring {
-  readonly words: Int32Array;
-  readonly data: Uint8Array;
+/** The shared part: the ring and the queue's own words. */
+class SharedQueue extends ByteRing {
   constructor(readonly block: Block) {
-    this.words = int32s(block, 0, HEADER_WORDS);
-    this.data = new Uint8Array(block.buffer, block.offset + HEADER_BYTES, RING_BYTES);
-  }
-
-  available(): number {
-    return (Atomics.load(this.words, TAIL) - Atomics.load(this.words, HEAD)) >>> 0;
-  }
-
-  /** Copies as much of `src` as fits; returns the number of bytes written. Writer lock held. */
-  write(src: Uint8Array): number {
-    const w = this.words;
-    const tail = Atomics.load(w, TAIL) >>> 0;
-    const free = RING_BYTES - ((tail - (Atomics.load(w, HEAD) >>> 0)) >>> 0);
-    const n = Math.min(free, src.length);
-    if (n === 0) return 0;
-    const at = tail & (RING_BYTES - 1);
-    const first = Math.min(n, RING_BYTES - at);
-    this.data.set(src.subarray(0, first), at);
-    if (n > first) this.data.set(src.subarray(first, n), 0);
-    Atomics.store(w, TAIL, (tail + n) | 0);
-    Atomics.add(w, DATA_SEQ, 1);
-    if (Atomics.load(w, DATA_WAITERS) > 0) wake(w, DATA_SEQ);
-    return n;
-  }
-
-  /** Copies up to `dest.length - offset` available bytes into `dest`. Reader lock held. */
-  read(dest: Uint8Array, offset: number): number {
-    const w = this.words;
-    const head = Atomics.load(w, HEAD) >>> 0;
-    const n = Math.min(((Atomics.load(w, TAIL) >>> 0) - head) >>> 0, dest.length - offset);
-    if (n === 0) return 0;
-    const at = head & (RING_BYTES - 1);
-    const first = Math.min(n, RING_BYTES - at);
-    dest.set(this.data.subarray(at, at + first), offset);
-    if (n > first) dest.set(this.data.subarray(0, n - first), offset + first);
-    Atomics.store(w, HEAD, (head + n) | 0);
-    Atomics.add(w, SPACE_SEQ, 1);
-    if (Atomics.load(w, SPACE_WAITERS) > 0) wake(w, SPACE_SEQ);
-    return n;
+    super(int32s(block, 0, HEADER_WORDS), new Uint8Array(block.buffer, block.offset + HEADER_BYTES, RING_BYTES));
   }
 }
 
-/** Milliseconds left before `deadline` (performance.now() based), in seconds for futex.wait. */
-function secondsLeft(deadline: number): number | null {
-  return deadline === Infinity ? null : Math.max(0, (deadline - performance.now()) / 1000);
-}
+
 
 function deadlineFor(block: boolean | undefined, timeout: number | null | undefined): number {
   if (block === false) return 0;
@@ -118,7 +70,7 @@ function deadlineFor(block: boolean | undefined, timeout: number | null | undefi
 
 /** `multiprocessing.Queue`: multi-producer, multi-consumer, across processes and threads. */
 export class Queue<T = unknown> {
-  /** @internal */ protected readonly _ring: Ring;
+  /** @internal */ protected readonly _ring: SharedQueue;
   /** @internal */ protected readonly _rlock: Lock;
   /** @internal */ protected readonly _wlock: Lock;
   /** @internal */ protected readonly _maxsize: number;
@@ -133,7 +85,7 @@ export class Queue<T = unknown> {
     if (typeof maxsize !== 'number' || Number.isNaN(maxsize)) throw new TypeError('maxsize must be a number');
     const state = (options as { _attach?: QueueState } | undefined)?._attach;
     if (state) {
-      this._ring = new Ring(attachBlock(state.block));
+      this._ring = new SharedQueue(attachBlock(state.block));
       this._rlock = state.rlock;
       this._wlock = state.wlock;
       this._maxsize = state.maxsize;
@@ -141,7 +93,7 @@ export class Queue<T = unknown> {
     }
     this._maxsize = maxsize <= 0 ? SEM_VALUE_MAX : Math.floor(maxsize);
     const kind = memoryKindFor(options);
-    this._ring = new Ring(allocate(kind, HEADER_BYTES + RING_BYTES, 8));
+    this._ring = new SharedQueue(allocate(kind, HEADER_BYTES + RING_BYTES, 8));
     Atomics.store(this._ring.words, FREE_SLOTS, this._maxsize);
     this._rlock = new Lock(options);
     this._wlock = new Lock(options);
@@ -180,11 +132,7 @@ export class Queue<T = unknown> {
 
   /** The item's bytes behind a 4-byte length, serialised now so a bad value throws here. */
   private frame(obj: T): Uint8Array {
-    const body = dumps(obj);
-    const frame = Buffer.allocUnsafe(body.length + 4);
-    frame.writeUInt32LE(body.length, 0);
-    body.copy(frame, 4);
-    return frame;
+    return frameOf(dumps(obj));
   }
 
   private tryTakeSlot(): boolean {
@@ -201,7 +149,7 @@ export class Queue<T = unknown> {
     const w = this._ring.words;
     while (!this.tryTakeSlot()) {
       if (performance.now() >= deadline) throw new Full();
-      await wait(w, FREE_SLOTS, 0, secondsLeft(deadline), signal);
+      await wait(w, FREE_SLOTS, 0, secondsUntil(deadline), signal);
     }
   }
 
@@ -209,7 +157,7 @@ export class Queue<T = unknown> {
     const w = this._ring.words;
     while (!this.tryTakeSlot()) {
       if (performance.now() >= deadline) throw new Full();
-      waitSync(w, FREE_SLOTS, 0, secondsLeft(deadline));
+      waitSync(w, FREE_SLOTS, 0, secondsUntil(deadline));
     }
   }
 
@@ -236,15 +184,7 @@ export class Queue<T = unknown> {
     while (this.buffer.length > 0) {
       await this._wlock.acquire();
       try {
-        while (this.buffer.length > 0) {
-          const batch = this.takeBatch();
-          let done = 0;
-          while (done < batch.length) {
-            const n = this._ring.write(done === 0 ? batch : batch.subarray(done));
-            done += n;
-            if (n === 0) await this.waitForSpace();
-          }
-        }
+        while (this.buffer.length > 0) await this._ring.writeAll(this.takeBatch());
       } finally {
         this._wlock.release();
       }
@@ -265,18 +205,6 @@ export class Queue<T = unknown> {
     return Buffer.concat(frames, bytes);
   }
 
-  private async waitForSpace(): Promise<void> {
-    const w = this._ring.words;
-    const seq = Atomics.load(w, SPACE_SEQ);
-    if (this._ring.available() < RING_BYTES) return;
-    Atomics.add(w, SPACE_WAITERS, 1);
-    try {
-      await wait(w, SPACE_SEQ, seq, null);
-    } finally {
-      Atomics.sub(w, SPACE_WAITERS, 1);
-    }
-  }
-
   // ---- get --------------------------------------------------------------------------------
 
   /** Removes and returns an item; `Empty` if none arrives within `timeout` (or at once with
@@ -286,7 +214,7 @@ export class Queue<T = unknown> {
     const deadline = deadlineFor(options.block, options.timeout);
     const { signal } = options;
     if (signal?.aborted) throw signal.reason;
-    const locked = await this._rlock.acquire({ block: deadline !== 0, timeout: secondsLeft(deadline), signal });
+    const locked = await this._rlock.acquire({ block: deadline !== 0, timeout: secondsUntil(deadline), signal });
     if (!locked) throw new Empty();
     let body: Uint8Array;
     try {
@@ -301,7 +229,7 @@ export class Queue<T = unknown> {
   getSync(options: GetOptions = {}): T {
     this.checkClosed();
     const deadline = deadlineFor(options.block, options.timeout);
-    if (!this._rlock.acquireSync({ block: deadline !== 0, timeout: secondsLeft(deadline) })) throw new Empty();
+    if (!this._rlock.acquireSync({ block: deadline !== 0, timeout: secondsUntil(deadline) })) throw new Empty();
     let body: Uint8Array;
     try {
       body = this.readFrameSync(deadline);
@@ -318,81 +246,17 @@ export class Queue<T = unknown> {
   private async readFrame(deadline: number, signal?: AbortSignal): Promise<Uint8Array> {
     // Until the first byte of an item has arrived, time out and abort are allowed; after that the
     // writer (holding its lock) finishes the item and we read it whole.
-    const w = this._ring.words;
-    while (this._ring.available() === 0) {
-      const seq = Atomics.load(w, DATA_SEQ);
-      if (this._ring.available() > 0) break;
-      if (performance.now() >= deadline) throw new Empty();
-      Atomics.add(w, DATA_WAITERS, 1);
-      try {
-        await wait(w, DATA_SEQ, seq, secondsLeft(deadline), signal);
-      } finally {
-        Atomics.sub(w, DATA_WAITERS, 1);
-      }
-    }
-    const header = new Uint8Array(4);
-    await this.readExactly(header);
-    const body = new Uint8Array(Buffer.from(header.buffer).readUInt32LE(0));
-    await this.readExactly(body);
+    if (!(await this._ring.waitForData(deadline, signal))) throw new Empty();
+    const body = await this._ring.readFrame();
     this.onGot();
     return body;
-  }
-
-  private async readExactly(dest: Uint8Array): Promise<void> {
-    let got = 0;
-    const w = this._ring.words;
-    while (got < dest.length) {
-      const seq = Atomics.load(w, DATA_SEQ);
-      const n = this._ring.read(dest, got);
-      got += n;
-      if (n === 0) {
-        Atomics.add(w, DATA_WAITERS, 1);
-        try {
-          await wait(w, DATA_SEQ, seq, null);
-        } finally {
-          Atomics.sub(w, DATA_WAITERS, 1);
-        }
-      }
-    }
   }
 
   private readFrameSync(deadline: number): Uint8Array {
-    const w = this._ring.words;
-    while (this._ring.available() === 0) {
-      const seq = Atomics.load(w, DATA_SEQ);
-      if (this._ring.available() > 0) break;
-      if (performance.now() >= deadline) throw new Empty();
-      Atomics.add(w, DATA_WAITERS, 1);
-      try {
-        waitSync(w, DATA_SEQ, seq, secondsLeft(deadline));
-      } finally {
-        Atomics.sub(w, DATA_WAITERS, 1);
-      }
-    }
-    const header = new Uint8Array(4);
-    this.readExactlySync(header);
-    const body = new Uint8Array(Buffer.from(header.buffer).readUInt32LE(0));
-    this.readExactlySync(body);
+    if (!this._ring.waitForDataSync(deadline)) throw new Empty();
+    const body = this._ring.readFrameSync();
     this.onGot();
     return body;
-  }
-
-  private readExactlySync(dest: Uint8Array): void {
-    let got = 0;
-    const w = this._ring.words;
-    while (got < dest.length) {
-      const seq = Atomics.load(w, DATA_SEQ);
-      const n = this._ring.read(dest, got);
-      got += n;
-      if (n === 0) {
-        Atomics.add(w, DATA_WAITERS, 1);
-        try {
-          waitSync(w, DATA_SEQ, seq, null);
-        } finally {
-          Atomics.sub(w, DATA_WAITERS, 1);
-        }
-      }
-    }
   }
 
   private onGot(): void {

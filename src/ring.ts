@@ -1,0 +1,219 @@
+/**
+ * A byte ring in shared memory: the pipe of our queues and pool channels. Bytes go in at the tail
+ * and out at the head; positions are uint32 counters that wrap (the capacity is a power of two).
+ * Readers wait on DATA_SEQ, writers on SPACE_SEQ, through futex.ts (Atomics for thread memory, the
+ * addon for process memory); a wake is a syscall only when somebody is waiting.
+ *
+ * Messages are frames: a 4-byte little-endian length, then the body. A frame longer than the ring
+ * streams through it while its reader reads. Whoever writes (or reads) a frame must be the only
+ * writer (reader) meanwhile: queues hold a lock, pool channels have one writer and one reader.
+ */
+import { wait, waitSync, wake } from './futex.js';
+
+/** Words a ring uses at the start of its Int32Array. */
+export const RING_WORDS = 6;
+const HEAD = 0; // bytes read so far
+const TAIL = 1; // bytes written so far
+const DATA_SEQ = 2; // bumped after every write
+const SPACE_SEQ = 3; // bumped after every read
+const DATA_WAITERS = 4;
+const SPACE_WAITERS = 5;
+
+/** Seconds left until a performance.now() deadline (null for none), for futex waits. */
+export function secondsUntil(deadline: number): number | null {
+  return deadline === Infinity ? null : Math.max(0, (deadline - performance.now()) / 1000);
+}
+
+export class ByteRing {
+  private readonly capacity: number;
+  private readonly mask: number;
+
+  /** `words`: RING_WORDS words of this ring; `data`: its bytes (a power-of-two length). */
+  constructor(readonly words: Int32Array, readonly data: Uint8Array) {
+    this.capacity = data.length;
+    this.mask = data.length - 1;
+    if ((this.capacity & this.mask) !== 0) throw new RangeError('ring capacity must be a power of two');
+  }
+
+  /** Bytes waiting to be read. */
+  available(): number {
+    return (Atomics.load(this.words, TAIL) - Atomics.load(this.words, HEAD)) >>> 0;
+  }
+
+  /** Copies as much of `src` as fits; returns how many bytes were written. */
+  write(src: Uint8Array): number {
+    const w = this.words;
+    const tail = Atomics.load(w, TAIL) >>> 0;
+    const n = Math.min(this.capacity - ((tail - (Atomics.load(w, HEAD) >>> 0)) >>> 0), src.length);
+    if (n === 0) return 0;
+    const at = tail & this.mask;
+    const first = Math.min(n, this.capacity - at);
+    this.data.set(first === src.length ? src : src.subarray(0, first), at);
+    if (n > first) this.data.set(src.subarray(first, n), 0);
+    Atomics.store(w, TAIL, (tail + n) | 0);
+    Atomics.add(w, DATA_SEQ, 1);
+    if (Atomics.load(w, DATA_WAITERS) > 0) wake(w, DATA_SEQ);
+    return n;
+  }
+
+  /** Copies available bytes into `dest` from `offset` on; returns how many. */
+  read(dest: Uint8Array, offset = 0): number {
+    const w = this.words;
+    const head = Atomics.load(w, HEAD) >>> 0;
+    const n = Math.min(((Atomics.load(w, TAIL) >>> 0) - head) >>> 0, dest.length - offset);
+    if (n === 0) return 0;
+    const at = head & this.mask;
+    const first = Math.min(n, this.capacity - at);
+    dest.set(this.data.subarray(at, at + first), offset);
+    if (n > first) dest.set(this.data.subarray(0, n - first), offset + first);
+    Atomics.store(w, HEAD, (head + n) | 0);
+    Atomics.add(w, SPACE_SEQ, 1);
+    if (Atomics.load(w, SPACE_WAITERS) > 0) wake(w, SPACE_SEQ);
+    return n;
+  }
+
+  /** The next frame's length if its 4-byte header has fully arrived, without consuming it. */
+  peekLength(): number | null {
+    if (this.available() < 4) return null;
+    const at = Atomics.load(this.words, HEAD) & this.mask;
+    const d = this.data;
+    const m = this.mask;
+    return (d[at]! | (d[(at + 1) & m]! << 8) | (d[(at + 2) & m]! << 16) | (d[(at + 3) & m]! << 24)) >>> 0;
+  }
+
+  // ---- waiting ----------------------------------------------------------------------------
+
+  /** Waits until some bytes are available; false when `deadline` passes first. */
+  async waitForData(deadline = Infinity, signal?: AbortSignal): Promise<boolean> {
+    const w = this.words;
+    while (this.available() === 0) {
+      const seq = Atomics.load(w, DATA_SEQ);
+      if (this.available() > 0) break;
+      if (performance.now() >= deadline) return false;
+      Atomics.add(w, DATA_WAITERS, 1);
+      try {
+        await wait(w, DATA_SEQ, seq, secondsUntil(deadline), signal);
+      } finally {
+        Atomics.sub(w, DATA_WAITERS, 1);
+      }
+    }
+    return true;
+  }
+
+  waitForDataSync(deadline = Infinity): boolean {
+    const w = this.words;
+    while (this.available() === 0) {
+      const seq = Atomics.load(w, DATA_SEQ);
+      if (this.available() > 0) break;
+      if (performance.now() >= deadline) return false;
+      Atomics.add(w, DATA_WAITERS, 1);
+      try {
+        waitSync(w, DATA_SEQ, seq, secondsUntil(deadline));
+      } finally {
+        Atomics.sub(w, DATA_WAITERS, 1);
+      }
+    }
+    return true;
+  }
+
+  /** Waits until the ring has room for at least one byte. */
+  async waitForSpace(): Promise<void> {
+    const w = this.words;
+    while (this.available() >= this.capacity) {
+      const seq = Atomics.load(w, SPACE_SEQ);
+      if (this.available() < this.capacity) return;
+      Atomics.add(w, SPACE_WAITERS, 1);
+      try {
+        await wait(w, SPACE_SEQ, seq, null);
+      } finally {
+        Atomics.sub(w, SPACE_WAITERS, 1);
+      }
+    }
+  }
+
+  waitForSpaceSync(): void {
+    const w = this.words;
+    while (this.available() >= this.capacity) {
+      const seq = Atomics.load(w, SPACE_SEQ);
+      if (this.available() < this.capacity) return;
+      Atomics.add(w, SPACE_WAITERS, 1);
+      try {
+        waitSync(w, SPACE_SEQ, seq, null);
+      } finally {
+        Atomics.sub(w, SPACE_WAITERS, 1);
+      }
+    }
+  }
+
+  // ---- whole transfers --------------------------------------------------------------------
+
+  /** Writes all of `src`, waiting for space as the reader drains the ring. */
+  async writeAll(src: Uint8Array): Promise<void> {
+    let done = this.write(src);
+    while (done < src.length) {
+      await this.waitForSpace();
+      done += this.write(src.subarray(done));
+    }
+  }
+
+  writeAllSync(src: Uint8Array): void {
+    let done = this.write(src);
+    while (done < src.length) {
+      this.waitForSpaceSync();
+      done += this.write(src.subarray(done));
+    }
+  }
+
+  /** Fills `dest`, waiting for the writer (who has started this frame and will finish it). */
+  async readExactly(dest: Uint8Array): Promise<void> {
+    let got = this.read(dest, 0);
+    while (got < dest.length) {
+      await this.waitForData();
+      got += this.read(dest, got);
+    }
+  }
+
+  readExactlySync(dest: Uint8Array): void {
+    let got = this.read(dest, 0);
+    while (got < dest.length) {
+      this.waitForDataSync();
+      got += this.read(dest, got);
+    }
+  }
+
+  /** Reads one frame's body, whose first bytes have arrived. */
+  async readFrame(): Promise<Uint8Array> {
+    const header = new Uint8Array(4);
+    await this.readExactly(header);
+    const body = new Uint8Array(new DataView(header.buffer).getUint32(0, true));
+    await this.readExactly(body);
+    return body;
+  }
+
+  readFrameSync(): Uint8Array {
+    const header = new Uint8Array(4);
+    this.readExactlySync(header);
+    const body = new Uint8Array(new DataView(header.buffer).getUint32(0, true));
+    this.readExactlySync(body);
+    return body;
+  }
+
+  /** A frame that has fully arrived, or null (never waits). */
+  tryReadFrame(): Uint8Array | null {
+    const length = this.peekLength();
+    if (length === null || this.available() < 4 + length) return null;
+    const header = new Uint8Array(4);
+    this.read(header, 0);
+    const body = new Uint8Array(length);
+    this.read(body, 0);
+    return body;
+  }
+}
+
+/** `body` behind its 4-byte length: one frame. */
+export function frameOf(body: Uint8Array): Buffer {
+  const frame = Buffer.allocUnsafe(body.length + 4);
+  frame.writeUInt32LE(body.length, 0);
+  frame.set(body, 4);
+  return frame;
+}
