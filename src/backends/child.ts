@@ -45,6 +45,10 @@ export async function runChild(
   }
   const { me } = payload;
   applyLoggingConfig(payload.logging);
+  // As Python's spawn.prepare(): the child's default context is the one it was started with, so
+  // objects it makes (a Lock in a thread child) live in memory its siblings can use.
+  const { setStartMethod } = await import('../context.js');
+  setStartMethod(me.startMethod, { force: true });
   const instance = Object.create((payload.classRef ?? Process).prototype) as Process;
   Object.assign(instance, payload.fields);
   Process.fromPayload(instance, me, payload.target, payload.args);
