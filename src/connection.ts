@@ -29,6 +29,7 @@ import {
   type ReduceContext, type Reduced,
 } from './reduction.js';
 import { sentinelExit } from './sentinels.js';
+import { loadNative } from './native.js';
 
 export type { DigestName } from './connectionFraming.js';
 
@@ -57,8 +58,6 @@ export const DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024 * 1024;
 export const PIPE_MAX_MESSAGE_SIZE = bufferConstants.MAX_LENGTH;
 /** Seconds a peer may stay silent during the authkey handshake. */
 export const DEFAULT_HANDSHAKE_TIMEOUT = 20;
-/** Inbox size above which a socket stops reading until `recv` catches up (kernel backpressure). */
-const INBOX_HIGH_WATER = 8 * 1024 * 1024;
 
 // ---- transports ------------------------------------------------------------------------------
 
@@ -79,10 +78,12 @@ interface Transport {
   /** Moves whatever is already receivable into the sink, synchronously where possible. */
   pull(): void;
   setLimit(limit: number): void;
-  /** Keep the event loop alive while someone waits on this transport. */
+  /**
+   * Someone waits for data: read from the OS and keep the event loop alive. Without demand a
+   * socket is not read at all, so an end that was handed to a child process (which holds the same
+   * socket) never steals the child's data, and an unread inbox does not grow without bound.
+   */
   keepAlive(on: boolean): void;
-  /** Stop / restart reading (backpressure). */
-  throttle(on: boolean): void;
   /** Some bytes of a message have arrived but not all of it. */
   readonly midMessage: boolean;
   close(): void;
@@ -120,11 +121,10 @@ class SocketTransport implements Transport {
   private readonly queued: Uint8Array[] = [];
   private markReady!: () => void;
   private pendingWrites = 0;
-  private waiting = false;
+  private demand = false;
   private writeError: OSError | null = null;
   private ended = false;
   private closed = false;
-  private throttled = false;
 
   constructor(socket: net.Socket | null, limit: number) {
     this.decoder = new FrameDecoder(limit);
@@ -147,6 +147,8 @@ class SocketTransport implements Transport {
       return;
     }
     this.socket = socket;
+    // No reading until someone asks (see keepAlive); pause before 'data' would start the flow.
+    socket.pause();
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('end', () => this.finish(this.decoder.midMessage ? new OSError('got end of file during message') : undefined));
     socket.on('error', (error) => {
@@ -158,9 +160,7 @@ class SocketTransport implements Transport {
     });
     socket.on('close', () => this.finish(this.decoder.midMessage ? new OSError('got end of file during message') : undefined));
     for (const chunk of this.queued.splice(0)) this.write(chunk);
-    if (this.throttled) socket.pause();
-    else socket.resume();
-    this.updateRef();
+    this.updateFlow();
     this.markReady();
   }
 
@@ -191,13 +191,12 @@ class SocketTransport implements Transport {
     const socket = this.socket;
     if (!socket) {
       this.queued.push(chunk);
-      this.updateRef();
       return;
     }
     this.pendingWrites++;
     socket.write(chunk, () => {
       this.pendingWrites--;
-      if (this.pendingWrites === 0) this.updateRef();
+      if (this.pendingWrites === 0) this.updateFlow();
     });
   }
 
@@ -213,7 +212,7 @@ class SocketTransport implements Transport {
     for (const chunk of chunks) this.write(chunk);
     if (socket) {
       socket.uncork();
-      this.updateRef();
+      this.updateFlow();
     }
   }
 
@@ -236,21 +235,16 @@ class SocketTransport implements Transport {
   }
 
   keepAlive(on: boolean): void {
-    this.waiting = on;
-    this.updateRef();
+    this.demand = on;
+    this.updateFlow();
   }
 
-  throttle(on: boolean): void {
-    this.throttled = on;
-    if (!this.socket || this.ended) return;
-    if (on) this.socket.pause();
-    else this.socket.resume();
-  }
-
-  private updateRef(): void {
+  private updateFlow(): void {
     const socket = this.socket;
-    if (!socket || socket.destroyed) return;
-    if (this.waiting || this.pendingWrites > 0 || this.queued.length > 0) socket.ref();
+    if (!socket || socket.destroyed || this.closed) return;
+    if (this.demand && !this.ended) socket.resume();
+    else socket.pause();
+    if (this.demand || this.pendingWrites > 0) socket.ref();
     else socket.unref();
   }
 
@@ -360,8 +354,6 @@ class PortTransport implements Transport {
     else this.port.unref();
   }
 
-  throttle(): void {}
-
   close(): void {
     if (this.closed) return;
     this.closed = true;
@@ -449,6 +441,12 @@ function checkInteger(value: number, name: string): void {
   if (!Number.isInteger(value)) throw new TypeError(`${name} must be an integer`);
 }
 
+/** A socket over `fd` that does not start reading until asked to. */
+function socketFromFd(fd: number): net.Socket {
+  // `pauseOnCreate` (what net.Server uses for pauseOnConnect) keeps the socket from reading ahead.
+  return new net.Socket({ fd, readable: true, writable: true, pauseOnCreate: true } as net.SocketConstructorOpts);
+}
+
 let setHandshakeFrames: (conn: Connection, frames: number) => void;
 
 export class Connection implements Disposable {
@@ -459,7 +457,6 @@ export class Connection implements Disposable {
   #closed = false;
   #inbox: Inbound[] = [];
   #inboxHead = 0;
-  #inboxBytes = 0;
   #end: { error?: Error } | null = null;
   readonly #consumers: Consumer[] = [];
   readonly #watchers = new Set<() => void>();
@@ -493,7 +490,7 @@ export class Connection implements Disposable {
       if (!Number.isInteger(handle) || handle < 0) throw new ValueError('invalid handle');
       let socket: net.Socket;
       try {
-        socket = new net.Socket({ fd: handle, readable: true, writable: true });
+        socket = socketFromFd(handle);
       } catch (error) {
         throw osErrorFrom(error);
       }
@@ -544,10 +541,6 @@ export class Connection implements Disposable {
       return;
     }
     this.#inbox.push(m);
-    if ('bytes' in m) {
-      this.#inboxBytes += m.bytes.length;
-      if (this.#inboxBytes > INBOX_HIGH_WATER) this.#transport.throttle(true);
-    }
     this.#notify();
   }
 
@@ -586,10 +579,6 @@ export class Connection implements Disposable {
     } else if (this.#inboxHead === this.#inbox.length) {
       this.#inbox.length = 0;
       this.#inboxHead = 0;
-    }
-    if ('bytes' in m) {
-      this.#inboxBytes -= m.bytes.length;
-      if (this.#inboxBytes <= INBOX_HIGH_WATER / 2) this.#transport.throttle(false);
     }
     return m;
   }
@@ -654,8 +643,14 @@ export class Connection implements Disposable {
     await this.#transport.ready;
     this.#transport.pull();
     if (this.#readyNow()) return true;
-    await ioTurn();
-    this.#transport.pull();
+    if (!this.#closed) {
+      // Read what the kernel already holds: demand for one loop turn.
+      const controller = new AbortController();
+      this._whenReady(controller.signal).catch(() => {});
+      await ioTurn();
+      controller.abort();
+      this.#transport.pull();
+    }
     return this.#closed || this.#readyNow() || this.#transport.midMessage;
   }
 
@@ -891,26 +886,9 @@ export function arbitraryAddress(family: Family = 'AF_UNIX'): Address {
   throw new ValueError(`unrecognized family ${String(family)}`);
 }
 
-type NativeModule = { loadNative(): { socketpair(): [number, number] } };
-let nativeModule: NativeModule | null | undefined;
-let nativeImport: Promise<void> | undefined;
-
-function loadNativeModule(): void {
-  nativeImport ??= import('./native.js' as string).then(
-    (m: unknown) => {
-      nativeModule = typeof (m as Partial<NativeModule>).loadNative === 'function' ? (m as NativeModule) : null;
-    },
-    () => {
-      nativeModule = null;
-    },
-  );
-}
-loadNativeModule();
-
 function nativeSocketpair(): [number, number] | null {
-  if (!nativeModule) return null;
   try {
-    const fds = nativeModule.loadNative().socketpair();
+    const fds = loadNative().socketpair();
     return Array.isArray(fds) && fds.length === 2 ? fds : null;
   } catch {
     return null;
@@ -922,8 +900,8 @@ function socketPair(limit: number): [SocketTransport, SocketTransport] {
   const fds = nativeSocketpair();
   if (fds) {
     return [
-      new SocketTransport(new net.Socket({ fd: fds[0], readable: true, writable: true }), limit),
-      new SocketTransport(new net.Socket({ fd: fds[1], readable: true, writable: true }), limit),
+      new SocketTransport(socketFromFd(fds[0]), limit),
+      new SocketTransport(socketFromFd(fds[1]), limit),
     ];
   }
   // Pure Node: a private listener in our 0700 temp dir; the connecting end exists at once, the
@@ -939,6 +917,7 @@ function socketPair(limit: number): [SocketTransport, SocketTransport] {
   }
   const accepted = new SocketTransport(null, limit);
   const client = net.connect(address);
+  client.pause();
   server.once('connection', (socket) => {
     server.close();
     accepted.attachSocket(socket);
