@@ -896,8 +896,8 @@ function nativeSocketpair(): [number, number] | null {
 }
 
 /** Two connected AF_UNIX stream sockets, synchronously. */
-function socketPair(limit: number): [SocketTransport, SocketTransport] {
-  const fds = nativeSocketpair();
+function socketPair(limit: number, useNative: boolean): [SocketTransport, SocketTransport] {
+  const fds = useNative ? nativeSocketpair() : null;
   if (fds) {
     return [
       new SocketTransport(socketFromFd(fds[0]), limit),
@@ -933,10 +933,17 @@ function socketPair(limit: number): [SocketTransport, SocketTransport] {
   return [accepted, new SocketTransport(client, limit)];
 }
 
+export interface ProcessPipeOptions {
+  /** Frame limit (default: the largest Buffer; both ends belong to this program). */
+  maxMessageSize?: number;
+  /** Use the addon's socketpair() when it loads (default true); false forces the pure-Node pair. */
+  useNative?: boolean;
+}
+
 /** `Pipe(duplex)` for process start methods: an AF_UNIX socket pair. Simplex: `[readOnly, writeOnly]`. */
-export function pipeForProcesses(duplex = true, options: { maxMessageSize?: number } = {}): [Connection, Connection] {
+export function pipeForProcesses(duplex = true, options: ProcessPipeOptions = {}): [Connection, Connection] {
   const limit = options.maxMessageSize ?? PIPE_MAX_MESSAGE_SIZE;
-  const [a, b] = socketPair(limit);
+  const [a, b] = socketPair(limit, options.useNative ?? true);
   return [
     Connection._fromTransport(a, { readable: true, writable: duplex, maxMessageSize: limit }),
     Connection._fromTransport(b, { readable: duplex, writable: true, maxMessageSize: limit }),
@@ -1124,6 +1131,7 @@ export class Listener implements Disposable {
   readonly #acceptors: { resolve(s: net.Socket): void; reject(e: unknown): void }[] = [];
   readonly #listening: Promise<void>;
   #lastAccepted: Address | null = null;
+  #bound = true;
   #closed = false;
   #error: OSError | null = null;
   readonly #unlink: string | null;
@@ -1172,8 +1180,10 @@ export class Listener implements Disposable {
         this.#address = [bound.address, bound.port];
       } else {
         this.#address = [host, port];
+        this.#bound = false;
         listening = new Promise<void>((resolve, reject) => {
           server.listen({ host, port, backlog }, () => {
+            this.#bound = true;
             const bound = server.address();
             if (bound && typeof bound !== 'string') this.#address = [bound.address, bound.port];
             resolve();
@@ -1238,6 +1248,7 @@ export class Listener implements Disposable {
   }
 
   #nextSocket(signal?: AbortSignal): Promise<net.Socket> {
+    if (this.#closed) return Promise.reject(new OSError('listener is closed'));
     const socket = this.#pending.shift();
     if (socket) return Promise.resolve(socket);
     if (this.#error) return Promise.reject(this.#error);
@@ -1260,7 +1271,7 @@ export class Listener implements Disposable {
    */
   async accept(options: SignalOptions = {}): Promise<Connection> {
     if (this.#closed) throw new OSError('listener is closed');
-    await this.#listening;
+    if (!this.#bound) await this.#listening;
     const socket = await this.#nextSocket(options.signal);
     this.#lastAccepted = this.#family === 'AF_INET'
       ? [socket.remoteAddress ?? '', socket.remotePort ?? 0]

@@ -1,0 +1,798 @@
+/**
+ * Connection, Pipe, Listener, Client, wait: CPython's _TestConnection, _TestPoll, _TestListener,
+ * _TestListenerClient, TestWait and ChallengeResponseTest, on real sockets and MessagePorts, plus
+ * the hostile-peer cases (garbage, truncated frames, 4 GiB lengths, silence).
+ */
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import * as net from 'node:net';
+import { spawn } from 'node:child_process';
+import { MessageChannel, Worker } from 'node:worker_threads';
+import { fileURLToPath } from 'node:url';
+import {
+  Client, Connection, Listener, Pipe, answerChallenge, deliverChallenge, pipeForProcesses, pipeForThreads, wait,
+  type Address,
+} from '../src/connection.ts';
+import {
+  createResponse, digestNameAndPayload, FrameDecoder, frame, verifyChallenge,
+} from '../src/connectionFraming.ts';
+import {
+  AuthenticationError, BufferTooShort, EOFError, OSError, PicklingError, TimeoutError, UnpicklingError, ValueError,
+} from '../src/errors.ts';
+import { dumps, newReduceContext, reduce, rebuildSync, reduceSymbol } from '../src/reduction.ts';
+import { registerSentinel } from '../src/sentinels.ts';
+
+type PipeMaker = (duplex?: boolean) => [Connection, Connection];
+const fallbackPipe: PipeMaker = (duplex = true) => pipeForProcesses(duplex, { useNative: false });
+const makers: [string, PipeMaker][] = [
+  ['process pipe (socketpair)', pipeForProcesses],
+  ['process pipe (pure Node fallback)', fallbackPipe],
+  ['thread pipe (MessageChannel)', pipeForThreads],
+];
+
+const CHILD = fileURLToPath(new URL('./fixtures/connection-child.ts', import.meta.url));
+
+function closeAll(...conns: Connection[]): void {
+  for (const c of conns) c.close();
+}
+
+function isError(cls: new (...a: never[]) => Error, message?: string | RegExp) {
+  return (e: unknown): boolean => {
+    assert.ok(e instanceof cls, `expected ${cls.name}, got ${String(e)}`);
+    if (typeof message === 'string') assert.equal((e as Error).message, message);
+    else if (message) assert.match((e as Error).message, message);
+    return true;
+  };
+}
+
+for (const [name, makePipe] of makers) {
+  describe(name, () => {
+    it('send/recv objects and bytes, both directions (test_connection)', { timeout: 10_000 }, async () => {
+      const [a, b] = makePipe();
+      try {
+        const obj = { n: 1, s: 'x', list: [1, 2, 3], map: new Map([[1, 'one']]), big: 10n, nested: { d: new Date(0) } };
+        a.send(obj);
+        assert.deepEqual(await b.recv(), obj);
+        b.send([1, 'two']);
+        assert.deepEqual(await a.recv(), [1, 'two']);
+        const msg = Buffer.from('hello');
+        a.sendBytes(msg);
+        assert.deepEqual(await b.recvBytes(), msg);
+        // recvBytesInto an Int32Array at a byte offset (array('i') in Python's test)
+        const arr = new Int32Array([0, 1, 2, 3, 4]);
+        a.sendBytes(arr);
+        const into = new Int32Array(8);
+        assert.equal(await b.recvBytesInto(into, 8), 20);
+        assert.deepEqual([...into], [0, 0, 0, 1, 2, 3, 4, 0]);
+        // too small: BufferTooShort with the whole message, consumed
+        a.sendBytes(Buffer.from('0123456789'));
+        a.sendBytes(Buffer.from('next'));
+        await assert.rejects(b.recvBytesInto(new Uint8Array(4)), (e: unknown) => {
+          assert.ok(e instanceof BufferTooShort);
+          assert.equal(Buffer.from(e.data).toString(), '0123456789');
+          return true;
+        });
+        assert.equal((await b.recvBytes()).toString(), 'next');
+        // 16 MiB
+        const big = Buffer.alloc(16 * 1024 * 1024, 0x5a);
+        big[big.length - 1] = 1;
+        a.sendBytes(big);
+        assert.ok((await b.recvBytes()).equals(big));
+        // EOF
+        a.close();
+        await assert.rejects(b.recv(), EOFError);
+        await assert.rejects(b.recvBytes(), EOFError);
+        assert.equal(await b.poll(), true, 'EOF makes poll true');
+      } finally {
+        closeAll(a, b);
+      }
+    });
+
+    it('empty messages are valid and never merged (test_empty_string, test_dont_merge, test_strings)', { timeout: 10_000 }, async () => {
+      const [a, b] = makePipe();
+      try {
+        assert.equal(await b.poll(), false);
+        a.sendBytes(new Uint8Array(0));
+        assert.equal(await b.poll(), true);
+        assert.equal(await b.poll(), true, 'poll is repeatable');
+        assert.equal((await b.recvBytes()).length, 0);
+        assert.equal(await b.poll(), false);
+        for (const m of ['a', 'b', 'cd']) a.sendBytes(Buffer.from(m));
+        assert.equal(await b.poll(), true);
+        assert.equal((await b.recvBytes()).toString(), 'a');
+        assert.equal((await b.recvBytes()).toString(), 'b');
+        assert.equal((await b.recvBytes()).toString(), 'cd');
+        const strings = ['hello', '', 'a', 'b', '', 'cd', '', 'x'.repeat(20000), '', 'end'];
+        for (const s of strings) a.sendBytes(Buffer.from(s));
+        for (const s of strings) assert.equal((await b.recvBytes()).toString(), s);
+      } finally {
+        closeAll(a, b);
+      }
+    });
+
+    it('poll timeouts: 0 returns at once, a number waits that long, null waits forever', { timeout: 10_000 }, async () => {
+      const [a, b] = makePipe();
+      try {
+        let t = performance.now();
+        assert.equal(await b.poll(), false);
+        assert.equal(await b.poll(-1), false);
+        assert.ok(performance.now() - t < 200);
+        t = performance.now();
+        assert.equal(await b.poll(0.2), false);
+        const waited = performance.now() - t;
+        assert.ok(waited >= 180 && waited < 1500, `waited ${waited} ms`);
+        setTimeout(() => a.send('late'), 50);
+        assert.equal(await b.poll(null), true);
+        assert.equal(await b.recv(), 'late');
+        setTimeout(() => a.send('soon'), 50);
+        assert.equal(await b.poll(5), true);
+        assert.equal(await b.recv(), 'soon');
+      } finally {
+        closeAll(a, b);
+      }
+    });
+
+    it('concurrent recv() calls get messages in call order; abort loses nothing', { timeout: 10_000 }, async () => {
+      const [a, b] = makePipe();
+      try {
+        const first = b.recv();
+        const controller = new AbortController();
+        const aborted = b.recv({ signal: controller.signal });
+        const second = b.recvBytes();
+        const third = b.recv();
+        controller.abort(new Error('stop'));
+        await assert.rejects(aborted, { message: 'stop' });
+        a.send(1);
+        a.sendBytes(Buffer.from('two'));
+        a.send(3);
+        assert.equal(await first, 1);
+        assert.equal((await second).toString(), 'two');
+        assert.equal(await third, 3);
+        // abort while waiting, then the message arrives for the next recv
+        const c2 = new AbortController();
+        const p = b.recv({ signal: c2.signal });
+        setTimeout(() => c2.abort(new TimeoutError('gave up')), 20);
+        await assert.rejects(p, TimeoutError);
+        a.send('kept');
+        assert.equal(await b.recv(), 'kept');
+        // an already aborted signal rejects at once with its reason
+        await assert.rejects(b.recv({ signal: AbortSignal.abort(new Error('pre')) }), { message: 'pre' });
+        await assert.rejects(b.poll(null, { signal: AbortSignal.timeout(20) }), { name: 'TimeoutError' });
+      } finally {
+        closeAll(a, b);
+      }
+    });
+
+    it('simplex: [readOnly, writeOnly] and wrong-direction errors (test_duplex_false)', { timeout: 10_000 }, async () => {
+      const [r, w] = makePipe(false);
+      try {
+        assert.equal(r.readable, true);
+        assert.equal(r.writable, false);
+        assert.equal(w.readable, false);
+        assert.equal(w.writable, true);
+        w.send(42);
+        assert.equal(await r.recv(), 42);
+        assert.throws(() => r.send(1), isError(OSError, 'connection is read-only'));
+        assert.throws(() => r.sendBytes(Buffer.from('x')), isError(OSError, 'connection is read-only'));
+        await assert.rejects(w.recv(), isError(OSError, 'connection is write-only'));
+        await assert.rejects(w.recvBytes(), isError(OSError, 'connection is write-only'));
+        await assert.rejects(w.poll(), isError(OSError, 'connection is write-only'));
+      } finally {
+        closeAll(r, w);
+      }
+    });
+
+    it('sendBytes offset/size checks (test_sendbytes)', { timeout: 10_000 }, async () => {
+      const [a, b] = makePipe();
+      try {
+        const msg = Buffer.from('abcdefghijklmnopqrstuvwxyz');
+        a.sendBytes(msg);
+        assert.equal((await b.recvBytes()).toString(), msg.toString());
+        a.sendBytes(msg, 5);
+        assert.equal((await b.recvBytes()).toString(), 'fghijklmnopqrstuvwxyz');
+        a.sendBytes(msg, 7, 8);
+        assert.equal((await b.recvBytes()).toString(), 'hijklmno');
+        a.sendBytes(msg, 26);
+        assert.equal((await b.recvBytes()).length, 0);
+        a.sendBytes(msg, 26, 0);
+        assert.equal((await b.recvBytes()).length, 0);
+        assert.throws(() => a.sendBytes(msg, 27), isError(ValueError, 'buffer length < offset'));
+        assert.throws(() => a.sendBytes(msg, 22, 5), isError(ValueError, 'buffer length < offset + size'));
+        assert.throws(() => a.sendBytes(msg, 26, 1), isError(ValueError, 'buffer length < offset + size'));
+        assert.throws(() => a.sendBytes(msg, -1), isError(ValueError, 'offset is negative'));
+        assert.throws(() => a.sendBytes(msg, 4, -1), isError(ValueError, 'size is negative'));
+        await assert.rejects(b.recvBytes(-1), isError(ValueError, 'negative maxlength'));
+        await assert.rejects(b.recvBytesInto(new Uint8Array(4), -1), isError(ValueError, 'negative offset'));
+        await assert.rejects(b.recvBytesInto(new Uint8Array(4), 5), isError(ValueError, 'offset too large'));
+        assert.throws(() => a.sendBytes('text' as unknown as Uint8Array), TypeError);
+        // the bytes are copied at send time
+        const mutable = Buffer.alloc(100_000, 1);
+        a.sendBytes(mutable);
+        mutable.fill(2);
+        assert.equal((await b.recvBytes())[99_999], 1);
+      } finally {
+        closeAll(a, b);
+      }
+    });
+
+    it('recvBytes(maxlength) on a longer message: OSError and no longer readable', { timeout: 10_000 }, async () => {
+      const [a, b] = makePipe();
+      try {
+        a.sendBytes(Buffer.from('0123456789'));
+        await assert.rejects(b.recvBytes(5), isError(OSError, 'bad message length'));
+        assert.equal(b.readable, false);
+        await assert.rejects(b.recvBytes(), isError(OSError, 'connection is write-only'));
+        b.send('still writable');
+        assert.equal(await a.recv(), 'still writable');
+      } finally {
+        closeAll(a, b);
+      }
+      const [r, w] = makePipe(false);
+      w.sendBytes(Buffer.from('0123456789'));
+      await assert.rejects(r.recvBytes(3), isError(OSError, 'bad message length'));
+      assert.equal(r.closed, true, 'a read-only end is closed');
+      closeAll(r, w);
+    });
+
+    it('undecodable bytes: UnpicklingError, and the next message still arrives', { timeout: 10_000 }, async () => {
+      const [a, b] = makePipe();
+      try {
+        a.sendBytes(Buffer.from([0, 0xff, 0xfe, 0x01, 0x02]));
+        a.sendBytes(new Uint8Array(0));
+        a.send({ ok: true });
+        await assert.rejects(b.recv(), UnpicklingError);
+        await assert.rejects(b.recv(), UnpicklingError);
+        assert.deepEqual(await b.recv(), { ok: true });
+      } finally {
+        closeAll(a, b);
+      }
+    });
+
+    it('close: idempotent, handle is closed, pending receivers fail, Symbol.dispose (test_context)', { timeout: 10_000 }, async () => {
+      const [a, b] = makePipe();
+      const pending = b.recv();
+      b.close();
+      b.close();
+      assert.equal(b.closed, true);
+      await assert.rejects(pending, isError(OSError, 'handle is closed'));
+      await assert.rejects(b.recv(), isError(OSError, 'handle is closed'));
+      await assert.rejects(b.poll(), isError(OSError, 'handle is closed'));
+      assert.throws(() => b.send(1), isError(OSError, 'handle is closed'));
+      await assert.rejects(a.recv(), EOFError);
+      a.close();
+      let c: Connection;
+      {
+        const [x, y] = makePipe();
+        using _x = x;
+        using _y = y;
+        c = x;
+        x.send('in scope');
+        assert.equal(await y.recv(), 'in scope');
+      }
+      assert.equal(c.closed, true);
+    });
+
+    it('functions inside data raise PicklingError and nothing is sent', { timeout: 10_000 }, async () => {
+      const [a, b] = makePipe();
+      try {
+        assert.throws(() => a.send({ ok: 1, cb: () => 1 }), PicklingError);
+        a.send('after');
+        assert.equal(await b.recv(), 'after');
+      } finally {
+        closeAll(a, b);
+      }
+    });
+
+    it('the sender is fast enough: 64 B and 1 MiB round trips', { timeout: 30_000 }, async () => {
+      const [a, b] = makePipe();
+      try {
+        const small = Buffer.alloc(64, 1);
+        const big = Buffer.alloc(1024 * 1024, 2);
+        const n = 2000;
+        let t = performance.now();
+        for (let i = 0; i < n; i++) {
+          a.sendBytes(small);
+          b.sendBytes(await b.recvBytes());
+          await a.recvBytes();
+        }
+        const smallUs = ((performance.now() - t) / n) * 1000;
+        t = performance.now();
+        for (let i = 0; i < 50; i++) {
+          a.sendBytes(big);
+          b.sendBytes(await b.recvBytes());
+          await a.recvBytes();
+        }
+        const bigMs = (performance.now() - t) / 50;
+        console.log(`# ${name}: 64 B round trip ${smallUs.toFixed(1)} us, 1 MiB round trip ${bigMs.toFixed(2)} ms`);
+        assert.ok(smallUs < 2000 && bigMs < 200);
+      } finally {
+        closeAll(a, b);
+      }
+    });
+  });
+}
+
+describe('Pipe()', () => {
+  it('picks process pipes by default and is synchronous', () => {
+    const [a, b] = Pipe();
+    try {
+      assert.equal(typeof a.fileno(), 'number');
+      assert.equal(typeof b.fileno(), 'number');
+    } finally {
+      closeAll(a, b);
+    }
+  });
+
+  it('a thread connection has no fileno', () => {
+    const [a, b] = pipeForThreads();
+    assert.throws(() => a.fileno(), OSError);
+    closeAll(a, b);
+  });
+
+  it('Connection(-1) and both directions off are ValueErrors (test_invalid_handles)', () => {
+    assert.throws(() => new Connection(-1), isError(ValueError, 'invalid handle'));
+    const [a, b] = pipeForThreads();
+    assert.throws(() => new Connection(new net.Socket(), { readable: false, writable: false }), ValueError);
+    closeAll(a, b);
+  });
+});
+
+describe('framing (CPython byte layout)', () => {
+  it('header + payload in one write up to 16384 bytes, separately above, -1 + u64 above 2^31-1', () => {
+    assert.deepEqual(frame(Buffer.from('abc')).map((c) => Buffer.from(c).toString('hex')), ['00000003616263']);
+    assert.deepEqual(frame(new Uint8Array(0)).map((c) => Buffer.from(c).toString('hex')), ['00000000']);
+    const one = frame(Buffer.alloc(16384));
+    assert.equal(one.length, 1);
+    assert.equal(one[0]!.byteLength, 16388);
+    const two = frame(Buffer.alloc(16385));
+    assert.equal(two.length, 2);
+    assert.equal(Buffer.from(two[0]!).toString('hex'), '00004001');
+  });
+
+  it('the decoder: split headers, the large form, limits before allocation, negative lengths', () => {
+    const got: string[] = [];
+    const d = new FrameDecoder(1000);
+    const wire = Buffer.concat([
+      Buffer.from('00000002', 'hex'), Buffer.from('hi'),
+      Buffer.from('ffffffff0000000000000003', 'hex'), Buffer.from('abc'),
+      Buffer.from('00000000', 'hex'),
+    ]);
+    for (const byte of wire) d.push(Buffer.from([byte]), (m) => got.push(m.toString()));
+    d.push(wire, (m) => got.push(m.toString()));
+    assert.deepEqual(got, ['hi', 'abc', '', 'hi', 'abc', '']);
+    assert.equal(d.midMessage, false);
+    assert.throws(() => new FrameDecoder(1000).push(Buffer.from('000003e9', 'hex'), () => {}), isError(OSError, 'bad message length'));
+    assert.throws(() => new FrameDecoder(1000).push(Buffer.from('ffffffff0000000100000000', 'hex'), () => {}), isError(OSError, 'bad message length'));
+    assert.throws(() => new FrameDecoder(1000).push(Buffer.from('fffffffe', 'hex'), () => {}), isError(OSError, 'bad message length'));
+  });
+
+  it('what goes on the wire from a Connection is CPython framing', { timeout: 10_000 }, async () => {
+    using listener = new Listener(['127.0.0.1', 0]);
+    const raw = net.connect({ host: '127.0.0.1', port: (listener.address as [string, number])[1] });
+    const chunks: Buffer[] = [];
+    raw.on('data', (c: Buffer) => chunks.push(c));
+    const conn = await listener.accept();
+    try {
+      conn.sendBytes(Buffer.from('abc'));
+      conn.sendBytes(new Uint8Array(0));
+      conn.sendBytes(Buffer.alloc(20000, 7));
+      const want = 7 + 4 + 4 + 20000;
+      while (Buffer.concat(chunks).length < want) await new Promise((r) => setTimeout(r, 5));
+      const all = Buffer.concat(chunks);
+      assert.equal(all.subarray(0, 11).toString('hex'), '0000000361626300000000');
+      assert.equal(all.subarray(11, 15).toString('hex'), '00004e20');
+      // and the other way: python-style frames from a raw socket
+      raw.write(Buffer.from('0000000568656c6c6f00000000', 'hex'));
+      assert.equal((await conn.recvBytes()).toString(), 'hello');
+      assert.equal((await conn.recvBytes()).length, 0);
+    } finally {
+      raw.destroy();
+      conn.close();
+    }
+  });
+
+  it('maxMessageSize refuses a bigger frame with OSError', { timeout: 10_000 }, async () => {
+    using listener = new Listener(['127.0.0.1', 0], { maxMessageSize: 1024 });
+    const client = await Client(listener.address);
+    const conn = await listener.accept();
+    try {
+      assert.equal(conn.maxMessageSize, 1024);
+      client.sendBytes(Buffer.alloc(1024));
+      assert.equal((await conn.recvBytes()).length, 1024);
+      client.sendBytes(Buffer.alloc(1025));
+      await assert.rejects(conn.recvBytes(), isError(OSError, 'bad message length'));
+    } finally {
+      closeAll(client, conn);
+    }
+  });
+});
+
+describe('challenge/response (ChallengeResponseTest)', () => {
+  const key = Buffer.from('supersecret');
+  it('legacy 20-byte, {md5} and {sha256} challenges round-trip; the response carries the prefix', () => {
+    for (const message of [
+      Buffer.alloc(20, 3),
+      Buffer.concat([Buffer.from('{md5}'), Buffer.alloc(40, 1)]),
+      Buffer.concat([Buffer.from('{sha256}'), Buffer.alloc(40, 2)]),
+    ]) {
+      const response = createResponse(key, message);
+      verifyChallenge(key, message, response);
+      const [digest] = digestNameAndPayload(message);
+      if (digest) assert.ok(response.subarray(0, digest.length + 2).equals(Buffer.from(`{${digest}}`)));
+      else assert.equal(response.length, 16);
+      assert.throws(() => verifyChallenge(Buffer.from('other'), message, response), isError(AuthenticationError, 'digest received was wrong'));
+    }
+    assert.throws(() => verifyChallenge(key, Buffer.alloc(20), Buffer.from('{sha999}xxxxxxxxxxxxxxxxxxxxxxxxx')), AuthenticationError);
+    assert.throws(() => verifyChallenge(key, Buffer.alloc(20), Buffer.concat([Buffer.from('{sha256}'), Buffer.alloc(10)])),
+      isError(AuthenticationError, "expected 'sha256' of length 32 got 10"));
+  });
+
+  it('deliver/answer over a Pipe; a bogus response and a rejected digest raise AuthenticationError', { timeout: 10_000 }, async () => {
+    const [a, b] = pipeForProcesses();
+    try {
+      await Promise.all([deliverChallenge(a, key), answerChallenge(b, key)]);
+      await Promise.all([deliverChallenge(a, key, 'sha3_384'), answerChallenge(b, key)]);
+      const server = deliverChallenge(a, key);
+      const challenge = await b.recvBytes();
+      assert.equal(challenge.length, 59);
+      assert.equal(challenge.subarray(0, 19).toString(), '#CHALLENGE#{sha256}');
+      b.sendBytes(Buffer.from('{sha256}' + 'x'.repeat(32)));
+      await assert.rejects(server, isError(AuthenticationError, 'digest received was wrong'));
+      assert.equal((await b.recvBytes()).toString(), '#FAILURE#');
+      const client = answerChallenge(b, key);
+      a.sendBytes(Buffer.concat([Buffer.from('#CHALLENGE#'), Buffer.alloc(20)]));
+      assert.equal((await a.recvBytes()).length, 16, 'legacy reply: raw HMAC-MD5');
+      a.sendBytes(Buffer.from('#FAILURE#'));
+      await assert.rejects(client, isError(AuthenticationError, 'digest sent was rejected'));
+      const short = answerChallenge(b, key);
+      a.sendBytes(Buffer.from('#CHALLENGE#short'));
+      await assert.rejects(short, isError(AuthenticationError, 'challenge too short: 5 bytes'));
+      const wrong = answerChallenge(b, key);
+      a.sendBytes(Buffer.from('hello'));
+      await assert.rejects(wrong, isError(AuthenticationError, /^Protocol error, expected challenge/));
+    } finally {
+      closeAll(a, b);
+    }
+  });
+});
+
+async function rawPeer(address: Address, script: (s: net.Socket) => void): Promise<net.Socket> {
+  const socket = typeof address === 'string' ? net.connect(address) : net.connect({ host: address[0], port: address[1] });
+  socket.on('error', () => {});
+  await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
+  script(socket);
+  return socket;
+}
+
+describe('Listener and Client', () => {
+  it('AF_INET and AF_UNIX with an authkey; lastAcceptedAddress; default address (test_listener_client)', { timeout: 10_000 }, async () => {
+    for (const address of [['127.0.0.1', 0] as const, undefined]) {
+      using listener = new Listener(address, { authkey: 'key' });
+      if (address) {
+        assert.equal(listener.family, 'AF_INET');
+        assert.ok((listener.address as [string, number])[1] > 0);
+      } else {
+        assert.equal(listener.family, 'AF_UNIX');
+        assert.match(listener.address as string, /pymp-.*listener-/);
+      }
+      const [client, server] = await Promise.all([Client(listener.address, { authkey: Buffer.from('key') }), listener.accept()]);
+      server.send('hello');
+      assert.equal(await client.recv(), 'hello');
+      if (address) assert.equal((listener.lastAcceptedAddress as [string, number])[0], '127.0.0.1');
+      else assert.equal(listener.lastAcceptedAddress, '');
+      // test_issue16955: poll(1) on the client sees data from the accepted side
+      setTimeout(() => server.sendBytes(Buffer.from('x')), 20);
+      assert.equal(await client.poll(1), true);
+      closeAll(client, server);
+    }
+  });
+
+  it('empty authkey still runs the handshake; the client may send before accept (test_empty_authkey, test_issue14725)', { timeout: 10_000 }, async () => {
+    using listener = new Listener(['127.0.0.1', 0], { authkey: Buffer.alloc(0) });
+    const clientP = Client(listener.address, { authkey: '' });
+    await new Promise((r) => setTimeout(r, 50));
+    const [client, server] = await Promise.all([clientP, listener.accept()]);
+    client.send('early');
+    assert.equal(await server.recv(), 'early');
+    closeAll(client, server);
+    using plain = new Listener(['127.0.0.1', 0]);
+    const c2 = await Client(plain.address);
+    c2.send('before accept');
+    await new Promise((r) => setTimeout(r, 50));
+    const s2 = await plain.accept();
+    assert.equal(await s2.recv(), 'before accept');
+    closeAll(c2, s2);
+  });
+
+  it('binding an address twice raises OSError; bad families are ValueErrors (test_multiple_bind, test_invalid_family)', () => {
+    using l1 = new Listener(['127.0.0.1', 0]);
+    assert.throws(() => new Listener(l1.address), OSError);
+    using l2 = new Listener();
+    assert.throws(() => new Listener(l2.address), OSError);
+    assert.throws(() => new Listener('\\\\.\\test'), ValueError);
+    assert.throws(() => new Listener(undefined, { family: 'AF_PIPE' as 'AF_UNIX' }), isError(ValueError, 'Family AF_PIPE is not recognized.'));
+    assert.throws(() => new Listener(undefined, { authkey: 42 as unknown as string }), isError(TypeError, 'authkey should be a byte string'));
+  });
+
+  it('close: accept rejects with listener is closed, pending accepts too, the socket file is removed', { timeout: 10_000 }, async () => {
+    const listener = new Listener();
+    const pending = listener.accept();
+    listener.close();
+    listener.close();
+    await assert.rejects(pending, isError(OSError, 'listener is closed'));
+    await assert.rejects(listener.accept(), isError(OSError, 'listener is closed'));
+    await assert.rejects(Client(listener.address), OSError);
+  });
+
+  it('accept({ signal }) rejects with the reason and the next accept still works', { timeout: 10_000 }, async () => {
+    using listener = new Listener(['127.0.0.1', 0]);
+    await assert.rejects(listener.accept({ signal: AbortSignal.timeout(30) }), { name: 'TimeoutError' });
+    const [c, s] = await Promise.all([Client(listener.address), listener.accept()]);
+    closeAll(c, s);
+  });
+
+  it('Client: refused, timeout against a silent server, abort', { timeout: 10_000 }, async () => {
+    const free = new Listener(['127.0.0.1', 0]);
+    const address = free.address;
+    free.close();
+    await assert.rejects(Client(address), (e: unknown) => e instanceof OSError && e.code === 'ECONNREFUSED');
+    // a server that accepts but never speaks: the client's handshake times out
+    const held: net.Socket[] = [];
+    const silent = net.createServer((s) => {
+      s.on('error', () => {});
+      held.push(s);
+    }).listen(0, '127.0.0.1');
+    await new Promise((r) => silent.once('listening', r));
+    const port = (silent.address() as net.AddressInfo).port;
+    try {
+      let t = performance.now();
+      await assert.rejects(Client(['127.0.0.1', port], { authkey: 'k', timeout: 0.2 }), TimeoutError);
+      assert.ok(performance.now() - t < 2000);
+      t = performance.now();
+      await assert.rejects(Client(['127.0.0.1', port], { authkey: 'k', handshakeTimeout: 0.2 }), TimeoutError);
+      await assert.rejects(Client(['127.0.0.1', port], { authkey: 'k', signal: AbortSignal.timeout(50) }), { name: 'TimeoutError' });
+      assert.ok(performance.now() - t < 3000);
+    } finally {
+      for (const s of held) s.destroy();
+      silent.close();
+    }
+  });
+
+  describe('hostile peers of a Listener with an authkey: clear errors, and the listener survives', () => {
+    const cases: [string, (s: net.Socket) => void, (e: unknown) => boolean][] = [
+      ['garbage bytes (a 4-byte length of 0x41414141)', (s) => s.write('AAAAAAAAAAAAAAAA'), isError(OSError, 'bad message length')],
+      ['a 4 GiB length in the large form', (s) => s.write(Buffer.from('ffffffff0000000100000000', 'hex')), isError(OSError, 'bad message length')],
+      ['a 300-byte response (handshake limit is 256)', (s) => s.write(Buffer.concat([Buffer.from('0000012c', 'hex'), Buffer.alloc(300)])), isError(OSError, 'bad message length')],
+      ['a truncated frame, then hang up', (s) => s.end(Buffer.from('0000001000', 'hex')), isError(OSError, 'got end of file during message')],
+      ['an immediate hang-up', (s) => s.end(), isError(EOFError)],
+      ['a well-framed wrong answer', (s) => s.write(Buffer.concat([Buffer.from('00000010', 'hex'), Buffer.alloc(16)])), isError(AuthenticationError, 'digest received was wrong')],
+      ['silence', () => {}, isError(TimeoutError)],
+    ];
+    for (const [label, script, check] of cases) {
+      it(label, { timeout: 10_000 }, async () => {
+        using listener = new Listener(['127.0.0.1', 0], { authkey: 'k', handshakeTimeout: 0.3 });
+        const raw = await rawPeer(listener.address, script);
+        try {
+          const t = performance.now();
+          await assert.rejects(listener.accept(), check);
+          assert.ok(performance.now() - t < 3000);
+        } finally {
+          raw.destroy();
+        }
+        const [c, s] = await Promise.all([Client(listener.address, { authkey: 'k' }), listener.accept()]);
+        c.send('next one fine');
+        assert.equal(await s.recv(), 'next one fine');
+        closeAll(c, s);
+      });
+    }
+  });
+
+  describe('hostile servers for a Client with an authkey', () => {
+    const cases: [string, (s: net.Socket) => void, (e: unknown) => boolean][] = [
+      ['a 4 GiB length', (s) => s.write(Buffer.from('7fffffff', 'hex')), isError(OSError, 'bad message length')],
+      ['not a challenge', (s) => s.write(Buffer.from('0000000568656c6c6f', 'hex')), isError(AuthenticationError, /^Protocol error/)],
+      ['a truncated frame', (s) => s.end(Buffer.from('00000030ab', 'hex')), isError(OSError, 'got end of file during message')],
+      ['a hang-up', (s) => s.end(), isError(EOFError)],
+      ['silence', () => {}, isError(TimeoutError)],
+    ];
+    for (const [label, script, check] of cases) {
+      it(label, { timeout: 10_000 }, async () => {
+        const sockets: net.Socket[] = [];
+        const server = net.createServer((s) => {
+          s.on('error', () => {});
+          sockets.push(s);
+          script(s);
+        });
+        server.listen(0, '127.0.0.1');
+        await new Promise((r) => server.once('listening', r));
+        try {
+          await assert.rejects(Client(['127.0.0.1', (server.address() as net.AddressInfo).port], { authkey: 'k', handshakeTimeout: 0.3 }), check);
+        } finally {
+          for (const s of sockets) s.destroy();
+          server.close();
+        }
+      });
+    }
+  });
+});
+
+describe('wait()', () => {
+  it('returns the ready subset; [] after the timeout; negative timeout polls (test_wait_timeout, test_neg_timeout)', { timeout: 10_000 }, async () => {
+    const [a, b] = pipeForProcesses();
+    const [c, d] = pipeForThreads();
+    try {
+      let t = performance.now();
+      assert.deepEqual(await wait([b, d], 0.2), []);
+      const waited = performance.now() - t;
+      assert.ok(waited >= 180 && waited < 1500, `waited ${waited}`);
+      t = performance.now();
+      assert.deepEqual(await wait([b, d], -1), []);
+      assert.deepEqual(await wait([b, d], 0), []);
+      assert.ok(performance.now() - t < 500);
+      a.send(1);
+      assert.deepEqual(await wait([b, d], 0), [b]);
+      c.send(2);
+      assert.deepEqual(await wait([b, d]), [b, d]);
+      await b.recv();
+      assert.deepEqual(await wait([b, d], 1), [d]);
+      await d.recv();
+      setTimeout(() => c.close(), 30);
+      assert.deepEqual(await wait([b, d], 5), [d], 'EOF is ready');
+      await assert.rejects(wait([b], null, { signal: AbortSignal.timeout(30) }), { name: 'TimeoutError' });
+    } finally {
+      closeAll(a, b, c, d);
+    }
+  });
+
+  it('sentinels become ready at exit and ready sets combine (test_wait_integer)', { timeout: 10_000 }, async () => {
+    let exit!: () => void;
+    const sentinel = registerSentinel(new Promise<void>((r) => (exit = r)));
+    const [a, b] = pipeForProcesses();
+    try {
+      assert.deepEqual(await wait([sentinel, b], 0.05), []);
+      setTimeout(exit, 30);
+      assert.deepEqual(await wait([sentinel, b], 5), [sentinel]);
+      a.send('x');
+      await new Promise((r) => setTimeout(r, 20));
+      assert.deepEqual(await wait([b, sentinel]), [b, sentinel]);
+      await assert.rejects(wait([123456 as number]), ValueError);
+    } finally {
+      closeAll(a, b);
+    }
+  });
+
+  it('drains four writers of ten messages each until EOF (test_wait)', { timeout: 20_000 }, async () => {
+    const pipes = Array.from({ length: 4 }, (_, i) => (i % 2 ? pipeForThreads(false) : pipeForProcesses(false)));
+    const readers = new Set(pipes.map(([r]) => r));
+    pipes.forEach(([, w], i) => {
+      let n = 0;
+      const timer = setInterval(() => {
+        if (n < 10) w.send([i, n++]);
+        else {
+          clearInterval(timer);
+          w.close();
+        }
+      }, 1 + i);
+    });
+    const got: number[][] = [[], [], [], []];
+    while (readers.size > 0) {
+      for (const r of await wait([...readers])) {
+        try {
+          const [i, n] = (await r.recv()) as [number, number];
+          got[i]!.push(n);
+        } catch (error) {
+          assert.ok(error instanceof EOFError);
+          readers.delete(r);
+          r.close();
+        }
+      }
+    }
+    for (const list of got) assert.deepEqual(list, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+  });
+});
+
+// reduction.ts must let a MessagePort through a handle's state for thread targets.
+const portsTravel = (() => {
+  const { port1, port2 } = new MessageChannel();
+  try {
+    reduce({ p: port1 }, newReduceContext('thread'));
+    return true;
+  } catch {
+    return false;
+  } finally {
+    port1.close();
+    port2.close();
+  }
+})();
+const portSkip = !portsTravel && 'reduction.ts rejects a MessagePort inside a reduced state (needs a walker exception for thread targets)';
+
+describe('reduce / rebuild', () => {
+  it('a socket Connection reaches a spawned child through its stdio and works both ways; the parent closing its copy does not cut the child (test_spawn_close)', { timeout: 20_000 }, async () => {
+    for (const makePipe of [pipeForProcesses, fallbackPipe]) {
+      const [parent, childEnd] = makePipe();
+      const ctx = newReduceContext('process');
+      const bytes = dumps({ conn: childEnd }, ctx);
+      assert.equal(ctx.handles.length, 1);
+      const child = spawn(process.execPath, [...process.execArgv, CHILD, bytes.toString('base64')], {
+        stdio: ['ignore', 'inherit', 'inherit', ctx.handles[0]!],
+      });
+      const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+      childEnd.close();
+      try {
+        parent.send({ hello: 'child' });
+        const reply = (await parent.recv()) as { echo: unknown; pid: number };
+        assert.deepEqual(reply.echo, { hello: 'child' });
+        assert.equal(reply.pid, child.pid);
+        parent.sendBytes(Buffer.alloc(0));
+        assert.deepEqual(await parent.recv(), { error: 'UnpicklingError' });
+        const big = new Float64Array(1 << 20).fill(1.5);
+        parent.send(big);
+        assert.deepEqual(((await parent.recv()) as { echo: Float64Array }).echo, big);
+        parent.close();
+        assert.equal(await exited, 0);
+      } finally {
+        child.kill('SIGKILL');
+      }
+    }
+  });
+
+  it('a port Connection reaches a worker thread through the transfer list', { timeout: 20_000, skip: portSkip }, async () => {
+    const [parent, childEnd] = pipeForThreads();
+    const ctx = newReduceContext('thread');
+    const { graph } = reduce({ conn: childEnd }, ctx);
+    assert.equal(ctx.transfer.length, 1);
+    assert.equal(childEnd.closed, true, 'the local end moved away');
+    const tsxApi = import.meta.resolve('tsx/esm/api');
+    const worker = new Worker(
+      `const { workerData } = require('node:worker_threads');
+       (async () => { (await import(workerData.tsxApi)).register(); await import(workerData.child); })()
+         .catch((e) => { console.error(e); process.exit(1); });`,
+      { eval: true, workerData: { tsxApi, child: new URL('./fixtures/connection-child.ts', import.meta.url).href, graph }, transferList: ctx.transfer },
+    );
+    try {
+      parent.send({ to: 'thread', shared: new SharedArrayBuffer(8) });
+      const reply = (await parent.recv()) as { echo: { to: string; shared: SharedArrayBuffer }; main: boolean };
+      assert.equal(reply.main, false);
+      assert.equal(reply.echo.to, 'thread');
+      assert.ok(reply.echo.shared instanceof SharedArrayBuffer);
+      parent.close();
+      assert.equal(await new Promise((r) => worker.once('exit', r)), 0);
+    } finally {
+      await worker.terminate();
+    }
+  });
+
+  it('a port connection can travel over another port connection', { timeout: 10_000, skip: portSkip }, async () => {
+    const [a, b] = pipeForThreads();
+    const [x, y] = pipeForThreads();
+    try {
+      a.send({ conn: y });
+      const { conn } = (await b.recv()) as { conn: Connection };
+      x.send('through the moved end');
+      assert.equal(await conn.recv(), 'through the moved end');
+      conn.close();
+    } finally {
+      closeAll(a, b, x);
+    }
+  });
+
+  it('mixing transports and targets raises ValueError; a socket Connection cannot be sent over a Connection', () => {
+    const [a, b] = pipeForProcesses();
+    const [c, d] = pipeForThreads();
+    try {
+      assert.throws(() => a[reduceSymbol](newReduceContext('thread')), ValueError);
+      assert.throws(() => c[reduceSymbol](newReduceContext('process')), ValueError);
+      assert.throws(() => c.send({ conn: a }), ValueError);
+      assert.throws(() => a.send({ conn: c }), ValueError);
+      assert.throws(() => a.send({ conn: b }), PicklingError);
+      // in-process rebuild of a reduced socket Connection
+      const ctx = newReduceContext('process');
+      const { graph } = reduce({ conn: b }, ctx);
+      const rebuilt = (rebuildSync(graph, { target: 'process', handles: ctx.handles }) as { conn: Connection }).conn;
+      assert.ok(rebuilt instanceof Connection);
+      assert.equal(rebuilt.readable, true);
+    } finally {
+      closeAll(a, b, c, d);
+    }
+  });
+});
