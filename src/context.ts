@@ -94,7 +94,7 @@ export class BaseContext {
   }
 
   getContext(method?: string | null): BaseContext {
-    if (method === undefined || method === null) return defaultContext;
+    if (method === undefined || method === null) return this;
     return concreteContexts[checkMethod(method)];
   }
 

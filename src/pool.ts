@@ -1,0 +1,991 @@
+/**
+ * Pool and ThreadPool, as CPython's pool.py, plus what Python's pool gets wrong.
+ *
+ * The moving parts (piscina keeps them apart too):
+ * - tasks wait in `pending` until a worker has room; each worker has its own channel (two shared
+ *   memory rings, poolChannel.ts), so the pool knows which tasks every worker holds;
+ * - one result loop per pool sleeps on a single notify word that workers bump;
+ * - jobs (an apply, a map, an imap) collect their tasks' results and settle what the caller holds;
+ * - a worker that dies fails the task it was running with WorkerLostError and hands the rest to
+ *   others; a replacement is started (Python's pool hangs here).
+ */
+import { inspect } from 'node:util';
+import { TimeoutError, ValueError, WorkerLostError } from './errors.js';
+import { getContext, type BaseContext } from './context.js';
+import { Process, processCpuCount } from './process.js';
+import { dumps, loads, loadsSync, newReduceContext } from './reduction.js';
+import { sentinelExit } from './sentinels.js';
+import { refOf, sourceOf, type SourceFunction } from './tasks.js';
+import { raceTimeout } from './util.js';
+import {
+  CALL, Channel, defineFrame, MAP_CHUNK, Notifier, OK, parseResult, STARMAP_CHUNK, stopFrame, taskFrame,
+} from './poolChannel.js';
+import { poolWorkerMain } from './poolWorker.js';
+import { memoryKindFor } from './synchronize.js';
+
+type Fn = (...args: any[]) => unknown;
+
+export interface PoolOptions {
+  processes?: number | null;
+  initializer?: Fn | null;
+  initargs?: unknown[];
+  maxtasksperchild?: number | null;
+  /** A context from `mp.getContext(method)`: the start method of the workers. */
+  context?: BaseContext;
+}
+
+/** Options every pool method takes after its Python parameters. */
+export interface CallOptions {
+  /** Cancels the call's pending work; the call rejects with the signal's reason. */
+  signal?: AbortSignal;
+  /** Seconds a task may run; a worker stuck past it is killed and replaced, the task fails with
+   * TimeoutError. */
+  timeout?: number | null;
+  /** Move ArrayBuffers instead of copying them where the backend allows (accepted everywhere;
+   * see docs/pool.md for what moves). */
+  transfer?: boolean;
+  /** true: a progress bar on stderr when it is a terminal; a function: called as chunks finish. */
+  progress?: boolean | ((done: number, total: number | null) => void);
+}
+
+export interface AsyncCallOptions<T> extends CallOptions {
+  callback?: (result: T) => void;
+  errorCallback?: (error: Error) => void;
+}
+
+const RUN = 'RUN';
+const CLOSE = 'CLOSE';
+const TERMINATE = 'TERMINATE';
+
+/** A task: one call of the pool's function (or one chunk of a map) on its way to a worker. */
+interface Task {
+  job: Job;
+  index: number;
+  fnId: number;
+  mode: number;
+  body: Uint8Array;
+  seq: number;
+  worker: WorkerSlot | null;
+  timeout: number | null;
+  /** performance.now() when the pool first saw a worker running it (for `timeout`). */
+  startedAt: number;
+  submittedAt: number;
+}
+
+/** What an apply, map or imap call collects. */
+abstract class Job {
+  cancelled = false;
+  done = 0;
+  constructor(
+    readonly pool: Pool,
+    readonly options: CallOptions,
+  ) {}
+  abstract deliver(index: number, ok: boolean, value: unknown): void;
+  /** The call was aborted: reject what the caller holds. */
+  abstract abort(reason: unknown): void;
+  progress(total: number | null): void {
+    this.done++;
+    const report = this.options.progress;
+    if (typeof report === 'function') report(this.done, total);
+    else if (report === true) drawProgress(this.done, total);
+  }
+}
+
+function drawProgress(done: number, total: number | null): void {
+  if (!process.stderr.isTTY) return;
+  const width = 30;
+  const filled = total ? Math.round((done / total) * width) : 0;
+  const bar = total ? `[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${done}/${total}` : `${done} done`;
+  process.stderr.write(`\r${bar}${total !== null && done >= total ? '\n' : ''}`);
+}
+
+/** Python's AsyncResult (ApplyResult/MapResult): `get`, `wait`, `ready`, `successful`. */
+export class AsyncResult<T = unknown> {
+  private outcome: { ok: true; value: T } | { ok: false; error: unknown } | null = null;
+  private readonly settled: Promise<void>;
+  private resolveSettled!: () => void;
+
+  /** @internal */
+  constructor(private readonly callbacks: { callback?: (r: T) => void; errorCallback?: (e: Error) => void } = {}) {
+    this.settled = new Promise((resolve) => (this.resolveSettled = resolve));
+  }
+
+  /** @internal */
+  _settle(ok: boolean, value: unknown): void {
+    if (this.outcome) return;
+    this.outcome = ok ? { ok: true, value: value as T } : { ok: false, error: value };
+    try {
+      if (ok) this.callbacks.callback?.(value as T);
+      else this.callbacks.errorCallback?.(value as Error);
+    } finally {
+      this.resolveSettled();
+    }
+  }
+
+  ready(): boolean {
+    return this.outcome !== null;
+  }
+
+  successful(): boolean {
+    if (!this.outcome) throw new ValueError(`${this} not ready`);
+    return this.outcome.ok;
+  }
+
+  /** Waits (at most `timeout` seconds) until the result is ready. */
+  async wait(timeout?: number | null, options: { signal?: AbortSignal } = {}): Promise<void> {
+    await raceTimeout(this.settled, timeout, options.signal);
+  }
+
+  /** The result; rejects with the task's error, or `TimeoutError` after `timeout` seconds. */
+  async get(timeout?: number | null, options: { signal?: AbortSignal } = {}): Promise<T> {
+    const r = await raceTimeout(this.settled, timeout, options.signal);
+    if (!r.done) throw new TimeoutError();
+    const outcome = this.outcome!;
+    if (outcome.ok) return outcome.value;
+    throw outcome.error;
+  }
+
+  toString(): string {
+    return `<multiprocessing.pool.AsyncResult ${this.outcome ? 'ready' : 'pending'}>`;
+  }
+  [inspect.custom](): string {
+    return this.toString();
+  }
+}
+
+class ApplyJob<T> extends Job {
+  constructor(pool: Pool, options: CallOptions, readonly result: AsyncResult<T>) {
+    super(pool, options);
+  }
+  deliver(_index: number, ok: boolean, value: unknown): void {
+    this.progress(1);
+    this.result._settle(ok, value);
+  }
+  abort(reason: unknown): void {
+    this.result._settle(false, reason);
+  }
+}
+
+/** A map: chunk results land in place; the first failure fails the whole map, as in Python. */
+class MapJob<T> extends Job {
+  private readonly values: T[];
+  private remaining: number;
+  constructor(
+    pool: Pool,
+    options: CallOptions,
+    readonly result: AsyncResult<T[]>,
+    private readonly chunksize: number,
+    length: number,
+    private readonly chunks: number,
+  ) {
+    super(pool, options);
+    this.values = new Array<T>(length);
+    this.remaining = chunks;
+    if (chunks === 0) result._settle(true, this.values);
+  }
+  deliver(index: number, ok: boolean, value: unknown): void {
+    if (this.result.ready()) return;
+    this.progress(this.chunks);
+    if (!ok) {
+      this.pool._cancelJob(this);
+      this.result._settle(false, value);
+      return;
+    }
+    const items = value as T[];
+    const base = index * this.chunksize;
+    for (let i = 0; i < items.length; i++) this.values[base + i] = items[i]!;
+    if (--this.remaining === 0) this.result._settle(true, this.values);
+  }
+  abort(reason: unknown): void {
+    this.result._settle(false, reason);
+  }
+}
+
+type Outcome<T> = { ok: true; value: T } | { ok: false; error: unknown };
+
+/** Python's IMapIterator: an AsyncIterable whose `next(timeout)` resolves to `{ value, done }`. */
+export class IMapIterator<T> implements AsyncIterableIterator<T> {
+  /** @internal */ readonly _ready: Outcome<T>[] = [];
+  private waiters: Array<() => void> = [];
+  /** @internal */ _finished = false;
+  /** @internal */ _onConsume: () => void = () => {};
+
+  /** @internal */
+  _push(outcome: Outcome<T>): void {
+    this._ready.push(outcome);
+    this.wakeWaiters();
+  }
+
+  /** @internal */
+  _finish(): void {
+    this._finished = true;
+    this.wakeWaiters();
+  }
+
+  private wakeWaiters(): void {
+    const waiters = this.waiters;
+    this.waiters = [];
+    for (const w of waiters) w();
+  }
+
+  /** The next result in order (imap) or as they finish (imapUnordered); `TimeoutError` after
+   * `timeout` seconds; a failed item rejects this call and iteration goes on. */
+  async next(timeout?: number | null): Promise<IteratorResult<T>> {
+    const deadline = timeout === null || timeout === undefined ? Infinity : performance.now() + timeout * 1000;
+    while (this._ready.length === 0) {
+      if (this._finished) return { value: undefined, done: true };
+      const arrived = new Promise<void>((resolve) => this.waiters.push(resolve));
+      const r = await raceTimeout(arrived, deadline === Infinity ? null : Math.max(0, (deadline - performance.now()) / 1000));
+      if (!r.done) throw new TimeoutError();
+    }
+    const outcome = this._ready.shift()!;
+    this._onConsume();
+    if (outcome.ok) return { value: outcome.value, done: false };
+    throw outcome.error;
+  }
+
+  async return(): Promise<IteratorResult<T>> {
+    this._finished = true;
+    this._ready.length = 0;
+    this._onConsume();
+    return { value: undefined, done: true };
+  }
+
+  [Symbol.asyncIterator](): IMapIterator<T> {
+    return this;
+  }
+}
+
+/** imap/imapUnordered: reads its input lazily, keeping a bounded number of items in flight. */
+class IMapJob<T> extends Job {
+  private readonly held = new Map<number, Outcome<T[]>>();
+  private nextChunk = 0;
+  private chunksSubmitted = 0;
+  private exhausted = false;
+  private unconsumedItems = 0;
+  private resume: (() => void) | null = null;
+
+  constructor(
+    pool: Pool,
+    options: CallOptions,
+    readonly iterator: IMapIterator<T>,
+    private readonly ordered: boolean,
+    private readonly chunksize: number,
+    private readonly maxItemsAhead: number,
+  ) {
+    super(pool, options);
+    iterator._onConsume = () => {
+      this.unconsumedItems--;
+      this.resume?.();
+    };
+  }
+
+  /** Pulls the input and submits chunks while fewer than `maxItemsAhead` items are unconsumed. */
+  async pump(source: Iterable<unknown> | AsyncIterable<unknown>, fn: Fn, starmap: boolean): Promise<void> {
+    const it = Symbol.asyncIterator in source
+      ? (source as AsyncIterable<unknown>)[Symbol.asyncIterator]()
+      : (source as Iterable<unknown>)[Symbol.iterator]();
+    try {
+      for (;;) {
+        while (this.unconsumedItems >= this.maxItemsAhead && !this.cancelled && !this.iterator._finished) {
+          await new Promise<void>((resolve) => (this.resume = resolve));
+          this.resume = null;
+        }
+        if (this.cancelled || this.iterator._finished) return;
+        const chunk: unknown[] = [];
+        let r: IteratorResult<unknown> | undefined;
+        while (chunk.length < this.chunksize) {
+          r = await it.next();
+          if (r.done) break;
+          chunk.push(r.value);
+        }
+        if (chunk.length > 0) {
+          this.unconsumedItems += chunk.length;
+          this.pool._submit(this, [chunk], fn, starmap ? STARMAP_CHUNK : MAP_CHUNK, this.chunksSubmitted++);
+        }
+        if (r?.done) break;
+      }
+    } catch (error) {
+      // As Python: an input that raises gives an error in its place, after the items before it.
+      this.unconsumedItems++;
+      this.deliverAt(this.chunksSubmitted++, false, error);
+    }
+    this.exhausted = true;
+    this.flush();
+  }
+
+  deliver(index: number, ok: boolean, value: unknown): void {
+    this.progress(null);
+    this.deliverAt(index, ok, value);
+  }
+
+  private deliverAt(index: number, ok: boolean, value: unknown): void {
+    const outcome: Outcome<T[]> = ok ? { ok: true, value: value as T[] } : { ok: false, error: value };
+    if (!this.ordered) this.emit(outcome);
+    else {
+      this.held.set(index, outcome);
+      while (this.held.has(this.nextChunk)) {
+        const next = this.held.get(this.nextChunk)!;
+        this.held.delete(this.nextChunk++);
+        this.emit(next);
+      }
+    }
+    this.flush();
+  }
+
+  private emitted = 0;
+  private emit(outcome: Outcome<T[]>): void {
+    this.emitted++;
+    if (outcome.ok) for (const value of outcome.value) this.iterator._push({ ok: true, value });
+    else {
+      this.iterator._push(outcome);
+    }
+  }
+
+  private flush(): void {
+    if (this.exhausted && this.emitted === this.chunksSubmitted) this.iterator._finish();
+  }
+
+  abort(reason: unknown): void {
+    this.iterator._push({ ok: false, error: reason });
+    this.iterator._finish();
+  }
+}
+
+class WorkerSlot {
+  readonly inflight = new Map<number, Task>();
+  readonly knownFns = new Set<number>();
+  private outbox: Uint8Array[] = [];
+  private feeding = false;
+  assigned = 0;
+  exited = false;
+  readingLarge = false;
+  killedForTimeout: Task | null = null;
+
+  constructor(
+    readonly process: Process,
+    readonly channel: Channel,
+  ) {}
+
+  /** Writes a frame to the worker's ring, or queues it behind what is still being written. */
+  send(frame: Uint8Array): void {
+    if (this.outbox.length === 0) {
+      const n = this.channel.tasks.write(frame);
+      if (n === frame.length) return;
+      frame = frame.subarray(n);
+    }
+    this.outbox.push(frame);
+    if (!this.feeding) void this.feed();
+  }
+
+  private async feed(): Promise<void> {
+    this.feeding = true;
+    try {
+      while (this.outbox.length > 0 && !this.exited) await this.channel.tasks.writeAll(this.outbox.shift()!);
+    } finally {
+      this.feeding = false;
+    }
+  }
+}
+
+interface Stats {
+  tasksDone: number;
+  tasksFailed: number;
+  queued: number;
+  inFlight: number;
+  busyWorkers: number;
+  workers: number;
+  workersReplaced: number;
+  /** Submit-to-result latency of recent tasks, in milliseconds. */
+  latencyMs: { p50: number; p90: number; p99: number; max: number };
+}
+
+const LATENCY_SAMPLES = 1024;
+
+/** Python's `multiprocessing.Pool`. */
+export class Pool {
+  private readonly ctx: BaseContext;
+  private readonly processes: number;
+  private readonly initializer: Fn | SourceFunction | null;
+  private readonly initargs: unknown[];
+  private readonly maxtasks: number | null;
+  private readonly notifier: Notifier;
+  private readonly kind: 'thread' | 'process';
+  private workers: WorkerSlot[] = [];
+  private pending: Task[] = [];
+  private pendingHead = 0;
+  private state: typeof RUN | typeof CLOSE | typeof TERMINATE = RUN;
+  private outstanding = 0;
+  private loopRunning = false;
+  private loopAbort = new AbortController();
+  private readonly fnIds = new Map<Function, number>();
+  private readonly fnBodies = new Map<number, Uint8Array>();
+  private seq = 0;
+  private timeoutTimer: NodeJS.Timeout | null = null;
+  private readonly latencies: number[] = [];
+  private tasksDone = 0;
+  private tasksFailed = 0;
+  private replaced = 0;
+  /** Every worker process this pool started, for join(). */
+  private readonly started: Process[] = [];
+
+  constructor(processes?: number | null | PoolOptions, options: PoolOptions = {}) {
+    if (typeof processes === 'object' && processes !== null) {
+      options = processes;
+      processes = options.processes;
+    }
+    if (processes !== undefined && processes !== null && (!Number.isInteger(processes) || processes < 1)) {
+      throw new ValueError('Number of processes must be at least 1');
+    }
+    if (options.initializer !== undefined && options.initializer !== null && typeof options.initializer !== 'function') {
+      throw new TypeError('initializer must be a callable');
+    }
+    const { maxtasksperchild } = options;
+    if (maxtasksperchild !== undefined && maxtasksperchild !== null && (!Number.isInteger(maxtasksperchild) || maxtasksperchild < 1)) {
+      throw new ValueError('maxtasksperchild must be a positive int or None');
+    }
+    this.ctx = (options.context ?? getContext()).getContext();
+    this.processes = processes ?? processCpuCount();
+    const init = options.initializer ?? null;
+    this.initializer = init === null || refOf(init) ? init : sourceOf(init, 'the pool initializer');
+    this.initargs = options.initargs ? [...options.initargs] : [];
+    this.maxtasks = maxtasksperchild ?? null;
+    this.kind = memoryKindFor({ ctx: this.ctx });
+    this.notifier = Notifier.create(this.kind);
+    for (let i = 0; i < this.processes; i++) this.startWorker();
+  }
+
+  private startWorker(): WorkerSlot {
+    const channel = Channel.create(this.kind);
+    const initializer = this.initializer && typeof this.initializer === 'object' ? { source: this.initializer } : this.initializer;
+    const p = new this.ctx.Process({
+      target: poolWorkerMain,
+      args: [channel.state(), this.notifier.state(), initializer, this.initargs, this.maxtasks],
+      daemon: true,
+    });
+    p.name = p.name.replace('Process', 'PoolWorker'); // Python's SpawnPoolWorker-N
+    const slot = new WorkerSlot(p, channel);
+    p.start();
+    this.workers.push(slot);
+    this.started.push(p);
+    void sentinelExit(p.sentinel)!.then(() => this.onWorkerExit(slot));
+    return slot;
+  }
+
+  // ---- submitting ---------------------------------------------------------------------------
+
+  private checkRunning(): void {
+    if (this.state !== RUN) throw new ValueError('Pool not running');
+  }
+
+  private fnId(fn: Fn): number {
+    if (typeof fn !== 'function') throw new TypeError('the pool function must be a function');
+    let id = this.fnIds.get(fn);
+    if (id === undefined) {
+      id = this.fnIds.size + 1;
+      this.fnBodies.set(id, dumps(fn, newReduceContext(this.kind), { functionSlot: true }));
+      this.fnIds.set(fn, id);
+    }
+    return id;
+  }
+
+  /** @internal Queues one task of `job`: `args` are the call's arguments or the chunk's items. */
+  _submit(job: Job, args: unknown[], fn: Fn, mode: number, index: number): void {
+    let body: Uint8Array;
+    let fnId: number;
+    try {
+      fnId = this.fnId(fn);
+      body = dumps(mode === CALL ? args : args[0], newReduceContext(this.kind));
+    } catch (error) {
+      // An argument that cannot be serialised fails its own task, as in Python.
+      queueMicrotask(() => job.deliver(index, false, error));
+      return;
+    }
+    const task: Task = {
+      job, index, fnId, mode, body, seq: 0, worker: null,
+      timeout: job.options.timeout ?? null, startedAt: 0, submittedAt: performance.now(),
+    };
+    this.pending.push(task);
+    this.outstanding++;
+    this.dispatch();
+    if (task.timeout !== null) this.watchTimeouts();
+    if (!this.loopRunning) void this.resultLoop();
+  }
+
+  private inFlightLimit(): number {
+    // Enough to keep a worker busy between two wake-ups, few enough that a slow task does not
+    // leave long queues behind it on one worker while others idle.
+    return 64;
+  }
+
+  private dispatch(): void {
+    const limit = this.inFlightLimit();
+    while (this.pendingHead < this.pending.length) {
+      let best: WorkerSlot | null = null;
+      for (const w of this.workers) {
+        if (w.exited || w.inflight.size >= limit) continue;
+        if (this.maxtasks !== null && w.assigned >= this.maxtasks) continue;
+        if (!best || w.inflight.size < best.inflight.size) best = w;
+      }
+      if (!best) break;
+      const task = this.pending[this.pendingHead++]!;
+      if (task.job.cancelled) {
+        this.outstanding--;
+        continue;
+      }
+      this.assign(best, task);
+    }
+    if (this.pendingHead > 1024 && this.pendingHead * 2 > this.pending.length) {
+      this.pending = this.pending.slice(this.pendingHead);
+      this.pendingHead = 0;
+    }
+  }
+
+  private assign(w: WorkerSlot, task: Task): void {
+    if (!w.knownFns.has(task.fnId)) {
+      w.send(defineFrame(task.fnId, this.fnBodies.get(task.fnId)!));
+      w.knownFns.add(task.fnId);
+    }
+    task.seq = this.seq = (this.seq % 0xfffffffe) + 1;
+    task.worker = w;
+    w.inflight.set(task.seq, task);
+    w.assigned++;
+    w.send(taskFrame(task.seq, task.fnId, task.mode, task.body));
+  }
+
+  // ---- results ------------------------------------------------------------------------------
+
+  private async resultLoop(): Promise<void> {
+    this.loopRunning = true;
+    try {
+      while (this.outstanding > 0 && this.state !== TERMINATE) {
+        const seq = this.notifier.seq();
+        if (this.drainAll() > 0) continue;
+        await this.notifier.sleep(seq, this.loopAbort.signal);
+      }
+    } catch {
+      // Aborted by terminate().
+    } finally {
+      this.loopRunning = false;
+    }
+  }
+
+  private drainAll(): number {
+    let n = 0;
+    for (const w of this.workers) n += this.drain(w);
+    return n;
+  }
+
+  private drain(w: WorkerSlot): number {
+    let n = 0;
+    const ring = w.channel.results;
+    while (!w.readingLarge) {
+      const frame = ring.tryReadFrame();
+      if (frame) {
+        this.onResult(w, frame);
+        n++;
+        continue;
+      }
+      if (ring.available() > 0) {
+        // A result larger than what has arrived: read the rest as it streams in.
+        w.readingLarge = true;
+        void ring.readFrame().then((f) => {
+          w.readingLarge = false;
+          this.onResult(w, f);
+          this.drain(w);
+        });
+      }
+      break;
+    }
+    if (n > 0) this.dispatch();
+    return n;
+  }
+
+  private onResult(w: WorkerSlot, frame: Uint8Array): void {
+    const { seq, status, body } = parseResult(frame);
+    const task = w.inflight.get(seq);
+    if (!task) return;
+    w.inflight.delete(seq);
+    const ok = status === OK;
+    if (body[0] === 0) this.finish(task, ok, loadsSync(body));
+    else loads(body).then((value) => this.finish(task, ok, value), (error) => this.finish(task, false, error));
+  }
+
+  private finish(task: Task, ok: boolean, value: unknown): void {
+    this.outstanding--;
+    this.tasksDone++;
+    if (!ok) this.tasksFailed++;
+    if (this.latencies.length >= LATENCY_SAMPLES) this.latencies.shift();
+    this.latencies.push(performance.now() - task.submittedAt);
+    if (!task.job.cancelled) task.job.deliver(task.index, ok, ok ? value : remoteError(value));
+    this.maybeStopWorkers();
+  }
+
+  // ---- workers dying, timeouts ---------------------------------------------------------------
+
+  private onWorkerExit(w: WorkerSlot): void {
+    w.exited = true;
+    this.drain(w);
+    this.workers = this.workers.filter((x) => x !== w);
+    if (this.state === TERMINATE) return;
+    const code = w.process.exitcode;
+    const lost = [...w.inflight.values()].sort((a, b) => a.index - b.index);
+    w.inflight.clear();
+    const running = w.channel.started;
+    const requeue: Task[] = [];
+    for (const task of lost) {
+      if (task.seq === running && code !== 0) {
+        this.outstanding--;
+        this.tasksDone++;
+        this.tasksFailed++;
+        const error = w.killedForTimeout === task
+          ? new TimeoutError(`task exceeded its timeout of ${task.timeout} s; worker ${w.process.name} was killed and replaced`)
+          : workerLost(w.process, code);
+        if (!task.job.cancelled) task.job.deliver(task.index, false, error);
+      } else {
+        task.worker = null;
+        requeue.push(task);
+      }
+    }
+    if (requeue.length > 0) {
+      this.pending.splice(this.pendingHead, 0, ...requeue);
+    }
+    if (this.state === RUN || this.outstanding > 0) {
+      this.replaced++;
+      this.startWorker();
+    }
+    this.dispatch();
+    this.maybeStopWorkers();
+  }
+
+  private watchTimeouts(): void {
+    if (this.timeoutTimer) return;
+    this.timeoutTimer = setInterval(() => {
+      const now = performance.now();
+      let watching = false;
+      for (const w of this.workers) {
+        const task = w.inflight.get(w.channel.started);
+        if (!task || task.timeout === null) continue;
+        watching = true;
+        if (task.startedAt === 0) task.startedAt = now;
+        else if (now - task.startedAt > task.timeout * 1000 && !w.killedForTimeout) {
+          w.killedForTimeout = task;
+          w.process.kill();
+        }
+      }
+      if (!watching && this.pendingHead >= this.pending.length) {
+        clearInterval(this.timeoutTimer!);
+        this.timeoutTimer = null;
+      }
+    }, 20);
+    this.timeoutTimer.unref();
+  }
+
+  /** @internal Drops a job's queued tasks (its dispatched ones finish and are ignored). */
+  _cancelJob(job: Job): void {
+    job.cancelled = true;
+  }
+
+  // ---- the API ------------------------------------------------------------------------------
+
+  /** Python's `apply`: runs `fn(...args)` in a worker and waits for the result. */
+  apply<A extends unknown[], R>(fn: (...args: A) => R, args?: A, options: CallOptions = {}): Promise<Awaited<R>> {
+    return this.applyAsync(fn, args, options).get();
+  }
+
+  applyAsync<A extends unknown[], R>(
+    fn: (...args: A) => R,
+    args?: A,
+    options: AsyncCallOptions<Awaited<R>> = {},
+  ): AsyncResult<Awaited<R>> {
+    this.checkRunning();
+    const result = new AsyncResult<Awaited<R>>(options);
+    const job = new ApplyJob(this, options, result);
+    this.watchSignal(job, options.signal);
+    this._submit(job, args ? [...args] : [], fn as Fn, CALL, 0);
+    return result;
+  }
+
+  /** Python's `map`: `fn` over every item, in order, in chunks (`chunksize` or Python's default). */
+  map<T, R>(
+    fn: (item: T) => R,
+    iterable: Iterable<T> | AsyncIterable<T>,
+    chunksize?: number | null | CallOptions,
+    options?: CallOptions,
+  ): Promise<Awaited<R>[]> {
+    return this.mapAsync(fn, iterable, chunksize, options).get();
+  }
+
+  mapAsync<T, R>(
+    fn: (item: T) => R,
+    iterable: Iterable<T> | AsyncIterable<T>,
+    chunksize?: number | null | AsyncCallOptions<Awaited<R>[]>,
+    options?: AsyncCallOptions<Awaited<R>[]>,
+  ): AsyncResult<Awaited<R>[]> {
+    return this.startMap(fn as Fn, iterable, chunksize, options, MAP_CHUNK);
+  }
+
+  /** Python's `starmap`: `fn(...args)` for every args array. */
+  starmap<A extends unknown[], R>(
+    fn: (...args: A) => R,
+    iterable: Iterable<A> | AsyncIterable<A>,
+    chunksize?: number | null | CallOptions,
+    options?: CallOptions,
+  ): Promise<Awaited<R>[]> {
+    return this.starmapAsync(fn, iterable, chunksize, options).get();
+  }
+
+  starmapAsync<A extends unknown[], R>(
+    fn: (...args: A) => R,
+    iterable: Iterable<A> | AsyncIterable<A>,
+    chunksize?: number | null | AsyncCallOptions<Awaited<R>[]>,
+    options?: AsyncCallOptions<Awaited<R>[]>,
+  ): AsyncResult<Awaited<R>[]> {
+    return this.startMap(fn as Fn, iterable, chunksize, options, STARMAP_CHUNK);
+  }
+
+  private startMap<R>(
+    fn: Fn,
+    iterable: Iterable<unknown> | AsyncIterable<unknown>,
+    chunksizeOrOptions: number | null | undefined | AsyncCallOptions<R[]>,
+    maybeOptions: AsyncCallOptions<R[]> | undefined,
+    mode: number,
+  ): AsyncResult<R[]> {
+    this.checkRunning();
+    const [chunksize, options] = splitOptions(chunksizeOrOptions, maybeOptions);
+    if (chunksize !== null && chunksize !== undefined && (!Number.isInteger(chunksize) || chunksize < 1)) {
+      throw new ValueError(`Chunksize must be 1+, not ${chunksize}`);
+    }
+    this.fnId(fn);
+    const result = new AsyncResult<R[]>(options);
+    if (iterable !== null && typeof iterable === 'object' && Symbol.asyncIterator in iterable && !(Symbol.iterator in iterable)) {
+      // An AsyncIterable is read to the end first, as Python lists an iterable without a length.
+      toArray(iterable).then(
+        (items) => this.submitMap(fn, items, chunksize, options, mode, result),
+        (error) => result._settle(false, error),
+      );
+    } else {
+      // Python turns the iterable into a list in the caller: a generator's error is thrown here.
+      this.submitMap(fn, toArraySync(iterable as Iterable<unknown>), chunksize, options, mode, result);
+    }
+    return result;
+  }
+
+  private submitMap<R>(
+    fn: Fn,
+    items: unknown[],
+    chunksizeArg: number | null | undefined,
+    options: CallOptions,
+    mode: number,
+    result: AsyncResult<R[]>,
+  ): void {
+    if (this.state !== RUN) {
+      result._settle(false, new ValueError('Pool not running'));
+      return;
+    }
+    let chunksize = chunksizeArg;
+    if (chunksize === null || chunksize === undefined) {
+      // Python's default: about four chunks per worker.
+      chunksize = Math.floor(items.length / (this.processes * 4));
+      if (items.length % (this.processes * 4)) chunksize++;
+    }
+    const chunks = items.length === 0 ? 0 : Math.ceil(items.length / chunksize);
+    const job = new MapJob<R>(this, options, result, chunksize, items.length, chunks);
+    this.watchSignal(job, options.signal);
+    for (let i = 0; i < chunks && !job.cancelled; i++) {
+      this._submit(job, [items.slice(i * chunksize, (i + 1) * chunksize)], fn, mode, i);
+    }
+  }
+
+  /** Python's `imap`: results in input order, reading the input lazily. */
+  imap<T, R>(fn: (item: T) => R, iterable: Iterable<T> | AsyncIterable<T>, chunksize?: number | CallOptions, options?: CallOptions): IMapIterator<Awaited<R>> {
+    return this.startImap(fn as Fn, iterable, chunksize, options, true);
+  }
+
+  /** Python's `imap_unordered`: results as they finish. */
+  imapUnordered<T, R>(fn: (item: T) => R, iterable: Iterable<T> | AsyncIterable<T>, chunksize?: number | CallOptions, options?: CallOptions): IMapIterator<Awaited<R>> {
+    return this.startImap(fn as Fn, iterable, chunksize, options, false);
+  }
+
+  private startImap<R>(
+    fn: Fn,
+    iterable: Iterable<unknown> | AsyncIterable<unknown>,
+    chunksizeOrOptions: number | undefined | CallOptions,
+    maybeOptions: CallOptions | undefined,
+    ordered: boolean,
+  ): IMapIterator<R> {
+    this.checkRunning();
+    const [chunksizeArg, options] = splitOptions(chunksizeOrOptions, maybeOptions);
+    const chunksize = chunksizeArg ?? 1;
+    if (!Number.isInteger(chunksize) || chunksize < 1) throw new ValueError(`Chunksize must be 1+, not ${chunksize}`);
+    if (iterable === null || typeof iterable !== 'object' || !(Symbol.iterator in iterable || Symbol.asyncIterator in iterable)) {
+      throw new TypeError('imap() takes an Iterable or an AsyncIterable');
+    }
+    this.fnId(fn);
+    const iterator = new IMapIterator<R>();
+    const ahead = Math.max(chunksize * this.processes * 4, this.processes * 64);
+    const job = new IMapJob<R>(this, options, iterator, ordered, chunksize, ahead);
+    this.watchSignal(job, options.signal);
+    void job.pump(iterable, fn, false);
+    return iterator;
+  }
+
+  private watchSignal(job: Job, signal: AbortSignal | undefined): void {
+    if (!signal) return;
+    const onAbort = () => {
+      this._cancelJob(job);
+      job.abort(signal.reason);
+    };
+    if (signal.aborted) onAbort();
+    else signal.addEventListener('abort', onAbort, { once: true });
+  }
+
+  /** No more work is accepted; workers exit once the submitted work is done. */
+  close(): void {
+    if (this.state === RUN) {
+      this.state = CLOSE;
+      this.maybeStopWorkers();
+    }
+  }
+
+  private maybeStopWorkers(): void {
+    if (this.state !== CLOSE || this.outstanding > 0) return;
+    for (const w of this.workers) if (!w.exited) w.send(stopFrame());
+  }
+
+  /** Stops the workers at once (SIGTERM); work not finished is rejected with ValueError. */
+  terminate(): void {
+    if (this.state === TERMINATE) return;
+    this.state = TERMINATE;
+    this.loopAbort.abort();
+    if (this.timeoutTimer) clearInterval(this.timeoutTimer);
+    const reason = new ValueError('Pool was terminated before this task finished');
+    const jobs = new Set<Job>();
+    for (let i = this.pendingHead; i < this.pending.length; i++) jobs.add(this.pending[i]!.job);
+    for (const w of this.workers) {
+      for (const t of w.inflight.values()) jobs.add(t.job);
+      w.exited = true;
+      if (w.process.exitcode === null) w.process.terminate();
+    }
+    this.pending = [];
+    this.pendingHead = 0;
+    this.outstanding = 0;
+    for (const job of jobs) {
+      if (!job.cancelled) {
+        job.cancelled = true;
+        job.abort(reason);
+      }
+    }
+  }
+
+  /** Waits for the workers to exit; call `close()` or `terminate()` first. */
+  async join(): Promise<void> {
+    if (this.state === RUN) throw new ValueError('Pool is still running');
+    // Replacements may start while we wait (a closed pool finishing its work): wait for those too.
+    for (let joined = 0; joined < this.started.length; ) {
+      const batch = this.started.slice(joined);
+      await Promise.all(batch.map((p) => p.join()));
+      joined += batch.length;
+    }
+  }
+
+  /** Counters and latency percentiles of this pool (beyond Python). */
+  stats(): Stats {
+    const l = [...this.latencies].sort((a, b) => a - b);
+    const at = (p: number) => (l.length ? l[Math.min(l.length - 1, Math.floor(p * l.length))]! : 0);
+    let busy = 0;
+    let inFlight = 0;
+    for (const w of this.workers) {
+      inFlight += w.inflight.size;
+      if (w.inflight.size > 0) busy++;
+    }
+    return {
+      tasksDone: this.tasksDone,
+      tasksFailed: this.tasksFailed,
+      queued: this.pending.length - this.pendingHead,
+      inFlight,
+      busyWorkers: busy,
+      workers: this.workers.length,
+      workersReplaced: this.replaced,
+      latencyMs: { p50: at(0.5), p90: at(0.9), p99: at(0.99), max: l.length ? l[l.length - 1]! : 0 },
+    };
+  }
+
+  /** Python's `with Pool() as p:` exits by terminating the pool. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    this.terminate();
+    await this.join();
+  }
+  [Symbol.dispose](): void {
+    this.terminate();
+  }
+
+  toString(): string {
+    return `<${this.constructor.name} state=${this.state} pool_size=${this.workers.length}>`;
+  }
+  [inspect.custom](): string {
+    return this.toString();
+  }
+}
+
+/** Python's ThreadPool: the same API on worker threads. */
+export class ThreadPool extends Pool {
+  constructor(processes?: number | null | PoolOptions, options: PoolOptions = {}) {
+    if (typeof processes === 'object' && processes !== null) {
+      super({ ...processes, context: getContext('thread') });
+    } else {
+      super(processes, { ...options, context: getContext('thread') });
+    }
+  }
+}
+
+function splitOptions<O extends CallOptions>(a: number | null | undefined | O, b: O | undefined): [number | null | undefined, O] {
+  if (typeof a === 'object' && a !== null) return [undefined, a];
+  return [a, b ?? ({} as O)];
+}
+
+function toArraySync(iterable: Iterable<unknown>): unknown[] {
+  if (Array.isArray(iterable)) return iterable;
+  if (iterable === null || (typeof iterable !== 'object' && typeof iterable !== 'string') || !(Symbol.iterator in Object(iterable))) {
+    throw new TypeError('map() takes an Iterable or an AsyncIterable');
+  }
+  return [...iterable];
+}
+
+async function toArray(iterable: AsyncIterable<unknown>): Promise<unknown[]> {
+  const out: unknown[] = [];
+  for await (const item of iterable) out.push(item);
+  return out;
+}
+
+function workerLost(p: Process, code: number | null): WorkerLostError {
+  const signal = code !== null && code < 0 ? signalName(-code) : null;
+  const how = signal ? `was killed by ${signal}` : `exited with code ${code}`;
+  return new WorkerLostError(`Worker ${p.name} ${how} while running this task`, code, signal);
+}
+
+function signalName(n: number): string {
+  const names: Record<number, string> = { 1: 'SIGHUP', 2: 'SIGINT', 6: 'SIGABRT', 9: 'SIGKILL', 11: 'SIGSEGV', 15: 'SIGTERM' };
+  return names[n] ?? `signal ${n}`;
+}
+
+/** The task's error with its own class, name and message, and the remote stack in `cause`
+ * (Python's RemoteTraceback). */
+function remoteError(value: unknown): unknown {
+  if (!(value instanceof Error)) return value;
+  if (value instanceof WorkerLostError || value.name === 'PicklingError' && !value.stack?.includes('\n    at ')) return value;
+  const Ctor = value.constructor as new (message: string) => Error;
+  let local: Error;
+  try {
+    local = new Ctor(value.message);
+  } catch {
+    local = new Error(value.message);
+  }
+  if (local.name !== value.name) Object.defineProperty(local, 'name', { value: value.name, configurable: true, writable: true });
+  for (const key of Object.keys(value)) (local as unknown as Record<string, unknown>)[key] = (value as unknown as Record<string, unknown>)[key];
+  const trace = new Error(value.stack ?? `${value.name}: ${value.message}`);
+  trace.name = 'RemoteTraceback';
+  Object.defineProperty(local, 'cause', { value: trace, configurable: true, writable: true });
+  return local;
+}
+

@@ -1,0 +1,179 @@
+/**
+ * The channel between a pool and one of its workers: two byte rings in shared memory (tasks in,
+ * results out) and a word saying which task the worker is running, plus one notify word per pool
+ * that workers bump when they have written results. Python's pool shares one inqueue and one
+ * outqueue among all workers; per-worker rings let the pool know exactly which tasks a worker had
+ * when it died, so they can be failed (the running one) or handed to another worker (the rest).
+ *
+ * Frames (the ring's length-prefixed messages):
+ *   tasks:   [TASK u8][seq u32][fnId u32][mode u8][body: dumps(args or chunk items)]
+ *            [DEFINE u8][fnId u32][body: dumps(function)]
+ *            [STOP u8]
+ *   results: [seq u32][status u8][body: dumps(result or error)]
+ */
+import { allocate, attachBlock, blockState, int32s, type Block, type BlockState, type MemoryKind } from './heap.js';
+import { ByteRing, RING_WORDS } from './ring.js';
+import { wait, wake } from './futex.js';
+
+export const TASK = 1;
+export const DEFINE = 2;
+export const STOP = 3;
+
+/** How a task's body is applied: `fn(...args)`, `items.map(fn)` (a map chunk), or a starmap chunk. */
+export const CALL = 0;
+export const MAP_CHUNK = 1;
+export const STARMAP_CHUNK = 2;
+
+export const OK = 0;
+export const FAILED = 1;
+
+const TASK_RING_BYTES = 1 << 20;
+const RESULT_RING_BYTES = 1 << 20;
+const STARTED = 2 * RING_WORDS; // seq of the task the worker is running (0 = none yet)
+const CHANNEL_WORDS = 16;
+const CHANNEL_HEADER = CHANNEL_WORDS * 4;
+
+export interface ChannelState {
+  block: BlockState;
+}
+
+/** One worker's rings. */
+export class Channel {
+  readonly tasks: ByteRing;
+  readonly results: ByteRing;
+  private readonly words: Int32Array;
+
+  constructor(readonly block: Block) {
+    const words = int32s(block, 0, CHANNEL_WORDS);
+    this.words = words;
+    const base = block.offset + CHANNEL_HEADER;
+    this.tasks = new ByteRing(words.subarray(0, RING_WORDS), new Uint8Array(block.buffer, base, TASK_RING_BYTES));
+    this.results = new ByteRing(
+      words.subarray(RING_WORDS, 2 * RING_WORDS),
+      new Uint8Array(block.buffer, base + TASK_RING_BYTES, RESULT_RING_BYTES),
+    );
+  }
+
+  static create(kind: MemoryKind): Channel {
+    return new Channel(allocate(kind, CHANNEL_HEADER + TASK_RING_BYTES + RESULT_RING_BYTES, 8));
+  }
+
+  static attach(state: ChannelState): Channel {
+    return new Channel(attachBlock(state.block));
+  }
+
+  state(): ChannelState {
+    return { block: blockState(this.block) };
+  }
+
+  get started(): number {
+    return Atomics.load(this.words, STARTED) >>> 0;
+  }
+  set started(seq: number) {
+    Atomics.store(this.words, STARTED, seq | 0);
+  }
+}
+
+/** The pool-wide word workers bump after writing results, and whether the pool is waiting on it. */
+export class Notifier {
+  private static readonly SEQ = 0;
+  private static readonly WAITING = 1;
+  readonly words: Int32Array;
+
+  constructor(readonly block: Block) {
+    this.words = int32s(block, 0, 2);
+  }
+
+  static create(kind: MemoryKind): Notifier {
+    return new Notifier(allocate(kind, 8, 8));
+  }
+  static attach(state: BlockState): Notifier {
+    return new Notifier(attachBlock(state));
+  }
+  state(): BlockState {
+    return blockState(this.block);
+  }
+
+  /** Worker side: results are ready. A syscall only when the pool sleeps. */
+  notify(): void {
+    Atomics.add(this.words, Notifier.SEQ, 1);
+    if (Atomics.load(this.words, Notifier.WAITING) !== 0) wake(this.words, Notifier.SEQ);
+  }
+
+  /** Pool side: the value to wait on (read before checking the rings). */
+  seq(): number {
+    return Atomics.load(this.words, Notifier.SEQ);
+  }
+
+  /** Pool side: sleeps until a worker notifies after `seq` was read. */
+  async sleep(seq: number, signal?: AbortSignal): Promise<void> {
+    Atomics.store(this.words, Notifier.WAITING, 1);
+    try {
+      await wait(this.words, Notifier.SEQ, seq, null, signal);
+    } finally {
+      Atomics.store(this.words, Notifier.WAITING, 0);
+    }
+  }
+}
+
+// ---- frame encoding --------------------------------------------------------------------------
+
+export function taskFrame(seq: number, fnId: number, mode: number, body: Uint8Array): Buffer {
+  const frame = Buffer.allocUnsafe(4 + 10 + body.length);
+  frame.writeUInt32LE(10 + body.length, 0);
+  frame[4] = TASK;
+  frame.writeUInt32LE(seq, 5);
+  frame.writeUInt32LE(fnId, 9);
+  frame[13] = mode;
+  frame.set(body, 14);
+  return frame;
+}
+
+export function defineFrame(fnId: number, body: Uint8Array): Buffer {
+  const frame = Buffer.allocUnsafe(4 + 5 + body.length);
+  frame.writeUInt32LE(5 + body.length, 0);
+  frame[4] = DEFINE;
+  frame.writeUInt32LE(fnId, 5);
+  frame.set(body, 9);
+  return frame;
+}
+
+export function stopFrame(): Buffer {
+  const frame = Buffer.alloc(5);
+  frame.writeUInt32LE(1, 0);
+  frame[4] = STOP;
+  return frame;
+}
+
+export function resultFrame(seq: number, status: number, body: Uint8Array): Buffer {
+  const frame = Buffer.allocUnsafe(4 + 5 + body.length);
+  frame.writeUInt32LE(5 + body.length, 0);
+  frame.writeUInt32LE(seq, 4);
+  frame[8] = status;
+  frame.set(body, 9);
+  return frame;
+}
+
+function u32(b: Uint8Array, at: number): number {
+  return (b[at]! | (b[at + 1]! << 8) | (b[at + 2]! << 16) | (b[at + 3]! << 24)) >>> 0;
+}
+
+export type TaskMessage =
+  | { kind: typeof TASK; seq: number; fnId: number; mode: number; body: Uint8Array }
+  | { kind: typeof DEFINE; fnId: number; body: Uint8Array }
+  | { kind: typeof STOP };
+
+export function parseTask(frame: Uint8Array): TaskMessage {
+  switch (frame[0]) {
+    case TASK:
+      return { kind: TASK, seq: u32(frame, 1), fnId: u32(frame, 5), mode: frame[9]!, body: frame.subarray(10) };
+    case DEFINE:
+      return { kind: DEFINE, fnId: u32(frame, 1), body: frame.subarray(5) };
+    default:
+      return { kind: STOP };
+  }
+}
+
+export function parseResult(frame: Uint8Array): { seq: number; status: number; body: Uint8Array } {
+  return { seq: u32(frame, 0), status: frame[4]!, body: frame.subarray(5) };
+}

@@ -1,0 +1,122 @@
+/**
+ * A pool worker, the whole worker side in one file (CPython's pool.worker, piscina's worker.ts):
+ * run the initializer, then take tasks from the channel until told to stop or until
+ * `maxtasksperchild` tasks are done, writing each result back.
+ */
+import type { BlockState } from './heap.js';
+import { dumps, loads, loadsSync } from './reduction.js';
+import { PicklingError } from './errors.js';
+import {
+  CALL, Channel, DEFINE, FAILED, MAP_CHUNK, Notifier, OK, parseTask, resultFrame, STOP, type ChannelState,
+} from './poolChannel.js';
+import { task } from './tasks.js';
+
+type Fn = (...args: unknown[]) => unknown;
+
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return typeof value === 'object' && value !== null && typeof (value as { then?: unknown }).then === 'function';
+}
+
+async function settle(value: unknown): Promise<unknown> {
+  return isThenable(value) ? await value : value;
+}
+
+/** Runs one task's body; a chunk's items run one after another, as Python's mapstar does. */
+async function run(fn: Fn, mode: number, args: unknown): Promise<unknown> {
+  if (mode === CALL) return settle(fn(...(args as unknown[])));
+  const items = args as unknown[];
+  const out = new Array<unknown>(items.length);
+  for (let i = 0; i < items.length; i++) {
+    const r = mode === MAP_CHUNK ? fn(items[i]) : fn(...(items[i] as unknown[]));
+    out[i] = isThenable(r) ? await r : r;
+  }
+  return out;
+}
+
+function encode(seq: number, ok: boolean, value: unknown): Buffer {
+  try {
+    return resultFrame(seq, ok ? OK : FAILED, dumps(value));
+  } catch (error) {
+    // Python's MaybeEncodingError: the result (or error) could not be sent back.
+    const why = new PicklingError(
+      `Error sending result: ${(error as Error).message}. The task's ${ok ? 'result' : 'error'} cannot be serialised.`,
+    );
+    return resultFrame(seq, FAILED, dumps(why));
+  }
+}
+
+// Results are announced to the pool when the worker is about to idle, after a batch, or every
+// millisecond, so a busy worker does not wake the pool for every tiny task.
+const NOTIFY_EVERY = 64;
+const NOTIFY_AFTER_MS = 1;
+
+async function serve(
+  channelState: ChannelState,
+  notifierState: BlockState,
+  initializer: Fn | null,
+  initargs: unknown[],
+  maxtasks: number | null,
+): Promise<void> {
+  const channel = Channel.attach(channelState);
+  const notifier = Notifier.attach(notifierState);
+  const { tasks, results } = channel;
+  const fns = new Map<number, Fn>();
+  if (initializer) await settle(initializer(...initargs));
+
+  let unannounced = 0;
+  let lastNotify = performance.now();
+  const announce = () => {
+    if (unannounced > 0) {
+      unannounced = 0;
+      lastNotify = performance.now();
+      notifier.notify();
+    }
+  };
+  const send = (frame: Buffer) => {
+    const n = results.write(frame);
+    unannounced++;
+    if (n < frame.length) {
+      // The pool must drain before there is room: tell it, then wait for it.
+      announce();
+      results.writeAllSync(frame.subarray(n));
+    }
+  };
+
+  let completed = 0;
+  for (;;) {
+    let frame = tasks.tryReadFrame();
+    if (frame === null) {
+      if (tasks.available() === 0) {
+        announce();
+        await tasks.waitForData();
+        continue;
+      }
+      frame = await tasks.readFrame(); // a frame larger than the ring streams in
+    }
+    const message = parseTask(frame);
+    if (message.kind === STOP) break;
+    if (message.kind === DEFINE) {
+      fns.set(message.fnId, (await loads(message.body)) as Fn);
+      continue;
+    }
+    channel.started = message.seq;
+    let ok = true;
+    let value: unknown;
+    try {
+      const fn = fns.get(message.fnId)!;
+      const args = message.body[0] === 0 ? loadsSync(message.body) : await loads(message.body);
+      value = await run(fn, message.mode, args);
+    } catch (error) {
+      ok = false;
+      value = error;
+    }
+    send(encode(message.seq, ok, value));
+    if (unannounced >= NOTIFY_EVERY || performance.now() - lastNotify >= NOTIFY_AFTER_MS) announce();
+    completed++;
+    if (maxtasks !== null && completed >= maxtasks) break;
+  }
+  announce();
+}
+
+/** The target of every pool worker process. */
+export const poolWorkerMain = task(serve, { module: import.meta.url });
