@@ -1,7 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { IndexError, ValueError } from '../src/errors.js';
 import { dumps, loads } from '../src/reduction.js';
@@ -274,5 +276,44 @@ print(sl.shm.name)`)).trim();
     assert.equal(sl.shm.size, 232); // as python computed it
   } finally {
     sl.shm.unlink();
+  }
+});
+
+test('SharedMemory and ShareableList passed to a Process re-attach in the child (spawn, thread)', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'mp-shm-test-'));
+  const main = join(dir, 'main.mts');
+  const src = (f: string) => JSON.stringify(fileURLToPath(new URL(`../src/${f}`, import.meta.url)));
+  writeFileSync(main, `
+import * as mp from ${src('index.ts')};
+import { SharedMemory, ShareableList } from ${src('sharedMemory.ts')};
+const work = mp.task((shm: SharedMemory, sl: ShareableList) => {
+  shm.buf[0] = shm.buf[1]! + 1;
+  sl.set(0, 'child');
+});
+if (mp.isMain(import.meta)) {
+  const shm = new SharedMemory({ create: true, size: 16 });
+  const sl = new ShareableList(['parent', 1]);
+  try {
+    for (const method of ['spawn', 'thread'] as const) {
+      shm.buf[1] = method.length;
+      const p = new (mp.getContext(method).Process)({ target: work, args: [shm, sl] });
+      p.start();
+      await p.join();
+      console.log(method, p.exitcode, shm.buf[0], sl.get(0));
+      sl.set(0, 'parent');
+    }
+  } finally {
+    shm.unlink();
+    sl.shm.unlink();
+  }
+}
+`);
+  try {
+    const out = await new Promise<string>((resolve, reject) =>
+      execFile(process.execPath, ['--import', 'tsx', main], { timeout: 60_000 }, (err, stdout, stderr) =>
+        err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout)));
+    assert.deepEqual(out.trim().split('\n'), ['spawn 0 6 child', 'thread 0 7 child']);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
 });
