@@ -959,10 +959,7 @@ export function pipeForThreads(duplex = true): [Connection, Connection] {
   ];
 }
 
-type ContextModule = {
-  getContext?: () => unknown;
-  getStartMethod?: (allowNone?: boolean) => string | null | undefined;
-};
+type ContextModule = { getStartMethod?: (allowNone?: boolean) => string | null | undefined };
 let contextModule: ContextModule | null = null;
 import('./context.js' as string).then(
   (m: unknown) => {
@@ -973,8 +970,8 @@ import('./context.js' as string).then(
 
 function defaultStartMethod(): string | null | undefined {
   try {
-    const ctx = contextModule?.getContext?.() as { getStartMethod?: () => string | null } | undefined;
-    return ctx?.getStartMethod?.() ?? contextModule?.getStartMethod?.();
+    // allowNone: asking must not fix the default start method (a later setStartMethod still works).
+    return contextModule?.getStartMethod?.(true);
   } catch {
     return undefined;
   }
