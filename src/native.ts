@@ -11,15 +11,27 @@ import { fileURLToPath } from 'node:url';
 import { NotAvailableError, OSError } from './errors.js';
 
 /** Python's `FileNotFoundError` (an `OSError`, code `ENOENT`). */
-export class FileNotFoundError extends OSError {}
+export class FileNotFoundError extends OSError {
+  declare errno?: number;
+  declare syscall?: string;
+  declare filename?: string;
+}
 Object.defineProperty(FileNotFoundError.prototype, 'name', { value: 'FileNotFoundError', writable: true, configurable: true });
 
 /** Python's `FileExistsError` (an `OSError`, code `EEXIST`). */
-export class FileExistsError extends OSError {}
+export class FileExistsError extends OSError {
+  declare errno?: number;
+  declare syscall?: string;
+  declare filename?: string;
+}
 Object.defineProperty(FileExistsError.prototype, 'name', { value: 'FileExistsError', writable: true, configurable: true });
 
 /** Python's `PermissionError` (an `OSError`, code `EACCES`/`EPERM`). */
-export class PermissionError extends OSError {}
+export class PermissionError extends OSError {
+  declare errno?: number;
+  declare syscall?: string;
+  declare filename?: string;
+}
 Object.defineProperty(PermissionError.prototype, 'name', { value: 'PermissionError', writable: true, configurable: true });
 
 export type WaitResult = 'ok' | 'not-equal' | 'timed-out';
