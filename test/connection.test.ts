@@ -762,6 +762,33 @@ describe('reduce / rebuild', () => {
     }
   });
 
+  for (const method of ['spawn', 'forkserver', 'thread'] as const) {
+    it(`a Pipe end as a Process argument (${method}): works both ways, EOF after the child exits (test_access)`, {
+      timeout: 30_000,
+      skip: method === 'thread' && portSkip,
+    }, async () => {
+      const mp = await import('../src/index.ts');
+      const { echoTwice } = await import('./fixtures/connection-tasks.ts');
+      const ctx = mp.getContext(method);
+      const [parent, child] = method === 'thread' ? pipeForThreads() : pipeForProcesses();
+      const p = new ctx.Process({ target: echoTwice, args: [child] });
+      p.start();
+      try {
+        child.close();
+        parent.send('one');
+        assert.equal(((await parent.recv()) as { echo: unknown }).echo, 'one');
+        parent.send({ two: 2 });
+        assert.deepEqual(((await parent.recv()) as { echo: unknown }).echo, { two: 2 });
+        await p.join(20);
+        assert.equal(p.exitcode, 0);
+        await assert.rejects(parent.recv(), EOFError);
+      } finally {
+        if (p.exitcode === null) p.kill();
+        parent.close();
+      }
+    });
+  }
+
   it('a port connection can travel over another port connection', { timeout: 10_000, skip: portSkip }, async () => {
     const [a, b] = pipeForThreads();
     const [x, y] = pipeForThreads();
