@@ -29,6 +29,7 @@ export const TRACKER_ENV = 'MP_RESOURCE_TRACKER';
 export type ResourceType = 'shared_memory' | 'file';
 
 let fd: number | null = null;
+let pid: number | null = null;
 let broken = false;
 
 /** Node options that make the tracker's module loadable (a TypeScript loader such as tsx). */
@@ -73,6 +74,7 @@ function start(): number {
     });
     child.on('error', (err) => process.emitWarning(`resource_tracker: could not start: ${err.message}`));
     child.unref();
+    pid = child.pid ?? null;
   } catch (err) {
     closeSync(mine);
     rmSync(dir, { recursive: true, force: true });
@@ -94,6 +96,7 @@ export function ensureRunning(): string {
     if (address) {
       try {
         fd = loadNative().unixConnect(address);
+        pid = null;
       } catch {
         fd = null; // that tracker has gone: start our own
       }
@@ -101,6 +104,11 @@ export function ensureRunning(): string {
     if (fd === null) fd = start();
   }
   return process.env[TRACKER_ENV]!;
+}
+
+/** The tracker's pid when this process started it, else null. */
+export function trackerPid(): number | null {
+  return fd === null ? null : pid;
 }
 
 /** The address of this process's tracker, or null when it has not connected to one. */
@@ -124,6 +132,7 @@ function send(cmd: 'REGISTER' | 'UNREGISTER', name: string, rtype: ResourceType)
         try {
           closeSync(fd);
         } catch {}
+        if (attempt === 0) process.emitWarning('resource_tracker: process died unexpectedly, relaunching.  Some resources might leak.');
       }
       fd = null;
       delete process.env[TRACKER_ENV];

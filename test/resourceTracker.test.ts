@@ -18,6 +18,7 @@ interface Child {
   closed: Promise<void>;
   firstLine: Promise<string>;
   kill: (sig: NodeJS.Signals) => void;
+  write: (text: string) => void;
 }
 
 /** A fresh `node --import tsx` running `body` (ESM) with SharedMemory and the tracker imported. */
@@ -26,7 +27,7 @@ function nodeChild(body: string, env: NodeJS.ProcessEnv, deadlineMs = 30_000): C
     const { SharedMemory } = await import(${src('sharedMemory.ts')});
     const rt = await import(${src('resourceTracker.ts')});
     ${body}`;
-  const p = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], { stdio: ['ignore', 'pipe', 'pipe'], env });
+  const p = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], { stdio: ['pipe', 'pipe', 'pipe'], env });
   const lines: string[] = [];
   let err = '';
   let resolveFirst!: (l: string) => void;
@@ -45,7 +46,7 @@ function nodeChild(body: string, env: NodeJS.ProcessEnv, deadlineMs = 30_000): C
   const timer = setTimeout(() => p.kill('SIGKILL'), deadlineMs);
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) => p.on('exit', (code, signal) => r({ code, signal })));
   const closed = new Promise<void>((r) => p.on('close', () => { clearTimeout(timer); r(); }));
-  return { lines, stderr: () => err, exited, closed, firstLine, kill: (s) => p.kill(s) };
+  return { lines, stderr: () => err, exited, closed, firstLine, kill: (s) => p.kill(s), write: (t) => p.stdin.write(t) };
 }
 
 /** A child environment without a tracker: the child's tree gets its own. */
@@ -144,4 +145,29 @@ test('a child reuses its parent\'s tracker; the parent may unregister what the c
   new SharedMemory({ name: name! }).unlink(); // unregisters it from the shared tracker
   assert.ok(!existsSync(`/dev/shm/${name}`));
   assert.ok(!c.stderr().includes('resource_tracker'), c.stderr());
+});
+
+test('a tracker killed with SIGKILL is relaunched with Python\'s warning, and the new one cleans up', async () => {
+  const c = nodeChild(`
+    const first = new SharedMemory({ create: true, size: 64 });
+    first.unlink();
+    console.log(rt.trackerPid());
+    await new Promise((r) => process.stdin.once('data', r).resume());
+    const shm = new SharedMemory({ create: true, size: 64 }); // finds the tracker dead, starts another
+    console.log(shm.name);
+    console.log(rt.trackerPid());
+    process.stdin.pause();`, freshEnv());
+  const pid = Number(await withDeadline(c.firstLine, 30_000, 'the child to start its tracker'));
+  assert.ok(pid > 0);
+  process.kill(pid, 'SIGKILL');
+  await until(() => { try { process.kill(pid, 0); return false; } catch { return true; } }, 'the tracker to die');
+  c.write('go\n');
+  const { code } = await withDeadline(c.exited, 30_000, 'the child');
+  assert.equal(code, 0);
+  const [, name, pid2] = c.lines;
+  assert.notEqual(Number(pid2), pid);
+  await until(() => !existsSync(`/dev/shm/${name}`), 'the new tracker to unlink the leak');
+  await withDeadline(c.closed, 15_000, 'the new tracker to exit');
+  assert.ok(c.stderr().includes('resource_tracker: process died unexpectedly, relaunching.  Some resources might leak.'), c.stderr());
+  assert.ok(c.stderr().includes(LEAK_1), c.stderr());
 });
