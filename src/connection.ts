@@ -143,7 +143,11 @@ class SocketTransport implements Transport {
   /** Gives the transport its socket (at once, or later for the accepted end of a fallback pipe). */
   attachSocket(socket: net.Socket): void {
     if (this.closed) {
-      socket.destroy();
+      // Closed before its socket arrived: still deliver what was sent, as Python's close() would.
+      socket.on('error', () => {});
+      for (const chunk of this.queued.splice(0)) socket.write(chunk);
+      socket.end(() => socket.destroy());
+      this.markReady();
       return;
     }
     this.socket = socket;
@@ -1114,6 +1118,9 @@ export interface ListenerOptions {
   maxMessageSize?: number;
 }
 
+/** Connections waiting for accept() beyond this are refused (Python leaves them in the backlog). */
+const MAX_UNACCEPTED = 128;
+
 type ListenInternals = { _listen2?: (address: string, port: number, addressType: number, backlog: number) => void };
 
 /** Python's `multiprocessing.connection.Listener`. */
@@ -1224,7 +1231,11 @@ export class Listener implements Disposable {
     if (acceptor) {
       this.#updateRef();
       acceptor.resolve(socket);
+    } else if (this.#pending.length >= MAX_UNACCEPTED) {
+      socket.destroy();
     } else {
+      // Waiting for accept() (the kernel backlog's job in Python) must not keep the program alive.
+      socket.unref();
       this.#pending.push(socket);
       socket.once('close', () => {
         const i = this.#pending.indexOf(socket);

@@ -323,6 +323,15 @@ describe('Pipe()', () => {
     }
   });
 
+  it('the pure-Node pair delivers what was sent before its accepted end was connected and closed', { timeout: 10_000 }, async () => {
+    const [a, b] = fallbackPipe();
+    a.send('sent then closed');
+    a.close();
+    assert.equal(await b.recv(), 'sent then closed');
+    await assert.rejects(b.recv(), EOFError);
+    b.close();
+  });
+
   it('a thread connection has no fileno', () => {
     const [a, b] = pipeForThreads();
     assert.throws(() => a.fileno(), OSError);
