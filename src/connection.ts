@@ -808,13 +808,14 @@ registerReducer('Connection', (state: ConnectionState & { handle?: number; port?
 /** A process sentinel (`p.sentinel`) or a Connection. */
 export type Waitable = Connection | number;
 
-async function waitAny(objects: readonly Waitable[], timeout: number | null | undefined, signal?: AbortSignal): Promise<void> {
+async function waitAny(
+  objects: readonly (Connection | Promise<unknown>)[],
+  timeout: number | null | undefined,
+  signal?: AbortSignal,
+): Promise<void> {
   const controller = new AbortController();
   const promises: Promise<unknown>[] = [];
-  for (const o of objects) {
-    if (o instanceof Connection) promises.push(o._whenReady(controller.signal));
-    else promises.push(sentinelExit(o)!);
-  }
+  for (const o of objects) promises.push(o instanceof Connection ? o._whenReady(controller.signal) : o);
   let timer: NodeJS.Timeout | undefined;
   if (timeout !== null && timeout !== undefined) {
     promises.push(new Promise<void>((resolve) => (timer = setTimeout(resolve, seconds(timeout)))));
@@ -842,10 +843,15 @@ export async function wait<T extends Waitable>(
   options: SignalOptions = {},
 ): Promise<T[]> {
   const exited = new Set<number>();
+  const waitables: (Connection | Promise<unknown>)[] = [];
   for (const o of objects) {
-    if (o instanceof Connection) continue;
+    if (o instanceof Connection) {
+      waitables.push(o);
+      continue;
+    }
     const exit = typeof o === 'number' ? sentinelExit(o) : undefined;
     if (!exit) throw new ValueError(`wait() takes Connections and process sentinels, not ${String(o)}`);
+    waitables.push(exit);
     void exit.then(() => exited.add(o));
   }
   if (options.signal?.aborted) throw options.signal.reason;
@@ -857,7 +863,7 @@ export async function wait<T extends Waitable>(
   const deadline = timeout === null || timeout === undefined ? null : Date.now() + timeout * 1000;
   for (;;) {
     const remaining = deadline === null ? null : Math.max(0, (deadline - Date.now()) / 1000);
-    await waitAny(objects, remaining, options.signal);
+    await waitAny(waitables, remaining, options.signal);
     await Promise.resolve();
     found = ready();
     if (found.length > 0 || (deadline !== null && Date.now() >= deadline)) return found;
