@@ -22,6 +22,7 @@ type PeerLine = { address?: Address; error?: string; message?: string; eof?: boo
 class Peer {
   readonly child: ChildProcess;
   private readonly lines: PeerLine[] = [];
+  private readonly seen: PeerLine[] = [];
   private waiter: (() => void) | null = null;
   private exited = false;
   stderr = '';
@@ -29,7 +30,9 @@ class Peer {
   constructor(args: string[]) {
     this.child = spawn('python3', [PEER, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
     createInterface({ input: this.child.stdout! }).on('line', (line) => {
-      this.lines.push(JSON.parse(line) as PeerLine);
+      const parsed = JSON.parse(line) as PeerLine;
+      this.lines.push(parsed);
+      this.seen.push(parsed);
       this.waiter?.();
     });
     this.child.stderr!.on('data', (d: Buffer) => (this.stderr += d.toString()));
@@ -60,6 +63,24 @@ class Peer {
 
   kill(): void {
     if (!this.exited) this.child.kill('SIGKILL');
+  }
+
+  /** Lets a peer that is done exit by itself (so Python removes its temp dir), then kills it. */
+  async stop(ms = 3000): Promise<void> {
+    if (this.exited) return;
+    if (this.lines.length === 0 && !this.done) this.child.kill('SIGTERM');
+    await new Promise<void>((resolve) => {
+      const t = setTimeout(resolve, ms);
+      this.child.once('exit', () => {
+        clearTimeout(t);
+        resolve();
+      });
+    });
+    this.kill();
+  }
+
+  private get done(): boolean {
+    return this.seen.some((l) => l.eof || l.error !== undefined);
   }
 }
 
@@ -104,7 +125,7 @@ describe('python3 as the other end', { skip: !hasPython && 'python3 not found' }
         conn.close();
         assert.deepEqual(await peer.next(), { eof: true, echoed: 5 });
       } finally {
-        peer.kill();
+        await peer.stop();
       }
     });
 
@@ -123,7 +144,7 @@ describe('python3 as the other end', { skip: !hasPython && 'python3 not found' }
         conn.close();
         assert.deepEqual(await peer.next(), { eof: true, echoed: 5 });
       } finally {
-        peer.kill();
+        await peer.stop();
       }
     });
   }
@@ -142,8 +163,7 @@ describe('python3 as the other end', { skip: !hasPython && 'python3 not found' }
         conn.close();
       }
     } finally {
-      server.kill();
-      client.kill();
+      await Promise.all([server.stop(), client.stop()]);
     }
   });
 
@@ -158,7 +178,7 @@ describe('python3 as the other end', { skip: !hasPython && 'python3 not found' }
       });
       assert.deepEqual(await peer.next(), { error: 'AuthenticationError', message: 'digest received was wrong' });
     } finally {
-      peer.kill();
+      await peer.stop();
     }
   });
 
@@ -180,10 +200,10 @@ describe('python3 as the other end', { skip: !hasPython && 'python3 not found' }
         assert.equal((await conn.recvBytes()).toString(), 'ok');
         conn.close();
       } finally {
-        good.kill();
+        await good.stop();
       }
     } finally {
-      peer.kill();
+      await peer.stop();
     }
   });
 
@@ -199,7 +219,7 @@ describe('python3 as the other end', { skip: !hasPython && 'python3 not found' }
         conn.close();
         assert.deepEqual(await peer.next(), { eof: true, echoed: 1 });
       } finally {
-        peer.kill();
+        await peer.stop();
       }
     });
   }
@@ -214,7 +234,7 @@ describe('python3 as the other end', { skip: !hasPython && 'python3 not found' }
       conn.close();
       assert.deepEqual(await peer.next(), { eof: true, echoed: 5 });
     } finally {
-      peer.kill();
+      await peer.stop();
     }
   });
 
@@ -225,7 +245,7 @@ describe('python3 as the other end', { skip: !hasPython && 'python3 not found' }
       await assert.rejects(Client(address!, { authkey: WRONG }), { name: 'AuthenticationError', message: 'digest sent was rejected' });
       assert.deepEqual(await server.next(), { error: 'AuthenticationError', message: 'digest received was wrong' });
     } finally {
-      server.kill();
+      await server.stop();
     }
     using listener = new Listener(['127.0.0.1', 0], { authkey: KEY });
     const client = new Peer(['connect', 'AF_INET', JSON.stringify(listener.address), hex(WRONG), 'modern:sha256']);
@@ -233,7 +253,7 @@ describe('python3 as the other end', { skip: !hasPython && 'python3 not found' }
       await assert.rejects(listener.accept(), { name: 'AuthenticationError', message: 'digest received was wrong' });
       assert.deepEqual(await client.next(), { error: 'AuthenticationError', message: 'digest sent was rejected' });
     } finally {
-      client.kill();
+      await client.stop();
     }
   });
 });
