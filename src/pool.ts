@@ -13,7 +13,7 @@ import { inspect } from 'node:util';
 import { TimeoutError, ValueError, WorkerLostError } from './errors.js';
 import { getContext, type BaseContext } from './context.js';
 import { Process, processCpuCount } from './process.js';
-import { dumps, loads, loadsSync, newReduceContext } from './reduction.js';
+import { dumps, loads, loadsSync, needsRebuild, newReduceContext } from './reduction.js';
 import { sentinelExit } from './sentinels.js';
 import { refOf, sourceOf, type SourceFunction } from './tasks.js';
 import { raceTimeout } from './util.js';
@@ -138,8 +138,8 @@ export class AsyncResult<T = unknown> {
 
   /** The result; rejects with the task's error, or `TimeoutError` after `timeout` seconds. */
   async get(timeout?: number | null, options: { signal?: AbortSignal } = {}): Promise<T> {
-    const r = await raceTimeout(this.settled, timeout, options.signal);
-    if (!r.done) throw new TimeoutError();
+    if ((timeout === undefined || timeout === null) && !options.signal) await this.settled;
+    else if (!(await raceTimeout(this.settled, timeout, options.signal)).done) throw new TimeoutError();
     const outcome = this.outcome!;
     if (outcome.ok) return outcome.value;
     throw outcome.error;
@@ -367,6 +367,24 @@ class WorkerSlot {
     readonly channel: Channel,
   ) {}
 
+  private batch: Uint8Array[] = [];
+  private batchBytes = 0;
+
+  /** Adds a frame to what `flush()` writes: one ring write, and one wake-up, per dispatch round. */
+  queue(frame: Uint8Array): void {
+    this.batch.push(frame);
+    this.batchBytes += frame.length;
+  }
+
+  flush(): void {
+    if (this.batch.length === 0) return;
+    const frames = this.batch;
+    const bytes = this.batchBytes;
+    this.batch = [];
+    this.batchBytes = 0;
+    this.send(frames.length === 1 ? frames[0]! : Buffer.concat(frames, bytes));
+  }
+
   /** Writes a frame to the worker's ring, or queues it behind what is still being written. */
   send(frame: Uint8Array): void {
     if (this.outbox.length === 0) {
@@ -507,15 +525,26 @@ export class Pool {
     };
     this.pending.push(task);
     this.outstanding++;
-    this.dispatch();
     if (task.timeout !== null) this.watchTimeouts();
+    // Tasks submitted in one synchronous run (a loop of applyAsync) go out together.
+    // The first task of a synchronous run goes out at once (latency); the ones submitted after it
+    // in the same run go out together in a microtask (one ring write and wake-up per worker).
+    if (this.dispatchScheduled) return;
+    this.dispatchScheduled = true;
+    this.dispatch();
     if (!this.loopRunning) void this.resultLoop();
+    queueMicrotask(() => {
+      this.dispatchScheduled = false;
+      this.dispatch();
+      if (!this.loopRunning && this.outstanding > 0) void this.resultLoop();
+    });
   }
+  private dispatchScheduled = false;
 
   private inFlightLimit(): number {
     // Enough to keep a worker busy between two wake-ups, few enough that a slow task does not
     // leave long queues behind it on one worker while others idle.
-    return 64;
+    return 256;
   }
 
   private dispatch(): void {
@@ -535,6 +564,7 @@ export class Pool {
       }
       this.assign(best, task);
     }
+    for (const w of this.workers) w.flush();
     if (this.pendingHead > 1024 && this.pendingHead * 2 > this.pending.length) {
       this.pending = this.pending.slice(this.pendingHead);
       this.pendingHead = 0;
@@ -543,14 +573,14 @@ export class Pool {
 
   private assign(w: WorkerSlot, task: Task): void {
     if (!w.knownFns.has(task.fnId)) {
-      w.send(defineFrame(task.fnId, this.fnBodies.get(task.fnId)!));
+      w.queue(defineFrame(task.fnId, this.fnBodies.get(task.fnId)!));
       w.knownFns.add(task.fnId);
     }
     task.seq = this.seq = (this.seq % 0xfffffffe) + 1;
     task.worker = w;
     w.inflight.set(task.seq, task);
     w.assigned++;
-    w.send(taskFrame(task.seq, task.fnId, task.mode, task.body));
+    w.queue(taskFrame(task.seq, task.fnId, task.mode, task.body));
   }
 
   // ---- results ------------------------------------------------------------------------------
@@ -607,7 +637,7 @@ export class Pool {
     if (!task) return;
     w.inflight.delete(seq);
     const ok = status === OK;
-    if (body[0] === 0) this.finish(task, ok, loadsSync(body));
+    if (!needsRebuild(body)) this.finish(task, ok, loadsSync(body));
     else loads(body).then((value) => this.finish(task, ok, value), (error) => this.finish(task, false, error));
   }
 

@@ -4,7 +4,7 @@
  * `maxtasksperchild` tasks are done, writing each result back.
  */
 import type { BlockState } from './heap.js';
-import { dumps, loads, loadsSync } from './reduction.js';
+import { dumps, loads, loadsSync, needsRebuild } from './reduction.js';
 import { PicklingError } from './errors.js';
 import {
   CALL, Channel, DEFINE, FAILED, MAP_CHUNK, Notifier, OK, parseTask, resultFrame, STOP, type ChannelState,
@@ -47,7 +47,7 @@ function encode(seq: number, ok: boolean, value: unknown): Buffer {
 
 // Results are announced to the pool when the worker is about to idle, after a batch, or every
 // millisecond, so a busy worker does not wake the pool for every tiny task.
-const NOTIFY_EVERY = 64;
+const NOTIFY_EVERY = 32;
 const NOTIFY_AFTER_MS = 1;
 
 async function serve(
@@ -104,7 +104,7 @@ async function serve(
     let value: unknown;
     try {
       const fn = fns.get(message.fnId)!;
-      const args = message.body[0] === 0 ? loadsSync(message.body) : await loads(message.body);
+      const args = needsRebuild(message.body) ? await loads(message.body) : loadsSync(message.body);
       value = await run(fn, message.mode, args);
     } catch (error) {
       ok = false;
