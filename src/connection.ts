@@ -452,6 +452,7 @@ function socketFromFd(fd: number): net.Socket {
 }
 
 let setHandshakeFrames: (conn: Connection, frames: number) => void;
+let getHandshakeFrames: (conn: Connection) => number;
 
 export class Connection implements Disposable {
   readonly #transport: Transport;
@@ -471,6 +472,7 @@ export class Connection implements Disposable {
       conn.#handshakeFrames = frames;
       conn.#transport.setLimit(frames > 0 ? HANDSHAKE_MAXLENGTH : conn.#maxMessageSize);
     };
+    getHandshakeFrames = (conn) => conn.#handshakeFrames;
   }
 
   /**
@@ -1030,7 +1032,12 @@ function deadlineSignal(signal: AbortSignal | undefined, timeout: number | null 
   };
 }
 
+/**
+ * Runs `fn` with the next `frames` incoming frames limited to 256 bytes at their header (so a huge
+ * length is refused before allocation). Nested calls leave the outer count alone.
+ */
 async function withHandshakeLimit<T>(conn: Connection, frames: number, fn: () => Promise<T>): Promise<T> {
+  if (getHandshakeFrames(conn) > 0) return fn();
   setHandshakeFrames(conn, frames);
   try {
     return await fn();
@@ -1047,28 +1054,42 @@ export async function deliverChallenge(
   conn: Connection,
   authkey: AuthKey,
   digestName: DigestName = 'sha256',
-  options: SignalOptions = {},
+  options: HandshakeOptions = {},
 ): Promise<void> {
   const key = authkeyBytes(authkey, ValueError, `Authkey must be bytes, not ${typeof authkey}`);
   const message = newChallenge(digestName);
-  conn.sendBytes(Buffer.concat([CHALLENGE, message]));
-  const response = await conn.recvBytes(HANDSHAKE_MAXLENGTH, options);
+  const deadline = deadlineSignal(options.signal, options.timeout, 'deliverChallenge');
   try {
-    verifyChallenge(key, message, response);
-  } catch (error) {
-    conn.sendBytes(FAILURE);
-    throw error;
+    await withHandshakeLimit(conn, 1, async () => {
+      conn.sendBytes(Buffer.concat([CHALLENGE, message]));
+      const response = await conn.recvBytes(HANDSHAKE_MAXLENGTH, { signal: deadline.signal });
+      try {
+        verifyChallenge(key, message, response);
+      } catch (error) {
+        conn.sendBytes(FAILURE);
+        throw error;
+      }
+      conn.sendBytes(WELCOME);
+    });
+  } finally {
+    deadline.dispose();
   }
-  conn.sendBytes(WELCOME);
 }
 
 /** Python's `answer_challenge(connection, authkey)`: the client's half. */
-export async function answerChallenge(conn: Connection, authkey: AuthKey, options: SignalOptions = {}): Promise<void> {
+export async function answerChallenge(conn: Connection, authkey: AuthKey, options: HandshakeOptions = {}): Promise<void> {
   const key = authkeyBytes(authkey, ValueError, `Authkey must be bytes, not ${typeof authkey}`);
-  const message = parseChallenge(await conn.recvBytes(HANDSHAKE_MAXLENGTH, options));
-  conn.sendBytes(createResponse(key, message));
-  const response = await conn.recvBytes(HANDSHAKE_MAXLENGTH, options);
-  if (!response.equals(WELCOME)) throw new AuthenticationError('digest sent was rejected');
+  const deadline = deadlineSignal(options.signal, options.timeout, 'answerChallenge');
+  try {
+    await withHandshakeLimit(conn, 2, async () => {
+      const message = parseChallenge(await conn.recvBytes(HANDSHAKE_MAXLENGTH, { signal: deadline.signal }));
+      conn.sendBytes(createResponse(key, message));
+      const response = await conn.recvBytes(HANDSHAKE_MAXLENGTH, { signal: deadline.signal });
+      if (!response.equals(WELCOME)) throw new AuthenticationError('digest sent was rejected');
+    });
+  } finally {
+    deadline.dispose();
+  }
 }
 
 async function serverHandshake(conn: Connection, key: Buffer, timeout: number | null | undefined, signal?: AbortSignal): Promise<void> {

@@ -463,6 +463,30 @@ describe('challenge/response (ChallengeResponseTest)', () => {
       closeAll(a, b);
     }
   });
+
+  it('standalone deliver/answer: 256-byte frames at most, refused at the header; a timeout option', { timeout: 10_000 }, async () => {
+    const [a, b] = pipeForProcesses();
+    try {
+      const server = deliverChallenge(a, key);
+      await b.recvBytes();
+      b.sendBytes(Buffer.alloc(300));
+      await assert.rejects(server, isError(OSError, 'bad message length'));
+    } finally {
+      closeAll(a, b);
+    }
+    const [c, d] = pipeForProcesses();
+    try {
+      const t = performance.now();
+      await assert.rejects(answerChallenge(d, key, { timeout: 0.1 }), TimeoutError);
+      assert.ok(performance.now() - t < 2000);
+      // after a handshake the connection's own limit applies again
+      await Promise.all([deliverChallenge(c, key), answerChallenge(d, key)]);
+      c.sendBytes(Buffer.alloc(100_000));
+      assert.equal((await d.recvBytes()).length, 100_000);
+    } finally {
+      closeAll(c, d);
+    }
+  });
 });
 
 async function rawPeer(address: Address, script: (s: net.Socket) => void): Promise<net.Socket> {
