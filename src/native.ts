@@ -8,7 +8,7 @@
 import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { NotAvailableError, OSError } from './errors.js';
+import { errorClasses, NotAvailableError, OSError } from './errors.js';
 
 /** Python's `FileNotFoundError` (an `OSError`, code `ENOENT`). */
 export class FileNotFoundError extends OSError {
@@ -33,6 +33,9 @@ export class PermissionError extends OSError {
   declare filename?: string;
 }
 Object.defineProperty(PermissionError.prototype, 'name', { value: 'PermissionError', writable: true, configurable: true });
+
+// So that these errors keep their class when re-thrown from another process.
+Object.assign(errorClasses, { FileNotFoundError, FileExistsError, PermissionError });
 
 export type WaitResult = 'ok' | 'not-equal' | 'timed-out';
 
