@@ -18,7 +18,7 @@ import { sentinelExit } from './sentinels.js';
 import { refOf, sourceOf, type SourceFunction } from './tasks.js';
 import { raceTimeout } from './util.js';
 import {
-  CALL, Channel, defineFrame, MAP_CHUNK, Notifier, OK, parseResult, STARMAP_CHUNK, stopFrame, taskFrame,
+  CALL, CANCELLED, Channel, defineFrame, MAP_CHUNK, Notifier, OK, parseResult, STARMAP_CHUNK, stopFrame, taskFrame,
 } from './poolChannel.js';
 import { poolWorkerMain } from './poolWorker.js';
 import { memoryKindFor } from './synchronize.js';
@@ -359,6 +359,26 @@ class WorkerSlot {
   private feeding = false;
   assigned = 0;
   exited = false;
+  /** Average milliseconds between this worker's results while it is busy (its service time). */
+  private serviceMs = -1;
+  private lastResultAt = 0;
+
+  /** Tasks to hand this worker ahead: enough to keep it busy for a few milliseconds between two
+   * wake-ups, few enough that slow tasks do not queue behind each other while others idle. */
+  inFlightLimit(): number {
+    if (this.serviceMs < 0) return 8;
+    return Math.max(2, Math.min(256, Math.ceil(4 / Math.max(this.serviceMs, 0.001))));
+  }
+
+  /** Called for each result: learns the service time. */
+  onResult(busyBefore: boolean): void {
+    const now = performance.now();
+    if (busyBefore && this.lastResultAt > 0) {
+      const interval = now - this.lastResultAt;
+      this.serviceMs = this.serviceMs < 0 ? interval : this.serviceMs * 0.9 + interval * 0.1;
+    }
+    this.lastResultAt = now;
+  }
   readingLarge = false;
   killedForTimeout: Task | null = null;
 
@@ -541,18 +561,11 @@ export class Pool {
   }
   private dispatchScheduled = false;
 
-  private inFlightLimit(): number {
-    // Enough to keep a worker busy between two wake-ups, few enough that a slow task does not
-    // leave long queues behind it on one worker while others idle.
-    return 256;
-  }
-
   private dispatch(): void {
-    const limit = this.inFlightLimit();
     while (this.pendingHead < this.pending.length) {
       let best: WorkerSlot | null = null;
       for (const w of this.workers) {
-        if (w.exited || w.inflight.size >= limit) continue;
+        if (w.exited || w.inflight.size >= w.inFlightLimit()) continue;
         if (this.maxtasks !== null && w.assigned >= this.maxtasks) continue;
         if (!best || w.inflight.size < best.inflight.size) best = w;
       }
@@ -635,7 +648,13 @@ export class Pool {
     const { seq, status, body } = parseResult(frame);
     const task = w.inflight.get(seq);
     if (!task) return;
+    w.onResult(w.inflight.size > 1);
     w.inflight.delete(seq);
+    if (status === CANCELLED) {
+      this.outstanding--;
+      this.maybeStopWorkers();
+      return;
+    }
     const ok = status === OK;
     if (!needsRebuild(body)) this.finish(task, ok, loadsSync(body));
     else loads(body).then((value) => this.finish(task, ok, value), (error) => this.finish(task, false, error));
@@ -688,22 +707,23 @@ export class Pool {
     this.maybeStopWorkers();
   }
 
+  /** Watches the tasks that have a `timeout` while any is queued or in flight. */
   private watchTimeouts(): void {
     if (this.timeoutTimer) return;
     this.timeoutTimer = setInterval(() => {
       const now = performance.now();
-      let watching = false;
+      let watching = this.pending.slice(this.pendingHead).some((t) => t.timeout !== null);
       for (const w of this.workers) {
+        for (const t of w.inflight.values()) if (t.timeout !== null) watching = true;
         const task = w.inflight.get(w.channel.started);
         if (!task || task.timeout === null) continue;
-        watching = true;
         if (task.startedAt === 0) task.startedAt = now;
         else if (now - task.startedAt > task.timeout * 1000 && !w.killedForTimeout) {
           w.killedForTimeout = task;
           w.process.kill();
         }
       }
-      if (!watching && this.pendingHead >= this.pending.length) {
+      if (!watching) {
         clearInterval(this.timeoutTimer!);
         this.timeoutTimer = null;
       }
@@ -711,15 +731,18 @@ export class Pool {
     this.timeoutTimer.unref();
   }
 
-  /** @internal Drops a job's queued tasks (its dispatched ones finish and are ignored). */
+  /** @internal Drops a job's queued tasks; workers skip its dispatched ones they have not started. */
   _cancelJob(job: Job): void {
     job.cancelled = true;
+    for (const w of this.workers) {
+      for (const task of w.inflight.values()) if (task.job === job) this.notifier.cancel(task.seq);
+    }
   }
 
   // ---- the API ------------------------------------------------------------------------------
 
   /** Python's `apply`: runs `fn(...args)` in a worker and waits for the result. */
-  apply<A extends unknown[], R>(fn: (...args: A) => R, args?: A, options: CallOptions = {}): Promise<Awaited<R>> {
+  async apply<A extends unknown[], R>(fn: (...args: A) => R, args?: A, options: CallOptions = {}): Promise<Awaited<R>> {
     return this.applyAsync(fn, args, options).get();
   }
 
@@ -737,7 +760,7 @@ export class Pool {
   }
 
   /** Python's `map`: `fn` over every item, in order, in chunks (`chunksize` or Python's default). */
-  map<T, R>(
+  async map<T, R>(
     fn: (item: T) => R,
     iterable: Iterable<T> | AsyncIterable<T>,
     chunksize?: number | null | CallOptions,
@@ -756,7 +779,7 @@ export class Pool {
   }
 
   /** Python's `starmap`: `fn(...args)` for every args array. */
-  starmap<A extends unknown[], R>(
+  async starmap<A extends unknown[], R>(
     fn: (...args: A) => R,
     iterable: Iterable<A> | AsyncIterable<A>,
     chunksize?: number | null | CallOptions,

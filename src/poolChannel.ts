@@ -26,6 +26,8 @@ export const STARMAP_CHUNK = 2;
 
 export const OK = 0;
 export const FAILED = 1;
+/** The task's call was cancelled before the worker started it: it did not run. */
+export const CANCELLED = 2;
 
 const TASK_RING_BYTES = 1 << 20;
 const RESULT_RING_BYTES = 1 << 20;
@@ -74,18 +76,23 @@ export class Channel {
   }
 }
 
-/** The pool-wide word workers bump after writing results, and whether the pool is waiting on it. */
+/**
+ * The pool-wide words: the one workers bump after writing results (and whether the pool sleeps on
+ * it), and a table of cancelled task numbers that workers check before starting a task.
+ */
 export class Notifier {
   private static readonly SEQ = 0;
   private static readonly WAITING = 1;
+  private static readonly CANCELLED = 2;
+  private static readonly CANCEL_SLOTS = 4096;
   readonly words: Int32Array;
 
   constructor(readonly block: Block) {
-    this.words = int32s(block, 0, 2);
+    this.words = int32s(block, 0, Notifier.CANCELLED + Notifier.CANCEL_SLOTS);
   }
 
   static create(kind: MemoryKind): Notifier {
-    return new Notifier(allocate(kind, 8, 8));
+    return new Notifier(allocate(kind, (Notifier.CANCELLED + Notifier.CANCEL_SLOTS) * 4, 8));
   }
   static attach(state: BlockState): Notifier {
     return new Notifier(attachBlock(state));
@@ -113,6 +120,16 @@ export class Notifier {
     } finally {
       Atomics.store(this.words, Notifier.WAITING, 0);
     }
+  }
+
+  /** Pool side: the task numbered `seq` must not start. */
+  cancel(seq: number): void {
+    Atomics.store(this.words, Notifier.CANCELLED + (seq % Notifier.CANCEL_SLOTS), seq | 0);
+  }
+
+  /** Worker side: whether the task numbered `seq` was cancelled. */
+  isCancelled(seq: number): boolean {
+    return Atomics.load(this.words, Notifier.CANCELLED + (seq % Notifier.CANCEL_SLOTS)) === (seq | 0);
   }
 }
 

@@ -7,7 +7,8 @@ import type { BlockState } from './heap.js';
 import { dumps, loads, loadsSync, needsRebuild } from './reduction.js';
 import { PicklingError } from './errors.js';
 import {
-  CALL, Channel, DEFINE, FAILED, MAP_CHUNK, Notifier, OK, parseTask, resultFrame, STOP, type ChannelState,
+  CALL, CANCELLED, Channel, DEFINE, FAILED, MAP_CHUNK, Notifier, OK, parseTask, resultFrame, STOP,
+  type ChannelState,
 } from './poolChannel.js';
 import { task } from './tasks.js';
 
@@ -97,6 +98,10 @@ async function serve(
     if (message.kind === STOP) break;
     if (message.kind === DEFINE) {
       fns.set(message.fnId, (await loads(message.body)) as Fn);
+      continue;
+    }
+    if (notifier.isCancelled(message.seq)) {
+      send(resultFrame(message.seq, CANCELLED, dumps(null)));
       continue;
     }
     channel.started = message.seq;

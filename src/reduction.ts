@@ -9,7 +9,7 @@
  */
 import * as v8 from 'node:v8';
 import type { Socket } from 'node:net';
-import type { TransferListItem } from 'node:worker_threads';
+import { MessagePort, type TransferListItem } from 'node:worker_threads';
 import { errorClasses, PicklingError, UnpicklingError } from './errors.js';
 import { functionFromSource, lookupLoaded, refOf, resolveRef, sourceOf, type SourceFunction, type TaskRef } from './tasks.js';
 
@@ -111,6 +111,14 @@ class Walker {
   private object(o: object, path: string): unknown {
     if (this.seen.has(o)) return this.seen.get(o);
     if (ArrayBuffer.isView(o) || o instanceof ArrayBuffer || o instanceof Date || o instanceof RegExp) return o;
+    if (o instanceof MessagePort) {
+      // A port travels to a thread as itself (a Pipe end of the 'thread' start method).
+      if (this.ctx.target === 'process') {
+        throw new PicklingError(`Can't send ${path}: a MessagePort reaches threads only, not processes.`);
+      }
+      if (!this.ctx.transfer.includes(o)) this.ctx.transfer.push(o);
+      return o;
+    }
     if (o instanceof SharedArrayBuffer) {
       if (this.ctx.target === 'process') {
         throw new PicklingError(
@@ -271,7 +279,7 @@ export function rebuildSync(graph: unknown, ctx: RebuildContext): unknown {
   const visit = (v: unknown): unknown => {
     if (typeof v !== 'object' || v === null) return v;
     if (done.has(v)) return done.get(v);
-    if (ArrayBuffer.isView(v) || v instanceof ArrayBuffer || v instanceof SharedArrayBuffer || v instanceof Date || v instanceof RegExp) return v;
+    if (ArrayBuffer.isView(v) || v instanceof ArrayBuffer || v instanceof SharedArrayBuffer || v instanceof Date || v instanceof RegExp || v instanceof MessagePort) return v;
     if (isRecord(v)) return rebuildRecord(v, done, visit, ctx);
     done.set(v, v);
     if (v instanceof Map) {

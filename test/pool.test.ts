@@ -1,0 +1,228 @@
+import { describe, it, after } from 'node:test';
+import assert from 'node:assert/strict';
+import * as mp from '../src/index.js';
+import { Pool, ThreadPool, AsyncResult } from '../src/pool.js';
+import {
+  add, dieOn, exitOn, failOn, initialize, readState, returnsFunction, sleepThen, spin, square, whoAmI,
+} from './fixtures/pool/tasks.js';
+import { startMethods } from './helpers.js';
+
+const workerPrefix = { spawn: 'SpawnPoolWorker', forkserver: 'ForkServerPoolWorker', thread: 'ThreadPoolWorker' };
+
+for (const method of startMethods) {
+  describe(`Pool on '${method}'`, () => {
+    const context = mp.getContext(method);
+    const pools: Pool[] = [];
+    const make = (processes = 2, options: ConstructorParameters<typeof Pool>[1] = {}) => {
+      const pool = new Pool(processes, { ...options, context });
+      pools.push(pool);
+      return pool;
+    };
+    const shared = make();
+    after(async () => {
+      for (const pool of pools) pool.terminate();
+      await Promise.all(pools.map((p) => p.join()));
+    });
+
+    it('map, starmap, apply and their async forms return Python\'s results', async () => {
+      assert.deepEqual(await shared.map(square, [3, 4, 5, 6]), [9, 16, 25, 36]);
+      assert.deepEqual(await shared.map(square, [], 4), []);
+      assert.deepEqual(await shared.map(square, new Set([1, 2, 3]), 2), [1, 4, 9]);
+      assert.deepEqual(await shared.starmap(add, [[1, 2], [3, 4]]), [3, 7]);
+      assert.equal(await shared.apply(add, [2, 3]), 5);
+      const r = shared.applyAsync(square, [7]);
+      assert.ok(r instanceof AsyncResult);
+      assert.equal(await r.get(), 49);
+      assert.equal(r.ready(), true);
+      assert.equal(r.successful(), true);
+      const m = shared.mapAsync(square, [1, 2, 3]);
+      await m.wait();
+      assert.deepEqual(await m.get(), [1, 4, 9]);
+      assert.deepEqual(await shared.starmapAsync(add, [[5, 5]]).get(), [10]);
+      async function* numbers() {
+        yield 1;
+        yield 2;
+      }
+      assert.deepEqual(await shared.map(square, numbers()), [1, 4]);
+      assert.equal(await shared.apply((a: number, b: number) => a * b, [6, 7]), 42, 'a self-contained function by source');
+    });
+
+    it('names workers as Python does', async () => {
+      const names = new Set<string>();
+      for (let i = 0; i < 20 && names.size < 2; i++) {
+        const got = await Promise.all([shared.apply(whoAmI), shared.apply(whoAmI), shared.apply(whoAmI)]);
+        for (const g of got) names.add(g.split(':')[0]!);
+      }
+      for (const name of names) assert.match(name, new RegExp(`^${workerPrefix[method]}-\\d+$`));
+    });
+
+    it('callbacks, AsyncResult timeouts and not-ready errors', async () => {
+      const seen: unknown[] = [];
+      const ok = shared.applyAsync(square, [3], { callback: (v) => seen.push(v) });
+      const bad = shared.applyAsync(failOn, [3], { errorCallback: (e) => seen.push(e.name) });
+      await ok.wait();
+      await bad.wait();
+      assert.deepEqual(seen.sort(), [9, 'RangeError'].sort());
+      assert.equal(bad.successful(), false);
+      const slow = shared.applyAsync(sleepThen, [0.5, 'late']);
+      assert.throws(() => slow.successful(), mp.ValueError);
+      await assert.rejects(slow.get(0.05), mp.TimeoutError);
+      assert.equal(await slow.get(), 'late');
+    });
+
+    it('a task\'s error reaches the caller with its class, message and remote stack; other tasks survive', async () => {
+      await assert.rejects(shared.map(failOn, [1, 2, 3, 4], 1), (e: Error) => {
+        assert.ok(e instanceof RangeError);
+        assert.equal(e.message, 'bad item 3');
+        assert.equal((e.cause as Error).name, 'RemoteTraceback');
+        assert.match((e.cause as Error).message, /tasks\.ts/);
+        return true;
+      });
+      assert.deepEqual(await shared.map(square, [2]), [4], 'the pool goes on');
+    });
+
+    it('unserialisable arguments and results fail their own task with PicklingError', async () => {
+      await assert.rejects(shared.apply(square, [(() => 1) as never]), mp.PicklingError);
+      await assert.rejects(shared.apply(returnsFunction), mp.PicklingError);
+      await assert.rejects(shared.apply((x: number) => x + captured, [1]), /captured/);
+      assert.equal(await shared.apply(square, [3]), 9);
+    });
+
+    it('imap keeps order, imapUnordered does not wait for slow items, a failed item does not stop iteration', async () => {
+      const ordered: number[] = [];
+      for await (const v of shared.imap(square, [1, 2, 3, 4, 5], 2)) ordered.push(v);
+      assert.deepEqual(ordered, [1, 4, 9, 16, 25]);
+      const unordered: unknown[] = [];
+      for await (const v of shared.imapUnordered(sleepThen, [[0.3, 'slow'], [0, 'fast']].map(([s, v]) => s as number), 1)) unordered.push(v);
+      const it = shared.imap(failOn, [1, 2, 3, 4]);
+      const values: unknown[] = [];
+      for (let i = 0; i < 4; i++) {
+        try {
+          values.push((await it.next()).value);
+        } catch (e) {
+          values.push((e as Error).name);
+        }
+      }
+      assert.deepEqual(values, [1, 2, 'RangeError', 4]);
+      assert.equal((await it.next()).done, true);
+      const slowIt = shared.imap(sleepThen, [0.5], 1);
+      await assert.rejects(slowIt.next(0.05), mp.TimeoutError);
+      assert.equal(unordered.length, 2);
+    });
+
+    it('imap reads an endless generator lazily, with a bounded number of items in flight', async () => {
+      let produced = 0;
+      function* forever() {
+        for (let i = 0; ; i++) {
+          produced++;
+          yield i;
+        }
+      }
+      const it = shared.imap(square, forever());
+      let sum = 0;
+      const heapBefore = process.memoryUsage().heapUsed;
+      for (let i = 0; i < 20_000; i++) sum += (await it.next()).value as number;
+      await it.return();
+      assert.equal(sum, Array.from({ length: 20_000 }, (_, i) => i * i).reduce((a, b) => a + b, 0));
+      assert.ok(produced < 20_000 + 2_000, `read ahead at most a bounded window (read ${produced})`);
+      assert.ok(process.memoryUsage().heapUsed - heapBefore < 64 * 1024 * 1024, 'memory stays flat');
+    });
+
+    it('initializer runs in every worker with its initargs', async () => {
+      const pool = make(2, { initializer: initialize, initargs: ['ready'] });
+      assert.deepEqual(await pool.map(readState, [[], [], [], []].map(() => undefined as never), 1), ['ready', 'ready', 'ready', 'ready']);
+    });
+
+    it('maxtasksperchild replaces workers after that many tasks', async () => {
+      const pool = make(1, { maxtasksperchild: 2 });
+      const pids = new Set<string>();
+      for (let i = 0; i < 6; i++) pids.add((await pool.apply(whoAmI)).split(':')[0]!);
+      assert.equal(pids.size, 3, `three workers for six tasks: ${[...pids]}`);
+      assert.ok(pool.stats().workersReplaced >= 2);
+    });
+
+    it('a worker killed mid-map fails that task with WorkerLostError; the pool replaces it and goes on', async () => {
+      const pool = make(2);
+      const results = await Promise.allSettled([1, 2, 3, 4, 5, 6, 7, 8].map((x) => pool.apply(dieOn, [x])));
+      const lost = results.filter((r) => r.status === 'rejected');
+      assert.equal(lost.length, 1);
+      const error = (lost[0] as PromiseRejectedResult).reason as mp.WorkerLostError;
+      assert.equal(error.name, 'WorkerLostError');
+      assert.equal(error.exitcode, method === 'thread' ? 9 : -9);
+      assert.match(error.message, method === 'thread' ? /exited with code 9/ : /SIGKILL/);
+      assert.deepEqual(results.filter((r) => r.status === 'fulfilled').map((r) => (r as PromiseFulfilledResult<number>).value), [1, 2, 3, 4, 6, 7, 8]);
+      assert.deepEqual(await pool.map(square, [1, 2, 3]), [1, 4, 9]);
+      const exited = await Promise.allSettled([pool.apply(exitOn, [2])]);
+      assert.equal((exited[0] as PromiseRejectedResult).reason.exitcode, 3);
+    });
+
+    it('a task stuck past its timeout is failed with TimeoutError and its worker replaced', async () => {
+      const pool = make(1);
+      await assert.rejects(pool.apply(spin, [30], { timeout: 0.3 }), mp.TimeoutError);
+      assert.equal(await pool.apply(square, [5]), 25);
+    });
+
+    it('a signal cancels the pending work of a call', async () => {
+      const pool = make(1);
+      const controller = new AbortController();
+      const running = pool.map(sleepThen, Array.from({ length: 50 }, () => 0.05), 1, { signal: controller.signal });
+      setTimeout(() => controller.abort(new Error('cancelled by caller')), 100);
+      await assert.rejects(running, /cancelled by caller/);
+      const t0 = performance.now();
+      assert.equal(await pool.apply(square, [4]), 16);
+      assert.ok(performance.now() - t0 < 1000, 'the cancelled tasks did not run on');
+    });
+
+    it('close/join finishes submitted work; a closed pool refuses work; terminate and await using end it', async () => {
+      const pool = make(2);
+      const pending = pool.map(sleepThen, [0.1, 0.1, 0.1], 1);
+      pool.close();
+      assert.throws(() => pool.applyAsync(square, [1]), /Pool not running/);
+      await assert.rejects(pool.map(square, [1]), mp.ValueError);
+      await pool.join();
+      assert.equal((await pending).length, 3);
+      await assert.rejects(make(1).join(), /Pool is still running/);
+      let inside: Pool;
+      {
+        await using p = new Pool(1, { context });
+        inside = p;
+        assert.equal(await p.apply(square, [2]), 4);
+      }
+      assert.throws(() => inside.applyAsync(square, [1]), mp.ValueError);
+    });
+
+    it('progress reports to a callback; stats count tasks', async () => {
+      const reports: number[] = [];
+      await shared.map(square, [1, 2, 3, 4], 1, { progress: (done) => reports.push(done) });
+      assert.deepEqual(reports, [1, 2, 3, 4]);
+      const stats = shared.stats();
+      assert.ok(stats.tasksDone > 0);
+      assert.equal(stats.workers, 2);
+      assert.ok(stats.latencyMs.p50 >= 0);
+    });
+  });
+}
+
+describe('ThreadPool', () => {
+  it('is a Pool on worker threads named ThreadPoolWorker-N', async () => {
+    await using pool = new ThreadPool(2);
+    assert.match(await pool.apply(whoAmI), /^ThreadPoolWorker-\d+:/);
+    assert.deepEqual(await pool.map(square, [1, 2]), [1, 4]);
+  });
+
+  it('computes Python\'s default chunksize', async () => {
+    await using pool = new ThreadPool(2);
+    const chunks: number[] = [];
+    await pool.map(square, Array.from({ length: 100 }, (_, i) => i), undefined, { progress: (done) => chunks.push(done) });
+    // divmod(100, 2 * 4) = (12, 4) -> chunksize 13 -> ceil(100 / 13) = 8 chunks
+    assert.equal(chunks.length, 8);
+  });
+
+  it('validates its arguments', () => {
+    assert.throws(() => new ThreadPool(0), /Number of processes must be at least 1/);
+    assert.throws(() => new ThreadPool(1, { maxtasksperchild: 0 }), mp.ValueError);
+    assert.throws(() => new ThreadPool(1, { initializer: 5 as never }), TypeError);
+  });
+});
+
+const captured = 1;
