@@ -9,6 +9,7 @@
  * Both feed one inbox; readiness (poll, wait), ordering of concurrent receivers, abort signals and
  * EOF are implemented once, on the inbox.
  */
+import { getStartMethod } from './context.js';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
@@ -971,30 +972,13 @@ export function pipeForThreads(duplex = true): [Connection, Connection] {
   ];
 }
 
-type ContextModule = { getStartMethod?: (allowNone?: boolean) => string | null | undefined };
-let contextModule: ContextModule | null = null;
-import('./context.js' as string).then(
-  (m: unknown) => {
-    contextModule = m as ContextModule;
-  },
-  () => {},
-);
-
-function defaultStartMethod(): string | null | undefined {
-  try {
-    // allowNone: asking must not fix the default start method (a later setStartMethod still works).
-    return contextModule?.getStartMethod?.(true);
-  } catch {
-    return undefined;
-  }
-}
-
 /**
  * Python's `Pipe(duplex=True)`: two connected Connections. Which kind depends on the default
  * context's start method: a MessageChannel for `thread`, an AF_UNIX socket pair otherwise.
  */
 export function Pipe(duplex = true): [Connection, Connection] {
-  return defaultStartMethod() === 'thread' ? pipeForThreads(duplex) : pipeForProcesses(duplex);
+  // allowNone: asking must not fix the default start method (a later setStartMethod still works).
+  return getStartMethod(true) === 'thread' ? pipeForThreads(duplex) : pipeForProcesses(duplex);
 }
 
 // ---- the authkey handshake -------------------------------------------------------------------

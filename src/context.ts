@@ -17,6 +17,8 @@ import { JoinableQueue, Queue, SimpleQueue } from './queues.js';
 import { Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore } from './synchronize.js';
 import { Array as SharedArray, RawArray, RawValue, Value, type Typecode, type TypecodeValue } from './sharedctypes.js';
 import type { SynchronizedOptions } from './sharedctypes.js';
+import { pipeForProcesses, pipeForThreads } from './connection.js';
+import { Pool, type PoolOptions } from './pool.js';
 
 export type { StartMethod } from './backends/backend.js';
 
@@ -83,6 +85,13 @@ export class BaseContext {
     sizeOrValues: number | Iterable<TypecodeValue[T] | number>,
     options: SynchronizedOptions = {},
   ) => SharedArray(typecode, sizeOrValues, { ...options, ctx: this });
+
+  readonly Pipe = (duplex = true) =>
+    this.getStartMethod() === 'thread' ? pipeForThreads(duplex) : pipeForProcesses(duplex);
+  readonly Pool = (processes?: number | null | PoolOptions, options: PoolOptions = {}) =>
+    typeof processes === 'object' && processes !== null
+      ? new Pool({ ...processes, context: this })
+      : new Pool(processes, { ...options, context: this });
 
   /** The Process class of this context. */
   get Process(): typeof Process {

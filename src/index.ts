@@ -54,3 +54,15 @@ export * as sharedctypes from './sharedctypes.js';
 // Shared memory.
 export { SharedMemory, ShareableList } from './sharedMemory.js';
 export * as sharedMemory from './sharedMemory.js';
+
+// Pipes and connections.
+export { Pipe, Listener, Client, Connection } from './connection.js';
+export * as connection from './connection.js';
+
+// Pools.
+import * as pools from './pool.js';
+export const Pool = callable(pools.Pool);
+export type Pool = pools.Pool;
+export { ThreadPool, AsyncResult, IMapIterator, type PoolOptions, type CallOptions, type AsyncCallOptions } from './pool.js';
+export * as pool from './pool.js';
+export * as dummy from './dummy.js';
