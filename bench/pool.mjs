@@ -47,10 +47,15 @@ const range = (n) => Array.from({ length: n }, (_, i) => i);
 function ours(method) {
   return async () => {
     if (!mp) throw new Error(`multiprocessing-ts did not load (${mpError?.message}); run npm run build`);
-    if (typeof mp.Pool !== 'function') throw new Error('mp.Pool is not in the build yet (src/pool.ts)');
+    let Pool = mp.Pool;
+    if (typeof Pool !== 'function') {
+      // Until the facade re-exports it, the subpath module.
+      Pool = await import('multiprocessing-ts/pool').then((m) => m.Pool, () => undefined);
+    }
+    if (typeof Pool !== 'function') throw new Error('Pool is not in the build yet (src/pool.ts)');
     const t = await import('./pool-peers/ours-tasks.mjs');
     return () => {
-      const pool = new mp.Pool(WORKERS, { context: mp.getContext(method) });
+      const pool = new Pool(WORKERS, { context: mp.getContext(method) });
       return {
         one: (x) => pool.apply(t.add1, [x]),
         perTask: (xs) => pool.map(t.add1, xs, 1),
@@ -61,6 +66,10 @@ function ours(method) {
         payloadsMoved: method === 'thread' ? (bufs) => pool.map(t.size, bufs, 1, { transfer: true }) : null,
         close: async () => {
           pool.close();
+          await pool.join();
+        },
+        kill: async () => {
+          pool.terminate();
           await pool.join();
         },
       };
@@ -235,9 +244,13 @@ async function measure(c, create, res, serialFibMs) {
     res.w4Copy = await w4(h.payloads, false, 'W4 copied');
     if (h.payloadsMoved) res.w4Moved = await w4(h.payloadsMoved, true, 'W4 transferred');
   } finally {
+    const saved = STEP_TIMEOUT_MS;
+    STEP_TIMEOUT_MS = 15_000;
     await withTimeout(h.close(), 'shutdown').catch((e) => {
-      res.note = (res.note ? res.note + '; ' : '') + e.message;
+      res.note = (res.note ? res.note + '; ' : '') + e.message + (h.kill ? ' (then terminated)' : '');
+      return h.kill?.();
     });
+    STEP_TIMEOUT_MS = saved;
   }
 }
 
@@ -303,7 +316,7 @@ const int = (x) => (x == null ? '—' : Math.round(x).toLocaleString('en-US'));
 const f1 = (x) => (x == null ? '—' : x.toFixed(1));
 const f2 = (x) => (x == null ? '—' : x.toFixed(2));
 const ratio = (a, b) => (a != null && b ? a / b : null);
-const verdict = (ok, detail) => (ok == null ? `n/a (${detail})` : `${ok ? 'met' : 'NOT met'} (${detail})`);
+const verdict = (ok, detail) => (ok == null ? 'n/a (a number is missing)' : `${ok ? 'met' : 'NOT met'} (${detail})`);
 
 async function main() {
   const only = process.env.BENCH_ONLY ? process.env.BENCH_ONLY.split(',') : null;
@@ -333,7 +346,7 @@ async function main() {
   const results = new Map(); // key -> { name, ...measures }
   for (const c of CONTENDERS) {
     if (!want(c.key)) continue;
-    const res = { name: c.name };
+    const res = { name: c.name, processes: !!c.processes };
     results.set(c.key, res);
     let create;
     try {
@@ -484,7 +497,8 @@ async function main() {
     console.log('\nNotes:\n');
     for (const n of notes) console.log(`- ${n}`);
   }
-  console.error(`  total: ${((performance.now() - started) / 1000).toFixed(0)} s`);
+  console.log(`\nLoad average at the end: ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}; ` +
+    `${((performance.now() - started) / 1000).toFixed(0)} s in all.`);
 }
 
 if (!mp || mp.isMain(import.meta)) {
