@@ -210,7 +210,12 @@ export class BaseManager implements AsyncDisposable {
   getServer(): Server {
     this.checkInitial();
     const cls = serverClasses[(this.constructor as typeof BaseManager)._serverKind];
-    return new cls(decodeRegistry(this.encodedRegistry()), this.#address, this.#authkey);
+    // The server runs here: the callables need not travel, so closures are fine.
+    const registry = new Map<string, ServerEntry>();
+    for (const [typeid, e] of this.registry) {
+      registry.set(typeid, { callable: e.callable as ServerEntry['callable'], exposed: e.exposed, methodToTypeid: e.methodToTypeid });
+    }
+    return new cls(registry, this.#address, this.#authkey);
   }
 
   /** Connects to a server started elsewhere (`address` and `authkey` must be given). */
