@@ -10,7 +10,7 @@ export {
 } from './managers/base.js';
 export { Manager, SharedMemoryManager, SyncManager } from './managers/sync.js';
 export {
-  AcquirerProxy, ArrayProxy, AutoProxy, BarrierProxy, BaseProxy, ConditionProxy, DictProxy, EventProxy, IteratorProxy,
+  AcquirerProxy, ArrayProxy, AsyncResultProxy, AutoProxy, BarrierProxy, PoolProxy, BaseProxy, ConditionProxy, DictProxy, EventProxy, IteratorProxy,
   JoinableQueueProxy, ListProxy, MakeProxyType, NamespaceProxy, QueueProxy, SetProxy, ValueProxy,
   type CallOptions, type DictInit, type Proxied, type ProxyOptions, type ProxyType, type QueueGetOptions, type SetLike, type Token,
 } from './managers/proxies.js';

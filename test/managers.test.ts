@@ -7,7 +7,7 @@ import {
   BaseManager, BaseProxy, IteratorProxy, Manager, SharedMemoryManager, SyncManager, type DictProxy, type ListProxy, type Proxied,
 } from '../src/managers.js';
 import {
-  Bar, Foo, addUnderLock, barrierParty, conditionWaiter, fillAndReverse, initServer, makeCounter, queueWorker, readLabel,
+  Bar, Foo, square, addUnderLock, barrierParty, conditionWaiter, fillAndReverse, initServer, makeCounter, queueWorker, readLabel,
   setFromChild, touchNested, waitForEvent,
 } from './fixtures/managers/tasks.js';
 import { isAlive, startMethods, waitForPidGone } from './helpers.js';
@@ -449,6 +449,22 @@ describe('BaseManager subclasses (Python\'s _TestMyManager)', () => {
     server.stop();
     await serving;
     await client.shutdown();
+  });
+});
+
+describe('a manager Pool (Python\'s PoolProxy)', () => {
+  it('runs tasks in the server\'s workers: map, starmap, applyAsync, imap, terminate', async () => {
+    await using m = await Manager();
+    await using pool = await m.Pool(2);
+    assert.deepEqual(await pool.map(square, [1, 2, 3]), [1, 4, 9]);
+    assert.equal(await pool.apply(square, [7]), 49);
+    const result = await pool.applyAsync(square, [5]);
+    assert.equal(await result.get(10), 25);
+    assert.equal(await result.ready(), true);
+    const squares: number[] = [];
+    for await (const x of await pool.imap(square, [1, 2, 3, 4])) squares.push(x);
+    assert.deepEqual(squares, [1, 4, 9, 16]);
+    assert.deepEqual(await (await pool.mapAsync(square, [2, 3])).get(10), [4, 9]);
   });
 });
 

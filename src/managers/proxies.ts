@@ -960,3 +960,78 @@ for (const [name, cls] of builtins) {
   proxyTypesByName.set(name, cls);
   builtinProxyNames.set(cls, name);
 }
+
+// ---- Pool (Python's PoolProxy; the pool runs in the server process) ----------------------------
+
+type Task<A extends unknown[], R> = (...args: A) => R;
+
+/** Python's AsyncResult proxy (a manager pool's `applyAsync`/`mapAsync`/`starmapAsync`). */
+export class AsyncResultProxy<T = unknown> extends BaseProxy {
+  static override _exposed_ = ['get', 'wait', 'ready', 'successful'];
+
+  get(timeout?: number | null, options: CallOptions = {}): Promise<T> {
+    return this._callmethod<T>('get', [timeout ?? null], options);
+  }
+  wait(timeout?: number | null, options: CallOptions = {}): Promise<void> {
+    return this._callmethod<void>('wait', [timeout ?? null], options);
+  }
+  ready(): Promise<boolean> {
+    return this._callmethod<boolean>('ready');
+  }
+  successful(): Promise<boolean> {
+    return this._callmethod<boolean>('successful');
+  }
+}
+
+/** Python's `PoolProxy`: functions must be `mp.task`s (they travel to the server, then to its workers). */
+export class PoolProxy extends BaseProxy implements AsyncDisposable {
+  static override _exposed_ = [
+    'apply', 'applyAsync', 'close', 'imap', 'imapUnordered', 'join', 'map', 'mapAsync', 'starmap', 'starmapAsync', 'terminate',
+  ];
+  static override _methodToTypeid_ = {
+    applyAsync: 'AsyncResult', mapAsync: 'AsyncResult', starmapAsync: 'AsyncResult', imap: 'Iterator', imapUnordered: 'Iterator',
+  };
+
+  apply<A extends unknown[], R>(fn: Task<A, R>, args?: A): Promise<Awaited<R>> {
+    return this._callmethod('apply', [fn, args ?? []]);
+  }
+  applyAsync<A extends unknown[], R>(fn: Task<A, R>, args?: A): Promise<AsyncResultProxy<Awaited<R>>> {
+    return this._callmethod('applyAsync', [fn, args ?? []]);
+  }
+  map<T, R>(fn: Task<[T], R>, iterable: Iterable<T>, chunksize?: number): Promise<Awaited<R>[]> {
+    return this._callmethod('map', [fn, [...iterable], chunksize ?? null]);
+  }
+  mapAsync<T, R>(fn: Task<[T], R>, iterable: Iterable<T>, chunksize?: number): Promise<AsyncResultProxy<Awaited<R>[]>> {
+    return this._callmethod('mapAsync', [fn, [...iterable], chunksize ?? null]);
+  }
+  starmap<A extends unknown[], R>(fn: Task<A, R>, iterable: Iterable<A>, chunksize?: number): Promise<Awaited<R>[]> {
+    return this._callmethod('starmap', [fn, [...iterable], chunksize ?? null]);
+  }
+  starmapAsync<A extends unknown[], R>(fn: Task<A, R>, iterable: Iterable<A>, chunksize?: number): Promise<AsyncResultProxy<Awaited<R>[]>> {
+    return this._callmethod('starmapAsync', [fn, [...iterable], chunksize ?? null]);
+  }
+  imap<T, R>(fn: Task<[T], R>, iterable: Iterable<T>, chunksize = 1): Promise<IteratorProxy<Awaited<R>>> {
+    return this._callmethod('imap', [fn, [...iterable], chunksize]);
+  }
+  imapUnordered<T, R>(fn: Task<[T], R>, iterable: Iterable<T>, chunksize = 1): Promise<IteratorProxy<Awaited<R>>> {
+    return this._callmethod('imapUnordered', [fn, [...iterable], chunksize]);
+  }
+  close(): Promise<void> {
+    return this._callmethod<void>('close');
+  }
+  terminate(): Promise<void> {
+    return this._callmethod<void>('terminate');
+  }
+  join(): Promise<void> {
+    return this._callmethod<void>('join');
+  }
+  /** Python's `with manager.Pool() as p:` terminates the pool at exit. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.terminate();
+  }
+}
+
+for (const [name, cls] of [['AsyncResultProxy', AsyncResultProxy], ['PoolProxy', PoolProxy]] as [string, ProxyType][]) {
+  proxyTypesByName.set(name, cls);
+  builtinProxyNames.set(cls, name);
+}

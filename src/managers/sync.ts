@@ -1,18 +1,23 @@
 /**
  * `SyncManager` (what `mp.Manager()` starts) and `SharedMemoryManager`, as CPython's.
  */
+import { Pool, type PoolOptions } from '../pool.js';
 import { SharedMemory, ShareableList, type ShareableValue } from '../sharedMemory.js';
+import { task } from '../tasks.js';
 import * as resourceTracker from '../resourceTracker.js';
 import type { Typecode } from '../sharedctypes.js';
 import { BaseManager, type BaseManagerOptions, type ManagerContext } from './base.js';
 import {
   AcquirerProxy, ArrayProxy, BarrierProxy, BaseProxy, ConditionProxy, DictProxy, EventProxy, IteratorProxy, JoinableQueueProxy,
-  ListProxy, NamespaceProxy, QueueProxy, SetProxy, ValueProxy, connectionsTo, type DictInit,
+  ListProxy, NamespaceProxy, PoolProxy, AsyncResultProxy, QueueProxy, SetProxy, ValueProxy, connectionsTo, type DictInit,
 } from './proxies.js';
 import {
   ManagedArray, ManagedBarrier, ManagedBoundedSemaphore, ManagedCondition, ManagedDict, ManagedEvent, ManagedList, ManagedLock,
   ManagedQueue, ManagedRLock, ManagedSemaphore, ManagedSet, ManagedValue, Namespace,
 } from './referents.js';
+
+/** What `manager.Pool(...)` runs on the server. */
+const makePool = task((processes: number | null, options: PoolOptions) => new Pool(processes, options), { module: import.meta.url });
 
 /** Python's `SyncManager`: shared containers and synchronisation objects behind proxies. */
 export class SyncManager extends BaseManager {
@@ -77,6 +82,11 @@ export class SyncManager extends BaseManager {
     return this._createProxy('Value', [typecode, value]);
   }
 
+  /** A Pool in the server process (its workers are the server's children); tasks must be `mp.task`s. */
+  Pool(processes?: number | null, options: Omit<PoolOptions, 'context' | 'processes'> = {}): Promise<PoolProxy> {
+    return this._createProxy('Pool', [processes ?? null, options]);
+  }
+
   Array<T = number>(typecode: Typecode | string, sequence: Iterable<T> | number, _options: { lock?: unknown } = {}): Promise<ArrayProxy<T>> {
     return this._createProxy('Array', [typecode, typeof sequence === 'number' ? sequence : [...sequence]]);
   }
@@ -97,6 +107,8 @@ SyncManager.register('set', ManagedSet, { proxytype: SetProxy, createMethod: fal
 SyncManager.register('Value', ManagedValue, { proxytype: ValueProxy, createMethod: false });
 SyncManager.register('Array', ManagedArray, { proxytype: ArrayProxy, createMethod: false });
 SyncManager.register('Namespace', Namespace, { proxytype: NamespaceProxy, createMethod: false });
+SyncManager.register('Pool', makePool, { proxytype: PoolProxy, createMethod: false });
+SyncManager.register('AsyncResult', null, { proxytype: AsyncResultProxy, createMethod: false });
 // Only produced as method results (a dict's iter()).
 SyncManager.register('Iterator', null, { proxytype: IteratorProxy, createMethod: false });
 
