@@ -11,7 +11,7 @@ import {
 } from './process.js';
 import type { Backend, StartMethod } from './backends/backend.js';
 import { spawnBackend, setExecutable } from './backends/spawn.js';
-import { forkserverBackend, setForkserverPreload } from './backends/forkserver.js';
+import { ensureReserve, forkserverBackend, setForkserverPreload } from './backends/forkserver.js';
 import { threadBackend } from './backends/thread.js';
 import { JoinableQueue, Queue, SimpleQueue } from './queues.js';
 import { Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore } from './synchronize.js';
@@ -104,7 +104,7 @@ export class BaseContext {
 
   getContext(method?: string | null): BaseContext {
     if (method === undefined || method === null) return this;
-    return concreteContexts[checkMethod(method)];
+    return concreteContext(checkMethod(method));
   }
 
   getAllStartMethods(): StartMethod[] {
@@ -157,7 +157,7 @@ export class DefaultContext extends BaseContext {
       this.actual = null;
       return;
     }
-    this.actual = concreteContexts[checkMethod(String(method))];
+    this.actual = concreteContext(checkMethod(String(method)));
   }
 
   /** The concrete context in force (fixing the default on first use, as Python does). */
@@ -172,6 +172,13 @@ const concreteContexts: Record<StartMethod, ConcreteContext> = {
   forkserver: new ConcreteContext('forkserver', 'ForkServerProcess'),
   thread: new ConcreteContext('thread', 'ThreadProcess'),
 };
+
+/** A concrete context; choosing the forkserver starts warming its reserve, as Python starts its
+ * fork server on first use. */
+function concreteContext(method: StartMethod): ConcreteContext {
+  if (method === 'forkserver') ensureReserve(1);
+  return concreteContexts[method];
+}
 
 export const defaultContext = new DefaultContext();
 

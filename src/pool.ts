@@ -22,6 +22,7 @@ import {
 } from './poolChannel.js';
 import { poolWorkerMain } from './poolWorker.js';
 import { memoryKindFor } from './synchronize.js';
+import { learnModules } from './backends/forkserver.js';
 
 type Fn = (...args: any[]) => unknown;
 
@@ -407,7 +408,8 @@ class WorkerSlot {
 
   /** Writes a frame to the worker's ring, or queues it behind what is still being written. */
   send(frame: Uint8Array): void {
-    if (this.outbox.length === 0) {
+    // While the feeder streams a frame it has taken off the outbox, nothing may cut in.
+    if (this.outbox.length === 0 && !this.feeding) {
       const n = this.channel.tasks.write(frame);
       if (n === frame.length) return;
       frame = frame.subarray(n);
@@ -439,6 +441,7 @@ interface Stats {
 }
 
 const LATENCY_SAMPLES = 1024;
+const SPIN_MS = 0.05;
 
 /** Python's `multiprocessing.Pool`. */
 export class Pool {
@@ -521,7 +524,9 @@ export class Pool {
     let id = this.fnIds.get(fn);
     if (id === undefined) {
       id = this.fnIds.size + 1;
-      this.fnBodies.set(id, dumps(fn, newReduceContext(this.kind), { functionSlot: true }));
+      const ctx = newReduceContext(this.kind);
+      this.fnBodies.set(id, dumps(fn, ctx, { functionSlot: true }));
+      if (this.ctx.getStartMethod() === 'forkserver') learnModules(ctx.modules);
       this.fnIds.set(fn, id);
     }
     return id;
@@ -604,6 +609,9 @@ export class Pool {
       while (this.outstanding > 0 && this.state !== TERMINATE) {
         const seq = this.notifier.seq();
         if (this.drainAll() > 0) continue;
+        // One task out (a round trip): its result usually comes back within microseconds from a
+        // blocked worker, sooner than an asynchronous wake-up could deliver it.
+        if (this.outstanding === 1 && this.spinFor(seq, SPIN_MS)) continue;
         await this.notifier.sleep(seq, this.loopAbort.signal);
       }
     } catch {
@@ -611,6 +619,15 @@ export class Pool {
     } finally {
       this.loopRunning = false;
     }
+  }
+
+  /** Spins up to `ms` for the notify word to move past `seq`; true if it did. */
+  private spinFor(seq: number, ms: number): boolean {
+    const until = performance.now() + ms;
+    do {
+      for (let i = 0; i < 64; i++) if (this.notifier.seq() !== seq) return true;
+    } while (performance.now() < until);
+    return false;
   }
 
   private drainAll(): number {

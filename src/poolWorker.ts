@@ -50,6 +50,7 @@ function encode(seq: number, ok: boolean, value: unknown): Buffer {
 // millisecond, so a busy worker does not wake the pool for every tiny task.
 const NOTIFY_EVERY = 32;
 const NOTIFY_AFTER_MS = 1;
+const IDLE_SLICE_MS = 20;
 
 async function serve(
   channelState: ChannelState,
@@ -89,7 +90,9 @@ async function serve(
     if (frame === null) {
       if (tasks.available() === 0) {
         announce();
-        await tasks.waitForData();
+        // An idle worker blocks on its ring (a wake then costs microseconds, not a trip through the
+        // event loop), in slices, letting its event loop run between them (timers, parent death).
+        if (!tasks.waitForDataSync(performance.now() + IDLE_SLICE_MS)) await new Promise(setImmediate);
         continue;
       }
       frame = await tasks.readFrame(); // a frame larger than the ring streams in

@@ -16,6 +16,10 @@ const reserve: ChildProcess[] = [];
 const ready = new WeakSet<ChildProcess>();
 let wanted = 1;
 const maxReserve = 4;
+// Replacements are spawned a little after a hand-out, so that they do not compete for the CPU with
+// the processes just started (on a 2-core machine that competition doubles their start-up).
+const REFILL_DELAY_MS = 100;
+let refillTimer: NodeJS.Timeout | null = null;
 
 /** Python's `set_forkserver_preload`: modules every warm child imports before it is handed out. */
 export function setForkserverPreload(modules: string[]): void {
@@ -46,6 +50,31 @@ function refill(): void {
   while (reserve.length < wanted) reserve.push(spawnWarm());
 }
 
+function scheduleRefill(): void {
+  if (refillTimer) return;
+  refillTimer = setTimeout(() => {
+    refillTimer = null;
+    refill();
+  }, REFILL_DELAY_MS);
+  refillTimer.unref();
+}
+
+/** Modules warm children should import in advance (a pool's task modules, say). Warm children
+ * made before a module was learned would import it when started: they are replaced. */
+export function learnModules(modules: Iterable<string>): void {
+  let fresh = false;
+  for (const module of modules) {
+    if (!learned.has(module)) {
+      learned.add(module);
+      fresh = true;
+    }
+  }
+  if (fresh && reserve.length > 0) {
+    for (const stale of reserve.splice(0)) stale.kill('SIGKILL');
+    scheduleRefill();
+  }
+}
+
 /** Keeps at least `n` warm children ready (a pool asks for as many as it has workers). */
 export function ensureReserve(n: number): void {
   wanted = Math.max(wanted, n);
@@ -56,22 +85,16 @@ export const forkserverBackend: Backend = {
   method: 'forkserver',
   target: 'process',
   start(request: StartRequest): Popen {
-    let fresh = false;
-    for (const module of request.modules) {
-      if (!learned.has(module)) {
-        learned.add(module);
-        fresh = true;
-      }
-    }
-    // Warm children made before a module was learned would import it at start: replace them.
-    if (fresh) for (const stale of reserve.splice(1)) stale.kill('SIGKILL');
+    // A warm child that lacks a module imports it when started, which is no worse than spawn: use
+    // it rather than wait for a new one.
     const child = reserve.shift() ?? spawnWarm();
+    learnModules(request.modules);
     // Processes are started faster than one warm child gets ready: keep more in reserve.
     if (!ready.has(child)) wanted = Math.min(maxReserve, wanted + 1);
     // Sockets travel over the IPC channel (SCM_RIGHTS); the warm child is already running.
     for (const handle of request.handles) child.send({ type: 'handle' }, handle, { keepOpen: true });
     child.send({ type: 'start', graph: request.graph, handleCount: request.handles.length, modules: request.modules });
-    setImmediate(refill);
+    scheduleRefill();
     return new ChildPopen(child, !request.daemon);
   },
 };
