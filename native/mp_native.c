@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -967,6 +968,29 @@ static napi_value unix_connect_js(napi_env env, napi_callback_info info) {
 }
 
 /* ------------------------------------------------------------------------------------------------
+ * Parent death
+ * --------------------------------------------------------------------------------------------- */
+
+/* setParentDeathSignal(signal, expectedParentPid) -> boolean: asks the kernel to send `signal` to
+ * this process when its parent dies (prctl PR_SET_PDEATHSIG), so a child busy in synchronous code
+ * still goes with its parent. Returns false if the parent is already gone (the caller exits). */
+static napi_value set_parent_death_signal_js(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int32_t sig = 0, expected = 0;
+  CHECK(napi_get_value_int32(env, argv[0], &sig));
+  CHECK(napi_get_value_int32(env, argv[1], &expected));
+  if (prctl(PR_SET_PDEATHSIG, (unsigned long)sig, 0, 0, 0) != 0) {
+    throw_errno(env, errno, "prctl", NULL);
+    return NULL;
+  }
+  napi_value result;
+  CHECK(napi_get_boolean(env, getppid() == (pid_t)expected, &result));
+  return result;
+}
+
+/* ------------------------------------------------------------------------------------------------
  * Module
  * --------------------------------------------------------------------------------------------- */
 
@@ -988,6 +1012,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"socketpair", NULL, socketpair_js, NULL, NULL, NULL, napi_enumerable, NULL},
       {"unixListen", NULL, unix_listen_js, NULL, NULL, NULL, napi_enumerable, NULL},
       {"unixConnect", NULL, unix_connect_js, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"setParentDeathSignal", NULL, set_parent_death_signal_js, NULL, NULL, NULL, napi_enumerable, NULL},
       {"sharedArrayBufferSupported", NULL, NULL, NULL, NULL, sab_supported, napi_enumerable, NULL},
       {"pageSize", NULL, NULL, NULL, NULL, page, napi_enumerable, NULL},
   };

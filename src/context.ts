@@ -19,6 +19,7 @@ import { Array as SharedArray, RawArray, RawValue, Value, type Typecode, type Ty
 import type { SynchronizedOptions } from './sharedctypes.js';
 import { pipeForProcesses, pipeForThreads } from './connection.js';
 import { Pool, type PoolOptions } from './pool.js';
+import { Manager as startManager, type SyncManager } from './managers.js';
 
 export type { StartMethod } from './backends/backend.js';
 
@@ -92,6 +93,9 @@ export class BaseContext {
     typeof processes === 'object' && processes !== null
       ? new Pool({ ...processes, context: this })
       : new Pool(processes, { ...options, context: this });
+
+  /** Python's `ctx.Manager()`: a started SyncManager whose server runs on this context. */
+  readonly Manager = (): Promise<SyncManager> => startManager({ ctx: this });
 
   /** The Process class of this context. */
   get Process(): typeof Process {

@@ -66,3 +66,7 @@ export type Pool = pools.Pool;
 export { ThreadPool, AsyncResult, IMapIterator, type PoolOptions, type CallOptions, type AsyncCallOptions } from './pool.js';
 export * as pool from './pool.js';
 export * as dummy from './dummy.js';
+
+// Managers.
+export { Manager, BaseManager, SyncManager, SharedMemoryManager, BaseProxy, Namespace } from './managers.js';
+export * as managers from './managers.js';

@@ -83,6 +83,9 @@ export interface NativeBinding {
   unixConnect(path: string): number;
   /** The addon's waiter threads: alive, idle, and pending waits. */
   asyncWaitStats(): { threads: number; idle: number; pending: number };
+  /** Linux `prctl(PR_SET_PDEATHSIG)`: the kernel sends `signal` when the parent dies. Returns false
+   * when the parent is already gone (its pid is no longer `expectedParentPid`). */
+  setParentDeathSignal(signal: number, expectedParentPid: number): boolean;
   /** Whether `shmOpen` returns SharedArrayBuffers (Node.js with node_api_create_external_sharedarraybuffer). */
   readonly sharedArrayBufferSupported: boolean;
   readonly pageSize: number;
@@ -101,6 +104,7 @@ interface RawBinding {
   socketpair(): [number, number];
   unixListen(path: string, backlog: number): number;
   unixConnect(path: string): number;
+  setParentDeathSignal(signal: number, expectedParentPid: number): boolean;
   sharedArrayBufferSupported: boolean;
   pageSize: number;
 }
@@ -161,6 +165,7 @@ function wrap(raw: RawBinding): NativeBinding {
       };
     },
     socketpair: () => raw.socketpair(),
+    setParentDeathSignal: (signal, expectedParentPid) => raw.setParentDeathSignal(signal, expectedParentPid),
     unixListen(path, backlog = 128) {
       try {
         return raw.unixListen(path, backlog);

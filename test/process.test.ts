@@ -207,21 +207,24 @@ for (const method of startMethods) {
     });
 
     if (method !== 'thread') {
-      it('a child whose parent is killed with SIGKILL exits by itself', async () => {
-        const { spawn } = await import('node:child_process');
-        const parent = spawn(process.execPath, [...process.execArgv, new URL(entry).pathname, 'orphan', method], { stdio: ['ignore', 'pipe', 'inherit'] });
-        const childPid = await new Promise<number>((resolve, reject) => {
-          let out = '';
-          parent.stdout.on('data', (d) => {
-            out += d;
-            const m = /child pid (\d+)/.exec(out);
-            if (m) resolve(Number(m[1]));
+      for (const scenario of ['orphan', 'orphan-busy']) {
+        it(`a child whose parent is killed with SIGKILL exits by itself (${scenario === 'orphan' ? 'idle' : 'busy in synchronous code'})`, async () => {
+          const { spawn } = await import('node:child_process');
+          const parent = spawn(process.execPath, [...process.execArgv, new URL(entry).pathname, scenario, method], { stdio: ['ignore', 'pipe', 'inherit'] });
+          const childPid = await new Promise<number>((resolve, reject) => {
+            let out = '';
+            parent.stdout.on('data', (d) => {
+              out += d;
+              const m = /child pid (\d+)/.exec(out);
+              // A busy child is killed only once it runs its synchronous loop.
+              if (m && (scenario === 'orphan' || out.includes('child busy'))) resolve(Number(m[1]));
+            });
+            parent.on('exit', () => reject(new Error(`parent exited early: ${out}`)));
           });
-          parent.on('exit', () => reject(new Error(`parent exited early: ${out}`)));
+          parent.kill('SIGKILL');
+          await waitForPidGone(childPid, 1_000);
         });
-        parent.kill('SIGKILL');
-        await waitForPidGone(childPid, 1_000);
-      });
+      }
     }
   });
 }

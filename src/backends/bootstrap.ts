@@ -22,7 +22,13 @@ async function main(): Promise<void> {
     process.exit(code);
   }
 
-  // A child whose parent is gone exits by itself, whatever it was doing with the event loop.
+  // A child whose parent is gone exits by itself: the kernel kills it (Linux, through the addon)
+  // even while it runs synchronous code, and the IPC channel closing ends it otherwise.
+  const expectedParent = Number(process.env.MP_PARENT_PID);
+  if (expectedParent > 0) {
+    const { tryLoadNative } = await import('../native.js');
+    if (tryLoadNative()?.setParentDeathSignal(9, expectedParent) === false) process.exit(1);
+  }
   process.on('disconnect', () => process.exit(1));
   process.channel?.unref();
   const parentPid = process.ppid;

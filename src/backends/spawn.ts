@@ -32,6 +32,7 @@ export function spawnBootstrap(extraArgs: string[], handles: StartRequest['handl
   return spawn(executable, [...childExecArgv(), bootstrapPath, ...extraArgs], {
     stdio: ['ignore', 'inherit', 'inherit', 'ipc', ...handles],
     serialization: 'advanced',
+    env: { ...process.env, MP_PARENT_PID: String(process.pid) },
   });
 }
 
