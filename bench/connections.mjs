@@ -16,7 +16,7 @@
 // Run: npm run build && node bench/connections.mjs
 // Env: BENCH_PIPE_S (seconds per pipe measurement, 1), BENCH_QUEUE_N (items per queue, 300000),
 //      BENCH_QUEUE_S (seconds a queue measurement may take before it stops counting, 6),
-//      BENCH_STEP_TIMEOUT_S (30), BENCH_NO_PYTHON=1.
+//      BENCH_STEP_TIMEOUT_S (30), BENCH_NO_PYTHON=1, BENCH_ONLY=pipe or BENCH_ONLY=queue.
 import { spawnSync } from 'node:child_process';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
@@ -47,13 +47,15 @@ export const echo = mp.task(async (conn) => {
   conn.close();
 });
 
-/** Puts 'ready', waits for `go`, then puts n items of 64 bytes. */
-export const produce = mp.task(async (q, go, n, simple) => {
+/** Puts 'ready', waits for `go`, then puts n items of 64 bytes (with putSync when `sync`). */
+export const produce = mp.task(async (q, go, n, simple, sync = false) => {
   const item = new Uint8Array(64).fill(7);
   if (simple) q.put('ready');
   else await q.put('ready');
   await go.wait();
-  if (simple) {
+  if (sync) {
+    for (let i = 0; i < n; i++) q.putSync(item);
+  } else if (simple) {
     for (let i = 0; i < n; i++) q.put(item);
   } else {
     for (let i = 0; i < n; i++) await q.put(item);
@@ -126,11 +128,11 @@ async function oursPipe(method) {
   return out;
 }
 
-async function oursQueue(method, simple) {
+async function oursQueue(method, simple, sync = false) {
   const ctx = mp.getContext(method);
   const q = simple ? ctx.SimpleQueue() : ctx.Queue();
   const go = ctx.Event();
-  const p = new ctx.Process({ target: produce, args: [q, go, QUEUE_N, simple] });
+  const p = new ctx.Process({ target: produce, args: [q, go, QUEUE_N, simple, sync] });
   p.start();
   try {
     const ready = await withTimeout(q.get(), `${method} queue: the producer's first item`);
@@ -143,7 +145,9 @@ async function oursQueue(method, simple) {
     await withTimeout((async () => {
       while (got < QUEUE_N) {
         const k = Math.min(1000, QUEUE_N - got);
-        for (let i = 0; i < k; i++) last = await q.get();
+        // getSync blocks the event loop (so withTimeout cannot fire): it carries its own timeout.
+        if (sync) for (let i = 0; i < k; i++) last = q.getSync({ timeout: STEP_TIMEOUT_MS / 1000 });
+        else for (let i = 0; i < k; i++) last = await q.get();
         got += k;
         if (performance.now() >= deadline) break;
       }
@@ -201,10 +205,13 @@ if (mp.isMain(import.meta)) {
     `load average at start ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}; pipes ${PIPE_MS / 1000} s per measurement, ` +
     `queues ${QUEUE_N.toLocaleString('en-US')} items (or ${QUEUE_MS / 1000} s) per measurement.`);
 
+  const only = process.env.BENCH_ONLY ?? '';
+
   // Pipes.
   const pipeRows = [];
   const pipeRow = (name, r) => pipeRows.push([name, int(r?.bytes64), us(r?.bytes64), int(r?.bytes1m), us(r?.bytes1m),
     int(r?.bytes1m && (r.bytes1m * 2)), int(r?.obj64), us(r?.obj64)]);
+  if (only !== 'queue') {
   for (const [method, name] of [['spawn', 'ours, processes (spawn, socketpair)'], ['thread', 'ours, threads (thread, MessageChannel)']]) {
     try {
       pipeRow(name, await oursPipe(method));
@@ -226,9 +233,11 @@ if (mp.isMain(import.meta)) {
   }
   printTable('Pipe echo round trips (one connection each way, the echo side in a child)',
     ['pipe', '64 B bytes rt/s', 'µs', '1 MiB bytes rt/s', 'µs', 'MiB/s moved', 'send/recv 64-char string rt/s', 'µs'], pipeRows);
+  }
 
   // Queues.
   const queueResults = [];
+  if (only !== 'pipe') {
   for (const method of ['spawn', 'forkserver', 'thread']) {
     for (const simple of [false, true]) {
       const name = `ours ${simple ? 'SimpleQueue' : 'Queue'}, ${method}`;
@@ -238,6 +247,17 @@ if (mp.isMain(import.meta)) {
         notes.push(`${name}: ${e.message}`);
         queueResults.push({ name, method, simple, ours: true });
       }
+    }
+  }
+  {
+    // The same queue with the blocking calls (putSync in the producer, getSync in the consumer):
+    // how much of the cost is the async path.
+    const name = 'ours Queue, spawn, putSync/getSync';
+    try {
+      queueResults.push({ name, method: 'spawn', simple: false, ours: true, variant: true, ...(await oursQueue('spawn', false, true)) });
+    } catch (e) {
+      notes.push(`${name}: ${e.message}`);
+      queueResults.push({ name, method: 'spawn', simple: false, ours: true, variant: true });
     }
   }
   if (withPython) {
@@ -260,12 +280,14 @@ if (mp.isMain(import.meta)) {
   // Goal: ours across processes >= 3x Python's queue.
   const goalRows = [];
   for (const method of ['spawn', 'forkserver']) {
-    const r = queueResults.find((x) => x.ours && !x.simple && x.method === method);
+    const r = queueResults.find((x) => x.ours && !x.simple && !x.variant && x.method === method);
     const ok = r?.rate && pyQueueBest ? r.rate >= 3 * pyQueueBest : null;
     goalRows.push([`ours Queue (${method}) >= 3x Python's Queue`, r?.rate && pyQueueBest ? `${(r.rate / pyQueueBest).toFixed(2)}x` : '—',
       pyQueueBest ? `>= ${int(3 * pyQueueBest)} items/s` : '—', ok == null ? 'n/a (a number is missing)' : ok ? 'met' : 'NOT met']);
   }
   printTable('Goal', ['goal', 'measured', 'target (3x the faster of Python fork/spawn)', 'status'], goalRows);
+
+  }
 
   if (notes.length) {
     console.log('\nNotes:\n');
