@@ -13,12 +13,14 @@ import { inspect } from 'node:util';
 import { TimeoutError, ValueError, WorkerLostError } from './errors.js';
 import { getContext, type BaseContext } from './context.js';
 import { Process, processCpuCount } from './process.js';
-import { dumps, loads, loadsSync, needsRebuild, newReduceContext } from './reduction.js';
+import { MessageChannel, type MessagePort } from 'node:worker_threads';
+import { dumps, loads, loadsSync, needsRebuild, newReduceContext, rebuild, reduce } from './reduction.js';
 import { sentinelExit } from './sentinels.js';
 import { refOf, sourceOf, type SourceFunction } from './tasks.js';
 import { raceTimeout } from './util.js';
 import {
-  CALL, CANCELLED, Channel, defineFrame, MAP_CHUNK, Notifier, OK, parseResult, STARMAP_CHUNK, stopFrame, taskFrame,
+  CALL, CANCELLED, Channel, defineFrame, MAP_CHUNK, Notifier, OK, ownBuffer, parseResult, PORT_THRESHOLD, portFrame,
+  STARMAP_CHUNK, stopFrame, taskFrame, transferables, type PortMessage,
 } from './poolChannel.js';
 import { poolWorkerMain } from './poolWorker.js';
 import { memoryKindFor } from './synchronize.js';
@@ -64,7 +66,9 @@ interface Task {
   index: number;
   fnId: number;
   mode: number;
+  /** The encoded arguments, or, for `{ transfer: true }` on threads, the reduced value itself. */
   body: Uint8Array;
+  moved: { graph: unknown; changed: boolean } | null;
   seq: number;
   worker: WorkerSlot | null;
   timeout: number | null;
@@ -386,6 +390,8 @@ class WorkerSlot {
   constructor(
     readonly process: Process,
     readonly channel: Channel,
+    /** Thread workers: large and transferred payloads go this way (see poolChannel's PortMessage). */
+    readonly port: MessagePort | null,
   ) {}
 
   private batch: Uint8Array[] = [];
@@ -441,6 +447,7 @@ interface Stats {
 }
 
 const LATENCY_SAMPLES = 1024;
+const noBody = new Uint8Array(0);
 const SPIN_MS = 0.05;
 
 /** Python's `multiprocessing.Pool`. */
@@ -499,13 +506,18 @@ export class Pool {
   private startWorker(): WorkerSlot {
     const channel = Channel.create(this.kind);
     const initializer = this.initializer && typeof this.initializer === 'object' ? { source: this.initializer } : this.initializer;
+    const ports = this.kind === 'thread' ? new MessageChannel() : null;
     const p = new this.ctx.Process({
       target: poolWorkerMain,
-      args: [channel.state(), this.notifier.state(), initializer, this.initargs, this.maxtasks],
+      args: [channel.state(), this.notifier.state(), initializer, this.initargs, this.maxtasks, ports?.port2 ?? null],
       daemon: true,
     });
     p.name = p.name.replace('Process', 'PoolWorker'); // Python's SpawnPoolWorker-N
-    const slot = new WorkerSlot(p, channel);
+    const slot = new WorkerSlot(p, channel, ports?.port1 ?? null);
+    if (ports) {
+      ports.port1.on('message', (m: PortMessage) => this.onPortMessage(slot, m));
+      ports.port1.unref();
+    }
     p.start();
     this.workers.push(slot);
     this.started.push(p);
@@ -534,18 +546,21 @@ export class Pool {
 
   /** @internal Queues one task of `job`: `args` are the call's arguments or the chunk's items. */
   _submit(job: Job, args: unknown[], fn: Fn, mode: number, index: number): void {
-    let body: Uint8Array;
+    let body: Uint8Array = noBody;
+    let moved: Task['moved'] = null;
     let fnId: number;
     try {
       fnId = this.fnId(fn);
-      body = dumps(mode === CALL ? args : args[0], newReduceContext(this.kind));
+      const value = mode === CALL ? args : args[0];
+      if (job.options.transfer && this.kind === 'thread') moved = reduce(value, newReduceContext('thread'));
+      else body = dumps(value, newReduceContext(this.kind));
     } catch (error) {
       // An argument that cannot be serialised fails its own task, as in Python.
       queueMicrotask(() => job.deliver(index, false, error));
       return;
     }
     const task: Task = {
-      job, index, fnId, mode, body, seq: 0, worker: null,
+      job, index, fnId, mode, body, moved, seq: 0, worker: null,
       timeout: job.options.timeout ?? null, startedAt: 0, submittedAt: performance.now(),
     };
     this.pending.push(task);
@@ -598,7 +613,28 @@ export class Pool {
     task.worker = w;
     w.inflight.set(task.seq, task);
     w.assigned++;
-    w.queue(taskFrame(task.seq, task.fnId, task.mode, task.body));
+    if (w.port && task.moved) {
+      try {
+        const { graph, changed } = task.moved;
+        w.port.postMessage({ seq: task.seq, fnId: task.fnId, mode: task.mode, graph, changed }, transferables(graph));
+      } catch (error) {
+        // Its buffers were moved to a worker that died: they cannot be sent again.
+        w.inflight.delete(task.seq);
+        queueMicrotask(() => this.finish(task, false, error));
+        return;
+      }
+      w.queue(portFrame());
+      return;
+    }
+    const frame = taskFrame(task.seq, task.fnId, task.mode, task.body);
+    const buffer = w.port && frame.length >= PORT_THRESHOLD ? ownBuffer(frame) : null;
+    if (buffer) {
+      // A large payload to a thread: moved over the port instead of copied through the ring.
+      w.port!.postMessage({ frame }, [buffer]);
+      w.queue(portFrame());
+    } else {
+      w.queue(frame);
+    }
   }
 
   // ---- results ------------------------------------------------------------------------------
@@ -663,6 +699,19 @@ export class Pool {
 
   private onResult(w: WorkerSlot, frame: Uint8Array): void {
     const { seq, status, body } = parseResult(frame);
+    this.settle(w, seq, status, () => (needsRebuild(body) ? loads(body) : loadsSync(body)));
+  }
+
+  /** A thread worker's message: a large result frame, or a `{ transfer: true }` result. */
+  private onPortMessage(w: WorkerSlot, m: PortMessage): void {
+    if ('frame' in m) this.onResult(w, m.frame.subarray(4)); // past the frame's length
+    else if ('status' in m) this.settle(w, m.seq, m.status, () => (m.changed ? rebuild(m.graph, { target: 'thread', handles: [] }) : m.graph));
+    this.drain(w);
+    // The result loop may be asleep on the ring's notify word: let it see what this settled.
+    this.notifier.notify();
+  }
+
+  private settle(w: WorkerSlot, seq: number, status: number, decode: () => unknown): void {
     const task = w.inflight.get(seq);
     if (!task) return;
     w.onResult(w.inflight.size > 1);
@@ -673,8 +722,15 @@ export class Pool {
       return;
     }
     const ok = status === OK;
-    if (!needsRebuild(body)) this.finish(task, ok, loadsSync(body));
-    else loads(body).then((value) => this.finish(task, ok, value), (error) => this.finish(task, false, error));
+    let value: unknown;
+    try {
+      value = decode();
+    } catch (error) {
+      this.finish(task, false, error);
+      return;
+    }
+    if (value instanceof Promise) value.then((v) => this.finish(task, ok, v), (error) => this.finish(task, false, error));
+    else this.finish(task, ok, value);
   }
 
   private finish(task: Task, ok: boolean, value: unknown): void {

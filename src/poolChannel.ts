@@ -18,6 +18,8 @@ import { wait, wake } from './futex.js';
 export const TASK = 1;
 export const DEFINE = 2;
 export const STOP = 3;
+/** The next task waits on the worker's MessagePort (thread workers: large or transferred payloads). */
+export const PORT = 4;
 
 /** How a task's body is applied: `fn(...args)`, `items.map(fn)` (a map chunk), or a starmap chunk. */
 export const CALL = 0;
@@ -155,11 +157,52 @@ export function defineFrame(fnId: number, body: Uint8Array): Buffer {
   return frame;
 }
 
-export function stopFrame(): Buffer {
+function markerFrame(kind: number): Buffer {
   const frame = Buffer.alloc(5);
   frame.writeUInt32LE(1, 0);
-  frame[4] = STOP;
+  frame[4] = kind;
   return frame;
+}
+
+export const stopFrame = (): Buffer => markerFrame(STOP);
+export const portFrame = (): Buffer => markerFrame(PORT);
+
+/**
+ * What travels over a thread worker's MessagePort instead of its ring: a whole encoded frame (its
+ * buffer transferred, so a large payload is not copied into and out of the ring), or, for
+ * `{ transfer: true }`, the reduced value itself with its ArrayBuffers moved.
+ */
+export type PortMessage =
+  | { frame: Uint8Array }
+  | { seq: number; fnId: number; mode: number; graph: unknown; changed: boolean }
+  | { seq: number; status: number; graph: unknown; changed: boolean };
+
+/** Frames at least this large go over the port (thread workers). */
+export const PORT_THRESHOLD = 64 * 1024;
+
+/** `frame`'s own ArrayBuffer, if it can be transferred without taking memory others share. */
+export function ownBuffer(frame: Uint8Array): ArrayBuffer | null {
+  const buffer = frame.buffer;
+  return buffer instanceof ArrayBuffer && frame.byteOffset === 0 && frame.byteLength === buffer.byteLength ? buffer : null;
+}
+
+/** The ArrayBuffers inside a value (not SharedArrayBuffers), for a postMessage transfer list. */
+export function transferables(value: unknown, out: ArrayBuffer[] = [], seen = new Set<object>()): ArrayBuffer[] {
+  if (typeof value !== 'object' || value === null || seen.has(value)) return out;
+  seen.add(value);
+  if (value instanceof ArrayBuffer) {
+    if (!out.includes(value)) out.push(value);
+  } else if (ArrayBuffer.isView(value)) {
+    if (value.buffer instanceof ArrayBuffer) transferables(value.buffer, out, seen);
+  } else if (value instanceof Map) {
+    for (const [k, v] of value) {
+      transferables(k, out, seen);
+      transferables(v, out, seen);
+    }
+  } else if (Array.isArray(value) || value instanceof Set || Object.getPrototypeOf(value) === Object.prototype) {
+    for (const v of value instanceof Set ? value : Object.values(value)) transferables(v, out, seen);
+  }
+  return out;
 }
 
 export function resultFrame(seq: number, status: number, body: Uint8Array): Buffer {
@@ -178,6 +221,7 @@ function u32(b: Uint8Array, at: number): number {
 export type TaskMessage =
   | { kind: typeof TASK; seq: number; fnId: number; mode: number; body: Uint8Array }
   | { kind: typeof DEFINE; fnId: number; body: Uint8Array }
+  | { kind: typeof PORT }
   | { kind: typeof STOP };
 
 export function parseTask(frame: Uint8Array): TaskMessage {
@@ -186,6 +230,8 @@ export function parseTask(frame: Uint8Array): TaskMessage {
       return { kind: TASK, seq: u32(frame, 1), fnId: u32(frame, 5), mode: frame[9]!, body: frame.subarray(10) };
     case DEFINE:
       return { kind: DEFINE, fnId: u32(frame, 1), body: frame.subarray(5) };
+    case PORT:
+      return { kind: PORT };
     default:
       return { kind: STOP };
   }

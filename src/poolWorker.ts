@@ -3,12 +3,13 @@
  * run the initializer, then take tasks from the channel until told to stop or until
  * `maxtasksperchild` tasks are done, writing each result back.
  */
+import type { MessagePort } from 'node:worker_threads';
 import type { BlockState } from './heap.js';
-import { dumps, loads, loadsSync, needsRebuild } from './reduction.js';
+import { dumps, loads, loadsSync, needsRebuild, newReduceContext, rebuild, reduce } from './reduction.js';
 import { PicklingError } from './errors.js';
 import {
-  CALL, CANCELLED, Channel, DEFINE, FAILED, MAP_CHUNK, Notifier, OK, parseTask, resultFrame, STOP,
-  type ChannelState,
+  CALL, CANCELLED, Channel, DEFINE, FAILED, MAP_CHUNK, Notifier, OK, ownBuffer, parseTask, PORT, PORT_THRESHOLD,
+  resultFrame, STOP, transferables, type ChannelState, type PortMessage,
 } from './poolChannel.js';
 import { task } from './tasks.js';
 
@@ -46,6 +47,28 @@ function encode(seq: number, ok: boolean, value: unknown): Buffer {
   }
 }
 
+const threadCtx = { target: 'thread' as const, handles: [] };
+
+async function attempt(fn: () => Promise<unknown>): Promise<[boolean, unknown]> {
+  try {
+    return [true, await fn()];
+  } catch (error) {
+    return [false, error];
+  }
+}
+
+/** A `{ transfer: true }` result: its ArrayBuffers are moved back to the pool. */
+function postResult(port: MessagePort, seq: number, ok: boolean, value: unknown): void {
+  try {
+    const { graph, changed } = reduce(value, newReduceContext('thread'));
+    port.postMessage({ seq, status: ok ? OK : FAILED, graph, changed }, ok ? transferables(graph) : []);
+  } catch (error) {
+    const why = new PicklingError(`Error sending result: ${(error as Error).message}`);
+    const { graph } = reduce(why, newReduceContext('thread'));
+    port.postMessage({ seq, status: FAILED, graph, changed: true });
+  }
+}
+
 // Results are announced to the pool when the worker is about to idle, after a batch, or every
 // millisecond, so a busy worker does not wake the pool for every tiny task.
 const NOTIFY_EVERY = 32;
@@ -58,12 +81,27 @@ async function serve(
   initializer: Fn | null,
   initargs: unknown[],
   maxtasks: number | null,
+  port: MessagePort | null,
 ): Promise<void> {
   const channel = Channel.attach(channelState);
   const notifier = Notifier.attach(notifierState);
   const { tasks, results } = channel;
   const fns = new Map<number, Fn>();
   if (initializer) await settle(initializer(...initargs));
+
+  // Thread workers also receive tasks on a MessagePort (see PortMessage); a PORT frame in the ring
+  // says that the next one is there, which keeps the order of everything the pool sent.
+  const inbox: PortMessage[] = [];
+  let arrived: (() => void) | null = null;
+  port?.on('message', (m: PortMessage) => {
+    inbox.push(m);
+    arrived?.();
+  });
+  const nextPortMessage = async (): Promise<PortMessage> => {
+    while (inbox.length === 0) await new Promise<void>((resolve) => (arrived = resolve));
+    arrived = null;
+    return inbox.shift()!;
+  };
 
   let unannounced = 0;
   let lastNotify = performance.now();
@@ -75,6 +113,11 @@ async function serve(
     }
   };
   const send = (frame: Buffer) => {
+    const buffer = port && frame.length >= PORT_THRESHOLD ? ownBuffer(frame) : null;
+    if (buffer) {
+      port!.postMessage({ frame }, [buffer]); // large: moved, not copied through the ring
+      return;
+    }
     const n = results.write(frame);
     unannounced++;
     if (n < frame.length) {
@@ -97,31 +140,41 @@ async function serve(
       }
       frame = await tasks.readFrame(); // a frame larger than the ring streams in
     }
-    const message = parseTask(frame);
+    let message = parseTask(frame);
+    if (message.kind === PORT) {
+      const m = await nextPortMessage();
+      if ('frame' in m) message = parseTask(m.frame.subarray(4)); // past the frame's length
+      else if ('fnId' in m) {
+        // { transfer: true }: the arguments arrived as themselves; the result goes back the same way.
+        if (notifier.isCancelled(m.seq)) {
+          port!.postMessage({ seq: m.seq, status: CANCELLED, graph: null, changed: false });
+          continue;
+        }
+        channel.started = m.seq;
+        const [ok, value] = await attempt(async () => run(fns.get(m.fnId)!, m.mode, m.changed ? await rebuild(m.graph, threadCtx) : m.graph));
+        postResult(port!, m.seq, ok, value);
+        if (++completed === maxtasks) break;
+        continue;
+      }
+    }
     if (message.kind === STOP) break;
     if (message.kind === DEFINE) {
       fns.set(message.fnId, (await loads(message.body)) as Fn);
       continue;
     }
+    if (message.kind === PORT) continue;
     if (notifier.isCancelled(message.seq)) {
       send(resultFrame(message.seq, CANCELLED, dumps(null)));
       continue;
     }
     channel.started = message.seq;
-    let ok = true;
-    let value: unknown;
-    try {
-      const fn = fns.get(message.fnId)!;
-      const args = needsRebuild(message.body) ? await loads(message.body) : loadsSync(message.body);
-      value = await run(fn, message.mode, args);
-    } catch (error) {
-      ok = false;
-      value = error;
-    }
+    const { body, fnId, mode } = message;
+    const [ok, value] = await attempt(async () =>
+      run(fns.get(fnId)!, mode, needsRebuild(body) ? await loads(body) : loadsSync(body)),
+    );
     send(encode(message.seq, ok, value));
     if (unannounced >= NOTIFY_EVERY || performance.now() - lastNotify >= NOTIFY_AFTER_MS) announce();
-    completed++;
-    if (maxtasks !== null && completed >= maxtasks) break;
+    if (++completed === maxtasks) break;
   }
   announce();
 }
