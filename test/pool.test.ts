@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import * as mp from '../src/index.js';
 import { Pool, ThreadPool, AsyncResult } from '../src/pool.js';
 import {
-  add, dieOn, exitOn, failOn, initialize, readState, returnsFunction, sleepThen, spin, square, whoAmI,
+  add, checksum, dieOn, echoBytes, exitOn, failOn, initialize, readState, returnsFunction, sleepThen, spin, square, whoAmI,
 } from './fixtures/pool/tasks.js';
 import { startMethods } from './helpers.js';
 
@@ -86,6 +86,19 @@ for (const method of startMethods) {
       await assert.rejects(shared.apply(returnsFunction), mp.PicklingError);
       await assert.rejects(shared.apply((x: number) => x + captured, [1]), /captured/);
       assert.equal(await shared.apply(square, [3]), 9);
+    });
+
+    it('payloads larger than a channel ring arrive whole, both ways; { transfer: true } moves them on threads', async () => {
+      const big = new Uint8Array(3 << 20).map((_, i) => i % 251);
+      const expected = big.reduce((a, x) => (a + x) % 1_000_003, 0);
+      assert.equal(await shared.apply(checksum, [big]), expected);
+      const back = await shared.apply(echoBytes, [big]);
+      assert.deepEqual(back, big);
+      const moved = big.slice();
+      assert.equal(await shared.apply(checksum, [moved], { transfer: true }), expected);
+      assert.equal(moved.length, method === 'thread' ? 0 : big.length, 'moved (threads) or copied (processes)');
+      const results = await shared.map(checksum, [big, big, big], 1);
+      assert.deepEqual(results, [expected, expected, expected]);
     });
 
     it('imap keeps order, imapUnordered does not wait for slow items, a failed item does not stop iteration', async () => {
