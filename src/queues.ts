@@ -22,7 +22,7 @@ import { Empty, Full, ValueError } from './errors.js';
 import { finalize, type FinalizeHandle } from './util.js';
 import { wait, waitSync, wake } from './futex.js';
 import { allocate, attachBlock, blockState, checkTarget, int32s, type Block, type BlockState } from './heap.js';
-import { dumps, loads, loadsSync, reduceSymbol, registerReducer, type ReduceContext, type Reduced } from './reduction.js';
+import { dumps, loads, loadsSync, needsRebuild, reduceSymbol, registerReducer, type ReduceContext, type Reduced } from './reduction.js';
 import { ByteRing, frameOf, RING_WORDS, secondsUntil } from './ring.js';
 import { Lock, memoryKindFor, type SyncOptions } from './synchronize.js';
 
@@ -211,6 +211,19 @@ export class Queue<T = unknown> {
    * `block: false`). The deadline covers waiting for the reader lock and for the data. */
   async get(options: GetOptions = {}): Promise<T> {
     this.checkClosed();
+    // The common case, without a wait: the reader lock is free and a whole item is there.
+    if (!options.signal?.aborted && this._rlock.acquireSync({ block: false })) {
+      let body: Uint8Array | null;
+      try {
+        body = this._ring.tryReadFrame();
+      } finally {
+        this._rlock.release();
+      }
+      if (body) {
+        this.onGot();
+        return (needsRebuild(body) ? await loads(body) : loadsSync(body)) as T;
+      }
+    }
     const deadline = deadlineFor(options.block, options.timeout);
     const { signal } = options;
     if (signal?.aborted) throw signal.reason;

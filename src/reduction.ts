@@ -365,6 +365,8 @@ const NEEDS_REBUILD = 1;
 /** Small JSON-safe values (a task's `[x]`, a number result) skip v8's serialiser: JSON is several
  * times faster for them, and they round-trip exactly. */
 const JSON_TEXT = 2;
+/** A Uint8Array travels as its raw bytes. */
+const BYTES = 3;
 
 const JSON_MAX_ITEMS = 64;
 
@@ -401,6 +403,12 @@ function jsonSafe(v: unknown, depth: number): boolean {
  * must rebuild handles, tasks or classes). */
 export function dumps(value: unknown, ctx: ReduceContext = newReduceContext('process'), options?: ReduceOptions): Buffer {
   if (jsonSafe(value, 0)) return Buffer.from(`\u0002${JSON.stringify(value)}`);
+  if (value instanceof Uint8Array && Object.getPrototypeOf(value) === Uint8Array.prototype) {
+    const out = Buffer.allocUnsafe(value.length + 1);
+    out[0] = BYTES;
+    out.set(value, 1);
+    return out;
+  }
   const { graph, changed } = reduce(value, ctx, options);
   let body: Buffer;
   try {
@@ -424,6 +432,7 @@ const textDecoder = new TextDecoder();
 function deserialize(bytes: Uint8Array): unknown {
   try {
     if (bytes[0] === JSON_TEXT) return JSON.parse(textDecoder.decode(bytes.subarray(1)));
+    if (bytes[0] === BYTES) return bytes.slice(1);
     return v8.deserialize(bytes.subarray(1));
   } catch (error) {
     throw new UnpicklingError(`Could not decode the message: ${(error as Error).message}`);

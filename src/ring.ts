@@ -11,13 +11,15 @@
 import { wait, waitSync, wake } from './futex.js';
 
 /** Words a ring uses at the start of its Int32Array. */
-export const RING_WORDS = 6;
+export const RING_WORDS = 7;
 const HEAD = 0; // bytes read so far
 const TAIL = 1; // bytes written so far
 const DATA_SEQ = 2; // bumped after every write
-const SPACE_SEQ = 3; // bumped after every read
+const SPACE_SEQ = 3; // bumped when a waiting writer is woken
 const DATA_WAITERS = 4;
 const SPACE_WAITERS = 5;
+const SPACE_WAKE_PENDING = 6; // a wake is on its way to the writer: do not send another
+const SPACE_RECHECK_S = 0.1;
 
 /** Seconds left until a performance.now() deadline (null for none), for futex waits. */
 export function secondsUntil(deadline: number): number | null {
@@ -58,17 +60,32 @@ export class ByteRing {
 
   /** Copies available bytes into `dest` from `offset` on; returns how many. */
   read(dest: Uint8Array, offset = 0): number {
+    return this.consume(dest, offset, 0);
+  }
+
+  /** Skips `skip` bytes, then copies what is available into `dest` from `offset` on; returns how
+   * many were copied. The caller knows that `skip` bytes have arrived. */
+  private consume(dest: Uint8Array, offset: number, skip: number): number {
     const w = this.words;
     const head = Atomics.load(w, HEAD) >>> 0;
-    const n = Math.min(((Atomics.load(w, TAIL) >>> 0) - head) >>> 0, dest.length - offset);
-    if (n === 0) return 0;
-    const at = head & this.mask;
+    const start = (head + skip) >>> 0;
+    const n = Math.min(((Atomics.load(w, TAIL) >>> 0) - start) >>> 0, dest.length - offset);
+    if (n === 0 && skip === 0) return 0;
+    const at = start & this.mask;
     const first = Math.min(n, this.capacity - at);
     dest.set(this.data.subarray(at, at + first), offset);
     if (n > first) dest.set(this.data.subarray(0, n - first), offset + first);
-    Atomics.store(w, HEAD, (head + n) | 0);
-    Atomics.add(w, SPACE_SEQ, 1);
-    if (Atomics.load(w, SPACE_WAITERS) > 0) wake(w, SPACE_SEQ);
+    Atomics.store(w, HEAD, (start + n) | 0);
+    // A writer waiting for space is woken once half the ring is free, and once only until it has
+    // run: a reader draining item after item does not make a syscall per item.
+    if (
+      Atomics.load(w, SPACE_WAITERS) > 0 &&
+      this.available() <= this.capacity >>> 1 &&
+      Atomics.compareExchange(w, SPACE_WAKE_PENDING, 0, 1) === 0
+    ) {
+      Atomics.add(w, SPACE_SEQ, 1);
+      wake(w, SPACE_SEQ);
+    }
     return n;
   }
 
@@ -124,9 +141,12 @@ export class ByteRing {
       if (this.available() < this.capacity) return;
       Atomics.add(w, SPACE_WAITERS, 1);
       try {
-        await wait(w, SPACE_SEQ, seq, null);
+        // Bounded: should a writer that was sent the one pending wake die before taking it, the
+        // next one still looks again.
+        if (this.available() >= this.capacity) await wait(w, SPACE_SEQ, seq, SPACE_RECHECK_S);
       } finally {
         Atomics.sub(w, SPACE_WAITERS, 1);
+        Atomics.store(w, SPACE_WAKE_PENDING, 0);
       }
     }
   }
@@ -138,9 +158,10 @@ export class ByteRing {
       if (this.available() < this.capacity) return;
       Atomics.add(w, SPACE_WAITERS, 1);
       try {
-        waitSync(w, SPACE_SEQ, seq, null);
+        if (this.available() >= this.capacity) waitSync(w, SPACE_SEQ, seq, SPACE_RECHECK_S);
       } finally {
         Atomics.sub(w, SPACE_WAITERS, 1);
+        Atomics.store(w, SPACE_WAKE_PENDING, 0);
       }
     }
   }
@@ -183,6 +204,8 @@ export class ByteRing {
 
   /** Reads one frame's body, whose first bytes have arrived. */
   async readFrame(): Promise<Uint8Array> {
+    const whole = this.tryReadFrame();
+    if (whole) return whole;
     const header = new Uint8Array(4);
     await this.readExactly(header);
     const body = new Uint8Array(new DataView(header.buffer).getUint32(0, true));
@@ -191,6 +214,8 @@ export class ByteRing {
   }
 
   readFrameSync(): Uint8Array {
+    const whole = this.tryReadFrame();
+    if (whole) return whole;
     const header = new Uint8Array(4);
     this.readExactlySync(header);
     const body = new Uint8Array(new DataView(header.buffer).getUint32(0, true));
@@ -202,10 +227,8 @@ export class ByteRing {
   tryReadFrame(): Uint8Array | null {
     const length = this.peekLength();
     if (length === null || this.available() < 4 + length) return null;
-    const header = new Uint8Array(4);
-    this.read(header, 0);
     const body = new Uint8Array(length);
-    this.read(body, 0);
+    this.consume(body, 0, 4);
     return body;
   }
 }
