@@ -23,7 +23,7 @@ import { finalize, type FinalizeHandle } from './util.js';
 import { wait, waitSync, wake } from './futex.js';
 import { allocate, attachBlock, blockState, checkTarget, int32s, type Block, type BlockState } from './heap.js';
 import { dumps, loads, loadsSync, needsRebuild, reduceSymbol, registerReducer, type ReduceContext, type Reduced } from './reduction.js';
-import { ByteRing, frameOf, RING_WORDS, secondsUntil } from './ring.js';
+import { ByteRing, RING_WORDS, secondsUntil } from './ring.js';
 import { Lock, memoryKindFor, type SyncOptions } from './synchronize.js';
 
 // Words after the ring's own.
@@ -35,6 +35,7 @@ const HEADER_BYTES = HEADER_WORDS * 4;
 
 const RING_BYTES = 64 * 1024; // like a Linux pipe
 const FEED_BATCH = 256 * 1024; // bytes of frames the feeder copies per writer-lock hold
+const EAGER_FLUSH = 16 * 1024; // buffered bytes that a put writes at once, when it can
 
 /** Python's SEM_VALUE_MAX: what `maxsize <= 0` means. */
 const SEM_VALUE_MAX = 0x7fffffff;
@@ -132,7 +133,9 @@ export class Queue<T = unknown> {
 
   /** The item's bytes behind a 4-byte length, serialised now so a bad value throws here. */
   private frame(obj: T): Uint8Array {
-    return frameOf(dumps(obj));
+    const frame = dumps(obj, undefined, undefined, 4);
+    frame.writeUInt32LE(frame.length - 4, 0);
+    return frame;
   }
 
   private tryTakeSlot(): boolean {
@@ -166,12 +169,33 @@ export class Queue<T = unknown> {
     this.onPut();
     this.buffer.push(frame);
     this.bufferedBytes += frame.length;
+    // A producer putting in a synchronous loop would otherwise leave everything to the feeder
+    // until the loop ends; Python's feeder thread writes while the producer still puts.
+    if (this.bufferedBytes >= EAGER_FLUSH) this.flushWithoutWaiting();
     if (!this.feeding) {
       // As Python's feeder thread: started on first put, finishes flushing before the process exits.
       this.exitFlush ??= finalize(() => (this.joinCancelled ? undefined : this.feeding ?? undefined), -5);
       this.feeding = this.feed().finally(() => {
         this.feeding = null;
       });
+    }
+  }
+
+  /** Writes whole buffered items into the ring if the writer lock is free and they fit. A part of
+   * an item is never left behind: another process's writer could cut in once the lock is free. */
+  private flushWithoutWaiting(): void {
+    if (!this._wlock.acquireSync({ block: false })) return;
+    try {
+      const free = this._ring.free();
+      let count = 0;
+      let bytes = 0;
+      while (count < this.buffer.length && bytes + this.buffer[count]!.length <= free) bytes += this.buffer[count++]!.length;
+      if (count === 0) return;
+      const frames = this.buffer.splice(0, count);
+      this.bufferedBytes -= bytes;
+      this._ring.write(count === 1 ? frames[0]! : Buffer.concat(frames, bytes));
+    } finally {
+      this._wlock.release();
     }
   }
 

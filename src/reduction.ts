@@ -400,25 +400,32 @@ function jsonSafe(v: unknown, depth: number): boolean {
 }
 
 /** reduce + v8.serialize, with a one-byte header saying how to decode (and whether the receiver
- * must rebuild handles, tasks or classes). */
-export function dumps(value: unknown, ctx: ReduceContext = newReduceContext('process'), options?: ReduceOptions): Buffer {
-  if (jsonSafe(value, 0)) return Buffer.from(`\u0002${JSON.stringify(value)}`);
-  if (value instanceof Uint8Array && Object.getPrototypeOf(value) === Uint8Array.prototype) {
-    const out = Buffer.allocUnsafe(value.length + 1);
-    out[0] = BYTES;
-    out.set(value, 1);
+ * must rebuild handles, tasks or classes). `headroom` bytes are left free in front (a frame's
+ * length), so that the caller need not copy the result into a bigger buffer. */
+export function dumps(value: unknown, ctx?: ReduceContext, options?: ReduceOptions, headroom = 0): Buffer {
+  if (jsonSafe(value, 0)) {
+    const text = JSON.stringify(value);
+    const out = Buffer.allocUnsafe(headroom + 1 + Buffer.byteLength(text));
+    out[headroom] = JSON_TEXT;
+    out.write(text, headroom + 1);
     return out;
   }
-  const { graph, changed } = reduce(value, ctx, options);
+  if (value instanceof Uint8Array && Object.getPrototypeOf(value) === Uint8Array.prototype) {
+    const out = Buffer.allocUnsafe(headroom + 1 + value.length);
+    out[headroom] = BYTES;
+    out.set(value, headroom + 1);
+    return out;
+  }
+  const { graph, changed } = reduce(value, ctx ?? newReduceContext('process'), options);
   let body: Buffer;
   try {
     body = v8.serialize(graph);
   } catch (error) {
     throw new PicklingError(`Can't send the value: ${(error as Error).message}`);
   }
-  const out = Buffer.allocUnsafe(body.length + 1);
-  out[0] = changed ? NEEDS_REBUILD : PLAIN;
-  body.copy(out, 1);
+  const out = Buffer.allocUnsafe(headroom + 1 + body.length);
+  out[headroom] = changed ? NEEDS_REBUILD : PLAIN;
+  body.copy(out, headroom + 1);
   return out;
 }
 
@@ -432,7 +439,7 @@ const textDecoder = new TextDecoder();
 function deserialize(bytes: Uint8Array): unknown {
   try {
     if (bytes[0] === JSON_TEXT) return JSON.parse(textDecoder.decode(bytes.subarray(1)));
-    if (bytes[0] === BYTES) return bytes.slice(1);
+    if (bytes[0] === BYTES) return new Uint8Array(bytes.subarray(1)); // a plain copy, even of a Buffer
     return v8.deserialize(bytes.subarray(1));
   } catch (error) {
     throw new UnpicklingError(`Could not decode the message: ${(error as Error).message}`);

@@ -42,6 +42,11 @@ export class ByteRing {
     return (Atomics.load(this.words, TAIL) - Atomics.load(this.words, HEAD)) >>> 0;
   }
 
+  /** Bytes that can be written without waiting. */
+  free(): number {
+    return this.capacity - this.available();
+  }
+
   /** Copies as much of `src` as fits; returns how many bytes were written. */
   write(src: Uint8Array): number {
     const w = this.words;
@@ -227,16 +232,8 @@ export class ByteRing {
   tryReadFrame(): Uint8Array | null {
     const length = this.peekLength();
     if (length === null || this.available() < 4 + length) return null;
-    const body = new Uint8Array(length);
+    const body = Buffer.allocUnsafe(length); // filled at once: no need to zero it first
     this.consume(body, 0, 4);
     return body;
   }
-}
-
-/** `body` behind its 4-byte length: one frame. */
-export function frameOf(body: Uint8Array): Buffer {
-  const frame = Buffer.allocUnsafe(body.length + 4);
-  frame.writeUInt32LE(body.length, 0);
-  frame.set(body, 4);
-  return frame;
 }
