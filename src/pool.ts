@@ -707,6 +707,7 @@ export class Pool {
     if ('frame' in m) this.onResult(w, m.frame.subarray(4)); // past the frame's length
     else if ('status' in m) this.settle(w, m.seq, m.status, () => (m.changed ? rebuild(m.graph, { target: 'thread', handles: [] }) : m.graph));
     this.drain(w);
+    this.dispatch(); // the worker has room again
     // The result loop may be asleep on the ring's notify word: let it see what this settled.
     this.notifier.notify();
   }

@@ -101,6 +101,15 @@ for (const method of startMethods) {
       assert.deepEqual(results, [expected, expected, expected]);
     });
 
+    it('large chunks with the default chunking, map after map (results larger than the port threshold)', async () => {
+      const xs = Array.from({ length: 40_000 }, (_, i) => i);
+      for (let round = 0; round < 3; round++) {
+        const out = await shared.map(square, xs);
+        assert.equal(out.length, xs.length);
+        assert.equal(out[39_999], 39_999 * 39_999);
+      }
+    });
+
     it('imap keeps order, imapUnordered does not wait for slow items, a failed item does not stop iteration', async () => {
       const ordered: number[] = [];
       for await (const v of shared.imap(square, [1, 2, 3, 4, 5], 2)) ordered.push(v);
