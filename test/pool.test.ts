@@ -102,11 +102,11 @@ for (const method of startMethods) {
     });
 
     it('large chunks with the default chunking, map after map (results larger than the port threshold)', async () => {
-      const xs = Array.from({ length: 40_000 }, (_, i) => i);
+      const xs = Array.from({ length: 80_000 }, (_, i) => i);
       for (let round = 0; round < 3; round++) {
         const out = await shared.map(square, xs);
         assert.equal(out.length, xs.length);
-        assert.equal(out[39_999], 39_999 * 39_999);
+        assert.equal(out[79_999], 79_999 * 79_999);
       }
     });
 
