@@ -9,7 +9,7 @@
 import { IndexError, ValueError } from './errors.js';
 import { allocate, attachBlock, blockState, checkTarget, freeWith, type Block, type BlockState, type MemoryKind } from './heap.js';
 import { reduce, reduceSymbol, registerReducer, type ReduceContext, type Reduced } from './reduction.js';
-import { memoryKindFor, RLock, type AcquireOptions, type ContextLike } from './synchronize.js';
+import { memoryKindFor, RLock, withLock, type AcquireOptions, type ContextLike } from './synchronize.js';
 
 /** What each typecode reads and writes as. */
 export interface TypecodeValue {
@@ -266,6 +266,7 @@ function reduceLock(lock: CtypesLock, ctx: ReduceContext): unknown {
   return reduce(lock, ctx).graph;
 }
 
+// Not a subclass of synchronize.ts's LockLike, which it mirrors: see there why.
 abstract class SynchronizedBase<O extends RawValue | RawArray> {
   constructor(
     /** @internal */ protected readonly _obj: O,
@@ -287,13 +288,8 @@ abstract class SynchronizedBase<O extends RawValue | RawArray> {
   release(): void {
     this._lock.release();
   }
-  async with<R>(fn: () => R | Promise<R>): Promise<R> {
-    await this._lock.acquire();
-    try {
-      return await fn();
-    } finally {
-      this._lock.release();
-    }
+  with<R>(fn: () => R | Promise<R>): Promise<R> {
+    return withLock(this._lock, fn);
   }
   [Symbol.dispose](): void {
     this._lock.release();

@@ -228,6 +228,45 @@ function takeBlock(owner: object, kind: MemoryKind, bytes: number): { block: Blo
 
 const inspect = Symbol.for('nodejs.util.inspect.custom');
 
+/** What an object that is only its block reduces to (Lock, RLock, Semaphore, Event). */
+function reduceBlock(block: Block, ctx: ReduceContext, kind: string): Reduced {
+  checkTarget(block, ctx.target, kind);
+  return { kind, state: blockState(block) };
+}
+
+/** Acquires `lock`, runs `fn` (sync or async), releases; returns `fn`'s result. The body of every
+ * `with` here and in sharedctypes.ts. */
+export async function withLock<T>(lock: { acquire(): Promise<boolean>; release(): void }, fn: () => T | Promise<T>): Promise<T> {
+  await lock.acquire();
+  try {
+    return await fn();
+  } finally {
+    lock.release();
+  }
+}
+
+/** What Lock, RLock, Semaphore and Condition share: `with` and the disposers, in terms of
+ * `acquire` and `release` (not exported by index.ts). sharedctypes' Synchronized wrappers cannot
+ * extend it: synchronize.ts -> context.ts -> sharedctypes.ts is an import cycle, and a class is not
+ * there yet when a module in the cycle is evaluated before this one. */
+export abstract class LockLike {
+  abstract acquire(options?: AcquireOptions | boolean, timeout?: number | null): Promise<boolean>;
+  abstract acquireSync(options?: AcquireOptions | boolean, timeout?: number | null): boolean;
+  abstract release(): void;
+
+  /** Acquires, runs `fn` (sync or async), releases; returns `fn`'s result. */
+  with<T>(fn: () => T | Promise<T>): Promise<T> {
+    return withLock(this, fn);
+  }
+  /** Python's `__exit__`: releases. */
+  [Symbol.dispose](): void {
+    this.release();
+  }
+  async [Symbol.asyncDispose](): Promise<void> {
+    this.release();
+  }
+}
+
 /** What Condition needs from its lock. */
 interface OwnedLock {
   readonly _block: Block;
@@ -306,11 +345,12 @@ const RELEASED_TOO_MANY = 'semaphore or lock released too many times';
 // ---- Lock --------------------------------------------------------------------------------------
 
 /** A non-recursive lock. Any process or thread may release it. */
-export class Lock implements OwnedLock {
+export class Lock extends LockLike implements OwnedLock {
   /** @internal */ readonly _block: Block;
   /** @internal */ protected readonly _w: Int32Array;
 
   constructor(options?: SyncOptions) {
+    super();
     const { block } = takeBlock(this, memoryKindFor(options), 8);
     this._block = block;
     this._w = int32s(block, 0, 2);
@@ -339,24 +379,6 @@ export class Lock implements OwnedLock {
     unlockWord(this._w);
   }
 
-  /** Acquires, runs `fn` (sync or async), releases; returns `fn`'s result. */
-  async with<T>(fn: () => T | Promise<T>): Promise<T> {
-    await this.acquire();
-    try {
-      return await fn();
-    } finally {
-      this.release();
-    }
-  }
-
-  /** Python's `__exit__`: releases. */
-  [Symbol.dispose](): void {
-    this.release();
-  }
-  async [Symbol.asyncDispose](): Promise<void> {
-    this.release();
-  }
-
   /** @internal */
   *_acquireSteps(block: boolean, timeout: number | null | undefined): Steps<boolean> {
     if (tryLockWord(this._w)) return true;
@@ -379,7 +401,7 @@ export class Lock implements OwnedLock {
     yield* this._acquireSteps(true, null);
   }
 
-  toString(): string {
+  override toString(): string {
     const v = Atomics.load(this._w, 0);
     const owner = v === 0 ? 'None' : ownerName(v >>> 1, Atomics.load(this._w, 1));
     return `<Lock(owner=${owner})>`;
@@ -389,8 +411,7 @@ export class Lock implements OwnedLock {
   }
 
   [reduceSymbol](ctx: ReduceContext): Reduced {
-    checkTarget(this._block, ctx.target, 'Lock');
-    return { kind: 'Lock', state: blockState(this._block) };
+    return reduceBlock(this._block, ctx, 'Lock');
   }
 }
 registerReducer('Lock', (state: BlockState) => attachAs(() => new Lock(), attachBlock(state)));
@@ -398,11 +419,12 @@ registerReducer('Lock', (state: BlockState) => attachAs(() => new Lock(), attach
 // ---- RLock -------------------------------------------------------------------------------------
 
 /** A recursive lock owned by one (process, thread) pair; async code on one thread shares it. */
-export class RLock implements OwnedLock {
+export class RLock extends LockLike implements OwnedLock {
   /** @internal */ readonly _block: Block;
   /** @internal */ protected readonly _w: Int32Array;
 
   constructor(options?: SyncOptions) {
+    super();
     const { block } = takeBlock(this, memoryKindFor(options), 12);
     this._block = block;
     this._w = int32s(block, 0, 3);
@@ -429,22 +451,6 @@ export class RLock implements OwnedLock {
       throw new ValueError('attempt to release recursive lock not owned by thread');
     }
     if (Atomics.sub(this._w, 2, 1) === 1) unlockWord(this._w);
-  }
-
-  async with<T>(fn: () => T | Promise<T>): Promise<T> {
-    await this.acquire();
-    try {
-      return await fn();
-    } finally {
-      this.release();
-    }
-  }
-
-  [Symbol.dispose](): void {
-    this.release();
-  }
-  async [Symbol.asyncDispose](): Promise<void> {
-    this.release();
   }
 
   private _tryAcquire(): boolean {
@@ -488,7 +494,7 @@ export class RLock implements OwnedLock {
     Atomics.store(this._w, 2, saved);
   }
 
-  toString(): string {
+  override toString(): string {
     const v = Atomics.load(this._w, 0);
     if (v === 0) return '<RLock(None, 0)>';
     if (this._isMine()) return `<RLock(${ownerName(PID, TID)}, ${Atomics.load(this._w, 2)})>`;
@@ -499,8 +505,7 @@ export class RLock implements OwnedLock {
   }
 
   [reduceSymbol](ctx: ReduceContext): Reduced {
-    checkTarget(this._block, ctx.target, 'RLock');
-    return { kind: 'RLock', state: blockState(this._block) };
+    return reduceBlock(this._block, ctx, 'RLock');
   }
 }
 registerReducer('RLock', (state: BlockState) => attachAs(() => new RLock(), attachBlock(state)));
@@ -524,12 +529,13 @@ export interface SemaphoreOptions extends SyncOptions {
 }
 
 /** A counting semaphore. */
-export class Semaphore {
+export class Semaphore extends LockLike {
   /** @internal */ readonly _block: Block;
   /** @internal */ protected readonly _w: Int32Array;
   private _slot = -1;
 
   constructor(value = 1, options?: SemaphoreOptions) {
+    super();
     const { block, fresh } = takeBlock(this, memoryKindFor(options), SEM_WORDS * 4);
     this._block = block;
     this._w = int32s(block, 0, SEM_WORDS);
@@ -576,23 +582,7 @@ export class Semaphore {
     return Atomics.load(this._w, S_VALUE);
   }
 
-  async with<T>(fn: () => T | Promise<T>): Promise<T> {
-    await this.acquire();
-    try {
-      return await fn();
-    } finally {
-      this.release();
-    }
-  }
-
-  [Symbol.dispose](): void {
-    this.release();
-  }
-  async [Symbol.asyncDispose](): Promise<void> {
-    this.release();
-  }
-
-  toString(): string {
+  override toString(): string {
     return `<Semaphore(value=${this.getValue()})>`;
   }
   [inspect](): string {
@@ -600,8 +590,7 @@ export class Semaphore {
   }
 
   [reduceSymbol](ctx: ReduceContext): Reduced {
-    checkTarget(this._block, ctx.target, this.constructor.name);
-    return { kind: this.constructor.name, state: blockState(this._block) };
+    return reduceBlock(this._block, ctx, this.constructor.name);
   }
 
   private _tryDown(): boolean {
@@ -754,12 +743,13 @@ function leaveWaiters(w: Int32Array, entrySeq: number): boolean {
 }
 
 /** A condition variable over a Lock or RLock (a new RLock by default). */
-export class Condition {
+export class Condition extends LockLike {
   /** @internal */ readonly _block: Block;
   private readonly _w: Int32Array;
   private readonly _lock: OwnedLock;
 
   constructor(lock?: Lock | RLock | null, options?: SyncOptions) {
+    super();
     const kind = lock ? lock._block.kind : memoryKindFor(options);
     const { block } = takeBlock(this, kind, 12);
     this._block = block;
@@ -777,20 +767,6 @@ export class Condition {
     return this._lock.acquireSync(options, timeout);
   }
   release(): void {
-    this._lock.release();
-  }
-  async with<T>(fn: () => T | Promise<T>): Promise<T> {
-    await this._lock.acquire();
-    try {
-      return await fn();
-    } finally {
-      this._lock.release();
-    }
-  }
-  [Symbol.dispose](): void {
-    this._lock.release();
-  }
-  async [Symbol.asyncDispose](): Promise<void> {
     this._lock.release();
   }
 
@@ -887,7 +863,7 @@ export class Condition {
     return notified;
   }
 
-  toString(): string {
+  override toString(): string {
     return `<Condition(${this._lock.toString()}, ${Atomics.load(this._w, C_WAITERS)})>`;
   }
   [inspect](): string {
@@ -972,8 +948,7 @@ export class Event {
   }
 
   [reduceSymbol](ctx: ReduceContext): Reduced {
-    checkTarget(this._block, ctx.target, 'Event');
-    return { kind: 'Event', state: blockState(this._block) };
+    return reduceBlock(this._block, ctx, 'Event');
   }
 }
 registerReducer('Event', (state: BlockState) => attachAs(() => new Event(), attachBlock(state)));
