@@ -16,6 +16,17 @@ function shmName(): string {
   return `/psm_t${randomBytes(4).toString('hex')}`;
 }
 
+/** Creates a 64-byte segment, runs `fn` with its words and name, unlinks it. */
+async function withSegment(fn: (w: Int32Array, name: string) => Promise<void>): Promise<void> {
+  const name = shmName();
+  const w = new Int32Array(native.shmOpen(name, true, true, 64).buffer);
+  try {
+    await fn(w, name);
+  } finally {
+    native.shmUnlink(name);
+  }
+}
+
 /** Runs `code` (CommonJS) in a fresh `node` with `addon` = the raw binding; kills it at the deadline. */
 function child(code: string, opts: { timeoutMs?: number; onLine?: (line: string) => void } = {}) {
   const prelude = `const addon = require(${JSON.stringify(addonPath)});\n`;
@@ -135,10 +146,7 @@ test('futexWait in-process: not-equal, timed-out, bad arguments', () => {
 });
 
 test('two processes doing Atomics.add on one segment: the count is exact', async () => {
-  const name = shmName();
-  const m = native.shmOpen(name, true, true, 64);
-  const w = new Int32Array(m.buffer);
-  try {
+  await withSegment(async (w, name) => {
     const N = 1_000_000;
     const code = `
       const w = new Int32Array(addon.shmOpen(${JSON.stringify(name)}, false, false, 0).buffer);
@@ -155,16 +163,11 @@ test('two processes doing Atomics.add on one segment: the count is exact', async
     const results = await Promise.all(kids.map((k) => k.done));
     for (const r of results) assert.deepEqual([r.code, r.lines], [0, ['done']]);
     assert.equal(Atomics.load(w, 0), 2 * N);
-  } finally {
-    native.shmUnlink(name);
-  }
+  });
 });
 
 test('blocking futexWait in one process is woken by futexWake in another', async () => {
-  const name = shmName();
-  const m = native.shmOpen(name, true, true, 64);
-  const w = new Int32Array(m.buffer);
-  try {
+  await withSegment(async (w, name) => {
     const c = child(`
       const w = new Int32Array(addon.shmOpen(${JSON.stringify(name)}, false, false, 0).buffer);
       const t0 = process.hrtime.bigint();
@@ -178,16 +181,11 @@ test('blocking futexWait in one process is woken by futexWake in another', async
     assert.equal(result, 'ok');
     assert.equal(seen, '42');
     assert.ok(Number(ms) < 15000);
-  } finally {
-    native.shmUnlink(name);
-  }
+  });
 });
 
 test('futexWaitAsync in one process is woken from another, and its event loop keeps running', async () => {
-  const name = shmName();
-  const m = native.shmOpen(name, true, true, 64);
-  const w = new Int32Array(m.buffer);
-  try {
+  await withSegment(async (w, name) => {
     const c = child(`
       const w = new Int32Array(addon.shmOpen(${JSON.stringify(name)}, false, false, 0).buffer);
       let ticks = 0;
@@ -202,9 +200,7 @@ test('futexWaitAsync in one process is woken from another, and its event loop ke
     const [result, ticks] = lines[1]!.split(' ');
     assert.equal(result, 'ok');
     assert.ok(Number(ticks) >= 5, `the child's event loop ran only ${ticks} ticks while waiting`);
-  } finally {
-    native.shmUnlink(name);
-  }
+  });
 });
 
 test('8 pending async waits do not stall the libuv threadpool (fs, crypto)', async () => {
@@ -265,10 +261,7 @@ test('a pending wait keeps the event loop alive; a cancelled or unref-ed one doe
 });
 
 test('the addon loads in worker threads; a worker wakes the main thread across separate mappings', async () => {
-  const name = shmName();
-  const m = native.shmOpen(name, true, true, 64);
-  const w = new Int32Array(m.buffer);
-  try {
+  await withSegment(async (w, name) => {
     const wait = native.futexWaitAsync(w, 0, 0, 15_000);
     const worker = new Worker(
       `const addon = require(${JSON.stringify(addonPath)});
@@ -282,9 +275,7 @@ test('the addon loads in worker threads; a worker wakes the main thread across s
     assert.ok(['ok', 'not-equal'].includes(await wait.promise));
     assert.equal(Atomics.load(w, 0), 7);
     await worker.terminate();
-  } finally {
-    native.shmUnlink(name);
-  }
+  });
 });
 
 test('a worker torn down with a pending async wait releases its waiter thread', async () => {
