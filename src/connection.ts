@@ -123,6 +123,7 @@ class SocketTransport implements Transport {
   private markReady!: () => void;
   private pendingWrites = 0;
   private demand = false;
+  private flowing = false;
   private writeError: OSError | null = null;
   private ended = false;
   private closed = false;
@@ -247,8 +248,14 @@ class SocketTransport implements Transport {
   private updateFlow(): void {
     const socket = this.socket;
     if (!socket || socket.destroyed || this.closed) return;
-    if (this.demand && !this.ended) socket.resume();
-    else socket.pause();
+    // Reading starts when somebody first waits for a message (a Pipe end handed to a child and
+    // never read here does not steal the child's messages). From then on the socket keeps reading
+    // into the connection's buffer: pausing and resuming around every recv() cost two epoll
+    // changes per message, which dominated a request/response round trip.
+    if (this.demand && !this.ended) {
+      this.flowing = true;
+      socket.resume();
+    } else if (!this.flowing) socket.pause();
     if (this.demand || this.pendingWrites > 0) socket.ref();
     else socket.unref();
   }
