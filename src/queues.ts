@@ -203,8 +203,11 @@ export class Queue<T = unknown> {
   protected onPut(): void {}
 
   private async feed(): Promise<void> {
-    // Let the caller's synchronous puts accumulate, then write them in one writer-lock hold.
-    await Promise.resolve();
+    // Let the caller's puts accumulate, then write them in one writer-lock hold: until the next
+    // turn of the event loop (a producer awaiting each put fills a batch), or only until the end
+    // of this synchronous run when a reader is asleep waiting for data.
+    if (this._ring.readerWaiting()) await Promise.resolve();
+    else await new Promise(setImmediate);
     while (this.buffer.length > 0) {
       await this._wlock.acquire();
       try {

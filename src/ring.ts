@@ -42,6 +42,11 @@ export class ByteRing {
     return (Atomics.load(this.words, TAIL) - Atomics.load(this.words, HEAD)) >>> 0;
   }
 
+  /** Whether a reader is asleep waiting for data (then a write is worth its wake-up at once). */
+  readerWaiting(): boolean {
+    return Atomics.load(this.words, DATA_WAITERS) > 0;
+  }
+
   /** Bytes that can be written without waiting. */
   free(): number {
     return this.capacity - this.available();
