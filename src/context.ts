@@ -19,7 +19,7 @@ import { Array as SharedArray, RawArray, RawValue, Value, type Typecode, type Ty
 import type { SynchronizedOptions } from './sharedctypes.js';
 import { pipeForProcesses, pipeForThreads } from './connection.js';
 import { Pool, type PoolOptions } from './pool.js';
-import { Manager as startManager, type SyncManager } from './managers.js';
+import type { SyncManager } from './managers.js';
 
 export type { StartMethod } from './backends/backend.js';
 
@@ -95,7 +95,9 @@ export class BaseContext {
       : new Pool(processes, { ...options, context: this });
 
   /** Python's `ctx.Manager()`: a started SyncManager whose server runs on this context. */
-  readonly Manager = (): Promise<SyncManager> => startManager({ ctx: this });
+  // Imported when used, as Python's context imports its modules lazily: the managers import this
+  // module, and a child may load them first (the manager server's task lives there).
+  readonly Manager = async (): Promise<SyncManager> => (await import('./managers.js')).Manager({ ctx: this });
 
   /** The Process class of this context. */
   get Process(): typeof Process {

@@ -262,15 +262,30 @@ export function reduceFunction(fn: Function, path: string, ctx: ReduceContext): 
 // ---- rebuilding ----------------------------------------------------------------------------
 
 /** Modules a graph needs imported before `rebuildSync` can resolve it. */
-function pendingRefs(graph: unknown, out: TaskRef[], seen: Set<object>): void {
+// Where each kind of handle is rebuilt: a child imports only the modules its arguments need (the
+// whole library costs a child tens of milliseconds to load).
+const moduleExtension = import.meta.url.endsWith('.ts') ? '.ts' : '.js';
+const reducerHomes: Record<string, string> = {
+  Queue: 'queues', JoinableQueue: 'queues', SimpleQueue: 'queues',
+  Lock: 'synchronize', RLock: 'synchronize', Semaphore: 'synchronize', BoundedSemaphore: 'synchronize',
+  Condition: 'synchronize', Event: 'synchronize', Barrier: 'synchronize',
+  RawValue: 'sharedctypes', RawArray: 'sharedctypes', Synchronized: 'sharedctypes', SynchronizedArray: 'sharedctypes',
+  SharedMemory: 'sharedMemory', ShareableList: 'sharedMemory',
+  Connection: 'connection',
+  'managers.Proxy': 'managers',
+};
+
+/** What a graph needs before `rebuildSync` can resolve it: task modules, and handle modules. */
+function pending(graph: unknown, refs: TaskRef[], homes: Set<string>, seen: Set<object>): void {
   if (typeof graph !== 'object' || graph === null || seen.has(graph)) return;
   seen.add(graph);
   if (isRecord(graph)) {
-    if ((graph[TAG] === 'ref' || graph[TAG] === 'inst') && lookupLoaded(graph.ref) === undefined) out.push(graph.ref);
+    if ((graph[TAG] === 'ref' || graph[TAG] === 'inst') && lookupLoaded(graph.ref) === undefined) refs.push(graph.ref);
+    if (graph[TAG] === 'obj' && !rebuilders.has(graph.kind) && reducerHomes[graph.kind]) homes.add(reducerHomes[graph.kind]!);
   }
   if (ArrayBuffer.isView(graph) || graph instanceof ArrayBuffer) return;
   const values = graph instanceof Map ? [...graph.keys(), ...graph.values()] : graph instanceof Set ? [...graph] : Object.values(graph);
-  for (const v of values) pendingRefs(v, out, seen);
+  for (const v of values) pending(v, refs, homes, seen);
 }
 
 /** Rebuilds in place: the graph came fresh from v8.deserialize or postMessage. */
@@ -352,9 +367,13 @@ function rebuildRecord(
 
 /** Rebuilds a graph, first importing the modules its tasks and classes come from. */
 export async function rebuild(graph: unknown, ctx: RebuildContext): Promise<unknown> {
-  const missing: TaskRef[] = [];
-  pendingRefs(graph, missing, new Set());
-  if (missing.length > 0) await Promise.all(missing.map(resolveRef));
+  const refs: TaskRef[] = [];
+  const homes = new Set<string>();
+  pending(graph, refs, homes, new Set());
+  await Promise.all([
+    ...[...homes].map((home) => import(new URL(`./${home}${moduleExtension}`, import.meta.url).href)),
+    ...refs.map(resolveRef),
+  ]);
   return rebuildSync(graph, ctx);
 }
 

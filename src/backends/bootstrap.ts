@@ -41,7 +41,6 @@ async function main(): Promise<void> {
     const preload = JSON.parse(process.argv[forkserver + 1] ?? '[]') as string[];
     const { setBootstrapping } = await import('../process.js');
     await import('./child.js');
-    await import('../index.js');
     setBootstrapping(true);
     for (const module of preload) {
       try {

@@ -34,8 +34,6 @@ export async function runChild(
   handles: Socket[],
   parentAlive: () => boolean,
 ): Promise<number> {
-  // Every library module registers how its objects are rebuilt: have them all before rebuilding.
-  await import('../index.js');
   let payload: Payload;
   setBootstrapping(true);
   try {

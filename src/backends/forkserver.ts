@@ -20,6 +20,9 @@ const maxReserve = 4;
 // the processes just started (on a 2-core machine that competition doubles their start-up).
 const REFILL_DELAY_MS = 100;
 let refillTimer: NodeJS.Timeout | null = null;
+/** Children handed out before they were ready: replacements wait until these have started. */
+const booting = new Set<ChildProcess>();
+let refillWanted = false;
 
 /** Python's `set_forkserver_preload`: modules every warm child imports before it is handed out. */
 export function setForkserverPreload(modules: string[]): void {
@@ -37,9 +40,12 @@ function spawnWarm(): ChildProcess {
   child.channel?.unref();
   child.unref();
   child.on('message', (message: { type?: string }) => {
-    if (message?.type === 'ready') ready.add(child);
+    if (message?.type !== 'ready') return;
+    ready.add(child);
+    if (booting.delete(child) && booting.size === 0 && refillWanted) scheduleRefill();
   });
   child.once('exit', () => {
+    if (booting.delete(child) && booting.size === 0 && refillWanted) scheduleRefill();
     const i = reserve.indexOf(child);
     if (i >= 0) reserve.splice(i, 1);
   });
@@ -51,6 +57,12 @@ function refill(): void {
 }
 
 function scheduleRefill(): void {
+  if (booting.size > 0) {
+    // Processes just handed out are still starting up: do not compete with them for the CPU.
+    refillWanted = true;
+    return;
+  }
+  refillWanted = false;
   if (refillTimer) return;
   refillTimer = setTimeout(() => {
     refillTimer = null;
@@ -90,7 +102,10 @@ export const forkserverBackend: Backend = {
     const child = reserve.shift() ?? spawnWarm();
     learnModules(request.modules);
     // Processes are started faster than one warm child gets ready: keep more in reserve.
-    if (!ready.has(child)) wanted = Math.min(maxReserve, wanted + 1);
+    if (!ready.has(child)) {
+      wanted = Math.min(maxReserve, wanted + 1);
+      booting.add(child);
+    }
     // Sockets travel over the IPC channel (SCM_RIGHTS); the warm child is already running.
     for (const handle of request.handles) child.send({ type: 'handle' }, handle, { keepOpen: true });
     child.send({ type: 'start', graph: request.graph, handleCount: request.handles.length, modules: request.modules });
