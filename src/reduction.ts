@@ -386,6 +386,16 @@ const NEEDS_REBUILD = 1;
 const JSON_TEXT = 2;
 /** A Uint8Array travels as its raw bytes. */
 const BYTES = 3;
+/** A long plain array of numbers (a map chunk) travels as float64s: exact, and several times faster
+ * to encode and decode than v8's serialiser. */
+const NUMBERS = 4;
+const NUMBERS_MIN = 16;
+
+function isNumberArray(v: unknown): v is number[] {
+  if (!Array.isArray(v) || v.length < NUMBERS_MIN || Object.getPrototypeOf(v) !== Array.prototype) return false;
+  for (let i = 0; i < v.length; i++) if (typeof v[i] !== 'number') return false;
+  return true;
+}
 
 const JSON_MAX_ITEMS = 64;
 
@@ -429,6 +439,16 @@ export function dumps(value: unknown, ctx?: ReduceContext, options?: ReduceOptio
     out.write(text, headroom + 1);
     return out;
   }
+  if (isNumberArray(value)) {
+    // The float64s start 8-aligned after the tag, so that they can be read in place.
+    const start = headroom + 8;
+    const out = Buffer.allocUnsafe(start + value.length * 8);
+    out[headroom] = NUMBERS;
+    const f64 = new Float64Array(value.length);
+    for (let i = 0; i < value.length; i++) f64[i] = value[i]!;
+    out.set(new Uint8Array(f64.buffer), start);
+    return out;
+  }
   if (value instanceof Uint8Array && Object.getPrototypeOf(value) === Uint8Array.prototype) {
     const out = Buffer.allocUnsafe(headroom + 1 + value.length);
     out[headroom] = BYTES;
@@ -459,6 +479,14 @@ function deserialize(bytes: Uint8Array): unknown {
   try {
     if (bytes[0] === JSON_TEXT) return JSON.parse(textDecoder.decode(bytes.subarray(1)));
     if (bytes[0] === BYTES) return new Uint8Array(bytes.subarray(1)); // a plain copy, even of a Buffer
+    if (bytes[0] === NUMBERS) {
+      let body = bytes.subarray(8);
+      if (body.byteOffset % 8 !== 0) body = new Uint8Array(body); // a copy, aligned
+      const f64 = new Float64Array(body.buffer, body.byteOffset, body.length >> 3);
+      const out = new Array<number>(f64.length);
+      for (let i = 0; i < f64.length; i++) out[i] = f64[i]!;
+      return out;
+    }
     return v8.deserialize(bytes.subarray(1));
   } catch (error) {
     throw new UnpicklingError(`Could not decode the message: ${(error as Error).message}`);
