@@ -412,6 +412,15 @@ static napi_value str(napi_env env, const char* s) {
   return v;
 }
 
+/* argv[i] as a number, or `fallback` when it is missing or not a number (optional arguments). */
+static double optional_number(napi_env env, size_t argc, napi_value* argv, size_t i, double fallback) {
+  if (argc <= i) return fallback;
+  napi_valuetype t;
+  double v = fallback;
+  if (napi_typeof(env, argv[i], &t) == napi_ok && t == napi_number) napi_get_value_double(env, argv[i], &v);
+  return v;
+}
+
 /* futexWait(int32array, index, expected, timeoutMs) -> 'ok' | 'not-equal' | 'timed-out' */
 static napi_value futex_wait_js(napi_env env, napi_callback_info info) {
   size_t argc = 4;
@@ -425,12 +434,7 @@ static napi_value futex_wait_js(napi_env env, napi_callback_info info) {
   if (!addr) return NULL;
   int32_t expected = 0;
   CHECK(napi_get_value_int32(env, argv[2], &expected));
-  double ms = -1;
-  if (argc >= 4) {
-    napi_valuetype t;
-    napi_typeof(env, argv[3], &t);
-    if (t == napi_number) napi_get_value_double(env, argv[3], &ms);
-  }
+  double ms = optional_number(env, argc, argv, 3, -1);
   _Atomic int32_t* word = (_Atomic int32_t*)addr;
   if (atomic_load(word) != expected) return str(env, "not-equal");
   int64_t deadline = deadline_from_ms(ms);
@@ -462,12 +466,7 @@ static napi_value futex_wake_js(napi_env env, napi_callback_info info) {
   }
   int32_t* addr = get_word(env, argv[0], argv[1]);
   if (!addr) return NULL;
-  double dcount = INT_MAX;
-  if (argc >= 3) {
-    napi_valuetype t;
-    napi_typeof(env, argv[2], &t);
-    if (t == napi_number) napi_get_value_double(env, argv[2], &dcount);
-  }
+  double dcount = optional_number(env, argc, argv, 2, INT_MAX);
   int count = dcount >= INT_MAX || dcount != dcount ? INT_MAX : dcount < 0 ? 0 : (int)dcount;
   long r = futex_wake_bits(addr, count, FUTEX_BITSET_MATCH_ANY);
   if (r < 0) {
@@ -733,13 +732,9 @@ static napi_value futex_wait_async_js(napi_env env, napi_callback_info info) {
   if (!addr) return NULL;
   int32_t expected = 0;
   CHECK(napi_get_value_int32(env, argv[2], &expected));
-  double ms = -1;
-  napi_valuetype t;
-  if (argc >= 4) {
-    napi_typeof(env, argv[3], &t);
-    if (t == napi_number) napi_get_value_double(env, argv[3], &ms);
-  }
+  double ms = optional_number(env, argc, argv, 3, -1);
   bool ref = true;
+  napi_valuetype t;
   if (argc >= 5) {
     napi_typeof(env, argv[4], &t);
     if (t == napi_boolean) napi_get_value_bool(env, argv[4], &ref);
