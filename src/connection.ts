@@ -85,6 +85,8 @@ interface Transport {
    * socket) never steals the child's data, and an unread inbox does not grow without bound.
    */
   keepAlive(on: boolean): void;
+  /** Read (without keeping the event loop alive) so that the peer's hang-up is noticed. */
+  watchEnd(): void;
   /** Some bytes of a message have arrived but not all of it. */
   readonly midMessage: boolean;
   close(): void;
@@ -109,6 +111,19 @@ function osErrorFrom(error: unknown): OSError {
     : e.message;
   const message = errno !== undefined ? `[Errno ${errno}] ${text}` : text;
   return Object.assign(new OSError(message, e.code), { cause: error });
+}
+
+/** `dumps` for a message to another process over a byte stream (`headroom` bytes left in front). */
+export function dumpsForProcess(value: unknown, headroom = 0): Buffer {
+  const ctx = newReduceContext('process');
+  const bytes = dumps(value, ctx, undefined, headroom);
+  if (ctx.handles.length > 0) {
+    throw new PicklingError(
+      "Can't send a Connection over a Connection: a socket can reach another process only as a " +
+        'Process argument (or pool initarg), where it is inherited.',
+    );
+  }
+  return bytes;
 }
 
 type SocketInternals = { _handle?: { fd?: number } | null };
@@ -223,15 +238,7 @@ class SocketTransport implements Transport {
   }
 
   sendValue(value: unknown): void {
-    const ctx = newReduceContext('process');
-    const bytes = dumps(value, ctx);
-    if (ctx.handles.length > 0) {
-      throw new PicklingError(
-        "Can't send a Connection over a Connection: a socket can reach another process only as a " +
-          'Process argument (or pool initarg), where it is inherited.',
-      );
-    }
-    this.sendBytes(bytes, true);
+    this.sendBytes(dumpsForProcess(value), true);
   }
 
   pull(): void {}
@@ -245,6 +252,11 @@ class SocketTransport implements Transport {
     this.updateFlow();
   }
 
+  watchEnd(): void {
+    this.flowing = true;
+    this.updateFlow();
+  }
+
   private updateFlow(): void {
     const socket = this.socket;
     if (!socket || socket.destroyed || this.closed) return;
@@ -252,10 +264,9 @@ class SocketTransport implements Transport {
     // never read here does not steal the child's messages). From then on the socket keeps reading
     // into the connection's buffer: pausing and resuming around every recv() cost two epoll
     // changes per message, which dominated a request/response round trip.
-    if (this.demand && !this.ended) {
-      this.flowing = true;
-      socket.resume();
-    } else if (!this.flowing) socket.pause();
+    if (this.demand && !this.ended) this.flowing = true;
+    if (this.flowing) socket.resume();
+    else socket.pause();
     if (this.demand || this.pendingWrites > 0) socket.ref();
     else socket.unref();
   }
@@ -366,6 +377,10 @@ class PortTransport implements Transport {
     else this.port.unref();
   }
 
+  watchEnd(): void {
+    // A port delivers its 'close' whether or not anyone reads.
+  }
+
   close(): void {
     if (this.closed) return;
     this.closed = true;
@@ -473,6 +488,7 @@ export class Connection implements Disposable {
   #end: { error?: Error } | null = null;
   readonly #consumers: Consumer[] = [];
   readonly #watchers = new Set<() => void>();
+  readonly #endWatchers: Array<(error: Error) => void> = [];
   #handshakeFrames = 0;
 
   static {
@@ -562,6 +578,7 @@ export class Connection implements Disposable {
     if (this.#end) return;
     this.#end = error ? { error } : {};
     for (const consumer of this.#consumers.splice(0)) consumer.fail(this.#endError());
+    for (const onEnd of this.#endWatchers.splice(0)) onEnd(this.#endError());
     this.#updateKeepAlive();
     this.#notify();
   }
@@ -634,6 +651,21 @@ export class Connection implements Disposable {
         this.#updateKeepAlive();
       };
     });
+  }
+
+  /**
+   * @internal Calls `onEnd` once when the peer hangs up, without keeping the event loop alive
+   * (a connection whose messages travel elsewhere, such as a manager's shared-memory lane, still
+   * learns of the peer's death from its socket). Messages that arrive meanwhile stay in the inbox.
+   */
+  _watchEnd(onEnd: (error: Error) => void): void {
+    if (this.#end) {
+      const error = this.#endError();
+      queueMicrotask(() => onEnd(error));
+      return;
+    }
+    this.#endWatchers.push(onEnd);
+    this.#transport.watchEnd();
   }
 
   /** @internal Resolves when a message or EOF is available (or the connection is closed). */
@@ -774,6 +806,7 @@ export class Connection implements Disposable {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    this.#endWatchers.length = 0;
     for (const consumer of this.#consumers.splice(0)) consumer.fail(new OSError('handle is closed'));
     this.#transport.close();
     const watchers = [...this.#watchers];

@@ -56,23 +56,26 @@ const arenas: Record<MemoryKind, Arena[]> = { thread: [], process: [] };
 const created = new Set<string>();
 let exitHookInstalled = false;
 
-function unlinkCreated(): void {
-  for (const name of created) {
-    try {
-      loadNative().shmUnlink(name);
-    } catch {
-      // already gone
-    }
-    try {
-      tracker.unregister(name, 'shared_memory');
-    } catch {
-      // the tracker may be gone at exit
-    }
+/** Unlinks a segment this process created and stops tracking it. */
+function unlinkSegment(name: string): void {
+  try {
+    loadNative().shmUnlink(name);
+  } catch {
+    // already gone
   }
+  try {
+    tracker.unregister(name, 'shared_memory');
+  } catch {
+    // the tracker may be gone at exit
+  }
+}
+
+function unlinkCreated(): void {
+  for (const name of created) unlinkSegment(name);
   created.clear();
 }
 
-function createSegment(size: number): { name: string; buffer: ArrayBufferLike } {
+function createSegment(size: number, cache = true): { name: string; buffer: ArrayBufferLike } {
   const native = loadNative();
   const pageSize = native.pageSize || 4096;
   const rounded = Math.ceil(size / pageSize) * pageSize;
@@ -96,9 +99,31 @@ function createSegment(size: number): { name: string; buffer: ArrayBufferLike } 
       // best effort: the exit hook still unlinks on a normal exit
     }
     markProcessShared(mapping.buffer);
-    attached.set(name, mapping.buffer);
+    if (cache) attached.set(name, mapping.buffer);
     return { name, buffer: mapping.buffer };
   }
+}
+
+/**
+ * A segment for two parties only, that lives as long as both map it: the creator calls
+ * `unlinkPairSegment` once the other side has opened it (`openPairSegment`), and the kernel frees
+ * the memory when both mappings are garbage-collected. Until then it is tracked like an arena, so
+ * a creator that dies in between leaves nothing behind. (Manager connections' shared-memory lanes.)
+ */
+export function createPairSegment(size: number): { name: string; buffer: ArrayBufferLike } {
+  return createSegment(size, false);
+}
+
+/** Maps a pair segment made by another process (not cached: the mapping goes with its buffer). */
+export function openPairSegment(name: string): ArrayBufferLike {
+  const { buffer } = loadNative().shmOpen(name, false, false, 0);
+  markProcessShared(buffer);
+  return buffer;
+}
+
+/** Removes a pair segment's name (both sides have mapped it, or it will never be used). */
+export function unlinkPairSegment(name: string): void {
+  if (created.delete(name)) unlinkSegment(name);
 }
 
 /** Arenas mapped in this process (or thread: each isolate maps its own), by segment name. */

@@ -143,8 +143,8 @@ export class ByteRing {
     return true;
   }
 
-  /** Waits until the ring has room for at least one byte. */
-  async waitForSpace(): Promise<void> {
+  /** Waits until the ring has room for at least one byte (an aborted `signal` rejects). */
+  async waitForSpace(signal?: AbortSignal): Promise<void> {
     const w = this.words;
     while (this.available() >= this.capacity) {
       const seq = Atomics.load(w, SPACE_SEQ);
@@ -153,7 +153,7 @@ export class ByteRing {
       try {
         // Bounded: should a writer that was sent the one pending wake die before taking it, the
         // next one still looks again.
-        if (this.available() >= this.capacity) await wait(w, SPACE_SEQ, seq, SPACE_RECHECK_S);
+        if (this.available() >= this.capacity) await wait(w, SPACE_SEQ, seq, SPACE_RECHECK_S, signal);
       } finally {
         Atomics.sub(w, SPACE_WAITERS, 1);
         Atomics.store(w, SPACE_WAKE_PENDING, 0);
@@ -179,10 +179,10 @@ export class ByteRing {
   // ---- whole transfers --------------------------------------------------------------------
 
   /** Writes all of `src`, waiting for space as the reader drains the ring. */
-  async writeAll(src: Uint8Array): Promise<void> {
+  async writeAll(src: Uint8Array, signal?: AbortSignal): Promise<void> {
     let done = this.write(src);
     while (done < src.length) {
-      await this.waitForSpace();
+      await this.waitForSpace(signal);
       done += this.write(src.subarray(done));
     }
   }
@@ -196,10 +196,10 @@ export class ByteRing {
   }
 
   /** Fills `dest`, waiting for the writer (who has started this frame and will finish it). */
-  async readExactly(dest: Uint8Array): Promise<void> {
+  async readExactly(dest: Uint8Array, signal?: AbortSignal): Promise<void> {
     let got = this.read(dest, 0);
     while (got < dest.length) {
-      await this.waitForData();
+      await this.waitForData(Infinity, signal);
       got += this.read(dest, got);
     }
   }
@@ -213,13 +213,13 @@ export class ByteRing {
   }
 
   /** Reads one frame's body, whose first bytes have arrived. */
-  async readFrame(): Promise<Uint8Array> {
+  async readFrame(signal?: AbortSignal): Promise<Uint8Array> {
     const whole = this.tryReadFrame();
     if (whole) return whole;
     const header = new Uint8Array(4);
-    await this.readExactly(header);
+    await this.readExactly(header, signal);
     const body = new Uint8Array(new DataView(header.buffer).getUint32(0, true));
-    await this.readExactly(body);
+    await this.readExactly(body, signal);
     return body;
   }
 

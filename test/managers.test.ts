@@ -11,6 +11,8 @@ import {
   setFromChild, touchNested, waitForEvent,
 } from './fixtures/managers/tasks.js';
 import { isAlive, startMethods, waitForPidGone } from './helpers.js';
+import { connectionsTo } from '../src/managers/proxies.js';
+import { createdSegments } from '../src/heap.js';
 
 v8.setFlagsFromString('--expose-gc');
 const gc = vm.runInNewContext('gc') as () => void;
@@ -483,5 +485,56 @@ describe('SharedMemoryManager', () => {
     assert.equal(isAlive(pid), false);
     assert.throws(() => new mp.SharedMemory({ name: shm.name }), /FileNotFoundError|No such file/);
     assert.throws(() => new mp.SharedMemory({ name: sl.shm.name }), /FileNotFoundError|No such file/);
+  });
+});
+
+describe('the shared-memory lane of sessions with a local manager', () => {
+  const sessionsOf = (m: SyncManager) => connectionsTo(m.address!, mp.currentProcess().authkey).idleSessions();
+
+  it('carries the calls of a Unix-socket session; frames larger than its rings stream through both ways', async () => {
+    await using m = await Manager();
+    const d = await m.dict<string, unknown>();
+    await d.setItem('warm-up', 1);
+    assert.deepEqual(sessionsOf(m), { lanes: 1, sockets: 0 });
+    const before = createdSegments().length;
+    const big = 'x'.repeat(1 << 20) + 'end';
+    const numbers = Array.from({ length: 100_000 }, (_, i) => i / 3);
+    await d.setItem('big', big);
+    await d.setItem('numbers', numbers);
+    assert.equal(await d.getItem('big'), big);
+    assert.deepEqual(await d.getItem('numbers'), numbers);
+    // Four calls at once open four sessions; their segments are unlinked as soon as both sides map them.
+    assert.deepEqual(await Promise.all([1, 2, 3, 4].map(() => d.getItem('warm-up'))), [1, 1, 1, 1]);
+    assert.equal(sessionsOf(m).lanes, 4);
+    assert.equal(createdSegments().length, before, 'a lane segment was left linked');
+  });
+
+  it('a call waiting on the lane fails at once when the server dies; later calls fail too', async () => {
+    const m = await Manager();
+    const q = await m.Queue();
+    await q.put('first');
+    assert.equal(await q.get(), 'first');
+    assert.equal(sessionsOf(m).lanes, 1);
+    const pending = q.get(); // blocks in the server: the queue is empty
+    const server = m._process!;
+    process.kill(server.pid!, 'SIGKILL');
+    await assert.rejects(pending, (e: Error) => ['EOFError', 'OSError'].includes(e.name));
+    await assert.rejects(q.qsize(), (e: Error) => ['EOFError', 'OSError'].includes(e.name));
+    await waitForPidGone(server.pid!, 5000);
+    await server.join(5);
+  });
+
+  it('MP_MANAGER_LANE=0 keeps sessions on the socket, with the same results', async () => {
+    process.env.MP_MANAGER_LANE = '0';
+    try {
+      await using m = await Manager();
+      const l = await m.list<number | string>([1, 2, 3]);
+      await l.append('x'.repeat(200_000));
+      assert.equal(await l.len(), 4);
+      assert.equal(String(await l.getItem(-1)).length, 200_000);
+      assert.deepEqual(sessionsOf(m), { lanes: 0, sockets: 1 });
+    } finally {
+      delete process.env.MP_MANAGER_LANE;
+    }
   });
 });

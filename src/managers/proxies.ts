@@ -24,6 +24,10 @@ import { task } from '../tasks.js';
 import { finalize } from '../util.js';
 import type { AcquireOptions } from '../synchronize.js';
 import { currentServer, sameAddress, type Reply, type Request, type Token } from './server.js';
+import { doorbellState, Lane } from './lane.js';
+import { unlinkPairSegment, type BlockState } from '../heap.js';
+import { tryLoadNative } from '../native.js';
+import { debug } from '../logger.js';
 
 export type { Token } from './server.js';
 
@@ -40,9 +44,31 @@ function addressKey(address: Address, authkey: Uint8Array): string {
   return `${JSON.stringify(address)}|${Buffer.from(authkey).toString('hex')}`;
 }
 
+/** One authenticated session with the server: its socket, and its shared-memory lane if the
+ * server took the offer (requests and replies then travel there; see lane.ts). */
+interface Session {
+  readonly conn: Connection;
+  readonly lane: Lane | null;
+}
+
+function closeSession(session: Session): void {
+  session.lane?.close();
+  session.conn.close();
+}
+
+function isDead(session: Session): boolean {
+  return session.conn.closed || (session.lane?.closed ?? false);
+}
+
+/** Whether sessions on `address` may offer a lane: a Unix socket (so the server is on this
+ * machine), the addon at hand, and not turned off with MP_MANAGER_LANE=0. */
+function laneWanted(address: Address): boolean {
+  return typeof address === 'string' && process.env.MP_MANAGER_LANE !== '0' && tryLoadNative() !== null;
+}
+
 /** Connections to one manager server. */
 export class ManagerConnections {
-  private readonly idle: Connection[] = [];
+  private readonly idle: Session[] = [];
   /** Set when the manager has shut down: proxies then skip their decref. */
   closed = false;
 
@@ -51,44 +77,64 @@ export class ManagerConnections {
     readonly authkey: Uint8Array,
   ) {}
 
-  private async open(): Promise<Connection> {
+  private async open(): Promise<Session> {
     const conn = await Client(this.address, { authkey: this.authkey });
+    let offer: ReturnType<typeof Lane.offer> | null = null;
     try {
-      conn.send([null, 'accept_connection', [clientName()], null] satisfies Request);
+      if (laneWanted(this.address)) offer = Lane.offer();
+    } catch (error) {
+      debug('manager connection: no shared-memory lane: %s', (error as Error).message);
+    }
+    try {
+      const args: unknown[] = offer ? [clientName(), { segment: offer.segment, doorbell: doorbellState() }] : [clientName()];
+      conn.send([null, 'accept_connection', args, null] satisfies Request);
       const [kind, result] = (await conn.recv()) as Reply;
       if (kind !== '#RETURN') throw convertToError(kind, result);
+      const accepted = (result as { doorbell?: BlockState } | null)?.doorbell;
+      if (!offer || !accepted) return { conn, lane: null };
+      const lane = Lane.forClient(offer.buffer, accepted);
+      // The server's hang-up (shutdown, death) ends the lane: a pending call fails at once.
+      conn._watchEnd((error) => lane.close(error));
+      return { conn, lane };
     } catch (error) {
       conn.close();
       throw error;
+    } finally {
+      // Both sides have mapped it (or never will): the name is no longer needed.
+      if (offer) unlinkPairSegment(offer.segment);
     }
-    return conn;
   }
 
   /** Sends one request and waits for its reply. */
   async call(request: Request, signal?: AbortSignal): Promise<Reply> {
     signal?.throwIfAborted();
-    const conn = this.idle.pop() ?? (await this.open());
+    let session = this.idle.pop();
+    while (session && isDead(session)) {
+      closeSession(session);
+      session = this.idle.pop();
+    }
+    session ??= await this.open();
     try {
-      conn.send(request);
+      (session.lane ?? session.conn).send(request);
     } catch (error) {
-      // Nothing was sent (the arguments cannot be serialised): the connection is still good.
-      this.release(conn);
+      // Nothing was sent (the arguments cannot be serialised): the session is still good.
+      this.release(session);
       throw error;
     }
     let reply: Reply;
     try {
-      reply = (await conn.recv({ signal })) as Reply;
+      reply = (await (session.lane ? session.lane.recv(signal) : session.conn.recv({ signal }))) as Reply;
     } catch (error) {
-      conn.close();
+      closeSession(session);
       throw error;
     }
-    this.release(conn);
+    this.release(session);
     return reply;
   }
 
-  private release(conn: Connection): void {
-    if (this.closed || this.idle.length >= MAX_IDLE) conn.close();
-    else this.idle.push(conn);
+  private release(session: Session): void {
+    if (this.closed || this.idle.length >= MAX_IDLE || isDead(session)) closeSession(session);
+    else this.idle.push(session);
   }
 
   /** A management call (`create`, `incref`, `shutdown`, ...). */
@@ -98,10 +144,16 @@ export class ManagerConnections {
     throw convertToError(kind, result);
   }
 
+  /** @internal The idle sessions, by how they carry calls (for tests). */
+  idleSessions(): { lanes: number; sockets: number } {
+    const lanes = this.idle.filter((s) => s.lane !== null).length;
+    return { lanes, sockets: this.idle.length - lanes };
+  }
+
   /** Closes the idle connections (a manager's shutdown). */
   close(): void {
     this.closed = true;
-    for (const c of this.idle.splice(0)) c.close();
+    for (const session of this.idle.splice(0)) closeSession(session);
   }
 }
 

@@ -20,6 +20,8 @@ import { SharedMemory } from '../sharedMemory.js';
 import { debug, info } from '../logger.js';
 import { AttributeError, callerContext, getValueSymbol, setLocalResolver, toManagedIterator } from './referents.js';
 import { pyRepr, pyTypeName } from './pyvalues.js';
+import { doorbellState, Lane } from './lane.js';
+import type { BlockState } from '../heap.js';
 
 /** Python's `Token(typeid, address, id)`: what names a shared object. */
 export interface Token {
@@ -122,6 +124,23 @@ export function currentServer(): Server | null {
 interface Client {
   conn: Connection;
   controller: AbortController;
+  /** Where this client's requests and replies travel: the socket, or its shared-memory lane. */
+  channel: Channel;
+}
+
+/** What a session is served over (a Connection, or a Lane). */
+type Channel = Pick<Connection, 'send' | 'closed'>;
+
+/** The server's half of a client's lane offer (see lane.ts), or null to stay on the socket. */
+function acceptLane(offer: unknown): Lane | null {
+  const o = offer as { segment?: unknown; doorbell?: BlockState } | null | undefined;
+  if (typeof o?.segment !== 'string' || typeof o.doorbell !== 'object' || o.doorbell === null) return null;
+  try {
+    return Lane.forServer(o.segment, o.doorbell);
+  } catch (error) {
+    debug('manager server: declined a shared-memory lane: %s', (error as Error).message);
+    return null;
+  }
 }
 
 export class Server {
@@ -182,7 +201,7 @@ export class Server {
 
   /** Python's `handle_request`: one management call, or the start of a client's session. */
   private async handleRequest(conn: Connection): Promise<void> {
-    const client: Client = { conn, controller: new AbortController() };
+    const client: Client = { conn, controller: new AbortController(), channel: conn };
     this.clients.add(client);
     try {
       let request: Request;
@@ -193,8 +212,9 @@ export class Server {
       }
       const [, name, args] = request;
       if (name === 'accept_connection') {
-        conn.send(['#RETURN', null]);
-        await this.serveClient(client, String(args?.[0] ?? ''));
+        const lane = acceptLane(args?.[1]);
+        conn.send(['#RETURN', lane ? { doorbell: doorbellState() } : null]);
+        await this.serveClient(client, String(args?.[0] ?? ''), lane);
         return;
       }
       const reply = await this.management(client, name, args ?? []);
@@ -216,13 +236,13 @@ export class Server {
     }
   }
 
-  private send(conn: Connection, reply: Reply): void {
-    if (conn.closed) return;
+  private send(channel: Channel, reply: Reply): void {
+    if (channel.closed) return;
     try {
-      conn.send(reply);
+      channel.send(reply);
     } catch (error) {
       try {
-        conn.send(['#UNSERIALIZABLE', formatException(error)]);
+        channel.send(['#UNSERIALIZABLE', formatException(error)]);
       } catch {
         // The connection is gone.
       }
@@ -230,10 +250,16 @@ export class Server {
   }
 
   /** Python's `serve_client`: method calls on shared objects until the client hangs up. */
-  private async serveClient(client: Client, name: string): Promise<void> {
+  private async serveClient(client: Client, name: string, lane: Lane | null): Promise<void> {
     const { conn, controller } = client;
     const context = { client: name, signal: controller.signal };
-    let next = conn.recv();
+    if (lane) {
+      client.channel = lane;
+      // The socket carries nothing more; its hang-up ends the session and aborts a waiting call.
+      conn._watchEnd((error) => controller.abort(error));
+      controller.signal.addEventListener('abort', () => lane.close(), { once: true });
+    }
+    let next = lane ? lane.recv() : conn.recv();
     for (;;) {
       let request: Request;
       try {
@@ -241,15 +267,18 @@ export class Server {
       } catch {
         return;
       }
-      // Read ahead: a hang-up while this call waits aborts it.
-      next = conn.recv();
-      next.catch((error: unknown) => controller.abort(error));
+      if (!lane) {
+        // Read ahead: a hang-up while this call waits aborts it.
+        next = conn.recv();
+        next.catch((error: unknown) => controller.abort(error));
+      }
       const [ident, methodname, args] = request;
       let reply: Reply;
       if (ident === null) reply = await this.management(client, methodname, args ?? []);
       else reply = await callerContext.run(context, () => this.callMethod(ident, methodname, args ?? []));
       if (controller.signal.aborted) return;
-      this.send(conn, reply);
+      this.send(client.channel, reply);
+      if (lane) next = lane.recv();
     }
   }
 
@@ -380,7 +409,7 @@ export class Server {
   /** Answers, then stops accepting and drops every client. */
   shutdown(client: Client | null): void {
     info('manager received shutdown message');
-    if (client) this.send(client.conn, ['#RETURN', null]);
+    if (client) this.send(client.channel, ['#RETURN', null]);
     this.stop();
   }
 
