@@ -20,7 +20,10 @@ const fmt = (x) => (x === undefined ? 'n/a' : Math.round(x).toLocaleString('en-U
 
 if (mp.isMain(import.meta)) {
   const rows = [];
-  for (const method of ['spawn', 'forkserver', 'thread']) {
+  // The last row turns the shared-memory lane off: calls then travel over the Unix socket.
+  const configs = [['spawn', true], ['forkserver', true], ['thread', true], ['spawn', false]];
+  for (const [method, lane] of configs) {
+    if (!lane) process.env.MP_MANAGER_LANE = '0';
     const manager = await Manager({ ctx: mp.getContext(method) });
     const d = await manager.dict();
     await d.setItem('x', 0);
@@ -31,8 +34,10 @@ if (mp.isMain(import.meta)) {
       for (let i = 0; i < k; i++) await d.getItem('x');
     };
     const concurrent = (k) => Promise.all(Array.from({ length: 4 }, () => gets(Math.ceil(k / 4))));
-    rows.push([`multiprocessing-ts, server on '${method}'`, fmt(await rate(sets, n)), fmt(await rate(gets, n)), fmt(await rate(concurrent, n))]);
+    const label = `multiprocessing-ts, server on '${method}'${lane ? '' : ', socket only (MP_MANAGER_LANE=0)'}`;
+    rows.push([label, fmt(await rate(sets, n)), fmt(await rate(gets, n)), fmt(await rate(concurrent, n))]);
     await manager.shutdown();
+    delete process.env.MP_MANAGER_LANE;
   }
   const script = fileURLToPath(new URL('./managers.py', import.meta.url));
   const py = spawnSync('python3', [script, String(n)], { encoding: 'utf8' });
