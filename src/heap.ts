@@ -53,29 +53,36 @@ const arenas: Record<MemoryKind, Arena[]> = { thread: [], process: [] };
 
 // ---- segments (process memory) ---------------------------------------------------------------
 
+/** Arena segments this process created (tracked; unlinked at exit). */
 const created = new Set<string>();
+/** Pair segments this process created whose name the other side has not removed yet. */
+const pairs = new Set<string>();
 let exitHookInstalled = false;
 
-/** Unlinks a segment this process created and stops tracking it. */
-function unlinkSegment(name: string): void {
+function unlinkQuietly(name: string): void {
   try {
     loadNative().shmUnlink(name);
   } catch {
     // already gone
   }
-  try {
-    tracker.unregister(name, 'shared_memory');
-  } catch {
-    // the tracker may be gone at exit
-  }
 }
 
 function unlinkCreated(): void {
-  for (const name of created) unlinkSegment(name);
+  for (const name of created) {
+    unlinkQuietly(name);
+    try {
+      tracker.unregister(name, 'shared_memory');
+    } catch {
+      // the tracker may be gone at exit
+    }
+  }
   created.clear();
+  for (const name of pairs) unlinkQuietly(name);
+  pairs.clear();
 }
 
-function createSegment(size: number, cache = true): { name: string; buffer: ArrayBufferLike } {
+/** A new segment named `/mp-<pid>-<random>`, unlinked at this process's exit if still there. */
+function newSegment(size: number, names: Set<string>): { name: string; buffer: ArrayBufferLike } {
   const native = loadNative();
   const pageSize = native.pageSize || 4096;
   const rounded = Math.ceil(size / pageSize) * pageSize;
@@ -88,42 +95,50 @@ function createSegment(size: number, cache = true): { name: string; buffer: Arra
       if ((error as { code?: string }).code === 'EEXIST' && attempt < 10) continue;
       throw error;
     }
-    created.add(name);
+    names.add(name);
     if (!exitHookInstalled) {
       exitHookInstalled = true;
       process.on('exit', unlinkCreated);
     }
-    try {
-      tracker.register(name, 'shared_memory');
-    } catch {
-      // best effort: the exit hook still unlinks on a normal exit
-    }
     markProcessShared(mapping.buffer);
-    if (cache) attached.set(name, mapping.buffer);
     return { name, buffer: mapping.buffer };
   }
 }
 
-/**
- * A segment for two parties only, that lives as long as both map it: the creator calls
- * `unlinkPairSegment` once the other side has opened it (`openPairSegment`), and the kernel frees
- * the memory when both mappings are garbage-collected. Until then it is tracked like an arena, so
- * a creator that dies in between leaves nothing behind. (Manager connections' shared-memory lanes.)
- */
-export function createPairSegment(size: number): { name: string; buffer: ArrayBufferLike } {
-  return createSegment(size, false);
+function createSegment(size: number): { name: string; buffer: ArrayBufferLike } {
+  const segment = newSegment(size, created);
+  try {
+    tracker.register(segment.name, 'shared_memory');
+  } catch {
+    // best effort: the exit hook still unlinks on a normal exit
+  }
+  attached.set(segment.name, segment.buffer);
+  return segment;
 }
 
-/** Maps a pair segment made by another process (not cached: the mapping goes with its buffer). */
+/**
+ * A segment for two parties only, that lives as long as both map it (manager connections'
+ * shared-memory lanes). The other side removes the name as soon as it has mapped it
+ * (`openPairSegment`), and the kernel frees the memory when both mappings are garbage-collected.
+ * Not registered with the resource tracker: the name exists for one round trip, and the creator
+ * removes it itself when the offer fails (`unlinkPairSegment`) or at exit.
+ */
+export function createPairSegment(size: number): { name: string; buffer: ArrayBufferLike } {
+  return newSegment(size, pairs);
+}
+
+/** Maps a pair segment made by another process and removes its name (not cached: the mapping
+ * goes with its buffer). */
 export function openPairSegment(name: string): ArrayBufferLike {
   const { buffer } = loadNative().shmOpen(name, false, false, 0);
+  unlinkQuietly(name);
   markProcessShared(buffer);
   return buffer;
 }
 
-/** Removes a pair segment's name (both sides have mapped it, or it will never be used). */
+/** Removes a pair segment's name if it is still there (the offer failed, or was declined). */
 export function unlinkPairSegment(name: string): void {
-  if (created.delete(name)) unlinkSegment(name);
+  if (pairs.delete(name)) unlinkQuietly(name);
 }
 
 /** Arenas mapped in this process (or thread: each isolate maps its own), by segment name. */

@@ -5,23 +5,21 @@
  * Why: a proxy call is one request and one reply. Over a socket each of them costs the other
  * process an event-loop wake-up (epoll, libuv, a callback), about 40 µs apiece on Node, where
  * Python's manager threads block in recv() and answer in half the time. Over the lane, a side that
- * waits for the next frame first spins for a moment (SPIN_MS) on its doorbell: a reply that comes
- * back within it is taken with no wake-up and no system call. Only after the spin does the side
- * sleep on a futex, and then a writer wakes it with one system call.
+ * waits for the next frame first spins for a moment (SPIN_MS): a reply that comes back within it
+ * is taken with no wake-up and no system call. Only after the spin does the lane sleep on its
+ * ring's futex (as a Python manager thread sleeps in recv), and the writer wakes it with one
+ * system call.
  *
  * The socket stays open beside the lane, unread: its hang-up (the peer closed, died or shut down)
  * ends the lane, so a pending call fails at once as it would on a socket. The lane is offered by
  * the client on `accept_connection` and used only when the server could map the segment (both on
  * one machine, the addon loaded); otherwise the session simply stays on the socket.
  *
- * Doorbells: each process (each thread) has one, two words in its shared heap: RUNG, bumped by any
- * peer after it wrote a frame for this process, and SLEEPING, set while this process's poller
- * sleeps on RUNG. One poller per process watches every lane that has a receiver waiting, so a
- * server with many idle sessions spins on one word and sleeps on one futex.
+ * One poller per process (per thread) spins for all the lanes that have a receiver waiting, so
+ * that concurrent calls, and a server's many sessions, share one spin.
  */
 import { EOFError } from '../errors.js';
-import { wait, wake } from '../futex.js';
-import { allocate, attachBlock, blockState, createPairSegment, int32s, openPairSegment, type BlockState } from '../heap.js';
+import { createPairSegment, openPairSegment, unlinkPairSegment } from '../heap.js';
 import { dumpsForProcess } from '../connection.js';
 import { loads } from '../reduction.js';
 import { ByteRing, RING_WORDS } from '../ring.js';
@@ -38,60 +36,30 @@ const LANE_BYTES = HEADER_BYTES + 2 * RING_BYTES;
  */
 const SPIN_MS = 0.1;
 
-// ---- doorbells ---------------------------------------------------------------------------------
-
-const RUNG = 0;
-const SLEEPING = 1;
-
-let ownDoorbell: { words: Int32Array; state: BlockState } | null = null;
-
-function doorbell(): { words: Int32Array; state: BlockState } {
-  if (!ownDoorbell) {
-    const block = allocate('process', 8);
-    ownDoorbell = { words: int32s(block, 0, 2), state: blockState(block) };
-  }
-  return ownDoorbell;
-}
-
-/** The travelling form of this process's doorbell. */
-export function doorbellState(): BlockState {
-  return doorbell().state;
-}
-
-function ring(peer: Int32Array): void {
-  Atomics.add(peer, RUNG, 1);
-  if (Atomics.load(peer, SLEEPING) !== 0) wake(peer, RUNG, 1);
-}
-
 // ---- the poller --------------------------------------------------------------------------------
 
-/** Watches the lanes of this process that have a receiver waiting (see the module comment). */
+/** Spins for the lanes of this process that have a receiver waiting (see the module comment). */
 class Poller {
   private readonly waiting = new Set<Lane>();
   private scheduled = false;
-  private sleep: AbortController | null = null;
 
   add(lane: Lane): void {
-    // A frame that began to arrive earlier has already rung: take it now rather than wait for
-    // another ring. (Anything later rings after this check, and this runs before the wake-up.)
-    if (lane.hasData()) return lane.take();
     this.waiting.add(lane);
     this.schedule();
   }
 
-  remove(lane: Lane): void {
-    this.waiting.delete(lane);
-    if (this.waiting.size === 0) this.sleep?.abort();
-  }
-
   private schedule(): void {
-    if (this.scheduled || this.sleep) return;
+    if (this.scheduled) return;
     this.scheduled = true;
     // After the current job and its microtasks: the calls made in the same turn send first.
     setImmediate(() => this.poll());
   }
 
-  /** Hands over every lane whose frame has begun to arrive; true if there was one. */
+  remove(lane: Lane): void {
+    this.waiting.delete(lane);
+  }
+
+  /** Hands over every lane whose next frame has begun to arrive; true if there was one. */
   private deliver(): boolean {
     let any = false;
     for (const lane of this.waiting) {
@@ -105,48 +73,18 @@ class Poller {
 
   private poll(): void {
     this.scheduled = false;
-    const words = doorbell().words;
-    let seen = Atomics.load(words, RUNG);
-    if (this.deliver()) return this.again();
     const deadline = performance.now() + SPIN_MS;
     for (let i = 1; this.waiting.size > 0; i++) {
-      const rung = Atomics.load(words, RUNG);
-      if (rung !== seen) {
-        seen = rung;
-        if (this.deliver()) return this.again();
-      }
-      if ((i & 127) === 0 && performance.now() >= deadline) {
-        void this.sleepUntilRung(words);
+      if (this.deliver()) break;
+      if ((i & 63) === 0 && performance.now() >= deadline) {
+        // Nothing came: each lane sleeps on its own ring until its writer wakes it.
+        for (const lane of this.waiting) lane.sleep();
+        this.waiting.clear();
         return;
       }
     }
-  }
-
-  /** Polls again once the receivers just handed their frames have run. */
-  private again(): void {
+    // The receivers just handed their frames run first; then the others spin again.
     if (this.waiting.size > 0) this.schedule();
-  }
-
-  private async sleepUntilRung(words: Int32Array): Promise<void> {
-    const controller = new AbortController();
-    this.sleep = controller;
-    try {
-      for (;;) {
-        const seen = Atomics.load(words, RUNG);
-        Atomics.store(words, SLEEPING, 1);
-        // A frame written before SLEEPING was visible rang without waking: look once more.
-        if (this.deliver() || this.waiting.size === 0) break;
-        await wait(words, RUNG, seen, null, controller.signal);
-        Atomics.store(words, SLEEPING, 0);
-        if (this.deliver()) break;
-      }
-    } catch {
-      // Aborted: nobody waits any more.
-    } finally {
-      Atomics.store(words, SLEEPING, 0);
-      this.sleep = null;
-      this.again();
-    }
   }
 }
 
@@ -163,35 +101,44 @@ interface Receiver {
 export class Lane {
   private readonly inbox: ByteRing;
   private readonly outbox: ByteRing;
-  private readonly peerDoorbell: Int32Array;
   private readonly closing = new AbortController();
   private receiver: Receiver | null = null;
+  /** Set while a receiver sleeps on the inbox's futex; aborting it ends that wait. */
+  private sleeping: AbortController | null = null;
+  /** A frame is being read in pieces (it is larger than what had arrived). */
+  private midFrame = false;
   private writing: Promise<void> | null = null;
   private failure: Error | null = null;
 
-  private constructor(buffer: ArrayBufferLike, side: 'client' | 'server', peerDoorbell: BlockState) {
+  private constructor(buffer: ArrayBufferLike, side: 'client' | 'server') {
     const words = new Int32Array(buffer, 0, 2 * RING_WORDS);
     const requests = new ByteRing(words.subarray(0, RING_WORDS), new Uint8Array(buffer, HEADER_BYTES, RING_BYTES));
     const replies = new ByteRing(words.subarray(RING_WORDS), new Uint8Array(buffer, HEADER_BYTES + RING_BYTES, RING_BYTES));
     this.inbox = side === 'client' ? replies : requests;
     this.outbox = side === 'client' ? requests : replies;
-    this.peerDoorbell = int32s(attachBlock(peerDoorbell), 0, 2);
   }
 
-  /** The client's half: a new segment, offered to the server by name. */
+  /** The client's half: a new segment, offered to the server by name. If the server declines,
+   * call `withdraw(segment)`. */
   static offer(): { segment: string; buffer: ArrayBufferLike } {
     const { name, buffer } = createPairSegment(LANE_BYTES);
     return { segment: name, buffer };
   }
 
-  /** The client's lane once the server accepted the offer (`serverDoorbell` from its answer). */
-  static forClient(buffer: ArrayBufferLike, serverDoorbell: BlockState): Lane {
-    return new Lane(buffer, 'client', serverDoorbell);
+  /** Removes the name of an offer the server did not take. */
+  static withdraw(segment: string): void {
+    unlinkPairSegment(segment);
   }
 
-  /** The server's lane on a client's offer; throws when the segment cannot be mapped here. */
-  static forServer(segment: string, clientDoorbell: BlockState): Lane {
-    return new Lane(openPairSegment(segment), 'server', clientDoorbell);
+  /** The client's lane once the server accepted the offer. */
+  static forClient(buffer: ArrayBufferLike): Lane {
+    return new Lane(buffer, 'client');
+  }
+
+  /** The server's lane on a client's offer (the segment's name is removed once mapped); throws
+   * when the segment cannot be mapped here. */
+  static forServer(segment: string): Lane {
+    return new Lane(openPairSegment(segment), 'server');
   }
 
   get closed(): boolean {
@@ -205,17 +152,11 @@ export class Lane {
     frame.writeUInt32LE(frame.length - 4, 0);
     if (!this.writing && frame.length <= this.outbox.free()) {
       this.outbox.write(frame); // whole: this side is the ring's only writer
-      ring(this.peerDoorbell);
       return;
     }
-    // Too big for the free space: stream it while the peer reads (in order after any earlier one).
-    const previous = this.writing ?? Promise.resolve();
-    const done = previous
-      .then(() => {
-        const first = this.outbox.write(frame);
-        ring(this.peerDoorbell);
-        return this.outbox.writeAll(frame.subarray(first), this.closing.signal);
-      })
+    // Too big for the free space: stream it while the peer reads (after any earlier frame).
+    const done = (this.writing ?? Promise.resolve())
+      .then(() => this.outbox.writeAll(frame, this.closing.signal))
       .catch(() => {
         // The lane closed under the write: the peer is gone, and so is the frame.
       })
@@ -236,7 +177,7 @@ export class Lane {
       const onAbort = (): void => {
         if (this.receiver !== receiver) return;
         this.receiver = null;
-        poller?.remove(this);
+        this.stopWaiting();
         reject(signal!.reason);
       };
       const receiver: Receiver = {
@@ -260,17 +201,35 @@ export class Lane {
     return this.inbox.available() > 0;
   }
 
+  /** For the poller: nothing came during its spin; sleep on the inbox until the writer wakes us
+   * (the ring counts us as a waiting reader, so its next write makes the system call). */
+  sleep(): void {
+    if (!this.receiver) return;
+    const sleeping = new AbortController();
+    this.sleeping = sleeping;
+    this.inbox.waitForData(Infinity, sleeping.signal).then(
+      () => {
+        if (this.sleeping !== sleeping) return;
+        this.sleeping = null;
+        this.take();
+      },
+      () => {
+        // Woken by an abort or a close: they settle the receiver.
+      },
+    );
+  }
+
   /** For the poller: read the frame that has begun to arrive and hand it to the receiver. */
   take(): void {
     const receiver = this.receiver;
     if (!receiver) return;
     const frame = this.inbox.tryReadFrame();
-    const body = frame ? Promise.resolve(frame) : this.inbox.readFrame(this.closing.signal);
-    body.then(
+    if (frame) return this.hand(receiver, frame);
+    this.midFrame = true;
+    this.inbox.readFrame(this.closing.signal).then(
       (bytes) => {
-        if (this.receiver !== receiver) return; // aborted or closed meanwhile
-        this.receiver = null;
-        loads(bytes).then(receiver.resolve, receiver.reject);
+        this.midFrame = false;
+        this.hand(receiver, bytes);
       },
       () => {
         // Closed mid-frame: close() rejected the receiver.
@@ -278,17 +237,30 @@ export class Lane {
     );
   }
 
+  private hand(receiver: Receiver, frame: Uint8Array): void {
+    if (this.receiver !== receiver) return; // aborted or closed meanwhile
+    this.receiver = null;
+    loads(frame).then(receiver.resolve, receiver.reject);
+  }
+
+  private stopWaiting(): void {
+    poller?.remove(this);
+    this.sleeping?.abort();
+    this.sleeping = null;
+  }
+
   /** Ends the lane: a waiting receiver gets `error` (EOFError by default), later calls too. */
   close(error: Error = new EOFError()): void {
     if (this.failure) return;
     this.failure = error;
     this.closing.abort(error);
-    poller?.remove(this);
+    this.stopWaiting();
     const receiver = this.receiver;
     this.receiver = null;
     if (!receiver) return;
-    // The peer's last frame (the answer to a shutdown) may be complete in the ring: it counts.
-    const frame = this.inbox.tryReadFrame();
+    // The peer's last frame (the answer to a shutdown) may be complete in the ring: it counts,
+    // unless part of a frame has already been read (the ring's head is then inside a frame).
+    const frame = this.midFrame ? null : this.inbox.tryReadFrame();
     if (frame) loads(frame).then(receiver.resolve, receiver.reject);
     else receiver.reject(error);
   }

@@ -24,8 +24,7 @@ import { task } from '../tasks.js';
 import { finalize } from '../util.js';
 import type { AcquireOptions } from '../synchronize.js';
 import { currentServer, sameAddress, type Reply, type Request, type Token } from './server.js';
-import { doorbellState, Lane } from './lane.js';
-import { unlinkPairSegment, type BlockState } from '../heap.js';
+import { Lane } from './lane.js';
 import { tryLoadNative } from '../native.js';
 import { debug } from '../logger.js';
 
@@ -85,24 +84,25 @@ export class ManagerConnections {
     } catch (error) {
       debug('manager connection: no shared-memory lane: %s', (error as Error).message);
     }
+    let accepted = false;
     try {
-      const args: unknown[] = offer ? [clientName(), { segment: offer.segment, doorbell: doorbellState() }] : [clientName()];
+      const args: unknown[] = offer ? [clientName(), { lane: offer.segment }] : [clientName()];
       conn.send([null, 'accept_connection', args, null] satisfies Request);
       const [kind, result] = (await conn.recv()) as Reply;
       if (kind !== '#RETURN') throw convertToError(kind, result);
-      const accepted = (result as { doorbell?: BlockState } | null)?.doorbell;
-      if (!offer || !accepted) return { conn, lane: null };
-      const lane = Lane.forClient(offer.buffer, accepted);
-      // The server's hang-up (shutdown, death) ends the lane: a pending call fails at once.
-      conn._watchEnd((error) => lane.close(error));
-      return { conn, lane };
+      accepted = offer !== null && (result as { lane?: unknown } | null)?.lane === true;
     } catch (error) {
       conn.close();
       throw error;
     } finally {
-      // Both sides have mapped it (or never will): the name is no longer needed.
-      if (offer) unlinkPairSegment(offer.segment);
+      // A taken offer's name is gone already (the server removes it once mapped).
+      if (offer && !accepted) Lane.withdraw(offer.segment);
     }
+    if (!accepted) return { conn, lane: null };
+    const lane = Lane.forClient(offer!.buffer);
+    // The server's hang-up (shutdown, death) ends the lane: a pending call fails at once.
+    conn._watchEnd((error) => lane.close(error));
+    return { conn, lane };
   }
 
   /** Sends one request and waits for its reply. */

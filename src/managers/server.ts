@@ -20,8 +20,7 @@ import { SharedMemory } from '../sharedMemory.js';
 import { debug, info } from '../logger.js';
 import { AttributeError, callerContext, getValueSymbol, setLocalResolver, toManagedIterator } from './referents.js';
 import { pyRepr, pyTypeName } from './pyvalues.js';
-import { doorbellState, Lane } from './lane.js';
-import type { BlockState } from '../heap.js';
+import { Lane } from './lane.js';
 
 /** Python's `Token(typeid, address, id)`: what names a shared object. */
 export interface Token {
@@ -133,10 +132,10 @@ type Channel = Pick<Connection, 'send' | 'closed'>;
 
 /** The server's half of a client's lane offer (see lane.ts), or null to stay on the socket. */
 function acceptLane(offer: unknown): Lane | null {
-  const o = offer as { segment?: unknown; doorbell?: BlockState } | null | undefined;
-  if (typeof o?.segment !== 'string' || typeof o.doorbell !== 'object' || o.doorbell === null) return null;
+  const segment = (offer as { lane?: unknown } | null | undefined)?.lane;
+  if (typeof segment !== 'string') return null;
   try {
-    return Lane.forServer(o.segment, o.doorbell);
+    return Lane.forServer(segment);
   } catch (error) {
     debug('manager server: declined a shared-memory lane: %s', (error as Error).message);
     return null;
@@ -213,7 +212,7 @@ export class Server {
       const [, name, args] = request;
       if (name === 'accept_connection') {
         const lane = acceptLane(args?.[1]);
-        conn.send(['#RETURN', lane ? { doorbell: doorbellState() } : null]);
+        conn.send(['#RETURN', lane ? { lane: true } : null]);
         await this.serveClient(client, String(args?.[0] ?? ''), lane);
         return;
       }
