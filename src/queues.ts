@@ -23,7 +23,7 @@ import { finalize, type FinalizeHandle } from './util.js';
 import { wait, waitSync, wake } from './futex.js';
 import { allocate, attachBlock, blockState, checkTarget, int32s, type Block, type BlockState } from './heap.js';
 import { dumps, loads, loadsSync, needsRebuild, reduceSymbol, registerReducer, type ReduceContext, type Reduced } from './reduction.js';
-import { ByteRing, RING_WORDS, secondsUntil } from './ring.js';
+import { ByteRing, NO_FRAME, RING_WORDS, secondsUntil } from './ring.js';
 import { Lock, memoryKindFor, type SyncOptions } from './synchronize.js';
 
 // Words after the ring's own.
@@ -34,7 +34,6 @@ const HEADER_WORDS = 16;
 const HEADER_BYTES = HEADER_WORDS * 4;
 
 const RING_BYTES = 64 * 1024; // like a Linux pipe
-const FEED_BATCH = 256 * 1024; // bytes of frames the feeder copies per writer-lock hold
 const EAGER_FLUSH = 16 * 1024; // buffered bytes that a put writes at once, when it can
 
 /** Python's SEM_VALUE_MAX: what `maxsize <= 0` means. */
@@ -63,6 +62,17 @@ class SharedQueue extends ByteRing {
 
 
 
+/** An item whose handles, tasks or classes are rebuilt asynchronously, after the reader lock is
+ * released (its bytes copied out of the ring). */
+class NeedsRebuild {
+  constructor(readonly bytes: Uint8Array) {}
+}
+
+/** Decodes an item in the ring (`tryDecodeFrame`): the value, or its bytes to rebuild. */
+function decodeItem(body: Uint8Array): unknown {
+  return needsRebuild(body) ? new NeedsRebuild(Uint8Array.from(body)) : loadsSync(body);
+}
+
 function deadlineFor(block: boolean | undefined, timeout: number | null | undefined): number {
   if (block === false) return 0;
   if (timeout === null || timeout === undefined) return Infinity;
@@ -75,7 +85,10 @@ export class Queue<T = unknown> {
   /** @internal */ protected readonly _rlock: Lock;
   /** @internal */ protected readonly _wlock: Lock;
   /** @internal */ protected readonly _maxsize: number;
+  /** Frames put by this process and not yet written to the ring: `buffer[bufferHead..]` (a
+   * queue without shift(): a producer far ahead of its reader buffers many thousands). */
   private buffer: Uint8Array[] = [];
+  private bufferHead = 0;
   private bufferedBytes = 0;
   private feeding: Promise<void> | null = null;
   private closed = false;
@@ -175,9 +188,7 @@ export class Queue<T = unknown> {
     if (!this.feeding) {
       // As Python's feeder thread: started on first put, finishes flushing before the process exits.
       this.exitFlush ??= finalize(() => (this.joinCancelled ? undefined : this.feeding ?? undefined), -5);
-      this.feeding = this.feed().finally(() => {
-        this.feeding = null;
-      });
+      this.feeding = this.feed();
     }
   }
 
@@ -186,14 +197,7 @@ export class Queue<T = unknown> {
   private flushWithoutWaiting(): void {
     if (!this._wlock.acquireSync({ block: false })) return;
     try {
-      const free = this._ring.free();
-      let count = 0;
-      let bytes = 0;
-      while (count < this.buffer.length && bytes + this.buffer[count]!.length <= free) bytes += this.buffer[count++]!.length;
-      if (count === 0) return;
-      const frames = this.buffer.splice(0, count);
-      this.bufferedBytes -= bytes;
-      this._ring.write(count === 1 ? frames[0]! : Buffer.concat(frames, bytes));
+      this.writeWhatFits();
     } finally {
       this._wlock.release();
     }
@@ -206,30 +210,60 @@ export class Queue<T = unknown> {
     // Let the caller's puts accumulate, then write them in one writer-lock hold: until the next
     // turn of the event loop (a producer awaiting each put fills a batch), or only until the end
     // of this synchronous run when a reader is asleep waiting for data.
-    if (this._ring.readerWaiting()) await Promise.resolve();
-    else await new Promise(setImmediate);
-    while (this.buffer.length > 0) {
-      await this._wlock.acquire();
-      try {
-        while (this.buffer.length > 0) await this._ring.writeAll(this.takeBatch());
-      } finally {
-        this._wlock.release();
+    try {
+      if (this._ring.readerWaiting()) await Promise.resolve();
+      else await new Promise(setImmediate);
+      while (this.bufferHead < this.buffer.length) {
+        await this._wlock.acquire();
+        try {
+          while (this.bufferHead < this.buffer.length) {
+            if (this.writeWhatFits()) continue;
+            // The next item does not fit whole: it streams in while the reader reads (the lock
+            // keeps other writers out until it is complete).
+            const frame = this.buffer[this.bufferHead]!;
+            this.dropWritten(this.bufferHead + 1, frame.length);
+            await this._ring.writeAll(frame);
+          }
+        } finally {
+          this._wlock.release();
+        }
       }
+    } finally {
+      // In the same step as the last look at the buffer: a put from now on starts a new feeder.
+      // (Cleared a microtask later, a put in between would wait for the next put to be flushed.)
+      this.feeding = null;
     }
   }
 
-  private takeBatch(): Uint8Array {
-    if (this.buffer.length === 1 || this.buffer[0]!.length >= FEED_BATCH) {
-      const one = this.buffer.shift()!;
-      this.bufferedBytes -= one.length;
-      return one;
-    }
-    let count = 0;
+  /** Writes the buffered items that fit whole into the ring (the writer lock is held); false if
+   * not even the first one fits. */
+  private writeWhatFits(): boolean {
+    const b = this.buffer;
+    const free = this._ring.free();
+    let end = this.bufferHead;
     let bytes = 0;
-    while (count < this.buffer.length && bytes + this.buffer[count]!.length <= FEED_BATCH) bytes += this.buffer[count++]!.length;
-    const frames = this.buffer.splice(0, count);
+    while (end < b.length && bytes + b[end]!.length <= free) bytes += b[end++]!.length;
+    if (end === this.bufferHead) return false;
+    this._ring.writeFrames(b, this.bufferHead, end, bytes);
+    this.dropWritten(end, bytes);
+    return true;
+  }
+
+  /** Forgets the buffered items before `end` (`bytes` in all), which have been written. */
+  private dropWritten(end: number, bytes: number): void {
+    const b = this.buffer;
     this.bufferedBytes -= bytes;
-    return Buffer.concat(frames, bytes);
+    if (end === b.length) {
+      b.length = 0;
+      this.bufferHead = 0;
+      return;
+    }
+    b.fill(undefined as unknown as Uint8Array, this.bufferHead, end);
+    this.bufferHead = end;
+    if (end > 1024 && end * 2 > b.length) {
+      this.buffer = b.slice(end);
+      this.bufferHead = 0;
+    }
   }
 
   // ---- get --------------------------------------------------------------------------------
@@ -240,15 +274,15 @@ export class Queue<T = unknown> {
     this.checkClosed();
     // The common case, without a wait: the reader lock is free and a whole item is there.
     if (!options.signal?.aborted && this._rlock.acquireSync({ block: false })) {
-      let body: Uint8Array | null;
+      let got: unknown;
       try {
-        body = this._ring.tryReadFrame();
+        got = this._ring.tryDecodeFrame(decodeItem);
       } finally {
         this._rlock.release();
       }
-      if (body) {
+      if (got !== NO_FRAME) {
         this.onGot();
-        return (needsRebuild(body) ? await loads(body) : loadsSync(body)) as T;
+        return (got instanceof NeedsRebuild ? await loads(got.bytes) : got) as T;
       }
     }
     const deadline = deadlineFor(options.block, options.timeout);
@@ -270,13 +304,15 @@ export class Queue<T = unknown> {
     this.checkClosed();
     const deadline = deadlineFor(options.block, options.timeout);
     if (!this._rlock.acquireSync({ block: deadline !== 0, timeout: secondsUntil(deadline) })) throw new Empty();
-    let body: Uint8Array;
+    let got: unknown;
     try {
-      body = this.readFrameSync(deadline);
+      got = this._ring.tryDecodeFrame(loadsSync);
+      if (got === NO_FRAME) got = loadsSync(this.readFrameSync(deadline));
+      else this.onGot();
     } finally {
       this._rlock.release();
     }
-    return loadsSync(body) as T;
+    return got as T;
   }
 
   getNowait(): Promise<T> {

@@ -21,6 +21,9 @@ const SPACE_WAITERS = 5;
 const SPACE_WAKE_PENDING = 6; // a wake is on its way to the writer: do not send another
 const SPACE_RECHECK_S = 0.1;
 
+/** What `tryDecodeFrame` returns when no whole frame has arrived. */
+export const NO_FRAME: unique symbol = Symbol('no frame');
+
 /** Seconds left until a performance.now() deadline (null for none), for futex waits. */
 export function secondsUntil(deadline: number): number | null {
   return deadline === Infinity ? null : Math.max(0, (deadline - performance.now()) / 1000);
@@ -54,18 +57,40 @@ export class ByteRing {
 
   /** Copies as much of `src` as fits; returns how many bytes were written. */
   write(src: Uint8Array): number {
-    const w = this.words;
-    const tail = Atomics.load(w, TAIL) >>> 0;
-    const n = Math.min(this.capacity - ((tail - (Atomics.load(w, HEAD) >>> 0)) >>> 0), src.length);
+    const tail = Atomics.load(this.words, TAIL) >>> 0;
+    const n = Math.min(this.capacity - ((tail - (Atomics.load(this.words, HEAD) >>> 0)) >>> 0), src.length);
     if (n === 0) return 0;
-    const at = tail & this.mask;
-    const first = Math.min(n, this.capacity - at);
+    this.copyIn(n === src.length ? src : src.subarray(0, n), tail);
+    this.publish(tail, n);
+    return n;
+  }
+
+  /** Writes `list[from..to)`, whose lengths add up to `bytes` (which must fit: see `free()`), and
+   * makes them visible to the reader at once: one wake-up check for the lot. */
+  writeFrames(list: readonly Uint8Array[], from: number, to: number, bytes: number): void {
+    const tail = Atomics.load(this.words, TAIL) >>> 0;
+    let at = tail;
+    for (let i = from; i < to; i++) {
+      this.copyIn(list[i]!, at);
+      at = (at + list[i]!.length) >>> 0;
+    }
+    this.publish(tail, bytes);
+  }
+
+  /** Copies `src` in at stream position `pos` (wrapping at the end of the ring). */
+  private copyIn(src: Uint8Array, pos: number): void {
+    const at = pos & this.mask;
+    const first = Math.min(src.length, this.capacity - at);
     this.data.set(first === src.length ? src : src.subarray(0, first), at);
-    if (n > first) this.data.set(src.subarray(first, n), 0);
+    if (src.length > first) this.data.set(src.subarray(first), 0);
+  }
+
+  /** Moves the tail past `n` written bytes and wakes a sleeping reader. */
+  private publish(tail: number, n: number): void {
+    const w = this.words;
     Atomics.store(w, TAIL, (tail + n) | 0);
     Atomics.add(w, DATA_SEQ, 1);
     if (Atomics.load(w, DATA_WAITERS) > 0) wake(w, DATA_SEQ);
-    return n;
   }
 
   /** Copies available bytes into `dest` from `offset` on; returns how many. */
@@ -85,9 +110,16 @@ export class ByteRing {
     const first = Math.min(n, this.capacity - at);
     dest.set(this.data.subarray(at, at + first), offset);
     if (n > first) dest.set(this.data.subarray(0, n - first), offset + first);
-    Atomics.store(w, HEAD, (start + n) | 0);
-    // A writer waiting for space is woken once half the ring is free, and once only until it has
-    // run: a reader draining item after item does not make a syscall per item.
+    this.release((start + n) | 0);
+    return n;
+  }
+
+  /** Moves the head to `head` (the bytes before it are read) and wakes a writer waiting for space:
+   * once half the ring is free, and once only until it has run, so that a reader draining item
+   * after item does not make a system call per item. */
+  private release(head: number): void {
+    const w = this.words;
+    Atomics.store(w, HEAD, head);
     if (
       Atomics.load(w, SPACE_WAITERS) > 0 &&
       this.available() <= this.capacity >>> 1 &&
@@ -96,7 +128,6 @@ export class ByteRing {
       Atomics.add(w, SPACE_SEQ, 1);
       wake(w, SPACE_SEQ);
     }
-    return n;
   }
 
   /** The next frame's length if its 4-byte header has fully arrived, without consuming it. */
@@ -231,6 +262,27 @@ export class ByteRing {
     const body = new Uint8Array(new DataView(header.buffer).getUint32(0, true));
     this.readExactlySync(body);
     return body;
+  }
+
+  /**
+   * Decodes the next frame where it lies in the ring, if it has fully arrived (NO_FRAME if not):
+   * no copy of the body first. `decode` must copy whatever it keeps, for the bytes are the
+   * writer's again as soon as it returns. A frame that wraps around the ring's end is copied out.
+   */
+  tryDecodeFrame<R>(decode: (body: Uint8Array) => R): R | typeof NO_FRAME {
+    const length = this.peekLength();
+    if (length === null || this.available() < 4 + length) return NO_FRAME;
+    const head = Atomics.load(this.words, HEAD) >>> 0;
+    const at = (head + 4) & this.mask;
+    if (at + length > this.capacity) {
+      // The body wraps: read it out whole.
+      return decode(this.tryReadFrame()!);
+    }
+    try {
+      return decode(this.data.subarray(at, at + length));
+    } finally {
+      this.release((head + 4 + length) | 0);
+    }
   }
 
   /** A frame that has fully arrived, or null (never waits). */
