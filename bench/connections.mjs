@@ -10,8 +10,10 @@
 //          thread, Python's Queue and SimpleQueue under fork and spawn.
 //
 // Start-up is excluded: pipes are warmed up with 50 round trips before the clock starts; a queue
-// producer puts a "ready" item and waits on an Event, and the clock runs from the Event being set
-// to the last item got (so serialising, buffering, the feeder and get() are all inside it).
+// producer puts a "ready" item and waits on an Event; 1.5 s later (the forkserver context refills
+// its reserve of warm processes meanwhile: a Node.js start-up on one of the two cores) the clock
+// runs from the Event being set to the last item got (so serialising, buffering, the feeder and
+// get() are all inside it).
 //
 // Run: npm run build && node bench/connections.mjs
 // Env: BENCH_PIPE_S (seconds per pipe measurement, 1), BENCH_QUEUE_N (items per queue, 300000),
@@ -28,6 +30,7 @@ const QUEUE_N = Number(process.env.BENCH_QUEUE_N ?? 300_000);
 const QUEUE_MS = Number(process.env.BENCH_QUEUE_S ?? 6) * 1000;
 const STEP_TIMEOUT_MS = Number(process.env.BENCH_STEP_TIMEOUT_S ?? 30) * 1000;
 const MIB = 1 << 20;
+const SETTLE_MS = 1500;
 const STRING = 'x'.repeat(64);
 
 // ---- tasks (module top level, so that children find them) -----------------------------------
@@ -137,6 +140,9 @@ async function oursQueue(method, simple, sync = false) {
   try {
     const ready = await withTimeout(q.get(), `${method} queue: the producer's first item`);
     if (ready !== 'ready') throw new Error(`first item ${ready}`);
+    // Start-up work must be over before the clock starts: a forkserver context refills its
+    // reserve of warm processes (a whole Node.js start-up) just after handing one out.
+    await new Promise((resolve) => setTimeout(resolve, SETTLE_MS));
     let got = 0;
     let last;
     const t0 = performance.now();
