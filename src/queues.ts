@@ -22,7 +22,7 @@ import { Empty, Full, ValueError } from './errors.js';
 import { finalize, type FinalizeHandle } from './util.js';
 import { wait, waitSync, wake } from './futex.js';
 import { allocate, attachBlock, blockState, checkTarget, int32s, type Block, type BlockState } from './heap.js';
-import { dumps, loads, loadsSync, needsRebuild, reduceSymbol, registerReducer, type ReduceContext, type Reduced } from './reduction.js';
+import { decodesByCopy, dumps, loads, loadsSync, needsRebuild, reduceSymbol, registerReducer, type ReduceContext, type Reduced } from './reduction.js';
 import { ByteRing, NO_FRAME, RING_WORDS, secondsUntil } from './ring.js';
 import { Lock, memoryKindFor, type SyncOptions } from './synchronize.js';
 
@@ -62,15 +62,18 @@ class SharedQueue extends ByteRing {
 
 
 
-/** An item whose handles, tasks or classes are rebuilt asynchronously, after the reader lock is
- * released (its bytes copied out of the ring). */
+/** An item whose handles, tasks or classes are rebuilt after the reader lock is released (its
+ * bytes copied out of the ring). */
 class NeedsRebuild {
   constructor(readonly bytes: Uint8Array) {}
 }
 
-/** Decodes an item in the ring (`tryDecodeFrame`): the value, or its bytes to rebuild. */
+/** Decodes an item in the ring (`tryDecodeFrame`): the value, or its bytes to rebuild. Only the
+ * encodings that copy are decoded in place: a v8-encoded item's typed arrays could otherwise be
+ * views of ring memory that the next writer overwrites. */
 function decodeItem(body: Uint8Array): unknown {
-  return needsRebuild(body) ? new NeedsRebuild(Uint8Array.from(body)) : loadsSync(body);
+  if (needsRebuild(body)) return new NeedsRebuild(body.slice());
+  return loadsSync(decodesByCopy(body) ? body : body.slice());
 }
 
 function deadlineFor(block: boolean | undefined, timeout: number | null | undefined): number {
@@ -276,14 +279,11 @@ export class Queue<T = unknown> {
     if (!options.signal?.aborted && this._rlock.acquireSync({ block: false })) {
       let got: unknown;
       try {
-        got = this._ring.tryDecodeFrame(decodeItem);
+        got = this.tryTake();
       } finally {
         this._rlock.release();
       }
-      if (got !== NO_FRAME) {
-        this.onGot();
-        return (got instanceof NeedsRebuild ? await loads(got.bytes) : got) as T;
-      }
+      if (got !== NO_FRAME) return (got instanceof NeedsRebuild ? await loads(got.bytes) : got) as T;
     }
     const deadline = deadlineFor(options.block, options.timeout);
     const { signal } = options;
@@ -306,13 +306,26 @@ export class Queue<T = unknown> {
     if (!this._rlock.acquireSync({ block: deadline !== 0, timeout: secondsUntil(deadline) })) throw new Empty();
     let got: unknown;
     try {
-      got = this._ring.tryDecodeFrame(loadsSync);
-      if (got === NO_FRAME) got = loadsSync(this.readFrameSync(deadline));
-      else this.onGot();
+      got = this.tryTake();
+      if (got === NO_FRAME) got = new NeedsRebuild(this.readFrameSync(deadline));
     } finally {
       this._rlock.release();
     }
-    return got as T;
+    return (got instanceof NeedsRebuild ? loadsSync(got.bytes) : got) as T;
+  }
+
+  /** Takes the next item if it has fully arrived (the reader lock is held), decoded where it lies
+   * or as bytes to rebuild; NO_FRAME if none. An item that fails to decode is still taken. */
+  private tryTake(): unknown {
+    let got: unknown;
+    try {
+      got = this._ring.tryDecodeFrame(decodeItem);
+    } catch (error) {
+      this.onGot(); // its bytes are gone: it counts as taken, as a get that then fails to decode
+      throw error;
+    }
+    if (got !== NO_FRAME) this.onGot();
+    return got;
   }
 
   getNowait(): Promise<T> {

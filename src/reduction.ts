@@ -469,6 +469,14 @@ export function dumps(value: unknown, ctx?: ReduceContext, options?: ReduceOptio
 }
 
 /** Whether `loads` of these bytes may need to import modules (so `loadsSync` could fail). */
+/** Whether `loads` of these bytes copies all it returns out of them, so that they may be decoded
+ * where they lie (in a ring that the writer reuses at once). JSON, bytes and numbers are copied;
+ * v8's deserializer may return typed arrays that are views into its input. */
+export function decodesByCopy(bytes: Uint8Array): boolean {
+  const tag = bytes[0];
+  return tag === JSON_TEXT || tag === BYTES || tag === NUMBERS;
+}
+
 export function needsRebuild(bytes: Uint8Array): boolean {
   return bytes[0] === NEEDS_REBUILD;
 }

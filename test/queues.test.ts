@@ -1,5 +1,6 @@
 import { describe, it, after } from 'node:test';
 import assert from 'node:assert/strict';
+import type { ByteRing } from '../src/ring.js';
 import * as mp from '../src/index.js';
 import { consumeRange, doTasks, echo, getSyncLoop, produceRange, putItems, putLarge } from './fixtures/queues/tasks.js';
 import { startMethods } from './helpers.js';
@@ -17,6 +18,38 @@ for (const method of startMethods) {
     after(async () => {
       for (const p of started) if (p.exitcode === null) p.kill();
       await Promise.all(started.map((p) => p.join(10)));
+    });
+
+    it('items got are their own memory: later puts do not change them (typed arrays inside objects)', async () => {
+      const q = ctx.Queue();
+      const sent = Array.from({ length: 16 }, (_, i) => ({ data: new Uint8Array(8 + i).fill(i + 1), f: new Float64Array([i, 0.5]) }));
+      const got: Array<{ data: Uint8Array; f: Float64Array }> = [];
+      for (const item of sent) {
+        q.putSync(item);
+        while (q.empty()) await new Promise(setImmediate); // in the ring: get() decodes it there
+        got.push((await q.get()) as { data: Uint8Array; f: Float64Array });
+        // Junk all the way round the 64 KiB ring: an item decoded as a view of it would change.
+        for (let j = 0; j < 40; j++) q.putSync({ junk: new Uint8Array(2000).fill(0xee) });
+        for (let j = 0; j < 40; j++) await q.get();
+      }
+      assert.deepEqual(got, sent);
+      for (const g of got) assert.ok(!(g.data.buffer instanceof SharedArrayBuffer), 'a view of shared memory');
+    });
+
+    it('an item that fails to decode is still taken: qsize and a bounded queue\'s slot come back', async () => {
+      const q = ctx.Queue(1);
+      q.putNowait(new Map([[1, 2]]));
+      await q.get();
+      q.putSync(new Map([[1, 2]]));
+      while (q.empty()) await new Promise(setImmediate); // the feeder writes it; then corrupt its v8 header
+      const ring = (q as unknown as { _ring: ByteRing })._ring;
+      const head = Atomics.load(ring.words, 0) >>> 0;
+      ring.data[(head + 5) & (ring.data.length - 1)] = 0x00; // the byte after the tag: v8's version tag
+      await assert.rejects(q.get(), (e: Error) => e.name === 'UnpicklingError');
+      assert.equal(q.qsize(), 0);
+      assert.equal(q.full(), false);
+      q.putNowait('next');
+      assert.equal(await q.get(), 'next');
     });
 
     it('carries structured data from a child, in order', async () => {
