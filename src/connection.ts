@@ -31,6 +31,7 @@ import {
 } from './reduction.js';
 import { sentinelExit } from './sentinels.js';
 import { loadNative } from './native.js';
+import { abortable } from './util.js';
 
 export type { DigestName } from './connectionFraming.js';
 
@@ -427,27 +428,6 @@ interface Consumer {
 
 function seconds(timeout: number): number {
   return Math.min(Math.max(0, timeout * 1000), 2 ** 31 - 1);
-}
-
-/** Runs `start` with an abort signal, rejecting with the signal's reason on abort. */
-function abortable<T>(
-  signal: AbortSignal | undefined,
-  start: (resolve: (v: T) => void, reject: (e: unknown) => void) => () => void,
-): Promise<T> {
-  if (signal?.aborted) return Promise.reject(signal.reason);
-  return new Promise<T>((resolve, reject) => {
-    let cleanup: (() => void) | undefined;
-    const onAbort = (): void => {
-      cleanup?.();
-      reject(signal!.reason);
-    };
-    const done = <A extends unknown[]>(fn: (...a: A) => void) => (...a: A): void => {
-      signal?.removeEventListener('abort', onAbort);
-      fn(...a);
-    };
-    cleanup = start(done(resolve), done(reject));
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
 }
 
 /**

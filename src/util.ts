@@ -123,3 +123,24 @@ export function callable<C extends abstract new (...args: any[]) => any>(
     apply: (target, _self, args) => Reflect.construct(target, args),
   }) as C & ((...args: ConstructorParameters<C>) => InstanceType<C>);
 }
+
+/** Runs `start` with an abort signal, rejecting with the signal's reason on abort. */
+export function abortable<T>(
+  signal: AbortSignal | undefined,
+  start: (resolve: (v: T) => void, reject: (e: unknown) => void) => () => void,
+): Promise<T> {
+  if (signal?.aborted) return Promise.reject(signal.reason);
+  return new Promise<T>((resolve, reject) => {
+    let cleanup: (() => void) | undefined;
+    const onAbort = (): void => {
+      cleanup?.();
+      reject(signal!.reason);
+    };
+    const done = <A extends unknown[]>(fn: (...a: A) => void) => (...a: A): void => {
+      signal?.removeEventListener('abort', onAbort);
+      fn(...a);
+    };
+    cleanup = start(done(resolve), done(reject));
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}

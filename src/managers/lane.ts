@@ -23,6 +23,7 @@ import { createPairSegment, openPairSegment, unlinkPairSegment } from '../heap.j
 import { dumpsForProcess } from '../connection.js';
 import { loads } from '../reduction.js';
 import { ByteRing, RING_WORDS } from '../ring.js';
+import { abortable } from '../util.js';
 
 /** Bytes of each ring (requests, replies). Larger frames stream through while the reader reads. */
 const RING_BYTES = 64 * 1024;
@@ -173,26 +174,16 @@ export class Lane {
     if (this.receiver) return Promise.reject(new Error('a lane has one receiver at a time'));
     const frame = this.inbox.tryReadFrame();
     if (frame) return loads(frame);
-    return new Promise<unknown>((resolve, reject) => {
-      const onAbort = (): void => {
+    return abortable<unknown>(signal, (resolve, reject) => {
+      const receiver: Receiver = { resolve, reject };
+      this.receiver = receiver;
+      (poller ??= new Poller()).add(this);
+      return () => {
+        // Aborted: this receiver no longer waits (a frame that arrives stays for the next one).
         if (this.receiver !== receiver) return;
         this.receiver = null;
         this.stopWaiting();
-        reject(signal!.reason);
       };
-      const receiver: Receiver = {
-        resolve: (value) => {
-          signal?.removeEventListener('abort', onAbort);
-          resolve(value);
-        },
-        reject: (error) => {
-          signal?.removeEventListener('abort', onAbort);
-          reject(error);
-        },
-      };
-      this.receiver = receiver;
-      signal?.addEventListener('abort', onAbort, { once: true });
-      (poller ??= new Poller()).add(this);
     });
   }
 
