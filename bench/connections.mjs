@@ -3,8 +3,9 @@
 //
 //   Pipe   echo round trips per second: sendBytes/recvBytes of 64 B and of 1 MiB, and send/recv
 //          of a 64-character string; the echo side is a child Process (spawn: an AF_UNIX
-//          socketpair) or a ThreadProcess (thread: a MessageChannel). Python: Pipe() under fork
-//          and spawn.
+//          socketpair) or a ThreadProcess (thread: a MessageChannel). Also with the blocking
+//          receive on both sides (recvSync; it has no bytes twin, so the bytes travel as
+//          Uint8Array objects through send). Python: Pipe() under fork and spawn.
 //   Queue  items per second, 64-byte items (a Uint8Array(64); Python: bytes(64)), one producer
 //          child, the main process consumes; Queue and SimpleQueue on spawn, forkserver and
 //          thread, Python's Queue and SimpleQueue under fork and spawn.
@@ -47,6 +48,12 @@ export const echo = mp.task(async (conn) => {
     if (o === null) break;
     conn.send(o);
   }
+  conn.close();
+});
+
+/** The echo with the blocking receive: recvSync for everything (bytes travel as Uint8Array objects), until null. */
+export const echoSync = mp.task((conn) => {
+  for (let o = conn.recvSync(); o !== null; o = conn.recvSync()) conn.send(o);
   conn.close();
 });
 
@@ -103,25 +110,34 @@ async function stop(p) {
   }
 }
 
-async function oursPipe(method) {
+/** Echo round trips through a Pipe; `sync`: both sides use recvSync, bytes go as Uint8Array objects. */
+async function oursPipe(method, sync = false) {
   const ctx = mp.getContext(method);
   const [a, b] = ctx.Pipe();
-  const p = new ctx.Process({ target: echo, args: [b] });
+  const p = new ctx.Process({ target: sync ? echoSync : echo, args: [b] });
   p.start();
   if (!b.closed) b.close(); // a socket end stays open in the parent; a port end has moved
   const out = {};
   try {
+    // withTimeout cannot cut a blocked recvSync; the first exchange is awaited so a child that
+    // never starts fails here instead.
+    if (sync) {
+      a.send('hello');
+      await withTimeout(a.recv(), `${method} pipe start-up`);
+    }
+    const exchangeBytes = sync
+      ? (payload) => (a.send(payload), a.recvSync())
+      : async (payload) => (a.sendBytes(payload), a.recvBytes());
     for (const [key, payload] of [['bytes64', new Uint8Array(64).fill(1)], ['bytes1m', new Uint8Array(MIB).fill(1)]]) {
       out[key] = await withTimeout(roundTrips(async () => {
-        a.sendBytes(payload);
-        const r = await a.recvBytes();
+        const r = await exchangeBytes(payload);
         if (r.length !== payload.length) throw new Error(`echo returned ${r.length} bytes, sent ${payload.length}`);
       }), `${method} pipe ${key}`);
     }
-    a.sendBytes(new Uint8Array(0));
+    if (!sync) a.sendBytes(new Uint8Array(0));
     out.obj64 = await withTimeout(roundTrips(async () => {
       a.send(STRING);
-      if ((await a.recv()) !== STRING) throw new Error('echo returned another string');
+      if ((sync ? a.recvSync() : await a.recv()) !== STRING) throw new Error('echo returned another string');
     }), `${method} pipe send/recv`);
     a.send(null);
   } finally {
@@ -218,9 +234,14 @@ if (mp.isMain(import.meta)) {
   const pipeRow = (name, r) => pipeRows.push([name, int(r?.bytes64), us(r?.bytes64), int(r?.bytes1m), us(r?.bytes1m),
     int(r?.bytes1m && (r.bytes1m * 2)), int(r?.obj64), us(r?.obj64)]);
   if (only !== 'queue') {
-  for (const [method, name] of [['spawn', 'ours, processes (spawn, socketpair)'], ['thread', 'ours, threads (thread, MessageChannel)']]) {
+  for (const [method, name, sync] of [
+    ['spawn', 'ours, processes (spawn, socketpair)', false],
+    ['thread', 'ours, threads (thread, MessageChannel)', false],
+    ['spawn', 'ours, processes, recvSync both sides (bytes as objects)', true],
+    ['thread', 'ours, threads, recvSync both sides (bytes as objects)', true],
+  ]) {
     try {
-      pipeRow(name, await oursPipe(method));
+      pipeRow(name, await oursPipe(method, sync));
     } catch (e) {
       notes.push(`${name}: ${e.message}`);
       pipeRow(name, null);

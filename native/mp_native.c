@@ -16,6 +16,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <linux/futex.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -33,6 +34,8 @@
 #include <unistd.h>
 
 #define SPIN_ITERATIONS 300
+/* How long readSocket retries before it sleeps in poll() (see there). */
+#define READ_SPIN_NS 50000
 /* A waiter thread re-checks its cancel flag at least this often (closes the check-then-sleep race). */
 #define WAIT_SLICE_NS 250000000LL
 /* An idle waiter thread exits after this long without work. */
@@ -74,6 +77,10 @@ static const char* errno_code(int err) {
     case EFAULT: return "EFAULT";
     case EAGAIN: return "EAGAIN";
     case EFBIG: return "EFBIG";
+    case ECONNRESET: return "ECONNRESET";
+    case EPIPE: return "EPIPE";
+    case EBADF: return "EBADF";
+    case ENOTSOCK: return "ENOTSOCK";
     default: return "EUNKNOWN";
   }
 }
@@ -963,6 +970,109 @@ static napi_value unix_connect_js(napi_env env, napi_callback_info info) {
 }
 
 /* ------------------------------------------------------------------------------------------------
+ * Blocking socket read (Connection.recvSync / pollSync)
+ * --------------------------------------------------------------------------------------------- */
+
+/* readSocket(fd, uint8array, timeoutMs) -> bytes read (> 0), 0 at end of stream, or -1 when
+ * nothing arrived within timeoutMs (< 0: wait forever). The socket stays as libuv set it up
+ * (non-blocking): each read is MSG_DONTWAIT and the waiting is done with poll(), so the event loop,
+ * which is blocked in this call anyway, finds nothing changed but the bytes taken. */
+static napi_value read_socket_js(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3], v;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int32_t fd = -1;
+  bool is_ta = false;
+  if (argc >= 2) napi_is_typedarray(env, argv[1], &is_ta);
+  napi_typedarray_type type;
+  size_t length = 0, offset = 0;
+  void* data = NULL;
+  napi_value ab;
+  if (argc < 2 || napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0 || !is_ta ||
+      napi_get_typedarray_info(env, argv[1], &type, &length, &data, &ab, &offset) != napi_ok ||
+      type != napi_uint8_array || length == 0) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "readSocket(fd, uint8array, timeoutMs)");
+    return NULL;
+  }
+  int64_t deadline = deadline_from_ms(optional_number(env, argc, argv, 2, -1));
+  /* A peer that answers within microseconds (a request/response loop on another core) is caught
+   * by retrying for a moment before sleeping: a wake-up from poll() costs tens of microseconds. */
+  int64_t spin_until = now_ns() + READ_SPIN_NS;
+  if (deadline >= 0 && deadline < spin_until) spin_until = deadline;
+  for (;;) {
+    ssize_t n = recv(fd, data, length, MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && now_ns() < spin_until) {
+      cpu_relax();
+      continue;
+    }
+    if (n >= 0) {
+      CHECK(napi_create_double(env, (double)n, &v));
+      return v;
+    }
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN && errno != EWOULDBLOCK) {
+      throw_errno(env, errno, "recv", NULL);
+      return NULL;
+    }
+    int wait_ms = -1;
+    if (deadline >= 0) {
+      int64_t left = deadline - now_ns();
+      if (left <= 0) {
+        CHECK(napi_create_int32(env, -1, &v));
+        return v;
+      }
+      wait_ms = left / 1000000 + 1 > INT_MAX ? INT_MAX : (int)(left / 1000000 + 1);
+    }
+    struct pollfd p = {.fd = fd, .events = POLLIN, .revents = 0};
+    if (poll(&p, 1, wait_ms) < 0 && errno != EINTR) {
+      throw_errno(env, errno, "poll", NULL);
+      return NULL;
+    }
+  }
+}
+
+/* writeSocket(fd, uint8array): writes all of it, waiting with poll() while the socket is full, as
+ * Python's Connection.send does (a send that must not be left half-done behind a blocked thread). */
+static napi_value write_socket_js(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int32_t fd = -1;
+  bool is_ta = false;
+  if (argc >= 2) napi_is_typedarray(env, argv[1], &is_ta);
+  napi_typedarray_type type;
+  size_t length = 0, offset = 0;
+  void* data = NULL;
+  napi_value ab;
+  if (argc < 2 || napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0 || !is_ta ||
+      napi_get_typedarray_info(env, argv[1], &type, &length, &data, &ab, &offset) != napi_ok ||
+      type != napi_uint8_array) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "writeSocket(fd, uint8array)");
+    return NULL;
+  }
+  const char* p = data;
+  while (length > 0) {
+    ssize_t n = send(fd, p, length, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n >= 0) {
+      p += n;
+      length -= (size_t)n;
+      continue;
+    }
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN && errno != EWOULDBLOCK) {
+      throw_errno(env, errno, "send", NULL);
+      return NULL;
+    }
+    struct pollfd pfd = {.fd = fd, .events = POLLOUT, .revents = 0};
+    if (poll(&pfd, 1, -1) < 0 && errno != EINTR) {
+      throw_errno(env, errno, "poll", NULL);
+      return NULL;
+    }
+  }
+  return NULL;
+}
+
+/* ------------------------------------------------------------------------------------------------
  * Parent death
  * --------------------------------------------------------------------------------------------- */
 
@@ -1007,6 +1117,8 @@ static napi_value init(napi_env env, napi_value exports) {
       {"socketpair", NULL, socketpair_js, NULL, NULL, NULL, napi_enumerable, NULL},
       {"unixListen", NULL, unix_listen_js, NULL, NULL, NULL, napi_enumerable, NULL},
       {"unixConnect", NULL, unix_connect_js, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"readSocket", NULL, read_socket_js, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"writeSocket", NULL, write_socket_js, NULL, NULL, NULL, napi_enumerable, NULL},
       {"setParentDeathSignal", NULL, set_parent_death_signal_js, NULL, NULL, NULL, napi_enumerable, NULL},
       {"sharedArrayBufferSupported", NULL, NULL, NULL, NULL, sab_supported, napi_enumerable, NULL},
       {"pageSize", NULL, NULL, NULL, NULL, page, napi_enumerable, NULL},

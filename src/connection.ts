@@ -17,16 +17,17 @@ import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { constants as bufferConstants } from 'node:buffer';
 import * as v8 from 'node:v8';
-import { MessageChannel, MessagePort, receiveMessageOnPort } from 'node:worker_threads';
+import { isMainThread, MessageChannel, MessagePort, receiveMessageOnPort } from 'node:worker_threads';
 import {
-  AuthenticationError, BufferTooShort, EOFError, OSError, PicklingError, TimeoutError, ValueError,
+  AuthenticationError, BufferTooShort, EOFError, NotAvailableError, OSError, PicklingError, TimeoutError,
+  ValueError,
 } from './errors.js';
 import {
   CHALLENGE, FAILURE, FrameDecoder, HANDSHAKE_MAXLENGTH, WELCOME, createResponse, frame,
   newChallenge, parseChallenge, verifyChallenge, type DigestName,
 } from './connectionFraming.js';
 import {
-  dumps, loads, newReduceContext, rebuild, reduce, reduceSymbol, registerReducer,
+  dumps, loads, loadsSync, newReduceContext, rebuild, rebuildSync, reduce, reduceSymbol, registerReducer,
   type ReduceContext, type Reduced,
 } from './reduction.js';
 import { sentinelExit } from './sentinels.js';
@@ -88,6 +89,12 @@ interface Transport {
   keepAlive(on: boolean): void;
   /** Read (without keeping the event loop alive) so that the peer's hang-up is noticed. */
   watchEnd(): void;
+  /**
+   * Blocks this thread until something arrives or `timeoutMs` (< 0: forever) passes, and moves it
+   * into the sink; false when nothing arrived in time. Throws `NotAvailableError` where the
+   * transport has no way to block (recvSync/pollSync).
+   */
+  receiveSync(timeoutMs: number): boolean;
   /** Some bytes of a message have arrived but not all of it. */
   readonly midMessage: boolean;
   close(): void;
@@ -129,6 +136,12 @@ export function dumpsForProcess(value: unknown, headroom = 0): Buffer {
 
 type SocketInternals = { _handle?: { fd?: number } | null };
 
+/** Bytes read per system call by recvSync: at least this, or the rest of a large message... */
+const SYNC_READ_MIN = 64 * 1024;
+/** ...but no more than this at once. */
+const SYNC_READ_MAX = 16 * 1024 * 1024;
+let syncReadScratch: Buffer | undefined;
+
 class SocketTransport implements Transport {
   readonly kind = 'socket' as const;
   readonly ready: Promise<void>;
@@ -140,6 +153,8 @@ class SocketTransport implements Transport {
   private pendingWrites = 0;
   private demand = false;
   private flowing = false;
+  /** Set by the first recvSync/pollSync: sends block until written (see sendBytes). */
+  private blockingSends = false;
   private writeError: OSError | null = null;
   private ended = false;
   private closed = false;
@@ -172,15 +187,9 @@ class SocketTransport implements Transport {
     // No reading until someone asks (see keepAlive); pause before 'data' would start the flow.
     socket.pause();
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
-    socket.on('end', () => this.finish(this.decoder.midMessage ? new OSError('got end of file during message') : undefined));
-    socket.on('error', (error) => {
-      const e = osErrorFrom(error);
-      this.writeError ??= e;
-      // A reset or broken pipe at a message boundary is the peer going away: EOF for the reader.
-      const benign = (e.code === 'ECONNRESET' || e.code === 'EPIPE') && !this.decoder.midMessage;
-      this.finish(benign ? undefined : e);
-    });
-    socket.on('close', () => this.finish(this.decoder.midMessage ? new OSError('got end of file during message') : undefined));
+    socket.on('end', () => this.onEnd());
+    socket.on('error', (error) => this.onError(error));
+    socket.on('close', () => this.onEnd());
     for (const chunk of this.queued.splice(0)) this.write(chunk);
     this.updateFlow();
     this.markReady();
@@ -201,6 +210,18 @@ class SocketTransport implements Transport {
       this.finish(error as Error);
       this.socket?.destroy();
     }
+  }
+
+  private onEnd(): void {
+    this.finish(this.decoder.midMessage ? new OSError('got end of file during message') : undefined);
+  }
+
+  private onError(error: unknown): void {
+    const e = osErrorFrom(error);
+    this.writeError ??= e;
+    // A reset or broken pipe at a message boundary is the peer going away: EOF for the reader.
+    const benign = (e.code === 'ECONNRESET' || e.code === 'EPIPE') && !this.decoder.midMessage;
+    this.finish(benign ? undefined : e);
   }
 
   private finish(error?: Error): void {
@@ -227,6 +248,13 @@ class SocketTransport implements Transport {
     const socket = this.socket;
     if (socket && (socket.destroyed || !socket.writable)) throw new OSError('[Errno 32] Broken pipe', 'EPIPE');
     const chunks = frame(payload);
+    if (this.blockingSends && socket && socket.writableLength === 0) {
+      // This end is read with recvSync: a send left half-written in the background would stay so
+      // while the thread blocks (libuv writes only when the event loop runs), and a peer waiting
+      // for the rest of it would never answer. So it is written in full now, as Python's send is.
+      this.writeBlocking(chunks);
+      return;
+    }
     // A large payload is written from the caller's memory; copy it unless it is ours, so changing
     // the buffer after send() returns cannot change what goes out (Python copies into the kernel).
     if (chunks.length === 2 && !owned) chunks[1] = Buffer.from(payload);
@@ -238,11 +266,52 @@ class SocketTransport implements Transport {
     }
   }
 
+  private writeBlocking(chunks: Uint8Array[]): void {
+    const native = loadNative();
+    const fd = this.fileno();
+    try {
+      for (const chunk of chunks) native.writeSocket(fd, chunk);
+    } catch (error) {
+      this.writeError ??= osErrorFrom(error);
+      throw this.writeError;
+    }
+  }
+
   sendValue(value: unknown): void {
     this.sendBytes(dumpsForProcess(value), true);
   }
 
   pull(): void {}
+
+  receiveSync(timeoutMs: number): boolean {
+    if (this.ended) return true;
+    const native = loadNative(); // NotAvailableError (with how to build it) without the addon
+    const socket = this.socket;
+    if (!socket) throw new NotAvailableError('This Pipe end is not connected yet; await its poll() once before recvSync().');
+    this.blockingSends = true;
+    // Bytes Node has already taken from the kernel come first: read() hands them to onData.
+    if (socket.readableLength > 0) {
+      socket.read();
+      return true;
+    }
+    // The event loop is blocked in this call, so reading the socket directly cannot race libuv's
+    // reads; what is read goes through the same decoder.
+    // Small reads land in one scratch buffer and are copied out (the decoder hands out views of
+    // its chunks); the rest of a large message is read into memory of its own.
+    const wanted = this.decoder.bodyWanted;
+    const into = wanted > SYNC_READ_MIN ? Buffer.allocUnsafe(Math.min(wanted, SYNC_READ_MAX)) : (syncReadScratch ??= Buffer.allocUnsafe(SYNC_READ_MIN));
+    let n: number;
+    try {
+      n = native.readSocket(this.fileno(), into, timeoutMs);
+    } catch (error) {
+      this.onError(error);
+      return true;
+    }
+    if (n < 0) return false;
+    if (n === 0) this.onEnd();
+    else this.onData(into === syncReadScratch ? Buffer.from(into.subarray(0, n)) : into.subarray(0, n));
+    return true;
+  }
 
   setLimit(limit: number): void {
     this.decoder.limit = limit;
@@ -280,7 +349,7 @@ class SocketTransport implements Transport {
     if (!socket) return;
     socket.removeAllListeners('data');
     socket.on('error', () => {});
-    if (socket.writableLength > 0 || this.pendingWrites > 0) {
+    if (socket.writableLength > 0) {
       // Python's close() leaves written data in the kernel for the peer: flush, then close.
       socket.end(() => socket.destroy());
     } else {
@@ -312,6 +381,45 @@ class SocketTransport implements Transport {
 /** What travels on a MessagePort. */
 type PortMessage = { b: Uint8Array } | { g: unknown; c: boolean } | { eof: true };
 
+/**
+ * How a thread blocked in recvSync learns that its port has a message: a MessagePort cannot be
+ * waited on, so both ends of a thread Pipe share a SharedArrayBuffer with, per direction, a
+ * sequence number the sender bumps after each post and a count of threads blocked on it.
+ */
+interface PortWake {
+  readonly words: Int32Array;
+  /** Index of the sequence word for messages to this end (its waiter count follows it). */
+  readonly inbox: number;
+  /** The same for messages from this end to its peer. */
+  readonly outbox: number;
+}
+
+function newPortWakes(): [PortWake, PortWake] {
+  const words = new Int32Array(new SharedArrayBuffer(4 * Int32Array.BYTES_PER_ELEMENT));
+  return [{ words, inbox: 0, outbox: 2 }, { words, inbox: 2, outbox: 0 }];
+}
+
+/** How long a thread blocked in recvSync watches for a message before it sleeps (ms). */
+const PORT_SPIN_MS = 0.05;
+
+/** Thread Pipe ends alive in this thread (see closeAtThreadExit). */
+const openPorts = new Set<PortTransport>();
+let exitHookInstalled = false;
+
+/**
+ * A thread that ends closes its Pipe ends, as a process's exit closes its sockets: the peer gets
+ * EOF at once, even while blocked in recvSync (the port's own 'close' needs the peer's event loop).
+ */
+function closeAtThreadExit(transport: PortTransport): void {
+  if (isMainThread) return;
+  openPorts.add(transport);
+  if (exitHookInstalled) return;
+  exitHookInstalled = true;
+  process.once('exit', () => {
+    for (const t of [...openPorts]) t.close();
+  });
+}
+
 class PortTransport implements Transport {
   readonly kind = 'port' as const;
   readonly ready = Promise.resolve();
@@ -320,13 +428,15 @@ class PortTransport implements Transport {
   private ended = false;
   private closed = false;
 
-  constructor(private readonly port: MessagePort) {}
+  /** `wake` is absent for a Connection over a caller's own MessagePort, which cannot block. */
+  constructor(private readonly port: MessagePort, private readonly wake?: PortWake) {}
 
   attach(sink: Sink): void {
     this.sink = sink;
     this.port.on('message', (m: PortMessage) => this.onMessage(m));
     this.port.on('close', () => this.finish());
     this.port.unref();
+    if (this.wake) closeAtThreadExit(this);
   }
 
   private onMessage(m: PortMessage): void {
@@ -346,6 +456,15 @@ class PortTransport implements Transport {
     if (this.closed) throw new OSError('handle is closed');
     if (this.ended) throw new OSError('[Errno 32] Broken pipe', 'EPIPE');
     this.port.postMessage(message, transfer);
+    this.ring();
+  }
+
+  /** Tells a peer blocked in recvSync that a message is there (after it was posted). */
+  private ring(): void {
+    const wake = this.wake;
+    if (!wake) return;
+    Atomics.add(wake.words, wake.outbox, 1);
+    if (Atomics.load(wake.words, wake.outbox + 1) > 0) Atomics.notify(wake.words, wake.outbox);
   }
 
   sendBytes(payload: Uint8Array): void {
@@ -370,6 +489,34 @@ class PortTransport implements Transport {
     }
   }
 
+  receiveSync(timeoutMs: number): boolean {
+    if (this.ended) return true;
+    const wake = this.wake;
+    if (!wake) {
+      throw new NotAvailableError(
+        'recvSync()/pollSync() need a Pipe() end: a Connection over your own MessagePort cannot block ' +
+          'this thread until a message comes. Use await recv()/poll(), or make the channel with Pipe().',
+      );
+    }
+    const { words, inbox } = wake;
+    // Count as a waiter before looking, so a sender that posts after the look also notifies.
+    Atomics.add(words, inbox + 1, 1);
+    try {
+      const seen = Atomics.load(words, inbox);
+      const r = receiveMessageOnPort(this.port);
+      if (r !== undefined) {
+        this.onMessage(r.message as PortMessage);
+        return true;
+      }
+      // As readSocket does: a peer that answers within microseconds is caught before sleeping.
+      const spinUntil = performance.now() + Math.min(PORT_SPIN_MS, Math.max(0, timeoutMs < 0 ? Infinity : timeoutMs));
+      while (performance.now() < spinUntil) if (Atomics.load(words, inbox) !== seen) return true;
+      return Atomics.wait(words, inbox, seen, timeoutMs < 0 ? Infinity : timeoutMs) !== 'timed-out';
+    } finally {
+      Atomics.sub(words, inbox + 1, 1);
+    }
+  }
+
   setLimit(): void {}
 
   keepAlive(on: boolean): void {
@@ -386,8 +533,10 @@ class PortTransport implements Transport {
     if (this.closed) return;
     this.closed = true;
     this.ended = true;
+    openPorts.delete(this);
     try {
       this.port.postMessage({ eof: true } satisfies PortMessage);
+      this.ring();
     } catch {
       // already detached
     }
@@ -398,6 +547,7 @@ class PortTransport implements Transport {
   detach(): void {
     this.closed = true;
     this.ended = true;
+    openPorts.delete(this);
     this.port.removeAllListeners('message');
     this.port.removeAllListeners('close');
   }
@@ -415,7 +565,7 @@ class PortTransport implements Transport {
     }
     ctx.transfer.push(this.port);
     this.detach();
-    return { kind: 'Connection', state: { port: this.port, ...state } };
+    return { kind: 'Connection', state: { port: this.port, wake: this.wake, ...state } };
   }
 }
 
@@ -762,6 +912,43 @@ export class Connection implements Disposable {
     return this.#readyNow();
   }
 
+  /**
+   * `recv` that blocks this thread until a message (or EOF) arrives: for tight loops in workers.
+   * Same errors as `recv`. Needs the native addon for a socket; a thread connection must come from
+   * `Pipe()` (see docs/connections.md).
+   */
+  recvSync(options: SignalOptions = {}): unknown {
+    this.#checkReadable();
+    if (options.signal?.aborted) throw options.signal.reason;
+    this.#receiveSync(null);
+    const m = this.#shift();
+    if (!m) throw this.#closed ? new OSError('handle is closed') : this.#endError();
+    if ('bytes' in m) return loadsSync(m.bytes);
+    return m.changed ? rebuildSync(m.graph, { target: 'thread', handles: [] }) : m.graph;
+  }
+
+  /** `poll` that blocks this thread for up to `timeout` seconds (0, the default, returns at once; `null` forever). */
+  pollSync(timeout: number | null = 0, options: SignalOptions = {}): boolean {
+    this.#checkReadable();
+    if (options.signal?.aborted) throw options.signal.reason;
+    this.#receiveSync(timeout);
+    return this.#readyNow() || this.#transport.midMessage;
+  }
+
+  /** Blocks until a message or EOF is in the inbox, or `timeout` seconds (`null`: forever) pass. */
+  #receiveSync(timeout: number | null): void {
+    const deadline = timeout === null ? null : performance.now() + seconds(timeout);
+    for (;;) {
+      this.#transport.pull();
+      if (this.#readyNow()) return;
+      const left = deadline === null ? -1 : Math.max(0, deadline - performance.now());
+      if (!this.#transport.receiveSync(left)) {
+        this.#transport.pull();
+        return;
+      }
+    }
+  }
+
   #bytesOf(m: Inbound): Buffer {
     if ('bytes' in m) return m.bytes;
     // A thread connection carried an object: give its serialised form, as Python's recv_bytes would.
@@ -818,9 +1005,9 @@ export class Connection implements Disposable {
   }
 }
 
-registerReducer('Connection', (state: ConnectionState & { handle?: number; port?: MessagePort }, ctx) => {
+registerReducer('Connection', (state: ConnectionState & { handle?: number; port?: MessagePort; wake?: PortWake }, ctx) => {
   const options = { readable: state.readable, writable: state.writable, maxMessageSize: state.maxMessageSize };
-  if (state.port !== undefined) return new Connection(state.port, options);
+  if (state.port !== undefined) return Connection._fromTransport(new PortTransport(state.port, state.wake), options);
   const socket = state.handle === undefined ? undefined : ctx.handles[state.handle];
   if (!socket) throw new OSError('the socket of a Connection did not arrive with it');
   return new Connection(socket, options);
@@ -986,9 +1173,10 @@ export function pipeForProcesses(duplex = true, options: ProcessPipeOptions = {}
 /** `Pipe(duplex)` for the thread start method: a MessageChannel. Simplex: `[readOnly, writeOnly]`. */
 export function pipeForThreads(duplex = true): [Connection, Connection] {
   const { port1, port2 } = new MessageChannel();
+  const [wake1, wake2] = newPortWakes();
   return [
-    new Connection(port1, { readable: true, writable: duplex }),
-    new Connection(port2, { readable: duplex, writable: true }),
+    Connection._fromTransport(new PortTransport(port1, wake1), { readable: true, writable: duplex }),
+    Connection._fromTransport(new PortTransport(port2, wake2), { readable: duplex, writable: true }),
   ];
 }
 

@@ -65,6 +65,11 @@ export class FrameDecoder {
     return this.headerHave > 0 || this.body !== null;
   }
 
+  /** Payload bytes still to come for the message being received (0 between messages). */
+  get bodyWanted(): number {
+    return this.body === null ? 0 : this.body.length - this.bodyHave;
+  }
+
   /** Decodes `chunk`, calling `onMessage` for each complete message. Throws `OSError` on a bad frame. */
   push(chunk: Buffer, onMessage: (payload: Buffer) => void): void {
     let pos = 0;

@@ -81,6 +81,12 @@ export interface NativeBinding {
   unixListen(path: string, backlog?: number): number;
   /** A blocking, connected AF_UNIX stream socket (close-on-exec), for synchronous writes. */
   unixConnect(path: string): number;
+  /** Reads from a (non-blocking) socket into `into`, waiting up to `timeoutMs` (< 0: forever) with
+   * poll(): the number of bytes read, 0 at end of stream, -1 when nothing arrived in time. Throws
+   * `OSError` (`.code` `ECONNRESET`, ...) on a failed read. */
+  readSocket(fd: number, into: Uint8Array, timeoutMs?: number): number;
+  /** Writes all of `data` to a (non-blocking) socket, waiting with poll() while it is full. */
+  writeSocket(fd: number, data: Uint8Array): void;
   /** The addon's waiter threads: alive, idle, and pending waits. */
   asyncWaitStats(): { threads: number; idle: number; pending: number };
   /** Linux `prctl(PR_SET_PDEATHSIG)`: the kernel sends `signal` when the parent dies. Returns false
@@ -104,6 +110,8 @@ interface RawBinding {
   socketpair(): [number, number];
   unixListen(path: string, backlog: number): number;
   unixConnect(path: string): number;
+  readSocket(fd: number, into: Uint8Array, timeoutMs: number): number;
+  writeSocket(fd: number, data: Uint8Array): void;
   setParentDeathSignal(signal: number, expectedParentPid: number): boolean;
   sharedArrayBufferSupported: boolean;
   pageSize: number;
@@ -133,25 +141,26 @@ function translate(err: unknown): unknown {
   return out;
 }
 
+/** `fn`, throwing the library's error classes (see translate) instead of the addon's. */
+function translating<A extends unknown[], R>(fn: (...args: A) => R): (...args: A) => R {
+  return (...args) => {
+    try {
+      return fn(...args);
+    } catch (err) {
+      throw translate(err);
+    }
+  };
+}
+
 function wrap(raw: RawBinding): NativeBinding {
+  const shmOpen = translating(raw.shmOpen.bind(raw));
   return {
     shmOpen(name, create, exclusive, size) {
-      let mapping: ShmMapping;
-      try {
-        mapping = raw.shmOpen(name, create, exclusive, size);
-      } catch (err) {
-        throw translate(err);
-      }
+      const mapping = shmOpen(name, create, exclusive, size);
       nativeBuffers.add(mapping.buffer);
       return mapping;
     },
-    shmUnlink(name) {
-      try {
-        raw.shmUnlink(name);
-      } catch (err) {
-        throw translate(err);
-      }
-    },
+    shmUnlink: translating((name: string) => raw.shmUnlink(name)),
     shmClose: (buffer) => raw.shmClose(buffer),
     futexWait: (word, index, expected, timeoutMs = -1) => raw.futexWait(word, index, expected, timeoutMs),
     futexWake: (word, index, count = 0x7fffffff) => raw.futexWake(word, index, count),
@@ -166,20 +175,10 @@ function wrap(raw: RawBinding): NativeBinding {
     },
     socketpair: () => raw.socketpair(),
     setParentDeathSignal: (signal, expectedParentPid) => raw.setParentDeathSignal(signal, expectedParentPid),
-    unixListen(path, backlog = 128) {
-      try {
-        return raw.unixListen(path, backlog);
-      } catch (err) {
-        throw translate(err);
-      }
-    },
-    unixConnect(path) {
-      try {
-        return raw.unixConnect(path);
-      } catch (err) {
-        throw translate(err);
-      }
-    },
+    unixListen: translating((path: string, backlog = 128) => raw.unixListen(path, backlog)),
+    unixConnect: translating((path: string) => raw.unixConnect(path)),
+    readSocket: translating((fd: number, into: Uint8Array, timeoutMs = -1) => raw.readSocket(fd, into, timeoutMs)),
+    writeSocket: translating((fd: number, data: Uint8Array) => raw.writeSocket(fd, data)),
     asyncWaitStats: () => raw.asyncWaitStats(),
     sharedArrayBufferSupported: raw.sharedArrayBufferSupported,
     pageSize: raw.pageSize,

@@ -856,3 +856,87 @@ describe('reduce / rebuild', () => {
     }
   });
 });
+
+describe('recvSync / pollSync (blocking variants, API rule 5)', () => {
+  const syncMakers: [string, PipeMaker][] = [
+    ['process pipe (socketpair)', pipeForProcesses],
+    ['thread pipe (MessageChannel)', pipeForThreads],
+  ];
+  for (const [name, makePipe] of syncMakers) {
+    it(`${name}: same values and errors as recv/poll, in this thread`, { timeout: 10_000 }, () => {
+      const [a, b] = makePipe();
+      try {
+        assert.equal(a.pollSync(), false);
+        const started = performance.now();
+        assert.equal(a.pollSync(0.05), false);
+        assert.ok(performance.now() - started >= 45, 'pollSync(timeout) waited');
+        const obj = { n: 1, list: [1, 2], map: new Map([[1, 'one']]), big: 10n };
+        b.send(obj);
+        b.sendBytes(Buffer.from('not a pickle'));
+        b.send('after the bad one');
+        assert.equal(a.pollSync(), true);
+        assert.deepEqual(a.recvSync(), obj);
+        assert.throws(() => a.recvSync(), UnpicklingError);
+        assert.equal(a.recvSync(), 'after the bad one');
+        const reason = new Error('stop');
+        assert.throws(() => a.recvSync({ signal: AbortSignal.abort(reason) }), (e) => e === reason);
+        b.close();
+        assert.equal(a.pollSync(5), true, 'EOF counts as ready');
+        assert.throws(() => a.recvSync(), EOFError);
+        a.close();
+        assert.throws(() => a.recvSync(), isError(OSError, 'handle is closed'));
+      } finally {
+        closeAll(a, b);
+      }
+    });
+  }
+
+  it('a Connection over a caller\'s own MessagePort cannot block: NotAvailableError', () => {
+    const { port1, port2 } = new MessageChannel();
+    const conn = new Connection(port1);
+    try {
+      assert.throws(() => conn.recvSync(), (e) => (e as Error).name === 'NotAvailableError' && /Pipe\(\)/.test((e as Error).message));
+    } finally {
+      conn.close();
+      port2.close();
+    }
+  });
+
+  for (const method of ['spawn', 'forkserver', 'thread'] as const) {
+    it(`a ${method} child serving with recvSync; a big send before recvSync is not left half-written; the child's exit is EOF`, {
+      timeout: 30_000,
+      skip: method === 'thread' && portSkip,
+    }, async () => {
+      const mp = await import('../src/index.ts');
+      const { syncEcho } = await import('./fixtures/connection-tasks.ts');
+      const ctx = mp.getContext(method);
+      const [parent, child] = method === 'thread' ? pipeForThreads() : pipeForProcesses();
+      const p = new ctx.Process({ target: syncEcho, args: [child] });
+      p.start();
+      try {
+        child.close();
+        const bounded = { signal: AbortSignal.timeout(20_000) };
+        parent.send('one');
+        assert.deepEqual(await parent.recv(bounded), { echo: 'one', ready: false });
+        for (let i = 0; i < 100; i++) {
+          parent.send(i);
+          assert.equal(parent.pollSync(20), true); // bounded: a sync call cannot be cut by the test's timeout
+          assert.deepEqual(parent.recvSync(), { echo: i, ready: false });
+        }
+        parent.send('big');
+        parent.send('two');
+        const big = (await parent.recv(bounded)) as Buffer;
+        assert.equal(big.length, 4 << 20);
+        assert.deepEqual(await parent.recv(bounded), { echo: 'two', ready: false });
+        parent.send('stop');
+        assert.equal(parent.pollSync(20), true);
+        assert.throws(() => parent.recvSync(), EOFError);
+        await p.join(20);
+        assert.equal(p.exitcode, 0);
+      } finally {
+        if (p.exitcode === null) p.kill();
+        parent.close();
+      }
+    });
+  }
+});

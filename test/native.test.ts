@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { pbkdf2 } from 'node:crypto';
+import * as fs from 'node:fs';
 import { existsSync, readFileSync, promises as fsp } from 'node:fs';
 import { Socket } from 'node:net';
 import { randomBytes } from 'node:crypto';
@@ -304,4 +305,35 @@ test('socketpair gives two connected, close-on-exec stream fds', async () => {
   assert.equal(await got, 'hello');
   sa.destroy();
   sb.destroy();
+});
+
+test('readSocket: -1 after the timeout, bytes when written, 0 at end of stream; writeSocket writes past a full buffer', async () => {
+  const [a, b] = native.socketpair();
+  let aOpen = true;
+  try {
+    const into = Buffer.alloc(8);
+    assert.equal(native.readSocket(b, into, 20), -1);
+    native.writeSocket(a, Buffer.from('hi'));
+    assert.equal(native.readSocket(b, into, 0), 2);
+    assert.equal(into.subarray(0, 2).toString(), 'hi');
+    // More than the kernel buffers: writeSocket must wait for the reader, so the reader runs in a
+    // child process (on an inherited copy of b) that drains the socket and reports the count.
+    const big = Buffer.alloc(8 << 20, 1);
+    const reader = spawn(process.execPath, ['-e', `
+      const fs = require('node:fs'); let n = 0; const buf = Buffer.alloc(1 << 16);
+      for (;;) { const k = fs.readSync(3, buf); if (k === 0) break; n += k; }
+      process.stdout.write(String(n));`], { stdio: ['ignore', 'pipe', 'inherit', b] });
+    let out = '';
+    reader.stdout.on('data', (d) => (out += d));
+    const closed = new Promise((resolve) => reader.on('close', resolve));
+    native.writeSocket(a, big);
+    fs.closeSync(a);
+    aOpen = false;
+    await closed;
+    assert.equal(Number(out), big.length);
+    assert.equal(native.readSocket(b, into, 1000), 0, 'end of stream');
+  } finally {
+    if (aOpen) fs.closeSync(a);
+    fs.closeSync(b);
+  }
 });
