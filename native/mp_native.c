@@ -1073,6 +1073,119 @@ static napi_value write_socket_js(napi_env env, napi_callback_info info) {
 }
 
 /* ------------------------------------------------------------------------------------------------
+ * Descriptor passing (the forkserver hands sockets to a warm child without the event loop)
+ * --------------------------------------------------------------------------------------------- */
+
+#define MAX_PASSED_FDS 64
+
+/* sendFds(sock, [fd, ...]): one sendmsg with SCM_RIGHTS (and one byte of data), waiting with
+ * poll() while the socket is full. */
+static napi_value send_fds_js(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2], item;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int32_t sock = -1;
+  bool is_array = false;
+  uint32_t n = 0;
+  if (argc >= 2) napi_is_array(env, argv[1], &is_array);
+  if (argc < 2 || napi_get_value_int32(env, argv[0], &sock) != napi_ok || sock < 0 || !is_array ||
+      napi_get_array_length(env, argv[1], &n) != napi_ok || n == 0 || n > MAX_PASSED_FDS) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "sendFds(sock, [fd, ...]) takes 1 to 64 descriptors");
+    return NULL;
+  }
+  int fds[MAX_PASSED_FDS];
+  for (uint32_t i = 0; i < n; i++) {
+    CHECK(napi_get_element(env, argv[1], i, &item));
+    if (napi_get_value_int32(env, item, &fds[i]) != napi_ok || fds[i] < 0) {
+      napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "sendFds: descriptors must be non-negative integers");
+      return NULL;
+    }
+  }
+  char byte = 'F';
+  struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+  union {
+    char buf[CMSG_SPACE(sizeof(int) * MAX_PASSED_FDS)];
+    struct cmsghdr align;
+  } control;
+  memset(&control, 0, sizeof control);
+  struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf,
+                       .msg_controllen = CMSG_SPACE(sizeof(int) * n)};
+  struct cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
+  cmsg->cmsg_level = SOL_SOCKET;
+  cmsg->cmsg_type = SCM_RIGHTS;
+  cmsg->cmsg_len = CMSG_LEN(sizeof(int) * n);
+  memcpy(CMSG_DATA(cmsg), fds, sizeof(int) * n);
+  for (;;) {
+    if (sendmsg(sock, &msg, MSG_DONTWAIT | MSG_NOSIGNAL) == 1) return NULL;
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN && errno != EWOULDBLOCK) {
+      throw_errno(env, errno, "sendmsg", NULL);
+      return NULL;
+    }
+    struct pollfd pfd = {.fd = sock, .events = POLLOUT, .revents = 0};
+    if (poll(&pfd, 1, -1) < 0 && errno != EINTR) {
+      throw_errno(env, errno, "poll", NULL);
+      return NULL;
+    }
+  }
+}
+
+/* recvFds(sock, count) -> [fd, ...]: the descriptors of one sendFds (close-on-exec), waiting for
+ * them. Fewer than `count` (or none: the sender went away) is an OSError. */
+static napi_value recv_fds_js(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2], arr, v;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int32_t sock = -1, count = 0;
+  if (argc < 2 || napi_get_value_int32(env, argv[0], &sock) != napi_ok || sock < 0 ||
+      napi_get_value_int32(env, argv[1], &count) != napi_ok || count < 1 || count > MAX_PASSED_FDS) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "recvFds(sock, count) takes 1 to 64 descriptors");
+    return NULL;
+  }
+  char byte;
+  struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+  union {
+    char buf[CMSG_SPACE(sizeof(int) * MAX_PASSED_FDS)];
+    struct cmsghdr align;
+  } control;
+  struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf,
+                       .msg_controllen = sizeof control.buf};
+  ssize_t r;
+  for (;;) {
+    r = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+    if (r >= 0) break;
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN && errno != EWOULDBLOCK) {
+      throw_errno(env, errno, "recvmsg", NULL);
+      return NULL;
+    }
+    struct pollfd pfd = {.fd = sock, .events = POLLIN, .revents = 0};
+    if (poll(&pfd, 1, -1) < 0 && errno != EINTR) {
+      throw_errno(env, errno, "poll", NULL);
+      return NULL;
+    }
+  }
+  int got = 0;
+  int fds[MAX_PASSED_FDS];
+  for (struct cmsghdr* c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+    int k = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+    for (int i = 0; i < k && got < MAX_PASSED_FDS; i++) memcpy(&fds[got++], CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+  }
+  if (r == 0 || got != count || (msg.msg_flags & MSG_CTRUNC)) {
+    for (int i = 0; i < got; i++) close(fds[i]);
+    throw_errno(env, r == 0 ? EPIPE : EBADMSG, "recvmsg", NULL);
+    return NULL;
+  }
+  CHECK(napi_create_array_with_length(env, (size_t)got, &arr));
+  for (int i = 0; i < got; i++) {
+    CHECK(napi_create_int32(env, fds[i], &v));
+    CHECK(napi_set_element(env, arr, (uint32_t)i, v));
+  }
+  return arr;
+}
+
+/* ------------------------------------------------------------------------------------------------
  * Parent death
  * --------------------------------------------------------------------------------------------- */
 
@@ -1119,6 +1232,8 @@ static napi_value init(napi_env env, napi_value exports) {
       {"unixConnect", NULL, unix_connect_js, NULL, NULL, NULL, napi_enumerable, NULL},
       {"readSocket", NULL, read_socket_js, NULL, NULL, NULL, napi_enumerable, NULL},
       {"writeSocket", NULL, write_socket_js, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"sendFds", NULL, send_fds_js, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"recvFds", NULL, recv_fds_js, NULL, NULL, NULL, napi_enumerable, NULL},
       {"setParentDeathSignal", NULL, set_parent_death_signal_js, NULL, NULL, NULL, napi_enumerable, NULL},
       {"sharedArrayBufferSupported", NULL, NULL, NULL, NULL, sab_supported, napi_enumerable, NULL},
       {"pageSize", NULL, NULL, NULL, NULL, page, napi_enumerable, NULL},

@@ -68,6 +68,8 @@ type Inbound = { bytes: Buffer } | { graph: unknown; changed: boolean };
 
 interface Sink {
   message(m: Inbound): void;
+  /** Part of a message has arrived (readiness counts it, as Python's poll counts any byte). */
+  partial(): void;
   end(error?: Error): void;
 }
 
@@ -153,7 +155,7 @@ class SocketTransport implements Transport {
   private pendingWrites = 0;
   private demand = false;
   private flowing = false;
-  /** Set by the first recvSync/pollSync: sends block until written (see sendBytes). */
+  /** Set by the first blocking recvSync/pollSync: sends block until written (see sendBytes). */
   private blockingSends = false;
   private writeError: OSError | null = null;
   private ended = false;
@@ -206,6 +208,7 @@ class SocketTransport implements Transport {
     if (this.ended) return;
     try {
       this.decoder.push(chunk, (payload) => this.sink?.message({ bytes: payload }));
+      if (this.decoder.midMessage) this.sink?.partial();
     } catch (error) {
       this.finish(error as Error);
       this.socket?.destroy();
@@ -288,7 +291,11 @@ class SocketTransport implements Transport {
     const native = loadNative(); // NotAvailableError (with how to build it) without the addon
     const socket = this.socket;
     if (!socket) throw new NotAvailableError('This Pipe end is not connected yet; await its poll() once before recvSync().');
-    this.blockingSends = true;
+    if ((socket as { encrypted?: boolean }).encrypted) {
+      throw new NotAvailableError('recvSync()/pollSync() read the socket itself, which would bypass TLS: use await recv()/poll().');
+    }
+    // A look (timeout 0) does not block, so it leaves the sends as they are.
+    if (timeoutMs !== 0) this.blockingSends = true;
     // Bytes Node has already taken from the kernel come first: read() hands them to onData.
     if (socket.readableLength > 0) {
       socket.read();
@@ -659,7 +666,7 @@ export class Connection implements Disposable {
       throw new ValueError('invalid handle');
     }
     this.#transport = transport;
-    transport.attach({ message: (m) => this.#deliver(m), end: (error) => this.#ended(error) });
+    transport.attach({ message: (m) => this.#deliver(m), partial: () => this.#notify(), end: (error) => this.#ended(error) });
   }
 
   /** @internal A Connection on an existing transport (pipes). */
@@ -830,9 +837,9 @@ export class Connection implements Disposable {
     return this.#closed || this.#readyNow() || this.#transport.midMessage;
   }
 
-  /** @internal */
+  /** @internal Ready for `wait()`: a message, part of one, or EOF (Python's select counts any byte). */
   _readyNow(): boolean {
-    return this.#closed || this.#readyNow();
+    return this.#closed || this.#readyNow() || this.#transport.midMessage;
   }
 
   // -- public API --
@@ -905,11 +912,11 @@ export class Connection implements Disposable {
       this.#checkReadable();
       return ready;
     }
-    if (!this.#readyNow()) {
+    if (!this.#readyNow() && !this.#transport.midMessage) {
       await waitAny([this], timeout, options.signal);
     }
     this.#checkReadable();
-    return this.#readyNow();
+    return this.#readyNow() || this.#transport.midMessage;
   }
 
   /**
@@ -920,27 +927,33 @@ export class Connection implements Disposable {
   recvSync(options: SignalOptions = {}): unknown {
     this.#checkReadable();
     if (options.signal?.aborted) throw options.signal.reason;
-    this.#receiveSync(null);
+    this.#receiveSync(null, false);
     const m = this.#shift();
     if (!m) throw this.#closed ? new OSError('handle is closed') : this.#endError();
     if ('bytes' in m) return loadsSync(m.bytes);
     return m.changed ? rebuildSync(m.graph, { target: 'thread', handles: [] }) : m.graph;
   }
 
-  /** `poll` that blocks this thread for up to `timeout` seconds (0, the default, returns at once; `null` forever). */
+  /**
+   * `poll` that blocks this thread for up to `timeout` seconds (0, the default, looks once; `null`
+   * forever): true as soon as a message, part of one, or EOF is there.
+   */
   pollSync(timeout: number | null = 0, options: SignalOptions = {}): boolean {
     this.#checkReadable();
     if (options.signal?.aborted) throw options.signal.reason;
-    this.#receiveSync(timeout);
+    this.#receiveSync(timeout === null || timeout > 0 ? timeout : 0, true);
     return this.#readyNow() || this.#transport.midMessage;
   }
 
-  /** Blocks until a message or EOF is in the inbox, or `timeout` seconds (`null`: forever) pass. */
-  #receiveSync(timeout: number | null): void {
+  /**
+   * Blocks until a message or EOF is in the inbox (or, with `anyBytes`, part of a message has
+   * arrived), or `timeout` seconds (`null`: forever) pass.
+   */
+  #receiveSync(timeout: number | null, anyBytes: boolean): void {
     const deadline = timeout === null ? null : performance.now() + seconds(timeout);
     for (;;) {
       this.#transport.pull();
-      if (this.#readyNow()) return;
+      if (this.#readyNow() || (anyBytes && this.#transport.midMessage)) return;
       const left = deadline === null ? -1 : Math.max(0, deadline - performance.now());
       if (!this.#transport.receiveSync(left)) {
         this.#transport.pull();

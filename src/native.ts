@@ -87,6 +87,10 @@ export interface NativeBinding {
   readSocket(fd: number, into: Uint8Array, timeoutMs?: number): number;
   /** Writes all of `data` to a (non-blocking) socket, waiting with poll() while it is full. */
   writeSocket(fd: number, data: Uint8Array): void;
+  /** Sends descriptors (1 to 64) over an AF_UNIX socket in one message (SCM_RIGHTS). */
+  sendFds(sock: number, fds: number[]): void;
+  /** Receives the descriptors of one `sendFds` (close-on-exec), waiting for them. */
+  recvFds(sock: number, count: number): number[];
   /** The addon's waiter threads: alive, idle, and pending waits. */
   asyncWaitStats(): { threads: number; idle: number; pending: number };
   /** Linux `prctl(PR_SET_PDEATHSIG)`: the kernel sends `signal` when the parent dies. Returns false
@@ -112,6 +116,8 @@ interface RawBinding {
   unixConnect(path: string): number;
   readSocket(fd: number, into: Uint8Array, timeoutMs: number): number;
   writeSocket(fd: number, data: Uint8Array): void;
+  sendFds(sock: number, fds: number[]): void;
+  recvFds(sock: number, count: number): number[];
   setParentDeathSignal(signal: number, expectedParentPid: number): boolean;
   sharedArrayBufferSupported: boolean;
   pageSize: number;
@@ -179,6 +185,8 @@ function wrap(raw: RawBinding): NativeBinding {
     unixConnect: translating((path: string) => raw.unixConnect(path)),
     readSocket: translating((fd: number, into: Uint8Array, timeoutMs = -1) => raw.readSocket(fd, into, timeoutMs)),
     writeSocket: translating((fd: number, data: Uint8Array) => raw.writeSocket(fd, data)),
+    sendFds: translating((sock: number, fds: number[]) => raw.sendFds(sock, fds)),
+    recvFds: translating((sock: number, count: number) => raw.recvFds(sock, count)),
     asyncWaitStats: () => raw.asyncWaitStats(),
     sharedArrayBufferSupported: raw.sharedArrayBufferSupported,
     pageSize: raw.pageSize,

@@ -317,6 +317,14 @@ export function rebuildSync(graph: unknown, ctx: RebuildContext): unknown {
   return visit(graph);
 }
 
+/** A synchronous rebuild met a function or class whose module this process has not imported. */
+function notLoaded(what: string, ref: { name: string; module: string }): UnpicklingError {
+  return new UnpicklingError(
+    `${what} ${ref.name || '(anonymous)'} from ${ref.module} is not loaded, and a blocking call ` +
+      '(getSync, recvSync) cannot import it: import that module in this process first, or use the async call.',
+  );
+}
+
 function rebuildRecord(
   r: Record_,
   done: Map<object, unknown>,
@@ -333,7 +341,7 @@ function rebuildRecord(
     }
     case 'ref': {
       const fn = lookupLoaded(r.ref);
-      if (fn === undefined) throw new UnpicklingError(`Task ${r.ref.name} from ${r.ref.module} is not loaded.`);
+      if (fn === undefined) throw notLoaded('Task', r.ref);
       done.set(r, fn);
       return fn;
     }
@@ -344,7 +352,7 @@ function rebuildRecord(
     }
     case 'inst': {
       const cls = lookupLoaded(r.ref) as { prototype: object } | undefined;
-      if (!cls) throw new UnpicklingError(`Class ${r.ref.name} from ${r.ref.module} is not loaded.`);
+      if (!cls) throw notLoaded('Class', r.ref);
       const instance = Object.create(cls.prototype) as Record<string, unknown>;
       done.set(r, instance);
       for (const [k, v] of Object.entries(r.fields)) instance[k] = visit(v);

@@ -21,6 +21,8 @@ import {
 } from '../src/errors.ts';
 import { dumps, newReduceContext, reduce, rebuildSync, reduceSymbol } from '../src/reduction.ts';
 import { registerSentinel } from '../src/sentinels.ts';
+import { loadNative } from '../src/native.ts';
+import { runProgram } from './helpers.ts';
 
 type PipeMaker = (duplex?: boolean) => [Connection, Connection];
 const fallbackPipe: PipeMaker = (duplex = true) => pipeForProcesses(duplex, { useNative: false });
@@ -31,6 +33,7 @@ const makers: [string, PipeMaker][] = [
 ];
 
 const CHILD = fileURLToPath(new URL('./fixtures/connection-child.ts', import.meta.url));
+const SYNC_PROGRAM = fileURLToPath(new URL('./fixtures/connection-sync-program.ts', import.meta.url));
 
 function closeAll(...conns: Connection[]): void {
   for (const c of conns) c.close();
@@ -891,6 +894,41 @@ describe('recvSync / pollSync (blocking variants, API rule 5)', () => {
     });
   }
 
+  it('timeouts: NaN and negative look once (as poll does); part of a message counts as ready at once, for poll, pollSync and wait', { timeout: 20_000 }, async () => {
+    const [a, b] = pipeForProcesses();
+    try {
+      let started = performance.now();
+      assert.equal(a.pollSync(Number.NaN), false);
+      assert.equal(a.pollSync(-1), false);
+      assert.ok(performance.now() - started < 5_000, 'a look does not wait');
+    } finally {
+      closeAll(a, b);
+    }
+    const [fa, fb] = loadNative().socketpair();
+    const conn = new Connection(fa);
+    const raw = new net.Socket({ fd: fb, readable: true, writable: true });
+    try {
+      raw.write(Buffer.from([0, 0, 0, 10, 1, 2, 3, 4, 5, 6])); // 6 of a 10-byte message
+      let started = performance.now();
+      assert.equal(await conn.poll(10), true);
+      assert.equal(conn.pollSync(10), true);
+      assert.deepEqual(await wait([conn], 10), [conn]);
+      assert.ok(performance.now() - started < 5_000, 'none of them waited for the rest');
+      raw.write(Buffer.from([7, 8, 9, 10]));
+      assert.deepEqual([...(await conn.recvBytes()) as Buffer], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    } finally {
+      conn.close();
+      raw.destroy();
+    }
+  });
+
+  it('a look (pollSync(0)) leaves sends asynchronous: a big send to a peer in the same thread does not block', { timeout: 30_000 }, async () => {
+    // Run as a program: a send that blocked would hang this thread beyond any test timeout.
+    const r = await runProgram(SYNC_PROGRAM, ['look-then-big-send'], 20_000);
+    assert.equal(r.stdout.trim(), 'received 4194304', r.stderr);
+    assert.equal(r.code, 0);
+  });
+
   it('a Connection over a caller\'s own MessagePort cannot block: NotAvailableError', () => {
     const { port1, port2 } = new MessageChannel();
     const conn = new Connection(port1);
@@ -916,8 +954,11 @@ describe('recvSync / pollSync (blocking variants, API rule 5)', () => {
       try {
         child.close();
         const bounded = { signal: AbortSignal.timeout(20_000) };
+        // Straight after start(), without the event loop running: the child must start anyway
+        // (forkserver hands its sockets over without waiting for the loop).
         parent.send('one');
-        assert.deepEqual(await parent.recv(bounded), { echo: 'one', ready: false });
+        assert.equal(parent.pollSync(20), true, 'the child answered');
+        assert.deepEqual(parent.recvSync(), { echo: 'one', ready: false });
         for (let i = 0; i < 100; i++) {
           parent.send(i);
           assert.equal(parent.pollSync(20), true); // bounded: a sync call cannot be cut by the test's timeout

@@ -13,6 +13,8 @@ interface StartMessage {
   graph: unknown;
   handleCount: number;
   modules?: string[];
+  /** forkserver: the sockets came over the descriptor channel (fd FIRST_HANDLE_FD), not over IPC. */
+  fdChannel?: boolean;
 }
 
 async function main(): Promise<void> {
@@ -70,6 +72,14 @@ async function main(): Promise<void> {
   if (forkserver < 0) {
     const { FIRST_HANDLE_FD } = await import('./spawn.js');
     for (let i = 0; i < start.handleCount; i++) handles.push(new Socket({ fd: FIRST_HANDLE_FD + i }));
+  } else if (start.fdChannel) {
+    const { FIRST_HANDLE_FD } = await import('./spawn.js');
+    const { closeSync } = await import('node:fs');
+    if (start.handleCount > 0) {
+      const { loadNative } = await import('../native.js');
+      for (const fd of loadNative().recvFds(FIRST_HANDLE_FD, start.handleCount)) handles.push(new Socket({ fd }));
+    }
+    closeSync(FIRST_HANDLE_FD);
   }
   const { runChild, reportStartFailure } = await import('./child.js');
   for (const module of start.modules ?? []) {

@@ -5,8 +5,11 @@
  * process object. Starting a Process takes one and spawns its replacement in the background.
  */
 import type { ChildProcess } from 'node:child_process';
+import { closeSync } from 'node:fs';
+import type { Socket } from 'node:net';
 import type { Backend, Popen, StartRequest } from './backend.js';
 import { ChildPopen, spawnBootstrap } from './spawn.js';
+import { tryLoadNative } from '../native.js';
 
 let preload: string[] = [];
 /** Modules that started processes needed: warm children import them in advance (Python's fork
@@ -14,6 +17,14 @@ let preload: string[] = [];
 const learned = new Set<string>();
 const reserve: ChildProcess[] = [];
 const ready = new WeakSet<ChildProcess>();
+/**
+ * Our end of each warm child's descriptor channel (an AF_UNIX socket pair; the child's end is its
+ * fd 4). Sockets for the child go over it with SCM_RIGHTS, synchronously: Node's IPC channel
+ * holds every message after a handle until the child acknowledges the handle, which needs this
+ * process's event loop, so a parent that blocks right after start() (recvSync) would never start
+ * its child.
+ */
+const fdChannels = new WeakMap<ChildProcess, number>();
 let wanted = 1;
 const maxReserve = 4;
 // Replacements are spawned a little after a hand-out, so that they do not compete for the CPU with
@@ -34,9 +45,23 @@ export function setForkserverPreload(modules: string[]): void {
   for (const child of reserve.splice(0)) child.kill('SIGKILL');
 }
 
+function closeFdChannel(child: ChildProcess): void {
+  const fd = fdChannels.get(child);
+  if (fd === undefined) return;
+  fdChannels.delete(child);
+  closeSync(fd);
+}
+
 function spawnWarm(): ChildProcess {
   const modules = [...new Set([...preload, ...learned])];
-  const child = spawnBootstrap(['--mp-forkserver', JSON.stringify(modules)], []);
+  const pair = tryLoadNative()?.socketpair() ?? null;
+  let child: ChildProcess;
+  try {
+    child = spawnBootstrap(['--mp-forkserver', JSON.stringify(modules)], pair ? [pair[1]] : []);
+  } finally {
+    if (pair) closeSync(pair[1]);
+  }
+  if (pair) fdChannels.set(child, pair[0]);
   child.channel?.unref();
   child.unref();
   child.on('message', (message: { type?: string }) => {
@@ -45,6 +70,7 @@ function spawnWarm(): ChildProcess {
     if (booting.delete(child) && booting.size === 0 && refillWanted) scheduleRefill();
   });
   child.once('exit', () => {
+    closeFdChannel(child);
     if (booting.delete(child) && booting.size === 0 && refillWanted) scheduleRefill();
     const i = reserve.indexOf(child);
     if (i >= 0) reserve.splice(i, 1);
@@ -93,6 +119,12 @@ export function ensureReserve(n: number): void {
   refill();
 }
 
+function socketFd(socket: Socket): number {
+  const fd = (socket as unknown as { _handle?: { fd?: number } | null })._handle?.fd;
+  if (typeof fd !== 'number' || fd < 0) throw new Error('a socket passed to a forkserver child has no descriptor');
+  return fd;
+}
+
 export const forkserverBackend: Backend = {
   method: 'forkserver',
   target: 'process',
@@ -106,9 +138,19 @@ export const forkserverBackend: Backend = {
       wanted = Math.min(maxReserve, wanted + 1);
       booting.add(child);
     }
-    // Sockets travel over the IPC channel (SCM_RIGHTS); the warm child is already running.
-    for (const handle of request.handles) child.send({ type: 'handle' }, handle, { keepOpen: true });
-    child.send({ type: 'start', graph: request.graph, handleCount: request.handles.length, modules: request.modules });
+    // The warm child is already running: its sockets go over its descriptor channel, or else over
+    // the IPC channel (then the start message waits for the child to acknowledge them).
+    const fdChannel = fdChannels.get(child);
+    if (fdChannel !== undefined) {
+      if (request.handles.length > 0) tryLoadNative()!.sendFds(fdChannel, request.handles.map(socketFd));
+      closeFdChannel(child);
+    } else {
+      for (const handle of request.handles) child.send({ type: 'handle' }, handle, { keepOpen: true });
+    }
+    child.send({
+      type: 'start', graph: request.graph, handleCount: request.handles.length, modules: request.modules,
+      fdChannel: fdChannel !== undefined,
+    });
     scheduleRefill();
     return new ChildPopen(child, !request.daemon);
   },

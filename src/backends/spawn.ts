@@ -28,7 +28,7 @@ export function getExecutable(): string {
 export const FIRST_HANDLE_FD = 4;
 
 /** Spawns a child running the bootstrap, with `extraArgs` for it. */
-export function spawnBootstrap(extraArgs: string[], handles: StartRequest['handles']): ChildProcess {
+export function spawnBootstrap(extraArgs: string[], handles: ReadonlyArray<StartRequest['handles'][number] | number>): ChildProcess {
   return spawn(executable, [...childExecArgv(), bootstrapPath, ...extraArgs], {
     stdio: ['ignore', 'inherit', 'inherit', 'ipc', ...handles],
     serialization: 'advanced',
