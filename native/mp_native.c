@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -428,20 +429,38 @@ static double optional_number(napi_env env, size_t argc, napi_value* argv, size_
   return v;
 }
 
+typedef struct {
+  int32_t* addr;
+  int32_t expected;
+  double ms;
+} wait_args;
+
+/* The (int32array, index, expected, timeoutMs?) of futexWait and futexWaitAsync; false after throwing. */
+static bool get_wait_args(napi_env env, size_t argc, napi_value* argv, const char* usage, wait_args* out) {
+  if (argc < 3) {
+    napi_throw_type_error(env, NULL, usage);
+    return false;
+  }
+  out->addr = get_word(env, argv[0], argv[1]);
+  if (!out->addr) return false;
+  if (napi_get_value_int32(env, argv[2], &out->expected) != napi_ok) {
+    napi_throw_type_error(env, NULL, usage);
+    return false;
+  }
+  out->ms = optional_number(env, argc, argv, 3, -1);
+  return true;
+}
+
 /* futexWait(int32array, index, expected, timeoutMs) -> 'ok' | 'not-equal' | 'timed-out' */
 static napi_value futex_wait_js(napi_env env, napi_callback_info info) {
   size_t argc = 4;
   napi_value argv[4];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 3) {
-    napi_throw_type_error(env, NULL, "futexWait(int32array, index, expected, timeoutMs)");
-    return NULL;
-  }
-  int32_t* addr = get_word(env, argv[0], argv[1]);
-  if (!addr) return NULL;
-  int32_t expected = 0;
-  CHECK(napi_get_value_int32(env, argv[2], &expected));
-  double ms = optional_number(env, argc, argv, 3, -1);
+  wait_args a;
+  if (!get_wait_args(env, argc, argv, "futexWait(int32array, index, expected, timeoutMs)", &a)) return NULL;
+  int32_t* addr = a.addr;
+  int32_t expected = a.expected;
+  double ms = a.ms;
   _Atomic int32_t* word = (_Atomic int32_t*)addr;
   if (atomic_load(word) != expected) return str(env, "not-equal");
   int64_t deadline = deadline_from_ms(ms);
@@ -499,8 +518,15 @@ static napi_value futex_wake_js(napi_env env, napi_callback_info info) {
 
 enum { W_WOKEN, W_NOT_EQUAL, W_TIMED_OUT, W_ERROR };
 
+enum { JOB_FUTEX, JOB_POLL };
+
 typedef struct job {
   /* Set at creation, read by the waiter thread. */
+  int kind;
+  /* JOB_POLL: wait until poll_fd has poll_events; cancel_fd (an eventfd) interrupts the poll. */
+  int poll_fd;
+  short poll_events;
+  int cancel_fd;
   int32_t* addr;
   int32_t expected;
   int64_t deadline;
@@ -543,15 +569,50 @@ static void pool_init(void) {
 
 static void job_unref(job* j) {
   if (atomic_fetch_sub(&j->refs, 1) == 1) {
+    if (j->kind == JOB_POLL) close(j->cancel_fd);
     pthread_mutex_destroy(&j->mu);
     free(j);
+  }
+}
+
+/* Releases a waiter thread blocked on `j` (after `cancelled` was set). */
+static void job_interrupt(job* j) {
+  if (j->kind == JOB_POLL) {
+    uint64_t one = 1;
+    ssize_t ignored = write(j->cancel_fd, &one, sizeof one);
+    (void)ignored;
+  } else {
+    futex_wake_bits(j->addr, INT_MAX, j->bit);
+  }
+}
+
+/* A JOB_POLL: W_WOKEN when the descriptor is ready (or in error: the caller's next call says which). */
+static int run_poll_job(job* j, int* err) {
+  for (;;) {
+    if (atomic_load(&j->cancelled)) return W_TIMED_OUT;
+    int wait_ms = -1;
+    if (j->deadline >= 0) {
+      int64_t left = j->deadline - now_ns();
+      if (left <= 0) return W_TIMED_OUT;
+      wait_ms = left / 1000000 + 1 > INT_MAX ? INT_MAX : (int)(left / 1000000 + 1);
+    }
+    struct pollfd p[2] = {{.fd = j->poll_fd, .events = j->poll_events, .revents = 0},
+                          {.fd = j->cancel_fd, .events = POLLIN, .revents = 0}};
+    int r = poll(p, 2, wait_ms);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      *err = errno;
+      return W_ERROR;
+    }
+    if (p[0].revents) return W_WOKEN;
   }
 }
 
 static void run_job(job* j) {
   int result = W_ERROR, err = 0;
   bool woken = false;
-  for (;;) {
+  if (j->kind == JOB_POLL) result = run_poll_job(j, &err);
+  for (; j->kind == JOB_FUTEX;) {
     if (atomic_load(&j->cancelled)) break;
     int64_t now = now_ns();
     if (j->deadline >= 0 && now >= j->deadline) {
@@ -680,7 +741,7 @@ static void job_call_js(napi_env env, napi_value js_cb, void* context, void* dat
   if (!env) return; /* the environment is being torn down */
   if (j->settled) {
     /* cancel() came first: this wait may have consumed a real wake, so pass it on. */
-    if (j->result == W_WOKEN) futex_wake_bits(j->addr, 1, FUTEX_BITSET_MATCH_ANY);
+    if (j->kind == JOB_FUTEX && j->result == W_WOKEN) futex_wake_bits(j->addr, 1, FUTEX_BITSET_MATCH_ANY);
     return;
   }
   j->settled = 1;
@@ -719,56 +780,20 @@ static void job_finalize(napi_env env, void* data, void* hint) {
   if (!atomic_load(&j->thread_done)) {
     /* Environment teardown with the wait still pending: release the thread. */
     atomic_store(&j->cancelled, 1);
-    futex_wake_bits(j->addr, INT_MAX, j->bit);
+    job_interrupt(j);
   }
   if (env && j->keep) napi_delete_reference(env, j->keep);
   j->keep = NULL;
   job_unref(j);
 }
 
-/* futexWaitAsync(int32array, index, expected, timeoutMs, ref = true) -> { promise, id } */
-static napi_value futex_wait_async_js(napi_env env, napi_callback_info info) {
-  size_t argc = 5;
-  napi_value argv[5];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 3) {
-    napi_throw_type_error(env, NULL, "futexWaitAsync(int32array, index, expected, timeoutMs)");
-    return NULL;
-  }
-  int32_t* addr = get_word(env, argv[0], argv[1]);
-  if (!addr) return NULL;
-  int32_t expected = 0;
-  CHECK(napi_get_value_int32(env, argv[2], &expected));
-  double ms = optional_number(env, argc, argv, 3, -1);
-  bool ref = true;
-  napi_valuetype t;
-  if (argc >= 5) {
-    napi_typeof(env, argv[4], &t);
-    if (t == napi_boolean) napi_get_value_bool(env, argv[4], &ref);
-  }
-
+/* Gives `j` (its wait described, refs 2) an id and a tsfn and hands it to a waiter thread; returns
+ * { promise, id } or throws (and frees the job). */
+static napi_value start_job(napi_env env, job* j, bool ref, napi_value keep, const char* name) {
   napi_value promise, result, v;
   napi_deferred deferred;
   CHECK(napi_create_promise(env, &deferred, &promise));
-  CHECK(napi_create_object(env, &result));
-  CHECK(napi_set_named_property(env, result, "promise", promise));
-
-  if (atomic_load((_Atomic int32_t*)addr) != expected) {
-    CHECK(napi_resolve_deferred(env, deferred, str(env, "not-equal")));
-    CHECK(napi_create_uint32(env, 0, &v));
-    CHECK(napi_set_named_property(env, result, "id", v));
-    return result;
-  }
-
-  job* j = calloc(1, sizeof *j);
-  if (!j) {
-    throw_errno(env, ENOMEM, "calloc", NULL);
-    return NULL;
-  }
   pthread_mutex_init(&j->mu, NULL);
-  j->addr = addr;
-  j->expected = expected;
-  j->deadline = deadline_from_ms(ms);
   j->env = env;
   j->deferred = deferred;
   atomic_init(&j->refs, 2);
@@ -781,15 +806,15 @@ static napi_value futex_wait_async_js(napi_env env, napi_callback_info info) {
   pthread_mutex_unlock(&pool_mu);
   j->bit = 1u << (j->id % 32);
 
-  napi_value name = str(env, "multiprocessing-ts futexWaitAsync");
-  napi_status s = napi_create_threadsafe_function(env, NULL, NULL, name, 0, 1, j, job_finalize, j,
+  napi_status s = napi_create_threadsafe_function(env, NULL, NULL, str(env, name), 0, 1, j, job_finalize, j,
                                                   job_call_js, &j->tsfn);
   if (s != napi_ok) {
+    if (j->kind == JOB_POLL) close(j->cancel_fd);
     pthread_mutex_destroy(&j->mu);
     free(j);
     CHECK(s);
   }
-  napi_create_reference(env, argv[0], 1, &j->keep);
+  if (keep) napi_create_reference(env, keep, 1, &j->keep);
   if (!ref) napi_unref_threadsafe_function(env, j->tsfn);
   pthread_mutex_lock(&pool_mu);
   j->next_active = active_jobs;
@@ -806,9 +831,82 @@ static napi_value futex_wait_async_js(napi_env env, napi_callback_info info) {
     throw_errno(env, rc, "pthread_create", NULL);
     return NULL;
   }
+  CHECK(napi_create_object(env, &result));
+  CHECK(napi_set_named_property(env, result, "promise", promise));
   CHECK(napi_create_uint32(env, j->id, &v));
   CHECK(napi_set_named_property(env, result, "id", v));
   return result;
+}
+
+static bool optional_bool(napi_env env, size_t argc, napi_value* argv, size_t i, bool fallback) {
+  napi_valuetype t;
+  bool v = fallback;
+  if (argc > i && napi_typeof(env, argv[i], &t) == napi_ok && t == napi_boolean) napi_get_value_bool(env, argv[i], &v);
+  return v;
+}
+
+/* futexWaitAsync(int32array, index, expected, timeoutMs, ref = true) -> { promise, id } */
+static napi_value futex_wait_async_js(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  wait_args a;
+  if (!get_wait_args(env, argc, argv, "futexWaitAsync(int32array, index, expected, timeoutMs, ref)", &a)) return NULL;
+  bool ref = optional_bool(env, argc, argv, 4, true);
+
+  if (atomic_load((_Atomic int32_t*)a.addr) != a.expected) {
+    napi_value promise, result, v;
+    napi_deferred deferred;
+    CHECK(napi_create_promise(env, &deferred, &promise));
+    CHECK(napi_resolve_deferred(env, deferred, str(env, "not-equal")));
+    CHECK(napi_create_object(env, &result));
+    CHECK(napi_set_named_property(env, result, "promise", promise));
+    CHECK(napi_create_uint32(env, 0, &v));
+    CHECK(napi_set_named_property(env, result, "id", v));
+    return result;
+  }
+
+  job* j = calloc(1, sizeof *j);
+  if (!j) {
+    throw_errno(env, ENOMEM, "calloc", NULL);
+    return NULL;
+  }
+  j->kind = JOB_FUTEX;
+  j->addr = a.addr;
+  j->expected = a.expected;
+  j->deadline = deadline_from_ms(a.ms);
+  return start_job(env, j, ref, argv[0], "multiprocessing-ts futexWaitAsync");
+}
+
+/* pollAsync(fd, writable, timeoutMs, ref = true) -> { promise, id }: waits on a waiter thread until
+ * `fd` is writable (or readable), settling with 'ok' (ready, or in error), 'timed-out' or, after
+ * futexCancel(id), 'cancelled'. Cancel before closing the descriptor. */
+static napi_value poll_async_js(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int32_t fd = -1;
+  if (argc < 2 || napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "pollAsync(fd, writable, timeoutMs, ref)");
+    return NULL;
+  }
+  int cancel_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (cancel_fd < 0) {
+    throw_errno(env, errno, "eventfd", NULL);
+    return NULL;
+  }
+  job* j = calloc(1, sizeof *j);
+  if (!j) {
+    close(cancel_fd);
+    throw_errno(env, ENOMEM, "calloc", NULL);
+    return NULL;
+  }
+  j->kind = JOB_POLL;
+  j->poll_fd = fd;
+  j->poll_events = optional_bool(env, argc, argv, 1, true) ? POLLOUT : POLLIN;
+  j->cancel_fd = cancel_fd;
+  j->deadline = deadline_from_ms(optional_number(env, argc, argv, 2, -1));
+  return start_job(env, j, optional_bool(env, argc, argv, 3, true), NULL, "multiprocessing-ts pollAsync");
 }
 
 static job* find_job(napi_env env, napi_value id_value) {
@@ -838,7 +936,7 @@ static napi_value futex_cancel_js(napi_env env, napi_callback_info info) {
   }
   j->settled = 1;
   atomic_store(&j->cancelled, 1);
-  if (!atomic_load(&j->thread_done)) futex_wake_bits(j->addr, INT_MAX, j->bit);
+  if (!atomic_load(&j->thread_done)) job_interrupt(j);
   napi_unref_threadsafe_function(env, j->tsfn);
   napi_resolve_deferred(env, j->deferred, str(env, "cancelled"));
   CHECK(napi_get_boolean(env, true, &v));
@@ -973,26 +1071,54 @@ static napi_value unix_connect_js(napi_env env, napi_callback_info info) {
  * Blocking socket read (Connection.recvSync / pollSync)
  * --------------------------------------------------------------------------------------------- */
 
-/* readSocket(fd, uint8array, timeoutMs) -> bytes read (> 0), 0 at end of stream, or -1 when
- * nothing arrived within timeoutMs (< 0: wait forever). The socket stays as libuv set it up
- * (non-blocking): each read is MSG_DONTWAIT and the waiting is done with poll(), so the event loop,
- * which is blocked in this call anyway, finds nothing changed but the bytes taken. */
+/* The uint8array argument argv[i]; throws (and returns false) if it is not one. */
+static bool get_bytes(napi_env env, size_t argc, napi_value* argv, size_t i, char** data, size_t* length,
+                      const char* usage) {
+  bool is_ta = false;
+  napi_typedarray_type type;
+  size_t offset = 0;
+  napi_value ab;
+  if (argc > i) napi_is_typedarray(env, argv[i], &is_ta);
+  if (!is_ta || napi_get_typedarray_info(env, argv[i], &type, length, (void**)data, &ab, &offset) != napi_ok ||
+      type != napi_uint8_array) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", usage);
+    return false;
+  }
+  return true;
+}
+
+#define MAX_WRITE_FDS 64
+
+/* readSocket(fd, uint8array, timeoutMs, writeFds?) -> bytes read (> 0), 0 at end of stream, -1 when
+ * nothing arrived within timeoutMs (< 0: wait forever), or -2 as soon as one of `writeFds` (sockets
+ * with sends still to write) can take more. The socket stays as libuv set it up (non-blocking):
+ * each read is MSG_DONTWAIT and the waiting is done with poll(), so the event loop, which is
+ * blocked in this call anyway, finds nothing changed but the bytes taken. */
 static napi_value read_socket_js(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
-  napi_value argv[3], v;
+  size_t argc = 4;
+  napi_value argv[4], v, item;
+  const char* usage = "readSocket(fd, uint8array, timeoutMs, writeFds)";
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   int32_t fd = -1;
-  bool is_ta = false;
-  if (argc >= 2) napi_is_typedarray(env, argv[1], &is_ta);
-  napi_typedarray_type type;
-  size_t length = 0, offset = 0;
-  void* data = NULL;
-  napi_value ab;
-  if (argc < 2 || napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0 || !is_ta ||
-      napi_get_typedarray_info(env, argv[1], &type, &length, &data, &ab, &offset) != napi_ok ||
-      type != napi_uint8_array || length == 0) {
-    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "readSocket(fd, uint8array, timeoutMs)");
+  char* data = NULL;
+  size_t length = 0;
+  if (argc < 2 || napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", usage);
     return NULL;
+  }
+  if (!get_bytes(env, argc, argv, 1, &data, &length, usage)) return NULL;
+  struct pollfd p[1 + MAX_WRITE_FDS];
+  nfds_t n_fds = 1;
+  p[0] = (struct pollfd){.fd = fd, .events = POLLIN, .revents = 0};
+  bool is_array = false;
+  uint32_t n_write = 0;
+  if (argc >= 4) napi_is_array(env, argv[3], &is_array);
+  if (is_array) napi_get_array_length(env, argv[3], &n_write);
+  for (uint32_t i = 0; i < n_write && i < MAX_WRITE_FDS; i++) {
+    int32_t wfd = -1;
+    CHECK(napi_get_element(env, argv[3], i, &item));
+    if (napi_get_value_int32(env, item, &wfd) != napi_ok || wfd < 0) continue;
+    p[n_fds++] = (struct pollfd){.fd = wfd, .events = POLLOUT, .revents = 0};
   }
   int64_t deadline = deadline_from_ms(optional_number(env, argc, argv, 2, -1));
   /* A peer that answers within microseconds (a request/response loop on another core) is caught
@@ -1000,11 +1126,7 @@ static napi_value read_socket_js(napi_env env, napi_callback_info info) {
   int64_t spin_until = now_ns() + READ_SPIN_NS;
   if (deadline >= 0 && deadline < spin_until) spin_until = deadline;
   for (;;) {
-    ssize_t n = recv(fd, data, length, MSG_DONTWAIT);
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && now_ns() < spin_until) {
-      cpu_relax();
-      continue;
-    }
+    ssize_t n = length > 0 ? recv(fd, data, length, MSG_DONTWAIT) : 0;
     if (n >= 0) {
       CHECK(napi_create_double(env, (double)n, &v));
       return v;
@@ -1013,6 +1135,10 @@ static napi_value read_socket_js(napi_env env, napi_callback_info info) {
     if (errno != EAGAIN && errno != EWOULDBLOCK) {
       throw_errno(env, errno, "recv", NULL);
       return NULL;
+    }
+    if (n_fds == 1 && now_ns() < spin_until) {
+      cpu_relax();
+      continue;
     }
     int wait_ms = -1;
     if (deadline >= 0) {
@@ -1023,39 +1149,41 @@ static napi_value read_socket_js(napi_env env, napi_callback_info info) {
       }
       wait_ms = left / 1000000 + 1 > INT_MAX ? INT_MAX : (int)(left / 1000000 + 1);
     }
-    struct pollfd p = {.fd = fd, .events = POLLIN, .revents = 0};
-    if (poll(&p, 1, wait_ms) < 0 && errno != EINTR) {
+    for (nfds_t i = 0; i < n_fds; i++) p[i].revents = 0;
+    if (poll(p, n_fds, wait_ms) < 0 && errno != EINTR) {
       throw_errno(env, errno, "poll", NULL);
       return NULL;
+    }
+    for (nfds_t i = 1; i < n_fds; i++) {
+      if (p[i].revents) {
+        CHECK(napi_create_int32(env, -2, &v));
+        return v;
+      }
     }
   }
 }
 
-/* writeSocket(fd, uint8array): writes all of it, waiting with poll() while the socket is full, as
- * Python's Connection.send does (a send that must not be left half-done behind a blocked thread). */
+/* writeSocket(fd, uint8array, wait = true) -> bytes written: all of them, waiting with poll() while
+ * the socket is full, or (wait false) as many as the socket takes now. */
 static napi_value write_socket_js(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
-  napi_value argv[2];
+  size_t argc = 3;
+  napi_value argv[3], v;
+  const char* usage = "writeSocket(fd, uint8array, wait)";
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   int32_t fd = -1;
-  bool is_ta = false;
-  if (argc >= 2) napi_is_typedarray(env, argv[1], &is_ta);
-  napi_typedarray_type type;
-  size_t length = 0, offset = 0;
-  void* data = NULL;
-  napi_value ab;
-  if (argc < 2 || napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0 || !is_ta ||
-      napi_get_typedarray_info(env, argv[1], &type, &length, &data, &ab, &offset) != napi_ok ||
-      type != napi_uint8_array) {
-    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "writeSocket(fd, uint8array)");
+  char* data = NULL;
+  size_t length = 0;
+  if (argc < 2 || napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", usage);
     return NULL;
   }
-  const char* p = data;
-  while (length > 0) {
-    ssize_t n = send(fd, p, length, MSG_DONTWAIT | MSG_NOSIGNAL);
+  if (!get_bytes(env, argc, argv, 1, &data, &length, usage)) return NULL;
+  bool wait = optional_bool(env, argc, argv, 2, true);
+  size_t done = 0;
+  while (done < length) {
+    ssize_t n = send(fd, data + done, length - done, MSG_DONTWAIT | MSG_NOSIGNAL);
     if (n >= 0) {
-      p += n;
-      length -= (size_t)n;
+      done += (size_t)n;
       continue;
     }
     if (errno == EINTR) continue;
@@ -1063,13 +1191,15 @@ static napi_value write_socket_js(napi_env env, napi_callback_info info) {
       throw_errno(env, errno, "send", NULL);
       return NULL;
     }
+    if (!wait) break;
     struct pollfd pfd = {.fd = fd, .events = POLLOUT, .revents = 0};
     if (poll(&pfd, 1, -1) < 0 && errno != EINTR) {
       throw_errno(env, errno, "poll", NULL);
       return NULL;
     }
   }
-  return NULL;
+  CHECK(napi_create_double(env, (double)done, &v));
+  return v;
 }
 
 /* ------------------------------------------------------------------------------------------------
@@ -1224,6 +1354,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"futexWait", NULL, futex_wait_js, NULL, NULL, NULL, napi_enumerable, NULL},
       {"futexWake", NULL, futex_wake_js, NULL, NULL, NULL, napi_enumerable, NULL},
       {"futexWaitAsync", NULL, futex_wait_async_js, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"pollAsync", NULL, poll_async_js, NULL, NULL, NULL, napi_enumerable, NULL},
       {"futexCancel", NULL, futex_cancel_js, NULL, NULL, NULL, napi_enumerable, NULL},
       {"futexRef", NULL, futex_ref_js, NULL, NULL, NULL, napi_enumerable, NULL},
       {"asyncWaitStats", NULL, async_wait_stats_js, NULL, NULL, NULL, napi_enumerable, NULL},

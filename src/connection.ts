@@ -31,7 +31,8 @@ import {
   type ReduceContext, type Reduced,
 } from './reduction.js';
 import { sentinelExit } from './sentinels.js';
-import { loadNative } from './native.js';
+import { loadNative, tryLoadNative } from './native.js';
+import { SocketWriter } from './socketWriter.js';
 import { abortable } from './util.js';
 
 export type { DigestName } from './connectionFraming.js';
@@ -155,8 +156,8 @@ class SocketTransport implements Transport {
   private pendingWrites = 0;
   private demand = false;
   private flowing = false;
-  /** Set by the first blocking recvSync/pollSync: sends block until written (see sendBytes). */
-  private blockingSends = false;
+  /** Writes through the addon (src/socketWriter.ts); null: through Node's stream. */
+  private writer: SocketWriter | null = null;
   private writeError: OSError | null = null;
   private ended = false;
   private closed = false;
@@ -191,10 +192,23 @@ class SocketTransport implements Transport {
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('end', () => this.onEnd());
     socket.on('error', (error) => this.onError(error));
-    socket.on('close', () => this.onEnd());
+    socket.on('close', () => {
+      this.writer?.drop();
+      this.onEnd();
+    });
     for (const chunk of this.queued.splice(0)) this.write(chunk);
+    this.writer = this.newWriter(socket);
     this.updateFlow();
     this.markReady();
+  }
+
+  /** A writer through the addon, for a plain socket once Node has nothing queued on it. */
+  private newWriter(socket: net.Socket): SocketWriter | null {
+    const native = tryLoadNative();
+    const fd = (socket as unknown as SocketInternals)._handle?.fd;
+    if (!native || typeof fd !== 'number' || fd < 0 || (socket as { encrypted?: boolean }).encrypted) return null;
+    if (socket.writableLength > 0 || socket.connecting) return null;
+    return new SocketWriter(native, fd, () => !socket.destroyed, (error) => (this.writeError ??= error));
   }
 
   /** The fallback pipe could not be set up. */
@@ -251,11 +265,13 @@ class SocketTransport implements Transport {
     const socket = this.socket;
     if (socket && (socket.destroyed || !socket.writable)) throw new OSError('[Errno 32] Broken pipe', 'EPIPE');
     const chunks = frame(payload);
-    if (this.blockingSends && socket && socket.writableLength === 0) {
-      // This end is read with recvSync: a send left half-written in the background would stay so
-      // while the thread blocks (libuv writes only when the event loop runs), and a peer waiting
-      // for the rest of it would never answer. So it is written in full now, as Python's send is.
-      this.writeBlocking(chunks);
+    if (this.writer) {
+      try {
+        this.writer.write(chunks, (chunk) => owned || chunk !== payload);
+      } catch (error) {
+        this.writeError ??= osErrorFrom(error);
+        throw this.writeError;
+      }
       return;
     }
     // A large payload is written from the caller's memory; copy it unless it is ours, so changing
@@ -266,17 +282,6 @@ class SocketTransport implements Transport {
     if (socket) {
       socket.uncork();
       this.updateFlow();
-    }
-  }
-
-  private writeBlocking(chunks: Uint8Array[]): void {
-    const native = loadNative();
-    const fd = this.fileno();
-    try {
-      for (const chunk of chunks) native.writeSocket(fd, chunk);
-    } catch (error) {
-      this.writeError ??= osErrorFrom(error);
-      throw this.writeError;
     }
   }
 
@@ -294,8 +299,6 @@ class SocketTransport implements Transport {
     if ((socket as { encrypted?: boolean }).encrypted) {
       throw new NotAvailableError('recvSync()/pollSync() read the socket itself, which would bypass TLS: use await recv()/poll().');
     }
-    // A look (timeout 0) does not block, so it leaves the sends as they are.
-    if (timeoutMs !== 0) this.blockingSends = true;
     // Bytes Node has already taken from the kernel come first: read() hands them to onData.
     if (socket.readableLength > 0) {
       socket.read();
@@ -309,9 +312,15 @@ class SocketTransport implements Transport {
     const into = wanted > SYNC_READ_MIN ? Buffer.allocUnsafe(Math.min(wanted, SYNC_READ_MAX)) : (syncReadScratch ??= Buffer.allocUnsafe(SYNC_READ_MIN));
     let n: number;
     try {
-      n = native.readSocket(this.fileno(), into, timeoutMs);
+      // Also wakes when a socket of this thread with sends still to write can take more: nothing
+      // else writes them while this thread is blocked.
+      n = native.readSocket(this.fileno(), into, timeoutMs, SocketWriter.pendingFds());
     } catch (error) {
       this.onError(error);
+      return true;
+    }
+    if (n === -2) {
+      SocketWriter.flushAll();
       return true;
     }
     if (n < 0) return false;
@@ -356,7 +365,11 @@ class SocketTransport implements Transport {
     if (!socket) return;
     socket.removeAllListeners('data');
     socket.on('error', () => {});
-    if (socket.writableLength > 0) {
+    const writer = this.writer;
+    if (writer?.pending) {
+      // Python's close() leaves written data in the kernel for the peer: write the rest, then close.
+      writer.whenDrained(() => socket.destroy());
+    } else if (socket.writableLength > 0) {
       // Python's close() leaves written data in the kernel for the peer: flush, then close.
       socket.end(() => socket.destroy());
     } else {

@@ -82,11 +82,16 @@ export interface NativeBinding {
   /** A blocking, connected AF_UNIX stream socket (close-on-exec), for synchronous writes. */
   unixConnect(path: string): number;
   /** Reads from a (non-blocking) socket into `into`, waiting up to `timeoutMs` (< 0: forever) with
-   * poll(): the number of bytes read, 0 at end of stream, -1 when nothing arrived in time. Throws
-   * `OSError` (`.code` `ECONNRESET`, ...) on a failed read. */
-  readSocket(fd: number, into: Uint8Array, timeoutMs?: number): number;
-  /** Writes all of `data` to a (non-blocking) socket, waiting with poll() while it is full. */
-  writeSocket(fd: number, data: Uint8Array): void;
+   * poll(): the number of bytes read, 0 at end of stream, -1 when nothing arrived in time, -2 as
+   * soon as one of `writeFds` can be written. Throws `OSError` (`.code` `ECONNRESET`, ...) on a
+   * failed read. */
+  readSocket(fd: number, into: Uint8Array, timeoutMs?: number, writeFds?: readonly number[]): number;
+  /** Writes `data` to a (non-blocking) socket: all of it, waiting with poll() while it is full, or
+   * (`wait` false) what it takes now. Returns the bytes written. */
+  writeSocket(fd: number, data: Uint8Array, wait?: boolean): number;
+  /** Waits on one of the addon's threads until `fd` is writable (`writable` false: readable), or in
+   * error. Cancel before closing `fd`. */
+  pollAsync(fd: number, writable: boolean, timeoutMs?: number, options?: { ref?: boolean }): AsyncWait;
   /** Sends descriptors (1 to 64) over an AF_UNIX socket in one message (SCM_RIGHTS). */
   sendFds(sock: number, fds: number[]): void;
   /** Receives the descriptors of one `sendFds` (close-on-exec), waiting for them. */
@@ -114,8 +119,9 @@ interface RawBinding {
   socketpair(): [number, number];
   unixListen(path: string, backlog: number): number;
   unixConnect(path: string): number;
-  readSocket(fd: number, into: Uint8Array, timeoutMs: number): number;
-  writeSocket(fd: number, data: Uint8Array): void;
+  readSocket(fd: number, into: Uint8Array, timeoutMs: number, writeFds: readonly number[]): number;
+  writeSocket(fd: number, data: Uint8Array, wait: boolean): number;
+  pollAsync(fd: number, writable: boolean, timeoutMs: number, ref: boolean): { promise: Promise<WaitResult | 'cancelled'>; id: number };
   sendFds(sock: number, fds: number[]): void;
   recvFds(sock: number, count: number): number[];
   setParentDeathSignal(signal: number, expectedParentPid: number): boolean;
@@ -158,6 +164,16 @@ function translating<A extends unknown[], R>(fn: (...args: A) => R): (...args: A
   };
 }
 
+/** The handle of a pending job on the addon's waiter threads. */
+function asyncWait(raw: RawBinding, { promise, id }: { promise: Promise<WaitResult | 'cancelled'>; id: number }): AsyncWait {
+  return {
+    promise,
+    cancel: () => raw.futexCancel(id),
+    ref: () => void raw.futexRef(id, true),
+    unref: () => void raw.futexRef(id, false),
+  };
+}
+
 function wrap(raw: RawBinding): NativeBinding {
   const shmOpen = translating(raw.shmOpen.bind(raw));
   return {
@@ -170,21 +186,17 @@ function wrap(raw: RawBinding): NativeBinding {
     shmClose: (buffer) => raw.shmClose(buffer),
     futexWait: (word, index, expected, timeoutMs = -1) => raw.futexWait(word, index, expected, timeoutMs),
     futexWake: (word, index, count = 0x7fffffff) => raw.futexWake(word, index, count),
-    futexWaitAsync(word, index, expected, timeoutMs = -1, options = {}) {
-      const { promise, id } = raw.futexWaitAsync(word, index, expected, timeoutMs, options.ref ?? true);
-      return {
-        promise,
-        cancel: () => raw.futexCancel(id),
-        ref: () => void raw.futexRef(id, true),
-        unref: () => void raw.futexRef(id, false),
-      };
-    },
+    futexWaitAsync: (word, index, expected, timeoutMs = -1, options = {}) =>
+      asyncWait(raw, raw.futexWaitAsync(word, index, expected, timeoutMs, options.ref ?? true)),
+    pollAsync: (fd, writable, timeoutMs = -1, options = {}) =>
+      asyncWait(raw, translating(raw.pollAsync.bind(raw))(fd, writable, timeoutMs, options.ref ?? true)),
     socketpair: () => raw.socketpair(),
     setParentDeathSignal: (signal, expectedParentPid) => raw.setParentDeathSignal(signal, expectedParentPid),
     unixListen: translating((path: string, backlog = 128) => raw.unixListen(path, backlog)),
     unixConnect: translating((path: string) => raw.unixConnect(path)),
-    readSocket: translating((fd: number, into: Uint8Array, timeoutMs = -1) => raw.readSocket(fd, into, timeoutMs)),
-    writeSocket: translating((fd: number, data: Uint8Array) => raw.writeSocket(fd, data)),
+    readSocket: translating((fd: number, into: Uint8Array, timeoutMs = -1, writeFds: readonly number[] = []) =>
+      raw.readSocket(fd, into, timeoutMs, writeFds)),
+    writeSocket: translating((fd: number, data: Uint8Array, wait = true) => raw.writeSocket(fd, data, wait)),
     sendFds: translating((sock: number, fds: number[]) => raw.sendFds(sock, fds)),
     recvFds: translating((sock: number, count: number) => raw.recvFds(sock, count)),
     asyncWaitStats: () => raw.asyncWaitStats(),

@@ -929,6 +929,32 @@ describe('recvSync / pollSync (blocking variants, API rule 5)', () => {
     assert.equal(r.code, 0);
   });
 
+  for (const method of ['spawn', 'forkserver'] as const) {
+    for (const pipes of ['one Pipe', 'two Pipes'] as const) {
+      it(`${method}, ${pipes}: a big send made before a blocking recvSync is written while the thread is blocked`, { timeout: 30_000 }, async () => {
+        const mp = await import('../src/index.ts');
+        const { bigBeforeRecvSync } = await import('./fixtures/connection-tasks.ts');
+        const ctx = mp.getContext(method);
+        const [outHere, outThere] = pipeForProcesses();
+        const [inHere, inThere] = pipes === 'one Pipe' ? [outHere, outThere] : pipeForProcesses();
+        const p = new ctx.Process({ target: bigBeforeRecvSync, args: [inThere, outThere] });
+        p.start();
+        try {
+          closeAll(inThere, outThere);
+          const bounded = { signal: AbortSignal.timeout(20_000) };
+          assert.equal(((await outHere.recv(bounded)) as Buffer).length, 4 << 20);
+          inHere.send('go');
+          assert.deepEqual(await outHere.recv(bounded), { echo: 'go' });
+          await p.join(20);
+          assert.equal(p.exitcode, 0);
+        } finally {
+          if (p.exitcode === null) p.kill();
+          closeAll(inHere, outHere);
+        }
+      });
+    }
+  }
+
   it('a Connection over a caller\'s own MessagePort cannot block: NotAvailableError', () => {
     const { port1, port2 } = new MessageChannel();
     const conn = new Connection(port1);
