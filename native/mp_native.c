@@ -1107,6 +1107,10 @@ static napi_value read_socket_js(napi_env env, napi_callback_info info) {
     return NULL;
   }
   if (!get_bytes(env, argc, argv, 1, &data, &length, usage)) return NULL;
+  if (length == 0) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "readSocket needs room for at least one byte");
+    return NULL;
+  }
   struct pollfd p[1 + MAX_WRITE_FDS];
   nfds_t n_fds = 1;
   p[0] = (struct pollfd){.fd = fd, .events = POLLIN, .revents = 0};
@@ -1126,7 +1130,7 @@ static napi_value read_socket_js(napi_env env, napi_callback_info info) {
   int64_t spin_until = now_ns() + READ_SPIN_NS;
   if (deadline >= 0 && deadline < spin_until) spin_until = deadline;
   for (;;) {
-    ssize_t n = length > 0 ? recv(fd, data, length, MSG_DONTWAIT) : 0;
+    ssize_t n = recv(fd, data, length, MSG_DONTWAIT);
     if (n >= 0) {
       CHECK(napi_create_double(env, (double)n, &v));
       return v;

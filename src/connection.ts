@@ -158,6 +158,8 @@ class SocketTransport implements Transport {
   private flowing = false;
   /** Writes through the addon (src/socketWriter.ts); null: through Node's stream. */
   private writer: SocketWriter | null = null;
+  /** Set by the first blocking recvSync/pollSync: sends are written in full before they return. */
+  private blockingSends = false;
   private writeError: OSError | null = null;
   private ended = false;
   private closed = false;
@@ -202,13 +204,20 @@ class SocketTransport implements Transport {
     this.markReady();
   }
 
-  /** A writer through the addon, for a plain socket once Node has nothing queued on it. */
+  /** A writer through the addon, for a plain socket (not a pipe or FIFO) with nothing queued in Node. */
   private newWriter(socket: net.Socket): SocketWriter | null {
     const native = tryLoadNative();
     const fd = (socket as unknown as SocketInternals)._handle?.fd;
     if (!native || typeof fd !== 'number' || fd < 0 || (socket as { encrypted?: boolean }).encrypted) return null;
     if (socket.writableLength > 0 || socket.connecting) return null;
-    return new SocketWriter(native, fd, () => !socket.destroyed, (error) => (this.writeError ??= error));
+    try {
+      if (!fs.fstatSync(fd).isSocket()) return null;
+    } catch {
+      return null;
+    }
+    return new SocketWriter(native, fd, () => !socket.destroyed, (error) => (this.writeError ??= error), (chunks) => {
+      for (const chunk of chunks) this.write(chunk);
+    });
   }
 
   /** The fallback pipe could not be set up. */
@@ -265,9 +274,12 @@ class SocketTransport implements Transport {
     const socket = this.socket;
     if (socket && (socket.destroyed || !socket.writable)) throw new OSError('[Errno 32] Broken pipe', 'EPIPE');
     const chunks = frame(payload);
-    if (this.writer) {
+    if (this.writer && !this.writer.degraded) {
       try {
-        this.writer.write(chunks, (chunk) => owned || chunk !== payload);
+        // Read with blocking calls, this thread may block right after this send (in a
+        // Queue.getSync, say), when nothing would write a tail: write it all now, as Python does.
+        if (this.blockingSends) this.writer.writeAll(chunks);
+        else this.writer.write(chunks, (chunk) => owned || chunk !== payload);
       } catch (error) {
         this.writeError ??= osErrorFrom(error);
         throw this.writeError;
@@ -299,6 +311,8 @@ class SocketTransport implements Transport {
     if ((socket as { encrypted?: boolean }).encrypted) {
       throw new NotAvailableError('recvSync()/pollSync() read the socket itself, which would bypass TLS: use await recv()/poll().');
     }
+    // A look (timeout 0) does not block, so it leaves the sends as they are.
+    if (timeoutMs !== 0) this.blockingSends = true;
     // Bytes Node has already taken from the kernel come first: read() hands them to onData.
     if (socket.readableLength > 0) {
       socket.read();

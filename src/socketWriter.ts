@@ -9,30 +9,45 @@
  * - while the event loop runs: when one of the addon's threads reports the socket writable
  *   (`pollAsync`; the pending wait keeps the program alive, as Node's unflushed writes do);
  * - while the thread is blocked in a socket `recvSync`: `readSocket` also wakes when a socket with
- *   a tail can take more (`pendingFds`, `flushAll`).
- * `send()` therefore never blocks, as before, and nothing sent waits behind a blocked thread.
+ *   a tail can take more (`pendingFds`, `flushAll`);
+ * - at once and in full (`writeAll`) once the connection is read with blocking calls, as Python's
+ *   `send` does: then a send followed by any other blocking call (a `Queue.getSync`) cannot leave
+ *   half a message behind;
+ * - before a child process exits (an exit finalizer waits for every tail, as queues flush).
  */
 import type { AsyncWait, NativeBinding } from './native.js';
 import { OSError } from './errors.js';
+import { finalize, type FinalizeHandle } from './util.js';
 
 /** Writers of this thread with bytes still to write. */
 const withTail = new Set<SocketWriter>();
+let drainAtExit: FinalizeHandle | undefined;
+
+function asOSError(error: unknown): OSError {
+  if (error instanceof OSError) return error;
+  const e = error as { message?: string; code?: string };
+  return new OSError(e?.message ?? String(error), e?.code);
+}
 
 export class SocketWriter {
   /** Bytes the kernel has not taken yet, oldest first (the first may be partly written). */
   private readonly tail: Uint8Array[] = [];
   private waiting: AsyncWait | null = null;
   private readonly drained: Array<() => void> = [];
+  /** The addon could not wait for this socket (out of descriptors or threads): Node's stream writes. */
+  degraded = false;
 
   /**
    * `alive()` is false once the socket is destroyed: its descriptor may then be closed and even
-   * reused, so nothing is written any more. `onError` hears of a write that failed in the background.
+   * reused, so nothing is written any more. `onError` hears of a write that failed in the
+   * background; `handOver` takes the tail when this writer degrades to Node's stream.
    */
   constructor(
     private readonly native: NativeBinding,
     readonly fd: number,
     private readonly alive: () => boolean,
     private readonly onError: (error: OSError) => void,
+    private readonly handOver: (chunks: Uint8Array[]) => void,
   ) {}
 
   /** Some bytes are not written yet. */
@@ -43,7 +58,8 @@ export class SocketWriter {
   /**
    * Writes `chunks` after anything still pending, as far as the socket takes them now; the rest is
    * written in the background. A chunk not `owned` (the caller's memory) is copied if it has to
-   * wait, so changing it after send() returns changes nothing. Throws OSError (EPIPE, ...).
+   * wait, so changing it after send() returns changes nothing. Throws OSError (EPIPE, ...) only
+   * if nothing of this message was written.
    */
   write(chunks: readonly Uint8Array[], owned: (chunk: Uint8Array) => boolean): void {
     for (const chunk of chunks) {
@@ -55,9 +71,18 @@ export class SocketWriter {
       }
       this.tail.push(owned(chunk) ? rest : Buffer.from(rest));
     }
-    if (this.tail.length > 0) {
-      withTail.add(this);
-      this.waitWritable();
+    if (this.tail.length > 0) this.waitWritable();
+  }
+
+  /** Writes what is pending and then `chunks`, all of it, waiting while the socket is full. */
+  writeAll(chunks: readonly Uint8Array[]): void {
+    try {
+      for (const rest of [...this.tail.splice(0), ...chunks]) {
+        if (!this.alive()) throw new OSError('[Errno 9] Bad file descriptor', 'EBADF');
+        this.native.writeSocket(this.fd, rest, true);
+      }
+    } finally {
+      this.done();
     }
   }
 
@@ -66,7 +91,7 @@ export class SocketWriter {
     try {
       while (this.tail.length > 0) {
         if (!this.alive()) {
-          this.drop();
+          this.tail.length = 0;
           return;
         }
         const head = this.tail[0]!;
@@ -78,9 +103,8 @@ export class SocketWriter {
         this.tail.shift();
       }
     } catch (error) {
-      this.drop();
-      this.onError(error instanceof OSError ? error : new OSError(String(error)));
-      return;
+      this.tail.length = 0;
+      this.onError(asOSError(error));
     } finally {
       if (this.tail.length === 0) this.done();
     }
@@ -99,8 +123,20 @@ export class SocketWriter {
   }
 
   private waitWritable(): void {
+    withTail.add(this);
+    drainAtExit ??= finalize(() => SocketWriter.drained(), -5);
     if (this.waiting) return;
-    const waiting = this.native.pollAsync(this.fd, true);
+    let waiting: AsyncWait;
+    try {
+      waiting = this.native.pollAsync(this.fd, true);
+    } catch {
+      // No descriptor or thread for the wait: let Node's stream write the rest, and all after it.
+      this.degraded = true;
+      const rest = this.tail.splice(0);
+      this.done();
+      this.handOver(rest);
+      return;
+    }
     this.waiting = waiting;
     void waiting.promise.then(
       (result) => {
@@ -114,7 +150,7 @@ export class SocketWriter {
         if (this.waiting !== waiting) return;
         this.waiting = null;
         this.drop();
-        this.onError(error instanceof OSError ? error : new OSError(String(error)));
+        this.onError(asOSError(error));
       },
     );
   }
@@ -129,7 +165,10 @@ export class SocketWriter {
     for (const callback of this.drained.splice(0)) callback();
   }
 
-  /** Descriptors of this thread's sockets with bytes pending (for readSocket's writeFds). */
+  /**
+   * Descriptors of this thread's sockets with bytes pending, for readSocket's writeFds (it watches
+   * at most 64; others are written when the event loop runs again).
+   */
   static pendingFds(): number[] {
     const fds: number[] = [];
     for (const writer of withTail) if (fds.length < 64) fds.push(writer.fd);
@@ -139,5 +178,10 @@ export class SocketWriter {
   /** Writes what each socket with bytes pending takes now. */
   static flushAll(): void {
     for (const writer of [...withTail]) writer.flush();
+  }
+
+  /** Resolves once every socket of this thread has written what was sent. */
+  static drained(): Promise<void> {
+    return Promise.all([...withTail].map((w) => new Promise<void>((resolve) => w.whenDrained(resolve)))).then(() => {});
   }
 }

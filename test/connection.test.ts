@@ -6,7 +6,10 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import * as net from 'node:net';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import { MessageChannel, Worker } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
 import {
@@ -954,6 +957,70 @@ describe('recvSync / pollSync (blocking variants, API rule 5)', () => {
       });
     }
   }
+
+  for (const method of ['spawn', 'forkserver'] as const) {
+    for (const blocking of [false, true]) {
+      it(`${method}: a child that sends 4 MiB and returns${blocking ? ' (after a recvSync)' : ''} delivers all of it`, { timeout: 30_000 }, async () => {
+        const mp = await import('../src/index.ts');
+        const { bigThenExit } = await import('./fixtures/connection-tasks.ts');
+        const ctx = mp.getContext(method);
+        const [parent, child] = pipeForProcesses();
+        const p = new ctx.Process({ target: bigThenExit, args: [child, blocking] });
+        p.start();
+        try {
+          child.close();
+          if (blocking) parent.send('go');
+          const got = (await parent.recv({ signal: AbortSignal.timeout(20_000) })) as Buffer;
+          assert.equal(got.length, 4 << 20);
+          await p.join(20);
+          assert.equal(p.exitcode, 0);
+        } finally {
+          if (p.exitcode === null) p.kill();
+          parent.close();
+        }
+      });
+    }
+  }
+
+  it('after a recvSync, a big send followed by a Queue.getSync is written in full (no deadlock)', { timeout: 30_000 }, async () => {
+    const mp = await import('../src/index.ts');
+    const { bigThenQueueGetSync } = await import('./fixtures/connection-tasks.ts');
+    const ctx = mp.getContext('spawn');
+    const [parent, child] = pipeForProcesses();
+    const q = ctx.Queue();
+    const p = new ctx.Process({ target: bigThenQueueGetSync, args: [child, q] });
+    p.start();
+    try {
+      child.close();
+      parent.send('go');
+      const bounded = { signal: AbortSignal.timeout(20_000) };
+      assert.equal(((await parent.recv(bounded)) as Buffer).length, 4 << 20);
+      await q.put('after the 4 MiB');
+      assert.deepEqual(await parent.recv(bounded), { ack: 'after the 4 MiB' });
+      await p.join(20);
+      assert.equal(p.exitcode, 0);
+    } finally {
+      if (p.exitcode === null) p.kill();
+      parent.close();
+      q.close();
+    }
+  });
+
+  it('a Connection over a FIFO (not a socket) still sends and receives', { timeout: 10_000 }, async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mpts-fifo-'));
+    const fifo = path.join(dir, 'fifo');
+    const made = spawnSync('mkfifo', [fifo]);
+    if (made.status !== 0) return; // no mkfifo here: nothing to test
+    const fd = fs.openSync(fifo, fs.constants.O_RDWR);
+    const conn = new Connection(fd);
+    try {
+      conn.send({ through: 'a fifo' });
+      assert.deepEqual(await conn.recv({ signal: AbortSignal.timeout(5_000) }), { through: 'a fifo' });
+    } finally {
+      conn.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
 
   it('a Connection over a caller\'s own MessagePort cannot block: NotAvailableError', () => {
     const { port1, port2 } = new MessageChannel();

@@ -359,3 +359,36 @@ test('sendFds / recvFds pass descriptors in one message', () => {
     for (const fd of [b, x, y]) fs.closeSync(fd);
   }
 });
+
+test('writeSocket(wait false) writes what fits; pollAsync reports writable once the reader drains; readSocket wakes for a writable writeFd (-2)', async () => {
+  const [a, b] = native.socketpair();
+  try {
+    // Fill a's send buffer without waiting.
+    const chunk = Buffer.alloc(1 << 20, 1);
+    let written = 0;
+    for (let n = native.writeSocket(a, chunk, false); n > 0; n = native.writeSocket(a, chunk, false)) written += n;
+    assert.ok(written > 0);
+    assert.equal(native.writeSocket(a, chunk, false), 0, 'the socket is full');
+    // Full: a wait for writability times out; once the reader drains it, the wait is over.
+    const into = Buffer.alloc(1 << 16);
+    const full = native.pollAsync(a, true, 50);
+    assert.equal(await full.promise, 'timed-out');
+    const wait = native.pollAsync(a, true);
+    let drained = 0;
+    while (drained < written) drained += Math.max(0, native.readSocket(b, into, 1000));
+    assert.equal(await wait.promise, 'ok');
+    const [c, d] = native.socketpair();
+    try {
+      assert.equal(native.readSocket(c, into, 1000, [d]), -2, 'd can be written');
+      const cancelled = native.pollAsync(c, false);
+      assert.equal(cancelled.cancel(), true);
+      assert.equal(await cancelled.promise, 'cancelled');
+    } finally {
+      fs.closeSync(c);
+      fs.closeSync(d);
+    }
+  } finally {
+    fs.closeSync(a);
+    fs.closeSync(b);
+  }
+});
