@@ -21,6 +21,7 @@ import { finalize, type FinalizeHandle } from './util.js';
 
 /** Writers of this thread with bytes still to write. */
 const withTail = new Set<SocketWriter>();
+const EMPTY = new Uint8Array(0);
 let drainAtExit: FinalizeHandle | undefined;
 
 function asOSError(error: unknown): OSError {
@@ -30,8 +31,10 @@ function asOSError(error: unknown): OSError {
 }
 
 export class SocketWriter {
-  /** Bytes the kernel has not taken yet, oldest first (the first may be partly written). */
-  private readonly tail: Uint8Array[] = [];
+  /** Bytes the kernel has not taken yet, oldest first from `head` (that one may be partly
+   * written). A head index, not shift(): a fast sender can be thousands of messages ahead. */
+  private tail: Uint8Array[] = [];
+  private head = 0;
   private waiting: AsyncWait | null = null;
   private readonly drained: Array<() => void> = [];
   /** The addon could not wait for this socket (out of descriptors or threads): Node's stream writes. */
@@ -52,7 +55,7 @@ export class SocketWriter {
 
   /** Some bytes are not written yet. */
   get pending(): boolean {
-    return this.tail.length > 0;
+    return this.head < this.tail.length;
   }
 
   /**
@@ -64,20 +67,20 @@ export class SocketWriter {
   write(chunks: readonly Uint8Array[], owned: (chunk: Uint8Array) => boolean): void {
     for (const chunk of chunks) {
       let rest = chunk;
-      if (this.tail.length === 0) {
+      if (!this.pending) {
         const n = this.native.writeSocket(this.fd, chunk, false);
         if (n === chunk.byteLength) continue;
         rest = chunk.subarray(n);
       }
       this.tail.push(owned(chunk) ? rest : Buffer.from(rest));
     }
-    if (this.tail.length > 0) this.waitWritable();
+    if (this.pending) this.waitWritable();
   }
 
   /** Writes what is pending and then `chunks`, all of it, waiting while the socket is full. */
   writeAll(chunks: readonly Uint8Array[]): void {
     try {
-      for (const rest of [...this.tail.splice(0), ...chunks]) {
+      for (const rest of [...this.takeTail(), ...chunks]) {
         if (!this.alive()) throw new OSError('[Errno 9] Bad file descriptor', 'EBADF');
         this.native.writeSocket(this.fd, rest, true);
       }
@@ -89,36 +92,53 @@ export class SocketWriter {
   /** Writes what the socket takes now. A failure drops the tail and is reported to onError. */
   flush(): void {
     try {
-      while (this.tail.length > 0) {
+      while (this.pending) {
         if (!this.alive()) {
-          this.tail.length = 0;
+          this.takeTail();
           return;
         }
-        const head = this.tail[0]!;
-        const n = this.native.writeSocket(this.fd, head, false);
-        if (n < head.byteLength) {
-          this.tail[0] = head.subarray(n);
+        const first = this.tail[this.head]!;
+        const n = this.native.writeSocket(this.fd, first, false);
+        if (n < first.byteLength) {
+          this.tail[this.head] = first.subarray(n);
           return;
         }
-        this.tail.shift();
+        this.tail[this.head++] = EMPTY;
       }
     } catch (error) {
-      this.tail.length = 0;
+      this.takeTail();
       this.onError(asOSError(error));
     } finally {
-      if (this.tail.length === 0) this.done();
+      if (this.pending) this.compact();
+      else this.done();
+    }
+  }
+
+  /** Removes and returns what is pending. */
+  private takeTail(): Uint8Array[] {
+    const rest = this.tail.slice(this.head);
+    this.tail = [];
+    this.head = 0;
+    return rest;
+  }
+
+  /** Drops the written entries once they are most of the array. */
+  private compact(): void {
+    if (this.head > 1024 && this.head * 2 > this.tail.length) {
+      this.tail = this.tail.slice(this.head);
+      this.head = 0;
     }
   }
 
   /** Calls `callback` once nothing is pending (at once if nothing is). */
   whenDrained(callback: () => void): void {
-    if (this.tail.length === 0) callback();
+    if (!this.pending) callback();
     else this.drained.push(callback);
   }
 
   /** Forgets what is pending (the socket is going away) and stops waiting on its descriptor. */
   drop(): void {
-    this.tail.length = 0;
+    this.takeTail();
     this.done();
   }
 
@@ -132,7 +152,7 @@ export class SocketWriter {
     } catch {
       // No descriptor or thread for the wait: let Node's stream write the rest, and all after it.
       this.degraded = true;
-      const rest = this.tail.splice(0);
+      const rest = this.takeTail();
       this.done();
       this.handOver(rest);
       return;
@@ -144,7 +164,7 @@ export class SocketWriter {
         this.waiting = null;
         if (result === 'cancelled') return;
         this.flush();
-        if (this.tail.length > 0) this.waitWritable();
+        if (this.pending) this.waitWritable();
       },
       (error: unknown) => {
         if (this.waiting !== waiting) return;
@@ -156,6 +176,8 @@ export class SocketWriter {
   }
 
   private done(): void {
+    this.tail = [];
+    this.head = 0;
     withTail.delete(this);
     if (this.waiting) {
       const waiting = this.waiting;
