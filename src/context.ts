@@ -20,6 +20,7 @@ import type { SynchronizedOptions } from './sharedctypes.js';
 import { pipeForProcesses, pipeForThreads } from './connection.js';
 import { Pool, type PoolOptions } from './pool.js';
 import type { SyncManager } from './managers.js';
+import { constructible } from './util.js';
 
 export type { StartMethod } from './backends/backend.js';
 
@@ -64,35 +65,35 @@ export class BaseContext {
   readonly setForkserverPreload = setForkserverPreload;
 
   // Factories: objects made here live in this context's kind of memory (Python's context methods).
-  readonly Lock = () => new Lock({ ctx: this });
-  readonly RLock = () => new RLock({ ctx: this });
-  readonly Semaphore = (value = 1) => new Semaphore(value, { ctx: this });
-  readonly BoundedSemaphore = (value = 1) => new BoundedSemaphore(value, { ctx: this });
-  readonly Condition = (lock?: Lock | RLock | null) => new Condition(lock, { ctx: this });
-  readonly Event = () => new Event({ ctx: this });
-  readonly Barrier = (parties: number, action?: (() => unknown) | null, timeout?: number | null) =>
-    new Barrier(parties, action, timeout, { ctx: this });
-  readonly Queue = <T = unknown>(maxsize = 0) => new Queue<T>(maxsize, { ctx: this });
-  readonly JoinableQueue = <T = unknown>(maxsize = 0) => new JoinableQueue<T>(maxsize, { ctx: this });
-  readonly SimpleQueue = <T = unknown>() => new SimpleQueue<T>({ ctx: this });
-  readonly RawValue = <T extends Typecode>(typecode: T, value?: TypecodeValue[T] | number) =>
-    new RawValue(typecode, value, { ctx: this });
-  readonly RawArray = <T extends Typecode>(typecode: T, sizeOrValues: number | Iterable<TypecodeValue[T] | number>) =>
-    new RawArray(typecode, sizeOrValues, { ctx: this });
-  readonly Value = <T extends Typecode>(typecode: T, value?: TypecodeValue[T] | number, options: SynchronizedOptions = {}) =>
-    Value(typecode, value, { ...options, ctx: this });
-  readonly Array = <T extends Typecode>(
+  readonly Lock = constructible(() => new Lock({ ctx: this }));
+  readonly RLock = constructible(() => new RLock({ ctx: this }));
+  readonly Semaphore = constructible((value = 1) => new Semaphore(value, { ctx: this }));
+  readonly BoundedSemaphore = constructible((value = 1) => new BoundedSemaphore(value, { ctx: this }));
+  readonly Condition = constructible((lock?: Lock | RLock | null) => new Condition(lock, { ctx: this }));
+  readonly Event = constructible(() => new Event({ ctx: this }));
+  readonly Barrier = constructible((parties: number, action?: (() => unknown) | null, timeout?: number | null) =>
+    new Barrier(parties, action, timeout, { ctx: this }));
+  readonly Queue = constructible(<T = unknown>(maxsize = 0) => new Queue<T>(maxsize, { ctx: this }));
+  readonly JoinableQueue = constructible(<T = unknown>(maxsize = 0) => new JoinableQueue<T>(maxsize, { ctx: this }));
+  readonly SimpleQueue = constructible(<T = unknown>() => new SimpleQueue<T>({ ctx: this }));
+  readonly RawValue = constructible(<T extends Typecode>(typecode: T, value?: TypecodeValue[T] | number) =>
+    new RawValue(typecode, value, { ctx: this }));
+  readonly RawArray = constructible(<T extends Typecode>(typecode: T, sizeOrValues: number | Iterable<TypecodeValue[T] | number>) =>
+    new RawArray(typecode, sizeOrValues, { ctx: this }));
+  readonly Value = constructible(<T extends Typecode>(typecode: T, value?: TypecodeValue[T] | number, options: SynchronizedOptions = {}) =>
+    Value(typecode, value, { ...options, ctx: this }));
+  readonly Array = constructible(<T extends Typecode>(
     typecode: T,
     sizeOrValues: number | Iterable<TypecodeValue[T] | number>,
     options: SynchronizedOptions = {},
-  ) => SharedArray(typecode, sizeOrValues, { ...options, ctx: this });
+  ) => SharedArray(typecode, sizeOrValues, { ...options, ctx: this }));
 
-  readonly Pipe = (duplex = true) =>
-    this.getStartMethod() === 'thread' ? pipeForThreads(duplex) : pipeForProcesses(duplex);
-  readonly Pool = (processes?: number | null | PoolOptions, options: PoolOptions = {}) =>
+  readonly Pipe = constructible((duplex = true) =>
+    this.getStartMethod() === 'thread' ? pipeForThreads(duplex) : pipeForProcesses(duplex));
+  readonly Pool = constructible((processes?: number | null | PoolOptions, options: PoolOptions = {}) =>
     typeof processes === 'object' && processes !== null
       ? new Pool({ ...processes, context: this })
-      : new Pool(processes, { ...options, context: this });
+      : new Pool(processes, { ...options, context: this }));
 
   /** Python's `ctx.Manager()`: a started SyncManager whose server runs on this context. */
   // Imported when used, as Python's context imports its modules lazily: the managers import this

@@ -159,7 +159,12 @@ async function serve(
     }
     if (message.kind === STOP) break;
     if (message.kind === DEFINE) {
-      fns.set(message.fnId, (await loads(message.body)) as Fn);
+      // A function this worker cannot load fails each task that calls it (the worker lives on):
+      // dying here would put the task back and start a replacement that dies the same way.
+      const [loaded, fn] = await attempt(() => loads(message.body));
+      fns.set(message.fnId, loaded ? (fn as Fn) : () => {
+        throw fn;
+      });
       continue;
     }
     if (message.kind === PORT) continue;

@@ -135,7 +135,7 @@ export class Process {
     if (state.parentPid !== process.pid || state.parentThread !== threadId) {
       throw new ValueError('can only start a process object created by current process');
     }
-    if (current?.[kState].daemon) throw new ValueError('daemonic processes are not allowed to have children');
+    if (current?.[kState].daemon) throw new ProcessError('daemonic processes are not allowed to have children');
     if (bootstrapping) throw new ProcessError(bootstrapAdvice);
     reapChildren();
     const backend = backendFor(state.startMethod);

@@ -196,7 +196,8 @@ function ownerName(pid: number, tid: number): string {
   return pid === PID ? 'SomeOtherThread' : 'SomeOtherProcess';
 }
 
-function normalizeAcquire(options?: AcquireOptions | boolean, timeout?: number | null): Required<Pick<AcquireOptions, 'block'>> & AcquireOptions {
+/** `acquire`'s arguments, in either form: `({ block, timeout, signal })` or Python's `(block, timeout)`. */
+export function normalizeAcquire(options?: AcquireOptions | boolean, timeout?: number | null): Required<Pick<AcquireOptions, 'block'>> & AcquireOptions {
   if (typeof options === 'boolean') return { block: options, timeout };
   return { block: options?.block ?? true, timeout: options?.timeout, signal: options?.signal };
 }

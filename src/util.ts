@@ -124,6 +124,17 @@ export function callable<C extends abstract new (...args: any[]) => any>(
   }) as C & ((...args: ConstructorParameters<C>) => InstanceType<C>);
 }
 
+/**
+ * A factory arrow function that also works with `new` (API.md rule 1, for a context's factories:
+ * `ctx.Lock()` and `new ctx.Lock()`). Calls keep `make`'s own (possibly generic) signature.
+ */
+export function constructible<F extends (...args: any[]) => object>(make: F): F & (new (...args: Parameters<F>) => ReturnType<F>) {
+  // A plain function (unlike an arrow) can be called with `new`; returning an object replaces `this`.
+  return function (this: unknown, ...args: Parameters<F>): ReturnType<F> {
+    return make(...args) as ReturnType<F>;
+  } as unknown as F & (new (...args: Parameters<F>) => ReturnType<F>);
+}
+
 /** Runs `start` with an abort signal, rejecting with the signal's reason on abort. */
 export function abortable<T>(
   signal: AbortSignal | undefined,

@@ -294,6 +294,16 @@ describe('SyncManager objects used from child processes', () => {
     await assert.rejects(pending, /gave up/);
     await lock.release();
     assert.equal(await lock.acquire({ timeout: 1 }), true, 'the aborted acquire did not take the lock');
+    // Python's positional forms, as mp.Lock takes them; `await using` releases.
+    assert.equal(await lock.acquire(false), false);
+    assert.equal(await lock.acquire(true, 0.1), false);
+    await lock.release();
+    {
+      assert.equal(await lock.acquire(true, 1), true);
+      await using held = lock;
+      assert.equal(await held.acquire(false), false);
+    }
+    assert.equal(await lock.acquire(false), true, 'released at the end of the using block');
     await lock.release();
 
     const rlock = await m.RLock();

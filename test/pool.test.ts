@@ -3,7 +3,8 @@ import assert from 'node:assert/strict';
 import * as mp from '../src/index.js';
 import { Pool, ThreadPool, AsyncResult } from '../src/pool.js';
 import {
-  add, checksum, dieOn, echoBytes, exitOn, failOn, initialize, readState, returnsFunction, sleepThen, spin, square, whoAmI,
+  add, checksum, dieOn, echoBytes, exitOn, failOn, initialize, readState, returnsFunction, sleepThen, spin, square, unloadableTask,
+  whoAmI,
 } from './fixtures/pool/tasks.js';
 import { startMethods } from './helpers.js';
 
@@ -22,6 +23,17 @@ for (const method of startMethods) {
     after(async () => {
       for (const pool of pools) pool.terminate();
       await Promise.all(pools.map((p) => p.join()));
+    });
+
+    it('a task the workers cannot load fails with PicklingError; the workers live on (no endless restarts)', { timeout: 30_000 }, async () => {
+      const pool = make(1);
+      const bad = unloadableTask();
+      await assert.rejects(pool.apply(bad, [1]), (e: Error) => e.name === 'PicklingError' && /top le/.test(e.message));
+      await assert.rejects(pool.map(bad, [1, 2, 3]), (e: Error) => e.name === 'PicklingError');
+      const names = await pool.map(whoAmI, [1, 2]);
+      assert.equal(new Set(names).size, 1, 'the same worker served both');
+      assert.match(names[0]!, new RegExp(`^${workerPrefix[method]}-`));
+      assert.equal(await pool.apply(square, [3]), 9);
     });
 
     it('map, starmap, apply and their async forms return Python\'s results', async () => {

@@ -57,6 +57,24 @@ describe('sharedctypes (local)', () => {
     assert.equal(c.value, 2);
   });
 
+  test('factories are callable and constructible (API.md rule 1): mp.RawValue/RawArray and every context factory', () => {
+    const a = mp.RawValue('i', 1);
+    const b = new mp.RawValue('i', 2);
+    assert.ok(a instanceof RawValue && b instanceof RawValue && b instanceof mp.RawValue);
+    assert.equal(mp.RawArray('i', 3).length, 3);
+    const ctx = mp.getContext('thread');
+    const made = [new ctx.Lock(), new ctx.RLock(), new ctx.Semaphore(2), new ctx.Event(), new ctx.Value('d', 1.5), new ctx.RawArray('i', 2)];
+    assert.ok(made[0] instanceof mp.Lock && made[3] instanceof mp.Event);
+    assert.equal((made[4] as Synchronized<'d'>).value, 1.5);
+    const q = new ctx.Queue();
+    assert.ok(q instanceof mp.Queue);
+    q.close();
+    const [x, y] = new ctx.Pipe();
+    assert.ok(x instanceof mp.Connection);
+    x.close();
+    y.close();
+  });
+
   test('Array: length, get/set with negative indices, slice, toArray, iterator, view is the shared memory', async () => {
     const arr = SharedArray('i', [1, 2, 3, 4, 5], o);
     assert.ok(arr instanceof SynchronizedArray);

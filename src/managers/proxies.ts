@@ -22,7 +22,7 @@ import { currentProcess, parentProcess } from '../process.js';
 import { reduceSymbol, registerReducer, type Reduced } from '../reduction.js';
 import { task } from '../tasks.js';
 import { finalize } from '../util.js';
-import type { AcquireOptions } from '../synchronize.js';
+import { normalizeAcquire, type AcquireOptions } from '../synchronize.js';
 import { currentServer, sameAddress, type Reply, type Request, type Token } from './server.js';
 import { Lane } from './lane.js';
 import { tryLoadNative } from '../native.js';
@@ -522,15 +522,20 @@ export class IteratorProxy<T = unknown> extends BaseProxy implements AsyncIterab
 export class AcquirerProxy extends BaseProxy {
   static override _exposed_ = ['acquire', 'release'];
 
-  /** `{ block, timeout, signal }` as `mp.Lock`'s; resolves to whether the lock was taken. */
-  acquire(options: AcquireOptions = {}): Promise<boolean> {
-    const block = options.block ?? true;
-    const args = block ? [true, options.timeout ?? null] : [false];
-    return this._callmethod<boolean>('acquire', args, { signal: options.signal });
+  /** `{ block, timeout, signal }` or `(block, timeout)`, as `mp.Lock`'s; resolves to whether the lock was taken. */
+  acquire(options?: AcquireOptions | boolean, timeout?: number | null): Promise<boolean> {
+    const o = normalizeAcquire(options, timeout);
+    const args = o.block ? [true, o.timeout ?? null] : [false];
+    return this._callmethod<boolean>('acquire', args, { signal: o.signal });
   }
 
   release(): Promise<void> {
     return this._callmethod<void>('release');
+  }
+
+  /** Python's `__exit__` (`await using` after an acquire): releases. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.release();
   }
 
   /** Acquire, run `fn`, release (Python's `with lock:`). */
@@ -561,14 +566,14 @@ export class ConditionProxy extends AcquirerProxy {
   }
 
   /** Client-side, as Python's: waits until `predicate()` is truthy (or the timeout passes). */
-  async waitFor<R>(predicate: () => R | Promise<R>, timeout?: number | null): Promise<R> {
+  async waitFor<R>(predicate: () => R | Promise<R>, timeout?: number | null, options: CallOptions = {}): Promise<R> {
     let result = await predicate();
     if (result) return result;
     const until = timeout === null || timeout === undefined ? Infinity : performance.now() + timeout * 1000;
     while (!result) {
       const left = until === Infinity ? null : (until - performance.now()) / 1000;
       if (left !== null && left <= 0) break;
-      await this.wait(left);
+      await this.wait(left, options);
       result = await predicate();
     }
     return result;
