@@ -17,7 +17,7 @@ import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import { dumps, loads, loadsSync, needsRebuild, newReduceContext, rebuild, reduce } from './reduction.js';
 import { sentinelExit } from './sentinels.js';
 import { refOf, sourceOf, type SourceFunction } from './tasks.js';
-import { raceTimeout } from './util.js';
+import { raceTimeout, throwIfAborted } from './util.js';
 import {
   CALL, CANCELLED, Channel, defineFrame, MAP_CHUNK, Notifier, OK, ownBuffer, parseResult, PORT_THRESHOLD, portFrame,
   STARMAP_CHUNK, stopFrame, taskFrame, transferables, type PortMessage,
@@ -235,12 +235,13 @@ export class IMapIterator<T> implements AsyncIterableIterator<T> {
 
   /** The next result in order (imap) or as they finish (imapUnordered); `TimeoutError` after
    * `timeout` seconds; a failed item rejects this call and iteration goes on. */
-  async next(timeout?: number | null): Promise<IteratorResult<T>> {
+  async next(timeout?: number | null, options: { signal?: AbortSignal } = {}): Promise<IteratorResult<T>> {
     const deadline = timeout === null || timeout === undefined ? Infinity : performance.now() + timeout * 1000;
+    throwIfAborted(options.signal);
     while (this._ready.length === 0) {
       if (this._finished) return { value: undefined, done: true };
       const arrived = new Promise<void>((resolve) => this.waiters.push(resolve));
-      const r = await raceTimeout(arrived, deadline === Infinity ? null : Math.max(0, (deadline - performance.now()) / 1000));
+      const r = await raceTimeout(arrived, deadline === Infinity ? null : Math.max(0, (deadline - performance.now()) / 1000), options.signal);
       if (!r.done) throw new TimeoutError();
     }
     const outcome = this._ready.shift()!;
@@ -1006,12 +1007,12 @@ export class Pool {
   }
 
   /** Waits for the workers to exit; call `close()` or `terminate()` first. */
-  async join(): Promise<void> {
+  async join(options: { signal?: AbortSignal } = {}): Promise<void> {
     if (this.state === RUN) throw new ValueError('Pool is still running');
     // Replacements may start while we wait (a closed pool finishing its work): wait for those too.
     for (let joined = 0; joined < this.started.length; ) {
       const batch = this.started.slice(joined);
-      await Promise.all(batch.map((p) => p.join()));
+      await Promise.all(batch.map((p) => p.join(null, options)));
       joined += batch.length;
     }
   }

@@ -19,7 +19,7 @@
  */
 import { inspect } from 'node:util';
 import { Empty, Full, ValueError } from './errors.js';
-import { finalize, type FinalizeHandle } from './util.js';
+import { finalize, raceTimeout, throwIfAborted, type FinalizeHandle } from './util.js';
 import { wait, waitSync, wake } from './futex.js';
 import { allocate, attachBlock, blockState, checkTarget, int32s, type Block, type BlockState } from './heap.js';
 import { decodesByCopy, dumps, loads, loadsSync, needsRebuild, reduceSymbol, registerReducer, type ReduceContext, type Reduced } from './reduction.js';
@@ -379,9 +379,10 @@ export class Queue<T = unknown> {
   }
 
   /** Waits until the buffered items are written (only after `close()`, as in Python). */
-  async joinThread(): Promise<void> {
+  async joinThread(options: { signal?: AbortSignal } = {}): Promise<void> {
     if (!this.closed) throw new ValueError(`Queue ${this} not closed`);
-    await this.feeding;
+    if (this.feeding) await raceTimeout(this.feeding, null, options.signal);
+    else throwIfAborted(options.signal);
   }
 
   /** Lets this process exit without flushing its buffered items (they are lost). */

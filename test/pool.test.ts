@@ -25,6 +25,22 @@ for (const method of startMethods) {
       await Promise.all(pools.map((p) => p.join()));
     });
 
+    it('join() and IMapIterator.next() take { signal } (rule 6)', { timeout: 30_000 }, async () => {
+      const pool = make(1);
+      const it = pool.imap(sleepThen, [0.05], 1);
+      const reason = new Error('stop waiting');
+      await assert.rejects(it.next(null, { signal: AbortSignal.abort(reason) }), (e) => e === reason);
+      const controller = new AbortController();
+      const slow = it.next(null, { signal: controller.signal });
+      controller.abort(reason);
+      await assert.rejects(slow, (e) => e === reason);
+      assert.deepEqual(await it.next(), { value: undefined, done: false }, 'the result is still there for the next call');
+      pool.close();
+      const joining = pool.join({ signal: AbortSignal.abort(reason) });
+      await assert.rejects(joining, (e) => e === reason);
+      await pool.join();
+    });
+
     it('a task the workers cannot load fails with PicklingError; the workers live on (no endless restarts)', { timeout: 30_000 }, async () => {
       const pool = make(1);
       const bad = unloadableTask();

@@ -117,6 +117,8 @@ for (const method of startMethods) {
       q.close();
       await assert.rejects(q.put(1), /is closed/);
       assert.throws(() => q.putNowait(1), mp.ValueError);
+      const reason = new Error('stop waiting');
+      await assert.rejects(q.joinThread({ signal: AbortSignal.abort(reason) }), (e) => e === reason);
       await q.joinThread();
     });
 
