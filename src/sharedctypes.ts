@@ -288,8 +288,8 @@ abstract class SynchronizedBase<O extends RawValue | RawArray> {
   release(): void {
     this._lock.release();
   }
-  with<R>(fn: () => R | Promise<R>): Promise<R> {
-    return withLock(this._lock, fn);
+  with<R>(fn: () => R | Promise<R>, options: Pick<AcquireOptions, 'signal'> = {}): Promise<R> {
+    return withLock(this._lock, fn, options);
   }
   [Symbol.dispose](): void {
     this._lock.release();

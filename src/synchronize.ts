@@ -237,12 +237,16 @@ function reduceBlock(block: Block, ctx: ReduceContext, kind: string): Reduced {
 
 /** Acquires `lock`, runs `fn` (sync or async), releases; returns `fn`'s result. The body of every
  * `with` here and in sharedctypes.ts. */
-export async function withLock<T>(lock: { acquire(): Promise<boolean>; release(): void }, fn: () => T | Promise<T>): Promise<T> {
-  await lock.acquire();
+export async function withLock<T>(
+  lock: { acquire(options?: AcquireOptions): Promise<boolean>; release(): unknown },
+  fn: () => T | Promise<T>,
+  options: Pick<AcquireOptions, 'signal'> = {},
+): Promise<T> {
+  await lock.acquire(options);
   try {
     return await fn();
   } finally {
-    lock.release();
+    await lock.release(); // a manager's lock proxy releases asynchronously
   }
 }
 
@@ -255,9 +259,9 @@ export abstract class LockLike {
   abstract acquireSync(options?: AcquireOptions | boolean, timeout?: number | null): boolean;
   abstract release(): void;
 
-  /** Acquires, runs `fn` (sync or async), releases; returns `fn`'s result. */
-  with<T>(fn: () => T | Promise<T>): Promise<T> {
-    return withLock(this, fn);
+  /** Acquires (abortable with `signal`), runs `fn` (sync or async), releases; returns `fn`'s result. */
+  with<T>(fn: () => T | Promise<T>, options: Pick<AcquireOptions, 'signal'> = {}): Promise<T> {
+    return withLock(this, fn, options);
   }
   /** Python's `__exit__`: releases. */
   [Symbol.dispose](): void {

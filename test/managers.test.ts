@@ -51,6 +51,19 @@ describe('SyncManager containers (Python semantics)', () => {
     await assert.rejects(probe.start(), mp.ProcessError);
   });
 
+  it('start({ signal }): an abort before the server is ready kills it and rejects; join takes { signal }', async () => {
+    const reason = new Error('gave up');
+    const controller = new AbortController();
+    const manager = new SyncManager();
+    const starting = manager.start(null, [], { signal: controller.signal });
+    const p = manager._process!;
+    controller.abort(reason);
+    await assert.rejects(starting, (e) => e === reason);
+    await p.join(20);
+    assert.notEqual(p.exitcode, null, 'the server process is gone');
+    await assert.rejects(m.join(null, { signal: AbortSignal.abort(reason) }), (e) => e === reason);
+  });
+
   it('dict: keys compare as Python (1, "1", 0.25, tuples and bytes), in insertion order', async () => {
     const d = await m.dict<unknown, unknown>();
     await d.setItem(1, '1');

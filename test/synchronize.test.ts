@@ -64,6 +64,11 @@ for (const method of ['spawn', 'thread'] as const) {
       assert.equal(await lock.with(() => 42), 42);
       await assert.rejects(lock.with(async () => { throw new Error('inner'); }), /inner/);
       assert.equal(await lock.acquire(), true, 'released after with() threw');
+      const reason = new Error('stop waiting');
+      let ran = false;
+      await assert.rejects(lock.with(() => (ran = true), { signal: AbortSignal.timeout(50) }), (e: Error) => e.name === 'TimeoutError');
+      await assert.rejects(lock.with(() => (ran = true), { signal: AbortSignal.abort(reason) }), (e) => e === reason);
+      assert.equal(ran, false, 'with() whose acquire was aborted does not run fn');
       {
         using _held = lock;
       }

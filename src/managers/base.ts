@@ -12,7 +12,7 @@ import { currentProcess, type Process } from '../process.js';
 import { SimpleQueue } from '../queues.js';
 import { sentinelExit } from '../sentinels.js';
 import { functionFromSource, refOf, sourceOf, task, type SourceFunction } from '../tasks.js';
-import { finalize, type FinalizeHandle } from '../util.js';
+import { finalize, throwIfAborted, type FinalizeHandle } from '../util.js';
 import type { StartMethod } from '../backends/backend.js';
 import { AutoProxy, BaseProxy, connectionsTo, forgetConnections, recordProxyType, type ProxyType } from './proxies.js';
 import { serverClasses, type Server, type ServerEntry, type ServerKind, type Token } from './server.js';
@@ -226,9 +226,17 @@ export class BaseManager implements AsyncDisposable {
     return this;
   }
 
-  /** Starts the server process (named `<ClassName>-N`); resolves once it listens. */
-  async start(initializer?: ((...args: never[]) => unknown) | null, initargs: Iterable<unknown> = []): Promise<this> {
+  /**
+   * Starts the server process (named `<ClassName>-N`); resolves once it listens. An abort of
+   * `signal` before then kills the server and rejects with the signal's reason.
+   */
+  async start(
+    initializer?: ((...args: never[]) => unknown) | null,
+    initargs: Iterable<unknown> = [],
+    options: { signal?: AbortSignal } = {},
+  ): Promise<this> {
     this.checkInitial();
+    throwIfAborted(options.signal);
     if (initializer !== null && initializer !== undefined && typeof initializer !== 'function') {
       throw new TypeError('initializer must be a callable');
     }
@@ -245,6 +253,8 @@ export class BaseManager implements AsyncDisposable {
     p.start();
     this.#process = p;
     const gaveUp = new AbortController();
+    const onAbort = (): void => gaveUp.abort(options.signal!.reason);
+    options.signal?.addEventListener('abort', onAbort, { once: true });
     try {
       this.#address = await Promise.race([
         ready.get({ signal: gaveUp.signal }),
@@ -252,7 +262,11 @@ export class BaseManager implements AsyncDisposable {
           throw new ProcessError(`the manager's server process ${p.name} exited (exitcode ${p.exitcode}) before it was ready`);
         }),
       ]);
+    } catch (error) {
+      if (options.signal?.aborted) p.kill();
+      throw error;
     } finally {
+      options.signal?.removeEventListener('abort', onAbort);
       gaveUp.abort();
       ready.close();
     }
@@ -262,8 +276,9 @@ export class BaseManager implements AsyncDisposable {
   }
 
   /** Waits for the server process to exit (it exits after `shutdown()`). */
-  async join(timeout?: number | null): Promise<void> {
-    await this.#process?.join(timeout);
+  async join(timeout?: number | null, options: { signal?: AbortSignal } = {}): Promise<void> {
+    throwIfAborted(options.signal);
+    await this.#process?.join(timeout, options);
   }
 
   /**

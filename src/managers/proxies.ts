@@ -22,7 +22,7 @@ import { currentProcess, parentProcess } from '../process.js';
 import { reduceSymbol, registerReducer, type Reduced } from '../reduction.js';
 import { task } from '../tasks.js';
 import { finalize } from '../util.js';
-import { normalizeAcquire, type AcquireOptions } from '../synchronize.js';
+import { normalizeAcquire, withLock, type AcquireOptions } from '../synchronize.js';
 import { currentServer, sameAddress, type Reply, type Request, type Token } from './server.js';
 import { Lane } from './lane.js';
 import { tryLoadNative } from '../native.js';
@@ -539,13 +539,8 @@ export class AcquirerProxy extends BaseProxy {
   }
 
   /** Acquire, run `fn`, release (Python's `with lock:`). */
-  async with<R>(fn: () => R | Promise<R>): Promise<R> {
-    await this.acquire();
-    try {
-      return await fn();
-    } finally {
-      await this.release();
-    }
+  with<R>(fn: () => R | Promise<R>, options: Pick<AcquireOptions, 'signal'> = {}): Promise<R> {
+    return withLock(this, fn, options);
   }
 }
 
