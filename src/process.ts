@@ -143,7 +143,7 @@ export class Process {
     const graph = this.reduceForChild(ctx, backend.method);
     const daemon = this.daemon;
     const popen = backend.start({
-      graph, transfer: ctx.transfer, handles: ctx.handles, modules: [...ctx.modules], daemon,
+      graph, transfer: ctx.transfer, handles: ctx.handles, modules: [...ctx.modules], daemon, name: this.name,
     });
     state.popen = popen;
     state.sentinel = registerSentinel(popen.exited);
@@ -391,6 +391,14 @@ let parentProc: ParentProcess | null = null;
 let mainProcess: Process | undefined;
 
 /** The Process object of this process (`MainProcess` in the main one). */
+/**
+ * In a child before its payload is rebuilt (while its modules are imported): the name it will
+ * have, as Python's spawn sets it before it re-imports the main module.
+ */
+export function setProvisionalName(name: string): void {
+  if (!current) currentProcess()[kState].name = name;
+}
+
 export function currentProcess(): Process {
   if (current) return current;
   if (!mainProcess) {

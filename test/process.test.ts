@@ -32,6 +32,16 @@ for (const method of startMethods) {
       await Promise.all(running.map((p) => p.join(5)));
     });
 
+    it('module-level code of the task\'s module sees the child\'s own name (as Python\'s spawn sets it first)', { skip: method === 'forkserver' && 'a warm forkserver child may have imported the module before it had a name' }, async () => {
+      const { putNameAtImport } = await import('./fixtures/process/nameAtImport.ts');
+      const q = ctx.Queue<string>();
+      const p = make({ target: putNameAtImport, args: [q] });
+      p.start();
+      assert.equal(await q.get({ timeout: 30 }), p.name);
+      await p.join(30);
+      q.close();
+    });
+
     it('runs a task from a .ts module and exits 0', async () => {
       const p = make({ target: square, args: [3] });
       assert.equal(p.exitcode, null);

@@ -32,6 +32,8 @@ export interface StartRequest {
   /** Modules the child will import to find its task and class. */
   modules: string[];
   daemon: boolean;
+  /** The child's name: `currentProcess().name` while its modules are imported, before the payload is rebuilt. */
+  name: string;
 }
 
 export interface Backend {

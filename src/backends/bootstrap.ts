@@ -15,12 +15,15 @@ interface StartMessage {
   modules?: string[];
   /** forkserver: the sockets came over the descriptor channel (fd FIRST_HANDLE_FD), not over IPC. */
   fdChannel?: boolean;
+  /** The child's name (see setProvisionalName). */
+  name?: string;
 }
 
 async function main(): Promise<void> {
   if (!isMainThread) {
     const { runChild } = await import('./child.js');
-    const code = await runChild((workerData as { start: StartMessage }).start.graph, 'thread', [], () => true);
+    const { start } = workerData as { start: StartMessage };
+    const code = await runChild(start.graph, 'thread', [], () => true, start.name);
     process.exit(code);
   }
 
@@ -85,7 +88,7 @@ async function main(): Promise<void> {
   for (const module of start.modules ?? []) {
     if (preloadFailures.has(module)) process.exit(reportStartFailure(preloadFailures.get(module)));
   }
-  const code = await runChild(start.graph, 'process', handles, parentAlive);
+  const code = await runChild(start.graph, 'process', handles, parentAlive, start.name);
   process.exit(code);
 }
 

@@ -6,7 +6,7 @@
 import type { Socket } from 'node:net';
 import { inspect } from 'node:util';
 import { applyLoggingConfig, info } from '../logger.js';
-import { ParentProcess, Process, runExitFinalizers, setBootstrapping, type ProcessIdentity } from '../process.js';
+import { ParentProcess, Process, runExitFinalizers, setBootstrapping, setProvisionalName, type ProcessIdentity } from '../process.js';
 import { rebuild } from '../reduction.js';
 
 interface Payload {
@@ -33,8 +33,11 @@ export async function runChild(
   target: 'process' | 'thread',
   handles: Socket[],
   parentAlive: () => boolean,
+  name?: string,
 ): Promise<number> {
   let payload: Payload;
+  // Module-level code of the task's module sees this process's own name, as in Python.
+  if (name) setProvisionalName(name);
   setBootstrapping(true);
   try {
     payload = (await rebuild(graph, { target, handles })) as Payload;

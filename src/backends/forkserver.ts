@@ -148,7 +148,7 @@ export const forkserverBackend: Backend = {
       for (const handle of request.handles) child.send({ type: 'handle' }, handle, { keepOpen: true });
     }
     child.send({
-      type: 'start', graph: request.graph, handleCount: request.handles.length, modules: request.modules,
+      type: 'start', graph: request.graph, handleCount: request.handles.length, modules: request.modules, name: request.name,
       fdChannel: fdChannel !== undefined,
     });
     scheduleRefill();

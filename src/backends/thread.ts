@@ -101,7 +101,7 @@ export const threadBackend: Backend = {
       workerData: {
         tsxApi: cachedTsx,
         bootstrap: pathToFileURL(bootstrapPath).href,
-        start: { graph: request.graph, handleCount: 0 },
+        start: { graph: request.graph, handleCount: 0, name: request.name },
       },
       transferList: request.transfer,
     });
