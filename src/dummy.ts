@@ -5,6 +5,7 @@
  */
 import { getContext } from './context.js';
 import { ThreadPool } from './pool.js';
+import { wait as connectionWait } from './connection.js';
 
 const threads = getContext('thread');
 
@@ -23,3 +24,9 @@ export const JoinableQueue = threads.JoinableQueue;
 export const Pipe = threads.Pipe;
 export const Value = threads.Value;
 export const Array = threads.Array;
+export const SimpleQueue = threads.SimpleQueue;
+/** Python's `multiprocessing.dummy.Namespace`: a plain attribute holder. */
+export { Namespace } from './managers/referents.js';
+/** `multiprocessing.dummy.connection`: `Pipe` over MessageChannels, `wait`. (Python's dummy
+ * `Listener`/`Client` are queue-backed stand-ins with no wire format; they have no equivalent here.) */
+export const connection = { Pipe: threads.Pipe, wait: connectionWait };

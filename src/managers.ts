@@ -16,3 +16,5 @@ export {
 } from './managers/proxies.js';
 export { Server, SharedMemoryServer, publicMethods } from './managers/server.js';
 export { Namespace, ManagedValue as Value } from './managers/referents.js';
+/** Python's `multiprocessing.managers.RemoteError` (also exported from the root). */
+export { RemoteError } from './errors.js';
