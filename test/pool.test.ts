@@ -281,3 +281,35 @@ describe('ThreadPool', () => {
 });
 
 const captured = 1;
+
+describe('mp.dummy (multiprocessing.dummy)', () => {
+  it('is the thread context: Pool, Process, queues, Namespace, connection.Pipe/wait', { timeout: 60_000 }, async () => {
+    const d = mp.dummy;
+    const pool = new d.Pool(2);
+    try {
+      assert.ok(pool instanceof ThreadPool);
+      assert.deepEqual(await pool.map(square, [1, 2, 3]), [1, 4, 9]);
+    } finally {
+      pool.terminate();
+      await pool.join();
+    }
+    const p = new d.Process({ target: whoAmI, args: [] });
+    assert.match(p.name, /^ThreadProcess-/);
+    p.start();
+    await p.join(30);
+    assert.equal(p.exitcode, 0);
+    const sq = d.SimpleQueue<number>();
+    sq.put(7);
+    assert.equal(await sq.get(), 7);
+    sq.close();
+    const ns = new d.Namespace({ a: 1 }) as unknown as { a: number };
+    assert.equal(ns.a, 1);
+    const [a, b] = d.connection.Pipe();
+    a.send('through a thread pipe');
+    assert.deepEqual(await d.connection.wait([b], 5), [b]);
+    assert.equal(await b.recv(), 'through a thread pipe');
+    a.close();
+    b.close();
+    assert.equal(mp.managers.RemoteError, mp.RemoteError);
+  });
+});
