@@ -15,12 +15,18 @@ import { ensureReserve, forkserverBackend, setForkserverPreload } from './backen
 import { threadBackend } from './backends/thread.js';
 import { JoinableQueue, Queue, SimpleQueue } from './queues.js';
 import { Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore } from './synchronize.js';
-import { Array as SharedArray, RawArray, RawValue, Value, type Typecode, type TypecodeValue } from './sharedctypes.js';
+import {
+  Array as SharedArray, RawArray, RawValue, Value, type ArrayFactory, type RawArrayFactory, type RawValueFactory, type Typecode,
+  type ValueFactory,
+} from './sharedctypes.js';
 import type { SynchronizedOptions } from './sharedctypes.js';
-import { pipeForProcesses, pipeForThreads } from './connection.js';
+import { pipeForProcesses, pipeForThreads, type Connection } from './connection.js';
 import { Pool, type PoolOptions } from './pool.js';
 import type { SyncManager } from './managers.js';
 import { constructible } from './util.js';
+
+/** A factory called or constructed with the same arguments (rule 1). */
+type Factory<A extends unknown[], R> = { (...args: A): R; new (...args: A): R };
 
 export type { StartMethod } from './backends/backend.js';
 
@@ -64,36 +70,56 @@ export class BaseContext {
   readonly setExecutable = setExecutable;
   readonly setForkserverPreload = setForkserverPreload;
 
-  // Factories: objects made here live in this context's kind of memory (Python's context methods).
-  readonly Lock = constructible(() => new Lock({ ctx: this }));
-  readonly RLock = constructible(() => new RLock({ ctx: this }));
-  readonly Semaphore = constructible((value = 1) => new Semaphore(value, { ctx: this }));
-  readonly BoundedSemaphore = constructible((value = 1) => new BoundedSemaphore(value, { ctx: this }));
-  readonly Condition = constructible((lock?: Lock | RLock | null) => new Condition(lock, { ctx: this }));
-  readonly Event = constructible(() => new Event({ ctx: this }));
-  readonly Barrier = constructible((parties: number, action?: (() => unknown) | null, timeout?: number | null) =>
-    new Barrier(parties, action, timeout, { ctx: this }));
-  readonly Queue = constructible(<T = unknown>(maxsize = 0) => new Queue<T>(maxsize, { ctx: this }));
-  readonly JoinableQueue = constructible(<T = unknown>(maxsize = 0) => new JoinableQueue<T>(maxsize, { ctx: this }));
-  readonly SimpleQueue = constructible(<T = unknown>() => new SimpleQueue<T>({ ctx: this }));
-  readonly RawValue = constructible(<T extends Typecode>(typecode: T, value?: TypecodeValue[T] | number) =>
-    new RawValue(typecode, value, { ctx: this }));
-  readonly RawArray = constructible(<T extends Typecode>(typecode: T, sizeOrValues: number | Iterable<TypecodeValue[T] | number>) =>
-    new RawArray(typecode, sizeOrValues, { ctx: this }));
-  readonly Value = constructible(<T extends Typecode>(typecode: T, value?: TypecodeValue[T] | number, options: SynchronizedOptions = {}) =>
+  // Factories: objects made here live in this context's kind of memory (Python's context methods),
+  // called or constructed (rule 1).
+  readonly Lock: Factory<[], Lock> = constructible(() => new Lock({ ctx: this }), () => Lock);
+  readonly RLock: Factory<[], RLock> = constructible(() => new RLock({ ctx: this }), () => RLock);
+  readonly Semaphore: Factory<[value?: number], Semaphore> = constructible((value = 1) => new Semaphore(value, { ctx: this }), () => Semaphore);
+  readonly BoundedSemaphore: Factory<[value?: number], BoundedSemaphore> = constructible(
+    (value = 1) => new BoundedSemaphore(value, { ctx: this }),
+    () => BoundedSemaphore,
+  );
+  readonly Condition: Factory<[lock?: Lock | RLock | null], Condition> = constructible(
+    (lock?: Lock | RLock | null) => new Condition(lock, { ctx: this }),
+    () => Condition,
+  );
+  readonly Event: Factory<[], Event> = constructible(() => new Event({ ctx: this }), () => Event);
+  readonly Barrier: Factory<[parties: number, action?: (() => unknown) | null, timeout?: number | null], Barrier> = constructible(
+    (parties: number, action?: (() => unknown) | null, timeout?: number | null) => new Barrier(parties, action, timeout, { ctx: this }),
+    () => Barrier,
+  );
+  readonly Queue: { <T = unknown>(maxsize?: number): Queue<T>; new <T = unknown>(maxsize?: number): Queue<T> } = constructible(
+    (maxsize = 0) => new Queue(maxsize, { ctx: this }),
+    () => Queue,
+  );
+  readonly JoinableQueue: { <T = unknown>(maxsize?: number): JoinableQueue<T>; new <T = unknown>(maxsize?: number): JoinableQueue<T> } =
+    constructible((maxsize = 0) => new JoinableQueue(maxsize, { ctx: this }), () => JoinableQueue);
+  readonly SimpleQueue: { <T = unknown>(): SimpleQueue<T>; new <T = unknown>(): SimpleQueue<T> } = constructible(
+    () => new SimpleQueue({ ctx: this }),
+    () => SimpleQueue,
+  );
+  readonly RawValue: RawValueFactory = constructible(
+    (typecode: Typecode, value?: number) => new RawValue(typecode, value, { ctx: this }),
+    () => RawValue,
+  );
+  readonly RawArray: RawArrayFactory = constructible(
+    (typecode: Typecode, sizeOrValues: number | Iterable<number>) => new RawArray(typecode, sizeOrValues, { ctx: this }),
+    () => RawArray,
+  );
+  readonly Value: ValueFactory = constructible((typecode: Typecode, value?: number, options: SynchronizedOptions = {}) =>
     Value(typecode, value, { ...options, ctx: this }));
-  readonly Array = constructible(<T extends Typecode>(
-    typecode: T,
-    sizeOrValues: number | Iterable<TypecodeValue[T] | number>,
-    options: SynchronizedOptions = {},
-  ) => SharedArray(typecode, sizeOrValues, { ...options, ctx: this }));
+  readonly Array: ArrayFactory = constructible((typecode: Typecode, sizeOrValues: number | Iterable<number>, options: SynchronizedOptions = {}) =>
+    SharedArray(typecode, sizeOrValues, { ...options, ctx: this }));
 
-  readonly Pipe = constructible((duplex = true) =>
+  readonly Pipe: Factory<[duplex?: boolean], [Connection, Connection]> = constructible((duplex = true) =>
     this.getStartMethod() === 'thread' ? pipeForThreads(duplex) : pipeForProcesses(duplex));
-  readonly Pool = constructible((processes?: number | null | PoolOptions, options: PoolOptions = {}) =>
-    typeof processes === 'object' && processes !== null
-      ? new Pool({ ...processes, context: this })
-      : new Pool(processes, { ...options, context: this }));
+  readonly Pool: Factory<[processes?: number | null | PoolOptions, options?: PoolOptions], Pool> = constructible(
+    (processes?: number | null | PoolOptions, options: PoolOptions = {}) =>
+      typeof processes === 'object' && processes !== null
+        ? new Pool({ ...processes, context: this })
+        : new Pool(processes, { ...options, context: this }),
+    () => Pool,
+  );
 
   /** Python's `ctx.Manager()`: a started SyncManager whose server runs on this context. */
   // Imported when used, as Python's context imports its modules lazily: the managers import this

@@ -48,19 +48,7 @@ export type Barrier = synchronize.Barrier;
 export type { AcquireOptions } from './synchronize.js';
 
 // Shared ctypes.
-import * as ctypes from './sharedctypes.js';
-export { Value, Array, type Typecode } from './sharedctypes.js';
-// (Typed by hand: the classes' last constructor overload is an internal one.)
-export const RawValue = callable(ctypes.RawValue) as typeof ctypes.RawValue &
-  (<T extends ctypes.Typecode>(typecode: T, value?: ctypes.TypecodeValue[T] | number, options?: ctypes.CtypesOptions) => ctypes.RawValue<T>);
-export type RawValue<T extends ctypes.Typecode = ctypes.Typecode> = ctypes.RawValue<T>;
-export const RawArray = callable(ctypes.RawArray) as typeof ctypes.RawArray &
-  (<T extends ctypes.Typecode>(
-    typecode: T,
-    sizeOrValues: number | Iterable<ctypes.TypecodeValue[T] | number>,
-    options?: ctypes.CtypesOptions,
-  ) => ctypes.RawArray<T>);
-export type RawArray<T extends ctypes.Typecode = ctypes.Typecode> = ctypes.RawArray<T>;
+export { Value, Array, RawValue, RawArray, type Typecode } from './sharedctypes.js';
 export * as sharedctypes from './sharedctypes.js';
 
 // Shared memory.

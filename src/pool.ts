@@ -240,9 +240,22 @@ export class IMapIterator<T> implements AsyncIterableIterator<T> {
     throwIfAborted(options.signal);
     while (this._ready.length === 0) {
       if (this._finished) return { value: undefined, done: true };
-      const arrived = new Promise<void>((resolve) => this.waiters.push(resolve));
-      const r = await raceTimeout(arrived, deadline === Infinity ? null : Math.max(0, (deadline - performance.now()) / 1000), options.signal);
-      if (!r.done) throw new TimeoutError();
+      let arrive!: () => void;
+      const arrived = new Promise<void>((resolve) => this.waiters.push((arrive = resolve)));
+      const forget = (): void => {
+        // A call that gave up must not leave its waiter behind (polling with next(0.01) would pile them up).
+        const i = this.waiters.indexOf(arrive);
+        if (i >= 0) this.waiters.splice(i, 1);
+      };
+      const left = deadline === Infinity ? null : Math.max(0, (deadline - performance.now()) / 1000);
+      const r = await raceTimeout(arrived, left, options.signal).catch((error: unknown) => {
+        forget();
+        throw error;
+      });
+      if (!r.done) {
+        forget();
+        throw new TimeoutError();
+      }
     }
     const outcome = this._ready.shift()!;
     this._onConsume();

@@ -390,7 +390,6 @@ let current: Process | undefined;
 let parentProc: ParentProcess | null = null;
 let mainProcess: Process | undefined;
 
-/** The Process object of this process (`MainProcess` in the main one). */
 /**
  * In a child before its payload is rebuilt (while its modules are imported): the name it will
  * have, as Python's spawn sets it before it re-imports the main module.
@@ -399,6 +398,7 @@ export function setProvisionalName(name: string): void {
   if (!current) currentProcess()[kState].name = name;
 }
 
+/** The Process object of this process (`MainProcess` in the main one). */
 export function currentProcess(): Process {
   if (current) return current;
   if (!mainProcess) {

@@ -10,6 +10,7 @@ import { IndexError, ValueError } from './errors.js';
 import { allocate, attachBlock, blockState, checkTarget, freeWith, type Block, type BlockState, type MemoryKind } from './heap.js';
 import { reduce, reduceSymbol, registerReducer, type ReduceContext, type Reduced } from './reduction.js';
 import { memoryKindFor, RLock, withLock, type AcquireOptions, type ContextLike } from './synchronize.js';
+import { callable } from './util.js';
 
 /** What each typecode reads and writes as. */
 export interface TypecodeValue {
@@ -115,8 +116,11 @@ function allocateFor(owner: object, kind: MemoryKind, bytes: number, align: numb
 
 // ---- raw objects -------------------------------------------------------------------------------
 
-/** A shared scalar without a lock (Python's `RawValue`). */
-export class RawValue<T extends Typecode = Typecode> {
+/** A shared scalar without a lock (Python's `RawValue`; exported callable and constructible below). */
+class RawValueClass<T extends Typecode = Typecode> {
+  static {
+    Object.defineProperty(this, 'name', { value: 'RawValue' });
+  }
   readonly typecode: T;
   /** @internal */ readonly _block: Block;
   private readonly _view: AnyTyped;
@@ -151,10 +155,17 @@ export class RawValue<T extends Typecode = Typecode> {
     return { kind: 'RawValue', state: { typecode: this.typecode, block: blockState(this._block) } };
   }
 }
-registerReducer('RawValue', (s: { typecode: Typecode; block: BlockState }) => new RawValue(s.typecode, undefined, undefined, attachBlock(s.block)));
+registerReducer('RawValue', (s: { typecode: Typecode; block: BlockState }) => new RawValueClass(s.typecode, undefined, undefined, attachBlock(s.block)));
 
-/** A shared array without a lock (Python's `RawArray`). */
-export class RawArray<T extends Typecode = Typecode> implements Iterable<TypecodeValue[T]> {
+/** Python's `RawValue(typecode, value)`, with or without `new` (API.md rule 1). */
+export const RawValue = callable(RawValueClass) as typeof RawValueClass & RawValueFactory;
+export type RawValue<T extends Typecode = Typecode> = RawValueClass<T>;
+
+/** A shared array without a lock (Python's `RawArray`; exported callable and constructible below). */
+class RawArrayClass<T extends Typecode = Typecode> implements Iterable<TypecodeValue[T]> {
+  static {
+    Object.defineProperty(this, 'name', { value: 'RawArray' });
+  }
   readonly typecode: T;
   /** The typed array over the shared memory itself. */
   readonly view: TypedArrayFor<T>;
@@ -258,7 +269,11 @@ export class RawArray<T extends Typecode = Typecode> implements Iterable<Typecod
     return { kind: 'RawArray', state: { typecode: this.typecode, block: blockState(this._block) } };
   }
 }
-registerReducer('RawArray', (s: { typecode: Typecode; block: BlockState }) => new RawArray(s.typecode, 0, undefined, attachBlock(s.block)));
+registerReducer('RawArray', (s: { typecode: Typecode; block: BlockState }) => new RawArrayClass(s.typecode, 0, undefined, attachBlock(s.block)));
+
+/** Python's `RawArray(typecode, sizeOrValues)`, with or without `new` (API.md rule 1). */
+export const RawArray = callable(RawArrayClass) as typeof RawArrayClass & RawArrayFactory;
+export type RawArray<T extends Typecode = Typecode> = RawArrayClass<T>;
 
 // ---- synchronized wrappers ---------------------------------------------------------------------
 
@@ -334,7 +349,7 @@ export class Synchronized<T extends Typecode = Typecode> extends SynchronizedBas
   }
 }
 registerReducer('Synchronized', (s: { obj: { typecode: Typecode; block: BlockState }; lock: unknown }) => {
-  const obj = new RawValue(s.obj.typecode, undefined, undefined, attachBlock(s.obj.block));
+  const obj = new RawValueClass(s.obj.typecode, undefined, undefined, attachBlock(s.obj.block));
   return new Synchronized(obj, s.lock as CtypesLock);
 });
 
@@ -383,7 +398,7 @@ export class SynchronizedArray<T extends Typecode = Typecode> extends Synchroniz
   }
 }
 registerReducer('SynchronizedArray', (s: { obj: { typecode: Typecode; block: BlockState }; lock: unknown }) => {
-  const obj = new RawArray(s.obj.typecode, 0, undefined, attachBlock(s.obj.block));
+  const obj = new RawArrayClass(s.obj.typecode, 0, undefined, attachBlock(s.obj.block));
   return new SynchronizedArray(obj, s.lock as CtypesLock);
 });
 
@@ -401,6 +416,16 @@ function kindOptions(kind: MemoryKind): CtypesOptions {
 }
 
 // ---- factories (callable and constructible, API.md rule 1) ---------------------------------------
+
+export interface RawValueFactory {
+  <T extends Typecode>(typecode: T, value?: TypecodeValue[T] | number, options?: CtypesOptions): RawValue<T>;
+  new <T extends Typecode>(typecode: T, value?: TypecodeValue[T] | number, options?: CtypesOptions): RawValue<T>;
+}
+
+export interface RawArrayFactory {
+  <T extends Typecode>(typecode: T, sizeOrValues: number | Iterable<TypecodeValue[T] | number>, options?: CtypesOptions): RawArray<T>;
+  new <T extends Typecode>(typecode: T, sizeOrValues: number | Iterable<TypecodeValue[T] | number>, options?: CtypesOptions): RawArray<T>;
+}
 
 export interface ValueFactory {
   <T extends Typecode>(typecode: T, value: TypecodeValue[T] | number | undefined, options: SynchronizedOptions & { lock: false }): RawValue<T>;

@@ -66,9 +66,15 @@ describe('sharedctypes (local)', () => {
     const made = [new ctx.Lock(), new ctx.RLock(), new ctx.Semaphore(2), new ctx.Event(), new ctx.Value('d', 1.5), new ctx.RawArray('i', 2)];
     assert.ok(made[0] instanceof mp.Lock && made[3] instanceof mp.Event);
     assert.equal((made[4] as Synchronized<'d'>).value, 1.5);
-    const q = new ctx.Queue();
-    assert.ok(q instanceof mp.Queue);
+    assert.ok(made[0] instanceof ctx.Lock && !(made[1] instanceof ctx.Lock), 'instanceof a context factory is instanceof its class');
+    assert.equal(ctx.Lock.name, 'Lock');
+    const q = new ctx.Queue<number>();
+    assert.ok(q instanceof mp.Queue && q instanceof ctx.Queue);
     q.close();
+    const typed: number = new ctx.Value('d', 2.5).value; // the typecode's value type survives `new`
+    assert.equal(typed, 2.5);
+    assert.equal(mp.sharedctypes.RawValue('i', 4).value, 4, 'the sharedctypes namespace is callable too');
+    assert.equal(mp.sharedctypes.RawValue, mp.RawValue);
     const [x, y] = new ctx.Pipe();
     assert.ok(x instanceof mp.Connection);
     x.close();
