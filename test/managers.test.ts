@@ -492,6 +492,9 @@ describe('a manager Pool (Python\'s PoolProxy)', () => {
     for await (const x of await pool.imap(square, [1, 2, 3, 4])) squares.push(x);
     assert.deepEqual(squares, [1, 4, 9, 16]);
     assert.deepEqual(await (await pool.mapAsync(square, [2, 3])).get(10), [4, 9]);
+    const reason = new Error('gave up');
+    await assert.rejects(pool.map(square, [1, 2], undefined, { signal: AbortSignal.abort(reason) }), (e) => e === reason);
+    assert.equal(await pool.apply(square, [3], { signal: AbortSignal.timeout(10_000) }), 9);
   });
 });
 

@@ -1044,38 +1044,38 @@ export class PoolProxy extends BaseProxy implements AsyncDisposable {
     applyAsync: 'AsyncResult', mapAsync: 'AsyncResult', starmapAsync: 'AsyncResult', imap: 'Iterator', imapUnordered: 'Iterator',
   };
 
-  apply<A extends unknown[], R>(fn: Task<A, R>, args?: A): Promise<Awaited<R>> {
-    return this._callmethod('apply', [fn, args ?? []]);
+  apply<A extends unknown[], R>(fn: Task<A, R>, args?: A, options: CallOptions = {}): Promise<Awaited<R>> {
+    return this._callmethod('apply', [fn, args ?? []], options);
   }
-  applyAsync<A extends unknown[], R>(fn: Task<A, R>, args?: A): Promise<AsyncResultProxy<Awaited<R>>> {
-    return this._callmethod('applyAsync', [fn, args ?? []]);
+  applyAsync<A extends unknown[], R>(fn: Task<A, R>, args?: A, options: CallOptions = {}): Promise<AsyncResultProxy<Awaited<R>>> {
+    return this._callmethod('applyAsync', [fn, args ?? []], options);
   }
-  map<T, R>(fn: Task<[T], R>, iterable: Iterable<T>, chunksize?: number): Promise<Awaited<R>[]> {
-    return this._callmethod('map', [fn, [...iterable], chunksize ?? null]);
+  map<T, R>(fn: Task<[T], R>, iterable: Iterable<T>, chunksize?: number, options: CallOptions = {}): Promise<Awaited<R>[]> {
+    return this._callmethod('map', [fn, [...iterable], chunksize ?? null], options);
   }
-  mapAsync<T, R>(fn: Task<[T], R>, iterable: Iterable<T>, chunksize?: number): Promise<AsyncResultProxy<Awaited<R>[]>> {
-    return this._callmethod('mapAsync', [fn, [...iterable], chunksize ?? null]);
+  mapAsync<T, R>(fn: Task<[T], R>, iterable: Iterable<T>, chunksize?: number, options: CallOptions = {}): Promise<AsyncResultProxy<Awaited<R>[]>> {
+    return this._callmethod('mapAsync', [fn, [...iterable], chunksize ?? null], options);
   }
-  starmap<A extends unknown[], R>(fn: Task<A, R>, iterable: Iterable<A>, chunksize?: number): Promise<Awaited<R>[]> {
-    return this._callmethod('starmap', [fn, [...iterable], chunksize ?? null]);
+  starmap<A extends unknown[], R>(fn: Task<A, R>, iterable: Iterable<A>, chunksize?: number, options: CallOptions = {}): Promise<Awaited<R>[]> {
+    return this._callmethod('starmap', [fn, [...iterable], chunksize ?? null], options);
   }
-  starmapAsync<A extends unknown[], R>(fn: Task<A, R>, iterable: Iterable<A>, chunksize?: number): Promise<AsyncResultProxy<Awaited<R>[]>> {
-    return this._callmethod('starmapAsync', [fn, [...iterable], chunksize ?? null]);
+  starmapAsync<A extends unknown[], R>(fn: Task<A, R>, iterable: Iterable<A>, chunksize?: number, options: CallOptions = {}): Promise<AsyncResultProxy<Awaited<R>[]>> {
+    return this._callmethod('starmapAsync', [fn, [...iterable], chunksize ?? null], options);
   }
-  imap<T, R>(fn: Task<[T], R>, iterable: Iterable<T>, chunksize = 1): Promise<IteratorProxy<Awaited<R>>> {
-    return this._callmethod('imap', [fn, [...iterable], chunksize]);
+  imap<T, R>(fn: Task<[T], R>, iterable: Iterable<T>, chunksize = 1, options: CallOptions = {}): Promise<IteratorProxy<Awaited<R>>> {
+    return this._callmethod('imap', [fn, [...iterable], chunksize], options);
   }
-  imapUnordered<T, R>(fn: Task<[T], R>, iterable: Iterable<T>, chunksize = 1): Promise<IteratorProxy<Awaited<R>>> {
-    return this._callmethod('imapUnordered', [fn, [...iterable], chunksize]);
+  imapUnordered<T, R>(fn: Task<[T], R>, iterable: Iterable<T>, chunksize = 1, options: CallOptions = {}): Promise<IteratorProxy<Awaited<R>>> {
+    return this._callmethod('imapUnordered', [fn, [...iterable], chunksize], options);
   }
-  close(): Promise<void> {
-    return this._callmethod<void>('close');
+  close(options: CallOptions = {}): Promise<void> {
+    return this._callmethod<void>('close', [], options);
   }
-  terminate(): Promise<void> {
-    return this._callmethod<void>('terminate');
+  terminate(options: CallOptions = {}): Promise<void> {
+    return this._callmethod<void>('terminate', [], options);
   }
-  join(): Promise<void> {
-    return this._callmethod<void>('join');
+  join(options: CallOptions = {}): Promise<void> {
+    return this._callmethod<void>('join', [], options);
   }
   /** Python's `with manager.Pool() as p:` terminates the pool at exit. */
   async [Symbol.asyncDispose](): Promise<void> {
