@@ -328,8 +328,13 @@ export class Queue<T = unknown> {
     return got;
   }
 
-  getNowait(): Promise<T> {
-    return this.get({ block: false });
+  /**
+   * Python's `get_nowait()`: the next item at once, or `Empty`. Synchronous, as a call that cannot
+   * wait is (API.md rule 4); an item carrying a task whose module this process has not imported
+   * yet raises `UnpicklingError` here (use `await get()` for those).
+   */
+  getNowait(): T {
+    return this.getSync({ block: false });
   }
 
   private async readFrame(deadline: number, signal?: AbortSignal): Promise<Uint8Array> {

@@ -76,9 +76,15 @@ for (const method of startMethods) {
       const t0 = performance.now();
       await assert.rejects(q.get({ timeout: 0.2 }), mp.Empty);
       assert.ok(performance.now() - t0 >= 150, 'waited for the timeout');
-      await assert.rejects(q.getNowait(), mp.Empty);
+      assert.throws(() => q.getNowait(), mp.Empty);
       await assert.rejects(q.get({ block: false }), mp.Empty);
       assert.equal(q.empty(), true);
+      await q.put({ n: 7 });
+      // The feeder writes the item in the background (Python's feeder thread too): wait until it
+      // is readable, then get it without waiting.
+      for (const until = performance.now() + 5_000; q.empty() && performance.now() < until; ) await new Promise(setImmediate);
+      const got: unknown = q.getNowait(); // synchronous, as Python's get_nowait (rule 4)
+      assert.deepEqual(got, { n: 7 });
     });
 
     it('a bounded queue raises Full, and a get frees a slot for a waiting put', async () => {
