@@ -430,13 +430,20 @@ static double optional_number(napi_env env, size_t argc, napi_value* argv, size_
 }
 
 typedef struct {
+  napi_value argv[5];
+  size_t argc;
   int32_t* addr;
   int32_t expected;
   double ms;
 } wait_args;
 
-/* The (int32array, index, expected, timeoutMs?) of futexWait and futexWaitAsync; false after throwing. */
-static bool get_wait_args(napi_env env, size_t argc, napi_value* argv, const char* usage, wait_args* out) {
+/* The (int32array, index, expected, timeoutMs?, ...) of futexWait and futexWaitAsync (all the
+ * arguments stay in out->argv); false after throwing. */
+static bool get_wait_args(napi_env env, napi_callback_info info, const char* usage, wait_args* out) {
+  out->argc = 5;
+  if (napi_get_cb_info(env, info, &out->argc, out->argv, NULL, NULL) != napi_ok) return false;
+  size_t argc = out->argc;
+  napi_value* argv = out->argv;
   if (argc < 3) {
     napi_throw_type_error(env, NULL, usage);
     return false;
@@ -453,11 +460,8 @@ static bool get_wait_args(napi_env env, size_t argc, napi_value* argv, const cha
 
 /* futexWait(int32array, index, expected, timeoutMs) -> 'ok' | 'not-equal' | 'timed-out' */
 static napi_value futex_wait_js(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
-  napi_value argv[4];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   wait_args a;
-  if (!get_wait_args(env, argc, argv, "futexWait(int32array, index, expected, timeoutMs)", &a)) return NULL;
+  if (!get_wait_args(env, info, "futexWait(int32array, index, expected, timeoutMs)", &a)) return NULL;
   int32_t* addr = a.addr;
   int32_t expected = a.expected;
   double ms = a.ms;
@@ -847,12 +851,9 @@ static bool optional_bool(napi_env env, size_t argc, napi_value* argv, size_t i,
 
 /* futexWaitAsync(int32array, index, expected, timeoutMs, ref = true) -> { promise, id } */
 static napi_value futex_wait_async_js(napi_env env, napi_callback_info info) {
-  size_t argc = 5;
-  napi_value argv[5];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   wait_args a;
-  if (!get_wait_args(env, argc, argv, "futexWaitAsync(int32array, index, expected, timeoutMs, ref)", &a)) return NULL;
-  bool ref = optional_bool(env, argc, argv, 4, true);
+  if (!get_wait_args(env, info, "futexWaitAsync(int32array, index, expected, timeoutMs, ref)", &a)) return NULL;
+  bool ref = optional_bool(env, a.argc, a.argv, 4, true);
 
   if (atomic_load((_Atomic int32_t*)a.addr) != a.expected) {
     napi_value promise, result, v;
@@ -875,7 +876,7 @@ static napi_value futex_wait_async_js(napi_env env, napi_callback_info info) {
   j->addr = a.addr;
   j->expected = a.expected;
   j->deadline = deadline_from_ms(a.ms);
-  return start_job(env, j, ref, argv[0], "multiprocessing-ts futexWaitAsync");
+  return start_job(env, j, ref, a.argv[0], "multiprocessing-ts futexWaitAsync");
 }
 
 /* pollAsync(fd, writable, timeoutMs, ref = true) -> { promise, id }: waits on a waiter thread until
