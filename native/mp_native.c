@@ -1090,24 +1090,40 @@ static bool get_bytes(napi_env env, size_t argc, napi_value* argv, size_t i, cha
 
 #define MAX_WRITE_FDS 64
 
+typedef struct {
+  napi_value argv[4];
+  size_t argc;
+  int32_t fd;
+  char* data;
+  size_t length;
+} socket_args;
+
+/* The (fd, uint8array, ...) of readSocket and writeSocket (all the arguments stay in out->argv);
+ * false after throwing. */
+static bool get_socket_args(napi_env env, napi_callback_info info, const char* usage, socket_args* out) {
+  out->argc = 4;
+  if (napi_get_cb_info(env, info, &out->argc, out->argv, NULL, NULL) != napi_ok) return false;
+  if (out->argc < 2 || napi_get_value_int32(env, out->argv[0], &out->fd) != napi_ok || out->fd < 0) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", usage);
+    return false;
+  }
+  return get_bytes(env, out->argc, out->argv, 1, &out->data, &out->length, usage);
+}
+
 /* readSocket(fd, uint8array, timeoutMs, writeFds?) -> bytes read (> 0), 0 at end of stream, -1 when
  * nothing arrived within timeoutMs (< 0: wait forever), or -2 as soon as one of `writeFds` (sockets
  * with sends still to write) can take more. The socket stays as libuv set it up (non-blocking):
  * each read is MSG_DONTWAIT and the waiting is done with poll(), so the event loop, which is
  * blocked in this call anyway, finds nothing changed but the bytes taken. */
 static napi_value read_socket_js(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
-  napi_value argv[4], v, item;
-  const char* usage = "readSocket(fd, uint8array, timeoutMs, writeFds)";
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  int32_t fd = -1;
-  char* data = NULL;
-  size_t length = 0;
-  if (argc < 2 || napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0) {
-    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", usage);
-    return NULL;
-  }
-  if (!get_bytes(env, argc, argv, 1, &data, &length, usage)) return NULL;
+  napi_value v, item;
+  socket_args a;
+  if (!get_socket_args(env, info, "readSocket(fd, uint8array, timeoutMs, writeFds)", &a)) return NULL;
+  size_t argc = a.argc;
+  napi_value* argv = a.argv;
+  int32_t fd = a.fd;
+  char* data = a.data;
+  size_t length = a.length;
   if (length == 0) {
     napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "readSocket needs room for at least one byte");
     return NULL;
@@ -1171,19 +1187,13 @@ static napi_value read_socket_js(napi_env env, napi_callback_info info) {
 /* writeSocket(fd, uint8array, wait = true) -> bytes written: all of them, waiting with poll() while
  * the socket is full, or (wait false) as many as the socket takes now. */
 static napi_value write_socket_js(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
-  napi_value argv[3], v;
-  const char* usage = "writeSocket(fd, uint8array, wait)";
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  int32_t fd = -1;
-  char* data = NULL;
-  size_t length = 0;
-  if (argc < 2 || napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0) {
-    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", usage);
-    return NULL;
-  }
-  if (!get_bytes(env, argc, argv, 1, &data, &length, usage)) return NULL;
-  bool wait = optional_bool(env, argc, argv, 2, true);
+  napi_value v;
+  socket_args a;
+  if (!get_socket_args(env, info, "writeSocket(fd, uint8array, wait)", &a)) return NULL;
+  int32_t fd = a.fd;
+  char* data = a.data;
+  size_t length = a.length;
+  bool wait = optional_bool(env, a.argc, a.argv, 2, true);
   size_t done = 0;
   while (done < length) {
     ssize_t n = send(fd, data + done, length - done, MSG_DONTWAIT | MSG_NOSIGNAL);
