@@ -67,17 +67,20 @@ function unlinkQuietly(name: string): void {
   }
 }
 
+function unregisterQuietly(name: string): void {
+  try {
+    tracker.unregister(name, 'shared_memory');
+  } catch {
+    // the tracker may be gone at exit
+  }
+}
+
 function unlinkCreated(): void {
-  for (const name of created) {
+  for (const name of [...created, ...pairs]) {
     unlinkQuietly(name);
-    try {
-      tracker.unregister(name, 'shared_memory');
-    } catch {
-      // the tracker may be gone at exit
-    }
+    unregisterQuietly(name);
   }
   created.clear();
-  for (const name of pairs) unlinkQuietly(name);
   pairs.clear();
 }
 
@@ -105,13 +108,19 @@ function newSegment(size: number, names: Set<string>): { name: string; buffer: A
   }
 }
 
-function createSegment(size: number): { name: string; buffer: ArrayBufferLike } {
-  const segment = newSegment(size, created);
+/** A new segment, registered with the resource tracker (which unlinks it if this process is killed). */
+function trackedSegment(size: number, names: Set<string>): { name: string; buffer: ArrayBufferLike } {
+  const segment = newSegment(size, names);
   try {
     tracker.register(segment.name, 'shared_memory');
   } catch {
     // best effort: the exit hook still unlinks on a normal exit
   }
+  return segment;
+}
+
+function createSegment(size: number): { name: string; buffer: ArrayBufferLike } {
+  const segment = trackedSegment(size, created);
   attached.set(segment.name, segment.buffer);
   return segment;
 }
@@ -120,11 +129,17 @@ function createSegment(size: number): { name: string; buffer: ArrayBufferLike } 
  * A segment for two parties only, that lives as long as both map it (manager connections'
  * shared-memory lanes). The other side removes the name as soon as it has mapped it
  * (`openPairSegment`), and the kernel frees the memory when both mappings are garbage-collected.
- * Not registered with the resource tracker: the name exists for one round trip, and the creator
- * removes it itself when the offer fails (`unlinkPairSegment`) or at exit.
+ * Registered with the resource tracker for the one round trip its name exists, so that a creator
+ * killed meanwhile leaves nothing behind; `releasePairSegment` (taken) or `unlinkPairSegment`
+ * (the offer failed) ends that.
  */
 export function createPairSegment(size: number): { name: string; buffer: ArrayBufferLike } {
-  return newSegment(size, pairs);
+  return trackedSegment(size, pairs);
+}
+
+/** The other side mapped a pair segment and removed its name: nothing is left to clean up. */
+export function releasePairSegment(name: string): void {
+  if (pairs.delete(name)) unregisterQuietly(name);
 }
 
 /** Maps a pair segment made by another process and removes its name (not cached: the mapping
@@ -138,7 +153,9 @@ export function openPairSegment(name: string): ArrayBufferLike {
 
 /** Removes a pair segment's name if it is still there (the offer failed, or was declined). */
 export function unlinkPairSegment(name: string): void {
-  if (pairs.delete(name)) unlinkQuietly(name);
+  if (!pairs.delete(name)) return;
+  unlinkQuietly(name);
+  unregisterQuietly(name);
 }
 
 /** Arenas mapped in this process (or thread: each isolate maps its own), by segment name. */

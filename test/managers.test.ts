@@ -10,8 +10,10 @@ import {
   Bar, Foo, square, addUnderLock, barrierParty, conditionWaiter, fillAndReverse, initServer, makeCounter, queueWorker, readLabel,
   setFromChild, touchNested, waitForEvent,
 } from './fixtures/managers/tasks.js';
-import { isAlive, startMethods, waitForPidGone } from './helpers.js';
+import { isAlive, runProgram, startMethods, waitForPidGone } from './helpers.js';
+import * as fs from 'node:fs';
 import { connectionsTo } from '../src/managers/proxies.js';
+import { TRACKER_ENV } from '../src/resourceTracker.js';
 import { Lane } from '../src/managers/lane.js';
 import type { ByteRing } from '../src/ring.js';
 import { readdirSync } from 'node:fs';
@@ -536,6 +538,18 @@ describe('the shared-memory lane of sessions with a local manager', () => {
     assert.deepEqual(await Promise.all([1, 2, 3, 4].map(() => d.getItem('warm-up'))), [1, 1, 1, 1]);
     assert.equal(sessionsOf(m).lanes, 4);
     assert.deepEqual(ours(), before, 'a lane segment was left linked');
+  });
+
+  it('a client killed while its lane offer is open leaves no segment behind (the resource tracker removes it)', async () => {
+    // A program of its own, with its own resource tracker (not this test process's, inherited).
+    const r = await runProgram(new URL('./fixtures/managers/laneOfferKilled.ts', import.meta.url), [], 60_000, { [TRACKER_ENV]: '' });
+    const segment = /segment (\/mp-\S+)/.exec(r.stdout)?.[1];
+    assert.ok(segment, r.stdout + r.stderr);
+    assert.match(r.stdout, /exitcode -9/);
+    const file = `/dev/shm${segment}`;
+    // The tracker cleans up as the program ends; give it a moment (bounded).
+    for (const until = Date.now() + 10_000; fs.existsSync(file) && Date.now() < until; ) await new Promise((res) => setTimeout(res, 50));
+    assert.equal(fs.existsSync(file), false, `${file} was left behind`);
   });
 
   it('a call waiting on the lane fails at once when the server dies; later calls fail too', async () => {

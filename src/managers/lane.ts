@@ -19,7 +19,7 @@
  * that concurrent calls, and a server's many sessions, share one spin.
  */
 import { EOFError } from '../errors.js';
-import { createPairSegment, openPairSegment, unlinkPairSegment } from '../heap.js';
+import { createPairSegment, openPairSegment, releasePairSegment, unlinkPairSegment } from '../heap.js';
 import { dumpsForProcess } from '../connection.js';
 import { loads } from '../reduction.js';
 import { ByteRing, RING_WORDS } from '../ring.js';
@@ -129,6 +129,11 @@ export class Lane {
   /** Removes the name of an offer the server did not take. */
   static withdraw(segment: string): void {
     unlinkPairSegment(segment);
+  }
+
+  /** The server took the offer (and removed its name). */
+  static taken(segment: string): void {
+    releasePairSegment(segment);
   }
 
   /** The client's lane once the server accepted the offer. */

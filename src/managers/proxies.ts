@@ -96,7 +96,8 @@ export class ManagerConnections {
       throw error;
     } finally {
       // A taken offer's name is gone already (the server removes it once mapped).
-      if (offer && !accepted) Lane.withdraw(offer.segment);
+      if (offer && accepted) Lane.taken(offer.segment);
+      else if (offer) Lane.withdraw(offer.segment);
     }
     if (!accepted) return { conn, lane: null };
     const lane = Lane.forClient(offer!.buffer);
