@@ -509,7 +509,12 @@ describe('SharedMemoryManager', () => {
     shm.buf[0] = 7;
     assert.equal(new mp.SharedMemory({ name: shm.name }).buf[0], 7);
     assert.equal(sl.get(1), 'two');
-    assert.deepEqual((await smm._listSegments()).sort(), [shm.name, sl.shm.name].sort());
+    const reason = new Error('gave up');
+    await assert.rejects(smm.SharedMemory(64, { signal: AbortSignal.abort(reason) }), (e) => e === reason);
+    await assert.rejects(smm.ShareableList([1], { signal: AbortSignal.abort(reason) }), (e) => e === reason);
+    const other = new SharedMemoryManager({ address: smm.address!, authkey: mp.currentProcess().authkey });
+    await assert.rejects(other.connect({ signal: AbortSignal.abort(reason) }), (e) => e === reason);
+    assert.deepEqual((await smm._listSegments()).sort(), [shm.name, sl.shm.name].sort(), 'the aborted ones are not tracked');
     const pid = smm._process!.pid!;
     await smm.shutdown();
     assert.equal(isAlive(pid), false);

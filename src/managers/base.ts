@@ -219,9 +219,9 @@ export class BaseManager implements AsyncDisposable {
   }
 
   /** Connects to a server started elsewhere (`address` and `authkey` must be given). */
-  async connect(): Promise<this> {
+  async connect(options: { signal?: AbortSignal } = {}): Promise<this> {
     if (this.#address === null) throw new ValueError('connect() needs the address of a running manager');
-    await connectionsTo(this.#address, this.#authkey).dispatch('dummy');
+    await connectionsTo(this.#address, this.#authkey).dispatch('dummy', [], options.signal);
     this.#state = 'started';
     return this;
   }

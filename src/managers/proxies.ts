@@ -139,8 +139,8 @@ export class ManagerConnections {
   }
 
   /** A management call (`create`, `incref`, `shutdown`, ...). */
-  async dispatch(name: string, args: unknown[] = []): Promise<unknown> {
-    const [kind, result] = await this.call([null, name, args, null]);
+  async dispatch(name: string, args: unknown[] = [], signal?: AbortSignal): Promise<unknown> {
+    const [kind, result] = await this.call([null, name, args, null], signal);
     if (kind === '#RETURN') return result;
     throw convertToError(kind, result);
   }

@@ -130,10 +130,10 @@ export class SharedMemoryManager extends BaseManager {
   }
 
   /** A new segment of `size` bytes, tracked by the server. */
-  async SharedMemory(size: number): Promise<SharedMemory> {
+  async SharedMemory(size: number, options: { signal?: AbortSignal } = {}): Promise<SharedMemory> {
     const shm = new SharedMemory({ create: true, size });
     try {
-      await this.#track(shm.name);
+      await this.#track(shm.name, options.signal);
     } catch (error) {
       shm.unlink();
       throw error;
@@ -142,10 +142,10 @@ export class SharedMemoryManager extends BaseManager {
   }
 
   /** A new ShareableList holding `sequence`, tracked by the server. */
-  async ShareableList(sequence: Iterable<ShareableValue>): Promise<ShareableList> {
+  async ShareableList(sequence: Iterable<ShareableValue>, options: { signal?: AbortSignal } = {}): Promise<ShareableList> {
     const sl = new ShareableList(sequence);
     try {
-      await this.#track(sl.shm.name);
+      await this.#track(sl.shm.name, options.signal);
     } catch (error) {
       sl.shm.unlink();
       throw error;
@@ -153,9 +153,9 @@ export class SharedMemoryManager extends BaseManager {
     return sl;
   }
 
-  async #track(name: string): Promise<void> {
+  async #track(name: string, signal?: AbortSignal): Promise<void> {
     if (this._state !== 'started' || this.address === null) throw new Error('server not yet started');
-    await connectionsTo(this.address, this._authkey).dispatch('track_segment', [name]);
+    await connectionsTo(this.address, this._authkey).dispatch('track_segment', [name], signal);
   }
 
   /** The names of the segments the server tracks. */
