@@ -1090,6 +1090,23 @@ static bool get_bytes(napi_env env, size_t argc, napi_value* argv, size_t i, cha
 
 #define MAX_WRITE_FDS 64
 
+/* After a non-blocking call on `fd` failed (errno set): for EINTR returns true at once, for EAGAIN
+ * waits with poll() until `fd` has `events` and returns true; otherwise throws (naming
+ * `syscall_name`) and returns false. */
+static bool wait_until_ready(napi_env env, int fd, short events, const char* syscall_name) {
+  if (errno == EINTR) return true;
+  if (errno != EAGAIN && errno != EWOULDBLOCK) {
+    throw_errno(env, errno, syscall_name, NULL);
+    return false;
+  }
+  struct pollfd pfd = {.fd = fd, .events = events, .revents = 0};
+  if (poll(&pfd, 1, -1) < 0 && errno != EINTR) {
+    throw_errno(env, errno, "poll", NULL);
+    return false;
+  }
+  return true;
+}
+
 typedef struct {
   napi_value argv[4];
   size_t argc;
@@ -1201,17 +1218,8 @@ static napi_value write_socket_js(napi_env env, napi_callback_info info) {
       done += (size_t)n;
       continue;
     }
-    if (errno == EINTR) continue;
-    if (errno != EAGAIN && errno != EWOULDBLOCK) {
-      throw_errno(env, errno, "send", NULL);
-      return NULL;
-    }
-    if (!wait) break;
-    struct pollfd pfd = {.fd = fd, .events = POLLOUT, .revents = 0};
-    if (poll(&pfd, 1, -1) < 0 && errno != EINTR) {
-      throw_errno(env, errno, "poll", NULL);
-      return NULL;
-    }
+    if (!wait && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+    if (!wait_until_ready(env, fd, POLLOUT, "send")) return NULL;
   }
   CHECK(napi_create_double(env, (double)done, &v));
   return v;
@@ -1262,16 +1270,7 @@ static napi_value send_fds_js(napi_env env, napi_callback_info info) {
   memcpy(CMSG_DATA(cmsg), fds, sizeof(int) * n);
   for (;;) {
     if (sendmsg(sock, &msg, MSG_DONTWAIT | MSG_NOSIGNAL) == 1) return NULL;
-    if (errno == EINTR) continue;
-    if (errno != EAGAIN && errno != EWOULDBLOCK) {
-      throw_errno(env, errno, "sendmsg", NULL);
-      return NULL;
-    }
-    struct pollfd pfd = {.fd = sock, .events = POLLOUT, .revents = 0};
-    if (poll(&pfd, 1, -1) < 0 && errno != EINTR) {
-      throw_errno(env, errno, "poll", NULL);
-      return NULL;
-    }
+    if (!wait_until_ready(env, sock, POLLOUT, "sendmsg")) return NULL;
   }
 }
 
@@ -1299,16 +1298,7 @@ static napi_value recv_fds_js(napi_env env, napi_callback_info info) {
   for (;;) {
     r = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
     if (r >= 0) break;
-    if (errno == EINTR) continue;
-    if (errno != EAGAIN && errno != EWOULDBLOCK) {
-      throw_errno(env, errno, "recvmsg", NULL);
-      return NULL;
-    }
-    struct pollfd pfd = {.fd = sock, .events = POLLIN, .revents = 0};
-    if (poll(&pfd, 1, -1) < 0 && errno != EINTR) {
-      throw_errno(env, errno, "poll", NULL);
-      return NULL;
-    }
+    if (!wait_until_ready(env, sock, POLLIN, "recvmsg")) return NULL;
   }
   int got = 0;
   int fds[MAX_PASSED_FDS];

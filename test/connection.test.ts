@@ -42,6 +42,33 @@ function closeAll(...conns: Connection[]): void {
   for (const c of conns) c.close();
 }
 
+/**
+ * Starts `target(...args)` in a child of `method`, closes this process's copies of the ends
+ * `handedOver`, runs `body`, then expects the child to exit 0. The child is killed and `cleanup`
+ * runs whatever happens.
+ */
+async function withChild(
+  method: 'spawn' | 'forkserver' | 'thread',
+  target: (...args: never[]) => unknown,
+  args: unknown[],
+  handedOver: Connection[],
+  body: () => Promise<void>,
+  cleanup: () => void,
+): Promise<void> {
+  const mp = await import('../src/index.ts');
+  const p = new (mp.getContext(method).Process)({ target: target as (...a: unknown[]) => unknown, args });
+  p.start();
+  try {
+    for (const end of handedOver) if (!end.closed) end.close();
+    await body();
+    await p.join(20);
+    assert.equal(p.exitcode, 0);
+  } finally {
+    if (p.exitcode === null) p.kill();
+    cleanup();
+  }
+}
+
 function isError(cls: new (...a: never[]) => Error, message?: string | RegExp) {
   return (e: unknown): boolean => {
     assert.ok(e instanceof cls, `expected ${cls.name}, got ${String(e)}`);
@@ -935,25 +962,15 @@ describe('recvSync / pollSync (blocking variants, API rule 5)', () => {
   for (const method of ['spawn', 'forkserver'] as const) {
     for (const pipes of ['one Pipe', 'two Pipes'] as const) {
       it(`${method}, ${pipes}: a big send made before a blocking recvSync is written while the thread is blocked`, { timeout: 30_000 }, async () => {
-        const mp = await import('../src/index.ts');
         const { bigBeforeRecvSync } = await import('./fixtures/connection-tasks.ts');
-        const ctx = mp.getContext(method);
         const [outHere, outThere] = pipeForProcesses();
         const [inHere, inThere] = pipes === 'one Pipe' ? [outHere, outThere] : pipeForProcesses();
-        const p = new ctx.Process({ target: bigBeforeRecvSync, args: [inThere, outThere] });
-        p.start();
-        try {
-          closeAll(inThere, outThere);
+        await withChild(method, bigBeforeRecvSync, [inThere, outThere], [inThere, outThere], async () => {
           const bounded = { signal: AbortSignal.timeout(20_000) };
           assert.equal(((await outHere.recv(bounded)) as Buffer).length, 4 << 20);
           inHere.send('go');
           assert.deepEqual(await outHere.recv(bounded), { echo: 'go' });
-          await p.join(20);
-          assert.equal(p.exitcode, 0);
-        } finally {
-          if (p.exitcode === null) p.kill();
-          closeAll(inHere, outHere);
-        }
+        }, () => closeAll(inHere, outHere));
       });
     }
   }
@@ -961,23 +978,13 @@ describe('recvSync / pollSync (blocking variants, API rule 5)', () => {
   for (const method of ['spawn', 'forkserver'] as const) {
     for (const blocking of [false, true]) {
       it(`${method}: a child that sends 4 MiB and returns${blocking ? ' (after a recvSync)' : ''} delivers all of it`, { timeout: 30_000 }, async () => {
-        const mp = await import('../src/index.ts');
         const { bigThenExit } = await import('./fixtures/connection-tasks.ts');
-        const ctx = mp.getContext(method);
         const [parent, child] = pipeForProcesses();
-        const p = new ctx.Process({ target: bigThenExit, args: [child, blocking] });
-        p.start();
-        try {
-          child.close();
+        await withChild(method, bigThenExit, [child, blocking], [child], async () => {
           if (blocking) parent.send('go');
           const got = (await parent.recv({ signal: AbortSignal.timeout(20_000) })) as Buffer;
           assert.equal(got.length, 4 << 20);
-          await p.join(20);
-          assert.equal(p.exitcode, 0);
-        } finally {
-          if (p.exitcode === null) p.kill();
-          parent.close();
-        }
+        }, () => parent.close());
       });
     }
   }
@@ -985,25 +992,18 @@ describe('recvSync / pollSync (blocking variants, API rule 5)', () => {
   it('after a recvSync, a big send followed by a Queue.getSync is written in full (no deadlock)', { timeout: 30_000 }, async () => {
     const mp = await import('../src/index.ts');
     const { bigThenQueueGetSync } = await import('./fixtures/connection-tasks.ts');
-    const ctx = mp.getContext('spawn');
     const [parent, child] = pipeForProcesses();
-    const q = ctx.Queue();
-    const p = new ctx.Process({ target: bigThenQueueGetSync, args: [child, q] });
-    p.start();
-    try {
-      child.close();
+    const q = mp.getContext('spawn').Queue();
+    await withChild('spawn', bigThenQueueGetSync, [child, q], [child], async () => {
       parent.send('go');
       const bounded = { signal: AbortSignal.timeout(20_000) };
       assert.equal(((await parent.recv(bounded)) as Buffer).length, 4 << 20);
       await q.put('after the 4 MiB');
       assert.deepEqual(await parent.recv(bounded), { ack: 'after the 4 MiB' });
-      await p.join(20);
-      assert.equal(p.exitcode, 0);
-    } finally {
-      if (p.exitcode === null) p.kill();
+    }, () => {
       parent.close();
       q.close();
-    }
+    });
   });
 
   it('a Connection over a FIFO (not a socket) still sends and receives', { timeout: 10_000 }, async () => {
@@ -1038,14 +1038,9 @@ describe('recvSync / pollSync (blocking variants, API rule 5)', () => {
       timeout: 30_000,
       skip: method === 'thread' && portSkip,
     }, async () => {
-      const mp = await import('../src/index.ts');
       const { syncEcho } = await import('./fixtures/connection-tasks.ts');
-      const ctx = mp.getContext(method);
       const [parent, child] = method === 'thread' ? pipeForThreads() : pipeForProcesses();
-      const p = new ctx.Process({ target: syncEcho, args: [child] });
-      p.start();
-      try {
-        child.close();
+      await withChild(method, syncEcho, [child], [child], async () => {
         const bounded = { signal: AbortSignal.timeout(20_000) };
         // Straight after start(), without the event loop running: the child must start anyway
         // (forkserver hands its sockets over without waiting for the loop).
@@ -1065,12 +1060,7 @@ describe('recvSync / pollSync (blocking variants, API rule 5)', () => {
         parent.send('stop');
         assert.equal(parent.pollSync(20), true);
         assert.throws(() => parent.recvSync(), EOFError);
-        await p.join(20);
-        assert.equal(p.exitcode, 0);
-      } finally {
-        if (p.exitcode === null) p.kill();
-        parent.close();
-      }
+      }, () => parent.close());
     });
   }
 });
