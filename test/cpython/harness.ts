@@ -1,0 +1,121 @@
+// How the ported CPython tests (Lib/test/_test_multiprocessing.py) run on our start methods.
+//
+// CPython writes a test class once (`_TestQueue`) with ALLOWED_TYPES, a subset of
+// ('processes', 'threads', 'manager'), and generates one class per type, each run under every start
+// method. Ours: 'processes' runs on every start method of ours (spawn, forkserver and thread: the
+// thread context is a full start method here); 'threads' is CPython's multiprocessing.dummy, which is
+// our thread context (one flavour, not repeated when 'processes' already runs on thread);
+// 'manager' runs the same test body against a SyncManager's proxies, with children on spawn.
+// docs/conformance.md records this mapping.
+import { after, before, describe } from 'node:test';
+import * as mp from '../../src/index.js';
+
+export type TestType = 'processes' | 'threads' | 'manager';
+
+/** One generated class: CPython's `WithProcessesTestQueue` under one start method, and so on. */
+export interface Flavour {
+  type: TestType;
+  /** The start method children of this flavour use. */
+  method: mp.StartMethod;
+  /** The context whose factories (or the manager's) the test uses. */
+  ctx: mp.BaseContext;
+  /** The manager of a 'manager' flavour (started in `before`, shut down in `after`). */
+  manager?: mp.SyncManager;
+  /** `manager.X()` for 'manager', `ctx.X()` otherwise: CPython's `self.Queue`, `self.Lock`, ... */
+  objects: FlavourObjects;
+}
+
+/** The factories CPython's mixins bind on `self`; async so that manager proxies fit the same code. */
+export interface FlavourObjects {
+  Queue<T = unknown>(maxsize?: number): Promise<mp.Queue<T>>;
+  JoinableQueue<T = unknown>(maxsize?: number): Promise<mp.JoinableQueue<T>>;
+  Lock(): Promise<mp.Lock>;
+  RLock(): Promise<mp.RLock>;
+  Semaphore(value?: number): Promise<mp.Semaphore>;
+  BoundedSemaphore(value?: number): Promise<mp.BoundedSemaphore>;
+  Condition(lock?: mp.Lock | mp.RLock): Promise<mp.Condition>;
+  Event(): Promise<mp.Event>;
+  Barrier(parties: number, action?: () => void, timeout?: number): Promise<mp.Barrier>;
+}
+
+const label: Record<TestType, (method: mp.StartMethod) => string> = {
+  processes: (m) => `processes/${m}`,
+  threads: () => 'threads',
+  manager: () => 'manager',
+};
+
+function localObjects(ctx: mp.BaseContext): FlavourObjects {
+  return {
+    Queue: async (maxsize) => ctx.Queue(maxsize),
+    JoinableQueue: async (maxsize) => ctx.JoinableQueue(maxsize),
+    Lock: async () => ctx.Lock(),
+    RLock: async () => ctx.RLock(),
+    Semaphore: async (value) => ctx.Semaphore(value),
+    BoundedSemaphore: async (value) => ctx.BoundedSemaphore(value),
+    Condition: async (lock) => ctx.Condition(lock),
+    Event: async () => ctx.Event(),
+    Barrier: async (parties, action, timeout) => ctx.Barrier(parties, action, timeout),
+  };
+}
+
+function managerObjects(flavour: Flavour): FlavourObjects {
+  // The proxies implement the same (awaited) methods as the local objects; the casts say so.
+  const m = () => {
+    if (!flavour.manager) throw new Error('the manager flavour is used before its manager started');
+    return flavour.manager as unknown as Record<string, (...args: unknown[]) => Promise<never>>;
+  };
+  return {
+    Queue: (maxsize) => m().Queue(maxsize),
+    JoinableQueue: (maxsize) => m().JoinableQueue(maxsize),
+    Lock: () => m().Lock(),
+    RLock: () => m().RLock(),
+    Semaphore: (value) => m().Semaphore(value),
+    BoundedSemaphore: (value) => m().BoundedSemaphore(value),
+    Condition: (lock) => m().Condition(lock),
+    Event: () => m().Event(),
+    Barrier: (parties, action, timeout) => m().Barrier(parties, action, timeout),
+  };
+}
+
+/** The flavours CPython generates for a class with these ALLOWED_TYPES. */
+export function flavoursOf(types: readonly TestType[]): Flavour[] {
+  const out: Flavour[] = [];
+  if (types.includes('processes')) {
+    for (const method of mp.getAllStartMethods()) {
+      const ctx = mp.getContext(method);
+      out.push({ type: 'processes', method, ctx, objects: localObjects(ctx) });
+    }
+  } else if (types.includes('threads')) {
+    const ctx = mp.getContext('thread');
+    out.push({ type: 'threads', method: 'thread', ctx, objects: localObjects(ctx) });
+  }
+  if (types.includes('manager')) {
+    const ctx = mp.getContext('spawn');
+    const flavour: Flavour = { type: 'manager', method: 'spawn', ctx, objects: undefined as never };
+    flavour.objects = managerObjects(flavour);
+    out.push(flavour);
+  }
+  return out;
+}
+
+/**
+ * `describe` once per flavour: `cpythonClass('_TestQueue', ['processes', 'manager', 'threads'], (f) => { it(...) })`
+ * gives suites named `_TestQueue [processes/spawn]`, `_TestQueue [manager]`, ... A manager flavour
+ * starts its SyncManager before the suite's tests and shuts it down after them (CPython's ManagerMixin).
+ */
+export function cpythonClass(name: string, types: readonly TestType[], body: (f: Flavour) => void): void {
+  for (const f of flavoursOf(types)) {
+    const suite = `${name} [${label[f.type](f.method)}]`;
+    describe(suite, () => {
+      if (f.type === 'manager') {
+        before(async () => {
+          f.manager = await f.ctx.Manager();
+        });
+        after(async () => {
+          await f.manager?.shutdown();
+        });
+      }
+      body(f);
+    });
+  }
+}
