@@ -119,3 +119,34 @@ export function cpythonClass(name: string, types: readonly TestType[], body: (f:
     });
   }
 }
+
+/**
+ * A plain `unittest.TestCase` class, which CPython runs once per start method (its
+ * test_multiprocessing_spawn, _forkserver, ... modules): `describe` once per start method given,
+ * named `TestWait [spawn]`, with that start method's context.
+ */
+export function plainClass(
+  name: string,
+  methods: readonly mp.StartMethod[],
+  body: (ctx: mp.BaseContext, method: mp.StartMethod) => void,
+): void {
+  for (const method of methods) {
+    describe(`${name} [${method}]`, () => body(mp.getContext(method), method));
+  }
+}
+
+/**
+ * Terminates and joins the processes a test started and may have left running (call it in
+ * `finally`, so a failing assertion leaves no child behind).
+ */
+export async function reap(...procs: (mp.Process | undefined)[]): Promise<void> {
+  for (const p of procs) {
+    if (!p) continue;
+    try {
+      if (p.isAlive()) p.terminate();
+      await p.join(30);
+    } catch {
+      // Not started, or closed: nothing left to reap.
+    }
+  }
+}
