@@ -17,6 +17,8 @@ interface StartMessage {
   fdChannel?: boolean;
   /** The child's name (see setProvisionalName). */
   name?: string;
+  /** forkserver: the parent's resource tracker address now (null: none), for this warm child. */
+  tracker?: string | null;
 }
 
 async function main(): Promise<void> {
@@ -83,6 +85,11 @@ async function main(): Promise<void> {
       for (const fd of loadNative().recvFds(FIRST_HANDLE_FD, start.handleCount)) handles.push(new Socket({ fd }));
     }
     closeSync(FIRST_HANDLE_FD);
+  }
+  if (start.tracker !== undefined) {
+    const { TRACKER_ENV } = await import('../resourceTracker.js');
+    if (start.tracker === null) delete process.env[TRACKER_ENV];
+    else process.env[TRACKER_ENV] = start.tracker;
   }
   const { runChild, reportStartFailure } = await import('./child.js');
   for (const module of start.modules ?? []) {
