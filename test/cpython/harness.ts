@@ -7,6 +7,9 @@
 // our thread context (one flavour, not repeated when 'processes' already runs on thread);
 // 'manager' runs the same test body against a SyncManager's proxies, with children on spawn.
 // docs/conformance.md records this mapping.
+import { spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
 import { after, before, describe } from 'node:test';
 import * as mp from '../../src/index.js';
 
@@ -149,4 +152,42 @@ export async function reap(...procs: (mp.Process | undefined)[]): Promise<void> 
       // Not started, or closed: nothing left to reap.
     }
   }
+}
+
+/** A program started by `startProgram`. */
+export interface StartedProgram {
+  readonly pid: number;
+  /** The next line the program writes on stdout. */
+  line(): Promise<string>;
+  kill(signal?: NodeJS.Signals): void;
+  /** Resolves when every holder of its stdout/stderr has closed them (the program, and a resource
+   * tracker it started, which inherits its stderr). */
+  readonly done: Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string }>;
+}
+
+/**
+ * Runs `node <loader flags> <file> ...args` as a separate program (CPython's `python -c` scripts):
+ * killed after `timeoutMs`. `env` replaces this process's environment.
+ */
+export function startProgram(file: URL, args: string[], env: NodeJS.ProcessEnv = process.env, timeoutMs = 60_000): StartedProgram {
+  const child = spawn(process.execPath, [...process.execArgv, fileURLToPath(file), ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
+  let stderr = '';
+  child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+  const lines = createInterface({ input: child.stdout })[Symbol.asyncIterator]();
+  const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+  const done = new Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string }>((resolve) =>
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code, signal, stderr });
+    }));
+  return {
+    pid: child.pid!,
+    line: async () => {
+      const next = await lines.next();
+      if (next.done) throw new Error(`program ${fileURLToPath(file)} ${args.join(' ')} ended before writing a line; stderr: ${stderr}`);
+      return next.value;
+    },
+    kill: (signal = 'SIGTERM') => child.kill(signal),
+    done,
+  };
 }
