@@ -191,3 +191,16 @@ export function startProgram(file: URL, args: string[], env: NodeJS.ProcessEnv =
     done,
   };
 }
+
+/** A full garbage collection, for CPython's `gc.collect()` checks. WeakRefs are kept for the rest
+ * of the current job: `await forceGc()` before deref() lets them go. */
+export async function forceGc(): Promise<void> {
+  const { setFlagsFromString } = await import('node:v8');
+  const { runInNewContext } = await import('node:vm');
+  setFlagsFromString('--expose-gc');
+  const gc = runInNewContext('gc') as () => void;
+  await new Promise((r) => setImmediate(r));
+  gc();
+  await new Promise((r) => setImmediate(r));
+  gc();
+}
