@@ -69,14 +69,7 @@ cpythonClass('_TestSharedMemory', ['processes'], (f) => {
     assert.throws(() => new mp.SharedMemory({ create: true, size: -2 }), mp.ValueError);
     assert.throws(() => new mp.SharedMemory({ create: false }), mp.ValueError);
 
-    // The random name generator returns a name that is taken: the next one is used.
-    const names = [newShmName('test01_fn'), newShmName('test02_fn')].map((n) => `/psm_${n}`);
-    const shm1 = withNames(names, () => unlinkAfter(t, new mp.SharedMemory({ create: true, size: 1 })));
-    assert.equal(`/${shm1.name}`, names[0]);
-    const shm2 = withNames(names, () => unlinkAfter(t, new mp.SharedMemory({ create: true, size: 1 })));
-    assert.equal(`/${shm2.name}`, names[1]);
-    shm1.close();
-    shm2.close();
+    checkNameCollision(t, 'test01_fn', 'test02_fn');
 
     // A POSIX segment can be unlinked only once.
     const dblName = newShmName('test01_dblunlink');
@@ -100,13 +93,7 @@ cpythonClass('_TestSharedMemory', ['processes'], (f) => {
   });
 
   it('test_shared_memory_recreate', (t) => {
-    const names = [newShmName('test03_fn'), newShmName('test04_fn')].map((n) => `/psm_${n}`);
-    const shm1 = withNames(names, () => unlinkAfter(t, new mp.SharedMemory({ create: true, size: 1 })));
-    assert.equal(`/${shm1.name}`, names[0]);
-    const shm2 = withNames(names, () => unlinkAfter(t, new mp.SharedMemory({ create: true, size: 1 })));
-    assert.equal(`/${shm2.name}`, names[1]);
-    shm1.close();
-    shm2.close();
+    checkNameCollision(t, 'test03_fn', 'test04_fn');
   });
 
   it('test_invalid_shared_memory_creation', () => {
@@ -387,6 +374,17 @@ cpythonClass('_TestSharedMemory', ['processes'], (f) => {
     }
   });
 });
+
+/** The random name generator returns a name that is taken: the next one is used. */
+function checkNameCollision(t: TestContext, first: string, second: string): void {
+  const names = [newShmName(first), newShmName(second)].map((n) => `/psm_${n}`);
+  const shm1 = withNames(names, () => unlinkAfter(t, new mp.SharedMemory({ create: true, size: 1 })));
+  assert.equal(`/${shm1.name}`, names[0]);
+  const shm2 = withNames(names, () => unlinkAfter(t, new mp.SharedMemory({ create: true, size: 1 })));
+  assert.equal(`/${shm2.name}`, names[1]);
+  shm1.close();
+  shm2.close();
+}
 
 /** Runs `fn` with the random name generator returning `names` in turn (CPython mocks the private
  * `_make_filename` the same way). */
