@@ -309,8 +309,3 @@ export function _arenaStats(kind: MemoryKind): { arenas: number; size: number; f
     freeRanges: list.reduce((n, a) => n + a.free.length, 0),
   };
 }
-
-/** Segment names this process created (for tests and the resource tracker). */
-export function createdSegments(): string[] {
-  return [...created];
-}
