@@ -169,7 +169,7 @@ export interface StartedProgram {
  * Runs `node <loader flags> <file> ...args` as a separate program (CPython's `python -c` scripts):
  * killed after `timeoutMs`. `env` replaces this process's environment.
  */
-export function startProgram(file: URL, args: string[], env: NodeJS.ProcessEnv = process.env, timeoutMs = 60_000): StartedProgram {
+export function startProgram(file: URL, args: string[], env: NodeJS.ProcessEnv = process.env, timeoutMs = 120_000): StartedProgram {
   const child = spawn(process.execPath, [...process.execArgv, fileURLToPath(file), ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
   let stderr = '';
   child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
