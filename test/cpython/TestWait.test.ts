@@ -120,7 +120,7 @@ plainClass('TestWait', mp.getAllStartMethods(), (ctx) => {
     try {
       p.start();
       assert.equal(typeof p.sentinel, 'number');
-      assert.equal(await sem.acquire({ timeout: 60 }), true, "the child started and signalled");
+      assert.equal(await sem.acquire({ timeout: 60 }), true, 'the child started and signalled');
 
       // The sentinel, not the 20 s timeout, ends the wait ([] would mean it timed out), once the
       // child has exited (CPython checks that about `expected` seconds passed).
