@@ -12,7 +12,7 @@
 import { inspect } from 'node:util';
 import { TimeoutError, ValueError, withRemoteTraceback, WorkerLostError } from './errors.js';
 import { signalName } from './backends/backend.js';
-import { getContext, type BaseContext } from './context.js';
+import { getContext, memoryKindFor, registerClasses, type BaseContext } from './context.js';
 import { Process, processCpuCount } from './process.js';
 import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import { dumps, loads, loadsSync, needsRebuild, newReduceContext, rebuild, reduce } from './reduction.js';
@@ -24,8 +24,6 @@ import {
   STARMAP_CHUNK, stopFrame, taskFrame, transferables, type PortMessage,
 } from './poolChannel.js';
 import { poolWorkerMain } from './poolWorker.js';
-import { memoryKindFor } from './synchronize.js';
-import { learnModules } from './backends/forkserver.js';
 
 type Fn = (...args: any[]) => unknown;
 
@@ -553,7 +551,7 @@ export class Pool {
       id = this.fnIds.size + 1;
       const ctx = newReduceContext(this.kind);
       this.fnBodies.set(id, dumps(fn, ctx, { functionSlot: true }));
-      if (this.ctx.getStartMethod() === 'forkserver') learnModules(ctx.modules);
+      this.ctx._expectModules(ctx.modules);
       this.fnIds.set(fn, id);
     }
     return id;
@@ -1083,6 +1081,8 @@ export class ThreadPool extends Pool {
     }
   }
 }
+
+registerClasses({ Pool });
 
 function splitOptions<O extends CallOptions>(a: number | null | undefined | O, b: O | undefined): [number | null | undefined, O] {
   if (typeof a === 'object' && a !== null) return [undefined, a];
