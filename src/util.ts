@@ -64,6 +64,15 @@ export async function runFinalizers(minPriority = -Infinity): Promise<void> {
   }
 }
 
+/** The longest delay setTimeout takes, in milliseconds (a longer one would fire at once). */
+export const MAX_DELAY_MS = 2 ** 31 - 1;
+
+/** A timeout in seconds as a setTimeout delay: negative counts as 0, and it is clamped to
+ * MAX_DELAY_MS (about 24.8 days) rather than overflow. */
+export function timerDelayMs(seconds: number): number {
+  return Math.min(Math.max(0, seconds * 1000), MAX_DELAY_MS);
+}
+
 /** Rejects with the signal's reason (Python has no such thing; docs/api.md rule 6). */
 export function throwIfAborted(signal: AbortSignal | undefined): void {
   if (signal?.aborted) throw signal.reason;
@@ -90,7 +99,7 @@ export function raceTimeout<T>(
       timer = setTimeout(() => {
         cleanup();
         resolve({ done: false });
-      }, Math.max(0, seconds) * 1000);
+      }, timerDelayMs(seconds));
     }
     signal?.addEventListener('abort', onAbort, { once: true });
     promise.then(
