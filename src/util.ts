@@ -127,6 +127,25 @@ export function callable<C extends abstract new (...args: any[]) => any>(
   }) as C & ((...args: ConstructorParameters<C>) => InstanceType<C>);
 }
 
+/**
+ * A factory that also works with `new` (docs/api.md rule 1, for a context's factories: `ctx.Lock()`
+ * and `new ctx.Lock()`), typed by the caller as `F`. With `cls`, it carries the class's name and
+ * `x instanceof factory` is `x instanceof cls()` (subclassing it is not supported: extend the class).
+ */
+export function constructible<F>(make: (...args: never[]) => object, cls?: () => abstract new (...args: never[]) => object): F {
+  // A plain function (unlike an arrow) can be called with `new`; returning an object replaces `this`.
+  const factory = function (this: unknown, ...args: never[]): object {
+    return make(...args);
+  };
+  if (cls) {
+    // `cls` is read when asked: a context's factories exist before the modules that register
+    // their classes have loaded (context.ts).
+    Object.defineProperty(factory, 'name', { get: () => cls().name });
+    Object.defineProperty(factory, Symbol.hasInstance, { value: (x: unknown) => x instanceof cls() });
+  }
+  return factory as unknown as F;
+}
+
 /** Runs `start` with an abort signal, rejecting with the signal's reason on abort. */
 export function abortable<T>(
   signal: AbortSignal | undefined,
