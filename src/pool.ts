@@ -26,7 +26,8 @@ import { poolWorkerMain } from './poolWorker.js';
 import { memoryKindFor } from './synchronize.js';
 import { learnModules } from './backends/forkserver.js';
 
-type Fn = (...args: any[]) => unknown;
+// Any function: the pool checks arguments against it at the call (apply, map, ...), not here.
+type Fn = (...args: never[]) => unknown;
 
 export interface PoolOptions {
   processes?: number | null;
@@ -519,7 +520,9 @@ export class Pool {
 
   private startWorker(): WorkerSlot {
     const channel = Channel.create(this.kind);
-    const initializer = this.initializer && typeof this.initializer === 'object' ? { source: this.initializer } : this.initializer;
+    // A `{ source }` record arrives in the worker as the function it carries (reduction.ts).
+    const initializer = (this.initializer && typeof this.initializer === 'object' ? { source: this.initializer } : this.initializer) as
+      Parameters<typeof poolWorkerMain>[2];
     const ports = this.kind === 'thread' ? new MessageChannel() : null;
     const p = new this.ctx.Process({
       target: poolWorkerMain,
