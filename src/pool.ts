@@ -25,6 +25,7 @@ import {
 import { poolWorkerMain } from './poolWorker.js';
 import { memoryKindFor } from './synchronize.js';
 import { learnModules } from './backends/forkserver.js';
+import { knownLength, progressMeter, type ProgressCallback, type ProgressMeter } from './progress.js';
 
 // Any function: the pool checks arguments against it at the call (apply, map, ...), not here.
 type Fn = (...args: never[]) => unknown;
@@ -48,8 +49,10 @@ export interface CallOptions {
   /** Move ArrayBuffers instead of copying them where the backend allows (accepted everywhere;
    * see docs/pool.md for what moves). */
   transfer?: boolean;
-  /** true: a progress bar on stderr when it is a terminal; a function: called as chunks finish. */
-  progress?: boolean | ((done: number, total: number | null) => void);
+  /** true: a progress bar on stderr as tqdm draws it (items done of total, %, items/s, elapsed and
+   * remaining time), when stderr is a terminal; a function: called with `(items done, total)` as
+   * chunks finish (total null when the input's length is not known, as imap over a generator). */
+  progress?: boolean | ProgressCallback;
 }
 
 export interface AsyncCallOptions<T> extends CallOptions {
@@ -81,28 +84,26 @@ interface Task {
 /** What an apply, map or imap call collects. */
 abstract class Job {
   cancelled = false;
-  done = 0;
+  private readonly meter: ProgressMeter | null;
   constructor(
     readonly pool: Pool,
     readonly options: CallOptions,
-  ) {}
+    /** Items the call has (null: not known before the input is read). */
+    total: number | null,
+  ) {
+    this.meter = progressMeter(options.progress, total);
+  }
   abstract deliver(index: number, ok: boolean, value: unknown): void;
   /** The call was aborted: reject what the caller holds. */
   abstract abort(reason: unknown): void;
-  progress(total: number | null): void {
-    this.done++;
-    const report = this.options.progress;
-    if (typeof report === 'function') report(this.done, total);
-    else if (report === true) drawProgress(this.done, total);
+  /** `items` more items finished (or failed). */
+  progress(items: number): void {
+    this.meter?.update(items);
   }
-}
-
-function drawProgress(done: number, total: number | null): void {
-  if (!process.stderr.isTTY) return;
-  const width = 30;
-  const filled = total ? Math.round((done / total) * width) : 0;
-  const bar = total ? `[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${done}/${total}` : `${done} done`;
-  process.stderr.write(`\r${bar}${total !== null && done >= total ? '\n' : ''}`);
+  /** The call is over, whichever way: the bar's last state stays on screen. */
+  endProgress(): void {
+    this.meter?.close();
+  }
 }
 
 /** Python's AsyncResult (ApplyResult/MapResult): `get`, `wait`, `ready`, `successful`. */
@@ -161,13 +162,15 @@ export class AsyncResult<T = unknown> {
 
 class ApplyJob<T> extends Job {
   constructor(pool: Pool, options: CallOptions, readonly result: AsyncResult<T>) {
-    super(pool, options);
+    super(pool, options, 1);
   }
   deliver(_index: number, ok: boolean, value: unknown): void {
     this.progress(1);
+    this.endProgress();
     this.result._settle(ok, value);
   }
   abort(reason: unknown): void {
+    this.endProgress();
     this.result._settle(false, reason);
   }
 }
@@ -182,28 +185,32 @@ class MapJob<T> extends Job {
     readonly result: AsyncResult<T[]>,
     private readonly chunksize: number,
     length: number,
-    private readonly chunks: number,
+    chunks: number,
   ) {
-    super(pool, options);
+    super(pool, options, length);
     this.values = new Array<T>(length);
     this.remaining = chunks;
-    if (chunks === 0) result._settle(true, this.values);
+    if (chunks === 0) this.settle(true, this.values);
   }
   deliver(index: number, ok: boolean, value: unknown): void {
     if (this.result.ready()) return;
-    this.progress(this.chunks);
     if (!ok) {
       this.pool._cancelJob(this);
-      this.result._settle(false, value);
+      this.settle(false, value);
       return;
     }
     const items = value as T[];
+    this.progress(items.length);
     const base = index * this.chunksize;
     for (let i = 0; i < items.length; i++) this.values[base + i] = items[i]!;
-    if (--this.remaining === 0) this.result._settle(true, this.values);
+    if (--this.remaining === 0) this.settle(true, this.values);
   }
   abort(reason: unknown): void {
-    this.result._settle(false, reason);
+    this.settle(false, reason);
+  }
+  private settle(ok: boolean, value: unknown): void {
+    this.endProgress();
+    this.result._settle(ok, value);
   }
 }
 
@@ -284,6 +291,8 @@ class IMapJob<T> extends Job {
   private exhausted = false;
   private unconsumedItems = 0;
   private resume: (() => void) | null = null;
+  /** Items of each chunk in flight, by index (for progress when a chunk fails as a whole). */
+  private readonly chunkItems = new Map<number, number>();
 
   constructor(
     pool: Pool,
@@ -292,8 +301,9 @@ class IMapJob<T> extends Job {
     private readonly ordered: boolean,
     private readonly chunksize: number,
     private readonly maxItemsAhead: number,
+    total: number | null,
   ) {
-    super(pool, options);
+    super(pool, options, total);
     iterator._onConsume = () => {
       this.unconsumedItems--;
       this.resume?.();
@@ -321,6 +331,7 @@ class IMapJob<T> extends Job {
         }
         if (chunk.length > 0) {
           this.unconsumedItems += chunk.length;
+          this.chunkItems.set(this.chunksSubmitted, chunk.length);
           this.pool._submit(this, [chunk], fn, starmap ? STARMAP_CHUNK : MAP_CHUNK, this.chunksSubmitted++);
         }
         if (r?.done) break;
@@ -335,7 +346,8 @@ class IMapJob<T> extends Job {
   }
 
   deliver(index: number, ok: boolean, value: unknown): void {
-    this.progress(null);
+    this.progress(this.chunkItems.get(index) ?? 0);
+    this.chunkItems.delete(index);
     this.deliverAt(index, ok, value);
   }
 
@@ -363,10 +375,14 @@ class IMapJob<T> extends Job {
   }
 
   private flush(): void {
-    if (this.exhausted && this.emitted === this.chunksSubmitted) this.iterator._finish();
+    if (this.exhausted && this.emitted === this.chunksSubmitted) {
+      this.endProgress();
+      this.iterator._finish();
+    }
   }
 
   abort(reason: unknown): void {
+    this.endProgress();
     this.iterator._push({ ok: false, error: reason });
     this.iterator._finish();
   }
@@ -968,7 +984,7 @@ export class Pool {
     this.fnId(fn);
     const iterator = new IMapIterator<R>();
     const ahead = Math.max(chunksize * this.processes * 4, this.processes * 64);
-    const job = new IMapJob<R>(this, options, iterator, ordered, chunksize, ahead);
+    const job = new IMapJob<R>(this, options, iterator, ordered, chunksize, ahead, knownLength(iterable));
     this.watchSignal(job, options.signal);
     void job.pump(iterable, fn, false);
     return iterator;
