@@ -311,7 +311,7 @@ class IMapJob<T> extends Job {
   }
 
   /** Pulls the input and submits chunks while fewer than `maxItemsAhead` items are unconsumed. */
-  async pump(source: Iterable<unknown> | AsyncIterable<unknown>, fn: Fn, starmap: boolean): Promise<void> {
+  async pump(source: Iterable<unknown> | AsyncIterable<unknown>, fn: Fn): Promise<void> {
     const it = Symbol.asyncIterator in source
       ? (source as AsyncIterable<unknown>)[Symbol.asyncIterator]()
       : (source as Iterable<unknown>)[Symbol.iterator]();
@@ -332,7 +332,7 @@ class IMapJob<T> extends Job {
         if (chunk.length > 0) {
           this.unconsumedItems += chunk.length;
           this.chunkItems.set(this.chunksSubmitted, chunk.length);
-          this.pool._submit(this, [chunk], fn, starmap ? STARMAP_CHUNK : MAP_CHUNK, this.chunksSubmitted++);
+          this.pool._submit(this, [chunk], fn, MAP_CHUNK, this.chunksSubmitted++);
         }
         if (r?.done) break;
       }
@@ -986,7 +986,7 @@ export class Pool {
     const ahead = Math.max(chunksize * this.processes * 4, this.processes * 64);
     const job = new IMapJob<R>(this, options, iterator, ordered, chunksize, ahead, knownLength(iterable));
     this.watchSignal(job, options.signal);
-    void job.pump(iterable, fn, false);
+    void job.pump(iterable, fn);
     return iterator;
   }
 
