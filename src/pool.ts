@@ -321,7 +321,11 @@ class IMapJob<T> extends Job {
           await new Promise<void>((resolve) => (this.resume = resolve));
           this.resume = null;
         }
-        if (this.cancelled || this.iterator._finished) return;
+        if (this.cancelled || this.iterator._finished) {
+          // The caller stopped iterating (or the call was aborted): the bar ends where it is.
+          this.endProgress();
+          return;
+        }
         const chunk: unknown[] = [];
         let r: IteratorResult<unknown> | undefined;
         while (chunk.length < this.chunksize) {

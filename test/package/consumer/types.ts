@@ -48,7 +48,6 @@ export async function checks(): Promise<void> {
   const stars: string[] = await pool.starmap(add, [[1, 'a'], [2, 'b']]);
   new Pool({ processes: 1, initializer: (a: number) => a, initargs: [1] }).terminate();
   new ThreadPool(1).terminate();
-  new mp.Pool({ progress: undefined } as mp.PoolOptions).terminate();
 
   // Queues, locks, shared values, managers, connections.
   const q = new mp.Queue<string>();
