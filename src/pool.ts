@@ -10,7 +10,8 @@
  *   others; a replacement is started (Python's pool hangs here).
  */
 import { inspect } from 'node:util';
-import { TimeoutError, ValueError, WorkerLostError } from './errors.js';
+import { TimeoutError, ValueError, withRemoteTraceback, WorkerLostError } from './errors.js';
+import { signalName } from './backends/backend.js';
 import { getContext, type BaseContext } from './context.js';
 import { Process, processCpuCount } from './process.js';
 import { MessageChannel, type MessagePort } from 'node:worker_threads';
@@ -687,8 +688,9 @@ export class Pool {
         if (this.outstanding === 1 && this.spinFor(seq, SPIN_MS)) continue;
         await this.notifier.sleep(seq, this.loopAbort.signal);
       }
-    } catch {
-      // Aborted by terminate().
+    } catch (error) {
+      // terminate() aborts the sleep; anything else is a bug to report, not to swallow.
+      if (error !== this.loopAbort.signal.reason) throw error;
     } finally {
       this.loopRunning = false;
     }
@@ -760,6 +762,8 @@ export class Pool {
       return;
     }
     const ok = status === OK;
+    // A task's own error is re-thrown here with the worker's stack in `cause`.
+    const outcome = (v: unknown): unknown => (ok || !(v instanceof Error) ? v : withRemoteTraceback(v));
     let value: unknown;
     try {
       value = decode();
@@ -767,8 +771,8 @@ export class Pool {
       this.finish(task, false, error);
       return;
     }
-    if (value instanceof Promise) value.then((v) => this.finish(task, ok, v), (error) => this.finish(task, false, error));
-    else this.finish(task, ok, value);
+    if (value instanceof Promise) value.then((v) => this.finish(task, ok, outcome(v)), (error) => this.finish(task, false, error));
+    else this.finish(task, ok, outcome(value));
   }
 
   private finish(task: Task, ok: boolean, value: unknown): void {
@@ -777,7 +781,7 @@ export class Pool {
     if (!ok) this.tasksFailed++;
     if (this.latencies.length >= LATENCY_SAMPLES) this.latencies.shift();
     this.latencies.push(performance.now() - task.submittedAt);
-    if (!task.job.cancelled) task.job.deliver(task.index, ok, ok ? value : remoteError(value));
+    if (!task.job.cancelled) task.job.deliver(task.index, ok, value);
     this.maybeStopWorkers();
   }
 
@@ -1123,33 +1127,9 @@ async function toArray(iterable: AsyncIterable<unknown>): Promise<unknown[]> {
 }
 
 function workerLost(p: Process, code: number | null): WorkerLostError {
-  const signal = code !== null && code < 0 ? signalName(-code) : null;
+  const signal = code !== null && code < 0 ? signalName(-code) ?? `signal ${-code}` : null;
   const how = signal ? `was killed by ${signal}` : `exited with code ${code}`;
   return new WorkerLostError(`Worker ${p.name} ${how} while running this task`, code, signal);
 }
 
-function signalName(n: number): string {
-  const names: Record<number, string> = { 1: 'SIGHUP', 2: 'SIGINT', 6: 'SIGABRT', 9: 'SIGKILL', 11: 'SIGSEGV', 15: 'SIGTERM' };
-  return names[n] ?? `signal ${n}`;
-}
-
-/** The task's error with its own class, name and message, and the remote stack in `cause`
- * (Python's RemoteTraceback). */
-function remoteError(value: unknown): unknown {
-  if (!(value instanceof Error)) return value;
-  if (value instanceof WorkerLostError || value.name === 'PicklingError' && !value.stack?.includes('\n    at ')) return value;
-  const Ctor = value.constructor as new (message: string) => Error;
-  let local: Error;
-  try {
-    local = new Ctor(value.message);
-  } catch {
-    local = new Error(value.message);
-  }
-  if (local.name !== value.name) Object.defineProperty(local, 'name', { value: value.name, configurable: true, writable: true });
-  for (const key of Object.keys(value)) (local as unknown as Record<string, unknown>)[key] = (value as unknown as Record<string, unknown>)[key];
-  const trace = new Error(value.stack ?? `${value.name}: ${value.message}`);
-  trace.name = 'RemoteTraceback';
-  Object.defineProperty(local, 'cause', { value: trace, configurable: true, writable: true });
-  return local;
-}
 
