@@ -12,20 +12,19 @@
 import { inspect } from 'node:util';
 import { TimeoutError, ValueError, withRemoteTraceback, WorkerLostError } from './errors.js';
 import { signalName } from './backends/backend.js';
-import { getContext, type BaseContext } from './context.js';
+import { getContext, memoryKindFor, registerClasses, type BaseContext } from './context.js';
 import { Process, processCpuCount } from './process.js';
 import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import { dumps, loads, loadsSync, needsRebuild, newReduceContext, rebuild, reduce } from './reduction.js';
 import { sentinelExit } from './sentinels.js';
 import { refOf, sourceOf, type SourceFunction } from './tasks.js';
 import { raceTimeout, throwIfAborted } from './util.js';
+import { deadlineAfter, runAsync, secondsUntil } from './futex.js';
 import {
   CALL, CANCELLED, Channel, defineFrame, MAP_CHUNK, Notifier, OK, ownBuffer, parseResult, PORT_THRESHOLD, portFrame,
   STARMAP_CHUNK, stopFrame, taskFrame, transferables, type PortMessage,
 } from './poolChannel.js';
 import { poolWorkerMain } from './poolWorker.js';
-import { memoryKindFor } from './synchronize.js';
-import { learnModules } from './backends/forkserver.js';
 import { knownLength, progressMeter, type ProgressCallback, type ProgressMeter } from './progress.js';
 
 // Any function: the pool checks arguments against it at the call (apply, map, ...), not here.
@@ -245,7 +244,7 @@ export class IMapIterator<T> implements AsyncIterableIterator<T> {
   /** The next result in order (imap) or as they finish (imapUnordered); `TimeoutError` after
    * `timeout` seconds; a failed item rejects this call and iteration goes on. */
   async next(timeout?: number | null, options: { signal?: AbortSignal } = {}): Promise<IteratorResult<T>> {
-    const deadline = timeout === null || timeout === undefined ? Infinity : performance.now() + timeout * 1000;
+    const deadline = deadlineAfter(timeout);
     throwIfAborted(options.signal);
     while (this._ready.length === 0) {
       if (this._finished) return { value: undefined, done: true };
@@ -256,8 +255,7 @@ export class IMapIterator<T> implements AsyncIterableIterator<T> {
         const i = this.waiters.indexOf(arrive);
         if (i >= 0) this.waiters.splice(i, 1);
       };
-      const left = deadline === Infinity ? null : Math.max(0, (deadline - performance.now()) / 1000);
-      const r = await raceTimeout(arrived, left, options.signal).catch((error: unknown) => {
+      const r = await raceTimeout(arrived, secondsUntil(deadline), options.signal).catch((error: unknown) => {
         forget();
         throw error;
       });
@@ -463,7 +461,7 @@ class WorkerSlot {
   private async feed(): Promise<void> {
     this.feeding = true;
     try {
-      while (this.outbox.length > 0 && !this.exited) await this.channel.tasks.writeAll(this.outbox.shift()!);
+      while (this.outbox.length > 0 && !this.exited) await runAsync(this.channel.tasks.writeAll(this.outbox.shift()!));
     } finally {
       this.feeding = false;
     }
@@ -576,7 +574,7 @@ export class Pool {
       id = this.fnIds.size + 1;
       const ctx = newReduceContext(this.kind);
       this.fnBodies.set(id, dumps(fn, ctx, { functionSlot: true }));
-      if (this.ctx.getStartMethod() === 'forkserver') learnModules(ctx.modules);
+      this.ctx._expectModules(ctx.modules);
       this.fnIds.set(fn, id);
     }
     return id;
@@ -724,7 +722,7 @@ export class Pool {
       if (ring.available() > 0) {
         // A result larger than what has arrived: read the rest as it streams in.
         w.readingLarge = true;
-        void ring.readFrame().then((f) => {
+        void runAsync(ring.readFrame()).then((f) => {
           w.readingLarge = false;
           this.onResult(w, f);
           this.drain(w);
@@ -1106,6 +1104,8 @@ export class ThreadPool extends Pool {
     }
   }
 }
+
+registerClasses({ Pool });
 
 function splitOptions<O extends CallOptions>(a: number | null | undefined | O, b: O | undefined): [number | null | undefined, O] {
   if (typeof a === 'object' && a !== null) return [undefined, a];
