@@ -33,6 +33,7 @@ import {
 import { sentinelExit } from './sentinels.js';
 import { loadNative, tryLoadNative } from './native.js';
 import { SocketWriter } from './socketWriter.js';
+import { blockThread } from './blocking.js';
 import { abortable } from './util.js';
 
 export type { DigestName } from './connectionFraming.js';
@@ -328,7 +329,7 @@ class SocketTransport implements Transport {
     try {
       // Also wakes when a socket of this thread with sends still to write can take more: nothing
       // else writes them while this thread is blocked.
-      n = native.readSocket(this.fileno(), into, timeoutMs, SocketWriter.pendingFds());
+      n = blockThread(timeoutMs, (slice) => native.readSocket(this.fileno(), into, slice, SocketWriter.pendingFds()), (r) => r === -1);
     } catch (error) {
       this.onError(error);
       return true;
@@ -545,7 +546,7 @@ class PortTransport implements Transport {
       // As readSocket does: a peer that answers within microseconds is caught before sleeping.
       const spinUntil = performance.now() + Math.min(PORT_SPIN_MS, Math.max(0, timeoutMs < 0 ? Infinity : timeoutMs));
       while (performance.now() < spinUntil) if (Atomics.load(words, inbox) !== seen) return true;
-      return Atomics.wait(words, inbox, seen, timeoutMs < 0 ? Infinity : timeoutMs) !== 'timed-out';
+      return blockThread(timeoutMs, (slice) => Atomics.wait(words, inbox, seen, slice < 0 ? Infinity : slice), (r) => r === 'timed-out') !== 'timed-out';
     } finally {
       Atomics.sub(words, inbox + 1, 1);
     }

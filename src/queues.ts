@@ -9,6 +9,8 @@
  * - `put` serialises the item at once (so a bad value throws at the caller), takes a slot on a
  *   bounded queue, appends the bytes to a local buffer and returns; the feeder (an async loop)
  *   writes buffered items into the ring under the writer lock, in put order, waiting for space.
+ *   Before this thread blocks in any `*Sync` call, what it has buffered is handed over
+ *   (src/blocking.ts), so an item never waits behind its own producer's blocking call.
  * - `get` takes the reader lock, reads one length-prefixed frame out of the ring (waiting for data),
  *   frees a slot, and deserialises.
  * - A process does not finish exiting until its feeder has written everything (an exit finalizer),
@@ -20,11 +22,12 @@
 import { inspect } from 'node:util';
 import { Empty, Full, ValueError } from './errors.js';
 import { finalize, raceTimeout, throwIfAborted, type FinalizeHandle } from './util.js';
+import { forgetHandOver, handOverBeforeBlocking } from './blocking.js';
 import { wait, waitSync, wake } from './futex.js';
 import { allocate, attachBlock, blockState, checkTarget, int32s, type Block, type BlockState } from './heap.js';
 import { decodesByCopy, dumps, loads, loadsSync, needsRebuild, reduceSymbol, registerReducer, type ReduceContext, type Reduced } from './reduction.js';
 import { ByteRing, NO_FRAME, RING_WORDS, secondsUntil } from './ring.js';
-import { Lock, memoryKindFor, type SyncOptions } from './synchronize.js';
+import { acquireMarking, Lock, memoryKindFor, type SyncOptions } from './synchronize.js';
 
 // Words after the ring's own.
 const SIZE = RING_WORDS; // items put and not yet got (qsize)
@@ -93,6 +96,13 @@ export class Queue<T = unknown> {
   private buffer: Uint8Array[] = [];
   private bufferHead = 0;
   private bufferedBytes = 0;
+  /** An item too large for the ring's free space, written part by part (`written` bytes so far);
+   * the writer lock is held until it is all in, so that no other writer cuts into it. */
+  private streaming: { frame: Uint8Array; written: number } | null = null;
+  /** Whether this object holds the writer lock. */
+  private holdsWriterLock = false;
+  /** Ends the feeder's current wait, so that it looks again after a hand-over wrote for it. */
+  private feederWake: AbortController | null = null;
   private feeding: Promise<void> | null = null;
   private closed = false;
   private joinCancelled = false;
@@ -185,9 +195,10 @@ export class Queue<T = unknown> {
     this.onPut();
     this.buffer.push(frame);
     this.bufferedBytes += frame.length;
+    handOverBeforeBlocking(this.handOver);
     // A producer putting in a synchronous loop would otherwise leave everything to the feeder
     // until the loop ends; Python's feeder thread writes while the producer still puts.
-    if (this.bufferedBytes >= EAGER_FLUSH) this.flushWithoutWaiting();
+    if (this.bufferedBytes >= EAGER_FLUSH) this.writeWithoutWaiting();
     if (!this.feeding) {
       // As Python's feeder thread: started on first put, finishes flushing before the process exits.
       this.exitFlush ??= finalize(() => (this.joinCancelled ? undefined : this.feeding ?? undefined), -5);
@@ -195,19 +206,47 @@ export class Queue<T = unknown> {
     }
   }
 
-  /** Writes whole buffered items into the ring if the writer lock is free and they fit. A part of
-   * an item is never left behind: another process's writer could cut in once the lock is free. */
-  private flushWithoutWaiting(): void {
-    if (!this._wlock.acquireSync({ block: false })) return;
-    try {
-      this.writeWhatFits();
-    } finally {
-      this._wlock.release();
-    }
-  }
-
   /** @internal JoinableQueue counts unfinished tasks here. */
   protected onPut(): void {}
+
+  /**
+   * Writes what it can of the buffered items without waiting: whole items while they fit, then the
+   * start of one that does not (`streaming`). True once nothing is left. The feeder runs it between
+   * its waits, and this thread before it blocks (`handOver`): each goes on where the other stopped.
+   */
+  private writeWithoutWaiting(): boolean {
+    if (!this.holdsWriterLock) {
+      if (this.bufferHead === this.buffer.length) return true;
+      if (!this._wlock.acquireSync({ block: false })) return false;
+      this.holdsWriterLock = true;
+    }
+    for (;;) {
+      const part = this.streaming;
+      if (part) {
+        part.written += this._ring.write(part.frame.subarray(part.written));
+        if (part.written < part.frame.length) return false;
+        this.streaming = null;
+      }
+      if (this.bufferHead === this.buffer.length) break;
+      if (this.writeWhatFits()) continue;
+      // The next item does not fit whole: it streams in while the reader reads.
+      const frame = this.buffer[this.bufferHead]!;
+      this.dropWritten(this.bufferHead + 1, frame.length);
+      this.streaming = { frame, written: 0 };
+    }
+    this.holdsWriterLock = false;
+    this._wlock.release();
+    return true;
+  }
+
+  /** Run before this thread blocks (src/blocking.ts): the feeder cannot run meanwhile. */
+  private readonly handOver = (): boolean => {
+    const done = this.writeWithoutWaiting();
+    // The feeder may be waiting for the lock just taken here, or for space for an item that is
+    // now all written: it must look again.
+    this.feederWake?.abort();
+    return done;
+  };
 
   private async feed(): Promise<void> {
     // Let the caller's puts accumulate, then write them in one writer-lock hold: until the next
@@ -216,25 +255,22 @@ export class Queue<T = unknown> {
     try {
       if (this._ring.readerWaiting()) await Promise.resolve();
       else await new Promise(setImmediate);
-      while (this.bufferHead < this.buffer.length) {
-        await this._wlock.acquire();
+      while (!this.writeWithoutWaiting()) {
+        const wake = (this.feederWake = new AbortController());
         try {
-          while (this.bufferHead < this.buffer.length) {
-            if (this.writeWhatFits()) continue;
-            // The next item does not fit whole: it streams in while the reader reads (the lock
-            // keeps other writers out until it is complete).
-            const frame = this.buffer[this.bufferHead]!;
-            this.dropWritten(this.bufferHead + 1, frame.length);
-            await this._ring.writeAll(frame);
-          }
+          if (this.holdsWriterLock) await this._ring.waitForSpace(wake.signal);
+          else await acquireMarking(this._wlock, () => (this.holdsWriterLock = true), wake.signal);
+        } catch (error) {
+          if (!wake.signal.aborted) throw error;
         } finally {
-          this._wlock.release();
+          this.feederWake = null;
         }
       }
     } finally {
       // In the same step as the last look at the buffer: a put from now on starts a new feeder.
       // (Cleared a microtask later, a put in between would wait for the next put to be flushed.)
       this.feeding = null;
+      forgetHandOver(this.handOver);
     }
   }
 
