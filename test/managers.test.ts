@@ -467,6 +467,50 @@ describe('BaseManager subclasses (Python\'s _TestMyManager)', () => {
     assert.equal(BaseManager._registry.has('Foo'), false);
   });
 
+  it('a plain self-contained class travels by its source (no mp.serializable); one that uses its surroundings is refused', async () => {
+    class Counter {
+      count = 0;
+      static readonly step = 1;
+      constructor(start = 0) {
+        this.count = start;
+      }
+      incr(by = Counter.step): number {
+        this.count += by;
+        return this.count;
+      }
+      get value(): number {
+        return this.count;
+      }
+      describe(): string {
+        return `${this.constructor.name} at ${this.count}`;
+      }
+    }
+    class CounterManager extends BaseManager {
+      declare Counter: (start?: number) => Promise<Proxied<Counter>>;
+    }
+    CounterManager.register('Counter', Counter);
+    await using m = await new CounterManager().start();
+    const counter = await m.Counter(10);
+    assert.equal(await counter.incr(), 11);
+    assert.equal(await counter.incr(5), 16);
+    assert.equal(await counter.describe(), 'Counter at 16');
+
+    const offset = 5;
+    class Shifted {
+      get(): number {
+        return offset;
+      }
+    }
+    class ShiftedManager extends BaseManager {}
+    ShiftedManager.register('Shifted', Shifted);
+    await assert.rejects(new ShiftedManager().start(), (e: Error) => {
+      assert.ok(e instanceof mp.PicklingError, String(e));
+      assert.match(e.message, /class Shifted is sent by its source text but uses 'offset' from its surroundings/);
+      assert.match(e.message, /mp\.serializable\(\)/);
+      return true;
+    });
+  });
+
   it('a server run in this process with getServer().serveForever(), reached with connect()', async () => {
     const m = new MyManager({ address: ['127.0.0.1', 0], authkey: 'secret' });
     const server = m.getServer();
