@@ -34,7 +34,7 @@ import { sentinelExit } from './sentinels.js';
 import { loadNative, tryLoadNative } from './native.js';
 import { SocketWriter } from './socketWriter.js';
 import { blockThread } from './blocking.js';
-import { abortable } from './util.js';
+import { abortable, constructible, type Factory } from './util.js';
 
 export type { DigestName } from './connectionFraming.js';
 
@@ -1222,13 +1222,13 @@ export function pipeForThreads(duplex = true): [Connection, Connection] {
 }
 
 /**
- * Python's `Pipe(duplex=True)`: two connected Connections. Which kind depends on the default
- * context's start method: a MessageChannel for `thread`, an AF_UNIX socket pair otherwise.
+ * Python's `Pipe(duplex=True)`: two connected Connections, with or without `new` (API.md rule 1).
+ * Which kind depends on the default context's start method: a MessageChannel for `thread`, an
+ * AF_UNIX socket pair otherwise.
  */
-export function Pipe(duplex = true): [Connection, Connection] {
+export const Pipe: Factory<[duplex?: boolean], [Connection, Connection]> = constructible((duplex = true) =>
   // allowNone: asking must not fix the default start method (a later setStartMethod still works).
-  return getStartMethod(true) === 'thread' ? pipeForThreads(duplex) : pipeForProcesses(duplex);
-}
+  getStartMethod(true) === 'thread' ? pipeForThreads(duplex) : pipeForProcesses(duplex));
 
 // ---- the authkey handshake -------------------------------------------------------------------
 

@@ -23,10 +23,7 @@ import type { SynchronizedOptions } from './sharedctypes.js';
 import { pipeForProcesses, pipeForThreads, type Connection } from './connection.js';
 import { Pool, type PoolOptions } from './pool.js';
 import type { SyncManager } from './managers.js';
-import { constructible } from './util.js';
-
-/** A factory called or constructed with the same arguments (rule 1). */
-type Factory<A extends unknown[], R> = { (...args: A): R; new (...args: A): R };
+import { constructible, type Factory } from './util.js';
 
 export type { StartMethod } from './backends/backend.js';
 

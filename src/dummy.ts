@@ -6,11 +6,14 @@
 import { getContext } from './context.js';
 import { ThreadPool } from './pool.js';
 import { wait as connectionWait } from './connection.js';
+import { callable } from './util.js';
 
 const threads = getContext('thread');
 
 export const Process = threads.Process;
-export const Pool = ThreadPool;
+/** Python's `multiprocessing.dummy.Pool(processes, initializer, initargs)`: a ThreadPool, with or
+ * without `new` (a factory function, API.md rule 1). */
+export const Pool = callable(ThreadPool);
 export const { currentProcess, activeChildren, freezeSupport } = threads;
 export const Lock = threads.Lock;
 export const RLock = threads.RLock;

@@ -124,6 +124,9 @@ export function callable<C extends abstract new (...args: any[]) => any>(
   }) as C & ((...args: ConstructorParameters<C>) => InstanceType<C>);
 }
 
+/** A factory called or constructed with the same arguments (API.md rule 1). */
+export type Factory<A extends unknown[], R> = { (...args: A): R; new (...args: A): R };
+
 /**
  * A factory that also works with `new` (API.md rule 1, for a context's factories: `ctx.Lock()` and
  * `new ctx.Lock()`), typed by the caller as `F`. With `cls`, it carries the class's name and
