@@ -54,7 +54,7 @@ export * as sharedctypes from './sharedctypes.js';
 
 // Shared memory.
 export { SharedMemory, ShareableList } from './sharedMemory.js';
-export * as sharedMemory from './sharedMemory.js';
+export * as sharedMemory from './shared-memory.js';
 
 // Pipes and connections.
 export { Pipe, Listener, Client, Connection } from './connection.js';

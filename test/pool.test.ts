@@ -312,4 +312,24 @@ describe('mp.dummy (multiprocessing.dummy)', () => {
     b.close();
     assert.equal(mp.managers.RemoteError, mp.RemoteError);
   });
+
+  it('Manager() serves shared objects from a thread; connection.Listener and Client connect', { timeout: 60_000 }, async () => {
+    await using m = await mp.dummy.Manager();
+    assert.equal(m._process!.pid, process.pid, 'the server is a thread of this process');
+    const dict = await m.dict();
+    await dict.setItem('k', 1);
+    assert.equal(await dict.getItem('k'), 1);
+    const listener = new mp.dummy.connection.Listener();
+    try {
+      const accepted = listener.accept();
+      const client = await mp.dummy.connection.Client(listener.address);
+      const server = await accepted;
+      client.send('hello');
+      assert.equal(await server.recv(), 'hello');
+      client.close();
+      server.close();
+    } finally {
+      listener.close();
+    }
+  });
 });
