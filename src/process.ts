@@ -8,6 +8,7 @@ import { realpathSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import { threadId } from 'node:worker_threads';
 import { isChild } from './backends/childMark.js';
+import { treeTrackerAddress } from './resourceTracker.js';
 import { ProcessError, ValueError } from './errors.js';
 import { debug, info, loggingConfig, setProcessNameSource } from './logger.js';
 import { newReduceContext, reduce, reduceFunction } from './reduction.js';
@@ -144,6 +145,7 @@ export class Process {
     const daemon = this.daemon;
     const popen = backend.start({
       graph, transfer: ctx.transfer, handles: ctx.handles, modules: [...ctx.modules], daemon, name: this.name,
+      tracker: treeTrackerAddress(),
     });
     state.popen = popen;
     state.sentinel = registerSentinel(popen.exited);

@@ -13,7 +13,6 @@ import {
 import { isAlive, runProgram, startMethods, waitForPidGone } from './helpers.js';
 import * as fs from 'node:fs';
 import { connectionsTo } from '../src/managers/proxies.js';
-import { TRACKER_ENV } from '../src/resourceTracker.js';
 import { Lane } from '../src/managers/lane.js';
 import type { ByteRing } from '../src/ring.js';
 import { readdirSync } from 'node:fs';
@@ -590,8 +589,8 @@ describe('the shared-memory lane of sessions with a local manager', () => {
   });
 
   it('a client killed while its lane offer is open leaves no segment behind (the resource tracker removes it)', async () => {
-    // A program of its own, with its own resource tracker (not this test process's, inherited).
-    const r = await runProgram(new URL('./fixtures/managers/laneOfferKilled.ts', import.meta.url), [], 60_000, { [TRACKER_ENV]: '' });
+    // A program of its own, with its own resource tracker (a program started with child_process never joins ours).
+    const r = await runProgram(new URL('./fixtures/managers/laneOfferKilled.ts', import.meta.url), [], 60_000);
     const segment = /segment (\/mp-\S+)/.exec(r.stdout)?.[1];
     assert.ok(segment, r.stdout + r.stderr);
     assert.match(r.stdout, /exitcode -9/);

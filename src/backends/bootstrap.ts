@@ -4,7 +4,7 @@
  */
 import { Socket } from 'node:net';
 import { isMainThread, workerData } from 'node:worker_threads';
-import { markChild } from './childMark.js';
+import { markChild, setInheritedTracker } from './childMark.js';
 
 markChild();
 
@@ -17,12 +17,15 @@ interface StartMessage {
   fdChannel?: boolean;
   /** The child's name (see setProvisionalName). */
   name?: string;
+  /** The parent's resource tracker. */
+  tracker?: string | null;
 }
 
 async function main(): Promise<void> {
   if (!isMainThread) {
     const { runChild } = await import('./child.js');
     const { start } = workerData as { start: StartMessage };
+    setInheritedTracker(start.tracker);
     const code = await runChild(start.graph, 'thread', [], () => true, start.name);
     process.exit(code);
   }
@@ -72,6 +75,7 @@ async function main(): Promise<void> {
     process.channel?.ref();
   });
   process.channel?.unref();
+  setInheritedTracker(start.tracker);
   if (forkserver < 0) {
     const { FIRST_HANDLE_FD } = await import('./spawn.js');
     for (let i = 0; i < start.handleCount; i++) handles.push(new Socket({ fd: FIRST_HANDLE_FD + i }));

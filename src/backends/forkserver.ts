@@ -149,7 +149,7 @@ export const forkserverBackend: Backend = {
     }
     child.send({
       type: 'start', graph: request.graph, handleCount: request.handles.length, modules: request.modules, name: request.name,
-      fdChannel: fdChannel !== undefined,
+      fdChannel: fdChannel !== undefined, tracker: request.tracker,
     });
     scheduleRefill();
     return new ChildPopen(child, !request.daemon);
