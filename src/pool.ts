@@ -17,7 +17,7 @@ import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import { dumps, loads, loadsSync, needsRebuild, newReduceContext, rebuild, reduce } from './reduction.js';
 import { sentinelExit } from './sentinels.js';
 import { refOf, sourceOf, type SourceFunction } from './tasks.js';
-import { raceTimeout, throwIfAborted } from './util.js';
+import { callUserCallback, raceTimeout, throwIfAborted } from './util.js';
 import {
   CALL, CANCELLED, Channel, defineFrame, MAP_CHUNK, Notifier, OK, ownBuffer, parseResult, PORT_THRESHOLD, portFrame,
   STARMAP_CHUNK, stopFrame, taskFrame, transferables, type PortMessage,
@@ -119,12 +119,9 @@ export class AsyncResult<T = unknown> {
   _settle(ok: boolean, value: unknown): void {
     if (this.outcome) return;
     this.outcome = ok ? { ok: true, value: value as T } : { ok: false, error: value };
-    try {
-      if (ok) this.callbacks.callback?.(value as T);
-      else this.callbacks.errorCallback?.(value as Error);
-    } finally {
-      this.resolveSettled();
-    }
+    if (ok) callUserCallback(this.callbacks.callback, value as T);
+    else callUserCallback(this.callbacks.errorCallback, value as Error);
+    this.resolveSettled();
   }
 
   ready(): boolean {

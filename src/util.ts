@@ -64,6 +64,22 @@ export async function runFinalizers(minPriority = -Infinity): Promise<void> {
   }
 }
 
+/**
+ * Calls a user's callback from inside the library's own work (a pool's result handling): what it
+ * throws surfaces as an uncaught exception, as a throwing EventEmitter listener's error does,
+ * instead of breaking the work that called it or vanishing.
+ */
+export function callUserCallback<A extends unknown[]>(callback: ((...args: A) => unknown) | undefined, ...args: A): void {
+  if (!callback) return;
+  try {
+    callback(...args);
+  } catch (error) {
+    queueMicrotask(() => {
+      throw error;
+    });
+  }
+}
+
 /** A promise that resolves after `seconds`, or never for null/undefined; aborts with `signal`. */
 export function deadlineOf(timeout: number | null | undefined): number {
   if (timeout === null || timeout === undefined) return Infinity;
