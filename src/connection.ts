@@ -9,7 +9,8 @@
  * Both feed one inbox; readiness (poll, wait), ordering of concurrent receivers, abort signals and
  * EOF are implemented once, on the inbox.
  */
-import { getStartMethod } from './context.js';
+import { memoryKindFor, registerClasses } from './context.js';
+import type { MemoryKind } from './heap.js';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
@@ -34,7 +35,7 @@ import { sentinelExit } from './sentinels.js';
 import { loadNative, tryLoadNative } from './native.js';
 import { SocketWriter } from './socketWriter.js';
 import { blockThread } from './blocking.js';
-import { abortable, constructible, type Factory } from './util.js';
+import { abortable, type Factory } from './util.js';
 
 export type { DigestName } from './connectionFraming.js';
 
@@ -1221,14 +1222,22 @@ export function pipeForThreads(duplex = true): [Connection, Connection] {
   ];
 }
 
+/** A pipe whose ends reach threads (a MessageChannel) or processes (an AF_UNIX socket pair). */
+function pipeFor(duplex: boolean, kind: MemoryKind): [Connection, Connection] {
+  return kind === 'thread' ? pipeForThreads(duplex) : pipeForProcesses(duplex);
+}
+
 /**
- * Python's `Pipe(duplex=True)`: two connected Connections, with or without `new` (API.md rule 1).
- * Which kind depends on the default context's start method: a MessageChannel for `thread`, an
- * AF_UNIX socket pair otherwise.
+ * Python's `Pipe(duplex=True)`: two connected Connections, of the kind the default context's
+ * children reach (a context's own `ctx.Pipe()` makes its kind); with or without `new` (docs/api.md
+ * rule 1: a function that returns an object, so `new` gives that object).
  */
-export const Pipe: Factory<[duplex?: boolean], [Connection, Connection]> = constructible((duplex = true) =>
-  // allowNone: asking must not fix the default start method (a later setStartMethod still works).
-  getStartMethod(true) === 'thread' ? pipeForThreads(duplex) : pipeForProcesses(duplex));
+export const Pipe = function Pipe(duplex = true): [Connection, Connection] {
+  // Asking must not fix the default start method (a later setStartMethod still works).
+  return pipeFor(duplex, memoryKindFor(null, false));
+} as Factory<[duplex?: boolean], [Connection, Connection]>;
+
+registerClasses({ Pipe: pipeFor });
 
 // ---- the authkey handshake -------------------------------------------------------------------
 

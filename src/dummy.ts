@@ -7,12 +7,15 @@ import { getContext } from './context.js';
 import { ThreadPool } from './pool.js';
 import { Client, Listener, wait as connectionWait } from './connection.js';
 import { callable } from './util.js';
+// The thread context's factories make these modules' classes: load them.
+import './queues.js';
+import './sharedctypes.js';
 
 const threads = getContext('thread');
 
 export const Process = threads.Process;
 /** Python's `multiprocessing.dummy.Pool(processes, initializer, initargs)`: a ThreadPool, with or
- * without `new` (a factory function, API.md rule 1). */
+ * without `new` (a factory function, docs/api.md rule 1). */
 export const Pool = callable(ThreadPool);
 export const { currentProcess, activeChildren, freezeSupport } = threads;
 export const Lock = threads.Lock;

@@ -1,6 +1,6 @@
 /**
  * `multiprocessing-ts/shared-memory` (also `mp.sharedMemory`): Python's `multiprocessing.shared_memory`
- * (`SharedMemory`, `ShareableList`) and `SharedMemoryManager`, which API.md lists there. A module of
+ * (`SharedMemory`, `ShareableList`) and `SharedMemoryManager`, which docs/api.md lists there. A module of
  * its own because sharedMemory.ts is what a child imports to rebuild a segment it was given, and
  * must not load the managers with it.
  */

@@ -1,4 +1,4 @@
-// API.md rule 1: Python's factory functions (the context methods of multiprocessing/context.py, and
+// docs/api.md rule 1: Python's factory functions (the context methods of multiprocessing/context.py, and
 // multiprocessing.dummy's) are callable and constructible, with the same generics both ways, in
 // the root, in every namespace, on every context object and in every subpath.
 import { describe, it } from 'node:test';
@@ -19,7 +19,7 @@ const all = Object.keys(factories);
 // `Manager()` (and `connection.Client()`) are factories too, but async: they are called and
 // awaited (`await mp.Manager()`); there is no object for `new` to give. Names that are classes in
 // Python stay classes, used with `new` (`new mp.pool.Pool()`, `new mp.pool.ThreadPool()`,
-// `new mp.managers.Value()`, `new mp.SharedMemory()`), as API.md writes them.
+// `new mp.managers.Value()`, `new mp.SharedMemory()`), as docs/api.md writes them.
 
 /** Every place that has factory functions in Python, and which: the root and the context objects
  * (Python's context methods), and the namespaces, which are the modules behind the subpaths
@@ -47,7 +47,7 @@ async function dispose(x: unknown): Promise<void> {
   }
 }
 
-describe('factories are callable and constructible (API.md rule 1)', () => {
+describe('factories are callable and constructible (docs/api.md rule 1)', () => {
   for (const [where, place, names] of places) {
     it(`${where}: ${names.join(', ')}`, async () => {
       for (const name of names) {

@@ -1,5 +1,5 @@
 // Every subpath of package.json "exports" has the names of Python's module `__all__` (reference §0,
-// camelCased) and those API.md lists for it; the root's namespaces are the same modules.
+// camelCased) and those docs/api.md lists for it; the root's namespaces are the same modules.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
@@ -25,7 +25,7 @@ const root = [
   'SimpleQueue', 'TimeoutError', 'Value', 'activeChildren', 'cpuCount', 'currentProcess', 'freezeSupport',
   'getAllStartMethods', 'getContext', 'getLogger', 'getStartMethod', 'logToStderr', 'parentProcess', 'setExecutable',
   'setForkserverPreload', 'setStartMethod',
-  // API.md: every class and function it shows, the errors of rule 8, the namespaces
+  // docs/api.md: every class and function it shows, the errors of rule 8, the namespaces
   'Listener', 'Client', 'Connection', 'SharedMemory', 'ShareableList', 'SharedMemoryManager', 'BaseManager', 'SyncManager',
   'ThreadPool', 'AsyncResult', 'processCpuCount', 'isMain', 'task', 'serializable', 'Empty', 'Full', 'BrokenBarrierError',
   'RemoteError', 'PicklingError', 'WorkerLostError', 'EOFError', 'OSError', 'KeyError', 'IndexError', 'UnpicklingError',
@@ -64,7 +64,7 @@ const namespaces: Record<string, unknown> = {
   './dummy': mp.dummy,
 };
 
-describe('subpaths (package.json "exports") against Python\'s __all__ and API.md', () => {
+describe('subpaths (package.json "exports") against Python\'s __all__ and docs/api.md', () => {
   it('every subpath is audited, and its module exists', () => {
     const subpaths = Object.keys(pkg.exports).filter((s) => s !== './package.json');
     assert.deepEqual(subpaths.sort(), Object.keys(expected).sort());
