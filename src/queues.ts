@@ -20,7 +20,7 @@
  * The ring holds 64 KiB, like a Linux pipe; larger items stream through it.
  */
 import { inspect } from 'node:util';
-import { Empty, Full, ValueError } from './errors.js';
+import { emptyQueue, fullQueue, ValueError, type Empty, type Full } from './errors.js';
 import { finalize, raceTimeout, throwIfAborted, type FinalizeHandle } from './util.js';
 import { forgetHandOver, handOverBeforeBlocking } from './blocking.js';
 import { wait, waitSync, wake } from './futex.js';
@@ -133,10 +133,7 @@ export class Queue<T = unknown> {
   async put(obj: T, options: PutOptions = {}): Promise<void> {
     this.checkClosed();
     const frame = this.frame(obj);
-    if (!this.tryTakeSlot()) {
-      if (options.block === false) throw new Full();
-      await this.takeSlot(deadlineFor(true, options.timeout), options.signal);
-    }
+    if (!this.tryTakeSlot()) await this.takeSlot(options);
     this.enqueue(frame);
   }
 
@@ -144,17 +141,14 @@ export class Queue<T = unknown> {
   putSync(obj: T, options: PutOptions = {}): void {
     this.checkClosed();
     const frame = this.frame(obj);
-    if (!this.tryTakeSlot()) {
-      if (options.block === false) throw new Full();
-      this.takeSlotSync(deadlineFor(true, options.timeout));
-    }
+    if (!this.tryTakeSlot()) this.takeSlotSync(options);
     this.enqueue(frame);
   }
 
   putNowait(obj: T): void {
     this.checkClosed();
     const frame = this.frame(obj);
-    if (!this.tryTakeSlot()) throw new Full();
+    if (!this.tryTakeSlot()) throw this.noSlot({ block: false });
     this.enqueue(frame);
   }
 
@@ -175,20 +169,27 @@ export class Queue<T = unknown> {
     }
   }
 
-  private async takeSlot(deadline: number, signal?: AbortSignal): Promise<void> {
+  private async takeSlot(options: PutOptions): Promise<void> {
+    const deadline = deadlineFor(options.block, options.timeout);
     const w = this._ring.words;
     while (!this.tryTakeSlot()) {
-      if (performance.now() >= deadline) throw new Full();
-      await wait(w, FREE_SLOTS, 0, secondsUntil(deadline), signal);
+      if (performance.now() >= deadline) throw this.noSlot(options);
+      await wait(w, FREE_SLOTS, 0, secondsUntil(deadline), options.signal);
     }
   }
 
-  private takeSlotSync(deadline: number): void {
+  private takeSlotSync(options: PutOptions): void {
+    const deadline = deadlineFor(options.block, options.timeout);
     const w = this._ring.words;
     while (!this.tryTakeSlot()) {
-      if (performance.now() >= deadline) throw new Full();
+      if (performance.now() >= deadline) throw this.noSlot(options);
       waitSync(w, FREE_SLOTS, 0, secondsUntil(deadline));
     }
+  }
+
+  /** Python's Full, saying which queue and how long the put waited. */
+  private noSlot(options: PutOptions): Full {
+    return fullQueue(String(this), options.block, options.timeout);
   }
 
   private enqueue(frame: Uint8Array): void {
@@ -326,10 +327,10 @@ export class Queue<T = unknown> {
     const { signal } = options;
     if (signal?.aborted) throw signal.reason;
     const locked = await this._rlock.acquire({ block: deadline !== 0, timeout: secondsUntil(deadline), signal });
-    if (!locked) throw new Empty();
+    if (!locked) throw this.noItem(options);
     let body: Uint8Array;
     try {
-      body = await this.readFrame(deadline, signal);
+      body = await this.readFrame(deadline, options);
     } finally {
       this._rlock.release();
     }
@@ -340,11 +341,11 @@ export class Queue<T = unknown> {
   getSync(options: GetOptions = {}): T {
     this.checkClosed();
     const deadline = deadlineFor(options.block, options.timeout);
-    if (!this._rlock.acquireSync({ block: deadline !== 0, timeout: secondsUntil(deadline) })) throw new Empty();
+    if (!this._rlock.acquireSync({ block: deadline !== 0, timeout: secondsUntil(deadline) })) throw this.noItem(options);
     let got: unknown;
     try {
       got = this.tryTake();
-      if (got === NO_FRAME) got = new NeedsRebuild(this.readFrameSync(deadline));
+      if (got === NO_FRAME) got = new NeedsRebuild(this.readFrameSync(deadline, options));
     } finally {
       this._rlock.release();
     }
@@ -374,20 +375,25 @@ export class Queue<T = unknown> {
     return this.getSync({ block: false });
   }
 
-  private async readFrame(deadline: number, signal?: AbortSignal): Promise<Uint8Array> {
+  private async readFrame(deadline: number, options: GetOptions): Promise<Uint8Array> {
     // Until the first byte of an item has arrived, time out and abort are allowed; after that the
     // writer (holding its lock) finishes the item and we read it whole.
-    if (!(await this._ring.waitForData(deadline, signal))) throw new Empty();
+    if (!(await this._ring.waitForData(deadline, options.signal))) throw this.noItem(options);
     const body = await this._ring.readFrame();
     this.onGot();
     return body;
   }
 
-  private readFrameSync(deadline: number): Uint8Array {
-    if (!this._ring.waitForDataSync(deadline)) throw new Empty();
+  private readFrameSync(deadline: number, options: GetOptions): Uint8Array {
+    if (!this._ring.waitForDataSync(deadline)) throw this.noItem(options);
     const body = this._ring.readFrameSync();
     this.onGot();
     return body;
+  }
+
+  /** Python's Empty, saying which queue and how long the get waited. */
+  private noItem(options: GetOptions): Empty {
+    return emptyQueue(String(this), options.block, options.timeout);
   }
 
   private onGot(): void {

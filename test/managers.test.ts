@@ -380,12 +380,14 @@ describe('SyncManager objects used from child processes', () => {
     await q.putNowait(2);
     assert.equal(await q.full(), true);
     assert.equal(await q.qsize(), 2);
-    await assert.rejects(q.putNowait(3), mp.Full);
-    await assert.rejects(q.put(3, { timeout: 0.05 }), mp.Full);
+    // Python's classes, with messages that say which queue and how long the call waited.
+    const is = (cls: typeof mp.Full | typeof mp.Empty, message: string) => (e: Error) => e instanceof cls && e.message === message;
+    await assert.rejects(q.putNowait(3), is(mp.Full, "the manager's Queue (maxsize=2) is full without waiting (block: false)"));
+    await assert.rejects(q.put(3, { timeout: 0.05 }), is(mp.Full, "the manager's Queue (maxsize=2) is full after waiting 0.05 s (the timeout)"));
     assert.equal(await q.get(), 1);
     assert.equal(await q.getNowait(), 2);
-    await assert.rejects(q.getNowait(), mp.Empty);
-    await assert.rejects(q.get({ timeout: 0.05 }), mp.Empty);
+    await assert.rejects(q.getNowait(), is(mp.Empty, "no item in the manager's Queue (maxsize=2) without waiting (block: false)"));
+    await assert.rejects(q.get({ timeout: 0.05 }), is(mp.Empty, "no item in the manager's Queue (maxsize=2) after waiting 0.05 s (the timeout)"));
     assert.equal(await q.empty(), true);
 
     const jobs = await m.JoinableQueue<number>();

@@ -89,6 +89,24 @@ for (const method of startMethods) {
       assert.deepEqual(got, { n: 7 });
     });
 
+    it('Empty and Full say which queue and how long the call waited', async () => {
+      const q = ctx.Queue<number>(1);
+      const described = (error: Error, name: string, message: string) => {
+        assert.equal(error.name, name);
+        assert.equal(error.message, message);
+        return true;
+      };
+      assert.throws(() => q.getNowait(), (e: Error) => described(e, 'Empty', 'no item in <Queue object maxsize=1> without waiting (block: false)'));
+      await assert.rejects(q.get({ timeout: 0.05 }), (e: Error) => described(e, 'Empty', 'no item in <Queue object maxsize=1> after waiting 0.05 s (the timeout)'));
+      assert.throws(() => q.getSync({ timeout: 0.05 }), (e: Error) => described(e, 'Empty', 'no item in <Queue object maxsize=1> after waiting 0.05 s (the timeout)'));
+      q.putNowait(1);
+      assert.throws(() => q.putNowait(2), (e: Error) => described(e, 'Full', '<Queue object maxsize=1> is full without waiting (block: false)'));
+      await assert.rejects(q.put(2, { timeout: 0.05 }), (e: Error) => described(e, 'Full', '<Queue object maxsize=1> is full after waiting 0.05 s (the timeout)'));
+      assert.throws(() => q.putSync(2, { timeout: 0.05 }), (e: Error) => described(e, 'Full', '<Queue object maxsize=1> is full after waiting 0.05 s (the timeout)'));
+      const jq = ctx.JoinableQueue();
+      assert.throws(() => jq.getNowait(), (e: Error) => described(e, 'Empty', 'no item in <JoinableQueue object maxsize=0> without waiting (block: false)'));
+    });
+
     it('a bounded queue raises Full, and a get frees a slot for a waiting put', async () => {
       const q = ctx.Queue<number>(2);
       await q.put(1);
