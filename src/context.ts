@@ -17,7 +17,7 @@ import * as errors from './errors.js';
 import { NotAvailableError, ValueError } from './errors.js';
 import { getLogger, logToStderr } from './logger.js';
 import {
-  activeChildren, cpuCount, currentProcess, freezeSupport, parentProcess, Process, processClassFor,
+  activeChildren, checkNotBootstrapping, cpuCount, currentProcess, freezeSupport, parentProcess, Process, processClassFor,
   processCpuCount, setBackendResolver,
 } from './process.js';
 import type { Backend, StartMethod } from './backends/backend.js';
@@ -234,7 +234,11 @@ export class DefaultContext extends BaseContext {
   }
 
   override setStartMethod(method: string | null, options: { force?: boolean } = {}): void {
-    if (this.actual !== null && !options.force) throw new errors.ProcessError('context has already been set');
+    if (this.actual !== null && !options.force) {
+      // In a child importing its task's module, that module's top level sets it: say what to do.
+      checkNotBootstrapping();
+      throw new errors.ProcessError('context has already been set');
+    }
     if (method === null && options.force) {
       this.actual = null;
       return;

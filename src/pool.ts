@@ -13,7 +13,7 @@ import { inspect } from 'node:util';
 import { TimeoutError, ValueError, withRemoteTraceback, WorkerLostError } from './errors.js';
 import { signalName } from './backends/backend.js';
 import { getContext, memoryKindFor, registerClasses, type BaseContext } from './context.js';
-import { Process, processCpuCount } from './process.js';
+import { checkNotBootstrapping, Process, processCpuCount } from './process.js';
 import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import { dumps, loads, loadsSync, needsRebuild, newReduceContext, rebuild, reduce } from './reduction.js';
 import { sentinelExit } from './sentinels.js';
@@ -488,6 +488,8 @@ export class Pool {
   private readonly started: Process[] = [];
 
   constructor(processes?: number | null | PoolOptions, options: PoolOptions = {}) {
+    // First, before anything is allocated: a pool made by a child importing an unguarded module.
+    checkNotBootstrapping();
     if (typeof processes === 'object' && processes !== null) {
       options = processes;
       processes = options.processes;
@@ -1071,6 +1073,8 @@ export class Pool {
 /** Python's ThreadPool: the same API on worker threads. */
 export class ThreadPool extends Pool {
   constructor(processes?: number | null | PoolOptions, options: PoolOptions = {}) {
+    // First, before anything is allocated: a pool made by a child importing an unguarded module.
+    checkNotBootstrapping();
     if (typeof processes === 'object' && processes !== null) {
       super({ ...processes, context: getContext('thread') });
     } else {

@@ -10,6 +10,7 @@ import { existsSync } from 'node:fs';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Parser } from 'acorn';
 import { PicklingError } from './errors.js';
+import { isChild, whileBootstrapping } from './backends/childMark.js';
 
 /** Where a task or class was defined: looked up again by `module` and `key` in the other process. */
 export interface TaskRef {
@@ -127,11 +128,14 @@ export function lookupLoaded(ref: TaskRef): unknown {
 }
 
 /** Imports the defining module (as Python's unpickler imports a function's module) and looks the
- * task up. */
+ * task up. In a child that import is Python's bootstrapping phase (the module is often the
+ * program's entry module, re-imported), whenever it happens: a pool worker imports a task's module
+ * when its first task arrives. */
 export async function resolveRef(ref: TaskRef): Promise<unknown> {
   const loaded = lookupLoaded(ref);
   if (loaded !== undefined) return loaded;
-  await import(ref.module);
+  if (isChild()) await whileBootstrapping(() => import(ref.module));
+  else await import(ref.module);
   const value = lookupLoaded(ref);
   if (value === undefined) {
     const known = [...(registry.byModule.get(ref.module)?.keys() ?? [])];

@@ -4,7 +4,7 @@
  */
 import { Socket } from 'node:net';
 import { isMainThread, workerData } from 'node:worker_threads';
-import { markChild, setInheritedTracker } from './childMark.js';
+import { markChild, setInheritedTracker, whileBootstrapping } from './childMark.js';
 
 markChild();
 
@@ -47,18 +47,17 @@ async function main(): Promise<void> {
   if (forkserver >= 0) {
     // A warm child: import the preload modules now, then wait to be handed a process object.
     const preload = JSON.parse(process.argv[forkserver + 1] ?? '[]') as string[];
-    const { setBootstrapping } = await import('../process.js');
     await import('./child.js');
-    setBootstrapping(true);
-    for (const module of preload) {
-      try {
-        await import(module);
-      } catch (error) {
-        // Reported if the process handed to this child needs the module, as spawn would.
-        preloadFailures.set(module, error);
+    await whileBootstrapping(async () => {
+      for (const module of preload) {
+        try {
+          await import(module);
+        } catch (error) {
+          // Reported if the process handed to this child needs the module, as spawn would.
+          preloadFailures.set(module, error);
+        }
       }
-    }
-    setBootstrapping(false);
+    });
     process.send?.({ type: 'ready' });
   }
   const handles: Socket[] = [];

@@ -1,6 +1,7 @@
 /**
- * Whether this process or thread was started by multiprocessing-ts (then `isMain()` is false), and
- * what its parent handed it beyond the process object: its resource tracker's address. That comes
+ * Whether this process or thread was started by multiprocessing-ts (then `isMain()` is false),
+ * whether it is importing its task modules (Python's bootstrapping phase), and what its parent
+ * handed it beyond the process object: its resource tracker's address. That comes
  * in the start message, never through the environment, so that a program the user starts with
  * child_process does not join the tree's tracker (Python hands the tracker to its own children only).
  */
@@ -17,6 +18,27 @@ export function markChild(): void {
 
 export function isChild(): boolean {
   return globals[key] === true || !isMainThread;
+}
+
+const bootstrappingKey = Symbol.for('multiprocessing-ts.bootstrapping');
+
+/**
+ * Runs `load`, the import of a child's task modules, as Python's bootstrapping phase: a process,
+ * a pool or a start method set meanwhile comes from a module's top level that the `isMain` guard
+ * should protect, and is refused with Python's advice (process.ts, checkNotBootstrapping).
+ */
+export async function whileBootstrapping<T>(load: () => Promise<T>): Promise<T> {
+  const outer = globals[bootstrappingKey] === true;
+  globals[bootstrappingKey] = true;
+  try {
+    return await load();
+  } finally {
+    globals[bootstrappingKey] = outer;
+  }
+}
+
+export function isBootstrapping(): boolean {
+  return globals[bootstrappingKey] === true;
 }
 
 /** Records the parent's resource tracker (from the start message). */
