@@ -23,10 +23,10 @@ import { inspect } from 'node:util';
 import { emptyQueue, fullQueue, ValueError, type Empty, type Full } from './errors.js';
 import { finalize, raceTimeout, throwIfAborted, type FinalizeHandle } from './util.js';
 import { forgetHandOver, handOverBeforeBlocking } from './blocking.js';
-import { wait, waitSync, wake } from './futex.js';
+import { deadlineAfter, park, runAsync, runSync, secondsUntil, wait, wake, type Steps } from './futex.js';
 import { allocate, attachBlock, blockState, checkTarget, int32s, type Block, type BlockState } from './heap.js';
 import { decodesByCopy, dumps, loads, loadsSync, needsRebuild, reduceSymbol, registerReducer, type ReduceContext, type Reduced } from './reduction.js';
-import { ByteRing, NO_FRAME, RING_WORDS, secondsUntil } from './ring.js';
+import { ByteRing, NO_FRAME, RING_WORDS } from './ring.js';
 import { acquireMarking, Lock, type SyncOptions } from './synchronize.js';
 import { memoryKindFor, registerClasses } from './context.js';
 
@@ -80,10 +80,9 @@ function decodeItem(body: Uint8Array): unknown {
   return loadsSync(decodesByCopy(body) ? body : body.slice());
 }
 
-function deadlineFor(block: boolean | undefined, timeout: number | null | undefined): number {
-  if (block === false) return 0;
-  if (timeout === null || timeout === undefined) return Infinity;
-  return performance.now() + Math.max(0, timeout) * 1000;
+/** A put's or get's deadline (performance.now()): 0, long passed, with `block: false`. */
+function deadlineOf(options: PutOptions): number {
+  return options.block === false ? 0 : deadlineAfter(options.timeout);
 }
 
 /** `multiprocessing.Queue`: multi-producer, multi-consumer, across processes and threads. */
@@ -133,7 +132,7 @@ export class Queue<T = unknown> {
   async put(obj: T, options: PutOptions = {}): Promise<void> {
     this.checkClosed();
     const frame = this.frame(obj);
-    if (!this.tryTakeSlot()) await this.takeSlot(options);
+    if (!this.tryTakeSlot()) await runAsync(this.takeSlot(options), options.signal);
     this.enqueue(frame);
   }
 
@@ -141,7 +140,7 @@ export class Queue<T = unknown> {
   putSync(obj: T, options: PutOptions = {}): void {
     this.checkClosed();
     const frame = this.frame(obj);
-    if (!this.tryTakeSlot()) this.takeSlotSync(options);
+    if (!this.tryTakeSlot()) runSync(this.takeSlot(options));
     this.enqueue(frame);
   }
 
@@ -169,21 +168,12 @@ export class Queue<T = unknown> {
     }
   }
 
-  private async takeSlot(options: PutOptions): Promise<void> {
-    const deadline = deadlineFor(options.block, options.timeout);
-    const w = this._ring.words;
+  /** Waits for a free slot of a bounded queue; `Full` when the deadline passes first. */
+  private *takeSlot(options: PutOptions): Steps<void> {
+    const deadline = deadlineOf(options);
     while (!this.tryTakeSlot()) {
       if (performance.now() >= deadline) throw this.noSlot(options);
-      await wait(w, FREE_SLOTS, 0, secondsUntil(deadline), options.signal);
-    }
-  }
-
-  private takeSlotSync(options: PutOptions): void {
-    const deadline = deadlineFor(options.block, options.timeout);
-    const w = this._ring.words;
-    while (!this.tryTakeSlot()) {
-      if (performance.now() >= deadline) throw this.noSlot(options);
-      waitSync(w, FREE_SLOTS, 0, secondsUntil(deadline));
+      yield park(this._ring.words, FREE_SLOTS, 0, deadline);
     }
   }
 
@@ -260,7 +250,7 @@ export class Queue<T = unknown> {
       while (!this.writeWithoutWaiting()) {
         const wake = (this.feederWake = new AbortController());
         try {
-          if (this.holdsWriterLock) await this._ring.waitForSpace(wake.signal);
+          if (this.holdsWriterLock) await runAsync(this._ring.waitForSpace(), wake.signal);
           else await acquireMarking(this._wlock, () => (this.holdsWriterLock = true), wake.signal);
         } catch (error) {
           if (!wake.signal.aborted) throw error;
@@ -323,14 +313,18 @@ export class Queue<T = unknown> {
       }
       if (got !== NO_FRAME) return (got instanceof NeedsRebuild ? await loads(got.bytes) : got) as T;
     }
-    const deadline = deadlineFor(options.block, options.timeout);
+    const deadline = deadlineOf(options);
     const { signal } = options;
     if (signal?.aborted) throw signal.reason;
     const locked = await this._rlock.acquire({ block: deadline !== 0, timeout: secondsUntil(deadline), signal });
     if (!locked) throw this.noItem(options);
     let body: Uint8Array;
     try {
-      body = await this.readFrame(deadline, options);
+      // Until the first byte of an item has arrived, time out and abort are allowed; after that the
+      // writer (holding its lock) finishes the item and we read it whole.
+      if (!(await runAsync(this._ring.waitForData(deadline), signal))) throw this.noItem(options);
+      body = await runAsync(this._ring.readFrame());
+      this.onGot();
     } finally {
       this._rlock.release();
     }
@@ -340,12 +334,16 @@ export class Queue<T = unknown> {
   /** `get` that blocks this thread. */
   getSync(options: GetOptions = {}): T {
     this.checkClosed();
-    const deadline = deadlineFor(options.block, options.timeout);
+    const deadline = deadlineOf(options);
     if (!this._rlock.acquireSync({ block: deadline !== 0, timeout: secondsUntil(deadline) })) throw this.noItem(options);
     let got: unknown;
     try {
       got = this.tryTake();
-      if (got === NO_FRAME) got = new NeedsRebuild(this.readFrameSync(deadline, options));
+      if (got === NO_FRAME) {
+        if (!runSync(this._ring.waitForData(deadline))) throw this.noItem(options);
+        got = new NeedsRebuild(runSync(this._ring.readFrame()));
+        this.onGot();
+      }
     } finally {
       this._rlock.release();
     }
@@ -373,22 +371,6 @@ export class Queue<T = unknown> {
    */
   getNowait(): T {
     return this.getSync({ block: false });
-  }
-
-  private async readFrame(deadline: number, options: GetOptions): Promise<Uint8Array> {
-    // Until the first byte of an item has arrived, time out and abort are allowed; after that the
-    // writer (holding its lock) finishes the item and we read it whole.
-    if (!(await this._ring.waitForData(deadline, options.signal))) throw this.noItem(options);
-    const body = await this._ring.readFrame();
-    this.onGot();
-    return body;
-  }
-
-  private readFrameSync(deadline: number, options: GetOptions): Uint8Array {
-    if (!this._ring.waitForDataSync(deadline)) throw this.noItem(options);
-    const body = this._ring.readFrameSync();
-    this.onGot();
-    return body;
   }
 
   /** Python's Empty, saying which queue and how long the get waited. */

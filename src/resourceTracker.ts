@@ -19,11 +19,11 @@
 import { spawn } from 'node:child_process';
 import { closeSync, mkdtempSync, rmSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { extname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { ValueError } from './errors.js';
 import { loadNative } from './native.js';
 import { inheritedTracker } from './backends/childMark.js';
+import { moduleExtension, packageFile } from './packageFiles.js';
 
 /** Resource types the tracker knows how to clean up. */
 export type ResourceType = 'shared_memory' | 'file';
@@ -31,7 +31,7 @@ export type ResourceType = 'shared_memory' | 'file';
 let fd: number | null = null;
 let pid: number | null = null;
 let broken = false;
-/** The address of the tracker this process started, or of the one it found dead (then null). */
+/** The address of the tracker this process started (null before, and once it has died). */
 let started: string | null = null;
 /** A tracker that died is not looked for at the inherited address again. */
 let inheritedGone = false;
@@ -57,8 +57,7 @@ function loaderArgs(): string[] {
 }
 
 function trackerEntry(): string {
-  const here = fileURLToPath(import.meta.url);
-  return fileURLToPath(new URL(`./backends/resourceTrackerMain${extname(here)}`, import.meta.url));
+  return packageFile(`backends/resourceTrackerMain${moduleExtension}`);
 }
 
 /** Starts a tracker and returns this process's connection to it. */
