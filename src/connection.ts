@@ -34,7 +34,8 @@ import {
 import { sentinelExit } from './sentinels.js';
 import { loadNative, tryLoadNative } from './native.js';
 import { SocketWriter } from './socketWriter.js';
-import { abortable, MAX_DELAY_MS, timerDelayMs } from './util.js';
+import { blockThread } from './blocking.js';
+import { abortable, MAX_DELAY_MS, timerDelayMs, type Factory } from './util.js';
 import { deadlineAfter, secondsUntil } from './futex.js';
 
 export type { DigestName } from './connectionFraming.js';
@@ -330,7 +331,7 @@ class SocketTransport implements Transport {
     try {
       // Also wakes when a socket of this thread with sends still to write can take more: nothing
       // else writes them while this thread is blocked.
-      n = native.readSocket(this.fileno(), into, timeoutMs, SocketWriter.pendingFds());
+      n = blockThread(timeoutMs, (slice) => native.readSocket(this.fileno(), into, slice, SocketWriter.pendingFds()), (r) => r === -1);
     } catch (error) {
       this.onError(error);
       return true;
@@ -547,7 +548,7 @@ class PortTransport implements Transport {
       // As readSocket does: a peer that answers within microseconds is caught before sleeping.
       const spinUntil = performance.now() + Math.min(PORT_SPIN_MS, Math.max(0, timeoutMs < 0 ? Infinity : timeoutMs));
       while (performance.now() < spinUntil) if (Atomics.load(words, inbox) !== seen) return true;
-      return Atomics.wait(words, inbox, seen, timeoutMs < 0 ? Infinity : timeoutMs) !== 'timed-out';
+      return blockThread(timeoutMs, (slice) => Atomics.wait(words, inbox, seen, slice < 0 ? Infinity : slice), (r) => r === 'timed-out') !== 'timed-out';
     } finally {
       Atomics.sub(words, inbox + 1, 1);
     }
@@ -1272,12 +1273,13 @@ function pipeFor(duplex: boolean, kind: MemoryKind): [Connection, Connection] {
 
 /**
  * Python's `Pipe(duplex=True)`: two connected Connections, of the kind the default context's
- * children reach (a context's own `ctx.Pipe()` makes its kind).
+ * children reach (a context's own `ctx.Pipe()` makes its kind); with or without `new` (docs/api.md
+ * rule 1: a function that returns an object, so `new` gives that object).
  */
-export function Pipe(duplex = true): [Connection, Connection] {
+export const Pipe = function Pipe(duplex = true): [Connection, Connection] {
   // Asking must not fix the default start method (a later setStartMethod still works).
   return pipeFor(duplex, memoryKindFor(null, false));
-}
+} as Factory<[duplex?: boolean], [Connection, Connection]>;
 
 registerClasses({ Pipe: pipeFor });
 

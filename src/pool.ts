@@ -13,12 +13,12 @@ import { inspect } from 'node:util';
 import { TimeoutError, ValueError, withRemoteTraceback, WorkerLostError } from './errors.js';
 import { signalName } from './backends/backend.js';
 import { getContext, memoryKindFor, registerClasses, type BaseContext } from './context.js';
-import { Process, processCpuCount } from './process.js';
+import { checkNotBootstrapping, Process, processCpuCount } from './process.js';
 import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import { dumps, loads, loadsSync, needsRebuild, newReduceContext, rebuild, reduce } from './reduction.js';
 import { sentinelExit } from './sentinels.js';
 import { refOf, sourceOf, type SourceFunction } from './tasks.js';
-import { raceTimeout, throwIfAborted } from './util.js';
+import { callUserCallback, raceTimeout, throwIfAborted } from './util.js';
 import { deadlineAfter, runAsync, secondsUntil } from './futex.js';
 import {
   CALL, CANCELLED, Channel, defineFrame, MAP_CHUNK, Notifier, OK, ownBuffer, parseResult, PORT_THRESHOLD, portFrame,
@@ -121,12 +121,9 @@ export class AsyncResult<T = unknown> {
   _settle(ok: boolean, value: unknown): void {
     if (this.outcome) return;
     this.outcome = ok ? { ok: true, value: value as T } : { ok: false, error: value };
-    try {
-      if (ok) this.callbacks.callback?.(value as T);
-      else this.callbacks.errorCallback?.(value as Error);
-    } finally {
-      this.resolveSettled();
-    }
+    if (ok) callUserCallback(this.callbacks.callback, value as T);
+    else callUserCallback(this.callbacks.errorCallback, value as Error);
+    this.resolveSettled();
   }
 
   ready(): boolean {
@@ -512,6 +509,8 @@ export class Pool {
   private readonly started: Process[] = [];
 
   constructor(processes?: number | null | PoolOptions, options: PoolOptions = {}) {
+    // First, before anything is allocated: a pool made by a child importing an unguarded module.
+    checkNotBootstrapping();
     if (typeof processes === 'object' && processes !== null) {
       options = processes;
       processes = options.processes;

@@ -7,9 +7,11 @@
  * and hands it, at spawn, one end of a socketpair plus a Unix socket that is already listening, so
  * the tracker exists for the kernel before its code even runs: every write here is a synchronous
  * `writeSync` to a connected socket, like Python's `os.write` to the tracker's pipe. The socket's
- * path goes to children in `MP_RESOURCE_TRACKER`, and they connect to the same tracker. A process
- * that dies closes its connection; when no connection is left, the tracker warns about what is still
- * registered (Python's message), unlinks it and exits.
+ * path goes to the library's own children in their start message (backends/childMark.ts), and they
+ * connect to the same tracker; it is never put in the environment, so a program started with
+ * child_process gets a tracker of its own, as in Python. A process that dies closes its
+ * connection; when no connection is left, the tracker warns about what is still registered
+ * (Python's message), unlinks it and exits.
  *
  * The tracker never keeps the user's program alive (the connection is a raw fd, the child is
  * unref'ed and detached, so Ctrl-C does not reach it).
@@ -20,10 +22,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ValueError } from './errors.js';
 import { loadNative } from './native.js';
+import { inheritedTracker } from './backends/childMark.js';
 import { moduleExtension, packageFile } from './packageFiles.js';
-
-/** The environment variable through which children find their tree's tracker. */
-export const TRACKER_ENV = 'MP_RESOURCE_TRACKER';
 
 /** Resource types the tracker knows how to clean up. */
 export type ResourceType = 'shared_memory' | 'file';
@@ -33,6 +33,15 @@ let pid: number | null = null;
 /** The tracker this process started (to learn its exit status, for tests). */
 let child: ChildProcess | null = null;
 let broken = false;
+/** The address of the tracker this process started (null before, and once it has died). */
+let started: string | null = null;
+/** A tracker that died is not looked for at the inherited address again. */
+let inheritedGone = false;
+
+/** The address of this process tree's tracker: the one started here, or the parent's. */
+export function treeTrackerAddress(): string | null {
+  return started ?? (inheritedGone ? null : inheritedTracker());
+}
 
 /** Node options that make the tracker's module loadable (a TypeScript loader such as tsx). */
 function loaderArgs(): string[] {
@@ -71,7 +80,6 @@ function start(): number {
     child = spawn(process.execPath, [...loaderArgs(), trackerEntry(), address], {
       stdio: ['ignore', 'ignore', 'inherit', theirs, listenFd],
       detached: true,
-      env: { ...process.env, [TRACKER_ENV]: address },
     });
     child.on('error', (err) => process.emitWarning(`resource_tracker: could not start: ${err.message}`));
     child.unref();
@@ -84,7 +92,7 @@ function start(): number {
     closeSync(theirs);
     closeSync(listenFd);
   }
-  process.env[TRACKER_ENV] = address;
+  started = address;
   return mine;
 }
 
@@ -93,18 +101,19 @@ function start(): number {
  * that the tracker waits for it too. */
 export function ensureRunning(): string {
   if (fd === null) {
-    const address = process.env[TRACKER_ENV];
+    const address = treeTrackerAddress();
     if (address) {
       try {
         fd = loadNative().unixConnect(address);
         pid = null;
       } catch {
         fd = null; // that tracker has gone: start our own
+        forgetTracker();
       }
     }
     if (fd === null) fd = start();
   }
-  return process.env[TRACKER_ENV]!;
+  return treeTrackerAddress()!;
 }
 
 /** The tracker's pid when this process started it, else null. */
@@ -114,7 +123,13 @@ export function trackerPid(): number | null {
 
 /** The address of this process's tracker, or null when it has not connected to one. */
 export function trackerAddress(): string | null {
-  return fd === null ? null : (process.env[TRACKER_ENV] ?? null);
+  return fd === null ? null : treeTrackerAddress();
+}
+
+/** The tree's tracker is gone: the next registration starts a new one. */
+function forgetTracker(): void {
+  started = null;
+  inheritedGone = true;
 }
 
 /** Python's limit on one message to the tracker (a pipe write of up to 512 bytes is atomic). */
@@ -145,7 +160,7 @@ function send(cmd: 'REGISTER' | 'UNREGISTER', name: string, rtype: ResourceType)
         if (attempt === 0) process.emitWarning('resource_tracker: process died unexpectedly, relaunching.  Some resources might leak.');
       }
       fd = null;
-      delete process.env[TRACKER_ENV];
+      forgetTracker();
       if (attempt === 1) {
         broken = true;
         process.emitWarning(`resource_tracker: cannot reach the tracker (${(err as Error).message}); leaked resources will not be cleaned up`);
@@ -176,7 +191,7 @@ export async function _stop(): Promise<number | null> {
   fd = null;
   pid = null;
   child = null;
-  delete process.env[TRACKER_ENV];
+  started = null;
   if (!tracker) return null;
   if (tracker.exitCode !== null || tracker.signalCode !== null) return tracker.exitCode;
   tracker.ref();

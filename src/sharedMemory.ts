@@ -117,7 +117,7 @@ registerReducer('SharedMemory', (state: { name: string }) => new SharedMemory({ 
 
 /** An attacher that does not register still holds the tracker open while it runs (best effort). */
 function keepTrackerAlive(): void {
-  if (!process.env[resourceTracker.TRACKER_ENV]) return;
+  if (!resourceTracker.treeTrackerAddress()) return;
   try {
     resourceTracker.ensureRunning();
   } catch {

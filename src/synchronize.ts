@@ -354,6 +354,20 @@ export class Lock extends SemLock implements OwnedLock {
 }
 registerReducer('Lock', (state: BlockState) => attachAs(() => new Lock(), attachBlock(state)));
 
+/**
+ * Acquires `lock` without blocking the event loop, and calls `onTaken` in the very step that takes
+ * it, before any other code runs. A queue's feeder records so that it holds its writer lock: a
+ * blocking call of the same thread that runs before the Promise settles then knows who holds it.
+ */
+export function acquireMarking(lock: Lock, onTaken: () => void, signal?: AbortSignal): Promise<boolean> {
+  function* steps(): Steps<boolean> {
+    const taken = yield* lock._acquireSteps(true, null);
+    if (taken) onTaken();
+    return taken;
+  }
+  return runAsync(steps(), signal);
+}
+
 // ---- RLock -------------------------------------------------------------------------------------
 
 /** A recursive lock owned by one (process, thread) pair; async code on one thread shares it. */

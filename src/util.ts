@@ -64,6 +64,22 @@ export async function runFinalizers(minPriority = -Infinity): Promise<void> {
   }
 }
 
+/**
+ * Calls a user's callback from inside the library's own work (a pool's result handling): what it
+ * throws surfaces as an uncaught exception, as a throwing EventEmitter listener's error does,
+ * instead of breaking the work that called it or vanishing.
+ */
+export function callUserCallback<A extends unknown[]>(callback: ((...args: A) => unknown) | undefined, ...args: A): void {
+  if (!callback) return;
+  try {
+    callback(...args);
+  } catch (error) {
+    queueMicrotask(() => {
+      throw error;
+    });
+  }
+}
+
 /** The longest delay setTimeout takes, in milliseconds (a longer one would fire at once). */
 export const MAX_DELAY_MS = 2 ** 31 - 1;
 
@@ -126,6 +142,9 @@ export function callable<C extends abstract new (...args: never[]) => object>(
     apply: (target, _self, args) => Reflect.construct(target, args),
   }) as C & ((...args: ConstructorParameters<C>) => InstanceType<C>);
 }
+
+/** A factory called or constructed with the same arguments (docs/api.md rule 1). */
+export type Factory<A extends unknown[], R> = { (...args: A): R; new (...args: A): R };
 
 /**
  * A factory that also works with `new` (docs/api.md rule 1, for a context's factories: `ctx.Lock()`

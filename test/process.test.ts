@@ -217,6 +217,20 @@ for (const method of startMethods) {
       assert.doesNotMatch(result.stdout, /work ran/);
     });
 
+    for (const [what, env] of [['a Pool', {}], ['setStartMethod', { MP_TEST_SET_START_METHOD: '1' }]] as const) {
+      it(`${what} at import time without the isMain guard gives the bootstrapping advice, and leaks nothing`, { timeout: 120_000 }, async () => {
+        const result = await runProgram(new URL('./fixtures/process/unguardedPool.ts', import.meta.url), [], 90_000, { MP_TEST_METHOD: method, ...env });
+        assert.match(
+          result.stdout,
+          /^ProcessError: An attempt has been made to start a new process before the current process has finished its bootstrapping phase\./m,
+          result.stdout + result.stderr,
+        );
+        assert.match(result.stdout, /if \(mp\.isMain\(import\.meta\)\)/);
+        assert.doesNotMatch(result.stdout, /^result/m);
+        assert.doesNotMatch(result.stderr, /leaked/);
+      });
+    }
+
     if (method !== 'thread') {
       for (const scenario of ['orphan', 'orphan-busy']) {
         it(`a child whose parent is killed with SIGKILL exits by itself (${scenario === 'orphan' ? 'idle' : 'busy in synchronous code'})`, async () => {

@@ -35,6 +35,8 @@ export interface StartRequest {
   daemon: boolean;
   /** The child's name: `currentProcess().name` while its modules are imported, before the payload is rebuilt. */
   name: string;
+  /** This tree's resource tracker (src/resourceTracker.ts), which the child joins. */
+  tracker: string | null;
 }
 
 export interface Backend {

@@ -4,7 +4,7 @@
  */
 import { Socket } from 'node:net';
 import { isMainThread, workerData } from 'node:worker_threads';
-import { markChild } from './childMark.js';
+import { markChild, setInheritedTracker, whileBootstrapping } from './childMark.js';
 
 markChild();
 
@@ -17,7 +17,7 @@ interface StartMessage {
   fdChannel?: boolean;
   /** The child's name (see setProvisionalName). */
   name?: string;
-  /** forkserver: the parent's resource tracker address now (null: none), for this warm child. */
+  /** The parent's resource tracker. */
   tracker?: string | null;
 }
 
@@ -25,6 +25,7 @@ async function main(): Promise<void> {
   if (!isMainThread) {
     const { runChild } = await import('./child.js');
     const { start } = workerData as { start: StartMessage };
+    setInheritedTracker(start.tracker);
     const code = await runChild(start.graph, 'thread', [], () => true, start.name);
     process.exit(code);
   }
@@ -46,18 +47,17 @@ async function main(): Promise<void> {
   if (forkserver >= 0) {
     // A warm child: import the preload modules now, then wait to be handed a process object.
     const preload = JSON.parse(process.argv[forkserver + 1] ?? '[]') as string[];
-    const { setBootstrapping } = await import('../process.js');
     await import('./child.js');
-    setBootstrapping(true);
-    for (const module of preload) {
-      try {
-        await import(module);
-      } catch (error) {
-        // Reported if the process handed to this child needs the module, as spawn would.
-        preloadFailures.set(module, error);
+    await whileBootstrapping(async () => {
+      for (const module of preload) {
+        try {
+          await import(module);
+        } catch (error) {
+          // Reported if the process handed to this child needs the module, as spawn would.
+          preloadFailures.set(module, error);
+        }
       }
-    }
-    setBootstrapping(false);
+    });
     process.send?.({ type: 'ready' });
   }
   const handles: Socket[] = [];
@@ -74,6 +74,7 @@ async function main(): Promise<void> {
     process.channel?.ref();
   });
   process.channel?.unref();
+  setInheritedTracker(start.tracker);
   if (forkserver < 0) {
     const { FIRST_HANDLE_FD } = await import('./spawn.js');
     for (let i = 0; i < start.handleCount; i++) handles.push(new Socket({ fd: FIRST_HANDLE_FD + i }));
@@ -85,11 +86,6 @@ async function main(): Promise<void> {
       for (const fd of loadNative().recvFds(FIRST_HANDLE_FD, start.handleCount)) handles.push(new Socket({ fd }));
     }
     closeSync(FIRST_HANDLE_FD);
-  }
-  if (start.tracker !== undefined) {
-    const { TRACKER_ENV } = await import('../resourceTracker.js');
-    if (start.tracker === null) delete process.env[TRACKER_ENV];
-    else process.env[TRACKER_ENV] = start.tracker;
   }
   const { runChild, reportStartFailure } = await import('./child.js');
   for (const module of start.modules ?? []) {

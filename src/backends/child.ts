@@ -6,7 +6,8 @@
 import type { Socket } from 'node:net';
 import { inspect } from 'node:util';
 import { applyLoggingConfig, info } from '../logger.js';
-import { ParentProcess, Process, runExitFinalizers, setBootstrapping, setProvisionalName, type ProcessIdentity } from '../process.js';
+import { ParentProcess, Process, runExitFinalizers, setProvisionalName, type ProcessIdentity } from '../process.js';
+import { whileBootstrapping } from './childMark.js';
 import { rebuild } from '../reduction.js';
 
 interface Payload {
@@ -38,13 +39,10 @@ export async function runChild(
   let payload: Payload;
   // Module-level code of the task's module sees this process's own name, as in Python.
   if (name) setProvisionalName(name);
-  setBootstrapping(true);
   try {
-    payload = (await rebuild(graph, { target, handles })) as Payload;
+    payload = (await whileBootstrapping(() => rebuild(graph, { target, handles }))) as Payload;
   } catch (error) {
     return reportStartFailure(error);
-  } finally {
-    setBootstrapping(false);
   }
   const { me } = payload;
   applyLoggingConfig(payload.logging);

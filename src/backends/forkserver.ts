@@ -10,7 +10,6 @@ import type { Socket } from 'node:net';
 import type { Backend, Popen, StartRequest } from './backend.js';
 import { ChildPopen, spawnBootstrap } from './spawn.js';
 import { tryLoadNative } from '../native.js';
-import { TRACKER_ENV } from '../resourceTracker.js';
 
 let preload: string[] = [];
 /** Modules that started processes needed: warm children import them in advance (Python's fork
@@ -150,10 +149,7 @@ export const forkserverBackend: Backend = {
     }
     child.send({
       type: 'start', graph: request.graph, handleCount: request.handles.length, modules: request.modules, name: request.name,
-      fdChannel: fdChannel !== undefined,
-      // The warm child's environment is the one of when it was spawned: the resource tracker this
-      // process has now (perhaps started, or relaunched, since) is the one the child must share.
-      tracker: process.env[TRACKER_ENV] ?? null,
+      fdChannel: fdChannel !== undefined, tracker: request.tracker,
     });
     scheduleRefill();
     return new ChildPopen(child, !request.daemon);

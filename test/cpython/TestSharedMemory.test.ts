@@ -17,9 +17,6 @@ const text = (b: Uint8Array): string => Buffer.from(b).toString('utf8');
 /** A name for a segment of ours: the pid keeps parallel runs apart (CPython's `_new_shm_name`). */
 const newShmName = (prefix: string): string => `${prefix}${process.pid}`;
 const LEAKED_1 = 'resource_tracker: There appear to be 1 leaked shared_memory objects to clean up at shutdown';
-const ITEM_5 =
-  'issue 11 item 5: a program started with child_process joins this process\'s resource tracker through the environment, ' +
-  'so its leaks are not cleaned (nor reported) when it exits';
 
 /** Unlinks a segment when the test ends, whatever happened (CPython's addCleanup(sms.unlink)). */
 function unlinkAfter(t: TestContext, shm: mp.SharedMemory): mp.SharedMemory {
@@ -324,7 +321,7 @@ cpythonClass('_TestSharedMemory', ['processes'], (f) => {
     await assert.rejects(loads(serialized), FileNotFoundError);
   });
 
-  it('test_shared_memory_cleaned_after_process_termination', { todo: ITEM_5 }, async () => {
+  it('test_shared_memory_cleaned_after_process_termination', async () => {
     resourceTracker.ensureRunning(); // as in CPython, this process has a tracker of its own
     const p = startProgram(programs, ['create-and-wait']);
     let name: string | undefined;
@@ -356,7 +353,7 @@ cpythonClass('_TestSharedMemory', ['processes'], (f) => {
     }
   });
 
-  it('test_shared_memory_tracking', { todo: ITEM_5 }, async () => {
+  it('test_shared_memory_tracking', async () => {
     // Another program attaching with track: true: its tracker removes the segment when it exits.
     const mem = new mp.SharedMemory({ create: true, size: 10 });
     try {
