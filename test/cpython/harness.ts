@@ -119,3 +119,32 @@ export function cpythonClass(name: string, types: readonly TestType[], body: (f:
     });
   }
 }
+
+/**
+ * Terminates and joins the processes a test started and may have left running (call it in
+ * `finally`, so a failing assertion leaves no child behind).
+ */
+export async function reap(...procs: (mp.Process | undefined)[]): Promise<void> {
+  for (const p of procs) {
+    if (!p) continue;
+    try {
+      if (p.isAlive()) p.terminate();
+      await p.join(30);
+    } catch {
+      // Not started, or closed: nothing left to reap.
+    }
+  }
+}
+
+/** A full garbage collection, for CPython's `gc.collect()` checks. WeakRefs are kept for the rest
+ * of the current job: `await forceGc()` before deref() lets them go. */
+export async function forceGc(): Promise<void> {
+  const { setFlagsFromString } = await import('node:v8');
+  const { runInNewContext } = await import('node:vm');
+  setFlagsFromString('--expose-gc');
+  const gc = runInNewContext('gc') as () => void;
+  await new Promise((r) => setImmediate(r));
+  gc();
+  await new Promise((r) => setImmediate(r));
+  gc();
+}
