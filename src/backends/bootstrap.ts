@@ -56,7 +56,11 @@ async function main(): Promise<void> {
       }
     }
     setBootstrapping(false);
-    process.send?.({ type: 'ready' });
+    // The parent may have exited while this child warmed up: then it just goes, as on 'disconnect'
+    // (without the callback, the closed channel is an unhandled 'error' with a stack on stderr).
+    process.send?.({ type: 'ready' }, (error: Error | null) => {
+      if (error) process.exit(1);
+    });
   }
   const handles: Socket[] = [];
   const start = await new Promise<StartMessage>((resolve) => {
