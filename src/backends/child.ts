@@ -22,6 +22,12 @@ function describe(error: unknown): string {
   return error instanceof Error ? error.stack ?? `${error.name}: ${error.message}` : inspect(error);
 }
 
+/** The code a target asked for with `process.exitCode` (Node accepts an integer or its string). */
+function exitCodeSet(): number {
+  const code = Number(process.exitCode ?? 0);
+  return Number.isInteger(code) ? code : 0;
+}
+
 /** The child could not rebuild its process object (its module failed to import): exit code 1. */
 export function reportStartFailure(error: unknown): number {
   process.stderr.write(`Process could not be started in the child:\n${describe(error)}\n`);
@@ -60,6 +66,9 @@ export async function runChild(
   try {
     info('child process calling self.run()');
     await instance.run();
+    // Python's `sys.exit(code)` ends the process normally (queues flush) with that code; the
+    // JavaScript form is `process.exitCode = code` before returning.
+    exitcode = exitCodeSet();
   } catch (error) {
     process.stderr.write(`Process ${me.name}:\n${describe(error)}\n`);
     exitcode = 1;
