@@ -100,13 +100,17 @@ export function flavoursOf(types: readonly TestType[]): Flavour[] {
 
 /**
  * `describe` once per flavour: `cpythonClass('_TestQueue', ['processes', 'manager', 'threads'], (f) => { it(...) })`
- * gives suites named `_TestQueue [processes/spawn]`, `_TestQueue [manager]`, ... A manager flavour
- * starts its SyncManager before the suite's tests and shuts it down after them (CPython's ManagerMixin).
+ * gives suites named `_TestQueue [processes/spawn]`, `_TestQueue [manager]`, ... Each suite makes its
+ * start method the default one. A manager flavour starts its SyncManager before the suite's tests
+ * and shuts it down after them (CPython's ManagerMixin).
  */
 export function cpythonClass(name: string, types: readonly TestType[], body: (f: Flavour) => void): void {
   for (const f of flavoursOf(types)) {
     const suite = `${name} [${label[f.type](f.method)}]`;
     describe(suite, () => {
+      // CPython's setUpModule sets the suite's start method as the default: `multiprocessing.Process`,
+      // `Pipe()` and the rest follow it, as `f.ctx` does.
+      before(() => mp.setStartMethod(f.method, { force: true }));
       if (f.type === 'manager') {
         before(async () => {
           f.manager = await f.ctx.Manager();
