@@ -18,7 +18,7 @@
  * The ring holds 64 KiB, like a Linux pipe; larger items stream through it.
  */
 import { inspect } from 'node:util';
-import { Empty, Full, ValueError } from './errors.js';
+import { Empty, Full, OSError, ValueError } from './errors.js';
 import { finalize, raceTimeout, throwIfAborted, type FinalizeHandle } from './util.js';
 import { wait, waitSync, wake } from './futex.js';
 import { allocate, attachBlock, blockState, checkTarget, int32s, type Block, type BlockState } from './heap.js';
@@ -209,6 +209,11 @@ export class Queue<T = unknown> {
   /** @internal JoinableQueue counts unfinished tasks here. */
   protected onPut(): void {}
 
+  /** @internal SimpleQueue.put: writes the buffered items now if nothing has to wait for that. */
+  _writeBufferedNow(): void {
+    this.flushWithoutWaiting();
+  }
+
   private async feed(): Promise<void> {
     // Let the caller's puts accumulate, then write them in one writer-lock hold: until the next
     // turn of the event loop (a producer awaiting each put fills a batch), or only until the end
@@ -369,8 +374,10 @@ export class Queue<T = unknown> {
     return Math.max(0, Atomics.load(this._ring.words, SIZE));
   }
 
-  /** Whether no item is waiting to be read (buffered items not yet written do not count). */
+  /** Whether no item is waiting to be read (buffered items not yet written do not count). As in
+   * Python, close() on a queue this process has put to closes its reading end too: `OSError`. */
   empty(): boolean {
+    if (this.closed && this.exitFlush !== null) throw new OSError(`Queue ${this} is closed`);
     return this._ring.available() === 0;
   }
 
@@ -460,27 +467,40 @@ export class JoinableQueue<T = unknown> extends Queue<T> {
 }
 registerReducer('JoinableQueue', (state: QueueState) => new JoinableQueue(0, { _attach: state } as SyncOptions));
 
-/** `multiprocessing.SimpleQueue`: unbounded, no qsize; `put` never waits. */
+/** `multiprocessing.SimpleQueue`: unbounded, no qsize; `put` never waits. After `close()` (both
+ * ends closed, as Python's), every other call raises `OSError`. */
 export class SimpleQueue<T = unknown> {
   /** @internal */ readonly _queue: Queue<T>;
+  private closed = false;
   constructor(options?: SyncOptions) {
     const attach = (options as { _attach?: Queue<T> } | undefined)?._attach;
     this._queue = attach ?? new Queue<T>(0, options);
   }
+  /** As Python's, the item is in the queue when put returns (there is no feeder thread): unless
+   * another writer holds the queue or it is full, then it follows in the background. */
   put(obj: T): void {
+    this.checkClosed();
     this._queue.putNowait(obj);
+    this._queue._writeBufferedNow();
   }
-  get(options: { signal?: AbortSignal } = {}): Promise<T> {
+  async get(options: { signal?: AbortSignal } = {}): Promise<T> {
+    this.checkClosed();
     return this._queue.get({ signal: options.signal });
   }
   getSync(): T {
+    this.checkClosed();
     return this._queue.getSync();
   }
   empty(): boolean {
+    this.checkClosed();
     return this._queue.empty();
   }
   close(): void {
+    this.closed = true;
     this._queue.close();
+  }
+  private checkClosed(): void {
+    if (this.closed) throw new OSError('SimpleQueue is closed');
   }
   toString(): string {
     return '<SimpleQueue object>';

@@ -152,3 +152,31 @@ export async function forceGc(): Promise<void> {
   await new Promise((r) => setImmediate(r));
   gc();
 }
+
+/** CPython's `CLOCK_RES`: the slack a lower bound on a measured wait allows. */
+export const CLOCK_RES = 0.1;
+
+/**
+ * Waits until `condition()` holds, looking again every 10 ms (CPython's `sleeping_retry` and
+ * `assertReachesEventually`), for state that announces no event: a queue's feeder having written,
+ * a semaphore's count. Throws after `timeout` seconds.
+ */
+export async function eventually(condition: () => unknown, timeout = 30, what = 'the condition'): Promise<void> {
+  const deadline = performance.now() + timeout * 1000;
+  while (!(await condition())) {
+    if (performance.now() > deadline) throw new Error(`${what} did not hold within ${timeout} s`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+/** How long `fn` took, in seconds, with its outcome (CPython's TimingWrapper). */
+export async function timed<T>(fn: () => T | Promise<T>): Promise<{ elapsed: number; result: PromiseSettledResult<Awaited<T>> }> {
+  const start = performance.now();
+  let result: PromiseSettledResult<Awaited<T>>;
+  try {
+    result = { status: 'fulfilled', value: await fn() };
+  } catch (reason) {
+    result = { status: 'rejected', reason };
+  }
+  return { elapsed: (performance.now() - start) / 1000, result };
+}
