@@ -168,15 +168,3 @@ export async function eventually(condition: () => unknown, timeout = 30, what = 
     await new Promise((r) => setTimeout(r, 10));
   }
 }
-
-/** How long `fn` took, in seconds, with its outcome (CPython's TimingWrapper). */
-export async function timed<T>(fn: () => T | Promise<T>): Promise<{ elapsed: number; result: PromiseSettledResult<Awaited<T>> }> {
-  const start = performance.now();
-  let result: PromiseSettledResult<Awaited<T>>;
-  try {
-    result = { status: 'fulfilled', value: await fn() };
-  } catch (reason) {
-    result = { status: 'rejected', reason };
-  }
-  return { elapsed: (performance.now() - start) / 1000, result };
-}
