@@ -200,10 +200,27 @@ export class DefaultContext extends BaseContext {
   }
 }
 
+/** The context classes, named after their start method as Python's are (`type(ctx).__name__`). */
+export class SpawnContext extends ConcreteContext {
+  constructor() {
+    super('spawn', 'SpawnProcess');
+  }
+}
+export class ForkServerContext extends ConcreteContext {
+  constructor() {
+    super('forkserver', 'ForkServerProcess');
+  }
+}
+export class ThreadContext extends ConcreteContext {
+  constructor() {
+    super('thread', 'ThreadProcess');
+  }
+}
+
 const concreteContexts: Record<StartMethod, ConcreteContext> = {
-  spawn: new ConcreteContext('spawn', 'SpawnProcess'),
-  forkserver: new ConcreteContext('forkserver', 'ForkServerProcess'),
-  thread: new ConcreteContext('thread', 'ThreadProcess'),
+  spawn: new SpawnContext(),
+  forkserver: new ForkServerContext(),
+  thread: new ThreadContext(),
 };
 
 /** A concrete context; choosing the forkserver starts warming its reserve, as Python starts its
