@@ -143,7 +143,7 @@ export class Process {
     const graph = this.reduceForChild(ctx, backend.method);
     const daemon = this.daemon;
     const popen = backend.start({
-      graph, transfer: ctx.transfer, handles: ctx.handles, modules: [...ctx.modules], daemon, name: this.name,
+      graph, transfer: ctx.transfer, handles: ctx.handles, modules: [...ctx.modules], daemon, name: this.name, argv: [...process.argv],
     });
     state.popen = popen;
     state.sentinel = registerSentinel(popen.exited);

@@ -34,6 +34,9 @@ export interface StartRequest {
   daemon: boolean;
   /** The child's name: `currentProcess().name` while its modules are imported, before the payload is rebuilt. */
   name: string;
+  /** The parent's `process.argv`, the child's own while its modules are imported (Python's spawn
+   * gives its child the parent's `sys.argv`). */
+  argv: string[];
 }
 
 export interface Backend {

@@ -17,13 +17,15 @@ interface StartMessage {
   fdChannel?: boolean;
   /** The child's name (see setProvisionalName). */
   name?: string;
+  /** The parent's process.argv (see runChild). */
+  argv?: string[];
 }
 
 async function main(): Promise<void> {
   if (!isMainThread) {
     const { runChild } = await import('./child.js');
     const { start } = workerData as { start: StartMessage };
-    const code = await runChild(start.graph, 'thread', [], () => true, start.name);
+    const code = await runChild(start.graph, 'thread', [], () => true, start.name, start.argv);
     process.exit(code);
   }
 
@@ -92,7 +94,7 @@ async function main(): Promise<void> {
   for (const module of start.modules ?? []) {
     if (preloadFailures.has(module)) process.exit(reportStartFailure(preloadFailures.get(module)));
   }
-  const code = await runChild(start.graph, 'process', handles, parentAlive, start.name);
+  const code = await runChild(start.graph, 'process', handles, parentAlive, start.name, start.argv);
   process.exit(code);
 }
 

@@ -40,10 +40,13 @@ export async function runChild(
   handles: Socket[],
   parentAlive: () => boolean,
   name?: string,
+  argv?: string[],
 ): Promise<number> {
   let payload: Payload;
-  // Module-level code of the task's module sees this process's own name, as in Python.
+  // Module-level code of the task's module sees this process's own name, and the parent's
+  // process.argv, as Python's spawn sets the child's name and sys.argv before importing __main__.
   if (name) setProvisionalName(name);
+  if (argv) process.argv = [...argv];
   setBootstrapping(true);
   try {
     payload = (await rebuild(graph, { target, handles })) as Payload;

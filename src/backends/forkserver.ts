@@ -162,7 +162,7 @@ export const forkserverBackend: Backend = {
       for (const handle of request.handles) child.send({ type: 'handle' }, handle, { keepOpen: true });
     }
     child.send({
-      type: 'start', graph: request.graph, handleCount: request.handles.length, modules: request.modules, name: request.name,
+      type: 'start', graph: request.graph, handleCount: request.handles.length, modules: request.modules, name: request.name, argv: request.argv,
       fdChannel: fdChannel !== undefined,
     });
     scheduleRefill();
