@@ -7,8 +7,8 @@ import { rmSync } from 'node:fs';
 import * as mp from '../../src/index.js';
 import { cpythonClass, reap, type Flavour } from './harness.js';
 import {
-  N, abortOnce, abortThenReset, actionFile, appendTrue, lateParty, latePartyDefaultTimeout, len, multipass, putWaitIndex,
-  resetOnce, thousandPasses, waitThenCheckAction, type BarrierLike, type DummyList,
+  N, abortOnce, abortThenReset, bunchTask, actionFile, appendTrue, lateParty, latePartyDefaultTimeout, len, multipass, putWaitIndex,
+  resetOnce, thousandPasses, waitThenCheckAction, type Acquirer, type BarrierLike, type DummyList,
 } from './fixtures/synchronize.js';
 
 const defaultTimeout = 30;
@@ -30,11 +30,17 @@ cpythonClass('_TestBarrier', ['processes', 'manager', 'threads'], (f) => {
     await barrier.abort();
   });
 
-  /** CPython's run_threads: `fn(...args)` in N-1 children and here; every part must succeed. */
+  /**
+   * CPython's run_threads: `fn(...args)` in N-1 children and here; every part must succeed. This
+   * part starts once the children have (CPython's Bunch records when they start): the barriers'
+   * timeouts are for the parties, not for starting processes on a loaded machine.
+   */
   async function runThreads<A extends unknown[]>(fn: (...args: A) => Promise<void>, args: A): Promise<void> {
-    const procs = Array.from({ length: N - 1 }, () => new f.ctx.Process({ target: fn, args, daemon: true }));
+    const started = (await f.objects.Semaphore(0)) as unknown as Acquirer;
+    const procs = Array.from({ length: N - 1 }, () => new f.ctx.Process({ target: bunchTask, args: [started, fn, args], daemon: true }));
     try {
       for (const p of procs) p.start();
+      for (const p of procs) assert.ok(await started.acquire({ timeout: 300 }), `${p.name} did not start`);
       await fn(...args);
       for (const p of procs) {
         await p.join();
