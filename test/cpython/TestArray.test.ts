@@ -1,7 +1,7 @@
 // CPython's _TestArray (ALLOWED_TYPES: processes).
 import { it } from 'node:test';
 import assert from 'node:assert/strict';
-import { cpythonClass, reap } from './harness.js';
+import { cpythonClass, runToEnd } from './harness.js';
 import { prefixSums } from './fixtures/sharedctypes.js';
 
 cpythonClass('_TestArray', ['processes'], (f) => {
@@ -20,15 +20,8 @@ cpythonClass('_TestArray', ['processes'], (f) => {
 
     for (let i = 1; i < seq.length; i++) seq[i]! += seq[i - 1]!;
 
-    const p = new f.ctx.Process({ target: prefixSums, args: [arr], daemon: true });
-    try {
-      p.start();
-      await p.join();
-      assert.equal(p.exitcode, 0);
-      assert.deepEqual(arr.slice(), seq);
-    } finally {
-      await reap(p);
-    }
+    assert.equal(await runToEnd(new f.ctx.Process({ target: prefixSums, args: [arr], daemon: true })), 0);
+    assert.deepEqual(arr.slice(), seq);
   }
 
   it('test_array', async () => {

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { cpythonClass, reap } from './harness.js';
+import { cpythonClass, runToEnd } from './harness.js';
 import { writeFileAtExit } from './fixtures/process.js';
 
 cpythonClass('_TestAtExit', ['processes'], (f) => {
@@ -13,14 +13,11 @@ cpythonClass('_TestAtExit', ['processes'], (f) => {
     // gh-83856: exit handlers registered by the child run when it exits.
     const dir = mkdtempSync(join(tmpdir(), 'cpython-atexit-'));
     const outputPath = join(dir, 'output.txt');
-    const p = new f.ctx.Process({ target: writeFileAtExit, args: [outputPath] });
     try {
-      p.start();
-      await p.join();
+      await runToEnd(new f.ctx.Process({ target: writeFileAtExit, args: [outputPath] }));
       assert.equal(readFileSync(outputPath, 'utf8'), 'deadbeef');
     } finally {
       rmSync(dir, { recursive: true, force: true });
-      await reap(p);
     }
   });
 });

@@ -31,6 +31,20 @@ async function sharedInt(f: Flavour, value: number): Promise<SharedInt> {
   return f.manager ? f.manager.Value<number>('i', value) : f.ctx.Value('i', value);
 }
 
+/** `times` times, 10 ms apart: `with cond: state.value += 1; cond.notify()`. */
+async function increment(cond: CondLike, state: SharedInt, times: number): Promise<void> {
+  for (let i = 0; i < times; i++) {
+    await new Promise((r) => setTimeout(r, 10));
+    await cond.acquire();
+    try {
+      await writeInt(state, (await readInt(state)) + 1);
+      await cond.notify();
+    } finally {
+      await cond.release();
+    }
+  }
+}
+
 cpythonClass('_TestCondition', ['processes', 'manager', 'threads'], (f) => {
   const P = f.ctx.Process;
   const cond$ = async () => (await f.objects.Condition()) as unknown as CondLike;
@@ -176,13 +190,7 @@ cpythonClass('_TestCondition', ['processes', 'manager', 'threads'], (f) => {
       } finally {
         await cond.release();
       }
-      for (let i = 0; i < 4; i++) {
-        await new Promise((r) => setTimeout(r, 10));
-        await cond.acquire();
-        await writeInt(state, (await readInt(state)) + 1);
-        await cond.notify();
-        await cond.release();
-      }
+      await increment(cond, state, 4);
       await p.join();
       assert.equal(p.exitcode, 0);
     } finally {
@@ -200,13 +208,7 @@ cpythonClass('_TestCondition', ['processes', 'manager', 'threads'], (f) => {
       p.start();
       assert.ok(await sem.acquire({ timeout: 300 }));
       // Only 3 increments: state never reaches 4.
-      for (let i = 0; i < 3; i++) {
-        await new Promise((r) => setTimeout(r, 10));
-        await cond.acquire();
-        await writeInt(state, (await readInt(state)) + 1);
-        await cond.notify();
-        await cond.release();
-      }
+      await increment(cond, state, 3);
       await p.join();
       assert.equal(await readInt(success), 1);
     } finally {

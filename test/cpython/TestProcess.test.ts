@@ -6,7 +6,7 @@ import { readFileSync, readdirSync, readlinkSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import * as mp from '../../src/index.js';
 import { runProgram, waitForPidGone } from '../helpers.js';
-import { cpythonClass, forceGc, reap } from './harness.js';
+import { cpythonClass, forceGc, reap, runToEnd } from './harness.js';
 import {
   breakStdio, createGrandchild, getThenReturn, leavePendingWork, nativeThreadId, putArg, recurse, reportFdCount,
   reportSelf, sendParentProcess, setEventThenSleep, sleepFor, sleepThenSet, waitEvent,
@@ -48,10 +48,7 @@ cpythonClass('_TestProcess', ['processes', 'threads'], (f) => {
     // Python accepts str, bytes and PathLike; a JavaScript path is a string.
     try {
       mp.setExecutable(process.execPath);
-      const p = new P();
-      p.start();
-      await p.join();
-      assert.equal(p.exitcode, 0);
+      assert.equal(await runToEnd(new P()), 0);
     } finally {
       mp.setExecutable(process.execPath);
     }
@@ -377,15 +374,8 @@ cpythonClass('_TestProcess', ['processes', 'threads'], (f) => {
     for (const stream of ['stdout', 'stderr']) {
       for (const action of ['close', 'remove'] as const) {
         const evt = await f.objects.Event();
-        const p = new P({ target: breakStdio, args: [evt, { [stream]: action }] });
-        try {
-          p.start();
-          await p.join();
-          assert.equal(evt.isSet(), true);
-          assert.equal(p.exitcode, 0, `${stream} ${action}`);
-        } finally {
-          await reap(p);
-        }
+        assert.equal(await runToEnd(new P({ target: breakStdio, args: [evt, { [stream]: action }] })), 0, `${stream} ${action}`);
+        assert.equal(evt.isSet(), true);
       }
     }
   });

@@ -3,7 +3,7 @@
 import { it } from 'node:test';
 import assert from 'node:assert/strict';
 import { copy } from '../../src/sharedctypes.js';
-import { cpythonClass, reap } from './harness.js';
+import { cpythonClass, runToEnd } from './harness.js';
 import { double } from './fixtures/sharedctypes.js';
 
 cpythonClass('_TestSharedCTypes', ['processes'], (f) => {
@@ -15,19 +15,12 @@ cpythonClass('_TestSharedCTypes', ['processes'], (f) => {
     const string = f.ctx.Array('c', 20, { lock });
     string.value = 'hello';
 
-    const p = new f.ctx.Process({ target: double, args: [x, y, z, arr, string], daemon: true });
-    try {
-      p.start();
-      await p.join();
-      assert.equal(p.exitcode, 0);
-      assert.equal(x.value, 14);
-      assert.ok(Math.abs(y.value - 2 / 3) < 1e-7);
-      assert.equal(z.value, 2n ** 34n);
-      for (let i = 0; i < 10; i++) assert.ok(Math.abs(arr.get(i) - i * 2) < 1e-7);
-      assert.equal(string.value, 'hellohello');
-    } finally {
-      await reap(p);
-    }
+    assert.equal(await runToEnd(new f.ctx.Process({ target: double, args: [x, y, z, arr, string], daemon: true })), 0);
+    assert.equal(x.value, 14);
+    assert.ok(Math.abs(y.value - 2 / 3) < 1e-7);
+    assert.equal(z.value, 2n ** 34n);
+    for (let i = 0; i < 10; i++) assert.ok(Math.abs(arr.get(i) - i * 2) < 1e-7);
+    assert.equal(string.value, 'hellohello');
   }
 
   it('test_sharedctypes', async () => {

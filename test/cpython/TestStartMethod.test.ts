@@ -4,7 +4,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import * as mp from '../../src/index.js';
 import { runProgram } from '../helpers.js';
-import { reap } from './harness.js';
+import { reap, runToEnd } from './harness.js';
 import { closeQueue, putTwoAndNest, sendStartMethod } from './fixtures/process.js';
 
 /** CPython's check_context: a child of `ctx` reports the same start method. */
@@ -100,14 +100,7 @@ describe('TestStartMethod', () => {
     for (const queueMethod of ['spawn', 'forkserver']) {
       for (const processMethod of ['spawn', 'forkserver']) {
         const queue = mp.getContext(queueMethod).Queue();
-        const p = new (mp.getContext(processMethod).Process)({ target: closeQueue, args: [queue] });
-        try {
-          p.start();
-          await p.join();
-          assert.equal(p.exitcode, 0);
-        } finally {
-          await reap(p);
-        }
+        assert.equal(await runToEnd(new (mp.getContext(processMethod).Process)({ target: closeQueue, args: [queue] })), 0);
       }
       // CPython's queues also work in every other start method's processes; here a thread
       // process is refused one (objects from one context work in processes of that context).
@@ -121,18 +114,11 @@ describe('TestStartMethod', () => {
       // gh-108520: a child passes its own argument on to its child.
       const ctx = mp.getContext(method);
       const queue = ctx.Queue();
-      const p = new ctx.Process({ target: putTwoAndNest, args: [queue] });
-      try {
-        p.start();
-        await p.join();
-        assert.equal(p.exitcode, 0);
-        const results = new Set<unknown>();
-        while (!queue.empty()) results.add(await queue.get());
-        // gh-109706: either item may come first.
-        assert.deepEqual(results, new Set([2, 1]));
-      } finally {
-        await reap(p);
-      }
+      assert.equal(await runToEnd(new ctx.Process({ target: putTwoAndNest, args: [queue] })), 0);
+      const results = new Set<unknown>();
+      while (!queue.empty()) results.add(await queue.get());
+      // gh-109706: either item may come first.
+      assert.deepEqual(results, new Set([2, 1]));
     });
   }
 });

@@ -3,7 +3,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import * as mp from '../../src/index.js';
-import { reap } from './harness.js';
+import { runToEnd } from './harness.js';
 import { poolInProcess, queueInProcess } from './fixtures/process.js';
 
 for (const method of mp.getAllStartMethods()) {
@@ -11,25 +11,11 @@ for (const method of mp.getAllStartMethods()) {
     const ctx = mp.getContext(method);
 
     it('test_queue_in_process', async () => {
-      const proc = new ctx.Process({ target: queueInProcess });
-      try {
-        proc.start();
-        await proc.join();
-        assert.equal(proc.exitcode, 0);
-      } finally {
-        await reap(proc);
-      }
+      assert.equal(await runToEnd(new ctx.Process({ target: queueInProcess })), 0);
     });
 
     it('test_pool_in_process', async () => {
-      const p = new ctx.Process({ target: poolInProcess });
-      try {
-        p.start();
-        await p.join();
-        assert.equal(p.exitcode, 0);
-      } finally {
-        await reap(p);
-      }
+      assert.equal(await runToEnd(new ctx.Process({ target: poolInProcess })), 0);
     });
 
     it('test_flushing', () => {

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { cpythonClass, reap } from './harness.js';
+import { cpythonClass, reap, runToEnd } from './harness.js';
 import { returnWithExitCode, throwValueWithStderrInFile, throwWithStderrInFile, UpperCaser } from './fixtures/process.js';
 
 cpythonClass('_TestSubclassingProcess', ['processes'], (f) => {
@@ -40,18 +40,11 @@ cpythonClass('_TestSubclassingProcess', ['processes'], (f) => {
   it('test_stderr_flush', async () => {
     // The child's stderr, redirected to a file, receives the whole stack of its uncaught exception.
     await withTempFile(async (path) => {
-      const p = new P({ target: throwWithStderrInFile, args: [path] });
-      try {
-        p.start();
-        await p.join();
-        const err = readFileSync(path, 'utf8');
-        assert.match(err, /RangeError/);
-        assert.match(err, /fixtures\/process\.ts/);
-        assert.match(err, /division by zero # MARKER/);
-        assert.equal(p.exitcode, 1);
-      } finally {
-        await reap(p);
-      }
+      assert.equal(await runToEnd(new P({ target: throwWithStderrInFile, args: [path] })), 1);
+      const err = readFileSync(path, 'utf8');
+      assert.match(err, /RangeError/);
+      assert.match(err, /fixtures\/process\.ts/);
+      assert.match(err, /division by zero # MARKER/);
     });
   });
 
@@ -60,30 +53,15 @@ cpythonClass('_TestSubclassingProcess', ['processes'], (f) => {
     // JavaScript throws such a value.
     for (const reason of [[1, 2, 3], 'ignore this']) {
       await withTempFile(async (path) => {
-        const p = new P({ target: throwValueWithStderrInFile, args: [reason, path], daemon: true });
-        try {
-          p.start();
-          await p.join();
-          assert.equal(p.exitcode, 1);
-          const content = readFileSync(path, 'utf8');
-          assert.match(content, typeof reason === 'string' ? /ignore this/ : /1,? 2,? 3/);
-        } finally {
-          await reap(p);
-        }
+        assert.equal(await runToEnd(new P({ target: throwValueWithStderrInFile, args: [reason, path], daemon: true })), 1);
+        assert.match(readFileSync(path, 'utf8'), typeof reason === 'string' ? /ignore this/ : /1,? 2,? 3/);
       });
     }
     // `sys.exit(code)`: the process ends normally (its queues flush) with that code. JavaScript's
     // form is `process.exitCode = code` and returning. (True, False, 8, None, no argument.)
     const cases: [[number?], number][] = [[[1], 1], [[0], 0], [[8], 8], [[undefined], 0], [[], 0]];
     for (const [args, expected] of cases) {
-      const p = new P({ target: returnWithExitCode, args, daemon: true });
-      try {
-        p.start();
-        await p.join();
-        assert.equal(p.exitcode, expected, `process.exitCode = ${args[0]}`);
-      } finally {
-        await reap(p);
-      }
+      assert.equal(await runToEnd(new P({ target: returnWithExitCode, args, daemon: true })), expected, `process.exitCode = ${args[0]}`);
     }
   });
 });

@@ -1,22 +1,15 @@
 // CPython's _TestValue (ALLOWED_TYPES: processes).
 import { it } from 'node:test';
 import assert from 'node:assert/strict';
-import { cpythonClass, reap } from './harness.js';
+import { cpythonClass, runToEnd } from './harness.js';
 import { codesValues, setSecondValues } from './fixtures/sharedctypes.js';
 
 cpythonClass('_TestValue', ['processes'], (f) => {
   async function testValue(raw: boolean): Promise<void> {
     const values = codesValues.map(([code, value]) => (raw ? f.ctx.RawValue(code, value as never) : f.ctx.Value(code, value as never)));
     values.forEach((sv, i) => assert.equal(sv.value, codesValues[i]![1]));
-    const proc = new f.ctx.Process({ target: setSecondValues, args: [values], daemon: true });
-    try {
-      proc.start();
-      await proc.join();
-      assert.equal(proc.exitcode, 0);
-      values.forEach((sv, i) => assert.equal(sv.value, codesValues[i]![2]));
-    } finally {
-      await reap(proc);
-    }
+    assert.equal(await runToEnd(new f.ctx.Process({ target: setSecondValues, args: [values], daemon: true })), 0);
+    values.forEach((sv, i) => assert.equal(sv.value, codesValues[i]![2]));
   }
 
   it('test_value', async () => {

@@ -140,6 +140,18 @@ export async function reap(...procs: (mp.Process | undefined)[]): Promise<void> 
   }
 }
 
+/** Starts `p`, waits for it to exit and returns its exit code; a failure on the way leaves no
+ * child behind. */
+export async function runToEnd(p: mp.Process): Promise<number | null> {
+  try {
+    p.start();
+    await p.join();
+    return p.exitcode;
+  } finally {
+    await reap(p);
+  }
+}
+
 /** A full garbage collection, for CPython's `gc.collect()` checks. WeakRefs are kept for the rest
  * of the current job: `await forceGc()` before deref() lets them go. */
 export async function forceGc(): Promise<void> {
