@@ -289,9 +289,9 @@ cpythonClass('_TestProcess', ['processes', 'threads'], (f) => {
   });
 
   it('test_many_processes', async () => {
-    // CPython starts 5 on spawn and 100 elsewhere to overwhelm the fork server; 10 stay within
-    // CI's time on two cores.
-    const n = f.method === 'spawn' ? 5 : 10;
+    // CPython starts 5 on spawn and 100 elsewhere to overwhelm its fork server. Our fork server
+    // hands out warm children started as spawn's are: 5 everywhere (CI's time on two cores).
+    const n = 5;
     let procs = Array.from({ length: n }, () => new P({ target: sleepFor, args: [0.01] }));
     try {
       for (const p of procs) p.start();
