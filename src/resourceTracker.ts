@@ -14,13 +14,13 @@
  * The tracker never keeps the user's program alive (the connection is a raw fd, the child is
  * unref'ed and detached, so Ctrl-C does not reach it).
  */
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, mkdtempSync, rmSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { extname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { ValueError } from './errors.js';
 import { loadNative } from './native.js';
+import { moduleExtension, packageFile } from './packageFiles.js';
 
 /** The environment variable through which children find their tree's tracker. */
 export const TRACKER_ENV = 'MP_RESOURCE_TRACKER';
@@ -30,6 +30,8 @@ export type ResourceType = 'shared_memory' | 'file';
 
 let fd: number | null = null;
 let pid: number | null = null;
+/** The tracker this process started (to learn its exit status, for tests). */
+let child: ChildProcess | null = null;
 let broken = false;
 
 /** Node options that make the tracker's module loadable (a TypeScript loader such as tsx). */
@@ -48,8 +50,7 @@ function loaderArgs(): string[] {
 }
 
 function trackerEntry(): string {
-  const here = fileURLToPath(import.meta.url);
-  return fileURLToPath(new URL(`./backends/resourceTrackerMain${extname(here)}`, import.meta.url));
+  return packageFile(`backends/resourceTrackerMain${moduleExtension}`);
 }
 
 /** Starts a tracker and returns this process's connection to it. */
@@ -67,7 +68,7 @@ function start(): number {
     throw err;
   }
   try {
-    const child = spawn(process.execPath, [...loaderArgs(), trackerEntry(), address], {
+    child = spawn(process.execPath, [...loaderArgs(), trackerEntry(), address], {
       stdio: ['ignore', 'ignore', 'inherit', theirs, listenFd],
       detached: true,
       env: { ...process.env, [TRACKER_ENV]: address },
@@ -116,11 +117,20 @@ export function trackerAddress(): string | null {
   return fd === null ? null : (process.env[TRACKER_ENV] ?? null);
 }
 
+/** Python's limit on one message to the tracker (a pipe write of up to 512 bytes is atomic). */
+const MAX_MESSAGE = 512;
+
 function send(cmd: 'REGISTER' | 'UNREGISTER', name: string, rtype: ResourceType): void {
-  if (name.length > 512) throw new ValueError('name too long');
   if (/[\t\n\0]/.test(name)) throw new ValueError(`invalid resource name ${JSON.stringify(name)}`);
-  if (broken) return;
   const line = `${cmd}\t${rtype}\t${name}\n`;
+  const length = Buffer.byteLength(line);
+  if (length > MAX_MESSAGE) {
+    throw new ValueError(
+      `msg too long: ${cmd} of a ${rtype} named with ${Buffer.byteLength(name)} bytes makes a ${length}-byte message to the ` +
+        `resource tracker, more than ${MAX_MESSAGE}; use a shorter name`,
+    );
+  }
+  if (broken) return;
   for (let attempt = 0; attempt < 2; attempt++) {
     try {
       ensureRunning();
@@ -152,4 +162,23 @@ export function register(name: string, rtype: ResourceType = 'shared_memory'): v
 /** Forgets `name` (it was unlinked, or handed over to someone else). */
 export function unregister(name: string, rtype: ResourceType = 'shared_memory'): void {
   send('UNREGISTER', name, rtype);
+}
+
+/**
+ * @internal Python's private `ResourceTracker._stop()`, for tests: closes this process's connection
+ * and, when this process started the tracker, resolves with its exit status once it has gone (it
+ * goes when nothing else of the tree is connected): 0 clean, 1 something had leaked, 2 a leak could
+ * not be cleaned up.
+ */
+export async function _stop(): Promise<number | null> {
+  const tracker = child;
+  if (fd !== null) closeSync(fd);
+  fd = null;
+  pid = null;
+  child = null;
+  delete process.env[TRACKER_ENV];
+  if (!tracker) return null;
+  if (tracker.exitCode !== null || tracker.signalCode !== null) return tracker.exitCode;
+  tracker.ref();
+  return new Promise((resolve) => tracker.once('exit', (code) => resolve(code)));
 }

@@ -157,13 +157,13 @@ export abstract class LockLike {
 
 /** What Condition needs from its lock. */
 interface OwnedLock {
-  readonly _block: Block;
-  _isMine(): boolean;
-  /** Releases completely (every RLock level); returns what `_restore` needs. */
+  /** @internal */ readonly _block: Block;
+  /** @internal */ _isMine(): boolean;
+  /** @internal Releases completely (every RLock level); returns what `_restore` needs. */
   _releaseSave(): number;
-  _restore(saved: number): void;
-  _acquireSteps(block: boolean, timeout: number | null | undefined): Steps<boolean>;
-  /** Takes the lock back after a Condition wait and restores `saved` (never re-enters: another
+  /** @internal */ _restore(saved: number): void;
+  /** @internal */ _acquireSteps(block: boolean, timeout: number | null | undefined): Steps<boolean>;
+  /** @internal Takes the lock back after a Condition wait and restores `saved` (never re-enters: another
    * async task of this thread that holds an RLock meanwhile is waited for, not joined). */
   _reacquireSteps(saved: number): Steps<void>;
   acquire(options?: AcquireOptions | boolean, timeout?: number | null): Promise<boolean>;

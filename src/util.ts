@@ -120,7 +120,7 @@ export function raceTimeout<T>(
  * A class that can also be called without `new` (docs/api.md rule 1: Python's factory functions
  * `mp.Lock()` and `new mp.Lock()` give the same thing). Subclassing and `instanceof` still work.
  */
-export function callable<C extends abstract new (...args: any[]) => any>(
+export function callable<C extends abstract new (...args: never[]) => object>(
   cls: C,
 ): C & ((...args: ConstructorParameters<C>) => InstanceType<C>) {
   return new Proxy(cls, {

@@ -19,6 +19,8 @@ interface StartMessage {
   name?: string;
   /** The parent's process.argv (see runChild). */
   argv?: string[];
+  /** forkserver: the parent's resource tracker address now (null: none), for this warm child. */
+  tracker?: string | null;
 }
 
 async function main(): Promise<void> {
@@ -89,6 +91,11 @@ async function main(): Promise<void> {
       for (const fd of loadNative().recvFds(FIRST_HANDLE_FD, start.handleCount)) handles.push(new Socket({ fd }));
     }
     closeSync(FIRST_HANDLE_FD);
+  }
+  if (start.tracker !== undefined) {
+    const { TRACKER_ENV } = await import('../resourceTracker.js');
+    if (start.tracker === null) delete process.env[TRACKER_ENV];
+    else process.env[TRACKER_ENV] = start.tracker;
   }
   const { runChild, reportStartFailure } = await import('./child.js');
   for (const module of start.modules ?? []) {

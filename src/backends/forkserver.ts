@@ -10,6 +10,7 @@ import type { Socket } from 'node:net';
 import type { Backend, Popen, StartRequest } from './backend.js';
 import { ChildPopen, spawnBootstrap } from './spawn.js';
 import { tryLoadNative } from '../native.js';
+import { TRACKER_ENV } from '../resourceTracker.js';
 import { processAlive } from '../util.js';
 
 let preload: string[] = [];
@@ -164,6 +165,9 @@ export const forkserverBackend: Backend = {
     child.send({
       type: 'start', graph: request.graph, handleCount: request.handles.length, modules: request.modules, name: request.name, argv: request.argv,
       fdChannel: fdChannel !== undefined,
+      // The warm child's environment is the one of when it was spawned: the resource tracker this
+      // process has now (perhaps started, or relaunched, since) is the one the child must share.
+      tracker: process.env[TRACKER_ENV] ?? null,
     });
     scheduleRefill();
     return new ChildPopen(child, !request.daemon);

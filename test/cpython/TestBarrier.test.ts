@@ -37,7 +37,7 @@ cpythonClass('_TestBarrier', ['processes', 'manager', 'threads'], (f) => {
    */
   async function runThreads<A extends unknown[]>(fn: (...args: A) => Promise<void>, args: A): Promise<void> {
     const started = (await f.objects.Semaphore(0)) as unknown as Acquirer;
-    const procs = Array.from({ length: N - 1 }, () => new f.ctx.Process({ target: bunchTask, args: [started, fn, args], daemon: true }));
+    const procs = Array.from({ length: N - 1 }, () => new f.ctx.Process({ target: bunchTask, args: [started, fn as never, args], daemon: true }));
     try {
       for (const p of procs) p.start();
       for (const p of procs) assert.ok(await started.acquire({ timeout: 300 }), `${p.name} did not start`);

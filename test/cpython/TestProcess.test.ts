@@ -59,7 +59,8 @@ cpythonClass('_TestProcess', ['processes', 'threads'], (f) => {
     for (const arg of [1, 'str', [1], [1, 2]]) {
       for (const container of [(xs: unknown[]) => xs, (xs: unknown[]) => new Set(xs).values()]) {
         const q = await f.objects.Queue(1);
-        const p = new P({ target: putArg, args: container([q, arg]) as Iterable<never>, daemon: true });
+        // Python's args may be a list or a tuple; any iterable here (unchecked against the target).
+        const p = new P({ target: putArg, args: container([q, arg]) as never, daemon: true });
         try {
           p.start();
           assert.deepEqual(await q.get({ timeout: 60 }), arg);
@@ -121,7 +122,7 @@ cpythonClass('_TestProcess', ['processes', 'threads'], (f) => {
 
   it('test_process', async () => {
     const q = await f.objects.Queue(1);
-    const args = [q, 1, 2] as const;
+    const args: [mp.Queue, number, number] = [q, 1, 2];
     const name = 'SomeProcess';
     const p = new P({ target: reportSelf, args, name });
     p.daemon = true;

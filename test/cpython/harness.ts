@@ -7,6 +7,9 @@
 // our thread context (one flavour, not repeated when 'processes' already runs on thread);
 // 'manager' runs the same test body against a SyncManager's proxies, with children on spawn.
 // docs/conformance.md records this mapping.
+import { spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
 import { after, before, describe } from 'node:test';
 import * as mp from '../../src/index.js';
 
@@ -125,6 +128,21 @@ export function cpythonClass(name: string, types: readonly TestType[], body: (f:
 }
 
 /**
+ * A plain `unittest.TestCase` class, which CPython runs once per start method (its
+ * test_multiprocessing_spawn, _forkserver, ... modules): `describe` once per start method given,
+ * named `TestWait [spawn]`, with that start method's context.
+ */
+export function plainClass(
+  name: string,
+  methods: readonly mp.StartMethod[],
+  body: (ctx: mp.BaseContext, method: mp.StartMethod) => void,
+): void {
+  for (const method of methods) {
+    describe(`${name} [${method}]`, () => body(mp.getContext(method), method));
+  }
+}
+
+/**
  * Terminates and joins the processes a test started and may have left running (call it in
  * `finally`, so a failing assertion leaves no child behind).
  */
@@ -150,6 +168,44 @@ export async function runToEnd(p: mp.Process): Promise<number | null> {
   } finally {
     await reap(p);
   }
+}
+
+/** A program started by `startProgram`. */
+export interface StartedProgram {
+  readonly pid: number;
+  /** The next line the program writes on stdout. */
+  line(): Promise<string>;
+  kill(signal?: NodeJS.Signals): void;
+  /** Resolves when every holder of its stdout/stderr has closed them (the program, and a resource
+   * tracker it started, which inherits its stderr). */
+  readonly done: Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string }>;
+}
+
+/**
+ * Runs `node <loader flags> <file> ...args` as a separate program (CPython's `python -c` scripts):
+ * killed after `timeoutMs`. `env` replaces this process's environment.
+ */
+export function startProgram(file: URL, args: string[], env: NodeJS.ProcessEnv = process.env, timeoutMs = 120_000): StartedProgram {
+  const child = spawn(process.execPath, [...process.execArgv, fileURLToPath(file), ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
+  let stderr = '';
+  child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+  const lines = createInterface({ input: child.stdout })[Symbol.asyncIterator]();
+  const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+  const done = new Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string }>((resolve) =>
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code, signal, stderr });
+    }));
+  return {
+    pid: child.pid!,
+    line: async () => {
+      const next = await lines.next();
+      if (next.done) throw new Error(`program ${fileURLToPath(file)} ${args.join(' ')} ended before writing a line; stderr: ${stderr}`);
+      return next.value;
+    },
+    kill: (signal = 'SIGTERM') => child.kill(signal),
+    done,
+  };
 }
 
 /** A full garbage collection, for CPython's `gc.collect()` checks. WeakRefs are kept for the rest
