@@ -212,6 +212,11 @@ class ForkServerContext extends ConcreteContext {
   }
 }
 
+// The other start methods' contexts: each class is named after its start method, as Python's are
+// (`type(ctx).__name__`: SpawnContext, ForkServerContext).
+class SpawnContext extends ConcreteContext {}
+class ThreadContext extends ConcreteContext {}
+
 /** The module-level context: its start method is fixed by `setStartMethod` or on first use. */
 export class DefaultContext extends BaseContext {
   private actual: ConcreteContext | null = null;
@@ -257,9 +262,9 @@ const DEFAULT_METHOD: StartMethod = 'spawn';
 
 /** The start methods, in `getAllStartMethods()` order. */
 const startMethods: Record<string, ConcreteContext> = {
-  spawn: new ConcreteContext('spawn', 'SpawnProcess', spawnBackend),
+  spawn: new SpawnContext('spawn', 'SpawnProcess', spawnBackend),
   forkserver: new ForkServerContext('forkserver', 'ForkServerProcess', forkserverBackend),
-  thread: new ConcreteContext('thread', 'ThreadProcess', threadBackend),
+  thread: new ThreadContext('thread', 'ThreadProcess', threadBackend),
 };
 
 /** Contexts that are not start methods, by name: `getContext(name, options)` makes them. */

@@ -156,7 +156,7 @@ export class Process<A extends unknown[] = unknown[]> {
     const daemon = this.daemon;
     const popen = backend.start({
       graph, transfer: ctx.transfer, handles: ctx.handles, modules: [...ctx.modules], daemon, name: this.name,
-      tracker: treeTrackerAddress(),
+      tracker: treeTrackerAddress(), argv: [...process.argv],
     });
     state.popen = popen;
     state.sentinel = registerSentinel(popen.exited);

@@ -20,7 +20,7 @@
  * The ring holds 64 KiB, like a Linux pipe; larger items stream through it.
  */
 import { inspect } from 'node:util';
-import { emptyQueue, fullQueue, ValueError, type Empty, type Full } from './errors.js';
+import { emptyQueue, fullQueue, OSError, ValueError, type Empty, type Full } from './errors.js';
 import { finalize, raceTimeout, throwIfAborted, type FinalizeHandle } from './util.js';
 import { forgetHandOver, handOverBeforeBlocking } from './blocking.js';
 import { deadlineAfter, park, runAsync, runSync, secondsUntil, wait, wake, type Steps } from './futex.js';
@@ -240,6 +240,11 @@ export class Queue<T = unknown> {
     return done;
   };
 
+  /** @internal SimpleQueue.put: writes the buffered items now if nothing has to wait for that. */
+  _writeBufferedNow(): void {
+    this.handOver();
+  }
+
   private async feed(): Promise<void> {
     // Let the caller's puts accumulate, then write them in one writer-lock hold: until the next
     // turn of the event loop (a producer awaiting each put fills a batch), or only until the end
@@ -394,8 +399,10 @@ export class Queue<T = unknown> {
     return Math.max(0, Atomics.load(this._ring.words, SIZE));
   }
 
-  /** Whether no item is waiting to be read (buffered items not yet written do not count). */
+  /** Whether no item is waiting to be read (buffered items not yet written do not count). As in
+   * Python, close() on a queue this process has put to closes its reading end too: `OSError`. */
   empty(): boolean {
+    if (this.closed && this.exitFlush !== null) throw new OSError(`Queue ${this} is closed`);
     return this._ring.available() === 0;
   }
 
@@ -485,27 +492,40 @@ export class JoinableQueue<T = unknown> extends Queue<T> {
 }
 registerReducer('JoinableQueue', (state: QueueState) => new JoinableQueue(0, { _attach: state } as SyncOptions));
 
-/** `multiprocessing.SimpleQueue`: unbounded, no qsize; `put` never waits. */
+/** `multiprocessing.SimpleQueue`: unbounded, no qsize; `put` never waits. After `close()` (both
+ * ends closed, as Python's), every other call raises `OSError`. */
 export class SimpleQueue<T = unknown> {
   /** @internal */ readonly _queue: Queue<T>;
+  private closed = false;
   constructor(options?: SyncOptions) {
     const attach = (options as { _attach?: Queue<T> } | undefined)?._attach;
     this._queue = attach ?? new Queue<T>(0, options);
   }
+  /** As Python's, the item is in the queue when put returns (there is no feeder thread): unless
+   * another writer holds the queue or it is full, then it follows in the background. */
   put(obj: T): void {
+    this.checkClosed();
     this._queue.putNowait(obj);
+    this._queue._writeBufferedNow();
   }
-  get(options: { signal?: AbortSignal } = {}): Promise<T> {
+  async get(options: { signal?: AbortSignal } = {}): Promise<T> {
+    this.checkClosed();
     return this._queue.get({ signal: options.signal });
   }
   getSync(): T {
+    this.checkClosed();
     return this._queue.getSync();
   }
   empty(): boolean {
+    this.checkClosed();
     return this._queue.empty();
   }
   close(): void {
+    this.closed = true;
     this._queue.close();
+  }
+  private checkClosed(): void {
+    if (this.closed) throw new OSError('SimpleQueue is closed');
   }
   toString(): string {
     return '<SimpleQueue object>';

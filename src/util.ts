@@ -5,6 +5,7 @@
  * Queues register their flush here, which is how a process does not finish exiting until its
  * buffered items are written.
  */
+import { readFileSync } from 'node:fs';
 
 type Callback = () => unknown;
 
@@ -184,4 +185,24 @@ export function abortable<T>(
     cleanup = start(done(resolve), done(reject));
     signal?.addEventListener('abort', onAbort, { once: true });
   });
+}
+
+/** Whether process `pid` exists and has not exited (a zombie counts as exited). */
+export function processAlive(pid: number): boolean {
+  if (pid <= 0) return true;
+  try {
+    process.kill(pid, 0);
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code !== 'ESRCH';
+  }
+  if (process.platform === 'linux') {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
+      const state = stat.charAt(stat.lastIndexOf(')') + 2);
+      return state !== 'Z' && state !== 'X';
+    } catch {
+      return false;
+    }
+  }
+  return true;
 }

@@ -210,6 +210,12 @@ for (const method of startMethods) {
       assert.match(result.stderr, /\[INFO\/MainProcess\] process \w*Process-1 exited with exitcode 0/);
     });
 
+    it('a warm forkserver child whose parent has exited goes quietly', async () => {
+      const result = await runProgram(new URL('./fixtures/process/warmsAtImport.ts', import.meta.url), [method]);
+      assert.equal(result.code, 0);
+      assert.doesNotMatch(result.stderr, /ERR_IPC_CHANNEL_CLOSED|Channel closed/);
+    });
+
     it('a child importing an unguarded entry module cannot start processes (bootstrapping phase)', async () => {
       const result = await runProgram(new URL('./fixtures/process/unguarded.ts', import.meta.url), [], 30_000, { MP_TEST_METHOD: method });
       assert.match(result.stdout, /exitcode 1/);

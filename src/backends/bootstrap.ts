@@ -17,6 +17,8 @@ interface StartMessage {
   fdChannel?: boolean;
   /** The child's name (see setProvisionalName). */
   name?: string;
+  /** The parent's process.argv (see runChild). */
+  argv?: string[];
   /** The parent's resource tracker. */
   tracker?: string | null;
 }
@@ -26,7 +28,7 @@ async function main(): Promise<void> {
     const { runChild } = await import('./child.js');
     const { start } = workerData as { start: StartMessage };
     setInheritedTracker(start.tracker);
-    const code = await runChild(start.graph, 'thread', [], () => true, start.name);
+    const code = await runChild(start.graph, 'thread', [], () => true, start.name, start.argv);
     process.exit(code);
   }
 
@@ -58,7 +60,11 @@ async function main(): Promise<void> {
         }
       }
     });
-    process.send?.({ type: 'ready' });
+    // The parent may have exited while this child warmed up: then it just goes, as on 'disconnect'
+    // (without the callback, the closed channel is an unhandled 'error' with a stack on stderr).
+    process.send?.({ type: 'ready' }, (error: Error | null) => {
+      if (error) process.exit(1);
+    });
   }
   const handles: Socket[] = [];
   const start = await new Promise<StartMessage>((resolve) => {
@@ -91,7 +97,7 @@ async function main(): Promise<void> {
   for (const module of start.modules ?? []) {
     if (preloadFailures.has(module)) process.exit(reportStartFailure(preloadFailures.get(module)));
   }
-  const code = await runChild(start.graph, 'process', handles, parentAlive, start.name);
+  const code = await runChild(start.graph, 'process', handles, parentAlive, start.name, start.argv);
   process.exit(code);
 }
 

@@ -23,6 +23,12 @@ function describe(error: unknown): string {
   return error instanceof Error ? error.stack ?? `${error.name}: ${error.message}` : inspect(error);
 }
 
+/** The code a target asked for with `process.exitCode` (Node accepts an integer or its string). */
+function exitCodeSet(): number {
+  const code = Number(process.exitCode ?? 0);
+  return Number.isInteger(code) ? code : 0;
+}
+
 /** The child could not rebuild its process object (its module failed to import): exit code 1. */
 export function reportStartFailure(error: unknown): number {
   process.stderr.write(`Process could not be started in the child:\n${describe(error)}\n`);
@@ -35,10 +41,13 @@ export async function runChild(
   handles: Socket[],
   parentAlive: () => boolean,
   name?: string,
+  argv?: string[],
 ): Promise<number> {
   let payload: Payload;
-  // Module-level code of the task's module sees this process's own name, as in Python.
+  // Module-level code of the task's module sees this process's own name, and the parent's
+  // process.argv, as Python's spawn sets the child's name and sys.argv before importing __main__.
   if (name) setProvisionalName(name);
+  if (argv) process.argv = [...argv];
   try {
     payload = (await whileBootstrapping(() => rebuild(graph, { target, handles }))) as Payload;
   } catch (error) {
@@ -58,6 +67,9 @@ export async function runChild(
   try {
     info('child process calling self.run()');
     await instance.run();
+    // Python's `sys.exit(code)` ends the process normally (queues flush) with that code; the
+    // JavaScript form is `process.exitCode = code` before returning.
+    exitcode = exitCodeSet();
   } catch (error) {
     process.stderr.write(`Process ${me.name}:\n${describe(error)}\n`);
     exitcode = 1;

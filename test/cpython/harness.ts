@@ -103,13 +103,17 @@ export function flavoursOf(types: readonly TestType[]): Flavour[] {
 
 /**
  * `describe` once per flavour: `cpythonClass('_TestQueue', ['processes', 'manager', 'threads'], (f) => { it(...) })`
- * gives suites named `_TestQueue [processes/spawn]`, `_TestQueue [manager]`, ... A manager flavour
- * starts its SyncManager before the suite's tests and shuts it down after them (CPython's ManagerMixin).
+ * gives suites named `_TestQueue [processes/spawn]`, `_TestQueue [manager]`, ... Each suite makes its
+ * start method the default one. A manager flavour starts its SyncManager before the suite's tests
+ * and shuts it down after them (CPython's ManagerMixin).
  */
 export function cpythonClass(name: string, types: readonly TestType[], body: (f: Flavour) => void): void {
   for (const f of flavoursOf(types)) {
     const suite = `${name} [${label[f.type](f.method)}]`;
     describe(suite, () => {
+      // CPython's setUpModule sets the suite's start method as the default: `multiprocessing.Process`,
+      // `Pipe()` and the rest follow it, as `f.ctx` does.
+      before(() => mp.setStartMethod(f.method, { force: true }));
       if (f.type === 'manager') {
         before(async () => {
           f.manager = await f.ctx.Manager();
@@ -151,6 +155,18 @@ export async function reap(...procs: (mp.Process | undefined)[]): Promise<void> 
     } catch {
       // Not started, or closed: nothing left to reap.
     }
+  }
+}
+
+/** Starts `p`, waits for it to exit and returns its exit code; a failure on the way leaves no
+ * child behind. */
+export async function runToEnd(p: mp.Process): Promise<number | null> {
+  try {
+    p.start();
+    await p.join();
+    return p.exitcode;
+  } finally {
+    await reap(p);
   }
 }
 
@@ -203,4 +219,20 @@ export async function forceGc(): Promise<void> {
   gc();
   await new Promise((r) => setImmediate(r));
   gc();
+}
+
+/** CPython's `CLOCK_RES`: the slack a lower bound on a measured wait allows. */
+export const CLOCK_RES = 0.1;
+
+/**
+ * Waits until `condition()` holds, looking again every 10 ms (CPython's `sleeping_retry` and
+ * `assertReachesEventually`), for state that announces no event: a queue's feeder having written,
+ * a semaphore's count. Throws after `timeout` seconds.
+ */
+export async function eventually(condition: () => unknown, timeout = 30, what = 'the condition'): Promise<void> {
+  const deadline = performance.now() + timeout * 1000;
+  while (!(await condition())) {
+    if (performance.now() > deadline) throw new Error(`${what} did not hold within ${timeout} s`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
 }
