@@ -171,10 +171,12 @@ class ApplyJob<T> extends Job {
   }
 }
 
-/** A map: chunk results land in place; the first failure fails the whole map, as in Python. */
+/** A map: chunk results land in place; the first failure fails the whole map once every chunk is
+ * done, as in Python (no fail-fast: CPython issue #23992, test_map_no_failfast). */
 class MapJob<T> extends Job {
   private readonly values: T[];
   private remaining: number;
+  private failure: { error: unknown } | null = null;
   constructor(
     pool: Pool,
     options: CallOptions,
@@ -192,14 +194,15 @@ class MapJob<T> extends Job {
     if (this.result.ready()) return;
     this.progress(this.chunks);
     if (!ok) {
-      this.pool._cancelJob(this);
-      this.result._settle(false, value);
-      return;
+      this.failure ??= { error: value };
+    } else if (!this.failure) {
+      const items = value as T[];
+      const base = index * this.chunksize;
+      for (let i = 0; i < items.length; i++) this.values[base + i] = items[i]!;
     }
-    const items = value as T[];
-    const base = index * this.chunksize;
-    for (let i = 0; i < items.length; i++) this.values[base + i] = items[i]!;
-    if (--this.remaining === 0) this.result._settle(true, this.values);
+    if (--this.remaining > 0) return;
+    if (this.failure) this.result._settle(false, this.failure.error);
+    else this.result._settle(true, this.values);
   }
   abort(reason: unknown): void {
     this.result._settle(false, reason);
