@@ -698,7 +698,7 @@ export class ArrayProxy<T = number> extends BaseProxy implements AsyncIterable<T
 export class ListProxy<T = unknown> extends BaseProxy implements AsyncIterable<T> {
   static override _exposed_ = [
     'getItem', 'setItem', 'delItem', 'slice', 'has', 'len', 'append', 'extend', 'insert', 'pop', 'remove', 'index', 'count',
-    'reverse', 'sort', 'clear', 'copy', 'imul',
+    'reverse', 'sort', 'clear', 'copy', 'imul', 'add', 'mul',
   ];
 
   getItem(index: number): Promise<T> {
@@ -775,6 +775,16 @@ export class ListProxy<T = unknown> extends BaseProxy implements AsyncIterable<T
   /** Python's `l *= n`. */
   imul(n: number): Promise<void> {
     return this._callmethod<void>('imul', [n]);
+  }
+
+  /** Python's `l + other`: a new local array. */
+  add(other: Iterable<T>): Promise<T[]> {
+    return this._callmethod<T[]>('add', [[...other]]);
+  }
+
+  /** Python's `l * n` (and `n * l`): a new local array. */
+  mul(n: number): Promise<T[]> {
+    return this._callmethod<T[]>('mul', [n]);
   }
 
   /** Python iterates a ListProxy through `__getitem__` until IndexError: it sees live changes. */
