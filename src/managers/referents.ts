@@ -241,16 +241,22 @@ export class ManagedDict {
     return new Map([...this.entries.values()].map(([k, v]) => [k, v]));
   }
 
-  /** Python's `dict.__iter__`: a live iterator over the keys that fails when the size changes. */
-  *iter(): Generator<unknown, void, undefined> {
+  /** Python's `dict.__iter__`: a live iterator over the keys that fails when the size changes
+   * after it was made (the size is taken now, not at the first `next`, as Python's iterator does). */
+  iter(): Generator<unknown, void, undefined> {
     const size = this.entries.size;
     const version = this.version;
-    for (const [k] of this.entries.values()) {
-      if (this.entries.size !== size) throw RuntimeError('dictionary changed size during iteration');
-      if (this.version !== version) throw RuntimeError('dictionary keys changed during iteration');
-      yield k;
-    }
-    if (this.entries.size !== size) throw RuntimeError('dictionary changed size during iteration');
+    const entries = this.entries;
+    const resized = (): boolean => entries.size !== size;
+    const rekeyed = (): boolean => this.version !== version;
+    return (function* keys() {
+      for (const [k] of entries.values()) {
+        if (resized()) throw RuntimeError('dictionary changed size during iteration');
+        if (rekeyed()) throw RuntimeError('dictionary keys changed during iteration');
+        yield k;
+      }
+      if (resized()) throw RuntimeError('dictionary changed size during iteration');
+    })();
   }
 
   [getValueSymbol](): Map<unknown, unknown> {
