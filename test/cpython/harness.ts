@@ -166,6 +166,18 @@ export function cpythonClass(name: string, types: readonly TestType[], body: (f:
   }
 }
 
+/**
+ * A plain `unittest.TestCase` class, which CPython runs in each start method's suite: `describe`
+ * once per start method (`TestInitializers [spawn]`, ...), `body` getting that context.
+ */
+export function cpythonCase(
+  name: string,
+  body: (ctx: mp.BaseContext, method: mp.StartMethod) => void,
+  methods: readonly mp.StartMethod[] = mp.getAllStartMethods(),
+): void {
+  for (const method of methods) describe(`${name} [${method}]`, () => body(mp.getContext(method), method));
+}
+
 /** A full garbage collection, for CPython's `gc.collect()` checks. WeakRefs are kept for the rest
  * of the current job: `await forceGc()` before deref() lets them go. */
 export async function forceGc(): Promise<void> {
