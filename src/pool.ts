@@ -517,7 +517,13 @@ export class Pool {
     this.maxtasks = maxtasksperchild ?? null;
     this.kind = memoryKindFor({ ctx: this.ctx });
     this.notifier = Notifier.create(this.kind);
-    for (let i = 0; i < this.processes; i++) this.startWorker();
+    try {
+      for (let i = 0; i < this.processes; i++) this.startWorker();
+    } catch (error) {
+      // As Python's (issue #19675): the workers already started do not outlive a failed pool.
+      this.terminate();
+      throw error;
+    }
   }
 
   private startWorker(): WorkerSlot {
