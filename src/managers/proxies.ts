@@ -1100,36 +1100,34 @@ export class PoolProxy extends BaseProxy implements AsyncDisposable {
   apply<A extends unknown[], R>(fn: Task<A, R>, args?: A, options: CallOptions = {}): Promise<Awaited<R>> {
     return this._callmethod('apply', [fn, args ?? []], options);
   }
-  async applyAsync<A extends unknown[], R>(
-    fn: Task<A, R>,
-    args?: A,
-    options: AsyncProxyCallOptions<Awaited<R>> = {},
-  ): Promise<AsyncResultProxy<Awaited<R>>> {
-    const result = await this._callmethod<AsyncResultProxy<Awaited<R>>>('applyAsync', [fn, args ?? []], { signal: options.signal });
-    return result._runCallbacks(options);
+  applyAsync<A extends unknown[], R>(fn: Task<A, R>, args?: A, options: AsyncProxyCallOptions<Awaited<R>> = {}): Promise<AsyncResultProxy<Awaited<R>>> {
+    return this.#asyncCall('applyAsync', [fn, args ?? []], options);
   }
   map<T, R>(fn: Task<[T], R>, iterable: Iterable<T>, chunksize?: number, options: CallOptions = {}): Promise<Awaited<R>[]> {
     return this._callmethod('map', [fn, [...iterable], chunksize ?? null], options);
   }
-  async mapAsync<T, R>(
+  mapAsync<T, R>(
     fn: Task<[T], R>,
     iterable: Iterable<T>,
     chunksize?: number | null,
     options: AsyncProxyCallOptions<Awaited<R>[]> = {},
   ): Promise<AsyncResultProxy<Awaited<R>[]>> {
-    const result = await this._callmethod<AsyncResultProxy<Awaited<R>[]>>('mapAsync', [fn, [...iterable], chunksize ?? null], { signal: options.signal });
-    return result._runCallbacks(options);
+    return this.#asyncCall('mapAsync', [fn, [...iterable], chunksize ?? null], options);
   }
   starmap<A extends unknown[], R>(fn: Task<A, R>, iterable: Iterable<A>, chunksize?: number, options: CallOptions = {}): Promise<Awaited<R>[]> {
     return this._callmethod('starmap', [fn, [...iterable], chunksize ?? null], options);
   }
-  async starmapAsync<A extends unknown[], R>(
+  starmapAsync<A extends unknown[], R>(
     fn: Task<A, R>,
     iterable: Iterable<A>,
     chunksize?: number | null,
     options: AsyncProxyCallOptions<Awaited<R>[]> = {},
   ): Promise<AsyncResultProxy<Awaited<R>[]>> {
-    const result = await this._callmethod<AsyncResultProxy<Awaited<R>[]>>('starmapAsync', [fn, [...iterable], chunksize ?? null], { signal: options.signal });
+    return this.#asyncCall('starmapAsync', [fn, [...iterable], chunksize ?? null], options);
+  }
+  /** An `*Async` call: the server's AsyncResult, whose callbacks run here once it is ready. */
+  async #asyncCall<R>(method: string, args: unknown[], options: AsyncProxyCallOptions<R>): Promise<AsyncResultProxy<R>> {
+    const result = await this._callmethod<AsyncResultProxy<R>>(method, args, { signal: options.signal });
     return result._runCallbacks(options);
   }
   imap<T, R>(fn: Task<[T], R>, iterable: Iterable<T>, chunksize = 1, options: CallOptions = {}): Promise<IteratorProxy<Awaited<R>>> {
