@@ -9,7 +9,8 @@
  * Both feed one inbox; readiness (poll, wait), ordering of concurrent receivers, abort signals and
  * EOF are implemented once, on the inbox.
  */
-import { getStartMethod } from './context.js';
+import { memoryKindFor, registerClasses } from './context.js';
+import type { MemoryKind } from './heap.js';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
@@ -1220,14 +1221,21 @@ export function pipeForThreads(duplex = true): [Connection, Connection] {
   ];
 }
 
+/** A pipe whose ends reach threads (a MessageChannel) or processes (an AF_UNIX socket pair). */
+function pipeFor(duplex: boolean, kind: MemoryKind): [Connection, Connection] {
+  return kind === 'thread' ? pipeForThreads(duplex) : pipeForProcesses(duplex);
+}
+
 /**
- * Python's `Pipe(duplex=True)`: two connected Connections. Which kind depends on the default
- * context's start method: a MessageChannel for `thread`, an AF_UNIX socket pair otherwise.
+ * Python's `Pipe(duplex=True)`: two connected Connections, of the kind the default context's
+ * children reach (a context's own `ctx.Pipe()` makes its kind).
  */
 export function Pipe(duplex = true): [Connection, Connection] {
-  // allowNone: asking must not fix the default start method (a later setStartMethod still works).
-  return getStartMethod(true) === 'thread' ? pipeForThreads(duplex) : pipeForProcesses(duplex);
+  // Asking must not fix the default start method (a later setStartMethod still works).
+  return pipeFor(duplex, memoryKindFor(null, false));
 }
+
+registerClasses({ Pipe: pipeFor });
 
 // ---- the authkey handshake -------------------------------------------------------------------
 

@@ -24,7 +24,8 @@ import { wait, waitSync, wake } from './futex.js';
 import { allocate, attachBlock, blockState, checkTarget, int32s, type Block, type BlockState } from './heap.js';
 import { decodesByCopy, dumps, loads, loadsSync, needsRebuild, reduceSymbol, registerReducer, type ReduceContext, type Reduced } from './reduction.js';
 import { ByteRing, NO_FRAME, RING_WORDS, secondsUntil } from './ring.js';
-import { Lock, memoryKindFor, type SyncOptions } from './synchronize.js';
+import { Lock, type SyncOptions } from './synchronize.js';
+import { memoryKindFor, registerClasses } from './context.js';
 
 // Words after the ring's own.
 const SIZE = RING_WORDS; // items put and not yet got (qsize)
@@ -330,7 +331,7 @@ export class Queue<T = unknown> {
 
   /**
    * Python's `get_nowait()`: the next item at once, or `Empty`. Synchronous, as a call that cannot
-   * wait is (API.md rule 4); an item carrying a task whose module this process has not imported
+   * wait is (docs/api.md rule 4); an item carrying a task whose module this process has not imported
    * yet raises `UnpicklingError` here (use `await get()` for those).
    */
   getNowait(): T {
@@ -490,3 +491,5 @@ export class SimpleQueue<T = unknown> {
   }
 }
 registerReducer('SimpleQueue', (state: { queue: Queue }) => new SimpleQueue({ _attach: state.queue } as SyncOptions));
+
+registerClasses({ Queue, JoinableQueue, SimpleQueue });

@@ -27,22 +27,14 @@ import { BrokenBarrierError, ValueError } from './errors.js';
 import { wait, waitSync, wake, type WaitResult } from './futex.js';
 import { allocate, attachBlock, blockState, checkTarget, freeWith, int32s, type Block, type BlockState, type MemoryKind } from './heap.js';
 import { reduceFunction, reduceSymbol, registerReducer, type ReduceContext, type Reduced } from './reduction.js';
-// The one place this module learns the default start method (see memoryKindFor).
-import { getContext } from './context.js';
+import { memoryKindFor, registerClasses, type MemoryOptions } from './context.js';
 import { currentProcess } from './process.js';
 
 // ---- options ---------------------------------------------------------------------------------
 
-/** A context, as far as these classes care: which start method their objects are made for. */
-export interface ContextLike {
-  getStartMethod(): string | null;
-}
-
-/** The internal last parameter of every class here: the context whose start method decides the
- * memory (a SharedArrayBuffer for 'thread', process-shared memory for 'spawn'/'forkserver'). */
-export interface SyncOptions {
-  ctx?: ContextLike;
-}
+/** The last parameter of every class here (Python's `ctx=`): the context whose memory the object
+ * lives in (context.ts's `memoryKindFor`); the default context's when omitted. */
+export type SyncOptions = MemoryOptions;
 
 export interface AcquireOptions {
   /** Wait for the lock (default true). With false, `timeout` is ignored. */
@@ -54,12 +46,6 @@ export interface AcquireOptions {
 
 export interface WaitOptions {
   signal?: AbortSignal;
-}
-
-/** The memory kind for objects made in `ctx` (or in the default context). */
-export function memoryKindFor(options?: SyncOptions): MemoryKind {
-  const ctx = options?.ctx ?? getContext();
-  return ctx.getStartMethod() === 'thread' ? 'thread' : 'process';
 }
 
 // ---- steps and drivers -------------------------------------------------------------------------
@@ -250,10 +236,8 @@ export async function withLock<T>(
   }
 }
 
-/** What Lock, RLock, Semaphore and Condition share: `with` and the disposers, in terms of
- * `acquire` and `release` (not exported by index.ts). sharedctypes' Synchronized wrappers cannot
- * extend it: synchronize.ts -> context.ts -> sharedctypes.ts is an import cycle, and a class is not
- * there yet when a module in the cycle is evaluated before this one. */
+/** What Lock, RLock, Semaphore, Condition and sharedctypes' Synchronized wrappers share: `with`
+ * and the disposers, in terms of `acquire` and `release` (not exported by index.ts). */
 export abstract class LockLike {
   abstract acquire(options?: AcquireOptions | boolean, timeout?: number | null): Promise<boolean>;
   abstract acquireSync(options?: AcquireOptions | boolean, timeout?: number | null): boolean;
@@ -1153,3 +1137,5 @@ export class Barrier {
 registerReducer('Barrier', (state: { block: BlockState; parties: number; timeout: number | null; action: (() => unknown) | null }) =>
   attachAs(() => new Barrier(state.parties, state.action, state.timeout), attachBlock(state.block)),
 );
+
+registerClasses({ Lock, RLock, Semaphore, BoundedSemaphore, Condition, Event, Barrier });

@@ -64,13 +64,7 @@ export async function runFinalizers(minPriority = -Infinity): Promise<void> {
   }
 }
 
-/** A promise that resolves after `seconds`, or never for null/undefined; aborts with `signal`. */
-export function deadlineOf(timeout: number | null | undefined): number {
-  if (timeout === null || timeout === undefined) return Infinity;
-  return performance.now() + Math.max(0, timeout) * 1000;
-}
-
-/** Rejects with the signal's reason (Python has no such thing; API.md rule 6). */
+/** Rejects with the signal's reason (Python has no such thing; docs/api.md rule 6). */
 export function throwIfAborted(signal: AbortSignal | undefined): void {
   if (signal?.aborted) throw signal.reason;
 }
@@ -113,7 +107,7 @@ export function raceTimeout<T>(
 }
 
 /**
- * A class that can also be called without `new` (API.md rule 1: Python's factory functions
+ * A class that can also be called without `new` (docs/api.md rule 1: Python's factory functions
  * `mp.Lock()` and `new mp.Lock()` give the same thing). Subclassing and `instanceof` still work.
  */
 export function callable<C extends abstract new (...args: any[]) => any>(
@@ -122,24 +116,6 @@ export function callable<C extends abstract new (...args: any[]) => any>(
   return new Proxy(cls, {
     apply: (target, _self, args) => Reflect.construct(target, args),
   }) as C & ((...args: ConstructorParameters<C>) => InstanceType<C>);
-}
-
-/**
- * A factory that also works with `new` (API.md rule 1, for a context's factories: `ctx.Lock()` and
- * `new ctx.Lock()`), typed by the caller as `F`. With `cls`, it carries the class's name and
- * `x instanceof factory` is `x instanceof cls()` (subclassing it is not supported: extend the class).
- */
-export function constructible<F>(make: (...args: never[]) => object, cls?: () => abstract new (...args: never[]) => object): F {
-  // A plain function (unlike an arrow) can be called with `new`; returning an object replaces `this`.
-  const factory = function (this: unknown, ...args: never[]): object {
-    return make(...args);
-  };
-  if (cls) {
-    // `cls` is a thunk: a context is built while its module's import cycle may not have defined the class yet.
-    Object.defineProperty(factory, 'name', { get: () => cls().name });
-    Object.defineProperty(factory, Symbol.hasInstance, { value: (x: unknown) => x instanceof cls() });
-  }
-  return factory as unknown as F;
 }
 
 /** Runs `start` with an abort signal, rejecting with the signal's reason on abort. */
