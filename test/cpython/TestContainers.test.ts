@@ -3,6 +3,7 @@
 // (`a[:]` -> `slice()`, `b *= 2` -> `imul(2)`, `b + x` -> `add(x)`, `d[k] = v` -> `setItem(k, v)`).
 import { it } from 'node:test';
 import assert from 'node:assert/strict';
+import * as mp from '../../src/index.js';
 import { BaseProxy, type DictProxy, type ListProxy, type SyncManager } from '../../src/managers.js';
 import { cpythonClass, forceGc } from './harness.js';
 
@@ -99,7 +100,7 @@ cpythonClass('_TestContainers', ['manager'], (f) => {
     // The dictionary changed size during iteration.
     it = await d.iter();
     await d.clear();
-    await assert.rejects(it.next(), (e: Error) => e.name === 'RuntimeError' && /changed size during iteration/.test(e.message));
+    await assert.rejects(it.next(), (e: Error) => e instanceof mp.RuntimeError && /changed size during iteration/.test(e.message));
   });
 
   it('test_dict_proxy_nested', async () => {
