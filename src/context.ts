@@ -20,6 +20,7 @@ import {
   activeChildren, cpuCount, currentProcess, freezeSupport, parentProcess, Process, processClassFor,
   processCpuCount, setBackendResolver,
 } from './process.js';
+import { constructible } from './util.js';
 import type { Backend, StartMethod } from './backends/backend.js';
 import { spawnBackend, setExecutable } from './backends/spawn.js';
 import { ensureReserve, forkserverBackend, learnModules, setForkserverPreload } from './backends/forkserver.js';
@@ -76,18 +77,10 @@ function classOf<K extends keyof Classes>(name: K): Classes[K] {
 /** A factory called or constructed with the same arguments (docs/api.md rule 1). */
 type Factory<A extends unknown[], R> = { (...args: A): R; new (...args: A): R };
 
-/**
- * The factory of the class registered as `name`: callable and constructible (a plain function,
- * unlike an arrow, can be called with `new`, and returning an object replaces `this`), carrying the
- * class's name, and `x instanceof factory` is `x instanceof` the class.
- */
+/** The factory of what is registered as `name`: callable and constructible, carrying its name, and
+ * `x instanceof factory` is `x instanceof` the registered class. */
 function factory<F>(name: keyof Classes, make: (...args: never[]) => object): F {
-  const f = function (this: unknown, ...args: never[]): object {
-    return make(...args);
-  };
-  Object.defineProperty(f, 'name', { value: name });
-  Object.defineProperty(f, Symbol.hasInstance, { value: (x: unknown) => x instanceof (classOf(name) as unknown as Function) });
-  return f as unknown as F;
+  return constructible<F>(make, () => classOf(name) as unknown as abstract new (...args: never[]) => object);
 }
 
 // ---- contexts -------------------------------------------------------------------------------
@@ -150,7 +143,7 @@ export abstract class BaseContext {
   readonly Array: ArrayFactory = factory('Array', (...args: Parameters<ArrayFactory>) =>
     classOf('Array')(args[0], args[1], { ...args[2], ctx: this }));
 
-  readonly Pipe: Factory<[duplex?: boolean], [Connection, Connection]> = factory('Pipe', (duplex = true) =>
+  readonly Pipe: Factory<[duplex?: boolean], [Connection, Connection]> = constructible((duplex = true) =>
     classOf('Pipe')(duplex, memoryKindFor({ ctx: this })));
   readonly Pool: Factory<[processes?: number | null | PoolOptions, options?: PoolOptions], Pool> = factory(
     'Pool',

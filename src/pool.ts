@@ -19,13 +19,16 @@ import { dumps, loads, loadsSync, needsRebuild, newReduceContext, rebuild, reduc
 import { sentinelExit } from './sentinels.js';
 import { refOf, sourceOf, type SourceFunction } from './tasks.js';
 import { raceTimeout, throwIfAborted } from './util.js';
+import { deadlineAfter, runAsync, secondsUntil } from './futex.js';
 import {
   CALL, CANCELLED, Channel, defineFrame, MAP_CHUNK, Notifier, OK, ownBuffer, parseResult, PORT_THRESHOLD, portFrame,
   STARMAP_CHUNK, stopFrame, taskFrame, transferables, type PortMessage,
 } from './poolChannel.js';
 import { poolWorkerMain } from './poolWorker.js';
+import { knownLength, progressMeter, type ProgressCallback, type ProgressMeter } from './progress.js';
 
-type Fn = (...args: any[]) => unknown;
+// Any function: the pool checks arguments against it at the call (apply, map, ...), not here.
+type Fn = (...args: never[]) => unknown;
 
 export interface PoolOptions {
   processes?: number | null;
@@ -46,8 +49,10 @@ export interface CallOptions {
   /** Move ArrayBuffers instead of copying them where the backend allows (accepted everywhere;
    * see docs/pool.md for what moves). */
   transfer?: boolean;
-  /** true: a progress bar on stderr when it is a terminal; a function: called as chunks finish. */
-  progress?: boolean | ((done: number, total: number | null) => void);
+  /** true: a progress bar on stderr as tqdm draws it (items done of total, %, items/s, elapsed and
+   * remaining time), when stderr is a terminal; a function: called with `(items done, total)` as
+   * chunks finish (total null when the input's length is not known, as imap over a generator). */
+  progress?: boolean | ProgressCallback;
 }
 
 export interface AsyncCallOptions<T> extends CallOptions {
@@ -79,28 +84,26 @@ interface Task {
 /** What an apply, map or imap call collects. */
 abstract class Job {
   cancelled = false;
-  done = 0;
+  private readonly meter: ProgressMeter | null;
   constructor(
     readonly pool: Pool,
     readonly options: CallOptions,
-  ) {}
+    /** Items the call has (null: not known before the input is read). */
+    total: number | null,
+  ) {
+    this.meter = progressMeter(options.progress, total);
+  }
   abstract deliver(index: number, ok: boolean, value: unknown): void;
   /** The call was aborted: reject what the caller holds. */
   abstract abort(reason: unknown): void;
-  progress(total: number | null): void {
-    this.done++;
-    const report = this.options.progress;
-    if (typeof report === 'function') report(this.done, total);
-    else if (report === true) drawProgress(this.done, total);
+  /** `items` more items finished (or failed). */
+  progress(items: number): void {
+    this.meter?.update(items);
   }
-}
-
-function drawProgress(done: number, total: number | null): void {
-  if (!process.stderr.isTTY) return;
-  const width = 30;
-  const filled = total ? Math.round((done / total) * width) : 0;
-  const bar = total ? `[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${done}/${total}` : `${done} done`;
-  process.stderr.write(`\r${bar}${total !== null && done >= total ? '\n' : ''}`);
+  /** The call is over, whichever way: the bar's last state stays on screen. */
+  endProgress(): void {
+    this.meter?.close();
+  }
 }
 
 /** Python's AsyncResult (ApplyResult/MapResult): `get`, `wait`, `ready`, `successful`. */
@@ -159,13 +162,15 @@ export class AsyncResult<T = unknown> {
 
 class ApplyJob<T> extends Job {
   constructor(pool: Pool, options: CallOptions, readonly result: AsyncResult<T>) {
-    super(pool, options);
+    super(pool, options, 1);
   }
   deliver(_index: number, ok: boolean, value: unknown): void {
     this.progress(1);
+    this.endProgress();
     this.result._settle(ok, value);
   }
   abort(reason: unknown): void {
+    this.endProgress();
     this.result._settle(false, reason);
   }
 }
@@ -182,29 +187,33 @@ class MapJob<T> extends Job {
     readonly result: AsyncResult<T[]>,
     private readonly chunksize: number,
     length: number,
-    private readonly chunks: number,
+    chunks: number,
   ) {
-    super(pool, options);
+    super(pool, options, length);
     this.values = new Array<T>(length);
     this.remaining = chunks;
-    if (chunks === 0) result._settle(true, this.values);
+    if (chunks === 0) this.settle(true, this.values);
   }
   deliver(index: number, ok: boolean, value: unknown): void {
     if (this.result.ready()) return;
-    this.progress(this.chunks);
     if (!ok) {
       this.failure ??= { error: value };
-    } else if (!this.failure) {
+    } else {
       const items = value as T[];
+      this.progress(items.length);
       const base = index * this.chunksize;
-      for (let i = 0; i < items.length; i++) this.values[base + i] = items[i]!;
+      if (!this.failure) for (let i = 0; i < items.length; i++) this.values[base + i] = items[i]!;
     }
     if (--this.remaining > 0) return;
-    if (this.failure) this.result._settle(false, this.failure.error);
-    else this.result._settle(true, this.values);
+    if (this.failure) this.settle(false, this.failure.error);
+    else this.settle(true, this.values);
   }
   abort(reason: unknown): void {
-    this.result._settle(false, reason);
+    this.settle(false, reason);
+  }
+  private settle(ok: boolean, value: unknown): void {
+    this.endProgress();
+    this.result._settle(ok, value);
   }
 }
 
@@ -238,7 +247,7 @@ export class IMapIterator<T> implements AsyncIterableIterator<T> {
   /** The next result in order (imap) or as they finish (imapUnordered); `TimeoutError` after
    * `timeout` seconds; a failed item rejects this call and iteration goes on. */
   async next(timeout?: number | null, options: { signal?: AbortSignal } = {}): Promise<IteratorResult<T>> {
-    const deadline = timeout === null || timeout === undefined ? Infinity : performance.now() + timeout * 1000;
+    const deadline = deadlineAfter(timeout);
     throwIfAborted(options.signal);
     while (this._ready.length === 0) {
       if (this._finished) return { value: undefined, done: true };
@@ -249,8 +258,7 @@ export class IMapIterator<T> implements AsyncIterableIterator<T> {
         const i = this.waiters.indexOf(arrive);
         if (i >= 0) this.waiters.splice(i, 1);
       };
-      const left = deadline === Infinity ? null : Math.max(0, (deadline - performance.now()) / 1000);
-      const r = await raceTimeout(arrived, left, options.signal).catch((error: unknown) => {
+      const r = await raceTimeout(arrived, secondsUntil(deadline), options.signal).catch((error: unknown) => {
         forget();
         throw error;
       });
@@ -285,6 +293,8 @@ class IMapJob<T> extends Job {
   private exhausted = false;
   private unconsumedItems = 0;
   private resume: (() => void) | null = null;
+  /** Items of each chunk in flight, by index (for progress when a chunk fails as a whole). */
+  private readonly chunkItems = new Map<number, number>();
 
   constructor(
     pool: Pool,
@@ -293,8 +303,9 @@ class IMapJob<T> extends Job {
     private readonly ordered: boolean,
     private readonly chunksize: number,
     private readonly maxItemsAhead: number,
+    total: number | null,
   ) {
-    super(pool, options);
+    super(pool, options, total);
     iterator._onConsume = () => {
       this.unconsumedItems--;
       this.resume?.();
@@ -312,7 +323,11 @@ class IMapJob<T> extends Job {
           await new Promise<void>((resolve) => (this.resume = resolve));
           this.resume = null;
         }
-        if (this.cancelled || this.iterator._finished) return;
+        if (this.cancelled || this.iterator._finished) {
+          // The caller stopped iterating (or the call was aborted): the bar ends where it is.
+          this.endProgress();
+          return;
+        }
         const chunk: unknown[] = [];
         let r: IteratorResult<unknown> | undefined;
         while (chunk.length < this.chunksize) {
@@ -322,6 +337,7 @@ class IMapJob<T> extends Job {
         }
         if (chunk.length > 0) {
           this.unconsumedItems += chunk.length;
+          this.chunkItems.set(this.chunksSubmitted, chunk.length);
           this.pool._submit(this, [chunk], fn, MAP_CHUNK, this.chunksSubmitted++);
         }
         if (r?.done) break;
@@ -336,7 +352,8 @@ class IMapJob<T> extends Job {
   }
 
   deliver(index: number, ok: boolean, value: unknown): void {
-    this.progress(null);
+    this.progress(this.chunkItems.get(index) ?? 0);
+    this.chunkItems.delete(index);
     this.deliverAt(index, ok, value);
   }
 
@@ -364,10 +381,14 @@ class IMapJob<T> extends Job {
   }
 
   private flush(): void {
-    if (this.exhausted && this.emitted === this.chunksSubmitted) this.iterator._finish();
+    if (this.exhausted && this.emitted === this.chunksSubmitted) {
+      this.endProgress();
+      this.iterator._finish();
+    }
   }
 
   abort(reason: unknown): void {
+    this.endProgress();
     this.iterator._push({ ok: false, error: reason });
     this.iterator._finish();
   }
@@ -443,7 +464,7 @@ class WorkerSlot {
   private async feed(): Promise<void> {
     this.feeding = true;
     try {
-      while (this.outbox.length > 0 && !this.exited) await this.channel.tasks.writeAll(this.outbox.shift()!);
+      while (this.outbox.length > 0 && !this.exited) await runAsync(this.channel.tasks.writeAll(this.outbox.shift()!));
     } finally {
       this.feeding = false;
     }
@@ -527,7 +548,9 @@ export class Pool {
 
   private startWorker(): WorkerSlot {
     const channel = Channel.create(this.kind);
-    const initializer = this.initializer && typeof this.initializer === 'object' ? { source: this.initializer } : this.initializer;
+    // A `{ source }` record arrives in the worker as the function it carries (reduction.ts).
+    const initializer = (this.initializer && typeof this.initializer === 'object' ? { source: this.initializer } : this.initializer) as
+      Parameters<typeof poolWorkerMain>[2];
     const ports = this.kind === 'thread' ? new MessageChannel() : null;
     const p = new this.ctx.Process({
       target: poolWorkerMain,
@@ -713,7 +736,7 @@ export class Pool {
       if (ring.available() > 0) {
         // A result larger than what has arrived: read the rest as it streams in.
         w.readingLarge = true;
-        void ring.readFrame().then((f) => {
+        void runAsync(ring.readFrame()).then((f) => {
           w.readingLarge = false;
           this.onResult(w, f);
           this.drain(w);
@@ -981,7 +1004,7 @@ export class Pool {
     this.fnId(fn);
     const iterator = new IMapIterator<R>();
     const ahead = Math.max(chunksize * this.processes * 4, this.processes * 64);
-    const job = new IMapJob<R>(this, options, iterator, ordered, chunksize, ahead);
+    const job = new IMapJob<R>(this, options, iterator, ordered, chunksize, ahead, knownLength(iterable));
     this.watchSignal(job, options.signal);
     void job.pump(iterable, fn);
     return iterator;
