@@ -172,10 +172,12 @@ class ApplyJob<T> extends Job {
   }
 }
 
-/** A map: chunk results land in place; the first failure fails the whole map, as in Python. */
+/** A map: chunk results land in place; the first failure fails the whole map once every chunk is
+ * done, as in Python (no fail-fast: CPython issue #23992, test_map_no_failfast). */
 class MapJob<T> extends Job {
   private readonly values: T[];
   private remaining: number;
+  private failure: { error: unknown } | null = null;
   constructor(
     pool: Pool,
     options: CallOptions,
@@ -192,15 +194,16 @@ class MapJob<T> extends Job {
   deliver(index: number, ok: boolean, value: unknown): void {
     if (this.result.ready()) return;
     if (!ok) {
-      this.pool._cancelJob(this);
-      this.settle(false, value);
-      return;
+      this.failure ??= { error: value };
+    } else {
+      const items = value as T[];
+      this.progress(items.length);
+      const base = index * this.chunksize;
+      if (!this.failure) for (let i = 0; i < items.length; i++) this.values[base + i] = items[i]!;
     }
-    const items = value as T[];
-    this.progress(items.length);
-    const base = index * this.chunksize;
-    for (let i = 0; i < items.length; i++) this.values[base + i] = items[i]!;
-    if (--this.remaining === 0) this.settle(true, this.values);
+    if (--this.remaining > 0) return;
+    if (this.failure) this.settle(false, this.failure.error);
+    else this.settle(true, this.values);
   }
   abort(reason: unknown): void {
     this.settle(false, reason);
@@ -533,7 +536,13 @@ export class Pool {
     this.maxtasks = maxtasksperchild ?? null;
     this.kind = memoryKindFor({ ctx: this.ctx });
     this.notifier = Notifier.create(this.kind);
-    for (let i = 0; i < this.processes; i++) this.startWorker();
+    try {
+      for (let i = 0; i < this.processes; i++) this.startWorker();
+    } catch (error) {
+      // As Python's (issue #19675): the workers already started do not outlive a failed pool.
+      this.terminate();
+      throw error;
+    }
   }
 
   private startWorker(): WorkerSlot {
@@ -633,7 +642,12 @@ export class Pool {
       this.assign(best, task);
     }
     for (const w of this.workers) w.flush();
-    if (this.pendingHead > 1024 && this.pendingHead * 2 > this.pending.length) {
+    if (this.pendingHead === this.pending.length) {
+      // Handed out tasks must not keep their jobs (and so the callers' arguments and results)
+      // alive: CPython's test_release_task_refs.
+      this.pending = [];
+      this.pendingHead = 0;
+    } else if (this.pendingHead > 1024 && this.pendingHead * 2 > this.pending.length) {
       this.pending = this.pending.slice(this.pendingHead);
       this.pendingHead = 0;
     }

@@ -1,6 +1,6 @@
 // CPython's TestResourceTracker (a plain TestCase, POSIX). Python's tracker handles named
 // semaphores and shared memory; ours, shared memory and files (our locks live in shared memory).
-import { before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readFileSync, rmSync, unlinkSync } from 'node:fs';
 import { constants, tmpdir } from 'node:os';
@@ -12,13 +12,6 @@ import { plainClass, reap, startProgram } from './harness.js';
 import { reportTracker } from './fixtures/sharedMemory.js';
 
 const programs = new URL('./fixtures/programs.ts', import.meta.url);
-
-/** A separate program tree, as CPython's `python -c` script: no tracker from this process. */
-function freshEnv(): NodeJS.ProcessEnv {
-  const env = { ...process.env };
-  delete env[resourceTracker.TRACKER_ENV];
-  return env;
-}
 
 async function until(condition: () => boolean, what: string, ms = 30_000): Promise<void> {
   const deadline = Date.now() + ms;
@@ -57,17 +50,12 @@ const caught = (pid: number, signal: NodeJS.Signals): boolean => signalMask(pid,
 const rtypes = ['shared_memory', 'file'] as const;
 
 describe('TestResourceTracker', () => {
-  before(() => {
-    // This file's process owns its tracker (CPython's test kills the tracker of its process).
-    if (resourceTracker.trackerAddress() === null) delete process.env[resourceTracker.TRACKER_ENV];
-  });
-
   it('test_resource_tracker', async () => {
     // A killed program leaks two resources of each type; it cleaned one itself without telling
     // the tracker. Its tracker removes the other and reports both.
     for (const rtype of rtypes) {
       const dir = mkdtempSync(join(tmpdir(), 'cpython-rt-'));
-      const p = startProgram(programs, ['leak-two', rtype, dir], freshEnv());
+      const p = startProgram(programs, ['leak-two', rtype, dir]);
       const names: string[] = [];
       const exists = (name: string): boolean => existsSync(rtype === 'file' ? name : `/dev/shm${name}`);
       const unlink = (name: string): void => (rtype === 'file' ? unlinkSync(name) : loadNative().shmUnlink(name));
@@ -158,7 +146,7 @@ describe('TestResourceTracker', () => {
     for (const cleanup of [true, false]) {
       const dir = mkdtempSync(join(tmpdir(), 'cpython-rt-'));
       try {
-        const p = startProgram(programs, ['tracker-exit-code', String(cleanup), join(dir, 'somename')], freshEnv());
+        const p = startProgram(programs, ['tracker-exit-code', String(cleanup), join(dir, 'somename')]);
         assert.equal(await p.line(), cleanup ? '0' : '1');
         const { code, stderr } = await p.done;
         assert.equal(code, 0, stderr);

@@ -12,6 +12,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe } from 'node:test';
 import * as mp from '../../src/index.js';
+import type { SyncManager } from '../../src/managers.js';
 
 export type TestType = 'processes' | 'threads' | 'manager';
 
@@ -39,6 +40,41 @@ export interface FlavourObjects {
   Condition(lock?: mp.Lock | mp.RLock): Promise<mp.Condition>;
   Event(): Promise<mp.Event>;
   Barrier(parties: number, action?: () => void, timeout?: number): Promise<mp.Barrier>;
+  /** An `mp.Pool` on the flavour's context, or the manager's PoolProxy (its workers are the
+   * server's children); the caller terminates it. */
+  Pool(processes?: number | null, options?: FlavourPoolOptions): Promise<FlavourPool>;
+}
+
+export type FlavourPoolOptions = Omit<mp.PoolOptions, 'processes' | 'context'>;
+
+/** A pool as the ported tests use it: `mp.Pool` and a manager's PoolProxy both fit when the test
+ * awaits what every call returns (a proxy's `mapAsync` resolves to its AsyncResult). */
+export interface FlavourPool {
+  apply<A extends unknown[], R>(fn: (...args: A) => R, args?: A): Promise<Awaited<R>>;
+  applyAsync<A extends unknown[], R>(fn: (...args: A) => R, args?: A, options?: Callbacks<Awaited<R>>): Awaitable<FlavourResult<Awaited<R>>>;
+  map<T, R>(fn: (item: T) => R, iterable: T[], chunksize?: number): Promise<Awaited<R>[]>;
+  mapAsync<T, R>(fn: (item: T) => R, iterable: T[], chunksize?: number, options?: Callbacks<Awaited<R>[]>): Awaitable<FlavourResult<Awaited<R>[]>>;
+  starmap<A extends unknown[], R>(fn: (...args: A) => R, iterable: A[], chunksize?: number): Promise<Awaited<R>[]>;
+  starmapAsync<A extends unknown[], R>(fn: (...args: A) => R, iterable: A[], chunksize?: number): Awaitable<FlavourResult<Awaited<R>[]>>;
+  imap<T, R>(fn: (item: T) => R, iterable: T[], chunksize?: number): Awaitable<FlavourIterator<Awaited<R>>>;
+  imapUnordered<T, R>(fn: (item: T) => R, iterable: T[], chunksize?: number): Awaitable<FlavourIterator<Awaited<R>>>;
+  close(): unknown;
+  terminate(): unknown;
+  join(): Promise<void>;
+}
+type Awaitable<T> = T | Promise<T>;
+interface Callbacks<T> {
+  callback?: (result: T) => void;
+  errorCallback?: (error: Error) => void;
+}
+export interface FlavourResult<T> {
+  get(timeout?: number | null): Promise<T>;
+  wait(timeout?: number | null): Promise<void>;
+  ready(): Awaitable<boolean>;
+  successful(): Awaitable<boolean>;
+}
+export interface FlavourIterator<T> extends AsyncIterable<T> {
+  next(): Promise<IteratorResult<T>>;
 }
 
 const label: Record<TestType, (method: mp.StartMethod) => string> = {
@@ -58,6 +94,7 @@ function localObjects(ctx: mp.BaseContext): FlavourObjects {
     Condition: async (lock) => ctx.Condition(lock),
     Event: async () => ctx.Event(),
     Barrier: async (parties, action, timeout) => ctx.Barrier(parties, action, timeout),
+    Pool: async (processes, options) => ctx.Pool(processes, options),
   };
 }
 
@@ -77,6 +114,11 @@ function managerObjects(flavour: Flavour): FlavourObjects {
     Condition: (lock) => m().Condition(lock),
     Event: () => m().Event(),
     Barrier: (parties, action, timeout) => m().Barrier(parties, action, timeout),
+    Pool: async (processes, options) => {
+      const manager: SyncManager | undefined = flavour.manager;
+      if (!manager) throw new Error('the manager flavour is used before its manager started');
+      return manager.Pool(processes, options);
+    },
   };
 }
 
@@ -105,7 +147,7 @@ export function flavoursOf(types: readonly TestType[]): Flavour[] {
  * `describe` once per flavour: `cpythonClass('_TestQueue', ['processes', 'manager', 'threads'], (f) => { it(...) })`
  * gives suites named `_TestQueue [processes/spawn]`, `_TestQueue [manager]`, ... Each suite makes its
  * start method the default one. A manager flavour starts its SyncManager before the suite's tests
- * and shuts it down after them (CPython's ManagerMixin).
+ * and shuts it down after them and after the body's own `after` hooks (CPython's ManagerMixin).
  */
 export function cpythonClass(name: string, types: readonly TestType[], body: (f: Flavour) => void): void {
   for (const f of flavoursOf(types)) {
@@ -118,11 +160,14 @@ export function cpythonClass(name: string, types: readonly TestType[], body: (f:
         before(async () => {
           f.manager = await f.ctx.Manager();
         });
+      }
+      body(f);
+      // After the body's own `after` hooks (they run in order), which may still use the manager.
+      if (f.type === 'manager') {
         after(async () => {
           await f.manager?.shutdown();
         });
       }
-      body(f);
     });
   }
 }
