@@ -88,7 +88,8 @@ describe('progress: a program in a real terminal (tmux)', () => {
       assert.match(screen[1]!, FINAL_IMAP, `screen:\n${screen.join('\n')}`);
       const stopped = /^(\d+)it \[\d\d:\d\d, [\d.]+it\/s\]$/.exec(screen[2] ?? '');
       assert.ok(stopped && Number(stopped[1]) >= 21, `the imap left after 21 results has its own last line:\n${screen.join('\n')}`);
-      assert.equal(screen.length, 3, `nothing else on screen:\n${screen.join('\n')}`);
+      assert.equal(screen[3], 'left the loop', `the bar of the imap left early was ended when the loop was left:\n${screen.join('\n')}`);
+      assert.equal(screen.length, 4, `nothing else on screen:\n${screen.join('\n')}`);
 
       // The first bar's draws: until its closing newline.
       const end = got.writes.findIndex((w) => w.text === '\n');
