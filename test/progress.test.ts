@@ -7,7 +7,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { formatInterval, formatProgress, knownLength } from '../src/progress.ts';
+import { formatInterval, formatProgress, knownLength, progressMeter } from '../src/progress.ts';
 import { runProgram } from './helpers.ts';
 
 const program = fileURLToPath(new URL('./fixtures/progress/program.ts', import.meta.url));
@@ -52,6 +52,29 @@ describe('progress: the line', () => {
 
   it('stays within a narrow terminal', () => {
     assert.ok(formatProgress(5, 1000, 1, 40).length <= 39);
+  });
+
+  it('redraws at most every 100 ms as the terminal sees it, however long a draw takes', () => {
+    // A terminal stream whose every other draw is slow to reach the screen (a loaded machine).
+    const writes: number[] = [];
+    let asked = 0;
+    const stream = {
+      isTTY: true,
+      get columns() {
+        if (asked++ % 2 === 0) for (const until = performance.now() + 10; performance.now() < until; );
+        return 80;
+      },
+      write(text: string) {
+        if (text !== '\n') writes.push(performance.now());
+        return true;
+      },
+    } as unknown as NodeJS.WriteStream;
+    const meter = progressMeter(true, 1_000_000, stream)!;
+    for (const until = performance.now() + 450; performance.now() < until; ) meter.update(1);
+    meter.close();
+    const gaps = writes.slice(1, -1).map((at, i) => at - writes[i]!);
+    assert.ok(gaps.length >= 2, `${writes.length} draws`);
+    for (const gap of gaps) assert.ok(gap >= 100, `two draws ${gap.toFixed(1)} ms apart: ${gaps.map((g) => g.toFixed(1)).join(', ')}`);
   });
 
   it('knows the length of arrays, typed arrays, sets and maps, not of generators', () => {
