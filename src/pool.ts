@@ -222,6 +222,7 @@ export class IMapIterator<T> implements AsyncIterableIterator<T> {
   private waiters: Array<() => void> = [];
   /** @internal */ _finished = false;
   /** @internal */ _onConsume: () => void = () => {};
+  /** @internal */ _onReturn: () => void = () => {};
 
   /** @internal */
   _push(outcome: Outcome<T>): void {
@@ -274,6 +275,7 @@ export class IMapIterator<T> implements AsyncIterableIterator<T> {
     this._finished = true;
     this._ready.length = 0;
     this._onConsume();
+    this._onReturn();
     return { value: undefined, done: true };
   }
 
@@ -307,6 +309,9 @@ class IMapJob<T> extends Job {
       this.unconsumedItems--;
       this.resume?.();
     };
+    // The caller left the loop: the bar ends now, before the caller writes anything else, not when
+    // the pump next looks (it may be waiting on an async input that is idle).
+    iterator._onReturn = () => this.endProgress();
   }
 
   /** Pulls the input and submits chunks while fewer than `maxItemsAhead` items are unconsumed. */
