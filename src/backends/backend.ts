@@ -88,6 +88,11 @@ export function signalExitCode(signal: NodeJS.Signals): number {
   return -(osSignals[signal] ?? 0);
 }
 
+/** Python's report of a KeyboardInterrupt that ended a child (its traceback's first and last lines). */
+export function keyboardInterruptReport(name: string): string {
+  return `Process ${name}:\nKeyboardInterrupt\n`;
+}
+
 /** The name of signal number `n` (`SIGKILL` for 9), or undefined for a number that is not one. */
 export function signalName(n: number): string | undefined {
   for (const name in osSignals) if (osSignals[name] === n) return name;
