@@ -20,7 +20,7 @@
  */
 import { EOFError } from '../errors.js';
 import { createPairSegment, openPairSegment, releasePairSegment, unlinkPairSegment } from '../heap.js';
-import { dumpsForProcess } from '../connection.js';
+import { dumpsForProcess } from '../connectionTransports.js';
 import { loads } from '../reduction.js';
 import { ByteRing, RING_WORDS } from '../ring.js';
 import { runAsync } from '../futex.js';
