@@ -16,6 +16,7 @@ import { FrameDecoder, frame } from './connectionFraming.js';
 import { dumps, newReduceContext, reduce, type ReduceContext, type Reduced } from './reduction.js';
 import { loadNative, tryLoadNative } from './native.js';
 import { SocketWriter } from './socketWriter.js';
+import { blockThread } from './blocking.js';
 
 export type Inbound = { bytes: Buffer } | { graph: unknown; changed: boolean };
 
@@ -280,7 +281,7 @@ export class SocketTransport implements Transport {
     try {
       // Also wakes when a socket of this thread with sends still to write can take more: nothing
       // else writes them while this thread is blocked.
-      n = native.readSocket(this.fileno(), into, timeoutMs, SocketWriter.pendingFds());
+      n = blockThread(timeoutMs, (slice) => native.readSocket(this.fileno(), into, slice, SocketWriter.pendingFds()), (r) => r === -1);
     } catch (error) {
       this.onError(error);
       return true;
@@ -497,7 +498,7 @@ export class PortTransport implements Transport {
       // As readSocket does: a peer that answers within microseconds is caught before sleeping.
       const spinUntil = performance.now() + Math.min(PORT_SPIN_MS, Math.max(0, timeoutMs < 0 ? Infinity : timeoutMs));
       while (performance.now() < spinUntil) if (Atomics.load(words, inbox) !== seen) return true;
-      return Atomics.wait(words, inbox, seen, timeoutMs < 0 ? Infinity : timeoutMs) !== 'timed-out';
+      return blockThread(timeoutMs, (slice) => Atomics.wait(words, inbox, seen, slice < 0 ? Infinity : slice), (r) => r === 'timed-out') !== 'timed-out';
     } finally {
       Atomics.sub(words, inbox + 1, 1);
     }

@@ -16,13 +16,14 @@ import { MessageChannel } from 'node:worker_threads';
 import { TimeoutError, ValueError, withRemoteTraceback, WorkerLostError } from './errors.js';
 import { signalName } from './backends/backend.js';
 import { getContext, memoryKindFor, registerClasses, type BaseContext } from './context.js';
-import { Process, processCpuCount } from './process.js';
+import { checkNotBootstrapping, Process, processCpuCount } from './process.js';
 import { dumps, loads, loadsSync, needsRebuild, newReduceContext, rebuild, reduce } from './reduction.js';
 import { sentinelExit } from './sentinels.js';
 import { runAsync } from './futex.js';
 import { refOf, sourceOf, type SourceFunction } from './tasks.js';
 import { CALL, CANCELLED, Channel, MAP_CHUNK, Notifier, OK, parseResult, STARMAP_CHUNK, stopFrame, type PortMessage } from './poolChannel.js';
 import { poolWorkerMain } from './poolWorker.js';
+import { knownLength } from './progress.js';
 import {
   ApplyJob, AsyncResult, IMapIterator, IMapJob, MapJob, type AsyncCallOptions, type CallOptions, type Job,
 } from './poolResults.js';
@@ -30,7 +31,8 @@ import { Dispatcher, WorkerSlot, type Task } from './poolWorkers.js';
 
 export { AsyncResult, IMapIterator, type AsyncCallOptions, type CallOptions } from './poolResults.js';
 
-type Fn = (...args: any[]) => unknown;
+// Any function: the pool checks arguments against it at the call (apply, map, ...), not here.
+type Fn = (...args: never[]) => unknown;
 
 export interface PoolOptions {
   processes?: number | null;
@@ -87,6 +89,8 @@ export class Pool {
   private readonly started: Process[] = [];
 
   constructor(processes?: number | null | PoolOptions, options: PoolOptions = {}) {
+    // First, before anything is allocated: a pool made by a child importing an unguarded module.
+    checkNotBootstrapping();
     if (typeof processes === 'object' && processes !== null) {
       options = processes;
       processes = options.processes;
@@ -110,12 +114,20 @@ export class Pool {
     this.kind = memoryKindFor({ ctx: this.ctx });
     this.notifier = Notifier.create(this.kind);
     this.dispatcher = new Dispatcher(this.fnBodies, this.maxtasks, (task, error) => this.finish(task, false, error));
-    for (let i = 0; i < this.processes; i++) this.startWorker();
+    try {
+      for (let i = 0; i < this.processes; i++) this.startWorker();
+    } catch (error) {
+      // As Python's (issue #19675): the workers already started do not outlive a failed pool.
+      this.terminate();
+      throw error;
+    }
   }
 
   private startWorker(): WorkerSlot {
     const channel = Channel.create(this.kind);
-    const initializer = this.initializer && typeof this.initializer === 'object' ? { source: this.initializer } : this.initializer;
+    // A `{ source }` record arrives in the worker as the function it carries (reduction.ts).
+    const initializer = (this.initializer && typeof this.initializer === 'object' ? { source: this.initializer } : this.initializer) as
+      Parameters<typeof poolWorkerMain>[2];
     const ports = this.kind === 'thread' ? new MessageChannel() : null;
     const p = new this.ctx.Process({
       target: poolWorkerMain,
@@ -366,8 +378,8 @@ export class Pool {
     this.timeoutTimer.unref();
   }
 
-  /** @internal Drops a job's queued tasks; workers skip its dispatched ones they have not started. */
-  _cancelJob(job: Job): void {
+  /** Drops a job's queued tasks; workers skip its dispatched ones they have not started. */
+  private cancelJob(job: Job): void {
     job.cancelled = true;
     for (const w of this.workers) {
       for (const task of w.inflight.values()) if (task.job === job) this.notifier.cancel(task.seq);
@@ -512,7 +524,7 @@ export class Pool {
     this.fnId(fn);
     const iterator = new IMapIterator<R>();
     const ahead = Math.max(chunksize * this.processes * 4, this.processes * 64);
-    const job = new IMapJob<R>(this, options, iterator, ordered, chunksize, ahead);
+    const job = new IMapJob<R>(this, options, iterator, ordered, chunksize, ahead, knownLength(iterable));
     this.watchSignal(job, options.signal);
     void job.pump(iterable, fn);
     return iterator;
@@ -521,7 +533,7 @@ export class Pool {
   private watchSignal(job: Job, signal: AbortSignal | undefined): void {
     if (!signal) return;
     const onAbort = () => {
-      this._cancelJob(job);
+      this.cancelJob(job);
       job.abort(signal.reason);
     };
     if (signal.aborted) onAbort();

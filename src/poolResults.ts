@@ -7,9 +7,11 @@ import { inspect } from 'node:util';
 import { TimeoutError, ValueError } from './errors.js';
 import { deadlineAfter, secondsUntil } from './futex.js';
 import { MAP_CHUNK } from './poolChannel.js';
-import { raceTimeout, throwIfAborted } from './util.js';
+import { progressMeter, type ProgressCallback, type ProgressMeter } from './progress.js';
+import { callUserCallback, raceTimeout, throwIfAborted } from './util.js';
 
-type Fn = (...args: any[]) => unknown;
+// Any function: the pool checks arguments against it at the call (apply, map, ...), not here.
+type Fn = (...args: never[]) => unknown;
 
 /** Options every pool method takes after its Python parameters. */
 export interface CallOptions {
@@ -21,8 +23,10 @@ export interface CallOptions {
   /** Move ArrayBuffers instead of copying them where the backend allows (accepted everywhere;
    * see docs/pool.md for what moves). */
   transfer?: boolean;
-  /** true: a progress bar on stderr when it is a terminal; a function: called as chunks finish. */
-  progress?: boolean | ((done: number, total: number | null) => void);
+  /** true: a progress bar on stderr as tqdm draws it (items done of total, %, items/s, elapsed and
+   * remaining time), when stderr is a terminal; a function: called with `(items done, total)` as
+   * chunks finish (total null when the input's length is not known, as imap over a generator). */
+  progress?: boolean | ProgressCallback;
 }
 
 export interface AsyncCallOptions<T> extends CallOptions {
@@ -35,35 +39,31 @@ export interface AsyncCallOptions<T> extends CallOptions {
 export interface JobPool {
   /** Queues one task of `job`: `args` are the call's arguments or the chunk's items. */
   _submit(job: Job, args: unknown[], fn: Fn, mode: number, index: number): void;
-  /** Drops a job's queued tasks; workers skip its dispatched ones they have not started. */
-  _cancelJob(job: Job): void;
 }
 
 /** What an apply, map or imap call collects. */
 export abstract class Job {
   cancelled = false;
-  done = 0;
+  private readonly meter: ProgressMeter | null;
   constructor(
     readonly pool: JobPool,
     readonly options: CallOptions,
-  ) {}
+    /** Items the call has (null: not known before the input is read). */
+    total: number | null,
+  ) {
+    this.meter = progressMeter(options.progress, total);
+  }
   abstract deliver(index: number, ok: boolean, value: unknown): void;
   /** The call was aborted: reject what the caller holds. */
   abstract abort(reason: unknown): void;
-  progress(total: number | null): void {
-    this.done++;
-    const report = this.options.progress;
-    if (typeof report === 'function') report(this.done, total);
-    else if (report === true) drawProgress(this.done, total);
+  /** `items` more items finished (or failed). */
+  progress(items: number): void {
+    this.meter?.update(items);
   }
-}
-
-function drawProgress(done: number, total: number | null): void {
-  if (!process.stderr.isTTY) return;
-  const width = 30;
-  const filled = total ? Math.round((done / total) * width) : 0;
-  const bar = total ? `[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${done}/${total}` : `${done} done`;
-  process.stderr.write(`\r${bar}${total !== null && done >= total ? '\n' : ''}`);
+  /** The call is over, whichever way: the bar's last state stays on screen. */
+  endProgress(): void {
+    this.meter?.close();
+  }
 }
 
 /** Python's AsyncResult (ApplyResult/MapResult): `get`, `wait`, `ready`, `successful`. */
@@ -81,12 +81,9 @@ export class AsyncResult<T = unknown> {
   _settle(ok: boolean, value: unknown): void {
     if (this.outcome) return;
     this.outcome = ok ? { ok: true, value: value as T } : { ok: false, error: value };
-    try {
-      if (ok) this.callbacks.callback?.(value as T);
-      else this.callbacks.errorCallback?.(value as Error);
-    } finally {
-      this.resolveSettled();
-    }
+    if (ok) callUserCallback(this.callbacks.callback, value as T);
+    else callUserCallback(this.callbacks.errorCallback, value as Error);
+    this.resolveSettled();
   }
 
   ready(): boolean {
@@ -122,49 +119,58 @@ export class AsyncResult<T = unknown> {
 
 export class ApplyJob<T> extends Job {
   constructor(pool: JobPool, options: CallOptions, readonly result: AsyncResult<T>) {
-    super(pool, options);
+    super(pool, options, 1);
   }
   deliver(_index: number, ok: boolean, value: unknown): void {
     this.progress(1);
+    this.endProgress();
     this.result._settle(ok, value);
   }
   abort(reason: unknown): void {
+    this.endProgress();
     this.result._settle(false, reason);
   }
 }
 
-/** A map: chunk results land in place; the first failure fails the whole map, as in Python. */
+/** A map: chunk results land in place; the first failure fails the whole map once every chunk is
+ * done, as in Python (no fail-fast: CPython issue #23992, test_map_no_failfast). */
 export class MapJob<T> extends Job {
   private readonly values: T[];
   private remaining: number;
+  private failure: { error: unknown } | null = null;
   constructor(
     pool: JobPool,
     options: CallOptions,
     readonly result: AsyncResult<T[]>,
     private readonly chunksize: number,
     length: number,
-    private readonly chunks: number,
+    chunks: number,
   ) {
-    super(pool, options);
+    super(pool, options, length);
     this.values = new Array<T>(length);
     this.remaining = chunks;
-    if (chunks === 0) result._settle(true, this.values);
+    if (chunks === 0) this.settle(true, this.values);
   }
   deliver(index: number, ok: boolean, value: unknown): void {
     if (this.result.ready()) return;
-    this.progress(this.chunks);
     if (!ok) {
-      this.pool._cancelJob(this);
-      this.result._settle(false, value);
-      return;
+      this.failure ??= { error: value };
+    } else {
+      const items = value as T[];
+      this.progress(items.length);
+      const base = index * this.chunksize;
+      if (!this.failure) for (let i = 0; i < items.length; i++) this.values[base + i] = items[i]!;
     }
-    const items = value as T[];
-    const base = index * this.chunksize;
-    for (let i = 0; i < items.length; i++) this.values[base + i] = items[i]!;
-    if (--this.remaining === 0) this.result._settle(true, this.values);
+    if (--this.remaining > 0) return;
+    if (this.failure) this.settle(false, this.failure.error);
+    else this.settle(true, this.values);
   }
   abort(reason: unknown): void {
-    this.result._settle(false, reason);
+    this.settle(false, reason);
+  }
+  private settle(ok: boolean, value: unknown): void {
+    this.endProgress();
+    this.result._settle(ok, value);
   }
 }
 
@@ -176,6 +182,7 @@ export class IMapIterator<T> implements AsyncIterableIterator<T> {
   private waiters: Array<() => void> = [];
   /** @internal */ _finished = false;
   /** @internal */ _onConsume: () => void = () => {};
+  /** @internal */ _onReturn: () => void = () => {};
 
   /** @internal */
   _push(outcome: Outcome<T>): void {
@@ -228,6 +235,7 @@ export class IMapIterator<T> implements AsyncIterableIterator<T> {
     this._finished = true;
     this._ready.length = 0;
     this._onConsume();
+    this._onReturn();
     return { value: undefined, done: true };
   }
 
@@ -244,6 +252,8 @@ export class IMapJob<T> extends Job {
   private exhausted = false;
   private unconsumedItems = 0;
   private resume: (() => void) | null = null;
+  /** Items of each chunk in flight, by index (for progress when a chunk fails as a whole). */
+  private readonly chunkItems = new Map<number, number>();
 
   constructor(
     pool: JobPool,
@@ -252,12 +262,16 @@ export class IMapJob<T> extends Job {
     private readonly ordered: boolean,
     private readonly chunksize: number,
     private readonly maxItemsAhead: number,
+    total: number | null,
   ) {
-    super(pool, options);
+    super(pool, options, total);
     iterator._onConsume = () => {
       this.unconsumedItems--;
       this.resume?.();
     };
+    // The caller left the loop: the bar ends now, before the caller writes anything else, not when
+    // the pump next looks (it may be waiting on an async input that is idle).
+    iterator._onReturn = () => this.endProgress();
   }
 
   /** Pulls the input and submits chunks while fewer than `maxItemsAhead` items are unconsumed. */
@@ -271,7 +285,11 @@ export class IMapJob<T> extends Job {
           await new Promise<void>((resolve) => (this.resume = resolve));
           this.resume = null;
         }
-        if (this.cancelled || this.iterator._finished) return;
+        if (this.cancelled || this.iterator._finished) {
+          // The caller stopped iterating (or the call was aborted): the bar ends where it is.
+          this.endProgress();
+          return;
+        }
         const chunk: unknown[] = [];
         let r: IteratorResult<unknown> | undefined;
         while (chunk.length < this.chunksize) {
@@ -281,6 +299,7 @@ export class IMapJob<T> extends Job {
         }
         if (chunk.length > 0) {
           this.unconsumedItems += chunk.length;
+          this.chunkItems.set(this.chunksSubmitted, chunk.length);
           this.pool._submit(this, [chunk], fn, MAP_CHUNK, this.chunksSubmitted++);
         }
         if (r?.done) break;
@@ -295,7 +314,8 @@ export class IMapJob<T> extends Job {
   }
 
   deliver(index: number, ok: boolean, value: unknown): void {
-    this.progress(null);
+    this.progress(this.chunkItems.get(index) ?? 0);
+    this.chunkItems.delete(index);
     this.deliverAt(index, ok, value);
   }
 
@@ -323,10 +343,14 @@ export class IMapJob<T> extends Job {
   }
 
   private flush(): void {
-    if (this.exhausted && this.emitted === this.chunksSubmitted) this.iterator._finish();
+    if (this.exhausted && this.emitted === this.chunksSubmitted) {
+      this.endProgress();
+      this.iterator._finish();
+    }
   }
 
   abort(reason: unknown): void {
+    this.endProgress();
     this.iterator._push({ ok: false, error: reason });
     this.iterator._finish();
   }

@@ -166,7 +166,12 @@ export class Dispatcher {
       this.assign(best, task);
     }
     for (const w of workers) w.flush();
-    if (this.head > 1024 && this.head * 2 > this.pending.length) {
+    if (this.head === this.pending.length) {
+      // Handed out tasks must not keep their jobs (and so the callers' arguments and results)
+      // alive: CPython's test_release_task_refs.
+      this.pending = [];
+      this.head = 0;
+    } else if (this.head > 1024 && this.head * 2 > this.pending.length) {
       this.pending = this.pending.slice(this.head);
       this.head = 0;
     }

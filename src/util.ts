@@ -5,6 +5,7 @@
  * Queues register their flush here, which is how a process does not finish exiting until its
  * buffered items are written.
  */
+import { readFileSync } from 'node:fs';
 
 type Callback = () => unknown;
 
@@ -64,6 +65,22 @@ export async function runFinalizers(minPriority = -Infinity): Promise<void> {
   }
 }
 
+/**
+ * Calls a user's callback from inside the library's own work (a pool's result handling): what it
+ * throws surfaces as an uncaught exception, as a throwing EventEmitter listener's error does,
+ * instead of breaking the work that called it or vanishing.
+ */
+export function callUserCallback<A extends unknown[]>(callback: ((...args: A) => unknown) | undefined, ...args: A): void {
+  if (!callback) return;
+  try {
+    callback(...args);
+  } catch (error) {
+    queueMicrotask(() => {
+      throw error;
+    });
+  }
+}
+
 /** The longest delay setTimeout takes, in milliseconds (a longer one would fire at once). */
 export const MAX_DELAY_MS = 2 ** 31 - 1;
 
@@ -119,13 +136,16 @@ export function raceTimeout<T>(
  * A class that can also be called without `new` (docs/api.md rule 1: Python's factory functions
  * `mp.Lock()` and `new mp.Lock()` give the same thing). Subclassing and `instanceof` still work.
  */
-export function callable<C extends abstract new (...args: any[]) => any>(
+export function callable<C extends abstract new (...args: never[]) => object>(
   cls: C,
 ): C & ((...args: ConstructorParameters<C>) => InstanceType<C>) {
   return new Proxy(cls, {
     apply: (target, _self, args) => Reflect.construct(target, args),
   }) as C & ((...args: ConstructorParameters<C>) => InstanceType<C>);
 }
+
+/** A factory called or constructed with the same arguments (docs/api.md rule 1). */
+export type Factory<A extends unknown[], R> = { (...args: A): R; new (...args: A): R };
 
 /**
  * A factory that also works with `new` (docs/api.md rule 1, for a context's factories: `ctx.Lock()`
@@ -165,4 +185,24 @@ export function abortable<T>(
     cleanup = start(done(resolve), done(reject));
     signal?.addEventListener('abort', onAbort, { once: true });
   });
+}
+
+/** Whether process `pid` exists and has not exited (a zombie counts as exited). */
+export function processAlive(pid: number): boolean {
+  if (pid <= 0) return true;
+  try {
+    process.kill(pid, 0);
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code !== 'ESRCH';
+  }
+  if (process.platform === 'linux') {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
+      const state = stat.charAt(stat.lastIndexOf(')') + 2);
+      return state !== 'Z' && state !== 'X';
+    } catch {
+      return false;
+    }
+  }
+  return true;
 }

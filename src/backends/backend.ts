@@ -2,7 +2,7 @@
  * The interface every start method implements: CPython's Popen objects (popen_spawn_posix.py,
  * popen_forkserver.py). `Process` knows only this; queues, locks and pools never see a backend.
  */
-import type { TransferListItem } from 'node:worker_threads';
+import type { Transferable } from 'node:worker_threads';
 import type { Socket } from 'node:net';
 import { constants } from 'node:os';
 
@@ -28,13 +28,18 @@ export interface Popen {
 export interface StartRequest {
   /** The payload graph, already reduced (plain structured-clone data). */
   graph: unknown;
-  transfer: TransferListItem[];
+  transfer: Transferable[];
   handles: Socket[];
   /** Modules the child will import to find its task and class. */
   modules: string[];
   daemon: boolean;
   /** The child's name: `currentProcess().name` while its modules are imported, before the payload is rebuilt. */
   name: string;
+  /** This tree's resource tracker (src/resourceTracker.ts), which the child joins. */
+  tracker: string | null;
+  /** The parent's `process.argv`, the child's own while its modules are imported (Python's spawn
+   * gives its child the parent's `sys.argv`). */
+  argv: string[];
 }
 
 export interface Backend {

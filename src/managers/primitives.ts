@@ -5,7 +5,7 @@
  * they are in-process and asynchronous, written once on `Waiters`, and a call's owner (for RLock)
  * and cancellation (the client hung up) come from `callerContext`.
  */
-import { BrokenBarrierError, Empty, Full, RuntimeError, ValueError } from '../errors.js';
+import { BrokenBarrierError, emptyQueue, fullQueue, RuntimeError, ValueError } from '../errors.js';
 import { serializable } from '../tasks.js';
 import { deadlineAfter, secondsUntil } from '../futex.js';
 import { timerDelayMs } from '../util.js';
@@ -99,12 +99,17 @@ export class ManagedQueue {
     return this.maxsize > 0 && this.qsize() >= this.maxsize;
   }
 
+  /** How Empty and Full name this queue (private: not a method proxies may call). */
+  get #label(): string {
+    return `the manager's Queue (maxsize=${this.maxsize})`;
+  }
+
   async put(item: unknown, block = true, timeout: number | null = null): Promise<void> {
     checkTimeout(timeout);
     if (timeout !== null && timeout !== undefined && timeout < 0) throw new ValueError("'timeout' must be a non-negative number");
     const until = block ? deadlineAfter(timeout) : 0;
     while (this.full()) {
-      if (!block || !(await this.notFull.wait(secondsUntil(until))) && this.full()) throw new Full();
+      if (!block || !(await this.notFull.wait(secondsUntil(until))) && this.full()) throw fullQueue(this.#label, block, timeout);
     }
     this.items.push(item);
     this.unfinished++;
@@ -120,7 +125,7 @@ export class ManagedQueue {
     if (timeout !== null && timeout !== undefined && timeout < 0) throw new ValueError("'timeout' must be a non-negative number");
     const until = block ? deadlineAfter(timeout) : 0;
     while (this.empty()) {
-      if (!block || !(await this.notEmpty.wait(secondsUntil(until))) && this.empty()) throw new Empty();
+      if (!block || !(await this.notEmpty.wait(secondsUntil(until))) && this.empty()) throw emptyQueue(this.#label, block, timeout);
     }
     const item = this.items[this.head];
     this.items[this.head++] = undefined;

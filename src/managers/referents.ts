@@ -10,7 +10,7 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { IndexError, KeyError, RuntimeError, ValueError } from '../errors.js';
 import { serializable } from '../tasks.js';
-import { hashKey, pyCompare, pyEquals, pyRepr, pyReprSymbol } from './pyvalues.js';
+import { hashKey, pyCompare, pyEquals, pyRepr, pyReprSymbol, pyTypeName } from './pyvalues.js';
 
 /** Who is calling, as the server sees it: the client's process/thread, and a signal that aborts
  * when the client's connection closes (so a waiting acquire stops waiting). */
@@ -165,16 +165,22 @@ export class ManagedDict {
     return new Map([...this.entries.values()].map(([k, v]) => [k, v]));
   }
 
-  /** Python's `dict.__iter__`: a live iterator over the keys that fails when the size changes. */
-  *iter(): Generator<unknown, void, undefined> {
+  /** Python's `dict.__iter__`: a live iterator over the keys that fails when the size changes
+   * after it was made (the size is taken now, not at the first `next`, as Python's iterator does). */
+  iter(): Generator<unknown, void, undefined> {
     const size = this.entries.size;
     const version = this.version;
-    for (const [k] of this.entries.values()) {
-      if (this.entries.size !== size) throw new RuntimeError('dictionary changed size during iteration');
-      if (this.version !== version) throw new RuntimeError('dictionary keys changed during iteration');
-      yield k;
-    }
-    if (this.entries.size !== size) throw new RuntimeError('dictionary changed size during iteration');
+    const entries = this.entries;
+    const resized = (): boolean => entries.size !== size;
+    const rekeyed = (): boolean => this.version !== version;
+    return (function* keys() {
+      for (const [k] of entries.values()) {
+        if (resized()) throw new RuntimeError('dictionary changed size during iteration');
+        if (rekeyed()) throw new RuntimeError('dictionary keys changed during iteration');
+        yield k;
+      }
+      if (resized()) throw new RuntimeError('dictionary changed size during iteration');
+    })();
   }
 
   [getValueSymbol](): Map<unknown, unknown> {
@@ -306,9 +312,23 @@ export class ManagedList {
 
   /** `l *= n` (Python's `__imul__`). */
   imul(n: number): void {
-    const copy = [...this.items];
+    const repeated = this.mul(n);
     this.items.length = 0;
-    for (let i = 0; i < n; i++) this.items.push(...copy);
+    this.items.push(...repeated);
+  }
+
+  /** `l + other` (Python's `__add__`): a new list, returned as a copy. */
+  add(other: unknown): unknown[] {
+    if (!Array.isArray(other)) throw new TypeError(`can only concatenate list (not "${pyTypeName(other)}") to list`);
+    return [...this.items, ...other];
+  }
+
+  /** `l * n` and `n * l` (Python's `__mul__`, `__rmul__`): a new list, returned as a copy. */
+  mul(n: number): unknown[] {
+    if (!Number.isInteger(n)) throw new TypeError(`can't multiply sequence by non-int of type '${pyTypeName(n)}'`);
+    const out: unknown[] = [];
+    for (let i = 0; i < n; i++) out.push(...this.items);
+    return out;
   }
 
   [getValueSymbol](): unknown[] {
