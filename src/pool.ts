@@ -17,11 +17,15 @@ import { TimeoutError, ValueError, withRemoteTraceback, WorkerLostError } from '
 import { signalName } from './backends/backend.js';
 import { getContext, memoryKindFor, registerClasses, type BaseContext } from './context.js';
 import { checkNotBootstrapping, Process, processCpuCount } from './process.js';
-import { dumps, loads, loadsSync, needsRebuild, newReduceContext, rebuild, reduce } from './reduction.js';
+import { newReduceContext, rebuild, reduce } from './reduction.js';
+import { LENGTH_BYTES, NO_FRAME } from './ring.js';
 import { sentinelExit } from './sentinels.js';
 import { runAsync } from './futex.js';
 import { refOf, sourceOf, type SourceFunction } from './tasks.js';
-import { CALL, CANCELLED, Channel, MAP_CHUNK, Notifier, OK, parseResult, STARMAP_CHUNK, stopFrame, type PortMessage } from './poolChannel.js';
+import {
+  CALL, CANCELLED, Channel, decodeResult, defineFrame, MAP_CHUNK, Notifier, OK, STARMAP_CHUNK, stopFrame, taskFrame,
+  type PortMessage, type ResultMessage,
+} from './poolChannel.js';
 import { poolWorkerMain } from './poolWorker.js';
 import { knownLength } from './progress.js';
 import {
@@ -60,7 +64,7 @@ interface Stats {
 }
 
 const LATENCY_SAMPLES = 1024;
-const noBody = new Uint8Array(0);
+const noFrame = Buffer.alloc(0);
 const SPIN_MS = 0.05;
 
 /** Python's `multiprocessing.Pool`. */
@@ -78,7 +82,7 @@ export class Pool {
   private loopRunning = false;
   private loopAbort = new AbortController();
   private readonly fnIds = new Map<Function, number>();
-  private readonly fnBodies = new Map<number, Uint8Array>();
+  private readonly fnFrames = new Map<number, Uint8Array>();
   private readonly dispatcher: Dispatcher;
   private timeoutTimer: NodeJS.Timeout | null = null;
   private readonly latencies: number[] = [];
@@ -113,7 +117,7 @@ export class Pool {
     this.maxtasks = maxtasksperchild ?? null;
     this.kind = memoryKindFor({ ctx: this.ctx });
     this.notifier = Notifier.create(this.kind);
-    this.dispatcher = new Dispatcher(this.fnBodies, this.maxtasks, (task, error) => this.finish(task, false, error));
+    this.dispatcher = new Dispatcher(this.fnFrames, this.maxtasks, (task, error) => this.finish(task, false, error));
     try {
       for (let i = 0; i < this.processes; i++) this.startWorker();
     } catch (error) {
@@ -159,7 +163,7 @@ export class Pool {
     if (id === undefined) {
       id = this.fnIds.size + 1;
       const ctx = newReduceContext(this.kind);
-      this.fnBodies.set(id, dumps(fn, ctx, { functionSlot: true }));
+      this.fnFrames.set(id, defineFrame(id, fn, ctx, { functionSlot: true }));
       this.ctx._expectModules(ctx.modules);
       this.fnIds.set(fn, id);
     }
@@ -168,21 +172,21 @@ export class Pool {
 
   /** @internal Queues one task of `job`: `args` are the call's arguments or the chunk's items. */
   _submit(job: Job, args: unknown[], fn: Fn, mode: number, index: number): void {
-    let body: Uint8Array = noBody;
+    let frame: Buffer = noFrame;
     let moved: Task['moved'] = null;
     let fnId: number;
     try {
       fnId = this.fnId(fn);
       const value = mode === CALL ? args : args[0];
       if (job.options.transfer && this.kind === 'thread') moved = reduce(value, newReduceContext('thread'));
-      else body = dumps(value, newReduceContext(this.kind));
+      else frame = taskFrame(value, newReduceContext(this.kind));
     } catch (error) {
       // An argument that cannot be serialised fails its own task, as in Python.
       queueMicrotask(() => job.deliver(index, false, error));
       return;
     }
     const task: Task = {
-      job, index, fnId, mode, body, moved, seq: 0, worker: null,
+      job, index, fnId, mode, frame, moved, seq: 0, worker: null,
       timeout: job.options.timeout ?? null, startedAt: 0, submittedAt: performance.now(),
     };
     this.dispatcher.push(task);
@@ -247,18 +251,18 @@ export class Pool {
     let n = 0;
     const ring = w.channel.results;
     while (!w.readingLarge) {
-      const frame = ring.tryReadFrame();
-      if (frame) {
-        this.onResult(w, frame);
+      const result = ring.tryDecodeFrame(resultsOf(w));
+      if (result !== NO_FRAME) {
+        this.onResult(w, result);
         n++;
         continue;
       }
       if (ring.available() > 0) {
         // A result larger than what has arrived: read the rest as it streams in.
         w.readingLarge = true;
-        void runAsync(ring.readFrame()).then((f) => {
+        void runAsync(ring.readFrame()).then((frame) => {
           w.readingLarge = false;
-          this.onResult(w, f);
+          this.onResult(w, resultsOf(w)(frame, true));
           this.drain(w);
         });
       }
@@ -268,14 +272,13 @@ export class Pool {
     return n;
   }
 
-  private onResult(w: WorkerSlot, frame: Uint8Array): void {
-    const { seq, status, body } = parseResult(frame);
-    this.settle(w, seq, status, () => (needsRebuild(body) ? loads(body) : loadsSync(body)));
+  private onResult(w: WorkerSlot, { seq, status, value }: ResultMessage): void {
+    this.settle(w, seq, status, value);
   }
 
   /** A thread worker's message: a large result frame, or a `{ transfer: true }` result. */
   private onPortMessage(w: WorkerSlot, m: PortMessage): void {
-    if ('frame' in m) this.onResult(w, m.frame.subarray(4)); // past the frame's length
+    if ('frame' in m) this.onResult(w, resultsOf(w)(m.frame.subarray(LENGTH_BYTES), true));
     else if ('status' in m) this.settle(w, m.seq, m.status, () => (m.changed ? rebuild(m.graph, { target: 'thread', handles: [] }) : m.graph));
     this.drain(w);
     this.dispatch(); // the worker has room again
@@ -657,6 +660,11 @@ async function toArray(iterable: AsyncIterable<unknown>): Promise<unknown[]> {
   const out: unknown[] = [];
   for await (const item of iterable) out.push(item);
   return out;
+}
+
+/** Decodes `w`'s result frames (where they lie), skipping the values of tasks it no longer holds. */
+function resultsOf(w: WorkerSlot): (frame: Uint8Array, owned: boolean) => ResultMessage {
+  return (frame, owned) => decodeResult(frame, owned, (seq) => w.inflight.has(seq));
 }
 
 function workerLost(p: Process, code: number | null): WorkerLostError {

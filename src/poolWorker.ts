@@ -5,13 +5,13 @@
  */
 import type { MessagePort } from 'node:worker_threads';
 import type { BlockState } from './heap.js';
-import { dumps, loads, loadsSync, needsRebuild, newReduceContext, rebuild, reduce } from './reduction.js';
+import { loads, newReduceContext, rebuild, reduce } from './reduction.js';
 import { PicklingError } from './errors.js';
 import {
-  CALL, CANCELLED, Channel, DEFINE, FAILED, MAP_CHUNK, Notifier, OK, ownBuffer, parseTask, PORT, PORT_THRESHOLD,
+  CALL, CANCELLED, Channel, DEFINE, decodeTask, FAILED, MAP_CHUNK, Notifier, OK, ownBuffer, PORT, PORT_THRESHOLD,
   resultFrame, STOP, TASK, transferables, type ChannelState, type PortMessage, type TaskMessage,
 } from './poolChannel.js';
-import type { ByteRing } from './ring.js';
+import { LENGTH_BYTES, NO_FRAME, type ByteRing } from './ring.js';
 import { task } from './tasks.js';
 import { runAsync, runSync } from './futex.js';
 
@@ -39,13 +39,13 @@ async function run(fn: Fn, mode: number, args: unknown): Promise<unknown> {
 
 function encode(seq: number, ok: boolean, value: unknown): Buffer {
   try {
-    return resultFrame(seq, ok ? OK : FAILED, dumps(value));
+    return resultFrame(seq, ok ? OK : FAILED, value);
   } catch (error) {
     // Python's MaybeEncodingError: the result (or error) could not be sent back.
     const why = new PicklingError(
       `Error sending result: ${(error as Error).message}. The task's ${ok ? 'result' : 'error'} cannot be serialised.`,
     );
-    return resultFrame(seq, FAILED, dumps(why));
+    return resultFrame(seq, FAILED, why);
   }
 }
 
@@ -108,7 +108,7 @@ class Replies {
       else postResult(this.port!, call.seq, status === OK, value);
       return;
     }
-    this.send(status === CANCELLED ? resultFrame(call.seq, CANCELLED, dumps(null)) : encode(call.seq, status === OK, value));
+    this.send(status === CANCELLED ? resultFrame(call.seq, CANCELLED, null) : encode(call.seq, status === OK, value));
     if (this.unannounced >= NOTIFY_EVERY || performance.now() - this.lastNotify >= NOTIFY_AFTER_MS) this.announce();
   }
 
@@ -158,27 +158,27 @@ class Tasks {
 
   async next(): Promise<Next> {
     for (;;) {
-      let message = parseTask(await this.nextFrame());
+      let message = await this.nextMessage();
       if (message.kind === PORT) {
         const m = await this.nextPortMessage();
         if ('fnId' in m) {
           return { kind: TASK, seq: m.seq, fnId: m.fnId, mode: m.mode, moved: true, args: () => (m.changed ? rebuild(m.graph, threadCtx) : m.graph) };
         }
         if (!('frame' in m)) continue;
-        message = parseTask(m.frame.subarray(4)); // past the frame's length
+        message = decodeTask(m.frame.subarray(LENGTH_BYTES), true);
       }
       if (message.kind === PORT) continue;
       if (message.kind !== TASK) return message;
-      const { body } = message;
-      return { ...message, moved: false, args: () => (needsRebuild(body) ? loads(body) : loadsSync(body)) };
+      return { ...message, moved: false };
     }
   }
 
-  private async nextFrame(): Promise<Uint8Array> {
+  private async nextMessage(): Promise<TaskMessage> {
     for (;;) {
-      const frame = this.ring.tryReadFrame();
-      if (frame) return frame;
-      if (this.ring.available() > 0) return runAsync(this.ring.readFrame()); // a frame larger than the ring streams in
+      const message = this.ring.tryDecodeFrame(decodeTask);
+      if (message !== NO_FRAME) return message;
+      // A frame larger than the ring streams in.
+      if (this.ring.available() > 0) return decodeTask(await runAsync(this.ring.readFrame()), true);
       this.idle();
       // An idle worker blocks on its ring (a wake then costs microseconds, not a trip through the
       // event loop), in slices, letting its event loop run between them (timers, parent death).

@@ -6,7 +6,7 @@
 import type { MessagePort } from 'node:worker_threads';
 import type { Process } from './process.js';
 import { runAsync } from './futex.js';
-import { type Channel, defineFrame, ownBuffer, PORT_THRESHOLD, portFrame, taskFrame, transferables } from './poolChannel.js';
+import { type Channel, PORT_THRESHOLD, portFrame, stampTask, transferables } from './poolChannel.js';
 import type { Job } from './poolResults.js';
 
 /** A task: one call of the pool's function (or one chunk of a map) on its way to a worker. */
@@ -15,8 +15,9 @@ export interface Task {
   index: number;
   fnId: number;
   mode: number;
-  /** The encoded arguments, or, for `{ transfer: true }` on threads, the reduced value itself. */
-  body: Uint8Array;
+  /** The task's frame: its encoded arguments (poolChannel's taskFrame; empty for `moved`). */
+  frame: Buffer;
+  /** For `{ transfer: true }` on threads: the reduced value itself. */
   moved: { graph: unknown; changed: boolean } | null;
   seq: number;
   worker: WorkerSlot | null;
@@ -65,21 +66,19 @@ export class WorkerSlot {
   ) {}
 
   private batch: Uint8Array[] = [];
-  private batchBytes = 0;
 
   /** Adds a frame to what `flush()` writes: one ring write, and one wake-up, per dispatch round. */
   queue(frame: Uint8Array): void {
     this.batch.push(frame);
-    this.batchBytes += frame.length;
   }
 
   flush(): void {
     if (this.batch.length === 0) return;
     const frames = this.batch;
-    const bytes = this.batchBytes;
     this.batch = [];
-    this.batchBytes = 0;
-    this.send(frames.length === 1 ? frames[0]! : Buffer.concat(frames, bytes));
+    // The whole frames that fit go in at once; the rest follow as the worker drains the ring.
+    const from = this.outbox.length === 0 && !this.feeding ? this.channel.tasks.writeWhatFits(frames, 0).end : 0;
+    for (let i = from; i < frames.length; i++) this.send(frames[i]!);
   }
 
   /** Writes a frame to the worker's ring, or queues it behind what is still being written. */
@@ -114,8 +113,8 @@ export class Dispatcher {
   private seq = 0;
 
   constructor(
-    /** The encoded pool functions, sent to each worker before its first task that calls one. */
-    private readonly fnBodies: ReadonlyMap<number, Uint8Array>,
+    /** The pool functions' define frames, sent to each worker before its first task that calls one. */
+    private readonly fnFrames: ReadonlyMap<number, Uint8Array>,
     private readonly maxtasks: number | null,
     /** A task that cannot be sent fails (its moved buffers went to a worker that died). */
     private readonly fail: (task: Task, error: unknown) => void,
@@ -180,7 +179,7 @@ export class Dispatcher {
 
   private assign(w: WorkerSlot, task: Task): void {
     if (!w.knownFns.has(task.fnId)) {
-      w.queue(defineFrame(task.fnId, this.fnBodies.get(task.fnId)!));
+      w.queue(this.fnFrames.get(task.fnId)!);
       w.knownFns.add(task.fnId);
     }
     task.seq = this.seq = (this.seq % 0xfffffffe) + 1;
@@ -200,11 +199,12 @@ export class Dispatcher {
       w.queue(portFrame());
       return;
     }
-    const frame = taskFrame(task.seq, task.fnId, task.mode, task.body);
-    const buffer = w.port && frame.length >= PORT_THRESHOLD ? ownBuffer(frame) : null;
-    if (buffer) {
-      // A large payload to a thread: moved over the port instead of copied through the ring.
-      w.port!.postMessage({ frame }, [buffer]);
+    const frame = stampTask(task.frame, task.seq, task.fnId, task.mode);
+    if (w.port && frame.length >= PORT_THRESHOLD) {
+      // A large payload to a thread: moved over the port instead of copied through the ring (a
+      // copy is moved: the task keeps its frame in case this worker dies before running it).
+      const copy = new Uint8Array(frame);
+      w.port.postMessage({ frame: copy }, [copy.buffer]);
       w.queue(portFrame());
     } else {
       w.queue(frame);
