@@ -78,11 +78,11 @@ interface Task {
 }
 
 /** What an apply, map or imap call collects. */
-abstract class Job {
+export abstract class Job {
   cancelled = false;
   done = 0;
   constructor(
-    readonly pool: Pool,
+    readonly pool: BasePool,
     readonly options: CallOptions,
   ) {}
   abstract deliver(index: number, ok: boolean, value: unknown): void;
@@ -159,7 +159,7 @@ export class AsyncResult<T = unknown> {
 }
 
 class ApplyJob<T> extends Job {
-  constructor(pool: Pool, options: CallOptions, readonly result: AsyncResult<T>) {
+  constructor(pool: BasePool, options: CallOptions, readonly result: AsyncResult<T>) {
     super(pool, options);
   }
   deliver(_index: number, ok: boolean, value: unknown): void {
@@ -176,7 +176,7 @@ class MapJob<T> extends Job {
   private readonly values: T[];
   private remaining: number;
   constructor(
-    pool: Pool,
+    pool: BasePool,
     options: CallOptions,
     readonly result: AsyncResult<T[]>,
     private readonly chunksize: number,
@@ -285,7 +285,7 @@ class IMapJob<T> extends Job {
   private resume: (() => void) | null = null;
 
   constructor(
-    pool: Pool,
+    pool: BasePool,
     options: CallOptions,
     readonly iterator: IMapIterator<T>,
     private readonly ordered: boolean,
@@ -448,7 +448,7 @@ class WorkerSlot {
   }
 }
 
-interface Stats {
+export interface Stats {
   tasksDone: number;
   tasksFailed: number;
   queued: number;
@@ -464,10 +464,225 @@ const LATENCY_SAMPLES = 1024;
 const noBody = new Uint8Array(0);
 const SPIN_MS = 0.05;
 
+/** Checks the Pool constructor's arguments (Python's): `new Pool(4, options)` or `new Pool({ processes: 4, ... })`. */
+export function poolArguments(processes: number | null | undefined | PoolOptions, options: PoolOptions): [number | null, PoolOptions] {
+  if (typeof processes === 'object' && processes !== null) {
+    options = processes;
+    processes = options.processes;
+  }
+  if (processes !== undefined && processes !== null && (!Number.isInteger(processes) || processes < 1)) {
+    throw new ValueError('Number of processes must be at least 1');
+  }
+  if (options.initializer !== undefined && options.initializer !== null && typeof options.initializer !== 'function') {
+    throw new TypeError('initializer must be a callable');
+  }
+  const { maxtasksperchild } = options;
+  if (maxtasksperchild !== undefined && maxtasksperchild !== null && (!Number.isInteger(maxtasksperchild) || maxtasksperchild < 1)) {
+    throw new ValueError('maxtasksperchild must be a positive int or None');
+  }
+  return [processes ?? null, options];
+}
+
+/**
+ * The Pool API (Python's, plus signal/timeout/progress): turns each call into a job and its tasks.
+ * Where the tasks run is the subclass's business: `Pool` runs them on local workers, the redis
+ * context's pool on worker programs reached through Redis.
+ */
+export abstract class BasePool {
+  protected state: typeof RUN | typeof CLOSE | typeof TERMINATE = RUN;
+
+  constructor(
+    /** How many workers the pool counts on: the default chunksize and imap's read-ahead follow it. */
+    protected readonly processes: number,
+  ) {}
+
+  /** @internal Queues one task of `job`: `args` are the call's arguments or the chunk's items. */
+  abstract _submit(job: Job, args: unknown[], fn: Fn, mode: number, index: number): void;
+  /** @internal Drops a job's queued tasks; workers skip its dispatched ones they have not started. */
+  abstract _cancelJob(job: Job): void;
+  /** Fails at the call (not later, in a task) for a function that cannot reach the workers. */
+  protected abstract checkFunction(fn: Fn): void;
+  /** No more work is accepted; workers exit once the submitted work is done. */
+  abstract close(): void;
+  /** Stops at once; work not finished is rejected with ValueError. */
+  abstract terminate(): void;
+  /** Waits until the pool has stopped; call `close()` or `terminate()` first. */
+  abstract join(options?: { signal?: AbortSignal }): Promise<void>;
+  /** Counters and latency percentiles of this pool (beyond Python). */
+  abstract stats(): Stats;
+
+  protected checkRunning(): void {
+    if (this.state !== RUN) throw new ValueError('Pool not running');
+  }
+
+  /** Python's `apply`: runs `fn(...args)` in a worker and waits for the result. */
+  async apply<A extends unknown[], R>(fn: (...args: A) => R, args?: A, options: CallOptions = {}): Promise<Awaited<R>> {
+    return this.applyAsync(fn, args, options).get();
+  }
+
+  applyAsync<A extends unknown[], R>(
+    fn: (...args: A) => R,
+    args?: A,
+    options: AsyncCallOptions<Awaited<R>> = {},
+  ): AsyncResult<Awaited<R>> {
+    this.checkRunning();
+    const result = new AsyncResult<Awaited<R>>(options);
+    const job = new ApplyJob(this, options, result);
+    this.watchSignal(job, options.signal);
+    this._submit(job, args ? [...args] : [], fn as Fn, CALL, 0);
+    return result;
+  }
+
+  /** Python's `map`: `fn` over every item, in order, in chunks (`chunksize` or Python's default). */
+  async map<T, R>(
+    fn: (item: T) => R,
+    iterable: Iterable<T> | AsyncIterable<T>,
+    chunksize?: number | null | CallOptions,
+    options?: CallOptions,
+  ): Promise<Awaited<R>[]> {
+    return this.mapAsync(fn, iterable, chunksize, options).get();
+  }
+
+  mapAsync<T, R>(
+    fn: (item: T) => R,
+    iterable: Iterable<T> | AsyncIterable<T>,
+    chunksize?: number | null | AsyncCallOptions<Awaited<R>[]>,
+    options?: AsyncCallOptions<Awaited<R>[]>,
+  ): AsyncResult<Awaited<R>[]> {
+    return this.startMap(fn as Fn, iterable, chunksize, options, MAP_CHUNK);
+  }
+
+  /** Python's `starmap`: `fn(...args)` for every args array. */
+  async starmap<A extends unknown[], R>(
+    fn: (...args: A) => R,
+    iterable: Iterable<A> | AsyncIterable<A>,
+    chunksize?: number | null | CallOptions,
+    options?: CallOptions,
+  ): Promise<Awaited<R>[]> {
+    return this.starmapAsync(fn, iterable, chunksize, options).get();
+  }
+
+  starmapAsync<A extends unknown[], R>(
+    fn: (...args: A) => R,
+    iterable: Iterable<A> | AsyncIterable<A>,
+    chunksize?: number | null | AsyncCallOptions<Awaited<R>[]>,
+    options?: AsyncCallOptions<Awaited<R>[]>,
+  ): AsyncResult<Awaited<R>[]> {
+    return this.startMap(fn as Fn, iterable, chunksize, options, STARMAP_CHUNK);
+  }
+
+  private startMap<R>(
+    fn: Fn,
+    iterable: Iterable<unknown> | AsyncIterable<unknown>,
+    chunksizeOrOptions: number | null | undefined | AsyncCallOptions<R[]>,
+    maybeOptions: AsyncCallOptions<R[]> | undefined,
+    mode: number,
+  ): AsyncResult<R[]> {
+    this.checkRunning();
+    const [chunksize, options] = splitOptions(chunksizeOrOptions, maybeOptions);
+    if (chunksize !== null && chunksize !== undefined && (!Number.isInteger(chunksize) || chunksize < 1)) {
+      throw new ValueError(`Chunksize must be 1+, not ${chunksize}`);
+    }
+    this.checkFunction(fn);
+    const result = new AsyncResult<R[]>(options);
+    if (iterable !== null && typeof iterable === 'object' && Symbol.asyncIterator in iterable && !(Symbol.iterator in iterable)) {
+      // An AsyncIterable is read to the end first, as Python lists an iterable without a length.
+      toArray(iterable).then(
+        (items) => this.submitMap(fn, items, chunksize, options, mode, result),
+        (error) => result._settle(false, error),
+      );
+    } else {
+      // Python turns the iterable into a list in the caller: a generator's error is thrown here.
+      this.submitMap(fn, toArraySync(iterable as Iterable<unknown>), chunksize, options, mode, result);
+    }
+    return result;
+  }
+
+  private submitMap<R>(
+    fn: Fn,
+    items: unknown[],
+    chunksizeArg: number | null | undefined,
+    options: CallOptions,
+    mode: number,
+    result: AsyncResult<R[]>,
+  ): void {
+    if (this.state !== RUN) {
+      result._settle(false, new ValueError('Pool not running'));
+      return;
+    }
+    let chunksize = chunksizeArg;
+    if (chunksize === null || chunksize === undefined) {
+      // Python's default: about four chunks per worker.
+      chunksize = Math.floor(items.length / (this.processes * 4));
+      if (items.length % (this.processes * 4)) chunksize++;
+    }
+    const chunks = items.length === 0 ? 0 : Math.ceil(items.length / chunksize);
+    const job = new MapJob<R>(this, options, result, chunksize, items.length, chunks);
+    this.watchSignal(job, options.signal);
+    for (let i = 0; i < chunks && !job.cancelled; i++) {
+      this._submit(job, [items.slice(i * chunksize, (i + 1) * chunksize)], fn, mode, i);
+    }
+  }
+
+  /** Python's `imap`: results in input order, reading the input lazily. */
+  imap<T, R>(fn: (item: T) => R, iterable: Iterable<T> | AsyncIterable<T>, chunksize?: number | CallOptions, options?: CallOptions): IMapIterator<Awaited<R>> {
+    return this.startImap(fn as Fn, iterable, chunksize, options, true);
+  }
+
+  /** Python's `imap_unordered`: results as they finish. */
+  imapUnordered<T, R>(fn: (item: T) => R, iterable: Iterable<T> | AsyncIterable<T>, chunksize?: number | CallOptions, options?: CallOptions): IMapIterator<Awaited<R>> {
+    return this.startImap(fn as Fn, iterable, chunksize, options, false);
+  }
+
+  private startImap<R>(
+    fn: Fn,
+    iterable: Iterable<unknown> | AsyncIterable<unknown>,
+    chunksizeOrOptions: number | undefined | CallOptions,
+    maybeOptions: CallOptions | undefined,
+    ordered: boolean,
+  ): IMapIterator<R> {
+    this.checkRunning();
+    const [chunksizeArg, options] = splitOptions(chunksizeOrOptions, maybeOptions);
+    const chunksize = chunksizeArg ?? 1;
+    if (!Number.isInteger(chunksize) || chunksize < 1) throw new ValueError(`Chunksize must be 1+, not ${chunksize}`);
+    if (iterable === null || typeof iterable !== 'object' || !(Symbol.iterator in iterable || Symbol.asyncIterator in iterable)) {
+      throw new TypeError('imap() takes an Iterable or an AsyncIterable');
+    }
+    this.checkFunction(fn);
+    const iterator = new IMapIterator<R>();
+    const ahead = Math.max(chunksize * this.processes * 4, this.processes * 64);
+    const job = new IMapJob<R>(this, options, iterator, ordered, chunksize, ahead);
+    this.watchSignal(job, options.signal);
+    void job.pump(iterable, fn, false);
+    return iterator;
+  }
+
+  private watchSignal(job: Job, signal: AbortSignal | undefined): void {
+    if (!signal) return;
+    const onAbort = () => {
+      this._cancelJob(job);
+      job.abort(signal.reason);
+    };
+    if (signal.aborted) onAbort();
+    else signal.addEventListener('abort', onAbort, { once: true });
+  }
+
+  /** Python's `with Pool() as p:` exits by terminating the pool. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    this.terminate();
+    await this.join();
+  }
+  [Symbol.dispose](): void {
+    this.terminate();
+  }
+  [inspect.custom](): string {
+    return this.toString();
+  }
+}
+
 /** Python's `multiprocessing.Pool`. */
-export class Pool {
+export class Pool extends BasePool {
   private readonly ctx: BaseContext;
-  private readonly processes: number;
   private readonly initializer: Fn | SourceFunction | null;
   private readonly initargs: unknown[];
   private readonly maxtasks: number | null;
@@ -476,7 +691,6 @@ export class Pool {
   private workers: WorkerSlot[] = [];
   private pending: Task[] = [];
   private pendingHead = 0;
-  private state: typeof RUN | typeof CLOSE | typeof TERMINATE = RUN;
   private outstanding = 0;
   private loopRunning = false;
   private loopAbort = new AbortController();
@@ -491,27 +705,14 @@ export class Pool {
   /** Every worker process this pool started, for join(). */
   private readonly started: Process[] = [];
 
-  constructor(processes?: number | null | PoolOptions, options: PoolOptions = {}) {
-    if (typeof processes === 'object' && processes !== null) {
-      options = processes;
-      processes = options.processes;
-    }
-    if (processes !== undefined && processes !== null && (!Number.isInteger(processes) || processes < 1)) {
-      throw new ValueError('Number of processes must be at least 1');
-    }
-    if (options.initializer !== undefined && options.initializer !== null && typeof options.initializer !== 'function') {
-      throw new TypeError('initializer must be a callable');
-    }
-    const { maxtasksperchild } = options;
-    if (maxtasksperchild !== undefined && maxtasksperchild !== null && (!Number.isInteger(maxtasksperchild) || maxtasksperchild < 1)) {
-      throw new ValueError('maxtasksperchild must be a positive int or None');
-    }
+  constructor(processesArg?: number | null | PoolOptions, optionsArg: PoolOptions = {}) {
+    const [processes, options] = poolArguments(processesArg, optionsArg);
+    super(processes ?? processCpuCount());
     this.ctx = (options.context ?? getContext()).getContext();
-    this.processes = processes ?? processCpuCount();
     const init = options.initializer ?? null;
     this.initializer = init === null || refOf(init) ? init : sourceOf(init, 'the pool initializer');
     this.initargs = options.initargs ? [...options.initargs] : [];
-    this.maxtasks = maxtasksperchild ?? null;
+    this.maxtasks = options.maxtasksperchild ?? null;
     this.kind = memoryKindFor({ ctx: this.ctx });
     this.notifier = Notifier.create(this.kind);
     for (let i = 0; i < this.processes; i++) this.startWorker();
@@ -541,8 +742,8 @@ export class Pool {
 
   // ---- submitting ---------------------------------------------------------------------------
 
-  private checkRunning(): void {
-    if (this.state !== RUN) throw new ValueError('Pool not running');
+  protected checkFunction(fn: Fn): void {
+    this.fnId(fn);
   }
 
   private fnId(fn: Fn): number {
@@ -558,7 +759,6 @@ export class Pool {
     return id;
   }
 
-  /** @internal Queues one task of `job`: `args` are the call's arguments or the chunk's items. */
   _submit(job: Job, args: unknown[], fn: Fn, mode: number, index: number): void {
     let body: Uint8Array = noBody;
     let moved: Task['moved'] = null;
@@ -819,7 +1019,6 @@ export class Pool {
     this.timeoutTimer.unref();
   }
 
-  /** @internal Drops a job's queued tasks; workers skip its dispatched ones they have not started. */
   _cancelJob(job: Job): void {
     job.cancelled = true;
     for (const w of this.workers) {
@@ -827,161 +1026,6 @@ export class Pool {
     }
   }
 
-  // ---- the API ------------------------------------------------------------------------------
-
-  /** Python's `apply`: runs `fn(...args)` in a worker and waits for the result. */
-  async apply<A extends unknown[], R>(fn: (...args: A) => R, args?: A, options: CallOptions = {}): Promise<Awaited<R>> {
-    return this.applyAsync(fn, args, options).get();
-  }
-
-  applyAsync<A extends unknown[], R>(
-    fn: (...args: A) => R,
-    args?: A,
-    options: AsyncCallOptions<Awaited<R>> = {},
-  ): AsyncResult<Awaited<R>> {
-    this.checkRunning();
-    const result = new AsyncResult<Awaited<R>>(options);
-    const job = new ApplyJob(this, options, result);
-    this.watchSignal(job, options.signal);
-    this._submit(job, args ? [...args] : [], fn as Fn, CALL, 0);
-    return result;
-  }
-
-  /** Python's `map`: `fn` over every item, in order, in chunks (`chunksize` or Python's default). */
-  async map<T, R>(
-    fn: (item: T) => R,
-    iterable: Iterable<T> | AsyncIterable<T>,
-    chunksize?: number | null | CallOptions,
-    options?: CallOptions,
-  ): Promise<Awaited<R>[]> {
-    return this.mapAsync(fn, iterable, chunksize, options).get();
-  }
-
-  mapAsync<T, R>(
-    fn: (item: T) => R,
-    iterable: Iterable<T> | AsyncIterable<T>,
-    chunksize?: number | null | AsyncCallOptions<Awaited<R>[]>,
-    options?: AsyncCallOptions<Awaited<R>[]>,
-  ): AsyncResult<Awaited<R>[]> {
-    return this.startMap(fn as Fn, iterable, chunksize, options, MAP_CHUNK);
-  }
-
-  /** Python's `starmap`: `fn(...args)` for every args array. */
-  async starmap<A extends unknown[], R>(
-    fn: (...args: A) => R,
-    iterable: Iterable<A> | AsyncIterable<A>,
-    chunksize?: number | null | CallOptions,
-    options?: CallOptions,
-  ): Promise<Awaited<R>[]> {
-    return this.starmapAsync(fn, iterable, chunksize, options).get();
-  }
-
-  starmapAsync<A extends unknown[], R>(
-    fn: (...args: A) => R,
-    iterable: Iterable<A> | AsyncIterable<A>,
-    chunksize?: number | null | AsyncCallOptions<Awaited<R>[]>,
-    options?: AsyncCallOptions<Awaited<R>[]>,
-  ): AsyncResult<Awaited<R>[]> {
-    return this.startMap(fn as Fn, iterable, chunksize, options, STARMAP_CHUNK);
-  }
-
-  private startMap<R>(
-    fn: Fn,
-    iterable: Iterable<unknown> | AsyncIterable<unknown>,
-    chunksizeOrOptions: number | null | undefined | AsyncCallOptions<R[]>,
-    maybeOptions: AsyncCallOptions<R[]> | undefined,
-    mode: number,
-  ): AsyncResult<R[]> {
-    this.checkRunning();
-    const [chunksize, options] = splitOptions(chunksizeOrOptions, maybeOptions);
-    if (chunksize !== null && chunksize !== undefined && (!Number.isInteger(chunksize) || chunksize < 1)) {
-      throw new ValueError(`Chunksize must be 1+, not ${chunksize}`);
-    }
-    this.fnId(fn);
-    const result = new AsyncResult<R[]>(options);
-    if (iterable !== null && typeof iterable === 'object' && Symbol.asyncIterator in iterable && !(Symbol.iterator in iterable)) {
-      // An AsyncIterable is read to the end first, as Python lists an iterable without a length.
-      toArray(iterable).then(
-        (items) => this.submitMap(fn, items, chunksize, options, mode, result),
-        (error) => result._settle(false, error),
-      );
-    } else {
-      // Python turns the iterable into a list in the caller: a generator's error is thrown here.
-      this.submitMap(fn, toArraySync(iterable as Iterable<unknown>), chunksize, options, mode, result);
-    }
-    return result;
-  }
-
-  private submitMap<R>(
-    fn: Fn,
-    items: unknown[],
-    chunksizeArg: number | null | undefined,
-    options: CallOptions,
-    mode: number,
-    result: AsyncResult<R[]>,
-  ): void {
-    if (this.state !== RUN) {
-      result._settle(false, new ValueError('Pool not running'));
-      return;
-    }
-    let chunksize = chunksizeArg;
-    if (chunksize === null || chunksize === undefined) {
-      // Python's default: about four chunks per worker.
-      chunksize = Math.floor(items.length / (this.processes * 4));
-      if (items.length % (this.processes * 4)) chunksize++;
-    }
-    const chunks = items.length === 0 ? 0 : Math.ceil(items.length / chunksize);
-    const job = new MapJob<R>(this, options, result, chunksize, items.length, chunks);
-    this.watchSignal(job, options.signal);
-    for (let i = 0; i < chunks && !job.cancelled; i++) {
-      this._submit(job, [items.slice(i * chunksize, (i + 1) * chunksize)], fn, mode, i);
-    }
-  }
-
-  /** Python's `imap`: results in input order, reading the input lazily. */
-  imap<T, R>(fn: (item: T) => R, iterable: Iterable<T> | AsyncIterable<T>, chunksize?: number | CallOptions, options?: CallOptions): IMapIterator<Awaited<R>> {
-    return this.startImap(fn as Fn, iterable, chunksize, options, true);
-  }
-
-  /** Python's `imap_unordered`: results as they finish. */
-  imapUnordered<T, R>(fn: (item: T) => R, iterable: Iterable<T> | AsyncIterable<T>, chunksize?: number | CallOptions, options?: CallOptions): IMapIterator<Awaited<R>> {
-    return this.startImap(fn as Fn, iterable, chunksize, options, false);
-  }
-
-  private startImap<R>(
-    fn: Fn,
-    iterable: Iterable<unknown> | AsyncIterable<unknown>,
-    chunksizeOrOptions: number | undefined | CallOptions,
-    maybeOptions: CallOptions | undefined,
-    ordered: boolean,
-  ): IMapIterator<R> {
-    this.checkRunning();
-    const [chunksizeArg, options] = splitOptions(chunksizeOrOptions, maybeOptions);
-    const chunksize = chunksizeArg ?? 1;
-    if (!Number.isInteger(chunksize) || chunksize < 1) throw new ValueError(`Chunksize must be 1+, not ${chunksize}`);
-    if (iterable === null || typeof iterable !== 'object' || !(Symbol.iterator in iterable || Symbol.asyncIterator in iterable)) {
-      throw new TypeError('imap() takes an Iterable or an AsyncIterable');
-    }
-    this.fnId(fn);
-    const iterator = new IMapIterator<R>();
-    const ahead = Math.max(chunksize * this.processes * 4, this.processes * 64);
-    const job = new IMapJob<R>(this, options, iterator, ordered, chunksize, ahead);
-    this.watchSignal(job, options.signal);
-    void job.pump(iterable, fn, false);
-    return iterator;
-  }
-
-  private watchSignal(job: Job, signal: AbortSignal | undefined): void {
-    if (!signal) return;
-    const onAbort = () => {
-      this._cancelJob(job);
-      job.abort(signal.reason);
-    };
-    if (signal.aborted) onAbort();
-    else signal.addEventListener('abort', onAbort, { once: true });
-  }
-
-  /** No more work is accepted; workers exit once the submitted work is done. */
   close(): void {
     if (this.state === RUN) {
       this.state = CLOSE;
@@ -994,7 +1038,7 @@ export class Pool {
     for (const w of this.workers) if (!w.exited) w.send(stopFrame());
   }
 
-  /** Stops the workers at once (SIGTERM); work not finished is rejected with ValueError. */
+  /** Stops the workers at once (SIGTERM). */
   terminate(): void {
     if (this.state === TERMINATE) return;
     this.state = TERMINATE;
@@ -1019,7 +1063,6 @@ export class Pool {
     }
   }
 
-  /** Waits for the workers to exit; call `close()` or `terminate()` first. */
   async join(options: { signal?: AbortSignal } = {}): Promise<void> {
     if (this.state === RUN) throw new ValueError('Pool is still running');
     // Replacements may start while we wait (a closed pool finishing its work): wait for those too.
@@ -1030,7 +1073,6 @@ export class Pool {
     }
   }
 
-  /** Counters and latency percentiles of this pool (beyond Python). */
   stats(): Stats {
     const l = [...this.latencies].sort((a, b) => a - b);
     const at = (p: number) => (l.length ? l[Math.min(l.length - 1, Math.floor(p * l.length))]! : 0);
@@ -1052,20 +1094,8 @@ export class Pool {
     };
   }
 
-  /** Python's `with Pool() as p:` exits by terminating the pool. */
-  async [Symbol.asyncDispose](): Promise<void> {
-    this.terminate();
-    await this.join();
-  }
-  [Symbol.dispose](): void {
-    this.terminate();
-  }
-
-  toString(): string {
+  override toString(): string {
     return `<${this.constructor.name} state=${this.state} pool_size=${this.workers.length}>`;
-  }
-  [inspect.custom](): string {
-    return this.toString();
   }
 }
 
@@ -1112,7 +1142,7 @@ function signalName(n: number): string {
 
 /** The task's error with its own class, name and message, and the remote stack in `cause`
  * (Python's RemoteTraceback). */
-function remoteError(value: unknown): unknown {
+export function remoteError(value: unknown): unknown {
   if (!(value instanceof Error)) return value;
   if (value instanceof WorkerLostError || value.name === 'PicklingError' && !value.stack?.includes('\n    at ')) return value;
   const Ctor = value.constructor as new (message: string) => Error;
