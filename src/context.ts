@@ -21,14 +21,19 @@ import {
 } from './sharedctypes.js';
 import type { SynchronizedOptions } from './sharedctypes.js';
 import { pipeForProcesses, pipeForThreads, type Connection } from './connection.js';
-import { Pool, type PoolOptions } from './pool.js';
+import { Pool, type BasePool, type PoolOptions } from './pool.js';
 import type { SyncManager } from './managers.js';
 import { constructible } from './util.js';
+import type { RedisContext } from './redis/context.js';
+import type { RedisContextOptions } from './redis/client.js';
 
 /** A factory called or constructed with the same arguments (rule 1). */
 type Factory<A extends unknown[], R> = { (...args: A): R; new (...args: A): R };
 
 export type { StartMethod } from './backends/backend.js';
+
+/** What `ctx.getStartMethod()` says: a start method, or 'redis' for the redis context. */
+export type ContextMethod = StartMethod | 'redis';
 
 const backends: Record<StartMethod, Backend> = {
   spawn: spawnBackend,
@@ -113,7 +118,7 @@ export class BaseContext {
 
   readonly Pipe: Factory<[duplex?: boolean], [Connection, Connection]> = constructible((duplex = true) =>
     this.getStartMethod() === 'thread' ? pipeForThreads(duplex) : pipeForProcesses(duplex));
-  readonly Pool: Factory<[processes?: number | null | PoolOptions, options?: PoolOptions], Pool> = constructible(
+  readonly Pool: Factory<[processes?: number | null | PoolOptions, options?: PoolOptions], BasePool> = constructible(
     (processes?: number | null | PoolOptions, options: PoolOptions = {}) =>
       typeof processes === 'object' && processes !== null
         ? new Pool({ ...processes, context: this })
@@ -131,12 +136,13 @@ export class BaseContext {
     return Process;
   }
 
-  getStartMethod(_allowNone = false): StartMethod | null {
+  getStartMethod(_allowNone = false): ContextMethod | null {
     throw new Error('abstract');
   }
 
-  getContext(method?: string | null): BaseContext {
+  getContext(method?: string | null, options?: RedisContextOptions): BaseContext {
     if (method === undefined || method === null) return this;
+    if (method === 'redis') return makeRedisContext(options);
     return concreteContext(checkMethod(method));
   }
 
@@ -147,6 +153,15 @@ export class BaseContext {
   setStartMethod(_method: string | null, _options: { force?: boolean } = {}): void {
     throw new ValueError('cannot set start method of concrete context');
   }
+}
+
+// The redis context's module extends BaseContext, so it cannot be imported from here: it tells this
+// module how to make one when it loads (index.ts loads it).
+let makeRedisContext = (_options?: RedisContextOptions): RedisContext => {
+  throw new NotAvailableError("The redis context's module (src/redis/context.ts) was not loaded.");
+};
+export function setRedisContextFactory(factory: (options?: RedisContextOptions) => RedisContext): void {
+  makeRedisContext = factory;
 }
 
 /** A context bound to one start method (`getContext('spawn')`). */
@@ -168,12 +183,12 @@ export class ConcreteContext extends BaseContext {
 export class DefaultContext extends BaseContext {
   private actual: ConcreteContext | null = null;
 
-  override getContext(method?: string | null): BaseContext {
+  override getContext(method?: string | null, options?: RedisContextOptions): BaseContext {
     if (method === undefined || method === null) {
       this.actual ??= concreteContexts[defaultMethod];
       return this.actual;
     }
-    return super.getContext(method);
+    return super.getContext(method, options);
   }
 
   override getStartMethod(allowNone = false): StartMethod | null {
@@ -217,9 +232,12 @@ export const defaultContext = new DefaultContext();
 
 setBackendResolver((method) => backends[method ?? defaultContext.actualContext().method]);
 
-/** Python's `multiprocessing.get_context(method=None)`. */
-export function getContext(method?: string | null): BaseContext {
-  return defaultContext.getContext(method);
+/** Python's `multiprocessing.get_context(method=None)`; `getContext('redis', { url })` is the redis
+ * context (src/redis/, docs/distributed.md). */
+export function getContext(method: 'redis', options?: RedisContextOptions): RedisContext;
+export function getContext(method?: string | null): BaseContext;
+export function getContext(method?: string | null, options?: RedisContextOptions): BaseContext {
+  return defaultContext.getContext(method, options);
 }
 export function getStartMethod(allowNone = false): StartMethod | null {
   return defaultContext.getStartMethod(allowNone);

@@ -461,6 +461,20 @@ export interface Stats {
 }
 
 const LATENCY_SAMPLES = 1024;
+
+/** Submit-to-result times of the most recent tasks, for `stats()`. */
+export class Latencies {
+  private readonly samples: number[] = [];
+  add(ms: number): void {
+    if (this.samples.length >= LATENCY_SAMPLES) this.samples.shift();
+    this.samples.push(ms);
+  }
+  percentiles(): Stats['latencyMs'] {
+    const l = [...this.samples].sort((a, b) => a - b);
+    const at = (p: number) => (l.length ? l[Math.min(l.length - 1, Math.floor(p * l.length))]! : 0);
+    return { p50: at(0.5), p90: at(0.9), p99: at(0.99), max: l.length ? l[l.length - 1]! : 0 };
+  }
+}
 const noBody = new Uint8Array(0);
 const SPIN_MS = 0.05;
 
@@ -698,7 +712,7 @@ export class Pool extends BasePool {
   private readonly fnBodies = new Map<number, Uint8Array>();
   private seq = 0;
   private timeoutTimer: NodeJS.Timeout | null = null;
-  private readonly latencies: number[] = [];
+  private readonly latencies = new Latencies();
   private tasksDone = 0;
   private tasksFailed = 0;
   private replaced = 0;
@@ -952,8 +966,7 @@ export class Pool extends BasePool {
     this.outstanding--;
     this.tasksDone++;
     if (!ok) this.tasksFailed++;
-    if (this.latencies.length >= LATENCY_SAMPLES) this.latencies.shift();
-    this.latencies.push(performance.now() - task.submittedAt);
+    this.latencies.add(performance.now() - task.submittedAt);
     if (!task.job.cancelled) task.job.deliver(task.index, ok, ok ? value : remoteError(value));
     this.maybeStopWorkers();
   }
@@ -1074,8 +1087,6 @@ export class Pool extends BasePool {
   }
 
   stats(): Stats {
-    const l = [...this.latencies].sort((a, b) => a - b);
-    const at = (p: number) => (l.length ? l[Math.min(l.length - 1, Math.floor(p * l.length))]! : 0);
     let busy = 0;
     let inFlight = 0;
     for (const w of this.workers) {
@@ -1090,7 +1101,7 @@ export class Pool extends BasePool {
       busyWorkers: busy,
       workers: this.workers.length,
       workersReplaced: this.replaced,
-      latencyMs: { p50: at(0.5), p90: at(0.9), p99: at(0.99), max: l.length ? l[l.length - 1]! : 0 },
+      latencyMs: this.latencies.percentiles(),
     };
   }
 

@@ -20,7 +20,7 @@ import { serverClasses, type Server, type ServerEntry, type ServerKind, type Tok
 /** What a manager needs of a context: its Process class and start method. */
 export interface ManagerContext {
   readonly Process: typeof Process;
-  getStartMethod(allowNone?: boolean): StartMethod | null;
+  getStartMethod(allowNone?: boolean): StartMethod | 'redis' | null;
 }
 
 export interface BaseManagerOptions {

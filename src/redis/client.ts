@@ -170,12 +170,41 @@ export async function connect(url: string, options: ConnectOptions): Promise<Red
   });
   client.on('connect', () => (client.stream as { unref?: () => void } | undefined)?.unref?.());
   try {
-    await client.connect();
+    await whileAlive(client.connect());
   } catch (error) {
     client.disconnect();
     throw connectError(url, lastError ?? (error as Error));
   }
   return client;
+}
+
+// The sockets never keep the program alive (an idle pool must not, as a local one does not): who
+// waits for Redis holds the program alive while it waits.
+let holds = 0;
+let holder: NodeJS.Timeout | null = null;
+
+/** Keeps the program alive until the returned function is called. */
+export function keepAlive(): () => void {
+  if (holds++ === 0) holder = setInterval(() => {}, 1 << 30);
+  let released = false;
+  return () => {
+    if (released) return;
+    released = true;
+    if (--holds === 0) {
+      clearInterval(holder!);
+      holder = null;
+    }
+  };
+}
+
+/** `promise`, with the program kept alive until it settles. */
+export async function whileAlive<T>(promise: Promise<T>): Promise<T> {
+  const release = keepAlive();
+  try {
+    return await promise;
+  } finally {
+    release();
+  }
 }
 
 /** An error that says which Redis could not be reached and what to do about it. */
