@@ -6,20 +6,11 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import * as mp from '../src/index.js';
 import { redisForTests, type TestRedis } from './redisServer.js';
-import { repoRoot, startWorkers, stopAll, TestWorker } from './redisWorkers.js';
+import { repoRoot, startWorkers, stopAll, TestWorker, until } from './redisWorkers.js';
 import { poisonSeven, sleepFor, sleepy, sleepyItem, slowDouble } from './fixtures/redis/tasks.js';
 
 const redis = await redisForTests({ db: 3 });
 after(() => redis.server?.close());
-
-/** Polls Redis (the only way to see another program's state) until `check` holds. */
-async function until(what: string, check: () => Promise<boolean> | boolean, ms = 60_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 /** The entries of a pool's stream pending with one consumer (XPENDING). */
 async function pendingWith(server: TestRedis, pool: mp.RedisPool, consumer: string): Promise<unknown[]> {

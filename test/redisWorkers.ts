@@ -108,3 +108,12 @@ export async function startWorkers(url: string, n: number, options: WorkerOption
 export async function stopAll(workers: TestWorker[]): Promise<void> {
   await Promise.all(workers.map((w) => w.stop()));
 }
+
+/** Polls (another program's state, Redis) until `check` holds; fails after `ms`. */
+export async function until(what: string, check: () => Promise<boolean> | boolean, ms = 60_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
