@@ -27,7 +27,7 @@ import { constructible } from './util.js';
 import type { RedisContext } from './redis/context.js';
 import type { RedisContextOptions } from './redis/client.js';
 
-/** A factory called or constructed with the same arguments (rule 1). */
+/** A factory called or constructed with the same arguments (docs/api.md rule 1). */
 type Factory<A extends unknown[], R> = { (...args: A): R; new (...args: A): R };
 
 export type { StartMethod } from './backends/backend.js';
@@ -76,7 +76,7 @@ export class BaseContext {
   readonly setForkserverPreload = setForkserverPreload;
 
   // Factories: objects made here live in this context's kind of memory (Python's context methods),
-  // called or constructed (rule 1).
+  // called or constructed (docs/api.md rule 1).
   readonly Lock: Factory<[], Lock> = constructible(() => new Lock({ ctx: this }), () => Lock);
   readonly RLock: Factory<[], RLock> = constructible(() => new RLock({ ctx: this }), () => RLock);
   readonly Semaphore: Factory<[value?: number], Semaphore> = constructible((value = 1) => new Semaphore(value, { ctx: this }), () => Semaphore);

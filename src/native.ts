@@ -8,34 +8,7 @@
 import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { errorClasses, NotAvailableError, OSError } from './errors.js';
-
-/** Python's `FileNotFoundError` (an `OSError`, code `ENOENT`). */
-export class FileNotFoundError extends OSError {
-  declare errno?: number;
-  declare syscall?: string;
-  declare filename?: string;
-}
-Object.defineProperty(FileNotFoundError.prototype, 'name', { value: 'FileNotFoundError', writable: true, configurable: true });
-
-/** Python's `FileExistsError` (an `OSError`, code `EEXIST`). */
-export class FileExistsError extends OSError {
-  declare errno?: number;
-  declare syscall?: string;
-  declare filename?: string;
-}
-Object.defineProperty(FileExistsError.prototype, 'name', { value: 'FileExistsError', writable: true, configurable: true });
-
-/** Python's `PermissionError` (an `OSError`, code `EACCES`/`EPERM`). */
-export class PermissionError extends OSError {
-  declare errno?: number;
-  declare syscall?: string;
-  declare filename?: string;
-}
-Object.defineProperty(PermissionError.prototype, 'name', { value: 'PermissionError', writable: true, configurable: true });
-
-// So that these errors keep their class when re-thrown from another process.
-Object.assign(errorClasses, { FileNotFoundError, FileExistsError, PermissionError });
+import { FileExistsError, FileNotFoundError, NotAvailableError, OSError, PermissionError } from './errors.js';
 
 export type WaitResult = 'ok' | 'not-equal' | 'timed-out';
 

@@ -10,7 +10,8 @@
  *   others; a replacement is started (Python's pool hangs here).
  */
 import { inspect } from 'node:util';
-import { TimeoutError, ValueError, WorkerLostError } from './errors.js';
+import { TimeoutError, ValueError, withRemoteTraceback, WorkerLostError } from './errors.js';
+import { signalName } from './backends/backend.js';
 import { getContext, type BaseContext } from './context.js';
 import { Process, processCpuCount } from './process.js';
 import { MessageChannel, type MessagePort } from 'node:worker_threads';
@@ -300,7 +301,7 @@ class IMapJob<T> extends Job {
   }
 
   /** Pulls the input and submits chunks while fewer than `maxItemsAhead` items are unconsumed. */
-  async pump(source: Iterable<unknown> | AsyncIterable<unknown>, fn: Fn, starmap: boolean): Promise<void> {
+  async pump(source: Iterable<unknown> | AsyncIterable<unknown>, fn: Fn): Promise<void> {
     const it = Symbol.asyncIterator in source
       ? (source as AsyncIterable<unknown>)[Symbol.asyncIterator]()
       : (source as Iterable<unknown>)[Symbol.iterator]();
@@ -320,7 +321,7 @@ class IMapJob<T> extends Job {
         }
         if (chunk.length > 0) {
           this.unconsumedItems += chunk.length;
-          this.pool._submit(this, [chunk], fn, starmap ? STARMAP_CHUNK : MAP_CHUNK, this.chunksSubmitted++);
+          this.pool._submit(this, [chunk], fn, MAP_CHUNK, this.chunksSubmitted++);
         }
         if (r?.done) break;
       }
@@ -667,7 +668,7 @@ export abstract class BasePool {
     const ahead = Math.max(chunksize * this.processes * 4, this.processes * 64);
     const job = new IMapJob<R>(this, options, iterator, ordered, chunksize, ahead);
     this.watchSignal(job, options.signal);
-    void job.pump(iterable, fn, false);
+    void job.pump(iterable, fn);
     return iterator;
   }
 
@@ -878,8 +879,9 @@ export class Pool extends BasePool {
         if (this.outstanding === 1 && this.spinFor(seq, SPIN_MS)) continue;
         await this.notifier.sleep(seq, this.loopAbort.signal);
       }
-    } catch {
-      // Aborted by terminate().
+    } catch (error) {
+      // terminate() aborts the sleep; anything else is a bug to report, not to swallow.
+      if (error !== this.loopAbort.signal.reason) throw error;
     } finally {
       this.loopRunning = false;
     }
@@ -951,6 +953,8 @@ export class Pool extends BasePool {
       return;
     }
     const ok = status === OK;
+    // A task's own error is re-thrown here with the worker's stack in `cause`.
+    const outcome = (v: unknown): unknown => (ok || !(v instanceof Error) ? v : withRemoteTraceback(v));
     let value: unknown;
     try {
       value = decode();
@@ -958,8 +962,8 @@ export class Pool extends BasePool {
       this.finish(task, false, error);
       return;
     }
-    if (value instanceof Promise) value.then((v) => this.finish(task, ok, v), (error) => this.finish(task, false, error));
-    else this.finish(task, ok, value);
+    if (value instanceof Promise) value.then((v) => this.finish(task, ok, outcome(v)), (error) => this.finish(task, false, error));
+    else this.finish(task, ok, outcome(value));
   }
 
   private finish(task: Task, ok: boolean, value: unknown): void {
@@ -967,7 +971,7 @@ export class Pool extends BasePool {
     this.tasksDone++;
     if (!ok) this.tasksFailed++;
     this.latencies.add(performance.now() - task.submittedAt);
-    if (!task.job.cancelled) task.job.deliver(task.index, ok, ok ? value : remoteError(value));
+    if (!task.job.cancelled) task.job.deliver(task.index, ok, value);
     this.maybeStopWorkers();
   }
 
@@ -1141,33 +1145,7 @@ async function toArray(iterable: AsyncIterable<unknown>): Promise<unknown[]> {
 }
 
 function workerLost(p: Process, code: number | null): WorkerLostError {
-  const signal = code !== null && code < 0 ? signalName(-code) : null;
+  const signal = code !== null && code < 0 ? signalName(-code) ?? `signal ${-code}` : null;
   const how = signal ? `was killed by ${signal}` : `exited with code ${code}`;
   return new WorkerLostError(`Worker ${p.name} ${how} while running this task`, code, signal);
 }
-
-function signalName(n: number): string {
-  const names: Record<number, string> = { 1: 'SIGHUP', 2: 'SIGINT', 6: 'SIGABRT', 9: 'SIGKILL', 11: 'SIGSEGV', 15: 'SIGTERM' };
-  return names[n] ?? `signal ${n}`;
-}
-
-/** The task's error with its own class, name and message, and the remote stack in `cause`
- * (Python's RemoteTraceback). */
-export function remoteError(value: unknown): unknown {
-  if (!(value instanceof Error)) return value;
-  if (value instanceof WorkerLostError || value.name === 'PicklingError' && !value.stack?.includes('\n    at ')) return value;
-  const Ctor = value.constructor as new (message: string) => Error;
-  let local: Error;
-  try {
-    local = new Ctor(value.message);
-  } catch {
-    local = new Error(value.message);
-  }
-  if (local.name !== value.name) Object.defineProperty(local, 'name', { value: value.name, configurable: true, writable: true });
-  for (const key of Object.keys(value)) (local as unknown as Record<string, unknown>)[key] = (value as unknown as Record<string, unknown>)[key];
-  const trace = new Error(value.stack ?? `${value.name}: ${value.message}`);
-  trace.name = 'RemoteTraceback';
-  Object.defineProperty(local, 'cause', { value: trace, configurable: true, writable: true });
-  return local;
-}
-

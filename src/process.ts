@@ -460,9 +460,7 @@ export { sentinelExit };
 
 /** Python's `_exit_function`: finalizers, then daemon children are terminated; non-daemon
  * children keep the event loop alive until they finish (the join). */
-let exiting = false;
 process.on('exit', () => {
-  exiting = true;
   for (const child of children) {
     if (child.exitcode === null && child.daemon) {
       debug('calling terminate() for daemon %s', child.name);
@@ -474,10 +472,6 @@ process.on('exit', () => {
     }
   }
 });
-
-export function isExiting(): boolean {
-  return exiting;
-}
 
 /** Runs the exit-time finalizers (queues flush here) before a child ends. */
 export async function runExitFinalizers(): Promise<void> {

@@ -330,7 +330,7 @@ export class Queue<T = unknown> {
 
   /**
    * Python's `get_nowait()`: the next item at once, or `Empty`. Synchronous, as a call that cannot
-   * wait is (API.md rule 4); an item carrying a task whose module this process has not imported
+   * wait is (docs/api.md rule 4); an item carrying a task whose module this process has not imported
    * yet raises `UnpicklingError` here (use `await get()` for those).
    */
   getNowait(): T {

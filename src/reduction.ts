@@ -69,7 +69,8 @@ export function newReduceContext(target: 'process' | 'thread'): ReduceContext {
 type Rebuilder = (state: any, ctx: RebuildContext) => unknown;
 const rebuilders = new Map<string, Rebuilder>();
 
-/** Tells `rebuild` how to turn a `{ kind, state }` record back into a live object. */
+/** Tells `rebuild` how to turn a `{ kind, state }` record back into a live object. The module
+ * that calls this also names itself for the kind in `reducerHomes` below. */
 export function registerReducer(kind: string, rebuildFn: Rebuilder): void {
   rebuilders.set(kind, rebuildFn);
 }
@@ -286,10 +287,13 @@ export function reduceFunction(fn: Function, path: string, ctx: ReduceContext): 
 
 // ---- rebuilding ----------------------------------------------------------------------------
 
-/** Modules a graph needs imported before `rebuildSync` can resolve it. */
-// Where each kind of handle is rebuilt: a child imports only the modules its arguments need (the
-// whole library costs a child tens of milliseconds to load).
 const moduleExtension = import.meta.url.endsWith('.ts') ? '.ts' : '.js';
+
+/**
+ * The module that registers each kind's rebuilder: `rebuild` imports it when a graph holds that
+ * kind, so a child imports only the modules its arguments need (the whole library costs a child
+ * tens of milliseconds to load). Every new serialisable kind is added here.
+ */
 const reducerHomes: Record<string, string> = {
   Queue: 'queues', JoinableQueue: 'queues', SimpleQueue: 'queues',
   Lock: 'synchronize', RLock: 'synchronize', Semaphore: 'synchronize', BoundedSemaphore: 'synchronize',
@@ -512,7 +516,6 @@ export function dumps(value: unknown, ctx?: ReduceContext, options?: ReduceOptio
   return out;
 }
 
-/** Whether `loads` of these bytes may need to import modules (so `loadsSync` could fail). */
 /** Whether `loads` of these bytes copies all it returns out of them, so that they may be decoded
  * where they lie (in a ring that the writer reuses at once). JSON, bytes and numbers are copied;
  * v8's deserializer may return typed arrays that are views into its input. */
@@ -521,6 +524,7 @@ export function decodesByCopy(bytes: Uint8Array): boolean {
   return tag === JSON_TEXT || tag === BYTES || tag === NUMBERS;
 }
 
+/** Whether `loads` of these bytes may need to import modules (so `loadsSync` could fail). */
 export function needsRebuild(bytes: Uint8Array): boolean {
   return bytes[0] === NEEDS_REBUILD;
 }

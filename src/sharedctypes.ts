@@ -157,7 +157,7 @@ class RawValueClass<T extends Typecode = Typecode> {
 }
 registerReducer('RawValue', (s: { typecode: Typecode; block: BlockState }) => new RawValueClass(s.typecode, undefined, undefined, attachBlock(s.block)));
 
-/** Python's `RawValue(typecode, value)`, with or without `new` (API.md rule 1). */
+/** Python's `RawValue(typecode, value)`, with or without `new` (docs/api.md rule 1). */
 export const RawValue = callable(RawValueClass) as typeof RawValueClass & RawValueFactory;
 export type RawValue<T extends Typecode = Typecode> = RawValueClass<T>;
 
@@ -271,7 +271,7 @@ class RawArrayClass<T extends Typecode = Typecode> implements Iterable<TypecodeV
 }
 registerReducer('RawArray', (s: { typecode: Typecode; block: BlockState }) => new RawArrayClass(s.typecode, 0, undefined, attachBlock(s.block)));
 
-/** Python's `RawArray(typecode, sizeOrValues)`, with or without `new` (API.md rule 1). */
+/** Python's `RawArray(typecode, sizeOrValues)`, with or without `new` (docs/api.md rule 1). */
 export const RawArray = callable(RawArrayClass) as typeof RawArrayClass & RawArrayFactory;
 export type RawArray<T extends Typecode = Typecode> = RawArrayClass<T>;
 
@@ -415,7 +415,7 @@ function kindOptions(kind: MemoryKind): CtypesOptions {
   return { ctx: { getStartMethod: () => (kind === 'thread' ? 'thread' : 'spawn') } };
 }
 
-// ---- factories (callable and constructible, API.md rule 1) ---------------------------------------
+// ---- factories (callable and constructible, docs/api.md rule 1) ----------------------------
 
 export interface RawValueFactory {
   <T extends Typecode>(typecode: T, value?: TypecodeValue[T] | number, options?: CtypesOptions): RawValue<T>;

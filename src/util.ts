@@ -64,13 +64,7 @@ export async function runFinalizers(minPriority = -Infinity): Promise<void> {
   }
 }
 
-/** A promise that resolves after `seconds`, or never for null/undefined; aborts with `signal`. */
-export function deadlineOf(timeout: number | null | undefined): number {
-  if (timeout === null || timeout === undefined) return Infinity;
-  return performance.now() + Math.max(0, timeout) * 1000;
-}
-
-/** Rejects with the signal's reason (Python has no such thing; API.md rule 6). */
+/** Rejects with the signal's reason (Python has no such thing; docs/api.md rule 6). */
 export function throwIfAborted(signal: AbortSignal | undefined): void {
   if (signal?.aborted) throw signal.reason;
 }
@@ -113,7 +107,7 @@ export function raceTimeout<T>(
 }
 
 /**
- * A class that can also be called without `new` (API.md rule 1: Python's factory functions
+ * A class that can also be called without `new` (docs/api.md rule 1: Python's factory functions
  * `mp.Lock()` and `new mp.Lock()` give the same thing). Subclassing and `instanceof` still work.
  */
 export function callable<C extends abstract new (...args: any[]) => any>(
@@ -125,7 +119,7 @@ export function callable<C extends abstract new (...args: any[]) => any>(
 }
 
 /**
- * A factory that also works with `new` (API.md rule 1, for a context's factories: `ctx.Lock()` and
+ * A factory that also works with `new` (docs/api.md rule 1, for a context's factories: `ctx.Lock()` and
  * `new ctx.Lock()`), typed by the caller as `F`. With `cls`, it carries the class's name and
  * `x instanceof factory` is `x instanceof cls()` (subclassing it is not supported: extend the class).
  */

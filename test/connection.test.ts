@@ -890,7 +890,7 @@ describe('reduce / rebuild', () => {
   });
 });
 
-describe('recvSync / pollSync (blocking variants, API rule 5)', () => {
+describe('recvSync / pollSync (blocking variants, docs/api.md rule 5)', () => {
   const syncMakers: [string, PipeMaker][] = [
     ['process pipe (socketpair)', pipeForProcesses],
     ['thread pipe (MessageChannel)', pipeForThreads],

@@ -4,6 +4,7 @@
  */
 import type { TransferListItem } from 'node:worker_threads';
 import type { Socket } from 'node:net';
+import { constants } from 'node:os';
 import type { RemoteNaming } from '../reduction.js';
 
 export type StartMethod = 'spawn' | 'forkserver' | 'thread';
@@ -71,12 +72,18 @@ export class KeepAlive {
   }
 }
 
+const osSignals = constants.signals as Record<string, number>;
+
 /** Exit code for a signal name, Python's `-signal`. */
 export function signalExitCode(signal: NodeJS.Signals): number {
   return -(osSignals[signal] ?? 0);
 }
-import { constants } from 'node:os';
-const osSignals = constants.signals as Record<string, number>;
+
+/** The name of signal number `n` (`SIGKILL` for 9), or undefined for a number that is not one. */
+export function signalName(n: number): string | undefined {
+  for (const name in osSignals) if (osSignals[name] === n) return name;
+  return undefined;
+}
 
 /** The child's command line: the parent's runtime flags (loaders such as tsx carry over), minus
  * flags that belong to the parent's own run (the test runner's). */

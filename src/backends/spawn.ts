@@ -20,9 +20,6 @@ export function setExecutable(path: string): void {
   if (typeof path !== 'string' || path.length === 0) throw new TypeError('setExecutable() takes a path');
   executable = path;
 }
-export function getExecutable(): string {
-  return executable;
-}
 
 /** The first stdio slot of a handle passed at spawn: 0-2 are stdio, 3 is the IPC channel. */
 export const FIRST_HANDLE_FD = 4;

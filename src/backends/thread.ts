@@ -11,7 +11,7 @@ import { dirname, join } from 'node:path';
 interface TsxManifest {
   exports: { './esm/api': { import: { default: string } } };
 }
-import { KeepAlive, type Backend, type Popen, type StartRequest } from './backend.js';
+import { KeepAlive, signalExitCode, type Backend, type Popen, type StartRequest } from './backend.js';
 import { bootstrapPath } from './spawn.js';
 
 /**
@@ -80,10 +80,10 @@ class ThreadPopen implements Popen {
     void this.worker.terminate();
   }
   terminate(): void {
-    this.stop(-15);
+    this.stop(signalExitCode('SIGTERM'));
   }
   kill(): void {
-    this.stop(-9);
+    this.stop(signalExitCode('SIGKILL'));
   }
   /** Python's KeyboardInterrupt ends the child with exit code 1. */
   interrupt(): void {

@@ -8,7 +8,7 @@
  * Errors are Python's: `KeyError`, `IndexError`, `ValueError`, `RuntimeError`, `Empty`, `Full`.
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { BrokenBarrierError, Empty, Full, IndexError, KeyError, ValueError } from '../errors.js';
+import { BrokenBarrierError, Empty, Full, IndexError, KeyError, RuntimeError, ValueError } from '../errors.js';
 import { serializable } from '../tasks.js';
 import { hashKey, pyCompare, pyEquals, pyRepr, pyReprSymbol } from './pyvalues.js';
 
@@ -37,16 +37,6 @@ function local(value: unknown): unknown {
   const getter = (v as { [getValueSymbol]?: () => unknown } | null)?.[getValueSymbol];
   return v !== value && typeof getter === 'function' && !(v instanceof ManagedLock || v instanceof ManagedRLock) ? getter.call(v) : v;
 }
-
-/** A Python exception class that errors.ts does not define (it travels by name). */
-function pyError(name: string, message: string): Error {
-  const error = new Error(message);
-  Object.defineProperty(error, 'name', { value: name, configurable: true, writable: true });
-  return error;
-}
-
-export const RuntimeError = (message: string): Error => pyError('RuntimeError', message);
-export const AttributeError = (message: string): Error => pyError('AttributeError', message);
 
 function named<C extends Function>(cls: C, name: string): C {
   Object.defineProperty(cls, 'name', { value: name });
@@ -246,11 +236,11 @@ export class ManagedDict {
     const size = this.entries.size;
     const version = this.version;
     for (const [k] of this.entries.values()) {
-      if (this.entries.size !== size) throw RuntimeError('dictionary changed size during iteration');
-      if (this.version !== version) throw RuntimeError('dictionary keys changed during iteration');
+      if (this.entries.size !== size) throw new RuntimeError('dictionary changed size during iteration');
+      if (this.version !== version) throw new RuntimeError('dictionary keys changed during iteration');
       yield k;
     }
-    if (this.entries.size !== size) throw RuntimeError('dictionary changed size during iteration');
+    if (this.entries.size !== size) throw new RuntimeError('dictionary changed size during iteration');
   }
 
   [getValueSymbol](): Map<unknown, unknown> {
@@ -731,7 +721,7 @@ export class ManagedLock {
   }
 
   release(): void {
-    if (!this.held) throw RuntimeError('release unlocked lock');
+    if (!this.held) throw new RuntimeError('release unlocked lock');
     this.held = false;
     this.waiters.wakeOne();
   }
@@ -789,7 +779,7 @@ export class ManagedRLock {
   }
 
   release(): void {
-    if (this.owner !== caller()) throw RuntimeError('cannot release un-acquired lock');
+    if (this.owner !== caller()) throw new RuntimeError('cannot release un-acquired lock');
     if (--this.count === 0) {
       this.owner = null;
       this.waiters.wakeOne();
@@ -797,7 +787,7 @@ export class ManagedRLock {
   }
 
   _releaseSave(): unknown {
-    if (this.owner !== caller()) throw RuntimeError('cannot release un-acquired lock');
+    if (this.owner !== caller()) throw new RuntimeError('cannot release un-acquired lock');
     const saved = [this.owner, this.count];
     this.owner = null;
     this.count = 0;
@@ -902,7 +892,7 @@ export class ManagedCondition {
 
   async wait(timeout: number | null = null): Promise<boolean> {
     checkTimeout(timeout);
-    if (!this.lock._isOwned()) throw RuntimeError('cannot wait on un-acquired lock');
+    if (!this.lock._isOwned()) throw new RuntimeError('cannot wait on un-acquired lock');
     const waiting = this.waiters.wait(timeout);
     const saved = this.lock._releaseSave();
     let woken = false;
@@ -915,12 +905,12 @@ export class ManagedCondition {
   }
 
   notify(n = 1): void {
-    if (!this.lock._isOwned()) throw RuntimeError('cannot notify on un-acquired lock');
+    if (!this.lock._isOwned()) throw new RuntimeError('cannot notify on un-acquired lock');
     for (let i = 0; i < n; i++) if (!this.waiters.wakeOne()) break;
   }
 
   notifyAll(): void {
-    if (!this.lock._isOwned()) throw RuntimeError('cannot notify on un-acquired lock');
+    if (!this.lock._isOwned()) throw new RuntimeError('cannot notify on un-acquired lock');
     this.waiters.wakeAll();
   }
 

@@ -4,8 +4,8 @@
  * (`multiprocessing-ts worker`) on any machine that reaches Redis. This file keeps the books
  * (which call each task belongs to, counters); producer.ts moves the tasks.
  */
-import { ValueError, WorkerLostError } from '../errors.js';
-import { BasePool, Latencies, poolArguments, remoteError, type Job, type PoolOptions, type Stats } from '../pool.js';
+import { ValueError, withRemoteTraceback, WorkerLostError } from '../errors.js';
+import { BasePool, Latencies, poolArguments, type Job, type PoolOptions, type Stats } from '../pool.js';
 import { CALL } from '../poolChannel.js';
 import { processCpuCount } from '../process.js';
 import { raceTimeout } from '../util.js';
@@ -112,7 +112,7 @@ export class RedisPool extends BasePool {
     const finish = (ok: boolean, value: unknown): void => {
       this.tasksDone++;
       if (!ok) this.tasksFailed++;
-      if (!task.job.cancelled) task.job.deliver(task.index, ok, ok ? value : remoteError(value));
+      if (!task.job.cancelled) task.job.deliver(task.index, ok, value);
       this.maybeStop();
     };
     if (record.status === LOST) {
@@ -132,8 +132,10 @@ export class RedisPool extends BasePool {
       finish(false, error);
       return;
     }
-    if (value instanceof Promise) value.then((v) => finish(ok, v), (error) => finish(false, error));
-    else finish(ok, value);
+    // A task's own error is re-thrown here with the worker's stack in `cause`.
+    const outcome = (v: unknown): unknown => (ok || !(v instanceof Error) ? v : withRemoteTraceback(v));
+    if (value instanceof Promise) value.then((v) => finish(ok, outcome(v)), (error) => finish(false, error));
+    else finish(ok, outcome(value));
   }
 
   /** The stream cannot be used: every unfinished task fails with the error, as will new ones. */
