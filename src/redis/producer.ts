@@ -9,7 +9,7 @@ import {
   connect, disconnect, keepAlive, KeyKeeper, newId, whileAlive, type RedisClient, type RedisSettings,
 } from './client.js';
 import {
-  CLOSE_POOL, fnField, INIT_FIELD, INITARGS_FIELD, OPEN_POOL, poolKeys, POOLS, readResults, STARTED, TASK_FIELD, type PoolKeys,
+  ADD_TASKS, CLOSE_POOL, fnField, INIT_FIELD, INITARGS_FIELD, OPEN_POOL, poolKeys, POOLS, readResults, STARTED, type PoolKeys,
   type ResultRecord,
 } from './stream.js';
 
@@ -27,6 +27,7 @@ interface Unfinished {
 }
 
 const RESULTS_PER_POP = 1000;
+const ADD_BATCH = 1000;
 /** Seconds a result read blocks before it looks again whether it is still wanted. */
 const RESULT_WAIT = 1;
 
@@ -128,33 +129,34 @@ export class Producer {
     const items = this.outbox;
     this.outbox = [];
     if (this.closed || items.length === 0 || !this.client) return;
-    const pipeline = this.client.pipeline();
-    const order: number[] = []; // per command: the task's seq, or 0 for a function
-    for (const item of items) {
-      if (item < 0) {
-        pipeline.hset(this.keys.fns, fnField(-item), this.fns.get(-item)!);
-        order.push(0);
-        continue;
+    // Functions first (a flush keeps the order of submission, and a task's function came before
+    // it), then the tasks in scripts of up to ADD_BATCH entries: one command each, not one per task.
+    const fnIds = items.filter((item) => item < 0).map((item) => -item);
+    const seqs = items.filter((item) => item > 0 && this.unfinished.has(item));
+    try {
+      if (fnIds.length > 0) {
+        await this.client.hset(this.keys.fns, ...fnIds.flatMap((id) => [fnField(id), this.fns.get(id)!]));
       }
-      const task = this.unfinished.get(item);
-      if (!task) continue; // finished or dropped meanwhile
-      pipeline.xadd(this.keys.tasks, 'NOMKSTREAM', '*', TASK_FIELD, task.entry);
-      order.push(item);
+      const sends: Array<Promise<void>> = [];
+      for (let i = 0; i < seqs.length; i += ADD_BATCH) sends.push(this.add(seqs.slice(i, i + ADD_BATCH)));
+      await Promise.all(sends);
+    } catch (error) {
+      this.handler.onFatal(error as Error);
     }
-    const replies = (await pipeline.exec()) ?? [];
-    let lost = false;
-    for (let i = 0; i < replies.length; i++) {
-      const [error, reply] = replies[i]!;
-      if (error) {
-        this.handler.onFatal(error);
-        return;
-      }
-      const task = order[i] ? this.unfinished.get(order[i]!) : undefined;
-      if (reply === null) lost = true;
-      else if (task && typeof reply === 'string') task.id = reply;
+  }
+
+  /** Adds tasks to the stream; if Redis lost it (restarted), opens it again and resends. */
+  private async add(seqs: number[]): Promise<void> {
+    const entries = seqs.map((seq) => this.unfinished.get(seq)!.entry); // all there: checked in this tick
+    const ids = (await ADD_TASKS.run(this.client!, [this.keys.tasks], entries)) as string[] | null;
+    if (!ids) {
+      void this.recover();
+      return;
     }
-    // XADD NOMKSTREAM adds nothing when the stream is gone: Redis lost it.
-    if (lost) void this.recover();
+    seqs.forEach((seq, i) => {
+      const task = this.unfinished.get(seq);
+      if (task) task.id = ids[i]!;
+    });
   }
 
   /** Opens the stream again if Redis lost it, and sends again every task not finished. */

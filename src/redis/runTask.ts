@@ -81,6 +81,20 @@ async function runTask(
 /** The local pool's function: runs one task of the stream and returns its encoded outcome. */
 export const runStreamTask = task(runTask, { module: import.meta.url });
 
+async function runTasks(
+  pool: string,
+  fns: Record<number, Uint8Array>,
+  init: [fn: Uint8Array, args: Uint8Array] | null,
+  tasks: Array<[fnId: number, mode: number, body: Uint8Array]>,
+): Promise<Uint8Array[]> {
+  const out: Uint8Array[] = [];
+  for (const [fnId, mode, body] of tasks) out.push(await runTask(pool, fnId, fns[fnId]!, init, mode, body));
+  return out;
+}
+
+/** Several tasks of one pool in one local call, one after another. */
+export const runStreamTasks = task(runTasks, { module: import.meta.url });
+
 interface ProcessPayload {
   me: ProcessIdentity;
   classRef: (abstract new () => Process) | null;

@@ -224,6 +224,20 @@ return #args - 5`,
 );
 
 /**
+ * Adds tasks to a pool's stream, one entry each, and returns their ids; nil (nothing added) when
+ * the stream is gone (Redis restarted without it: the producer opens it again and resends).
+ * KEYS: tasks. ARGV: entries...
+ */
+export const ADD_TASKS = new RedisScript(
+  'add_tasks',
+  `
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+local ids = {}
+for i = 1, #ARGV do ids[i] = redis.call('XADD', KEYS[1], '*', '${TASK_FIELD}', ARGV[i]) end
+return ids`,
+);
+
+/**
  * Starts (or, after Redis lost it, restarts) a pool: its stream and group, its settings, its
  * registration. KEYS: tasks, fns, pools. ARGV: pool id, settings JSON, ttl ms.
  */

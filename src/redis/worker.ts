@@ -16,7 +16,7 @@ import {
   connect, disconnect, processTag, redactUrl, whileAlive, type RedisClient,
 } from './client.js';
 import { decodeRemote, ModuleAllowList, remoteReduceContext } from './naming.js';
-import { runStreamProcess, runStreamTask, setupTaskRunner } from './runTask.js';
+import { runStreamProcess, runStreamTask, runStreamTasks, setupTaskRunner } from './runTask.js';
 import {
   EXITED, FAILED, fnField, GROUP, INIT_FIELD, INITARGS_FIELD, MAX_REPLY_IDS, poolKeys, POOLS, PROCESS, readTask,
   RECLAIM, REFRESH_CLAIMS, REPLY, ResultBatch, SETTINGS_FIELD, STARTED, workerChannel, type PoolKeys, type PoolSettings,
@@ -38,6 +38,9 @@ interface Running {
   seq: number;
 }
 
+/** A task as read from a stream. */
+type Entry = { id: string } & ReturnType<typeof readTask>;
+
 /** What this worker knows of one pool. */
 class PoolState {
   readonly running = new Map<string, Running>();
@@ -56,7 +59,7 @@ class PoolState {
 }
 
 /** How much work a worker holds: enough for ~WINDOW_MS of its processes' time, at least one each. */
-const WINDOW_MS = 10;
+const WINDOW_MS = 20;
 const MAX_PER_PROCESS = 256;
 /** A blocked read returns at least this often (ms), to look at the pools again. */
 const BLOCK_MS = 1000;
@@ -74,9 +77,8 @@ export class StreamWorker {
   private readonly pools = new Map<string, PoolState>();
   private readonly byStream = new Map<string, PoolState>();
   private running = 0;
-  /** Average ms between two results while busy (the window follows it). */
-  private serviceMs = -1;
-  private lastResultAt = 0;
+  /** Average ms a task keeps one local process busy (the window follows it). */
+  private taskMs = -1;
   /** While a taken-over task runs alone, nothing else is pulled. */
   private exclusive = false;
   private poolsChanged = true;
@@ -202,9 +204,25 @@ export class StreamWorker {
 
   private window(): number {
     const { processes } = this.options;
-    if (this.serviceMs < 0) return 2 * processes;
-    return Math.max(processes, Math.min(processes * MAX_PER_PROCESS, Math.ceil(WINDOW_MS / Math.max(this.serviceMs, 0.001))));
+    if (this.taskMs < 0) return 2 * processes;
+    const perProcess = Math.min(MAX_PER_PROCESS, Math.ceil(WINDOW_MS / Math.max(this.taskMs, 0.001)));
+    return processes * Math.max(1, perProcess);
   }
+
+  /**
+   * Learns how long a task keeps a process busy. While more tasks are here than processes, all of
+   * them are busy and the time between two results is a task's time divided among them; otherwise
+   * a task's time in the local pool is (a little more than) its own.
+   */
+  private learn(latencyMs: number, tasks: number): void {
+    const { processes } = this.options;
+    const now = performance.now();
+    const saturated = this.running > processes && this.lastResultAt > 0;
+    const ms = (saturated ? (now - this.lastResultAt) * processes : latencyMs) / tasks;
+    this.lastResultAt = now;
+    this.taskMs = this.taskMs < 0 ? ms : this.taskMs * 0.8 + ms * 0.2;
+  }
+  private lastResultAt = 0;
 
   private async pull(): Promise<void> {
     let full = false;
@@ -219,8 +237,10 @@ export class StreamWorker {
           continue;
         }
       }
-      const room = this.exclusive ? 0 : this.window() - this.running;
-      if (room <= 0 || this.pools.size === 0) {
+      const window = this.window();
+      const room = this.exclusive ? 0 : window - this.running;
+      // Reads go in batches: room for half a window, or nothing left to run.
+      if (room <= 0 || (room < window / 2 && this.running > 0) || this.pools.size === 0) {
         await this.sleep();
         continue;
       }
@@ -247,10 +267,8 @@ export class StreamWorker {
       for (const [stream, entries] of reply ?? []) {
         const pool = this.byStream.get(stream.toString());
         if (!pool) continue;
-        for (const [id, fields] of entries) {
-          got++;
-          void this.start(pool, id.toString(), fields[1]!);
-        }
+        got += entries.length;
+        this.run(pool, entries.map(([id, fields]) => ({ id: id.toString(), ...readTask(fields[1]!) })));
       }
       full = got === room;
     }
@@ -309,21 +327,60 @@ export class StreamWorker {
     return pool.init;
   }
 
-  /** Runs one entry; resolves once its result is on its way. */
-  private async start(pool: PoolState, id: string, entry: Buffer): Promise<void> {
-    const { mode, seq, fnId, timeout, body } = readTask(entry);
-    this.running++;
-    pool.running.set(id, { seq });
-    if (mode === PROCESS) return this.startProcess(pool, id, seq, body);
+  /**
+   * Runs the tasks of one read: a Process or a task with a timeout alone, the others in one batch
+   * per local process (one local call runs several tasks: the local pool's per-call cost is paid
+   * once per batch). Resolves once their results are on their way.
+   */
+  private async run(pool: PoolState, tasks: Entry[]): Promise<void> {
+    for (const t of tasks) {
+      this.running++;
+      pool.running.set(t.id, { seq: t.seq });
+    }
+    const batchable = tasks.filter((t) => t.mode !== PROCESS && t.timeout === null);
+    const size = Math.ceil(batchable.length / this.options.processes);
+    const runs: Array<Promise<void>> = [];
+    for (const t of tasks) {
+      if (t.mode === PROCESS) this.startProcess(pool, t.id, t.seq, t.body);
+      else if (t.timeout !== null) runs.push(this.runAlone(pool, t));
+    }
+    for (let i = 0; i < batchable.length; i += size) {
+      const batch = batchable.slice(i, i + size);
+      runs.push(batch.length === 1 ? this.runAlone(pool, batch[0]!) : this.runBatch(pool, batch));
+    }
+    await Promise.all(runs);
+  }
+
+  private async runAlone(pool: PoolState, t: Entry): Promise<void> {
     let outcome: Uint8Array;
     try {
-      const [fn, init] = await Promise.all([this.fnBytes(pool, fnId), this.initializer(pool)]);
-      outcome = await this.localPool.apply(runStreamTask, [pool.keys.id, fnId, fn, init, mode, body], { timeout });
+      const [fn, init] = await Promise.all([this.fnBytes(pool, t.fnId), this.initializer(pool)]);
+      const startedAt = performance.now();
+      outcome = await this.localPool.apply(runStreamTask, [pool.keys.id, t.fnId, fn, init, t.mode, t.body], { timeout: t.timeout });
+      this.learn(performance.now() - startedAt, 1);
     } catch (error) {
       // The local pool's own verdict: the process died (WorkerLostError) or ran out of time.
       outcome = encodeFailure(error);
     }
-    this.finish(pool, id, seq, outcome[0]!, outcome.subarray(1));
+    this.finish(pool, t.id, t.seq, outcome[0]!, outcome.subarray(1));
+  }
+
+  private async runBatch(pool: PoolState, batch: Entry[]): Promise<void> {
+    let outcomes: Uint8Array[];
+    try {
+      const fns: Record<number, Uint8Array> = {};
+      for (const t of batch) fns[t.fnId] ??= await this.fnBytes(pool, t.fnId);
+      const init = await this.initializer(pool);
+      const startedAt = performance.now();
+      const tasks = batch.map((t) => [t.fnId, t.mode, t.body] as [number, number, Uint8Array]);
+      outcomes = await this.localPool.apply(runStreamTasks, [pool.keys.id, fns, init, tasks]);
+      this.learn(performance.now() - startedAt, batch.length);
+    } catch {
+      // The local process died under the batch: each task again alone, so that only a bad one fails.
+      await Promise.all(batch.map((t) => this.runAlone(pool, t)));
+      return;
+    }
+    batch.forEach((t, i) => this.finish(pool, t.id, t.seq, outcomes[i]![0]!, outcomes[i]!.subarray(1)));
   }
 
   private finish(pool: PoolState, id: string, seq: number, status: number, body: Uint8Array): void {
@@ -331,12 +388,6 @@ export class StreamWorker {
     this.running--;
     pool.ran++;
     if (status === FAILED) pool.failed++;
-    const now = performance.now();
-    if (this.lastResultAt > 0 && this.running > 0) {
-      const interval = now - this.lastResultAt;
-      this.serviceMs = this.serviceMs < 0 ? interval : this.serviceMs * 0.9 + interval * 0.1;
-    }
-    this.lastResultAt = now;
     pool.batch ??= new ResultBatch(this.consumer);
     pool.batch.add(seq, status, body);
     pool.batchIds.push(id);
@@ -437,7 +488,7 @@ export class StreamWorker {
         pool.running.set(id.toString(), { seq: readTask(entry).seq });
         while (this.running > 0) await this.sleep();
         pool.running.delete(id.toString());
-        await this.start(pool, id.toString(), entry);
+        await this.run(pool, [{ id: id.toString(), ...readTask(entry) }]);
       }
     } catch (error) {
       if (!this.stopping) this.log(`taking over tasks failed: ${(error as Error).message}`);
