@@ -74,9 +74,12 @@ describe('redis pool: workers come, go and die', { skip: redis.skip }, () => {
           while (results.length >= allowed) await new Promise<void>((r) => (resume = r));
         }
       })();
+      // The next victim starts while this one is killed and its tasks taken over.
+      let next = new TestWorker(server.url, { env: { MP_TEST_WORKER: 'victim0' } });
       for (; kills < 10; kills++) {
-        const victim = new TestWorker(server.url, { env: { MP_TEST_WORKER: `victim${kills}` } });
+        const victim = next;
         await victim.ready();
+        if (kills < 9) next = new TestWorker(server.url, { env: { MP_TEST_WORKER: `victim${kills + 1}` } });
         allowed += 900;
         resume?.();
         // Stop it once it holds tasks, wait until Redis shows them pending with it, then kill it:
