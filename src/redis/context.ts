@@ -4,7 +4,7 @@
  * events, values, managers) live in Redis; those not built yet say so instead of handing out
  * objects of this machine.
  */
-import { BaseContext, setRedisContextFactory, type ContextMethod } from '../context.js';
+import { BaseContext, registerContext } from '../context.js';
 import { NotAvailableError } from '../errors.js';
 import type { PoolOptions } from '../pool.js';
 import { Process, processClassFor } from '../process.js';
@@ -38,7 +38,7 @@ export class RedisContext extends BaseContext {
     return this.processClass;
   }
 
-  override getStartMethod(): ContextMethod {
+  override getStartMethod(): 'redis' {
     return 'redis';
   }
 
@@ -61,4 +61,4 @@ export class RedisContext extends BaseContext {
   override readonly Manager = async (): Promise<never> => notYet('Manager');
 }
 
-setRedisContextFactory((options) => new RedisContext(options));
+registerContext('redis', (options) => new RedisContext(options as RedisContextOptions | undefined));
