@@ -534,8 +534,22 @@ export abstract class BasePool {
   abstract _submit(job: Job, args: unknown[], fn: Fn, mode: number, index: number): void;
   /** @internal Drops a job's queued tasks; workers skip its dispatched ones they have not started. */
   abstract _cancelJob(job: Job): void;
-  /** Fails at the call (not later, in a task) for a function that cannot reach the workers. */
-  protected abstract checkFunction(fn: Fn): void;
+  private readonly fnIds = new Map<Function, number>();
+
+  /** Encodes a pool function for the workers, once (it fails here, at the call, if it cannot go). */
+  protected abstract defineFunction(id: number, fn: Fn): void;
+
+  /** The function's number in this pool (each function is sent to the workers once). */
+  protected fnId(fn: Fn): number {
+    if (typeof fn !== 'function') throw new TypeError('the pool function must be a function');
+    let id = this.fnIds.get(fn);
+    if (id === undefined) {
+      id = this.fnIds.size + 1;
+      this.defineFunction(id, fn);
+      this.fnIds.set(fn, id);
+    }
+    return id;
+  }
   /** No more work is accepted; workers exit once the submitted work is done. */
   abstract close(): void;
   /** Stops at once; work not finished is rejected with ValueError. */
@@ -618,7 +632,7 @@ export abstract class BasePool {
     if (chunksize !== null && chunksize !== undefined && (!Number.isInteger(chunksize) || chunksize < 1)) {
       throw new ValueError(`Chunksize must be 1+, not ${chunksize}`);
     }
-    this.checkFunction(fn);
+    this.fnId(fn);
     const result = new AsyncResult<R[]>(options);
     if (iterable !== null && typeof iterable === 'object' && Symbol.asyncIterator in iterable && !(Symbol.iterator in iterable)) {
       // An AsyncIterable is read to the end first, as Python lists an iterable without a length.
@@ -683,7 +697,7 @@ export abstract class BasePool {
     if (iterable === null || typeof iterable !== 'object' || !(Symbol.iterator in iterable || Symbol.asyncIterator in iterable)) {
       throw new TypeError('imap() takes an Iterable or an AsyncIterable');
     }
-    this.checkFunction(fn);
+    this.fnId(fn);
     const iterator = new IMapIterator<R>();
     const ahead = Math.max(chunksize * this.processes * 4, this.processes * 64);
     const job = new IMapJob<R>(this, options, iterator, ordered, chunksize, ahead, knownLength(iterable));
@@ -729,7 +743,6 @@ export class Pool extends BasePool {
   private outstanding = 0;
   private loopRunning = false;
   private loopAbort = new AbortController();
-  private readonly fnIds = new Map<Function, number>();
   private readonly fnBodies = new Map<number, Uint8Array>();
   private seq = 0;
   private timeoutTimer: NodeJS.Timeout | null = null;
@@ -779,21 +792,10 @@ export class Pool extends BasePool {
 
   // ---- submitting ---------------------------------------------------------------------------
 
-  protected checkFunction(fn: Fn): void {
-    this.fnId(fn);
-  }
-
-  private fnId(fn: Fn): number {
-    if (typeof fn !== 'function') throw new TypeError('the pool function must be a function');
-    let id = this.fnIds.get(fn);
-    if (id === undefined) {
-      id = this.fnIds.size + 1;
-      const ctx = newReduceContext(this.kind);
-      this.fnBodies.set(id, dumps(fn, ctx, { functionSlot: true }));
-      this.ctx._expectModules(ctx.modules);
-      this.fnIds.set(fn, id);
-    }
-    return id;
+  protected defineFunction(id: number, fn: Fn): void {
+    const ctx = newReduceContext(this.kind);
+    this.fnBodies.set(id, dumps(fn, ctx, { functionSlot: true }));
+    this.ctx._expectModules(ctx.modules);
   }
 
   _submit(job: Job, args: unknown[], fn: Fn, mode: number, index: number): void {
