@@ -157,10 +157,10 @@ export class BaseContext {
 
 // The redis context's module extends BaseContext, so it cannot be imported from here: it tells this
 // module how to make one when it loads (index.ts loads it).
-let makeRedisContext = (_options?: RedisContextOptions): RedisContext => {
+let makeRedisContext = (_options?: RedisContextOptions): BaseContext => {
   throw new NotAvailableError("The redis context's module (src/redis/context.ts) was not loaded.");
 };
-export function setRedisContextFactory(factory: (options?: RedisContextOptions) => RedisContext): void {
+export function setRedisContextFactory(factory: (options?: RedisContextOptions) => BaseContext): void {
   makeRedisContext = factory;
 }
 
@@ -236,7 +236,7 @@ setBackendResolver((method) => backends[method ?? defaultContext.actualContext()
  * context (src/redis/, docs/distributed.md). */
 export function getContext(method: 'redis', options?: RedisContextOptions): RedisContext;
 export function getContext(method?: string | null): BaseContext;
-export function getContext(method?: string | null, options?: RedisContextOptions): BaseContext {
+export function getContext(method?: string | null, options?: RedisContextOptions): BaseContext | RedisContext {
   return defaultContext.getContext(method, options);
 }
 export function getStartMethod(allowNone = false): StartMethod | null {
