@@ -62,6 +62,12 @@ function canonical(key: unknown, where: string): string {
   throw typeError(`unhashable type: '${pyTypeName(key)}'${where}`);
 }
 
+/** The text that stands for a hashable key: equal keys (as above) have the same text, and keys
+ * that differ have different texts (a dict of the redis context stores its keys under it). */
+export function canonicalKey(key: unknown): string {
+  return canonical(key, '');
+}
+
 /**
  * The Map key that stands for `key`: the primitive itself (BigInts folded into numbers where they
  * are safe integers), or one interned object per tuple/bytes content, so insertion order and O(1)

@@ -9,12 +9,17 @@ import { BaseContext, setRedisContextFactory, type ContextMethod } from '../cont
 import { NotAvailableError } from '../errors.js';
 import type { PoolOptions } from '../pool.js';
 import { Process, processClassFor } from '../process.js';
+import type { Typecode, TypecodeValue } from '../sharedctypes.js';
 import { constructible } from '../util.js';
 import { redisSettings, type RedisContextOptions, type RedisSettings } from './client.js';
-import { spaceFor, type Birth, type ObjectSpace } from './objects.js';
+import { ObjectFactories, type RedisValueOptions } from './factories.js';
+import { RedisManager } from './managers.js';
+import { spaceFor } from './objects.js';
 import { RedisPool } from './pool.js';
 import { RedisBackend } from './process.js';
 import { JoinableQueue, Queue, SimpleQueue } from './queues.js';
+import { Value } from './sharedctypes.js';
+import { Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore, type LeaseOptions } from './synchronize.js';
 
 type Factory<A extends unknown[], R> = { (...args: A): R; new (...args: A): R };
 
@@ -23,14 +28,30 @@ export interface RedisFactories {
   Queue: { <T = unknown>(maxsize?: number): Queue<T>; new <T = unknown>(maxsize?: number): Queue<T> };
   JoinableQueue: { <T = unknown>(maxsize?: number): JoinableQueue<T>; new <T = unknown>(maxsize?: number): JoinableQueue<T> };
   SimpleQueue: { <T = unknown>(): SimpleQueue<T>; new <T = unknown>(): SimpleQueue<T> };
+  Lock: Factory<[options?: LeaseOptions], Lock>;
+  RLock: Factory<[options?: LeaseOptions], RLock>;
+  Semaphore: Factory<[value?: number], Semaphore>;
+  BoundedSemaphore: Factory<[value?: number], BoundedSemaphore>;
+  Condition: Factory<[lock?: Lock | RLock | null], Condition>;
+  Event: Factory<[], Event>;
+  Barrier: Factory<[parties: number, action?: (() => unknown) | null, timeout?: number | null], Barrier>;
+  Value: {
+    <T extends Typecode>(typecode: T, value?: TypecodeValue[T] | number, options?: RedisValueOptions): Value<T>;
+    new <T extends Typecode>(typecode: T, value?: TypecodeValue[T] | number, options?: RedisValueOptions): Value<T>;
+  };
+  RawValue: {
+    <T extends Typecode>(typecode: T, value?: TypecodeValue[T] | number): Value<T>;
+    new <T extends Typecode>(typecode: T, value?: TypecodeValue[T] | number): Value<T>;
+  };
+  /** A manager whose dict, list and Namespace (and queues, locks...) live in Redis. */
+  Manager: () => Promise<RedisManager>;
 }
 
 function notAvailable(name: string, instead: string): never {
   throw new NotAvailableError(`${name} is not available on the redis context: ${instead}`);
 }
 
-/** A factory of the redis context, typed as BaseContext's (the public type, RedisContext, says
- * what it really makes). */
+/** A factory of the redis context, typed as BaseContext's (RedisContext says what it makes). */
 function redisFactory<K extends keyof BaseContext>(make: (...args: never[]) => object, cls: () => abstract new (...args: never[]) => object): BaseContext[K] {
   return constructible<BaseContext[K]>(make, cls);
 }
@@ -38,10 +59,12 @@ function redisFactory<K extends keyof BaseContext>(make: (...args: never[]) => o
 class RedisContextImpl extends BaseContext {
   readonly settings: RedisSettings;
   private readonly processClass: typeof Process;
+  private readonly factories: ObjectFactories;
 
   constructor(options: RedisContextOptions = {}) {
     super();
     this.settings = redisSettings(options);
+    this.factories = new ObjectFactories(this.settings);
     this.processClass = processClassFor(new RedisBackend(this.settings), 'RedisProcess');
   }
 
@@ -58,36 +81,34 @@ class RedisContextImpl extends BaseContext {
     return 'redis';
   }
 
-  /** @internal Where this context's objects live (one connection per Redis in a process). */
-  get _space(): ObjectSpace {
-    return spaceFor(this.settings.url);
-  }
-
-  /** @internal How its objects are made: with its keys' TTL. */
-  _birth(): Birth {
-    return { settings: { ttl: this.settings.keyTtl } };
-  }
-
-  override readonly Queue = redisFactory<'Queue'>((maxsize?: number) => new Queue(this._space, this._birth(), maxsize), () => Queue);
-  override readonly JoinableQueue = redisFactory<'JoinableQueue'>(
-    (maxsize?: number) => new JoinableQueue(this._space, this._birth(), maxsize),
-    () => JoinableQueue,
+  override readonly Queue = redisFactory<'Queue'>((maxsize?: number) => this.factories.Queue(maxsize), () => Queue);
+  override readonly JoinableQueue = redisFactory<'JoinableQueue'>((maxsize?: number) => this.factories.JoinableQueue(maxsize), () => JoinableQueue);
+  override readonly SimpleQueue = redisFactory<'SimpleQueue'>(() => this.factories.SimpleQueue(), () => SimpleQueue);
+  override readonly Lock = redisFactory<'Lock'>((options?: LeaseOptions) => this.factories.Lock(options), () => Lock);
+  override readonly RLock = redisFactory<'RLock'>((options?: LeaseOptions) => this.factories.RLock(options), () => RLock);
+  override readonly Semaphore = redisFactory<'Semaphore'>((value?: number) => this.factories.Semaphore(value), () => Semaphore);
+  override readonly BoundedSemaphore = redisFactory<'BoundedSemaphore'>(
+    (value?: number) => this.factories.BoundedSemaphore(value),
+    () => BoundedSemaphore,
   );
-  override readonly SimpleQueue = redisFactory<'SimpleQueue'>(() => new SimpleQueue(this._space, this._birth()), () => SimpleQueue);
-
-  override readonly Lock = constructible<BaseContext['Lock']>(() => notAvailable('Lock', 'not yet'));
-  override readonly RLock = constructible<BaseContext['RLock']>(() => notAvailable('RLock', 'not yet'));
-  override readonly Semaphore = constructible<BaseContext['Semaphore']>(() => notAvailable('Semaphore', 'not yet'));
-  override readonly BoundedSemaphore = constructible<BaseContext['BoundedSemaphore']>(() => notAvailable('BoundedSemaphore', 'not yet'));
-  override readonly Condition = constructible<BaseContext['Condition']>(() => notAvailable('Condition', 'not yet'));
-  override readonly Event = constructible<BaseContext['Event']>(() => notAvailable('Event', 'not yet'));
-  override readonly Barrier = constructible<BaseContext['Barrier']>(() => notAvailable('Barrier', 'not yet'));
-  override readonly RawValue = constructible<BaseContext['RawValue']>(() => notAvailable('RawValue', 'not yet'));
-  override readonly RawArray = constructible<BaseContext['RawArray']>(() => notAvailable('RawArray', 'not yet'));
-  override readonly Value = constructible<BaseContext['Value']>(() => notAvailable('Value', 'not yet'));
-  override readonly Array = constructible<BaseContext['Array']>(() => notAvailable('Array', 'not yet'));
-  override readonly Pipe = constructible<BaseContext['Pipe']>(() => notAvailable('Pipe', 'not yet'));
-  override readonly Manager = async (): Promise<never> => notAvailable('Manager', 'not yet');
+  override readonly Condition = redisFactory<'Condition'>((lock?: Lock | RLock | null) => this.factories.Condition(lock), () => Condition);
+  override readonly Event = redisFactory<'Event'>(() => this.factories.Event(), () => Event);
+  override readonly Barrier = redisFactory<'Barrier'>(
+    (parties: number, action?: (() => unknown) | null, timeout?: number | null) => this.factories.Barrier(parties, action, timeout),
+    () => Barrier,
+  );
+  override readonly Value = redisFactory<'Value'>(
+    (typecode: Typecode, value?: number, options?: RedisValueOptions) => this.factories.Value(typecode, value, options),
+    () => Value,
+  );
+  override readonly RawValue = redisFactory<'RawValue'>((typecode: Typecode, value?: number) => this.factories.RawValue(typecode, value), () => Value);
+  override readonly RawArray = constructible<BaseContext['RawArray']>(() =>
+    notAvailable('RawArray', 'use a list of a manager ((await ctx.Manager()).list(...)) or one Value per element.'));
+  override readonly Array = constructible<BaseContext['Array']>(() =>
+    notAvailable('Array', 'use a list of a manager ((await ctx.Manager()).list(...)) or one Value per element.'));
+  override readonly Pipe = constructible<BaseContext['Pipe']>(() =>
+    notAvailable('Pipe', 'a Pipe joins two ends on one machine; use a Queue (ctx.Queue()) between processes on any machine.'));
+  override readonly Manager = (async () => new RedisManager(this.settings)) as unknown as BaseContext['Manager'];
 
   /** Lets go of every object this process holds in this context's Redis (their keys are deleted
    * where no other process holds them) and closes its connections to it; done at exit anyway. */

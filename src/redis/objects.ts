@@ -78,7 +78,10 @@ const DESTROY = new RedisScript('destroy', `redis.call('DEL', unpack(KEYS)) retu
 /** What this process knows of one object it holds: how many handles, which keys to keep alive. */
 interface Holding {
   readonly id: string;
+  /** Every key of the object, its hash first (deleted by the last holder). */
   readonly keys: string[];
+  /** The keys whose TTL holders refresh (not those with an expiry of their own: a lock's lease). */
+  readonly kept: string[];
   readonly ttl: number;
   /** Counted in the object's `refs` (false: a manager's object, borrowed). */
   readonly owned: boolean;
@@ -126,13 +129,18 @@ export class ObjectSpace {
 
   /** Starts holding `obj` in this process (one more handle); `ready` resolves when Redis knows
    * (the object made, or the hold it arrived with taken over). */
-  hold(obj: RedisObject, birth: Birth, keys: string[], fields: Record<string, string | number>): { holding: Holding; ready: Promise<void> } {
+  hold(
+    obj: RedisObject,
+    birth: Birth,
+    keys: { all: string[]; kept: string[] },
+    fields: Record<string, string | number>,
+  ): { holding: Holding; ready: Promise<void> } {
     let holding = this.held.get(obj._id);
     const alreadyHere = holding !== undefined;
     if (!holding) {
-      holding = { id: obj._id, keys, ttl: obj._ttl, owned: !obj._managed, handles: 0, onRelease: new Set() };
+      holding = { id: obj._id, keys: keys.all, kept: keys.kept, ttl: obj._ttl, owned: !obj._managed, handles: 0, onRelease: new Set() };
       this.held.set(obj._id, holding);
-      if (holding.owned) void this.keeperFor(holding.ttl).then((k) => k.add(...keys), () => {});
+      if (holding.owned) void this.keeperFor(holding.ttl).then((k) => k.add(...keys.kept), () => {});
     }
     holding.handles++;
     this.collected.register(obj, holding, obj);
@@ -159,7 +167,7 @@ export class ObjectSpace {
     for (const fn of holding.onRelease) fn();
     holding.onRelease.clear();
     if (!holding.owned) return;
-    this.keepers.get(holding.ttl)?.forget(...holding.keys);
+    this.keepers.get(holding.ttl)?.forget(...holding.kept);
     if (this.closed) return;
     await this.run(RELEASE, holding.keys, []);
   }
@@ -275,11 +283,13 @@ export interface HandleState {
   token?: string;
 }
 
-/** Names of a kind: its keys (`queue` -> `mp:queue:{id}`), its class, its keys besides the hash. */
+/** Names of a kind: its keys (`queue` -> `mp:queue:{id}`), its class, its keys besides the hash
+ * (`parts`, kept alive with it, and `ownExpiry`, which expire by themselves: a lock's lease). */
 export interface KindNames {
   keyKind: string;
   kindName: string;
   parts?: readonly string[];
+  ownExpiry?: readonly string[];
 }
 
 /** The base of every handle: an id, its keys, its hold in this process, its scripts' errors. */
@@ -304,15 +314,13 @@ export abstract class RedisObject {
     this._key = key(names.keyKind, `{${this._id}}`);
     this._ttl = arrived?.ttl ?? (birth as { settings: ObjectSettings }).settings.ttl;
     this._managed = arrived?.managed ?? (birth as { settings: ObjectSettings }).settings.managed ?? false;
-    const { holding, ready } = space.hold(this, birth, this._keys(names.parts ?? []), fields);
+    const kept = [this._key, ...(names.parts ?? []).map((p) => this._part(p))];
+    const all = [...kept, ...(names.ownExpiry ?? []).map((p) => this._part(p))];
+    const { holding, ready } = space.hold(this, birth, { all, kept }, fields);
     this._holding = holding;
     this._ready = ready;
     // A failure shows on the first call (made before any, or failing with it).
     ready.catch(() => {});
-  }
-
-  private _keys(parts: readonly string[]): string[] {
-    return [this._key, ...parts.map((p) => this._part(p))];
   }
 
   /** @internal One of the object's other keys. */
@@ -326,6 +334,15 @@ export abstract class RedisObject {
     try {
       await this._ready;
       return await this._space.run(script, keys, args, binary);
+    } catch (error) {
+      throw this._error(error as Error);
+    }
+  }
+
+  /** @internal Resolves once the object exists in Redis (made, or its hold taken over). */
+  async _whenReady(): Promise<void> {
+    try {
+      await this._ready;
     } catch (error) {
       throw this._error(error as Error);
     }
@@ -367,6 +384,11 @@ export abstract class RedisObject {
     await this._space.close(this, this._holding);
   }
 
+  /** @internal Every key of the object (its hash first), and those kept alive by refreshes. */
+  get _keys(): { all: readonly string[]; kept: readonly string[] } {
+    return { all: this._holding.keys, kept: this._holding.kept };
+  }
+
   /** @internal */
   get _isClosed(): boolean {
     return this._closed;
@@ -377,7 +399,7 @@ export abstract class RedisObject {
   }
 
   /** @internal What this kind adds to the travelling state (its settings). */
-  protected abstract _state(): Record<string, unknown>;
+  protected abstract _state(ctx: ReduceContext): Record<string, unknown>;
 
   [reduceSymbol](ctx: ReduceContext): Reduced {
     if (!ctx.remote) {
@@ -389,7 +411,7 @@ export abstract class RedisObject {
     if (this._closed) throw new ValueError(`${this} is closed`);
     const base: HandleState = { id: this._id, ttl: this._ttl, managed: this._managed };
     if (!this._managed) base.token = this._space.send(this);
-    return { kind: `redis.${this._kindName}`, state: { base, ...this._state() } };
+    return { kind: `redis.${this._kindName}`, state: { base, ...this._state(ctx) } };
   }
 
   toString(): string {
