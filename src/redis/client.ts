@@ -137,6 +137,9 @@ export interface ConnectOptions {
   /** A connection that sits in blocking reads (BLMPOP, XREADGROUP BLOCK): no auto-pipelining, as
    * a blocked command would hold back everything queued behind it. */
   blocking?: boolean;
+  /** false: each command goes out at once (no batching per tick): faster for a caller that awaits
+   * each reply before the next command (the redis objects' steps). */
+  autoPipelining?: boolean;
 }
 
 const RETRY_MAX_MS = 1000;
@@ -153,7 +156,7 @@ export async function connect(url: string, options: ConnectOptions): Promise<Red
     lazyConnect: true,
     maxRetriesPerRequest: null,
     enableOfflineQueue: true,
-    enableAutoPipelining: !options.blocking,
+    enableAutoPipelining: !options.blocking && options.autoPipelining !== false,
     connectTimeout: 5000,
     connectionName: `mp:${options.role}:${hostname()}:${process.pid}`,
     retryStrategy: (attempt) => Math.min(attempt * 50, RETRY_MAX_MS),

@@ -56,7 +56,7 @@ export class ObjectFactories {
   }
   Condition(lock?: Lock | RLock | null): Condition {
     const guard = lock ?? this.RLock();
-    return this.make((space, birth) => new Condition(space, birth, guard));
+    return this.make((space, birth) => new Condition(space, birth, guard, !lock));
   }
   Event(): Event {
     return this.make((space, birth) => new Event(space, birth));
@@ -66,8 +66,10 @@ export class ObjectFactories {
   }
   Value<T extends Typecode>(typecode: T, value?: TypecodeValue[T] | number, options: RedisValueOptions = {}): Value<T> {
     coerceValue(typecode, value ?? 0); // a bad typecode or value fails before its lock is made
-    const lock = valueLock(options?.lock, () => this.RLock());
-    return this.make((space, birth) => new Value<T>(space, birth, typecode, value, lock));
+    const given = options?.lock;
+    const lock = valueLock(given, () => this.RLock());
+    const ownsLock = given === true || given === undefined || given === null;
+    return this.make((space, birth) => new Value<T>(space, birth, typecode, value, lock, ownsLock));
   }
   RawValue<T extends Typecode>(typecode: T, value?: TypecodeValue[T] | number): Value<T> {
     return this.Value(typecode, value, { lock: false });

@@ -101,6 +101,8 @@ export class ObjectSpace {
   private readonly keepers = new Map<number, KeyKeeper>();
   private readonly held = new Map<string, Holding>();
   private readonly collected = new FinalizationRegistry<Holding>((holding) => void this.letGo(holding).catch(() => {}));
+  /** Writes still on their way (a queue's buffered items): shutdown waits for them. */
+  private readonly writes = new Set<Promise<unknown>>();
   private closed = false;
 
   constructor(readonly url: string) {
@@ -110,7 +112,8 @@ export class ObjectSpace {
   connection(): Promise<RedisClient> {
     if (this.closed) return Promise.reject(new ValueError('the redis context was shut down in this process'));
     if (!this.client) {
-      const opening = connect(this.url, { role: 'objects' });
+      // Steps are mostly awaited one by one; commands issued together still go out back to back.
+      const opening = connect(this.url, { role: 'objects', autoPipelining: false });
       opening.catch(() => {
         if (this.client === opening) this.client = null; // unreachable now: the next call tries again
       });
@@ -200,9 +203,17 @@ export class ObjectSpace {
     return keeper;
   }
 
+  /** Keeps `write` in mind until it settles: shutdown (and exit) waits for it. */
+  trackWrite(write: Promise<unknown>): void {
+    this.writes.add(write);
+    const forget = () => this.writes.delete(write);
+    write.then(forget, forget);
+  }
+
   /** Lets go of every object this process holds, then closes the connections. */
   async shutdown(): Promise<void> {
     if (this.closed) return;
+    while (this.writes.size > 0) await Promise.allSettled([...this.writes]);
     const holdings = [...this.held.values()];
     this.held.clear();
     await Promise.allSettled(holdings.map((h) => {
@@ -304,6 +315,7 @@ export abstract class RedisObject {
   private readonly _holding: Holding;
   private readonly _ready: Promise<void>;
   private _closed = false;
+  private _released: Promise<void> | null = null;
 
   /** `fields` are the hash's first fields when the object is made here (ignored on arrival). */
   protected constructor(space: ObjectSpace, birth: Birth, names: KindNames, fields: Record<string, string | number> = {}) {
@@ -329,8 +341,15 @@ export abstract class RedisObject {
   }
 
   /** @internal Runs one of the object's scripts (its hash first among `keys`), with its errors. */
-  protected async _run(script: RedisScript, keys: string[], args: Array<string | number | Buffer>, binary = false): Promise<unknown> {
-    if (this._closed) throw new ValueError(`${this} is closed`);
+  protected async _run(
+    script: RedisScript,
+    keys: string[],
+    args: Array<string | number | Buffer>,
+    binary = false,
+    /** A write this handle still owes after `close()` (a queue's buffered items). */
+    evenIfClosed = false,
+  ): Promise<unknown> {
+    if (this._closed && !evenIfClosed) throw new ValueError(`${this} is closed`);
     try {
       await this._ready;
       return await this._space.run(script, keys, args, binary);
@@ -378,10 +397,17 @@ export abstract class RedisObject {
   /** Lets go of this handle: other handles (here and in other processes) keep working; the
    * object's keys are deleted when no process holds it any more (docs/distributed.md). */
   async close(): Promise<void> {
-    if (this._closed) return;
     this._closed = true;
-    await this._ready.catch(() => {});
-    await this._space.close(this, this._holding);
+    this._released ??= (async () => {
+      await this._ready.catch(() => {});
+      await this._space.close(this, this._holding);
+    })();
+    return this._released;
+  }
+
+  /** @internal No more calls through this handle (it may still finish what it owes). */
+  protected _markClosed(): void {
+    this._closed = true;
   }
 
   /** @internal Every key of the object (its hash first), and those kept alive by refreshes. */

@@ -4,12 +4,14 @@
  *   mp:queue:{id}          HASH: maxsize, unfinished (JoinableQueue), holders; its channel
  *   mp:queue:{id}:items    LIST of encoded items, oldest first
  *
- * A put is one script (RPUSH, refused while a bounded queue is full), a get one script (LPOP): each
- * is atomic, so an item is taken by exactly one getter. Items of one producer keep their order: a
- * process's puts go out on one connection in the order they were made (a bounded queue's puts one
- * at a time). Getters wait for a put (the script publishes when the queue stops being empty),
- * putters for room (a get publishes when a full queue gets room), `join()` for the last
- * `taskDone()`.
+ * A get is one script (LPOP): atomic, so an item is taken by exactly one getter. Puts are as
+ * Python's: on an unbounded queue `put` never waits, the item is buffered by this process and a
+ * feeder writes the buffer in order, many items per script (RPUSH); `joinThread()` (after
+ * `close()`) waits for it, and the process does not exit before it is written. On a bounded queue
+ * a put waits for room (the script refuses while the queue is full), one at a time per handle.
+ * Either way the items of one producer keep their order. Getters wait for a put (the script
+ * publishes when the queue stops being empty), putters for room (a get publishes when a full
+ * queue gets room), `join()` for the last `taskDone()`.
  */
 import { Empty, Full, ValueError } from '../errors.js';
 import { RedisScript } from './client.js';
@@ -23,19 +25,26 @@ export interface PutOptions {
 }
 export type GetOptions = PutOptions;
 
-/** KEYS hash, items; ARGV maxsize (0: none), ttl ms, item, joinable ('1'). 1 put, 0 full. */
+/** KEYS hash, items; ARGV maxsize (0: none), ttl ms, joinable ('1'), then the items (one when
+ * bounded). 1 put, 0 full. */
 const PUT = new RedisScript('queue.put', `
 ${LUA_GONE}
 local max = tonumber(ARGV[1])
 local n = redis.call('LLEN', KEYS[2])
 if max > 0 and n >= max then return 0 end
-redis.call('RPUSH', KEYS[2], ARGV[3])
-if ARGV[4] == '1' then redis.call('HINCRBY', KEYS[1], 'unfinished', 1) end
+for i = 4, #ARGV, 1000 do
+  redis.call('RPUSH', KEYS[2], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+end
+if ARGV[3] == '1' then redis.call('HINCRBY', KEYS[1], 'unfinished', #ARGV - 3) end
 if n == 0 then
   redis.call('PEXPIRE', KEYS[2], ARGV[2])
   redis.call('PUBLISH', KEYS[1], 'put')
 end
 return 1`);
+
+/** Items (or bytes) one feeder write takes at most. */
+const FEED_ITEMS = 1000;
+const FEED_BYTES = 1 << 20;
 
 /** KEYS hash, items; ARGV maxsize. The oldest item, or nil. */
 const GET = new RedisScript('queue.get', `
@@ -71,7 +80,10 @@ export class Queue<T = unknown> extends RedisObject {
   private readonly _items: string;
   /** A bounded queue's puts from this handle, one after another (their order is kept). */
   private _lastPut: Promise<unknown> = Promise.resolve();
-  private readonly _inFlight = new Set<Promise<unknown>>();
+  /** An unbounded queue's items put here and not yet written, and the feeder writing them. */
+  private _buffer: Buffer[] = [];
+  private _feeding: Promise<void> | null = null;
+  private _feedError: Error | null = null;
 
   /** @internal Made by `ctx.Queue(maxsize)`. */
   constructor(space: ObjectSpace, birth: Birth, maxsize = 0, kindName = 'Queue') {
@@ -87,25 +99,27 @@ export class Queue<T = unknown> extends RedisObject {
     return false;
   }
 
-  /** Puts `obj`; waits only for room in a bounded queue (`Full` after `timeout`, or at once with
-   * `block: false`). Resolves once the item is in Redis. */
-  put(obj: T, options: PutOptions = {}): Promise<void> {
-    const done = this._put(obj, options);
-    this._inFlight.add(done);
-    const forget = () => this._inFlight.delete(done);
-    done.then(forget, forget);
-    return done;
+  private _putArgs(items: Buffer[]): Array<string | number | Buffer> {
+    return [this._maxsize, Math.ceil(this._ttl * 1000), this._joinable ? '1' : '0', ...items];
   }
 
-  private async _put(obj: T, options: PutOptions): Promise<void> {
+  /** Puts `obj`. On an unbounded queue it never waits: the item is buffered here and written in
+   * the background, in order (a JoinableQueue's put resolves once its item is counted in Redis,
+   * so that a `join()` anywhere waits for it, as Python's counts it at once). On a bounded one it
+   * waits for room (`Full` after `timeout`, or at once with `block: false`) and resolves once the
+   * item is in Redis. */
+  async put(obj: T, options: PutOptions = {}): Promise<void> {
+    if (this._isClosed) throw new ValueError(`${this} is closed`);
+    if (this._feedError) throw this._feedError;
     const item = encodeValue(obj);
-    const args = [this._maxsize, Math.ceil(this._ttl * 1000), item, this._joinable ? '1' : '0'];
-    const tryPut = async (): Promise<Step<void>> =>
-      ((await this._run(PUT, [this._key, this._items], args)) === 1 ? { done: true, value: undefined } : NOT_YET);
     if (this._maxsize === 0) {
-      await tryPut();
+      this._buffer.push(item);
+      this._feeding ??= this._feed();
+      if (this._joinable) await this._flushed();
       return;
     }
+    const tryPut = async (): Promise<Step<void>> =>
+      ((await this._run(PUT, [this._key, this._items], this._putArgs([item]))) === 1 ? { done: true, value: undefined } : NOT_YET);
     const previous = this._lastPut;
     let finished!: () => void;
     this._lastPut = new Promise<void>((resolve) => (finished = resolve));
@@ -116,6 +130,32 @@ export class Queue<T = unknown> extends RedisObject {
     } finally {
       finished();
     }
+  }
+
+  /** Writes the buffer, oldest first, many items per script, until it is empty. */
+  private _feed(): Promise<void> {
+    const feeding = (async () => {
+      try {
+        while (this._buffer.length > 0) {
+          let n = 0;
+          let bytes = 0;
+          while (n < this._buffer.length && n < FEED_ITEMS && bytes < FEED_BYTES) bytes += this._buffer[n++]!.length;
+          const batch = this._buffer.splice(0, n);
+          await this._run(PUT, [this._key, this._items], this._putArgs(batch), false, true);
+        }
+      } catch (error) {
+        // As Python's feeder thread: the items are lost, and it says so; the next put (or
+        // joinThread) of this handle raises the error.
+        const lost = this._buffer.length;
+        this._buffer = [];
+        this._feedError = error as Error;
+        process.emitWarning(`${this}: could not write buffered items (${lost} more dropped): ${(error as Error).message}`, 'RedisQueueWarning');
+      } finally {
+        this._feeding = null;
+      }
+    })();
+    this._space.trackWrite(feeding);
+    return feeding;
   }
 
   putNowait(obj: T): Promise<void> {
@@ -137,8 +177,10 @@ export class Queue<T = unknown> extends RedisObject {
     return this.get({ block: false });
   }
 
+  /** The items in Redis, and those this handle has buffered and not written yet (approximate,
+   * as Python's: other processes may be putting and getting). */
   async qsize(): Promise<number> {
-    return (await this._run(SIZE, [this._key, this._items], [])) as number;
+    return ((await this._run(SIZE, [this._key, this._items], [])) as number) + this._buffer.length;
   }
 
   async empty(): Promise<boolean> {
@@ -149,14 +191,30 @@ export class Queue<T = unknown> extends RedisObject {
     return this._maxsize > 0 && (await this.qsize()) >= this._maxsize;
   }
 
-  /** Waits until the puts made through this handle are in Redis (after `close()`, as in Python). */
-  async joinThread(): Promise<void> {
-    if (!this._isClosed) throw new ValueError(`Queue ${this} not closed`);
-    await Promise.allSettled([...this._inFlight]);
+  /** No more puts or gets from this handle; the buffered items are still written, then the
+   * handle lets go of the queue (docs/distributed.md). */
+  override async close(): Promise<void> {
+    this._markClosed();
+    while (this._feeding) await this._feeding;
+    await super.close();
   }
 
-  /** Nothing is buffered in this process (a put resolves once its item is in Redis): a no-op, for
-   * ported code. */
+  /** Waits until the items buffered by this handle are in Redis (after `close()`, as in Python);
+   * rejects with the error that stopped the writing, if one did. */
+  async joinThread(): Promise<void> {
+    if (!this._isClosed) throw new ValueError(`Queue ${this} not closed`);
+    await this._flushed();
+  }
+
+  /** Resolves once this handle's buffer is in Redis; rejects with the error that stopped the
+   * writing, if one did. */
+  private async _flushed(): Promise<void> {
+    while (this._feeding) await this._feeding;
+    if (this._feedError) throw this._feedError;
+  }
+
+  /** A no-op, for ported code: the buffer goes to Redis (whose list has no size limit), so
+   * waiting for it at exit cannot deadlock as waiting for a full pipe can in Python. */
   cancelJoinThread(): void {}
 
   /** @internal */

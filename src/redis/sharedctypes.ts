@@ -92,12 +92,19 @@ export class Value<T extends Typecode = Typecode> extends RedisObject {
   readonly typecode: T;
   private readonly _lock: Lock | RLock | null;
 
-  /** @internal Made by `ctx.Value(typecode, value, { lock })` (`lock` null: `ctx.RawValue`). */
-  constructor(space: ObjectSpace, birth: Birth, typecode: T, value: unknown, lock: Lock | RLock | null) {
+  /** @internal Made by `ctx.Value(typecode, value, { lock })` (`lock` null: `ctx.RawValue`);
+   * `ownsLock`: the lock was made for it (or arrived with it), and is closed with it. */
+  constructor(space: ObjectSpace, birth: Birth, typecode: T, value: unknown, lock: Lock | RLock | null, private readonly _ownsLock = true) {
     const initial = coerceValue(typecode, value ?? 0); // checks the typecode and the value first
     super(space, birth, { keyKind: 'value', kindName: 'Value' }, { typecode, value: toText(initial) });
     this.typecode = typecode;
     this._lock = lock;
+  }
+
+  /** Lets go of this handle, and of its lock's if the lock was made for it. */
+  override async close(): Promise<void> {
+    await super.close();
+    if (this._ownsLock) await this._lock?.close();
   }
 
   /** Not readable or writable synchronously: the value lives in Redis (TypeError). */

@@ -381,13 +381,20 @@ return woken`);
 export class Condition extends Acquirable {
   /** @internal */ readonly _lock: Lock | RLock;
 
-  /** @internal Made by `ctx.Condition(lock)`. */
-  constructor(space: ObjectSpace, birth: Birth, lock: Lock | RLock) {
+  /** @internal Made by `ctx.Condition(lock)`; `ownsLock`: the lock was made for it (or arrived
+   * with it), and is closed with it. */
+  constructor(space: ObjectSpace, birth: Birth, lock: Lock | RLock, private readonly _ownsLock = true) {
     if (!(lock instanceof Lock || lock instanceof RLock)) {
       throw new TypeError('a redis Condition needs a Lock or RLock of the redis context');
     }
     super(space, birth, { keyKind: 'condition', kindName: 'Condition', parts: ['waiters'] });
     this._lock = lock;
+  }
+
+  /** Lets go of this handle, and of its lock's if the lock was made for it. */
+  override async close(): Promise<void> {
+    await super.close();
+    if (this._ownsLock) await this._lock.close();
   }
 
   acquire(options?: AcquireOptions | boolean, timeout?: number | null): Promise<boolean> {
