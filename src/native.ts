@@ -7,8 +7,8 @@
  */
 import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import { FileExistsError, FileNotFoundError, NotAvailableError, OSError, PermissionError } from './errors.js';
+import { packageFilesMissing, packagePath } from './packageFiles.js';
 
 export type WaitResult = 'ok' | 'not-equal' | 'timed-out';
 
@@ -178,7 +178,7 @@ function wrap(raw: RawBinding): NativeBinding {
   };
 }
 
-const nativeDir = fileURLToPath(new URL('../native/', import.meta.url));
+const nativeDir = packagePath('../native/');
 
 /** Where the addon is looked for, in order. */
 export function nativeCandidates(): string[] {
@@ -212,7 +212,8 @@ export function loadNative(): NativeBinding {
   } else {
     tried.push(`process-shared memory is implemented for Linux only, not ${process.platform}`);
   }
-  failure = new NotAvailableError(
+  // A bundle that inlined the package has no addon beside it either: that is the thing to fix, not the build.
+  failure = packageFilesMissing() ?? new NotAvailableError(
     `multiprocessing-ts: the native addon for shared memory and process-shared locks is not available on ` +
       `${process.platform}-${process.arch}` +
       (tried.length ? ` (${tried.join('; ')})` : ' (no prebuilt binary and no local build)') +

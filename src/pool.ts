@@ -12,22 +12,23 @@
 import { inspect } from 'node:util';
 import { TimeoutError, ValueError, withRemoteTraceback, WorkerLostError } from './errors.js';
 import { signalName } from './backends/backend.js';
-import { getContext, type BaseContext } from './context.js';
+import { getContext, memoryKindFor, registerClasses, type BaseContext } from './context.js';
 import { Process, processCpuCount } from './process.js';
 import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import { dumps, loads, loadsSync, needsRebuild, newReduceContext, rebuild, reduce } from './reduction.js';
 import { sentinelExit } from './sentinels.js';
 import { refOf, sourceOf, type SourceFunction } from './tasks.js';
 import { raceTimeout, throwIfAborted } from './util.js';
+import { deadlineAfter, runAsync, secondsUntil } from './futex.js';
 import {
   CALL, CANCELLED, Channel, defineFrame, MAP_CHUNK, Notifier, OK, ownBuffer, parseResult, PORT_THRESHOLD, portFrame,
   STARMAP_CHUNK, stopFrame, taskFrame, transferables, type PortMessage,
 } from './poolChannel.js';
 import { poolWorkerMain } from './poolWorker.js';
-import { memoryKindFor } from './synchronize.js';
-import { learnModules } from './backends/forkserver.js';
+import { knownLength, progressMeter, type ProgressCallback, type ProgressMeter } from './progress.js';
 
-type Fn = (...args: any[]) => unknown;
+// Any function: the pool checks arguments against it at the call (apply, map, ...), not here.
+type Fn = (...args: never[]) => unknown;
 
 export interface PoolOptions {
   processes?: number | null;
@@ -48,8 +49,10 @@ export interface CallOptions {
   /** Move ArrayBuffers instead of copying them where the backend allows (accepted everywhere;
    * see docs/pool.md for what moves). */
   transfer?: boolean;
-  /** true: a progress bar on stderr when it is a terminal; a function: called as chunks finish. */
-  progress?: boolean | ((done: number, total: number | null) => void);
+  /** true: a progress bar on stderr as tqdm draws it (items done of total, %, items/s, elapsed and
+   * remaining time), when stderr is a terminal; a function: called with `(items done, total)` as
+   * chunks finish (total null when the input's length is not known, as imap over a generator). */
+  progress?: boolean | ProgressCallback;
 }
 
 export interface AsyncCallOptions<T> extends CallOptions {
@@ -81,28 +84,26 @@ interface Task {
 /** What an apply, map or imap call collects. */
 export abstract class Job {
   cancelled = false;
-  done = 0;
+  private readonly meter: ProgressMeter | null;
   constructor(
     readonly pool: BasePool,
     readonly options: CallOptions,
-  ) {}
+    /** Items the call has (null: not known before the input is read). */
+    total: number | null,
+  ) {
+    this.meter = progressMeter(options.progress, total);
+  }
   abstract deliver(index: number, ok: boolean, value: unknown): void;
   /** The call was aborted: reject what the caller holds. */
   abstract abort(reason: unknown): void;
-  progress(total: number | null): void {
-    this.done++;
-    const report = this.options.progress;
-    if (typeof report === 'function') report(this.done, total);
-    else if (report === true) drawProgress(this.done, total);
+  /** `items` more items finished (or failed). */
+  progress(items: number): void {
+    this.meter?.update(items);
   }
-}
-
-function drawProgress(done: number, total: number | null): void {
-  if (!process.stderr.isTTY) return;
-  const width = 30;
-  const filled = total ? Math.round((done / total) * width) : 0;
-  const bar = total ? `[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${done}/${total}` : `${done} done`;
-  process.stderr.write(`\r${bar}${total !== null && done >= total ? '\n' : ''}`);
+  /** The call is over, whichever way: the bar's last state stays on screen. */
+  endProgress(): void {
+    this.meter?.close();
+  }
 }
 
 /** Python's AsyncResult (ApplyResult/MapResult): `get`, `wait`, `ready`, `successful`. */
@@ -161,13 +162,15 @@ export class AsyncResult<T = unknown> {
 
 class ApplyJob<T> extends Job {
   constructor(pool: BasePool, options: CallOptions, readonly result: AsyncResult<T>) {
-    super(pool, options);
+    super(pool, options, 1);
   }
   deliver(_index: number, ok: boolean, value: unknown): void {
     this.progress(1);
+    this.endProgress();
     this.result._settle(ok, value);
   }
   abort(reason: unknown): void {
+    this.endProgress();
     this.result._settle(false, reason);
   }
 }
@@ -182,28 +185,32 @@ class MapJob<T> extends Job {
     readonly result: AsyncResult<T[]>,
     private readonly chunksize: number,
     length: number,
-    private readonly chunks: number,
+    chunks: number,
   ) {
-    super(pool, options);
+    super(pool, options, length);
     this.values = new Array<T>(length);
     this.remaining = chunks;
-    if (chunks === 0) result._settle(true, this.values);
+    if (chunks === 0) this.settle(true, this.values);
   }
   deliver(index: number, ok: boolean, value: unknown): void {
     if (this.result.ready()) return;
-    this.progress(this.chunks);
     if (!ok) {
       this.pool._cancelJob(this);
-      this.result._settle(false, value);
+      this.settle(false, value);
       return;
     }
     const items = value as T[];
+    this.progress(items.length);
     const base = index * this.chunksize;
     for (let i = 0; i < items.length; i++) this.values[base + i] = items[i]!;
-    if (--this.remaining === 0) this.result._settle(true, this.values);
+    if (--this.remaining === 0) this.settle(true, this.values);
   }
   abort(reason: unknown): void {
-    this.result._settle(false, reason);
+    this.settle(false, reason);
+  }
+  private settle(ok: boolean, value: unknown): void {
+    this.endProgress();
+    this.result._settle(ok, value);
   }
 }
 
@@ -237,7 +244,7 @@ export class IMapIterator<T> implements AsyncIterableIterator<T> {
   /** The next result in order (imap) or as they finish (imapUnordered); `TimeoutError` after
    * `timeout` seconds; a failed item rejects this call and iteration goes on. */
   async next(timeout?: number | null, options: { signal?: AbortSignal } = {}): Promise<IteratorResult<T>> {
-    const deadline = timeout === null || timeout === undefined ? Infinity : performance.now() + timeout * 1000;
+    const deadline = deadlineAfter(timeout);
     throwIfAborted(options.signal);
     while (this._ready.length === 0) {
       if (this._finished) return { value: undefined, done: true };
@@ -248,8 +255,7 @@ export class IMapIterator<T> implements AsyncIterableIterator<T> {
         const i = this.waiters.indexOf(arrive);
         if (i >= 0) this.waiters.splice(i, 1);
       };
-      const left = deadline === Infinity ? null : Math.max(0, (deadline - performance.now()) / 1000);
-      const r = await raceTimeout(arrived, left, options.signal).catch((error: unknown) => {
+      const r = await raceTimeout(arrived, secondsUntil(deadline), options.signal).catch((error: unknown) => {
         forget();
         throw error;
       });
@@ -284,6 +290,8 @@ class IMapJob<T> extends Job {
   private exhausted = false;
   private unconsumedItems = 0;
   private resume: (() => void) | null = null;
+  /** Items of each chunk in flight, by index (for progress when a chunk fails as a whole). */
+  private readonly chunkItems = new Map<number, number>();
 
   constructor(
     pool: BasePool,
@@ -292,8 +300,9 @@ class IMapJob<T> extends Job {
     private readonly ordered: boolean,
     private readonly chunksize: number,
     private readonly maxItemsAhead: number,
+    total: number | null,
   ) {
-    super(pool, options);
+    super(pool, options, total);
     iterator._onConsume = () => {
       this.unconsumedItems--;
       this.resume?.();
@@ -311,7 +320,11 @@ class IMapJob<T> extends Job {
           await new Promise<void>((resolve) => (this.resume = resolve));
           this.resume = null;
         }
-        if (this.cancelled || this.iterator._finished) return;
+        if (this.cancelled || this.iterator._finished) {
+          // The caller stopped iterating (or the call was aborted): the bar ends where it is.
+          this.endProgress();
+          return;
+        }
         const chunk: unknown[] = [];
         let r: IteratorResult<unknown> | undefined;
         while (chunk.length < this.chunksize) {
@@ -321,6 +334,7 @@ class IMapJob<T> extends Job {
         }
         if (chunk.length > 0) {
           this.unconsumedItems += chunk.length;
+          this.chunkItems.set(this.chunksSubmitted, chunk.length);
           this.pool._submit(this, [chunk], fn, MAP_CHUNK, this.chunksSubmitted++);
         }
         if (r?.done) break;
@@ -335,7 +349,8 @@ class IMapJob<T> extends Job {
   }
 
   deliver(index: number, ok: boolean, value: unknown): void {
-    this.progress(null);
+    this.progress(this.chunkItems.get(index) ?? 0);
+    this.chunkItems.delete(index);
     this.deliverAt(index, ok, value);
   }
 
@@ -363,10 +378,14 @@ class IMapJob<T> extends Job {
   }
 
   private flush(): void {
-    if (this.exhausted && this.emitted === this.chunksSubmitted) this.iterator._finish();
+    if (this.exhausted && this.emitted === this.chunksSubmitted) {
+      this.endProgress();
+      this.iterator._finish();
+    }
   }
 
   abort(reason: unknown): void {
+    this.endProgress();
     this.iterator._push({ ok: false, error: reason });
     this.iterator._finish();
   }
@@ -442,7 +461,7 @@ class WorkerSlot {
   private async feed(): Promise<void> {
     this.feeding = true;
     try {
-      while (this.outbox.length > 0 && !this.exited) await this.channel.tasks.writeAll(this.outbox.shift()!);
+      while (this.outbox.length > 0 && !this.exited) await runAsync(this.channel.tasks.writeAll(this.outbox.shift()!));
     } finally {
       this.feeding = false;
     }
@@ -515,8 +534,22 @@ export abstract class BasePool {
   abstract _submit(job: Job, args: unknown[], fn: Fn, mode: number, index: number): void;
   /** @internal Drops a job's queued tasks; workers skip its dispatched ones they have not started. */
   abstract _cancelJob(job: Job): void;
-  /** Fails at the call (not later, in a task) for a function that cannot reach the workers. */
-  protected abstract checkFunction(fn: Fn): void;
+  private readonly fnIds = new Map<Function, number>();
+
+  /** Encodes a pool function for the workers, once (it fails here, at the call, if it cannot go). */
+  protected abstract defineFunction(id: number, fn: Fn): void;
+
+  /** The function's number in this pool (each function is sent to the workers once). */
+  protected fnId(fn: Fn): number {
+    if (typeof fn !== 'function') throw new TypeError('the pool function must be a function');
+    let id = this.fnIds.get(fn);
+    if (id === undefined) {
+      id = this.fnIds.size + 1;
+      this.defineFunction(id, fn);
+      this.fnIds.set(fn, id);
+    }
+    return id;
+  }
   /** No more work is accepted; workers exit once the submitted work is done. */
   abstract close(): void;
   /** Stops at once; work not finished is rejected with ValueError. */
@@ -529,6 +562,7 @@ export abstract class BasePool {
   protected checkRunning(): void {
     if (this.state !== RUN) throw new ValueError('Pool not running');
   }
+
 
   /** Python's `apply`: runs `fn(...args)` in a worker and waits for the result. */
   async apply<A extends unknown[], R>(fn: (...args: A) => R, args?: A, options: CallOptions = {}): Promise<Awaited<R>> {
@@ -598,7 +632,7 @@ export abstract class BasePool {
     if (chunksize !== null && chunksize !== undefined && (!Number.isInteger(chunksize) || chunksize < 1)) {
       throw new ValueError(`Chunksize must be 1+, not ${chunksize}`);
     }
-    this.checkFunction(fn);
+    this.fnId(fn);
     const result = new AsyncResult<R[]>(options);
     if (iterable !== null && typeof iterable === 'object' && Symbol.asyncIterator in iterable && !(Symbol.iterator in iterable)) {
       // An AsyncIterable is read to the end first, as Python lists an iterable without a length.
@@ -663,10 +697,10 @@ export abstract class BasePool {
     if (iterable === null || typeof iterable !== 'object' || !(Symbol.iterator in iterable || Symbol.asyncIterator in iterable)) {
       throw new TypeError('imap() takes an Iterable or an AsyncIterable');
     }
-    this.checkFunction(fn);
+    this.fnId(fn);
     const iterator = new IMapIterator<R>();
     const ahead = Math.max(chunksize * this.processes * 4, this.processes * 64);
-    const job = new IMapJob<R>(this, options, iterator, ordered, chunksize, ahead);
+    const job = new IMapJob<R>(this, options, iterator, ordered, chunksize, ahead, knownLength(iterable));
     this.watchSignal(job, options.signal);
     void job.pump(iterable, fn);
     return iterator;
@@ -709,7 +743,6 @@ export class Pool extends BasePool {
   private outstanding = 0;
   private loopRunning = false;
   private loopAbort = new AbortController();
-  private readonly fnIds = new Map<Function, number>();
   private readonly fnBodies = new Map<number, Uint8Array>();
   private seq = 0;
   private timeoutTimer: NodeJS.Timeout | null = null;
@@ -735,7 +768,9 @@ export class Pool extends BasePool {
 
   private startWorker(): WorkerSlot {
     const channel = Channel.create(this.kind);
-    const initializer = this.initializer && typeof this.initializer === 'object' ? { source: this.initializer } : this.initializer;
+    // A `{ source }` record arrives in the worker as the function it carries (reduction.ts).
+    const initializer = (this.initializer && typeof this.initializer === 'object' ? { source: this.initializer } : this.initializer) as
+      Parameters<typeof poolWorkerMain>[2];
     const ports = this.kind === 'thread' ? new MessageChannel() : null;
     const p = new this.ctx.Process({
       target: poolWorkerMain,
@@ -757,21 +792,10 @@ export class Pool extends BasePool {
 
   // ---- submitting ---------------------------------------------------------------------------
 
-  protected checkFunction(fn: Fn): void {
-    this.fnId(fn);
-  }
-
-  private fnId(fn: Fn): number {
-    if (typeof fn !== 'function') throw new TypeError('the pool function must be a function');
-    let id = this.fnIds.get(fn);
-    if (id === undefined) {
-      id = this.fnIds.size + 1;
-      const ctx = newReduceContext(this.kind);
-      this.fnBodies.set(id, dumps(fn, ctx, { functionSlot: true }));
-      if (this.ctx.getStartMethod() === 'forkserver') learnModules(ctx.modules);
-      this.fnIds.set(fn, id);
-    }
-    return id;
+  protected defineFunction(id: number, fn: Fn): void {
+    const ctx = newReduceContext(this.kind);
+    this.fnBodies.set(id, dumps(fn, ctx, { functionSlot: true }));
+    this.ctx._expectModules(ctx.modules);
   }
 
   _submit(job: Job, args: unknown[], fn: Fn, mode: number, index: number): void {
@@ -915,7 +939,7 @@ export class Pool extends BasePool {
       if (ring.available() > 0) {
         // A result larger than what has arrived: read the rest as it streams in.
         w.readingLarge = true;
-        void ring.readFrame().then((f) => {
+        void runAsync(ring.readFrame()).then((f) => {
           w.readingLarge = false;
           this.onResult(w, f);
           this.drain(w);
@@ -1125,6 +1149,8 @@ export class ThreadPool extends Pool {
   }
 }
 
+registerClasses({ Pool });
+
 function splitOptions<O extends CallOptions>(a: number | null | undefined | O, b: O | undefined): [number | null | undefined, O] {
   if (typeof a === 'object' && a !== null) return [undefined, a];
   return [a, b ?? ({} as O)];
@@ -1149,3 +1175,5 @@ function workerLost(p: Process, code: number | null): WorkerLostError {
   const how = signal ? `was killed by ${signal}` : `exited with code ${code}`;
   return new WorkerLostError(`Worker ${p.name} ${how} while running this task`, code, signal);
 }
+
+

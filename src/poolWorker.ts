@@ -12,6 +12,7 @@ import {
   resultFrame, STOP, transferables, type ChannelState, type PortMessage,
 } from './poolChannel.js';
 import { task } from './tasks.js';
+import { runAsync, runSync } from './futex.js';
 
 type Fn = (...args: unknown[]) => unknown;
 
@@ -126,7 +127,7 @@ async function serve(
     if (n < frame.length) {
       // The pool must drain before there is room: tell it, then wait for it.
       announce();
-      results.writeAllSync(frame.subarray(n));
+      runSync(results.writeAll(frame.subarray(n)));
     }
   };
 
@@ -138,10 +139,10 @@ async function serve(
         announce();
         // An idle worker blocks on its ring (a wake then costs microseconds, not a trip through the
         // event loop), in slices, letting its event loop run between them (timers, parent death).
-        if (!tasks.waitForDataSync(performance.now() + IDLE_SLICE_MS)) await new Promise(setImmediate);
+        if (!runSync(tasks.waitForData(performance.now() + IDLE_SLICE_MS))) await new Promise(setImmediate);
         continue;
       }
-      frame = await tasks.readFrame(); // a frame larger than the ring streams in
+      frame = await runAsync(tasks.readFrame()); // a frame larger than the ring streams in
     }
     let message = parseTask(frame);
     if (message.kind === PORT) {

@@ -9,7 +9,7 @@
  */
 import * as v8 from 'node:v8';
 import type { Socket } from 'node:net';
-import { MessagePort, type TransferListItem } from 'node:worker_threads';
+import { MessagePort, type Transferable } from 'node:worker_threads';
 import { errorClasses, PicklingError, UnpicklingError, ValueError } from './errors.js';
 import { functionFromSource, lookupLoaded, refOf, resolveRef, sourceOf, type SourceFunction, type TaskRef } from './tasks.js';
 
@@ -29,7 +29,7 @@ export interface Reducible {
 export interface ReduceContext {
   target: 'process' | 'thread';
   /** MessagePorts and other transferables for a thread channel. */
-  transfer: TransferListItem[];
+  transfer: Transferable[];
   /** Sockets a process child must receive (inherited at spawn, or sent over the IPC channel); a
    * handle's state keeps its index into this list. */
   handles: Socket[];
@@ -66,13 +66,14 @@ export function newReduceContext(target: 'process' | 'thread'): ReduceContext {
   return { target, transfer: [], handles: [], modules: new Set() };
 }
 
-type Rebuilder = (state: any, ctx: RebuildContext) => unknown;
-const rebuilders = new Map<string, Rebuilder>();
+type Rebuilder<S> = (state: S, ctx: RebuildContext) => unknown;
+const rebuilders = new Map<string, Rebuilder<unknown>>();
 
 /** Tells `rebuild` how to turn a `{ kind, state }` record back into a live object. The module
- * that calls this also names itself for the kind in `reducerHomes` below. */
-export function registerReducer(kind: string, rebuildFn: Rebuilder): void {
-  rebuilders.set(kind, rebuildFn);
+ * that calls this also names itself for the kind in `reducerHomes` below. `S` is what the kind's
+ * reducer put in `state` (the two sides of one kind agree on it; nothing checks it here). */
+export function registerReducer<S>(kind: string, rebuildFn: Rebuilder<S>): void {
+  rebuilders.set(kind, rebuildFn as Rebuilder<unknown>);
 }
 
 // A record that stands for something the walk replaced. The key cannot come from JSON-ish data by

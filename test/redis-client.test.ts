@@ -5,8 +5,13 @@ import { OSError, ValueError } from '../src/errors.js';
 import {
   connect, disconnect, key, KeyKeeper, newId, redactUrl, redisSettings, RedisScript, DEFAULT_CLAIM_IDLE,
 } from '../src/redis/client.js';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { runProgram } from './helpers.js';
-import { redisForTests } from './redisServer.js';
+import { freePort, redisForTests } from './redisServer.js';
+import { until } from './redisWorkers.js';
 
 describe('redis settings (no server needed)', () => {
   it('reads the URL from the options, else from MP_REDIS_URL', () => {
@@ -69,26 +74,27 @@ describe('redis connections', { skip: redis.skip }, () => {
     assert.ok(performance.now() - t0 < 5000);
   });
 
-  it('KeyKeeper gives keys a TTL and refreshes it; forgotten keys keep the TTL they had', async () => {
+  it('KeyKeeper gives keys a TTL and refreshes it while it runs; then they expire', async () => {
     const client = await connect(server.url, { role: 'test' });
     try {
       const k = key('test', newId());
       await client.set(k, '1');
-      const keeper = new KeyKeeper(client, 0.3);
+      const keeper = new KeyKeeper(client, 1.5);
       keeper.add(k);
       await keeper.refresh();
       const ttl = await client.pttl(k);
-      assert.ok(ttl > 0 && ttl <= 300, `ttl ${ttl}`);
-      // Refreshed every 100 ms: still there after twice its TTL.
-      await new Promise((r) => setTimeout(r, 600));
-      assert.equal(await client.exists(k), 1);
+      assert.ok(ttl > 0 && ttl <= 1500, `ttl ${ttl}`);
+      // Its timer (every third of the TTL) puts the TTL back up.
+      let last = ttl;
+      await until('a refresh', async () => {
+        const now = await client.pttl(k);
+        const refreshed = now > last;
+        last = now;
+        return refreshed;
+      }, 20_000);
       keeper.stop();
       // Nobody keeps it now: it expires.
-      const deadline = Date.now() + 2000;
-      while ((await client.exists(k)) === 1) {
-        assert.ok(Date.now() < deadline, 'key did not expire');
-        await new Promise((r) => setTimeout(r, 50));
-      }
+      await until('the key to expire', async () => (await client.exists(k)) === 0, 20_000);
     } finally {
       disconnect(client);
     }
@@ -132,3 +138,35 @@ describe('redis AUTH from the URL', { skip: secured.skip }, () => {
   });
 });
 
+
+// TLS: a CA and a server certificate for localhost, made here with openssl.
+const certs = mkdtempSync(join(tmpdir(), 'mp-redis-tls-'));
+after(() => rmSync(certs, { recursive: true, force: true }));
+let tlsArgs: string[] | null = null;
+let tlsPort = 0;
+try {
+  const ssl = (...args: string[]) => execFileSync('openssl', args, { cwd: certs, stdio: 'ignore' });
+  ssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'ca.key', '-out', 'ca.crt', '-days', '1', '-subj', '/CN=mp-test-ca');
+  ssl('req', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'server.key', '-out', 'server.csr', '-subj', '/CN=localhost');
+  execFileSync('sh', ['-c', 'printf "subjectAltName=DNS:localhost,IP:127.0.0.1" > san.ext'], { cwd: certs });
+  ssl('x509', '-req', '-in', 'server.csr', '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'server.crt', '-days', '1', '-extfile', 'san.ext');
+  tlsPort = await freePort();
+  tlsArgs = ['--tls-port', String(tlsPort), '--tls-cert-file', join(certs, 'server.crt'), '--tls-key-file', join(certs, 'server.key'),
+    '--tls-ca-cert-file', join(certs, 'ca.crt'), '--tls-auth-clients', 'no'];
+} catch {
+  // no openssl: the TLS test is skipped below
+}
+const tls = tlsArgs ? await redisForTests({ db: 0, serverArgs: tlsArgs }) : { skip: 'no openssl to make certificates', server: null };
+
+describe('redis TLS from the URL (rediss://)', { skip: tls.skip }, () => {
+  after(() => tls.server?.close());
+
+  it('connects with TLS, and an unverifiable certificate fails saying to check the TLS setup', async () => {
+    const ping = new URL('./fixtures/redis/ping.ts', import.meta.url);
+    const url = `rediss://localhost:${tlsPort}`;
+    const trusted = await runProgram(ping, [url], 30_000, { NODE_EXTRA_CA_CERTS: join(certs, 'ca.crt') });
+    assert.equal(trusted.stdout.trim(), 'PONG', trusted.stderr);
+    const untrusted = await runProgram(ping, [url], 30_000);
+    assert.match(untrusted.stdout, /^OSError: Cannot connect to Redis at rediss:\/\/localhost:\d+.*certificate.*Check the TLS setup/m);
+  });
+});

@@ -7,7 +7,7 @@ import { spawn } from 'node:child_process';
 import * as mp from '../src/index.js';
 import { redisForTests, type TestRedis } from './redisServer.js';
 import { repoRoot, startWorkers, stopAll, TestWorker, until } from './redisWorkers.js';
-import { poisonSeven, sleepFor, sleepy, sleepyItem, slowDouble } from './fixtures/redis/tasks.js';
+import { double, poisonSeven, sleepFor, sleepy, sleepyItem, slowDouble } from './fixtures/redis/tasks.js';
 
 const redis = await redisForTests({ db: 3 });
 after(() => redis.server?.close());
@@ -69,17 +69,19 @@ describe('redis pool: workers come, go and die', { skip: redis.skip }, () => {
       let allowed = 900;
       let resume = null as (() => void) | null;
       const consuming = (async () => {
-        for await (const v of pool.imap(slowDouble, range(n), 1)) {
+        for await (const v of pool.imap(double, range(n), 1)) {
           results.push(v);
           while (results.length >= allowed) await new Promise<void>((r) => (resume = r));
         }
       })();
-      // The next victim starts while this one is killed and its tasks taken over.
-      let next = new TestWorker(server.url, { env: { MP_TEST_WORKER: 'victim0' } });
+      // The next victim starts while this one is killed and its tasks taken over (on threads: a
+      // victim starts sooner, and dies whole all the same).
+      const victimOptions = (k: number) => ({ context: 'thread' as const, env: { MP_TEST_WORKER: `victim${k}` } });
+      let next = new TestWorker(server.url, victimOptions(0));
       for (; kills < 10; kills++) {
         const victim = next;
         await victim.ready();
-        if (kills < 9) next = new TestWorker(server.url, { env: { MP_TEST_WORKER: `victim${kills + 1}` } });
+        if (kills < 9) next = new TestWorker(server.url, victimOptions(kills + 1));
         allowed += 900;
         resume?.();
         // Stop it once it holds tasks, wait until Redis shows them pending with it, then kill it:

@@ -81,7 +81,7 @@ function announceSkip(): void {
   process.stderr.write(`\n${SKIP_NOTICE}\n\n`);
 }
 
-async function freePort(): Promise<number> {
+export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = createServer();
     server.once('error', reject);

@@ -2,7 +2,7 @@
  * The interface every start method implements: CPython's Popen objects (popen_spawn_posix.py,
  * popen_forkserver.py). `Process` knows only this; queues, locks and pools never see a backend.
  */
-import type { TransferListItem } from 'node:worker_threads';
+import type { Transferable } from 'node:worker_threads';
 import type { Socket } from 'node:net';
 import { constants } from 'node:os';
 import type { RemoteNaming } from '../reduction.js';
@@ -29,7 +29,7 @@ export interface Popen {
 export interface StartRequest {
   /** The payload graph, already reduced (plain structured-clone data). */
   graph: unknown;
-  transfer: TransferListItem[];
+  transfer: Transferable[];
   handles: Socket[];
   /** Modules the child will import to find its task and class. */
   modules: string[];

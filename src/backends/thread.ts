@@ -12,7 +12,7 @@ interface TsxManifest {
   exports: { './esm/api': { import: { default: string } } };
 }
 import { KeepAlive, signalExitCode, type Backend, type Popen, type StartRequest } from './backend.js';
-import { bootstrapPath } from './spawn.js';
+import { bootstrapPath } from '../packageFiles.js';
 
 /**
  * Node 20 does not run `--import` loaders in workers, so a worker of a program run through tsx
@@ -100,7 +100,7 @@ export const threadBackend: Backend = {
       eval: true,
       workerData: {
         tsxApi: cachedTsx,
-        bootstrap: pathToFileURL(bootstrapPath).href,
+        bootstrap: pathToFileURL(bootstrapPath()).href,
         start: { graph: request.graph, handleCount: 0, name: request.name },
       },
       transferList: request.transfer,

@@ -27,6 +27,7 @@ import { currentServer, sameAddress, type Reply, type Request, type Token } from
 import { Lane } from './lane.js';
 import { tryLoadNative } from '../native.js';
 import { debug } from '../logger.js';
+import { deadlineAfter, secondsUntil } from '../futex.js';
 
 export type { Token } from './server.js';
 
@@ -550,9 +551,9 @@ export class ConditionProxy extends AcquirerProxy {
   async waitFor<R>(predicate: () => R | Promise<R>, timeout?: number | null, options: CallOptions = {}): Promise<R> {
     let result = await predicate();
     if (result) return result;
-    const until = timeout === null || timeout === undefined ? Infinity : performance.now() + timeout * 1000;
+    const until = deadlineAfter(timeout);
     while (!result) {
-      const left = until === Infinity ? null : (until - performance.now()) / 1000;
+      const left = secondsUntil(until);
       if (left !== null && left <= 0) break;
       await this.wait(left, options);
       result = await predicate();

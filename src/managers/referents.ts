@@ -10,6 +10,8 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { BrokenBarrierError, Empty, Full, IndexError, KeyError, RuntimeError, ValueError } from '../errors.js';
 import { serializable } from '../tasks.js';
+import { deadlineAfter, secondsUntil } from '../futex.js';
+import { timerDelayMs } from '../util.js';
 import { hashKey, pyCompare, pyEquals, pyRepr, pyReprSymbol } from './pyvalues.js';
 
 /** Who is calling, as the server sees it: the client's process/thread, and a signal that aborts
@@ -80,7 +82,7 @@ class Waiters {
         timer = setTimeout(() => {
           remove();
           settle(false);
-        }, Math.min(timeout * 1000, 2 ** 31 - 1));
+        }, timerDelayMs(timeout));
       }
     });
   }
@@ -94,14 +96,6 @@ class Waiters {
   wakeAll(): void {
     for (const w of this.queue.splice(0)) w(true);
   }
-}
-
-function deadline(timeout: number | null | undefined): number {
-  return timeout === null || timeout === undefined ? Infinity : performance.now() + Math.max(0, timeout) * 1000;
-}
-
-function left(until: number): number | null {
-  return until === Infinity ? null : Math.max(0, (until - performance.now()) / 1000);
 }
 
 function checkTimeout(timeout: unknown): void {
@@ -654,9 +648,9 @@ export class ManagedQueue {
   async put(item: unknown, block = true, timeout: number | null = null): Promise<void> {
     checkTimeout(timeout);
     if (timeout !== null && timeout !== undefined && timeout < 0) throw new ValueError("'timeout' must be a non-negative number");
-    const until = block ? deadline(timeout) : 0;
+    const until = block ? deadlineAfter(timeout) : 0;
     while (this.full()) {
-      if (!block || !(await this.notFull.wait(left(until))) && this.full()) throw new Full();
+      if (!block || !(await this.notFull.wait(secondsUntil(until))) && this.full()) throw new Full();
     }
     this.items.push(item);
     this.unfinished++;
@@ -670,9 +664,9 @@ export class ManagedQueue {
   async get(block = true, timeout: number | null = null): Promise<unknown> {
     checkTimeout(timeout);
     if (timeout !== null && timeout !== undefined && timeout < 0) throw new ValueError("'timeout' must be a non-negative number");
-    const until = block ? deadline(timeout) : 0;
+    const until = block ? deadlineAfter(timeout) : 0;
     while (this.empty()) {
-      if (!block || !(await this.notEmpty.wait(left(until))) && this.empty()) throw new Empty();
+      if (!block || !(await this.notEmpty.wait(secondsUntil(until))) && this.empty()) throw new Empty();
     }
     const item = this.items[this.head];
     this.items[this.head++] = undefined;
@@ -710,10 +704,10 @@ export class ManagedLock {
   async acquire(blocking = true, timeout: number | null = null): Promise<boolean> {
     checkTimeout(timeout);
     if (!blocking && timeout !== null && timeout !== undefined) throw new ValueError("can't specify a timeout for a non-blocking call");
-    const until = blocking ? deadline(timeout) : 0;
+    const until = blocking ? deadlineAfter(timeout) : 0;
     while (this.held) {
       if (!blocking) return false;
-      const woken = await this.waiters.wait(left(until));
+      const woken = await this.waiters.wait(secondsUntil(until));
       if (!woken && this.held) return false;
     }
     this.held = true;
@@ -767,10 +761,10 @@ export class ManagedRLock {
       this.count++;
       return true;
     }
-    const until = blocking ? deadline(timeout) : 0;
+    const until = blocking ? deadlineAfter(timeout) : 0;
     while (this.owner !== null) {
       if (!blocking) return false;
-      const woken = await this.waiters.wait(left(until));
+      const woken = await this.waiters.wait(secondsUntil(until));
       if (!woken && this.owner !== null) return false;
     }
     this.owner = me;
@@ -826,10 +820,10 @@ export class ManagedSemaphore {
   async acquire(blocking = true, timeout: number | null = null): Promise<boolean> {
     checkTimeout(timeout);
     if (!blocking && timeout !== null && timeout !== undefined) throw new ValueError("can't specify timeout for non-blocking acquire");
-    const until = blocking ? deadline(timeout) : 0;
+    const until = blocking ? deadlineAfter(timeout) : 0;
     while (this.value === 0) {
       if (!blocking) return false;
-      const woken = await this.waiters.wait(left(until));
+      const woken = await this.waiters.wait(secondsUntil(until));
       if (!woken && this.value === 0) return false;
     }
     this.value--;
@@ -995,9 +989,9 @@ export class ManagedBarrier {
         this.state = 'draining';
         this.waiters.wakeAll();
       } else {
-        const until = deadline(t);
+        const until = deadlineAfter(t);
         while (this.state === 'filling') {
-          const woken = await this.waiters.wait(left(until));
+          const woken = await this.waiters.wait(secondsUntil(until));
           if (!woken && this.state === 'filling') {
             this.breakBarrier();
             throw new BrokenBarrierError();

@@ -5,7 +5,7 @@
  * beside it). What it cannot provide (Array, Pipe) says so instead of handing out objects of this
  * machine.
  */
-import { BaseContext, setRedisContextFactory, type ContextMethod } from '../context.js';
+import { BaseContext, registerContext } from '../context.js';
 import { NotAvailableError } from '../errors.js';
 import type { PoolOptions } from '../pool.js';
 import { Process, processClassFor } from '../process.js';
@@ -77,7 +77,7 @@ class RedisContextImpl extends BaseContext {
     return this.processClass;
   }
 
-  override getStartMethod(): ContextMethod {
+  override getStartMethod(): 'redis' {
     return 'redis';
   }
 
@@ -125,4 +125,4 @@ class RedisContextImpl extends BaseContext {
 export type RedisContext = Omit<RedisContextImpl, keyof RedisFactories> & RedisFactories;
 export const RedisContext = RedisContextImpl as unknown as { new (options?: RedisContextOptions): RedisContext; prototype: RedisContext };
 
-setRedisContextFactory((options) => new RedisContextImpl(options));
+registerContext('redis', (options) => new RedisContextImpl(options as RedisContextOptions | undefined));

@@ -28,7 +28,6 @@ const RECENT_WORKER_MS = 10_000;
 export class RedisPool extends BasePool {
   private readonly producer: Producer;
   private readonly tasks = new Map<number, Task>();
-  private readonly fnIds = new Map<Function, number>();
   private readonly rebuildContext: RebuildContext = { target: 'process', handles: [], remote: senderResolving() };
   private seq = 0;
   private fatal: Error | null = null;
@@ -60,19 +59,8 @@ export class RedisPool extends BasePool {
     return this.producer.keys.id;
   }
 
-  protected checkFunction(fn: Fn): void {
-    this.fnId(fn);
-  }
-
-  private fnId(fn: Fn): number {
-    if (typeof fn !== 'function') throw new TypeError('the pool function must be a function');
-    let id = this.fnIds.get(fn);
-    if (id === undefined) {
-      id = this.fnIds.size + 1;
-      this.producer.defineFunction(id, dumps(fn, remoteReduceContext(), { functionSlot: true }));
-      this.fnIds.set(fn, id);
-    }
-    return id;
+  protected defineFunction(id: number, fn: Fn): void {
+    this.producer.defineFunction(id, dumps(fn, remoteReduceContext(), { functionSlot: true }));
   }
 
   _submit(job: Job, args: unknown[], fn: Fn, mode: number, index: number): void {

@@ -31,6 +31,13 @@ const ADD_BATCH = 1000;
 /** Seconds a result read blocks before it looks again whether it is still wanted. */
 const RESULT_WAIT = 1;
 
+// A pool never closed is closed when the program ends (Python's pool finalizer terminates it), so
+// its keys do not wait for their TTL.
+const unclosed = new Set<Producer>();
+process.on('beforeExit', () => {
+  for (const producer of unclosed) void producer.close();
+});
+
 export class Producer {
   readonly keys: PoolKeys;
   private client: RedisClient | null = null;
@@ -54,6 +61,7 @@ export class Producer {
     id = newId(),
   ) {
     this.keys = poolKeys(id);
+    unclosed.add(this);
     this.ready = this.open();
     this.ready.catch((error: Error) => handler.onFatal(error));
   }
@@ -251,6 +259,7 @@ export class Producer {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    unclosed.delete(this);
     this.unfinished.clear();
     this.maybeStopReading();
     this.keeper?.stop();

@@ -84,8 +84,8 @@ export class StreamWorker {
   private poolsChanged = true;
   private blocked = false;
   private stopping = false;
-  private wake: (() => void) | null = null;
-  private woken = false;
+  /** Who waits for something to change (the pull loop, a take-over waiting for quiet). */
+  private sleepers: Array<() => void> = [];
   private flushScheduled = false;
   private readonly log: (line: string) => void;
   private readonly done: Promise<void>;
@@ -275,22 +275,16 @@ export class StreamWorker {
   }
 
   /** Waits until something changes: a result freed room, the pools changed, or a stop. */
-  private async sleep(): Promise<void> {
-    if (this.woken) {
-      this.woken = false;
-      return;
-    }
-    await new Promise<void>((resolve) => {
-      this.wake = resolve;
+  // Callers check their condition and sleep in one synchronous run, so no notify falls between.
+  private sleep(): Promise<void> {
+    return new Promise<void>((resolve) => {
+      this.sleepers.push(resolve);
       setTimeout(resolve, BLOCK_MS).unref();
     });
-    this.wake = null;
-    this.woken = false;
   }
 
   private notify(): void {
-    this.woken = true;
-    this.wake?.();
+    for (const wake of this.sleepers.splice(0)) wake();
   }
 
   /** Ends a blocked read now (CLIENT UNBLOCK), so that the pull loop sees what changed. */
