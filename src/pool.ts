@@ -13,12 +13,12 @@ import { inspect } from 'node:util';
 import { TimeoutError, ValueError, withRemoteTraceback, WorkerLostError } from './errors.js';
 import { signalName } from './backends/backend.js';
 import { getContext, memoryKindFor, registerClasses, type BaseContext } from './context.js';
-import { Process, processCpuCount } from './process.js';
+import { checkNotBootstrapping, Process, processCpuCount } from './process.js';
 import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import { dumps, loads, loadsSync, needsRebuild, newReduceContext, rebuild, reduce } from './reduction.js';
 import { sentinelExit } from './sentinels.js';
 import { refOf, sourceOf, type SourceFunction } from './tasks.js';
-import { raceTimeout, throwIfAborted } from './util.js';
+import { callUserCallback, raceTimeout, throwIfAborted } from './util.js';
 import { deadlineAfter, runAsync, secondsUntil } from './futex.js';
 import {
   CALL, CANCELLED, Channel, defineFrame, MAP_CHUNK, Notifier, OK, ownBuffer, parseResult, PORT_THRESHOLD, portFrame,
@@ -121,12 +121,9 @@ export class AsyncResult<T = unknown> {
   _settle(ok: boolean, value: unknown): void {
     if (this.outcome) return;
     this.outcome = ok ? { ok: true, value: value as T } : { ok: false, error: value };
-    try {
-      if (ok) this.callbacks.callback?.(value as T);
-      else this.callbacks.errorCallback?.(value as Error);
-    } finally {
-      this.resolveSettled();
-    }
+    if (ok) callUserCallback(this.callbacks.callback, value as T);
+    else callUserCallback(this.callbacks.errorCallback, value as Error);
+    this.resolveSettled();
   }
 
   ready(): boolean {
@@ -175,10 +172,12 @@ class ApplyJob<T> extends Job {
   }
 }
 
-/** A map: chunk results land in place; the first failure fails the whole map, as in Python. */
+/** A map: chunk results land in place; the first failure fails the whole map once every chunk is
+ * done, as in Python (no fail-fast: CPython issue #23992, test_map_no_failfast). */
 class MapJob<T> extends Job {
   private readonly values: T[];
   private remaining: number;
+  private failure: { error: unknown } | null = null;
   constructor(
     pool: BasePool,
     options: CallOptions,
@@ -195,15 +194,16 @@ class MapJob<T> extends Job {
   deliver(index: number, ok: boolean, value: unknown): void {
     if (this.result.ready()) return;
     if (!ok) {
-      this.pool._cancelJob(this);
-      this.settle(false, value);
-      return;
+      this.failure ??= { error: value };
+    } else {
+      const items = value as T[];
+      this.progress(items.length);
+      const base = index * this.chunksize;
+      if (!this.failure) for (let i = 0; i < items.length; i++) this.values[base + i] = items[i]!;
     }
-    const items = value as T[];
-    this.progress(items.length);
-    const base = index * this.chunksize;
-    for (let i = 0; i < items.length; i++) this.values[base + i] = items[i]!;
-    if (--this.remaining === 0) this.settle(true, this.values);
+    if (--this.remaining > 0) return;
+    if (this.failure) this.settle(false, this.failure.error);
+    else this.settle(true, this.values);
   }
   abort(reason: unknown): void {
     this.settle(false, reason);
@@ -222,6 +222,7 @@ export class IMapIterator<T> implements AsyncIterableIterator<T> {
   private waiters: Array<() => void> = [];
   /** @internal */ _finished = false;
   /** @internal */ _onConsume: () => void = () => {};
+  /** @internal */ _onReturn: () => void = () => {};
 
   /** @internal */
   _push(outcome: Outcome<T>): void {
@@ -274,6 +275,7 @@ export class IMapIterator<T> implements AsyncIterableIterator<T> {
     this._finished = true;
     this._ready.length = 0;
     this._onConsume();
+    this._onReturn();
     return { value: undefined, done: true };
   }
 
@@ -307,6 +309,9 @@ class IMapJob<T> extends Job {
       this.unconsumedItems--;
       this.resume?.();
     };
+    // The caller left the loop: the bar ends now, before the caller writes anything else, not when
+    // the pump next looks (it may be waiting on an async input that is idle).
+    iterator._onReturn = () => this.endProgress();
   }
 
   /** Pulls the input and submits chunks while fewer than `maxItemsAhead` items are unconsumed. */
@@ -754,6 +759,8 @@ export class Pool extends BasePool {
   private readonly started: Process[] = [];
 
   constructor(processesArg?: number | null | PoolOptions, optionsArg: PoolOptions = {}) {
+    // First, before anything is allocated: a pool made by a child importing an unguarded module.
+    checkNotBootstrapping();
     const [processes, options] = poolArguments(processesArg, optionsArg);
     super(processes ?? processCpuCount());
     this.ctx = (options.context ?? getContext()).getContext();
@@ -763,7 +770,13 @@ export class Pool extends BasePool {
     this.maxtasks = options.maxtasksperchild ?? null;
     this.kind = memoryKindFor({ ctx: this.ctx });
     this.notifier = Notifier.create(this.kind);
-    for (let i = 0; i < this.processes; i++) this.startWorker();
+    try {
+      for (let i = 0; i < this.processes; i++) this.startWorker();
+    } catch (error) {
+      // As Python's (issue #19675): the workers already started do not outlive a failed pool.
+      this.terminate();
+      throw error;
+    }
   }
 
   private startWorker(): WorkerSlot {
@@ -851,7 +864,12 @@ export class Pool extends BasePool {
       this.assign(best, task);
     }
     for (const w of this.workers) w.flush();
-    if (this.pendingHead > 1024 && this.pendingHead * 2 > this.pending.length) {
+    if (this.pendingHead === this.pending.length) {
+      // Handed out tasks must not keep their jobs (and so the callers' arguments and results)
+      // alive: CPython's test_release_task_refs.
+      this.pending = [];
+      this.pendingHead = 0;
+    } else if (this.pendingHead > 1024 && this.pendingHead * 2 > this.pending.length) {
       this.pending = this.pending.slice(this.pendingHead);
       this.pendingHead = 0;
     }
