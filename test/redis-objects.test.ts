@@ -7,6 +7,8 @@ import { describe, it, after } from 'node:test';
 import assert from 'node:assert/strict';
 import * as mp from '../src/index.js';
 import { redisForTests } from './redisServer.js';
+import { until } from './redisWorkers.js';
+import { spaceFor } from '../src/redis/objects.js';
 
 const redis = await redisForTests({ db: 7 });
 after(() => redis.server?.close());
@@ -320,6 +322,50 @@ describe('redis objects in one program: Python semantics', { skip: redis.skip },
   });
 
   it('leaves no mp: key in Redis once everything is closed', async () => {
+    assert.deepEqual(await server.mpKeys(), []);
+  });
+});
+
+const restartable = await redisForTests({ db: 0, privateServer: true });
+after(() => restartable.server?.close());
+
+describe('redis objects: Redis restarted without persistence', { skip: restartable.skip }, () => {
+  it('a waiting get and every later call raise ValueError (the object is gone), none hangs; the connection resumes', async () => {
+    const server = restartable.server!;
+    const ctx = mp.getContext('redis', { url: server.url });
+    const q = ctx.Queue<number>();
+    const lock = ctx.Lock();
+    await q.put(1);
+    assert.equal(await q.get(), 1);
+    assert.equal(await lock.acquire(), true);
+    const waiting = q.get(); // no timeout: waits for a put
+    assert.equal(await settledBy(waiting, () => q.qsize()), 'pending');
+    const warned = new Promise<void>((resolve) => process.once('warning', (w) => w.name === 'RedisConnectionWarning' && resolve()));
+    const other = ctx.Queue<number>();
+    await other.put(7, { timeout: 30 }).then(() => other.get());
+    await server.stop!();
+    await warned; // the outage is reported, not silent
+    const objects = await spaceFor(ctx.settings.url).connection();
+    await until('the connection to see the outage', () => objects.status !== 'ready', 30_000);
+    // Timeouts hold while Redis is unreachable: Python's outcome within the timeout, no hang.
+    let t0 = performance.now();
+    await assert.rejects(other.get({ timeout: 0.3 }), isNamed('Empty'));
+    assert.equal(await lock.acquire({ timeout: 0.3 }), false);
+    assert.ok(performance.now() - t0 < 10_000, `both gave up at their timeouts (${Math.round(performance.now() - t0)} ms)`);
+    const resumed = other.get({ timeout: 60 });
+    await server.start!();
+    t0 = performance.now();
+    await assert.rejects(resumed, isNamed('ValueError', /no longer exists in Redis/), 'tried again once Redis was back');
+    // The waiter subscribed again and tried again: the queue no longer exists.
+    await assert.rejects(waiting, isNamed('ValueError', /no longer exists in Redis/));
+    await assert.rejects(q.put(2, { block: false }).then(() => q.qsize()), isNamed('ValueError', /no longer exists/));
+    await assert.rejects(lock.release(), isNamed('ValueError', /no longer exists/));
+    // A new object on the same connection works.
+    const e = ctx.Event();
+    await e.set();
+    assert.equal(await e.isSet(), true);
+    for (const o of [q, other, lock, e]) await o.close().catch(() => {});
+    await ctx.shutdown();
     assert.deepEqual(await server.mpKeys(), []);
   });
 });

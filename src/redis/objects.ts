@@ -32,8 +32,8 @@ import { Wakeups, type Step, type WaitOptions } from './waiting.js';
 // ---- scripts that every object shares ------------------------------------------------------------
 
 /** Errors a script raises: `MP <ErrorClass> <message>`, re-thrown here as that class. A missing
- * object is `MPGONE`. */
-export const LUA_GONE = `if redis.call('EXISTS', KEYS[1]) == 0 then return redis.error_reply('MPGONE') end`;
+ * object is `MPGONE ...` (a reply needs its own code before a space, or Redis 7 puts `ERR` first). */
+export const LUA_GONE = `if redis.call('EXISTS', KEYS[1]) == 0 then return redis.error_reply('MPGONE the object is not in Redis') end`;
 
 /** Makes an object: KEYS[1] its hash; ARGV ttl ms, owned ('1': counts holders), then field/value pairs. */
 const CREATE = new RedisScript('create', `
@@ -106,7 +106,7 @@ export class ObjectSpace {
   private closed = false;
 
   constructor(readonly url: string) {
-    this.wakeups = new Wakeups(url);
+    this.wakeups = new Wakeups(url, (until) => this.reachable(until));
   }
 
   connection(): Promise<RedisClient> {
@@ -120,6 +120,24 @@ export class ObjectSpace {
       this.client = opening;
     }
     return this.client;
+  }
+
+  /** Resolves true once the connection is up, false if it is still down at `until`
+   * (performance.now() ms): a waiting call's timeout holds while Redis is unreachable. */
+  async reachable(until: number): Promise<boolean> {
+    const client = await this.connection();
+    if (client.status === 'ready') return true;
+    if (performance.now() >= until) return false;
+    return new Promise<boolean>((resolve) => {
+      const done = (up: boolean) => {
+        client.off('ready', onReady);
+        if (timer) clearTimeout(timer);
+        resolve(up);
+      };
+      const onReady = () => done(true);
+      client.on('ready', onReady);
+      const timer = until === Infinity ? null : setTimeout(() => done(client.status === 'ready'), until - performance.now());
+    });
   }
 
   /** Runs a script, keeping the program alive until it replies. */

@@ -41,7 +41,12 @@ export class Wakeups {
   private readonly channels = new Map<string, Channel>();
   private closed = false;
 
-  constructor(private readonly url: string) {}
+  constructor(
+    private readonly url: string,
+    /** Resolves true once the steps' connection is up, false if it is still down at `until`
+     * (performance.now() ms; Infinity waits as long as it takes). */
+    private readonly reachable: (until: number) => Promise<boolean> = async () => true,
+  ) {}
 
   private connection(): Promise<RedisClient> {
     if (!this.subscriber) {
@@ -115,15 +120,23 @@ export class Wakeups {
    * Runs `step` until it is done, waiting between tries for a message on `channel` (or the step's
    * own retry time), within `timeout` seconds and until `signal` aborts. Resolves the last step's
    * outcome: not done means the time ran out (or `block` was false). A step in flight is never
-   * abandoned: an abort is seen between steps, so a step that succeeded is never lost.
+   * abandoned: an abort is seen between steps, so a step that succeeded is never lost. A step is
+   * not sent while Redis is unreachable (it would wait there, past the timeout): the wait for
+   * the connection counts against the timeout.
    */
-  async waitFor<T>(channel: string, step: () => Promise<Step<T>>, options: WaitOptions = {}): Promise<Step<T>> {
+  async waitFor<T>(channel: string, trial: () => Promise<Step<T>>, options: WaitOptions = {}): Promise<Step<T>> {
     throwIfAborted(options.signal);
     const release = keepAlive();
     try {
+      const deadline = options.block === false ? performance.now() : deadlineAfter(options.timeout);
+      let outOfTime = false;
+      const step = async (): Promise<Step<T>> => {
+        if (await this.reachable(deadline)) return trial();
+        outOfTime = true;
+        return { done: false };
+      };
       let outcome = await step();
-      if (outcome.done || options.block === false) return outcome;
-      const deadline = deadlineAfter(options.timeout);
+      if (outcome.done || options.block === false || outOfTime) return outcome;
       if (performance.now() >= deadline) return outcome;
       // Subscribed before the next try: whatever changes after it publishes to us.
       const { channel: c, release: unsubscribe } = await this.hold(channel);
@@ -131,7 +144,7 @@ export class Wakeups {
         for (;;) {
           const seen = c.gen;
           outcome = await step();
-          if (outcome.done) return outcome;
+          if (outcome.done || outOfTime) return outcome;
           const now = performance.now();
           if (now >= deadline) return outcome;
           const retryAt = outcome.retryInMs === undefined ? Infinity : now + Math.max(0, outcome.retryInMs);
