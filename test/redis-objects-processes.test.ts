@@ -79,15 +79,21 @@ describe('redis objects across processes', { skip: redis.skip }, () => {
     await results.close();
   });
 
-  it('Lock: the lease of a holder killed with SIGKILL expires, and another process takes the lock', async () => {
+  /** A Lock held by a Process (holdLock): its pid and fencing token, and the objects to drive it. */
+  async function heldElsewhere(lease: number) {
     const c = ctx();
-    const lock = c.Lock({ lease: 3 });
+    const lock = c.Lock({ lease });
     const held = c.Event();
     const go = c.Event();
     const out = c.Queue();
     const holder = start(holdLock, [lock, held, go, out]);
     const { token, pid } = (await out.get({ timeout: 60 })) as { token: number; pid: number };
     assert.ok(await held.wait(30));
+    return { lock, go, out, holder, token, pid, objects: [lock, held, go, out] };
+  }
+
+  it('Lock: the lease of a holder killed with SIGKILL expires, and another process takes the lock', async () => {
+    const { lock, holder, token, pid, objects } = await heldElsewhere(3);
     assert.equal(await lock.acquire(false), false, 'held by the other process');
     process.kill(pid, 'SIGKILL');
     await holder.join(30);
@@ -97,18 +103,11 @@ describe('redis objects across processes', { skip: redis.skip }, () => {
     assert.ok(performance.now() - t0 < 5000, 'taken when the lease ended, not at the timeout');
     assert.ok(lock.fencingToken! > token, 'a larger fencing token than the dead holder had');
     await lock.release();
-    for (const o of [lock, held, go, out]) await o.close();
+    for (const o of objects) await o.close();
   });
 
   it('Lock: a holder stopped past its lease raises at release (the lease expired); the next holder is fenced above it', async () => {
-    const c = ctx();
-    const lock = c.Lock({ lease: 1 });
-    const held = c.Event();
-    const go = c.Event();
-    const out = c.Queue();
-    const holder = start(holdLock, [lock, held, go, out]);
-    const { token, pid } = (await out.get({ timeout: 60 })) as { token: number; pid: number };
-    assert.ok(await held.wait(30));
+    const { lock, go, out, holder, token, pid, objects } = await heldElsewhere(1);
     process.kill(pid, 'SIGSTOP');
     try {
       assert.equal(await lock.acquire({ timeout: 10 }), true);
@@ -123,7 +122,7 @@ describe('redis objects across processes', { skip: redis.skip }, () => {
     await holder.join(30);
     assert.equal(holder.exitcode, 0);
     await lock.release(); // still ours: the late release did not touch it
-    for (const o of [lock, held, go, out]) await o.close();
+    for (const o of objects) await o.close();
   });
 
   it('RLock: owned by one process and thread; another process cannot release it', async () => {

@@ -17,7 +17,7 @@
 import { inspect } from 'node:util';
 import { threadId } from 'node:worker_threads';
 import { Client, type Address, type Connection } from '../connection.js';
-import { AttributeError, IndexError, RemoteError, TimeoutError, ValueError, withRemoteTraceback } from '../errors.js';
+import { AttributeError, RemoteError, TimeoutError, ValueError, withRemoteTraceback } from '../errors.js';
 import { currentProcess, parentProcess } from '../process.js';
 import { reduceSymbol, registerReducer, type Reduced } from '../reduction.js';
 import { task } from '../tasks.js';
@@ -25,6 +25,7 @@ import { finalize, raceTimeout } from '../util.js';
 import { normalizeAcquire, withLock, type AcquireOptions } from '../synchronize.js';
 import { currentServer, sameAddress, type Reply, type Request, type Token } from './server.js';
 import { Lane } from './lane.js';
+import { itemsByIndex } from './pyvalues.js';
 import { tryLoadNative } from '../native.js';
 import { debug } from '../logger.js';
 import { deadlineAfter, secondsUntil } from '../futex.js';
@@ -774,15 +775,8 @@ export class ListProxy<T = unknown> extends BaseProxy implements AsyncIterable<T
   }
 
   /** Python iterates a ListProxy through `__getitem__` until IndexError: it sees live changes. */
-  async *[Symbol.asyncIterator](): AsyncIterator<T> {
-    for (let i = 0; ; i++) {
-      try {
-        yield await this.getItem(i);
-      } catch (error) {
-        if (error instanceof IndexError) return;
-        throw error;
-      }
-    }
+  [Symbol.asyncIterator](): AsyncIterator<T> {
+    return itemsByIndex((i) => this.getItem(i));
   }
 }
 

@@ -20,7 +20,7 @@
  * process died), and handles to them in other processes borrow them, as proxies do a server's.
  */
 import { AttributeError, IndexError, KeyError, ValueError } from '../errors.js';
-import { canonicalKey, pyCompare, pyEquals, pyRepr } from '../managers/pyvalues.js';
+import { canonicalKey, itemsByIndex, pyCompare, pyEquals, pyRepr } from '../managers/pyvalues.js';
 import { RedisScript, type RedisSettings } from './client.js';
 import { ObjectFactories } from './factories.js';
 import type { Typecode, TypecodeValue } from '../sharedctypes.js';
@@ -512,15 +512,8 @@ export class ListProxy<T = unknown> extends Container implements AsyncIterable<T
   }
 
   /** Python iterates a ListProxy through `__getitem__` until IndexError: it sees live changes. */
-  async *[Symbol.asyncIterator](): AsyncIterator<T> {
-    for (let i = 0; ; i++) {
-      try {
-        yield await this.getItem(i);
-      } catch (error) {
-        if (error instanceof IndexError) return;
-        throw error;
-      }
-    }
+  [Symbol.asyncIterator](): AsyncIterator<T> {
+    return itemsByIndex((i) => this.getItem(i));
   }
 }
 
