@@ -505,6 +505,8 @@ const SPIN_MS = 0.05;
 
 /** Checks the Pool constructor's arguments (Python's): `new Pool(4, options)` or `new Pool({ processes: 4, ... })`. */
 export function poolArguments(processes: number | null | undefined | PoolOptions, options: PoolOptions): [number | null, PoolOptions] {
+  // First, before anything is allocated: a pool made by a child importing an unguarded module.
+  checkNotBootstrapping();
   if (typeof processes === 'object' && processes !== null) {
     options = processes;
     processes = options.processes;
@@ -759,8 +761,6 @@ export class Pool extends BasePool {
   private readonly started: Process[] = [];
 
   constructor(processesArg?: number | null | PoolOptions, optionsArg: PoolOptions = {}) {
-    // First, before anything is allocated: a pool made by a child importing an unguarded module.
-    checkNotBootstrapping();
     const [processes, options] = poolArguments(processesArg, optionsArg);
     super(processes ?? processCpuCount());
     this.ctx = (options.context ?? getContext()).getContext();

@@ -155,6 +155,7 @@ describe('redis pool: workers come, go and die', { skip: redis.skip }, () => {
     } finally {
       await stopAll([fast!, slow!]);
     }
+    assert.deepEqual(await server.mpKeys(), []);
   });
 
   it('a task longer than claimIdle keeps its claim; SIGTERM lets a worker finish what it runs', async () => {

@@ -2,7 +2,7 @@
 // free loopback port, no persistence, killed by pid at the end), else the tests are skipped with one
 // loud line saying how to run them. With MP_REQUIRE_REDIS=1 (CI) a skip is a failure.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, connect as tcpConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
@@ -73,12 +73,31 @@ export async function redisForTests(options: {
   return { skip: false, server: await privateServer(binary, options.db, options.serverArgs ?? [], options.password) };
 }
 
+const MARKER_PREFIX = 'mp-redis-skip-notice-';
+
 function announceSkip(): void {
-  // One line per test run, not one per file: the files of a run share the runner as parent.
-  const marker = join(tmpdir(), `mp-redis-skip-notice-${process.ppid}`);
-  if (existsSync(marker)) return;
-  writeFileSync(marker, '');
+  // One line per test run, not one per file: the files of a run share the runner as parent, and the
+  // first to create the runner's marker (exclusively: two files run at once) prints the line.
+  removeStaleMarkers();
+  try {
+    writeFileSync(join(tmpdir(), `${MARKER_PREFIX}${process.ppid}`), '', { flag: 'wx' });
+  } catch {
+    return;
+  }
   process.stderr.write(`\n${SKIP_NOTICE}\n\n`);
+}
+
+/** The markers of earlier runs (their runner has exited), so that skipped runs leave nothing behind. */
+function removeStaleMarkers(): void {
+  for (const name of readdirSync(tmpdir())) {
+    if (!name.startsWith(MARKER_PREFIX)) continue;
+    const pid = Number(name.slice(MARKER_PREFIX.length));
+    try {
+      process.kill(pid, 0);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ESRCH') rmSync(join(tmpdir(), name), { force: true });
+    }
+  }
 }
 
 export async function freePort(): Promise<number> {
