@@ -352,6 +352,10 @@ describe('redis objects: Redis restarted without persistence', { skip: restartab
     await assert.rejects(other.get({ timeout: 0.3 }), isNamed('Empty'));
     assert.equal(await lock.acquire({ timeout: 0.3 }), false);
     assert.ok(performance.now() - t0 < 10_000, `both gave up at their timeouts (${Math.round(performance.now() - t0)} ms)`);
+    const aborted = new AbortController();
+    const abandoned = other.get({ signal: aborted.signal });
+    aborted.abort();
+    await assert.rejects(abandoned, isNamed('AbortError'), 'a signal ends a wait for Redis');
     const resumed = other.get({ timeout: 60 });
     await server.start!();
     t0 = performance.now();

@@ -22,7 +22,7 @@
  */
 import { errorClasses, ValueError } from '../errors.js';
 import { reduceSymbol, registerReducer, type ReduceContext, type Reduced, dumps, type RebuildContext } from '../reduction.js';
-import { finalize } from '../util.js';
+import { abortable, finalize } from '../util.js';
 import {
   connect, disconnect, key, KeyKeeper, newId, redisSettings, RedisScript, whileAlive, type RedisClient,
 } from './client.js';
@@ -103,10 +103,12 @@ export class ObjectSpace {
   private readonly collected = new FinalizationRegistry<Holding>((holding) => void this.letGo(holding).catch(() => {}));
   /** Writes still on their way (a queue's buffered items): shutdown waits for them. */
   private readonly writes = new Set<Promise<unknown>>();
+  /** Resolves when the connection, now down, is back. */
+  private backUp: Promise<void> | null = null;
   private closed = false;
 
   constructor(readonly url: string) {
-    this.wakeups = new Wakeups(url, (until) => this.reachable(until));
+    this.wakeups = new Wakeups(url, (until, signal) => this.reachable(until, signal));
   }
 
   connection(): Promise<RedisClient> {
@@ -124,19 +126,25 @@ export class ObjectSpace {
 
   /** Resolves true once the connection is up, false if it is still down at `until`
    * (performance.now() ms): a waiting call's timeout holds while Redis is unreachable. */
-  async reachable(until: number): Promise<boolean> {
+  async reachable(until: number, signal?: AbortSignal): Promise<boolean> {
     const client = await this.connection();
     if (client.status === 'ready') return true;
     if (performance.now() >= until) return false;
-    return new Promise<boolean>((resolve) => {
-      const done = (up: boolean) => {
-        client.off('ready', onReady);
+    // One listener per outage, however many calls wait for its end.
+    this.backUp ??= new Promise<void>((resolve) => client.once('ready', () => {
+      this.backUp = null;
+      resolve();
+    }));
+    const up = this.backUp;
+    return abortable<boolean>(signal, (resolve) => {
+      const timer = until === Infinity ? null : setTimeout(() => resolve(client.status === 'ready'), until - performance.now());
+      void up.then(() => {
         if (timer) clearTimeout(timer);
-        resolve(up);
+        resolve(true);
+      });
+      return () => {
+        if (timer) clearTimeout(timer);
       };
-      const onReady = () => done(true);
-      client.on('ready', onReady);
-      const timer = until === Infinity ? null : setTimeout(() => done(client.status === 'ready'), until - performance.now());
     });
   }
 

@@ -45,7 +45,7 @@ export class Wakeups {
     private readonly url: string,
     /** Resolves true once the steps' connection is up, false if it is still down at `until`
      * (performance.now() ms; Infinity waits as long as it takes). */
-    private readonly reachable: (until: number) => Promise<boolean> = async () => true,
+    private readonly reachable: (until: number, signal?: AbortSignal) => Promise<boolean> = async () => true,
   ) {}
 
   private connection(): Promise<RedisClient> {
@@ -131,7 +131,7 @@ export class Wakeups {
       const deadline = options.block === false ? performance.now() : deadlineAfter(options.timeout);
       let outOfTime = false;
       const step = async (): Promise<Step<T>> => {
-        if (await this.reachable(deadline)) return trial();
+        if (await this.reachable(deadline, options.signal)) return trial();
         outOfTime = true;
         return { done: false };
       };
