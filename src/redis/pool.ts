@@ -5,7 +5,8 @@
  * (which call each task belongs to, counters); producer.ts moves the tasks.
  */
 import { ValueError, withRemoteTraceback, WorkerLostError } from '../errors.js';
-import { BasePool, Latencies, poolArguments, type Job, type PoolOptions, type Stats } from '../pool.js';
+import { BasePool, Latencies, poolArguments, type PoolOptions, type Stats } from '../pool.js';
+import type { Job } from '../poolResults.js';
 import { CALL } from '../poolChannel.js';
 import { processCpuCount } from '../process.js';
 import { raceTimeout } from '../util.js';
@@ -80,7 +81,7 @@ export class RedisPool extends BasePool {
     this.producer.send(seq, entry);
   }
 
-  _cancelJob(job: Job): void {
+  protected cancelJob(job: Job): void {
     job.cancelled = true;
     const dropped: number[] = [];
     for (const [seq, task] of this.tasks) {
