@@ -51,6 +51,9 @@ async function worker(args: string[]): Promise<number> {
   const [{ StreamWorker }, { redisSettings }, { processCpuCount }] = await Promise.all([
     import('./redis/worker.js'), import('./redis/client.js'), import('./process.js'),
   ]);
+  // The processes it starts connect the redis objects they receive (a task's queue, lock...) to
+  // this Redis (src/redis/objects.ts): handles carry no URL, so that no password travels.
+  process.env.MP_REDIS_URL = url;
   const w = StreamWorker.start({
     url: redisSettings({ url }).url,
     imports,

@@ -303,7 +303,7 @@ setBackendResolver((method) => (method ? startMethods[method]! : defaultContext.
  * another kind (`getContext('redis', { url })`). */
 export function getContext(method: 'redis', options?: RedisContextOptions): RedisContext;
 export function getContext(method?: string | null, options?: unknown): BaseContext;
-export function getContext(method?: string | null, options?: unknown): BaseContext {
+export function getContext(method?: string | null, options?: unknown): BaseContext | RedisContext {
   if (method === undefined || method === null) return defaultContext.actualContext();
   const other = otherContexts.get(method);
   if (other) return other(options);

@@ -303,6 +303,12 @@ const reducerHomes: Record<string, string> = {
   SharedMemory: 'sharedMemory', ShareableList: 'sharedMemory',
   Connection: 'connection',
   'managers.Proxy': 'managers',
+  // The redis context's objects (src/redis/).
+  'redis.Queue': 'redis/queues', 'redis.JoinableQueue': 'redis/queues', 'redis.SimpleQueue': 'redis/queues',
+  'redis.Lock': 'redis/synchronize', 'redis.RLock': 'redis/synchronize', 'redis.Semaphore': 'redis/synchronize',
+  'redis.BoundedSemaphore': 'redis/synchronize', 'redis.Condition': 'redis/synchronize', 'redis.Event': 'redis/synchronize',
+  'redis.Barrier': 'redis/synchronize', 'redis.Value': 'redis/sharedctypes',
+  'redis.dict': 'redis/managers', 'redis.list': 'redis/managers', 'redis.Namespace': 'redis/managers',
 };
 
 /** What a graph needs before `rebuildSync` can resolve it: task modules, and handle modules. */

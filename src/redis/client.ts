@@ -27,6 +27,9 @@ export interface RedisContextOptions {
   maxDeliveries?: number;
   /** How long the keys of a process that died without closing stay in Redis. */
   keyTtl?: number;
+  /** How long a Lock or RLock stays held by a holder that stopped renewing it (killed, cut off
+   * from Redis) before it expires and another can take it (docs/distributed.md). */
+  lease?: number;
 }
 
 /** The settings of one redis context, checked and with their defaults. */
@@ -35,11 +38,13 @@ export interface RedisSettings {
   readonly claimIdle: number;
   readonly maxDeliveries: number;
   readonly keyTtl: number;
+  readonly lease: number;
 }
 
 export const DEFAULT_CLAIM_IDLE = 5;
 export const DEFAULT_MAX_DELIVERIES = 3;
 export const DEFAULT_KEY_TTL = 60;
+export const DEFAULT_LEASE = 10;
 
 /** The options checked, with the URL from `MP_REDIS_URL` when none is given. */
 export function redisSettings(options: RedisContextOptions = {}): RedisSettings {
@@ -59,6 +64,7 @@ export function redisSettings(options: RedisContextOptions = {}): RedisSettings 
     claimIdle: positive('claimIdle', options.claimIdle, DEFAULT_CLAIM_IDLE),
     maxDeliveries: positiveInteger('maxDeliveries', options.maxDeliveries, DEFAULT_MAX_DELIVERIES),
     keyTtl: positive('keyTtl', options.keyTtl, DEFAULT_KEY_TTL),
+    lease: positive('lease', options.lease, DEFAULT_LEASE),
   };
 }
 
@@ -131,6 +137,9 @@ export interface ConnectOptions {
   /** A connection that sits in blocking reads (BLMPOP, XREADGROUP BLOCK): no auto-pipelining, as
    * a blocked command would hold back everything queued behind it. */
   blocking?: boolean;
+  /** false: each command goes out at once (no batching per tick): faster for a caller that awaits
+   * each reply before the next command (the redis objects' steps). */
+  autoPipelining?: boolean;
 }
 
 const RETRY_MAX_MS = 1000;
@@ -147,7 +156,7 @@ export async function connect(url: string, options: ConnectOptions): Promise<Red
     lazyConnect: true,
     maxRetriesPerRequest: null,
     enableOfflineQueue: true,
-    enableAutoPipelining: !options.blocking,
+    enableAutoPipelining: !options.blocking && options.autoPipelining !== false,
     connectTimeout: 5000,
     connectionName: `mp:${options.role}:${hostname()}:${process.pid}`,
     retryStrategy: (attempt) => Math.min(attempt * 50, RETRY_MAX_MS),
