@@ -275,7 +275,9 @@ const otherContexts = new Map<string, (options?: unknown) => BaseContext>();
 
 /** Makes `getContext(name, options)` return `make(options)`: a context of another kind, whose
  * factories make objects that live elsewhere. It is not a start method (`setStartMethod` refuses
- * it) and its objects reach processes of that context only. */
+ * it) and its objects reach processes of that context only. The seam a context of another kind
+ * (issue 13's redis) registers through, hence exported though nothing in this package calls it.
+ * @public */
 export function registerContext(name: string, make: (options?: unknown) => BaseContext): void {
   if (name in startMethods || name === 'fork') throw new ValueError(`'${name}' is a start method`);
   otherContexts.set(name, make);
@@ -295,7 +297,7 @@ function startMethodContext(method: string): ConcreteContext {
   return ctx;
 }
 
-export const defaultContext = new DefaultContext();
+const defaultContext = new DefaultContext();
 
 setBackendResolver((method) => (method ? startMethods[method]! : defaultContext.actualContext())._backend);
 

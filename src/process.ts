@@ -467,9 +467,6 @@ export function processCpuCount(): number {
 /** A no-op, for ported code (Python needs it for frozen Windows executables). */
 export function freezeSupport(): void {}
 
-/** The exit promise of a child's sentinel, for `connection.wait`. */
-export { sentinelExit };
-
 // ---- what happens at exit --------------------------------------------------------------------
 
 /** Python's `_exit_function`: finalizers, then daemon children are terminated; non-daemon

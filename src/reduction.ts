@@ -21,7 +21,7 @@ export interface Reduced {
   state: unknown;
 }
 
-export interface Reducible {
+interface Reducible {
   [reduceSymbol](ctx: ReduceContext): Reduced;
 }
 

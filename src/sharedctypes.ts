@@ -9,7 +9,7 @@
 import { IndexError, ValueError } from './errors.js';
 import { allocate, attachBlock, blockState, checkTarget, freeWith, type Block, type BlockState, type MemoryKind } from './heap.js';
 import { reduce, reduceSymbol, registerReducer, type ReduceContext, type Reduced } from './reduction.js';
-import { LockLike, RLock, type AcquireOptions } from './synchronize.js';
+import { LockWrapper, RLock, type Acquirable, type AcquireOptions } from './synchronize.js';
 import { memoryKindFor, registerClasses, type MemoryOptions } from './context.js';
 import { callable } from './util.js';
 
@@ -332,7 +332,7 @@ function reduceLock(lock: CtypesLock, ctx: ReduceContext): unknown {
   return reduce(lock, ctx).graph;
 }
 
-abstract class SynchronizedBase<O extends RawValue | RawArray> extends LockLike {
+abstract class SynchronizedBase<O extends RawValue | RawArray> extends LockWrapper {
   constructor(
     /** @internal */ protected readonly _obj: O,
     /** @internal */ protected readonly _lock: CtypesLock,
@@ -346,14 +346,8 @@ abstract class SynchronizedBase<O extends RawValue | RawArray> extends LockLike 
   getObj(): O {
     return this._obj;
   }
-  acquire(options?: AcquireOptions | boolean, timeout?: number | null): Promise<boolean> {
-    return this._lock.acquire(options, timeout);
-  }
-  acquireSync(options?: AcquireOptions | boolean, timeout?: number | null): boolean {
-    return this._lock.acquireSync(options, timeout);
-  }
-  release(): void {
-    this._lock.release();
+  protected get wrappedLock(): Acquirable {
+    return this._lock;
   }
   /** @internal Runs `fn` holding the lock (blocking this thread while another holds it). */
   protected _locked<R>(fn: () => R): R {

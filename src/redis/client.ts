@@ -42,9 +42,9 @@ export interface RedisSettings {
 }
 
 export const DEFAULT_CLAIM_IDLE = 5;
-export const DEFAULT_MAX_DELIVERIES = 3;
-export const DEFAULT_KEY_TTL = 60;
-export const DEFAULT_LEASE = 10;
+const DEFAULT_MAX_DELIVERIES = 3;
+const DEFAULT_KEY_TTL = 60;
+const DEFAULT_LEASE = 10;
 
 /** The options checked, with the URL from `MP_REDIS_URL` when none is given. */
 export function redisSettings(options: RedisContextOptions = {}): RedisSettings {
@@ -217,7 +217,7 @@ export async function whileAlive<T>(promise: Promise<T>): Promise<T> {
 }
 
 /** An error that says which Redis could not be reached and what to do about it. */
-export function connectError(url: string, cause: Error): OSError {
+function connectError(url: string, cause: Error): OSError {
   const code = (cause as NodeJS.ErrnoException).code;
   let advice = "Is redis-server running there? Pass another address with mp.getContext('redis', { url }) or MP_REDIS_URL.";
   if (/WRONGPASS|NOAUTH|invalid password|invalid username/i.test(cause.message)) {
@@ -237,7 +237,7 @@ export function disconnect(client: RedisClient | null | undefined): void {
 
 // ---- key names ---------------------------------------------------------------------------------
 
-export const KEY_PREFIX = 'mp:';
+const KEY_PREFIX = 'mp:';
 
 /** `key('pool', id, 'tasks')` -> `mp:pool:<id>:tasks`. */
 export function key(...parts: string[]): string {

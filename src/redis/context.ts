@@ -24,7 +24,7 @@ import { Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore, ty
 type Factory<A extends unknown[], R> = { (...args: A): R; new (...args: A): R };
 
 /** The factories whose objects live in Redis, with their own types (Promises where they talk to Redis). */
-export interface RedisFactories {
+interface RedisFactories {
   Queue: { <T = unknown>(maxsize?: number): Queue<T>; new <T = unknown>(maxsize?: number): Queue<T> };
   JoinableQueue: { <T = unknown>(maxsize?: number): JoinableQueue<T>; new <T = unknown>(maxsize?: number): JoinableQueue<T> };
   SimpleQueue: { <T = unknown>(): SimpleQueue<T>; new <T = unknown>(): SimpleQueue<T> };

@@ -306,13 +306,13 @@ process.on('beforeExit', () => {
 export type Birth = { settings: ObjectSettings } | { arrived: HandleState };
 
 /** What an object is made with: its keys' TTL, and whether a manager owns it. */
-export interface ObjectSettings {
+interface ObjectSettings {
   ttl: number;
   managed?: boolean;
 }
 
 /** What every handle carries when it travels. */
-export interface HandleState {
+interface HandleState {
   id: string;
   ttl: number;
   managed: boolean;

@@ -55,7 +55,7 @@ export const PROCESS = 3;
 
 /** [mode u8][seq u32][fnId u32][timeout f64, NaN = none] then the body (dumps of the arguments). */
 export const TASK_HEADER = 17;
-export const TASK_FIELD = 't';
+const TASK_FIELD = 't';
 
 export interface TaskHeader {
   mode: number;
