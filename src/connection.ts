@@ -28,12 +28,13 @@ import {
   newChallenge, parseChallenge, verifyChallenge, type DigestName,
 } from './connectionFraming.js';
 import {
-  dumps, loads, loadsSync, newReduceContext, rebuild, rebuildSync, reduce, reduceSymbol, registerReducer,
-  type ReduceContext, type Reduced,
+  dumps, loads, loadsSync, newReduceContext, rebuild, rebuildSync, reduce, reduceSymbol, registerClassReducer,
+  registerReducer, type ReduceContext, type Reduced,
 } from './reduction.js';
 import { sentinelExit } from './sentinels.js';
 import { loadNative, tryLoadNative, type FdWatch, type NativeBinding } from './native.js';
 import { SocketWriter } from './socketWriter.js';
+import { prepareSocket, reduceSocket, socketFromState, type SocketState } from './resourceSharer.js';
 import { blockThread } from './blocking.js';
 import { abortable, getTempDir, MAX_DELAY_MS, timerDelayMs, type Factory } from './util.js';
 import { deadlineAfter, secondsUntil } from './futex.js';
@@ -137,17 +138,10 @@ function osErrorFrom(error: unknown): OSError {
   return Object.assign(new OSError(message, e.code), { cause: error });
 }
 
-/** `dumps` for a message to another process over a byte stream (`headroom` bytes left in front). */
+/** `dumps` for a message to another process over a byte stream (`headroom` bytes left in front);
+ * a socket in it travels through the resource sharer (src/resourceSharer.ts). */
 export function dumpsForProcess(value: unknown, headroom = 0): Buffer {
-  const ctx = newReduceContext('process');
-  const bytes = dumps(value, ctx, undefined, headroom);
-  if (ctx.handles.length > 0) {
-    throw new PicklingError(
-      "Can't send a Connection over a Connection: a socket can reach another process only as a " +
-        'Process argument (or pool initarg), where it is inherited.',
-    );
-  }
-  return bytes;
+  return dumps(value, newReduceContext('process'), undefined, headroom);
 }
 
 type SocketInternals = { _handle?: { fd?: number } | null };
@@ -559,19 +553,14 @@ class SocketTransport implements Transport {
   }
 
   reduce(ctx: ReduceContext, state: ConnectionState): Reduced {
-    if (ctx.target !== 'process') {
-      throw new ValueError(
-        'A Connection over a socket (a process Pipe, Listener or Client) cannot be passed to a thread; ' +
-          "use a Pipe of the 'thread' context (pipeForThreads) for threads.",
-      );
+    const socket = this.socket;
+    if (!socket) {
+      throw new ValueError('This Pipe end is not connected yet; await its poll() once before passing it on.');
     }
-    if (!this.socket) {
-      throw new ValueError('This Pipe end is not connected yet; await its poll() once before passing it to a process.');
-    }
-    const handle = ctx.handles.push(this.socket) - 1;
-    // The child gets the same socket: this copy must no longer read ahead of it.
+    const travel = reduceSocket(socket, nativeSocketFd(socket), ctx);
+    // The other side gets the same socket: this copy must no longer read ahead of it.
     this.share();
-    return { kind: 'Connection', state: { handle, ...state } };
+    return { kind: 'Connection', state: { ...travel, ...state } };
   }
 }
 
@@ -1207,16 +1196,23 @@ export class Connection implements Disposable {
   }
 }
 
-registerReducer('Connection', (state: ConnectionState & { handle?: number; port?: MessagePort; wake?: PortWake }, ctx) => {
+type ConnectionRecord = ConnectionState & ({ port: MessagePort; wake?: PortWake } | SocketState);
+
+registerReducer('Connection', (state: ConnectionRecord, ctx) => {
   const options = { readable: state.readable, writable: state.writable, maxMessageSize: state.maxMessageSize };
-  if (state.port !== undefined) return Connection._fromTransport(new PortTransport(state.port, state.wake), options);
-  const socket = state.handle === undefined ? undefined : ctx.handles[state.handle];
-  if (!socket) throw new OSError('the socket of a Connection did not arrive with it');
-  // The sender's process may still hold this socket (it often keeps its copy open): share it.
-  const transport = new SocketTransport(socket, state.maxMessageSize);
+  if ('port' in state) return Connection._fromTransport(new PortTransport(state.port, state.wake), options);
+  // The sender may still hold this socket (it often keeps its copy open): share it.
+  const transport = new SocketTransport(socketFromState(state, ctx, true), state.maxMessageSize);
   transport.share();
   return Connection._fromTransport(transport, options);
+}, async (state) => {
+  if (!('port' in state)) await prepareSocket(state);
 });
+
+// A plain socket travels too (Python's reduction registers socket.socket): a Listener's peer
+// handed to a worker, as the Connection of one.
+registerClassReducer(net.Socket, (socket, ctx) => ({ kind: 'socket', state: reduceSocket(socket, nativeSocketFd(socket), ctx) }));
+registerReducer('socket', (state: SocketState, ctx) => socketFromState(state, ctx, false), prepareSocket);
 
 // ---- wait ------------------------------------------------------------------------------------
 

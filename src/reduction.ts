@@ -31,8 +31,9 @@ export interface ReduceContext {
   /** MessagePorts and other transferables for a thread channel. */
   transfer: Transferable[];
   /** Sockets a process child must receive (inherited at spawn, or sent over the IPC channel); a
-   * handle's state keeps its index into this list. */
-  handles: Socket[];
+   * handle's state keeps its index into this list. Null for a message (a pipe, a queue, a pool),
+   * which carries no descriptors: a socket in it goes through the resource sharer. */
+  handles: Socket[] | null;
   /** Modules the receiver will import to find tasks and classes (the forkserver preloads them). */
   modules: Set<string>;
 }
@@ -43,18 +44,38 @@ export interface RebuildContext {
   handles: Socket[];
 }
 
-export function newReduceContext(target: 'process' | 'thread'): ReduceContext {
-  return { target, transfer: [], handles: [], modules: new Set() };
+/** A context for a value going to `target`; `handles` only for a process being started. */
+export function newReduceContext(target: 'process' | 'thread', handles: Socket[] | null = null): ReduceContext {
+  return { target, transfer: [], handles, modules: new Set() };
 }
 
 type Rebuilder<S> = (state: S, ctx: RebuildContext) => unknown;
+type Preparer<S> = (state: S) => Promise<void>;
 const rebuilders = new Map<string, Rebuilder<unknown>>();
+const preparers = new Map<string, Preparer<unknown>>();
 
 /** Tells `rebuild` how to turn a `{ kind, state }` record back into a live object. The module
  * that calls this also names itself for the kind in `reducerHomes` below. `S` is what the kind's
- * reducer put in `state` (the two sides of one kind agree on it; nothing checks it here). */
-export function registerReducer<S>(kind: string, rebuildFn: Rebuilder<S>): void {
+ * reducer put in `state` (the two sides of one kind agree on it; nothing checks it here).
+ * `prepare`, run by the async `rebuild` first, does the waiting the rebuild needs (fetching a
+ * socket from its sender) without blocking the event loop; `rebuildSync` leaves it to `rebuildFn`. */
+export function registerReducer<S>(kind: string, rebuildFn: Rebuilder<S>, prepare?: Preparer<S>): void {
   rebuilders.set(kind, rebuildFn as Rebuilder<unknown>);
+  if (prepare) preparers.set(kind, prepare as Preparer<unknown>);
+}
+
+type ClassReducer = (o: object, ctx: ReduceContext) => Reduced;
+const classReducers: [abstract new (...args: never[]) => object, ClassReducer][] = [];
+
+/** Lets instances of a class the library does not own (`net.Socket`) travel, as Python's
+ * `copyreg.pickle` / `reduction.register` do. */
+export function registerClassReducer<T extends object>(cls: abstract new (...args: never[]) => T, reduceFn: (o: T, ctx: ReduceContext) => Reduced): void {
+  classReducers.push([cls, reduceFn as ClassReducer]);
+}
+
+function classReducerOf(o: object): ClassReducer | undefined {
+  for (const [cls, reduceFn] of classReducers) if (o instanceof cls) return reduceFn;
+  return undefined;
 }
 
 // A record that stands for something the walk replaced. The key cannot come from JSON-ish data by
@@ -131,15 +152,7 @@ class Walker {
       return o;
     }
     const reducer = (o as Partial<Reducible>)[reduceSymbol];
-    if (typeof reducer === 'function') {
-      this.changed = true;
-      const { kind, state } = reducer.call(o, this.ctx);
-      const record: Record_ = { [TAG]: 'obj', kind, state: undefined };
-      this.seen.set(o, record);
-      // A handle's state may hold other library objects (a queue's locks): they travel too.
-      record.state = this.value(state, `${path}<${kind}>`);
-      return record;
-    }
+    if (typeof reducer === 'function') return this.reduced(o, reducer.call(o, this.ctx), path);
     if (Array.isArray(o)) return this.array(o, path);
     if (o instanceof Map) return this.map(o, path);
     if (o instanceof Set) return this.set(o, path);
@@ -158,6 +171,8 @@ class Walker {
         record.fields = this.plain(o, path, true) as Record<string, unknown>;
         return record;
       }
+      const classReducer = classReducerOf(o);
+      if (classReducer) return this.reduced(o, classReducer(o, this.ctx), path);
       if (isHostObject(o)) {
         throw new PicklingError(
           `Can't send ${path}: a ${proto.constructor?.name ?? 'host'} object (a socket, stream or other ` +
@@ -166,6 +181,15 @@ class Walker {
       }
     }
     return this.plain(o, path, false);
+  }
+
+  private reduced(o: object, { kind, state }: Reduced, path: string): Record_ {
+    this.changed = true;
+    const record: Record_ = { [TAG]: 'obj', kind, state: undefined };
+    this.seen.set(o, record);
+    // A handle's state may hold other library objects (a queue's locks): they travel too.
+    record.state = this.value(state, `${path}<${kind}>`);
+    return record;
   }
 
   private array(a: unknown[], path: string): unknown[] {
@@ -276,21 +300,27 @@ const reducerHomes: Record<string, string> = {
   Condition: 'synchronize', Event: 'synchronize', Barrier: 'synchronize',
   RawValue: 'sharedctypes', RawArray: 'sharedctypes', Synchronized: 'sharedctypes', SynchronizedArray: 'sharedctypes',
   SharedMemory: 'sharedMemory', ShareableList: 'sharedMemory',
-  Connection: 'connection',
+  Connection: 'connection', socket: 'connection',
   'managers.Proxy': 'managers',
 };
 
-/** What a graph needs before `rebuildSync` can resolve it: task modules, and handle modules. */
-function pending(graph: unknown, refs: TaskRef[], homes: Set<string>, seen: Set<object>): void {
+/** What a graph needs before `rebuildSync` can resolve it: task modules, handle modules, and the
+ * handles themselves (`objs`, for their preparers). */
+type HandleRecord = Extract<Record_, { [TAG]: 'obj' }>;
+
+function pending(graph: unknown, refs: TaskRef[], homes: Set<string>, objs: HandleRecord[], seen: Set<object>): void {
   if (typeof graph !== 'object' || graph === null || seen.has(graph)) return;
   seen.add(graph);
   if (isRecord(graph)) {
     if ((graph[TAG] === 'ref' || graph[TAG] === 'inst') && lookupLoaded(graph.ref) === undefined) refs.push(graph.ref);
-    if (graph[TAG] === 'obj' && !rebuilders.has(graph.kind) && reducerHomes[graph.kind]) homes.add(reducerHomes[graph.kind]!);
+    if (graph[TAG] === 'obj') {
+      objs.push(graph);
+      if (!rebuilders.has(graph.kind) && reducerHomes[graph.kind]) homes.add(reducerHomes[graph.kind]!);
+    }
   }
   if (ArrayBuffer.isView(graph) || graph instanceof ArrayBuffer) return;
   const values = graph instanceof Map ? [...graph.keys(), ...graph.values()] : graph instanceof Set ? [...graph] : Object.values(graph);
-  for (const v of values) pending(v, refs, homes, seen);
+  for (const v of values) pending(v, refs, homes, objs, seen);
 }
 
 /** Rebuilds in place: the graph came fresh from v8.deserialize or postMessage. */
@@ -395,11 +425,18 @@ function importInTurn(load: () => Promise<unknown>): Promise<unknown> {
 export async function rebuild(graph: unknown, ctx: RebuildContext): Promise<unknown> {
   const refs: TaskRef[] = [];
   const homes = new Set<string>();
-  pending(graph, refs, homes, new Set());
+  const objs: HandleRecord[] = [];
+  pending(graph, refs, homes, objs, new Set());
   if (homes.size > 0) {
     await importInTurn(() => Promise.all([...homes].map((home) => import(new URL(`./${home}${moduleExtension}`, import.meta.url).href))));
   }
   for (const ref of refs) await importInTurn(() => resolveRef(ref));
+  const preparing: Promise<void>[] = [];
+  for (const r of objs) {
+    const prepare = preparers.get(r.kind);
+    if (prepare) preparing.push(prepare(r.state));
+  }
+  if (preparing.length > 0) await Promise.all(preparing);
   return rebuildSync(graph, ctx);
 }
 
