@@ -1260,6 +1260,8 @@ typedef struct fd_watch {
   int fd;
   int active;
   int closing;
+  int in_callback; /* the async context is in use: release it after the callback */
+  int napi_released;
   int refs; /* the JS external + the libuv handle (both on the loop's thread) */
 } fd_watch;
 
@@ -1275,16 +1277,34 @@ static void watch_on_close(uv_handle_t* handle) {
 
 static void watch_cleanup_hook(void* arg);
 
-/* Stops and closes the handle (once); `in_hook`: the environment is being torn down. */
+/* Drops the callback and its async context (not while the callback runs: it uses them). */
+static void watch_release_napi(fd_watch* w) {
+  if (w->napi_released || w->in_callback) return;
+  w->napi_released = 1;
+  napi_delete_reference(w->env, w->callback);
+  napi_async_destroy(w->env, w->async_context);
+}
+
+static int placeholder_fd = -1;
+static pthread_once_t placeholder_once = PTHREAD_ONCE_INIT;
+static void open_placeholder(void) { placeholder_fd = open("/dev/null", O_RDONLY | O_CLOEXEC); }
+
+/* Stops and closes the handle (once); `in_hook`: the environment is being torn down (it frees
+ * the Node-API objects itself). The duplicate lets go of the socket at once (the peer's EOF waits
+ * for it): its number is pointed at /dev/null until libuv, closing the handle on a later loop
+ * turn, is done with it, so that the number is not reused meanwhile. */
 static void watch_close(fd_watch* w, bool in_hook) {
   if (w->closing) return;
   w->closing = 1;
   if (!in_hook) {
     napi_remove_env_cleanup_hook(w->env, watch_cleanup_hook, w);
-    napi_delete_reference(w->env, w->callback);
-    napi_async_destroy(w->env, w->async_context);
+    watch_release_napi(w);
+  } else {
+    w->napi_released = 1;
   }
   uv_poll_stop(&w->handle);
+  pthread_once(&placeholder_once, open_placeholder);
+  if (placeholder_fd >= 0) dup3(placeholder_fd, w->fd, O_CLOEXEC);
   uv_close((uv_handle_t*)&w->handle, watch_on_close);
 }
 
@@ -1308,12 +1328,17 @@ static void watch_on_poll(uv_poll_t* handle, int status, int events) {
   if (napi_get_reference_value(env, w->callback, &fn) == napi_ok && fn != NULL &&
       napi_get_global(env, &recv) == napi_ok && napi_create_int32(env, status < 0 ? -1 : events, &arg) == napi_ok) {
     /* make_callback, not call_function: it runs the microtasks the callback queued (promises). */
-    if (napi_make_callback(env, w->async_context, recv, fn, 1, &arg, NULL) == napi_pending_exception) {
+    w->in_callback = 1;
+    napi_status status = napi_make_callback(env, w->async_context, recv, fn, 1, &arg, NULL);
+    w->in_callback = 0;
+    if (status == napi_pending_exception) {
       napi_value error;
       if (napi_get_and_clear_last_exception(env, &error) == napi_ok) napi_fatal_exception(env, error);
     }
   }
   napi_close_handle_scope(env, scope);
+  /* Closed by the callback (or by what its microtasks ran). */
+  if (w->closing) watch_release_napi(w);
 }
 
 static fd_watch* get_watch(napi_env env, napi_value v) {

@@ -1,7 +1,7 @@
 /**
  * Python's `multiprocessing.resource_sharer`: how a socket travels inside a message (a Connection
- * or a `net.Socket` sent over a Connection, put in a Queue, returned by a pool task) to another
- * process, which did not inherit it when it started.
+ * or a `net.Socket` sent over a Connection or put in a Queue) to another process, which did not
+ * inherit it when it started.
  *
  * The sender keeps a duplicate of the descriptor and registers it under a random key with this
  * thread's sharer: an AF_UNIX listener in the private temp dir, served by the event loop. The

@@ -916,6 +916,18 @@ describe('sockets in messages (the resource sharer)', () => {
     }
   });
 
+  it('a shared end closed by the code its EOF wakes (inside the readiness callback) closes cleanly', { timeout: 10_000 }, async () => {
+    const [r, w] = pipeForProcesses(false);
+    r[reduceSymbol](newReduceContext('process', [])); // r is now shared, as for a child
+    const received = r.recv().catch((error: unknown) => {
+      r.close();
+      return error;
+    });
+    w.close();
+    assert.ok((await received) instanceof EOFError);
+    assert.equal(r.closed, true);
+  });
+
   it('a socket travels once: rebuilding the same message twice is an OSError that says why', () => {
     const [a, b] = pipeForProcesses();
     try {
@@ -967,6 +979,20 @@ describe('sockets in messages (the resource sharer)', () => {
         assert.equal(reply.via, 'received');
         assert.notEqual(reply.pid, process.pid);
       }, () => closeAll(parent, child, x, y));
+    });
+
+    it(`${method}: a Connection put in a Queue reaches the child that gets it`, { timeout: 60_000 }, async () => {
+      const mp = await import('../src/index.ts');
+      const { answerThroughQueued } = await import('./fixtures/connection-tasks.ts');
+      const q = mp.getContext(method).Queue();
+      const [x, y] = pipeForProcesses();
+      await withChild(method, answerThroughQueued, [q], [], async () => {
+        await q.put(x);
+        assert.equal(await y.recv(), 'via the queue');
+      }, () => {
+        closeAll(x, y);
+        q.close();
+      });
     });
 
     for (const sync of [false, true]) {
