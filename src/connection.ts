@@ -1130,11 +1130,12 @@ export class Connection implements Disposable {
   #receiveSync(timeout: number | null, anyBytes: boolean): void {
     const deadline = deadlineAfter(timeout);
     for (;;) {
-      if (this.#inboxHead >= this.#inbox.length) this.#transport.pull(!anyBytes);
+      // receiveSync reads a shared end itself: pull only what is already here.
+      this.#transport.pull(false);
       if (this.#readyNow() || (anyBytes && this.#transport.bytesWaiting)) return;
       const left = deadline === Infinity ? -1 : Math.min(Math.max(0, deadline - performance.now()), MAX_DELAY_MS);
       if (!this.#transport.receiveSync(left, !anyBytes)) {
-        this.#transport.pull(!anyBytes);
+        this.#transport.pull(false);
         return;
       }
     }
