@@ -1,0 +1,763 @@
+/**
+ * The Node transports under a Connection (connection.ts), behind one small `Transport` interface:
+ * - a socket (`net.Socket`: AF_UNIX socket pairs for process pipes, AF_UNIX/AF_INET for
+ *   Listener/Client), framed exactly as CPython frames it (connectionFraming.ts);
+ * - a `MessagePort` (pipes for the `thread` start method), posting bytes or reduced graphs.
+ * Both feed the Connection's inbox through a `Sink`.
+ */
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { isMainThread, MessagePort, receiveMessageOnPort } from 'node:worker_threads';
+import { NotAvailableError, OSError, PicklingError, ValueError } from './errors.js';
+import { FrameDecoder, frame } from './connectionFraming.js';
+import { dumps, newReduceContext, reduce, type ReduceContext, type Reduced } from './reduction.js';
+import { loadNative, tryLoadNative, type FdWatch, type NativeBinding } from './native.js';
+import { SocketWriter } from './socketWriter.js';
+import { blockThread } from './blocking.js';
+import { reduceSocket } from './resourceSharer.js';
+import { getTempDir } from './util.js';
+
+export type Inbound = { bytes: Buffer } | { graph: unknown; changed: boolean };
+
+export interface Sink {
+  message(m: Inbound): void;
+  /** Part of a message has arrived, or (a shared end) bytes wait in the kernel: readiness counts
+   * it, as Python's poll counts any byte. */
+  partial(): void;
+  end(error?: Error): void;
+}
+
+/** Who waits on a connection: receivers (read a message for them), only pollers (say when bytes
+ * are there), or nobody. */
+export type Demand = 'receive' | 'poll' | null;
+
+export interface Transport {
+  readonly kind: 'socket' | 'port';
+  attach(sink: Sink): void;
+  /** Resolves once the transport can carry data (a fallback pipe end waits for its accept). */
+  readonly ready: Promise<void>;
+  sendBytes(payload: Uint8Array, owned: boolean): void;
+  sendValue(value: unknown): void;
+  /** Moves whatever is already receivable into the sink, synchronously where possible; a shared
+   * socket end reads (one message) only for a `receiving` caller, never for a poll. */
+  pull(receiving: boolean): void;
+  setLimit(limit: number): void;
+  /**
+   * Someone waits for data: read from the OS (a shared end: only for receivers) and keep the event
+   * loop alive. Without demand a socket is not read at all, so an end that was handed to a child
+   * process (which holds the same socket) never steals the child's data, and an unread inbox does
+   * not grow without bound.
+   */
+  setDemand(demand: Demand): void;
+  /** Read (without keeping the event loop alive) so that the peer's hang-up is noticed. */
+  watchEnd(): void;
+  /**
+   * Blocks this thread until something arrives or `timeoutMs` (< 0: forever) passes, and moves it
+   * into the sink (a shared end only when `receiving`: a poll leaves it in the kernel); false when
+   * nothing arrived in time. Throws `NotAvailableError` where the transport has no way to block
+   * (recvSync/pollSync).
+   */
+  receiveSync(timeoutMs: number, receiving: boolean): boolean;
+  /** Some bytes of a message have arrived but not all of it, or (a shared end) bytes wait in the kernel. */
+  readonly bytesWaiting: boolean;
+  /** Whether data reaches the sink only through the event loop (so a poll lets it turn once). */
+  readonly readsAhead: boolean;
+  close(): void;
+  fileno(): number;
+  reduce(ctx: ReduceContext, state: ConnectionState): Reduced;
+}
+
+export interface ConnectionState {
+  readable: boolean;
+  writable: boolean;
+  maxMessageSize: number;
+}
+
+export function osErrorFrom(error: unknown): OSError {
+  if (error instanceof OSError) return error;
+  const e = error as NodeJS.ErrnoException;
+  const errno = typeof e.errno === 'number' ? Math.abs(e.errno) : undefined;
+  const text = e.code === 'EPIPE' ? 'Broken pipe'
+    : e.code === 'ECONNRESET' ? 'Connection reset by peer'
+    : e.code === 'ECONNREFUSED' ? 'Connection refused'
+    : e.code === 'ENOENT' ? 'No such file or directory'
+    : e.message;
+  const message = errno !== undefined ? `[Errno ${errno}] ${text}` : text;
+  return Object.assign(new OSError(message, e.code), { cause: error });
+}
+
+/** `dumps` for a message to another process over a byte stream (`headroom` bytes left in front);
+ * a socket in it travels through the resource sharer (src/resourceSharer.ts). */
+export function dumpsForProcess(value: unknown, headroom = 0): Buffer {
+  return dumps(value, newReduceContext('process'), undefined, headroom);
+}
+
+type SocketInternals = { _handle?: { fd?: number } | null };
+
+/** The descriptor of a plain socket that the addon can read and write (not TLS, a pipe or a FIFO). */
+export function nativeSocketFd(socket: net.Socket): number | null {
+  const fd = (socket as unknown as SocketInternals)._handle?.fd;
+  if (typeof fd !== 'number' || fd < 0 || (socket as { encrypted?: boolean }).encrypted) return null;
+  try {
+    return fs.fstatSync(fd).isSocket() ? fd : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Stops libuv's reading of `socket` (what `pauseOnCreate` does): `pause()` only stops the 'data'
+ * events, and libuv keeps filling the stream's buffer until it is full.
+ */
+function stopReading(socket: net.Socket): void {
+  const handle = (socket as unknown as { _handle?: { reading?: boolean; readStop?: () => number } | null })._handle;
+  if (handle?.reading) {
+    handle.reading = false;
+    handle.readStop?.();
+  }
+}
+
+/** One byte to peek into (a shared end's poll looks without taking). */
+const peekByte = Buffer.alloc(1);
+
+/** Bytes read per system call by recvSync: at least this, or the rest of a large message... */
+const SYNC_READ_MIN = 64 * 1024;
+/** ...but no more than this at once. */
+const SYNC_READ_MAX = 16 * 1024 * 1024;
+let syncReadScratch: Buffer | undefined;
+
+export class SocketTransport implements Transport {
+  readonly kind = 'socket' as const;
+  readonly ready: Promise<void>;
+  private socket: net.Socket | null = null;
+  private sink: Sink | null = null;
+  private readonly decoder: FrameDecoder;
+  private readonly queued: Uint8Array[] = [];
+  private markReady!: () => void;
+  private pendingWrites = 0;
+  private demand: Demand = null;
+  private flowing = false;
+  /** A shared end (see share()): the addon's readiness watch, and the socket's descriptor. */
+  private watch: FdWatch | null = null;
+  private watching = false;
+  private fd = -1;
+  private delivered = 0;
+  private readonly onMessage = (payload: Buffer): void => {
+    this.delivered++;
+    this.sink?.message({ bytes: payload });
+  };
+  /** Writes through the addon (src/socketWriter.ts); null: through Node's stream. */
+  private writer: SocketWriter | null = null;
+  /** Set by the first blocking recvSync/pollSync: sends are written in full before they return. */
+  private blockingSends = false;
+  private writeError: OSError | null = null;
+  private ended = false;
+  private closed = false;
+
+  constructor(socket: net.Socket | null, limit: number) {
+    this.decoder = new FrameDecoder(limit);
+    this.ready = new Promise((resolve) => (this.markReady = resolve));
+    if (socket) this.attachSocket(socket);
+  }
+
+  get bytesWaiting(): boolean {
+    if (this.decoder.midMessage) return true;
+    if (!this.watch || this.ended) return false;
+    try {
+      return loadNative().readSocket(this.fd, peekByte, 0, [], true) >= 0; // bytes, or the end
+    } catch {
+      return true; // an error, for the next receive to report
+    }
+  }
+
+  get readsAhead(): boolean {
+    return this.watch === null;
+  }
+
+  /**
+   * This end is shared with another process (it was passed to one, or inherited from one): from
+   * now on nothing is read ahead of a receiver. Python's poll is a select() that reads nothing and
+   * its recv reads one message, header then payload; a socket read through Node's stream takes
+   * whatever the kernel holds, messages meant for the other process included. So a shared end is
+   * watched for readiness by the addon (a poll handle on this event loop, reading nothing) and read
+   * by the addon, exactly one message per receiver. Without the addon it stays a stream.
+   */
+  share(): void {
+    const socket = this.socket;
+    const native = tryLoadNative();
+    if (this.watch || this.closed || !socket || !native) return;
+    const fd = nativeSocketFd(socket);
+    if (fd === null) return;
+    socket.pause();
+    this.flowing = false;
+    // What Node has already read belongs to this process: decode it first (read() may restart
+    // libuv's reading, so stop it after).
+    while (socket.readableLength > 0 && socket.read() !== null);
+    stopReading(socket);
+    this.fd = fd;
+    this.watch = native.watchReadable(fd, () => this.onReadable());
+    this.updateFlow();
+  }
+
+  /** The watch of a shared end fired: the kernel has bytes (or the end) for this socket. */
+  private onReadable(): void {
+    if (this.ended || this.closed) return this.setWatch(false, false);
+    if (this.demand === 'receive') this.readExact(() => this.demand === 'receive');
+    else if (this.demand === 'poll') this.sink?.partial();
+    else this.setWatch(false, false); // stopped lazily: a receiver often comes back at once
+  }
+
+  private setWatch(active: boolean, ref: boolean): void {
+    if (!this.watch || (!active && !this.watching)) return;
+    this.watching = active;
+    this.watch.set(active, ref);
+  }
+
+  /**
+   * Reads a shared end with the addon while `more()`: header, then payload, never past the end of
+   * a message (the decoder says how many bytes that is).
+   */
+  private readExact(more: () => boolean): void {
+    const native = loadNative();
+    while (!this.ended && more()) {
+      let n: number;
+      try {
+        n = native.readSocket(this.fd, this.decoder.nextSpan(), 0);
+      } catch (error) {
+        return this.onError(error);
+      }
+      if (n < 0) return; // nothing yet: the watch calls again
+      if (n === 0) return this.onEnd();
+      this.commit(n);
+    }
+  }
+
+  private commit(n: number): void {
+    try {
+      this.decoder.commit(n, this.onMessage);
+    } catch (error) {
+      this.finish(error as Error);
+      this.socket?.destroy();
+    }
+  }
+
+  attach(sink: Sink): void {
+    this.sink = sink;
+  }
+
+  /** Gives the transport its socket (at once, or later for the accepted end of a fallback pipe). */
+  attachSocket(socket: net.Socket): void {
+    if (this.closed) {
+      // Closed before its socket arrived: still deliver what was sent, as Python's close() would.
+      socket.on('error', () => {});
+      for (const chunk of this.queued.splice(0)) socket.write(chunk);
+      socket.end(() => socket.destroy());
+      this.markReady();
+      return;
+    }
+    this.socket = socket;
+    // No reading until someone asks (see setDemand); pause before 'data' would start the flow.
+    socket.pause();
+    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('end', () => this.onEnd());
+    socket.on('error', (error) => this.onError(error));
+    socket.on('close', () => {
+      this.writer?.drop();
+      this.closeWatch();
+      this.onEnd();
+    });
+    for (const chunk of this.queued.splice(0)) this.write(chunk);
+    this.writer = this.newWriter(socket);
+    this.updateFlow();
+    this.markReady();
+  }
+
+  /** A writer through the addon, for a plain socket (not a pipe or FIFO) with nothing queued in Node. */
+  private newWriter(socket: net.Socket): SocketWriter | null {
+    const native = tryLoadNative();
+    if (!native || socket.writableLength > 0 || socket.connecting) return null;
+    const fd = nativeSocketFd(socket);
+    if (fd === null) return null;
+    return new SocketWriter(native, fd, () => !socket.destroyed, (error) => (this.writeError ??= error), (chunks) => {
+      for (const chunk of chunks) this.write(chunk);
+    });
+  }
+
+  /** The fallback pipe could not be set up. */
+  fail(error: unknown): void {
+    this.writeError ??= osErrorFrom(error);
+    this.finish(this.writeError);
+    this.markReady();
+  }
+
+  private onData(chunk: Buffer): void {
+    if (this.ended) return;
+    try {
+      this.decoder.push(chunk, this.onMessage);
+      if (this.decoder.midMessage) this.sink?.partial();
+    } catch (error) {
+      this.finish(error as Error);
+      this.socket?.destroy();
+    }
+  }
+
+  private onEnd(): void {
+    this.finish(this.decoder.midMessage ? new OSError('got end of file during message') : undefined);
+  }
+
+  private onError(error: unknown): void {
+    const e = osErrorFrom(error);
+    this.writeError ??= e;
+    // A reset or broken pipe at a message boundary is the peer going away: EOF for the reader.
+    const benign = (e.code === 'ECONNRESET' || e.code === 'EPIPE') && !this.decoder.midMessage;
+    this.finish(benign ? undefined : e);
+  }
+
+  private finish(error?: Error): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.sink?.end(error);
+  }
+
+  private write(chunk: Uint8Array): void {
+    const socket = this.socket;
+    if (!socket) {
+      this.queued.push(chunk);
+      return;
+    }
+    this.pendingWrites++;
+    socket.write(chunk, () => {
+      this.pendingWrites--;
+      if (this.pendingWrites === 0) this.updateFlow();
+    });
+  }
+
+  sendBytes(payload: Uint8Array, owned: boolean): void {
+    if (this.writeError) throw this.writeError;
+    const socket = this.socket;
+    if (socket && (socket.destroyed || !socket.writable)) throw new OSError('[Errno 32] Broken pipe', 'EPIPE');
+    const chunks = frame(payload);
+    if (this.writer && !this.writer.degraded) {
+      try {
+        // Read with blocking calls, this thread may block right after this send (in a
+        // Queue.getSync, say), when nothing would write a tail: write it all now, as Python does.
+        if (this.blockingSends) this.writer.writeAll(chunks);
+        else this.writer.write(chunks, (chunk) => owned || chunk !== payload);
+      } catch (error) {
+        this.writeError ??= osErrorFrom(error);
+        throw this.writeError;
+      }
+      return;
+    }
+    // A large payload is written from the caller's memory; copy it unless it is ours, so changing
+    // the buffer after send() returns cannot change what goes out (Python copies into the kernel).
+    if (chunks.length === 2 && !owned) chunks[1] = Buffer.from(payload);
+    if (socket) socket.cork();
+    for (const chunk of chunks) this.write(chunk);
+    if (socket) {
+      socket.uncork();
+      this.updateFlow();
+    }
+  }
+
+  sendValue(value: unknown): void {
+    this.sendBytes(dumpsForProcess(value), true);
+  }
+
+  pull(receiving: boolean): void {
+    if (!receiving || !this.watch || this.closed) return;
+    // A shared end takes one message now if the kernel has it (no loop turn for a burst).
+    const before = this.delivered;
+    this.readExact(() => this.delivered === before);
+  }
+
+  receiveSync(timeoutMs: number, receiving: boolean): boolean {
+    if (this.ended) return true;
+    const native = loadNative(); // NotAvailableError (with how to build it) without the addon
+    const socket = this.socket;
+    if (!socket) throw new NotAvailableError('This Pipe end is not connected yet; await its poll() once before recvSync().');
+    if ((socket as { encrypted?: boolean }).encrypted) {
+      throw new NotAvailableError('recvSync()/pollSync() read the socket itself, which would bypass TLS: use await recv()/poll().');
+    }
+    // A look (timeout 0) does not block, so it leaves the sends as they are.
+    if (timeoutMs !== 0) this.blockingSends = true;
+    // Bytes Node has already taken from the kernel come first: read() hands them to onData.
+    if (socket.readableLength > 0) {
+      socket.read();
+      return true;
+    }
+    if (this.watch) return this.receiveExactSync(native, timeoutMs, receiving);
+    // The event loop is blocked in this call, so reading the socket directly cannot race libuv's
+    // reads; what is read goes through the same decoder.
+    // Small reads land in one scratch buffer and are copied out (the decoder hands out views of
+    // its chunks); the rest of a large message is read into memory of its own.
+    const wanted = this.decoder.bodyWanted;
+    const into = wanted > SYNC_READ_MIN ? Buffer.allocUnsafe(Math.min(wanted, SYNC_READ_MAX)) : (syncReadScratch ??= Buffer.allocUnsafe(SYNC_READ_MIN));
+    let n: number;
+    try {
+      // Also wakes when a socket of this thread with sends still to write can take more: nothing
+      // else writes them while this thread is blocked.
+      n = blockThread(timeoutMs, (slice) => native.readSocket(this.fileno(), into, slice, SocketWriter.pendingFds()), (r) => r === -1);
+    } catch (error) {
+      this.onError(error);
+      return true;
+    }
+    if (n === -2) {
+      SocketWriter.flushAll();
+      return true;
+    }
+    if (n < 0) return false;
+    if (n === 0) this.onEnd();
+    else this.onData(into === syncReadScratch ? Buffer.from(into.subarray(0, n)) : into.subarray(0, n));
+    return true;
+  }
+
+  /** receiveSync on a shared end: the rest of the header or of the payload, or (a poll) a peek. */
+  private receiveExactSync(native: NativeBinding, timeoutMs: number, receiving: boolean): boolean {
+    const into = receiving ? this.decoder.nextSpan() : peekByte;
+    let n: number;
+    try {
+      n = blockThread(timeoutMs, (slice) => native.readSocket(this.fd, into, slice, SocketWriter.pendingFds(), !receiving), (r) => r === -1);
+    } catch (error) {
+      this.onError(error);
+      return true;
+    }
+    if (n === -2) SocketWriter.flushAll();
+    if (n === -1 || n === -2 || !receiving) return n !== -1;
+    if (n === 0) this.onEnd();
+    else this.commit(n);
+    return true;
+  }
+
+  setLimit(limit: number): void {
+    this.decoder.limit = limit;
+  }
+
+  setDemand(demand: Demand): void {
+    this.demand = demand;
+    this.updateFlow();
+  }
+
+  watchEnd(): void {
+    this.flowing = true;
+    this.updateFlow();
+  }
+
+  private updateFlow(): void {
+    const socket = this.socket;
+    if (!socket || socket.destroyed || this.closed) return;
+    if (this.watch) {
+      // A shared end: Node's stream never reads; the watch stays on (unreferenced) after the last
+      // waiter, until it fires for nobody, to spare a start and stop per message.
+      if (this.demand) this.setWatch(true, true);
+      else this.setWatch(this.watching, false);
+      if (this.pendingWrites > 0) socket.ref();
+      else socket.unref();
+      return;
+    }
+    // Reading starts when somebody first waits for a message (a Pipe end handed to a child and
+    // never read here does not steal the child's messages). From then on the socket keeps reading
+    // into the connection's buffer: pausing and resuming around every recv() cost two epoll
+    // changes per message, which dominated a request/response round trip.
+    if (this.demand !== null && !this.ended) this.flowing = true;
+    if (this.flowing) socket.resume();
+    else socket.pause();
+    if (this.demand !== null || this.pendingWrites > 0) socket.ref();
+    else socket.unref();
+  }
+
+  private closeWatch(): void {
+    this.watch?.close();
+    this.watch = null;
+    this.watching = false;
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.ended = true;
+    // The watch holds a duplicate of the descriptor: the peer sees EOF only once it is closed too.
+    this.closeWatch();
+    const socket = this.socket;
+    if (!socket) return;
+    socket.removeAllListeners('data');
+    socket.on('error', () => {});
+    const writer = this.writer;
+    if (writer?.pending) {
+      // Python's close() leaves written data in the kernel for the peer: write the rest, then close.
+      writer.whenDrained(() => socket.destroy());
+    } else if (socket.writableLength > 0) {
+      // Python's close() leaves written data in the kernel for the peer: flush, then close.
+      socket.end(() => socket.destroy());
+    } else {
+      socket.destroy();
+    }
+  }
+
+  fileno(): number {
+    const fd = (this.socket as unknown as SocketInternals | null)?._handle?.fd;
+    if (typeof fd !== 'number' || fd < 0) throw new OSError('this connection has no file descriptor yet');
+    return fd;
+  }
+
+  reduce(ctx: ReduceContext, state: ConnectionState): Reduced {
+    const socket = this.socket;
+    if (!socket) {
+      throw new ValueError('This Pipe end is not connected yet; await its poll() once before passing it on.');
+    }
+    const travel = reduceSocket(socket, nativeSocketFd(socket), ctx);
+    // The other side gets the same socket: this copy must no longer read ahead of it.
+    this.share();
+    return { kind: 'Connection', state: { ...travel, ...state } };
+  }
+}
+
+/** What travels on a MessagePort. */
+type PortMessage = { b: Uint8Array } | { g: unknown; c: boolean } | { eof: true };
+
+/**
+ * How a thread blocked in recvSync learns that its port has a message: a MessagePort cannot be
+ * waited on, so both ends of a thread Pipe share a SharedArrayBuffer with, per direction, a
+ * sequence number the sender bumps after each post and a count of threads blocked on it.
+ */
+export interface PortWake {
+  readonly words: Int32Array;
+  /** Index of the sequence word for messages to this end (its waiter count follows it). */
+  readonly inbox: number;
+  /** The same for messages from this end to its peer. */
+  readonly outbox: number;
+}
+
+export function newPortWakes(): [PortWake, PortWake] {
+  const words = new Int32Array(new SharedArrayBuffer(4 * Int32Array.BYTES_PER_ELEMENT));
+  return [{ words, inbox: 0, outbox: 2 }, { words, inbox: 2, outbox: 0 }];
+}
+
+/** How long a thread blocked in recvSync watches for a message before it sleeps (ms). */
+const PORT_SPIN_MS = 0.05;
+
+/** Thread Pipe ends alive in this thread (see closeAtThreadExit). */
+const openPorts = new Set<PortTransport>();
+let exitHookInstalled = false;
+
+/**
+ * A thread that ends closes its Pipe ends, as a process's exit closes its sockets: the peer gets
+ * EOF at once, even while blocked in recvSync (the port's own 'close' needs the peer's event loop).
+ */
+function closeAtThreadExit(transport: PortTransport): void {
+  if (isMainThread) return;
+  openPorts.add(transport);
+  if (exitHookInstalled) return;
+  exitHookInstalled = true;
+  process.once('exit', () => {
+    for (const t of [...openPorts]) t.close();
+  });
+}
+
+export class PortTransport implements Transport {
+  readonly kind = 'port' as const;
+  readonly ready = Promise.resolve();
+  readonly bytesWaiting = false;
+  readonly readsAhead = true;
+  private sink: Sink | null = null;
+  private ended = false;
+  private closed = false;
+
+  /** `wake` is absent for a Connection over a caller's own MessagePort, which cannot block. */
+  constructor(private readonly port: MessagePort, private readonly wake?: PortWake) {}
+
+  attach(sink: Sink): void {
+    this.sink = sink;
+    this.port.on('message', (m: PortMessage) => this.onMessage(m));
+    this.port.on('close', () => this.finish());
+    this.port.unref();
+    if (this.wake) closeAtThreadExit(this);
+  }
+
+  private onMessage(m: PortMessage): void {
+    if (this.ended || this.sink === null) return;
+    if ('b' in m) this.sink.message({ bytes: Buffer.from(m.b.buffer, m.b.byteOffset, m.b.byteLength) });
+    else if ('g' in m) this.sink.message({ graph: m.g, changed: m.c });
+    else this.finish();
+  }
+
+  private finish(): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.sink?.end();
+  }
+
+  private post(message: PortMessage, transfer?: ReduceContext['transfer']): void {
+    if (this.closed) throw new OSError('handle is closed');
+    if (this.ended) throw new OSError('[Errno 32] Broken pipe', 'EPIPE');
+    this.port.postMessage(message, transfer);
+    this.ring();
+  }
+
+  /** Tells a peer blocked in recvSync that a message is there (after it was posted). */
+  private ring(): void {
+    const wake = this.wake;
+    if (!wake) return;
+    Atomics.add(wake.words, wake.outbox, 1);
+    if (Atomics.load(wake.words, wake.outbox + 1) > 0) Atomics.notify(wake.words, wake.outbox);
+  }
+
+  sendBytes(payload: Uint8Array): void {
+    this.post({ b: payload });
+  }
+
+  sendValue(value: unknown): void {
+    const ctx = newReduceContext('thread');
+    const { graph, changed } = reduce(value, ctx);
+    try {
+      this.post({ g: graph, c: changed }, ctx.transfer);
+    } catch (error) {
+      if (error instanceof OSError) throw error;
+      throw new PicklingError(`Can't send the value: ${(error as Error).message}`);
+    }
+  }
+
+  pull(): void {
+    if (this.closed) return;
+    for (let r = receiveMessageOnPort(this.port); r !== undefined && !this.ended; r = receiveMessageOnPort(this.port)) {
+      this.onMessage(r.message as PortMessage);
+    }
+  }
+
+  receiveSync(timeoutMs: number): boolean {
+    if (this.ended) return true;
+    const wake = this.wake;
+    if (!wake) {
+      throw new NotAvailableError(
+        'recvSync()/pollSync() need a Pipe() end: a Connection over your own MessagePort cannot block ' +
+          'this thread until a message comes. Use await recv()/poll(), or make the channel with Pipe().',
+      );
+    }
+    const { words, inbox } = wake;
+    // Count as a waiter before looking, so a sender that posts after the look also notifies.
+    Atomics.add(words, inbox + 1, 1);
+    try {
+      const seen = Atomics.load(words, inbox);
+      const r = receiveMessageOnPort(this.port);
+      if (r !== undefined) {
+        this.onMessage(r.message as PortMessage);
+        return true;
+      }
+      // As readSocket does: a peer that answers within microseconds is caught before sleeping.
+      const spinUntil = performance.now() + Math.min(PORT_SPIN_MS, Math.max(0, timeoutMs < 0 ? Infinity : timeoutMs));
+      while (performance.now() < spinUntil) if (Atomics.load(words, inbox) !== seen) return true;
+      return blockThread(timeoutMs, (slice) => Atomics.wait(words, inbox, seen, slice < 0 ? Infinity : slice), (r) => r === 'timed-out') !== 'timed-out';
+    } finally {
+      Atomics.sub(words, inbox + 1, 1);
+    }
+  }
+
+  setLimit(): void {}
+
+  setDemand(demand: Demand): void {
+    if (this.closed) return;
+    if (demand !== null) this.port.ref();
+    else this.port.unref();
+  }
+
+  watchEnd(): void {
+    // A port delivers its 'close' whether or not anyone reads.
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.ended = true;
+    openPorts.delete(this);
+    try {
+      this.port.postMessage({ eof: true } satisfies PortMessage);
+      this.ring();
+    } catch {
+      // already detached
+    }
+    this.port.close();
+  }
+
+  /** The port moved to another thread: forget it without closing the channel. */
+  detach(): void {
+    this.closed = true;
+    this.ended = true;
+    openPorts.delete(this);
+    this.port.removeAllListeners('message');
+    this.port.removeAllListeners('close');
+  }
+
+  fileno(): number {
+    throw new OSError('a thread Connection (MessagePort) has no file descriptor');
+  }
+
+  reduce(ctx: ReduceContext, state: ConnectionState): Reduced {
+    if (ctx.target !== 'thread') {
+      throw new ValueError(
+        'A Connection over a MessagePort (a Pipe of the thread context) cannot be passed to another ' +
+          'process; use a Pipe of a process context (pipeForProcesses) for processes.',
+      );
+    }
+    ctx.transfer.push(this.port);
+    this.detach();
+    return { kind: 'Connection', state: { port: this.port, wake: this.wake, ...state } };
+  }
+}
+
+// ---- making them ---------------------------------------------------------------------------
+
+/** A socket over `fd` that does not start reading until asked to. */
+export function socketFromFd(fd: number): net.Socket {
+  // `pauseOnCreate` (what net.Server uses for pauseOnConnect) keeps the socket from reading ahead.
+  return new net.Socket({ fd, readable: true, writable: true, pauseOnCreate: true } as net.SocketConstructorOpts);
+}
+
+
+function nativeSocketpair(): [number, number] | null {
+  try {
+    const fds = loadNative().socketpair();
+    return Array.isArray(fds) && fds.length === 2 ? fds : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Two connected AF_UNIX stream sockets, synchronously. */
+export function socketPair(limit: number, useNative: boolean): [SocketTransport, SocketTransport] {
+  const fds = useNative ? nativeSocketpair() : null;
+  if (fds) {
+    return [
+      new SocketTransport(socketFromFd(fds[0]), limit),
+      new SocketTransport(socketFromFd(fds[1]), limit),
+    ];
+  }
+  // Pure Node: a private listener in our 0700 temp dir; the connecting end exists at once, the
+  // accepted end gets its socket one loop turn later (writes to it are queued until then).
+  const address = path.join(getTempDir(), `pipe-${randomBytes(6).toString('hex')}`);
+  const server = net.createServer({ pauseOnConnect: true });
+  let bindError: unknown;
+  server.on('error', (e) => (bindError ??= e));
+  server.listen(address);
+  if (!server.address()) {
+    server.close();
+    throw osErrorFrom(bindError ?? new Error(`could not create a socket pair at ${address}`));
+  }
+  const accepted = new SocketTransport(null, limit);
+  const client = net.connect(address);
+  client.pause();
+  server.once('connection', (socket) => {
+    server.close();
+    accepted.attachSocket(socket);
+  });
+  server.on('error', (error) => {
+    server.close();
+    accepted.fail(error);
+  });
+  client.once('error', (error) => {
+    server.close();
+    accepted.fail(error);
+  });
+  return [accepted, new SocketTransport(client, limit)];
+}
