@@ -10,6 +10,7 @@
 #define _GNU_SOURCE
 #endif
 #include <node_api.h>
+#include <uv.h>
 
 #include <dlfcn.h>
 #include <errno.h>
@@ -1113,7 +1114,7 @@ static bool wait_until_ready(napi_env env, int fd, short events, int64_t deadlin
 }
 
 typedef struct {
-  napi_value argv[4];
+  napi_value argv[5];
   size_t argc;
   int32_t fd;
   char* data;
@@ -1123,7 +1124,7 @@ typedef struct {
 /* The (fd, uint8array, ...) of readSocket and writeSocket (all the arguments stay in out->argv);
  * false after throwing. */
 static bool get_socket_args(napi_env env, napi_callback_info info, const char* usage, socket_args* out) {
-  out->argc = 4;
+  out->argc = 5;
   if (napi_get_cb_info(env, info, &out->argc, out->argv, NULL, NULL) != napi_ok) return false;
   if (out->argc < 2 || napi_get_value_int32(env, out->argv[0], &out->fd) != napi_ok || out->fd < 0) {
     napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", usage);
@@ -1132,15 +1133,16 @@ static bool get_socket_args(napi_env env, napi_callback_info info, const char* u
   return get_bytes(env, out->argc, out->argv, 1, &out->data, &out->length, usage);
 }
 
-/* readSocket(fd, uint8array, timeoutMs, writeFds?) -> bytes read (> 0), 0 at end of stream, -1 when
- * nothing arrived within timeoutMs (< 0: wait forever), or -2 as soon as one of `writeFds` (sockets
- * with sends still to write) can take more. The socket stays as libuv set it up (non-blocking):
- * each read is MSG_DONTWAIT and the waiting is done with poll(), so the event loop, which is
- * blocked in this call anyway, finds nothing changed but the bytes taken. */
+/* readSocket(fd, uint8array, timeoutMs, writeFds?, peek?) -> bytes read (> 0), 0 at end of stream, -1
+ * when nothing arrived within timeoutMs (< 0: wait forever), or -2 as soon as one of `writeFds`
+ * (sockets with sends still to write) can take more. The socket stays as libuv set it up
+ * (non-blocking): each read is MSG_DONTWAIT and the waiting is done with poll(), so the event loop,
+ * which is blocked in this call anyway, finds nothing changed but the bytes taken. With `peek`
+ * (MSG_PEEK) nothing is taken: a select() that another process sharing the socket cannot notice. */
 static napi_value read_socket_js(napi_env env, napi_callback_info info) {
   napi_value v, item;
   socket_args a;
-  if (!get_socket_args(env, info, "readSocket(fd, uint8array, timeoutMs, writeFds)", &a)) return NULL;
+  if (!get_socket_args(env, info, "readSocket(fd, uint8array, timeoutMs, writeFds, peek)", &a)) return NULL;
   size_t argc = a.argc;
   napi_value* argv = a.argv;
   int32_t fd = a.fd;
@@ -1163,13 +1165,14 @@ static napi_value read_socket_js(napi_env env, napi_callback_info info) {
     if (napi_get_value_int32(env, item, &wfd) != napi_ok || wfd < 0) continue;
     p[n_fds++] = (struct pollfd){.fd = wfd, .events = POLLOUT, .revents = 0};
   }
+  int recv_flags = optional_bool(env, argc, argv, 4, false) ? MSG_PEEK : 0;
   int64_t deadline = deadline_from_ms(optional_number(env, argc, argv, 2, -1));
   /* A peer that answers within microseconds (a request/response loop on another core) is caught
    * by retrying for a moment before sleeping: a wake-up from poll() costs tens of microseconds. */
   int64_t spin_until = now_ns() + READ_SPIN_NS;
   if (deadline >= 0 && deadline < spin_until) spin_until = deadline;
   for (;;) {
-    ssize_t n = recv(fd, data, length, MSG_DONTWAIT);
+    ssize_t n = recv(fd, data, length, MSG_DONTWAIT | recv_flags);
     if (n >= 0) {
       CHECK(napi_create_double(env, (double)n, &v));
       return v;
@@ -1236,6 +1239,195 @@ static napi_value write_socket_js(napi_env env, napi_callback_info info) {
 }
 
 /* ------------------------------------------------------------------------------------------------
+ * Readiness watches on the event loop (a shared Pipe end reads nothing ahead)
+ *
+ * watchReadable(fd, callback) -> watch: a libuv poll handle, on the calling environment's own
+ * loop, on a duplicate of `fd` (libuv allows one watcher per descriptor, and Node's stream may be
+ * registered on `fd` itself for its writes). `callback(events)` runs on the loop whenever the
+ * socket is readable (or at its end, or in error: events < 0) while the watch is active; it reads
+ * nothing, so another process reading the same socket is not robbed. The poll is level-triggered:
+ * a callback that leaves the bytes where they are is called again on the next loop turn, until
+ * the watch is stopped. watchSet(watch, active, ref) starts/stops it and says whether it keeps the
+ * loop alive; watchClose(watch) closes the duplicate (the socket's peer sees EOF only once every
+ * descriptor is closed, so close the watch with the socket).
+ * --------------------------------------------------------------------------------------------- */
+
+typedef struct fd_watch {
+  uv_poll_t handle;
+  napi_env env;
+  napi_ref callback;
+  napi_async_context async_context;
+  int fd;
+  int active;
+  int closing;
+  int in_callback; /* the async context is in use: release it after the callback */
+  int napi_released;
+  int refs; /* the JS external + the libuv handle (both on the loop's thread) */
+} fd_watch;
+
+static void watch_unref(fd_watch* w) {
+  if (--w->refs == 0) free(w);
+}
+
+static void watch_on_close(uv_handle_t* handle) {
+  fd_watch* w = handle->data;
+  close(w->fd);
+  watch_unref(w);
+}
+
+static void watch_cleanup_hook(void* arg);
+
+/* Drops the callback and its async context (not while the callback runs: it uses them). */
+static void watch_release_napi(fd_watch* w) {
+  if (w->napi_released || w->in_callback) return;
+  w->napi_released = 1;
+  napi_delete_reference(w->env, w->callback);
+  napi_async_destroy(w->env, w->async_context);
+}
+
+static int placeholder_fd = -1;
+static pthread_once_t placeholder_once = PTHREAD_ONCE_INIT;
+static void open_placeholder(void) { placeholder_fd = open("/dev/null", O_RDONLY | O_CLOEXEC); }
+
+/* Stops and closes the handle (once); `in_hook`: the environment is being torn down (it frees
+ * the Node-API objects itself). The duplicate lets go of the socket at once (the peer's EOF waits
+ * for it): its number is pointed at /dev/null until libuv, closing the handle on a later loop
+ * turn, is done with it, so that the number is not reused meanwhile. */
+static void watch_close(fd_watch* w, bool in_hook) {
+  if (w->closing) return;
+  w->closing = 1;
+  if (!in_hook) {
+    napi_remove_env_cleanup_hook(w->env, watch_cleanup_hook, w);
+    watch_release_napi(w);
+  } else {
+    w->napi_released = 1;
+  }
+  uv_poll_stop(&w->handle);
+  pthread_once(&placeholder_once, open_placeholder);
+  if (placeholder_fd >= 0) dup3(placeholder_fd, w->fd, O_CLOEXEC);
+  uv_close((uv_handle_t*)&w->handle, watch_on_close);
+}
+
+static void watch_cleanup_hook(void* arg) { watch_close(arg, true); }
+
+static void watch_finalize(napi_env env, void* data, void* hint) {
+  (void)env;
+  (void)hint;
+  fd_watch* w = data;
+  watch_close(w, false);
+  watch_unref(w);
+}
+
+static void watch_on_poll(uv_poll_t* handle, int status, int events) {
+  fd_watch* w = handle->data;
+  if (w->closing) return;
+  napi_env env = w->env;
+  napi_handle_scope scope;
+  if (napi_open_handle_scope(env, &scope) != napi_ok) return;
+  napi_value fn, recv, arg;
+  if (napi_get_reference_value(env, w->callback, &fn) == napi_ok && fn != NULL &&
+      napi_get_global(env, &recv) == napi_ok && napi_create_int32(env, status < 0 ? -1 : events, &arg) == napi_ok) {
+    /* make_callback, not call_function: it runs the microtasks the callback queued (promises). */
+    w->in_callback = 1;
+    napi_status status = napi_make_callback(env, w->async_context, recv, fn, 1, &arg, NULL);
+    w->in_callback = 0;
+    if (status == napi_pending_exception) {
+      napi_value error;
+      if (napi_get_and_clear_last_exception(env, &error) == napi_ok) napi_fatal_exception(env, error);
+    }
+  }
+  napi_close_handle_scope(env, scope);
+  /* Closed by the callback (or by what its microtasks ran). */
+  if (w->closing) watch_release_napi(w);
+}
+
+static fd_watch* get_watch(napi_env env, napi_value v) {
+  void* data = NULL;
+  if (napi_get_value_external(env, v, &data) != napi_ok || data == NULL) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "not a watch from watchReadable()");
+    return NULL;
+  }
+  return data;
+}
+
+static napi_value watch_readable_js(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2], result;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int32_t fd = -1;
+  napi_valuetype t = napi_undefined;
+  if (argc >= 2) napi_typeof(env, argv[1], &t);
+  if (argc < 2 || napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0 || t != napi_function) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "watchReadable(fd, callback)");
+    return NULL;
+  }
+  uv_loop_t* loop = NULL;
+  CHECK(napi_get_uv_event_loop(env, &loop));
+  fd_watch* w = calloc(1, sizeof *w);
+  if (!w) {
+    throw_errno(env, ENOMEM, "calloc", NULL);
+    return NULL;
+  }
+  w->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (w->fd < 0) {
+    int err = errno;
+    free(w);
+    throw_errno(env, err, "fcntl", NULL);
+    return NULL;
+  }
+  int rc = uv_poll_init(loop, &w->handle, w->fd);
+  if (rc != 0) {
+    close(w->fd);
+    free(w);
+    throw_errno(env, -rc, "uv_poll_init", NULL);
+    return NULL;
+  }
+  w->handle.data = w;
+  w->env = env;
+  w->refs = 2;
+  napi_create_reference(env, argv[1], 1, &w->callback);
+  napi_async_init(env, NULL, str(env, "multiprocessing-ts watchReadable"), &w->async_context);
+  napi_add_env_cleanup_hook(env, watch_cleanup_hook, w);
+  CHECK(napi_create_external(env, w, watch_finalize, NULL, &result));
+  return result;
+}
+
+static napi_value watch_set_js(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  fd_watch* w = argc >= 1 ? get_watch(env, argv[0]) : NULL;
+  if (!w) return NULL;
+  if (w->closing) return NULL;
+  bool active = optional_bool(env, argc, argv, 1, false);
+  bool ref = optional_bool(env, argc, argv, 2, true);
+  if (active && !w->active) {
+    int rc = uv_poll_start(&w->handle, UV_READABLE, watch_on_poll);
+    if (rc != 0) {
+      throw_errno(env, -rc, "uv_poll_start", NULL);
+      return NULL;
+    }
+  } else if (!active && w->active) {
+    uv_poll_stop(&w->handle);
+  }
+  w->active = active;
+  if (ref)
+    uv_ref((uv_handle_t*)&w->handle);
+  else
+    uv_unref((uv_handle_t*)&w->handle);
+  return NULL;
+}
+
+static napi_value watch_close_js(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  fd_watch* w = argc >= 1 ? get_watch(env, argv[0]) : NULL;
+  if (w) watch_close(w, false);
+  return NULL;
+}
+
+/* ------------------------------------------------------------------------------------------------
  * Descriptor passing (the forkserver hands sockets to a warm child without the event loop)
  * --------------------------------------------------------------------------------------------- */
 
@@ -1282,6 +1474,25 @@ static napi_value send_fds_js(napi_env env, napi_callback_info info) {
     if (sendmsg(sock, &msg, MSG_DONTWAIT | MSG_NOSIGNAL) == 1) return NULL;
     if (!wait_until_ready(env, sock, POLLOUT, -1, "sendmsg")) return NULL;
   }
+}
+
+/* dupFd(fd) -> a duplicate of `fd`, close-on-exec (a descriptor kept for another process to fetch). */
+static napi_value dup_fd_js(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], v;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int32_t fd = -1;
+  if (argc < 1 || napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "dupFd(fd)");
+    return NULL;
+  }
+  int copy = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (copy < 0) {
+    throw_errno(env, errno, "fcntl", NULL);
+    return NULL;
+  }
+  CHECK(napi_create_int32(env, copy, &v));
+  return v;
 }
 
 /* recvFds(sock, count) -> [fd, ...]: the descriptors of one sendFds (close-on-exec), waiting for
@@ -1378,6 +1589,10 @@ static napi_value init(napi_env env, napi_value exports) {
       {"unixConnect", NULL, unix_connect_js, NULL, NULL, NULL, napi_enumerable, NULL},
       {"readSocket", NULL, read_socket_js, NULL, NULL, NULL, napi_enumerable, NULL},
       {"writeSocket", NULL, write_socket_js, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"watchReadable", NULL, watch_readable_js, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"watchSet", NULL, watch_set_js, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"watchClose", NULL, watch_close_js, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"dupFd", NULL, dup_fd_js, NULL, NULL, NULL, napi_enumerable, NULL},
       {"sendFds", NULL, send_fds_js, NULL, NULL, NULL, napi_enumerable, NULL},
       {"recvFds", NULL, recv_fds_js, NULL, NULL, NULL, napi_enumerable, NULL},
       {"setParentDeathSignal", NULL, set_parent_death_signal_js, NULL, NULL, NULL, napi_enumerable, NULL},

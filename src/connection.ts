@@ -20,13 +20,15 @@ import {
   CHALLENGE, FAILURE, HANDSHAKE_MAXLENGTH, WELCOME, createResponse, newChallenge, parseChallenge, verifyChallenge, type DigestName,
 } from './connectionFraming.js';
 import {
-  loads, loadsSync, rebuild, rebuildSync, reduceSymbol, registerReducer, type ReduceContext, type Reduced,
+  loads, loadsSync, rebuild, rebuildSync, reduceSymbol, registerClassReducer, registerReducer, type ReduceContext,
+  type Reduced,
 } from './reduction.js';
+import { prepareSocket, reduceSocket, socketFromState, type SocketState } from './resourceSharer.js';
 import { sentinelExit } from './sentinels.js';
-import { abortable, MAX_DELAY_MS, timerDelayMs, type Factory } from './util.js';
+import { abortable, getTempDir, MAX_DELAY_MS, timerDelayMs, type Factory } from './util.js';
 import { deadlineAfter, secondsUntil } from './futex.js';
 import {
-  getTempDir, newPortWakes, osErrorFrom, PortTransport, socketFromFd, socketPair, SocketTransport,
+  nativeSocketFd, newPortWakes, osErrorFrom, PortTransport, socketFromFd, socketPair, SocketTransport,
   type ConnectionState, type Inbound, type PortWake, type Transport,
 } from './connectionTransports.js';
 
@@ -208,7 +210,7 @@ export class Connection implements Disposable {
 
   #updateKeepAlive(): void {
     if (this.#closed) return;
-    this.#transport.keepAlive(this.#consumers.length > 0 || this.#watchers.size > 0);
+    this.#transport.setDemand(this.#consumers.length > 0 ? 'receive' : this.#watchers.size > 0 ? 'poll' : null);
   }
 
   #shift(): Inbound | undefined {
@@ -248,7 +250,7 @@ export class Connection implements Disposable {
   #take(signal: AbortSignal | undefined): Promise<Inbound> {
     this.#checkReadable();
     if (signal?.aborted) return Promise.reject(signal.reason);
-    this.#transport.pull();
+    if (this.#inboxHead >= this.#inbox.length) this.#transport.pull(true);
     const m = this.#shift();
     if (m) return Promise.resolve(m);
     if (this.#end) return Promise.reject(this.#endError());
@@ -282,7 +284,7 @@ export class Connection implements Disposable {
   /** @internal Resolves when a message or EOF is available (or the connection is closed). */
   _whenReady(signal?: AbortSignal): Promise<void> {
     if (this.#closed || this.#readyNow()) return Promise.resolve();
-    this.#transport.pull();
+    this.#transport.pull(false);
     if (this.#readyNow()) return Promise.resolve();
     return abortable<void>(signal, (resolve) => {
       const watcher = (): void => resolve();
@@ -298,22 +300,22 @@ export class Connection implements Disposable {
   /** @internal Whether a message or EOF is available now (after the pending I/O of one loop turn). */
   async _pollNow(): Promise<boolean> {
     await this.#transport.ready;
-    this.#transport.pull();
+    this.#transport.pull(false);
     if (this.#readyNow()) return true;
-    if (!this.#closed) {
+    if (!this.#closed && this.#transport.readsAhead) {
       // Read what the kernel already holds: demand for one loop turn.
       const controller = new AbortController();
       this._whenReady(controller.signal).catch(() => {});
       await ioTurn();
       controller.abort();
-      this.#transport.pull();
+      this.#transport.pull(false);
     }
-    return this.#closed || this.#readyNow() || this.#transport.midMessage;
+    return this.#closed || this.#readyNow() || this.#transport.bytesWaiting;
   }
 
   /** @internal Ready for `wait()`: a message, part of one, or EOF (Python's select counts any byte). */
   _readyNow(): boolean {
-    return this.#closed || this.#readyNow() || this.#transport.midMessage;
+    return this.#closed || this.#readyNow() || this.#transport.bytesWaiting;
   }
 
   // -- public API --
@@ -386,11 +388,11 @@ export class Connection implements Disposable {
       this.#checkReadable();
       return ready;
     }
-    if (!this.#readyNow() && !this.#transport.midMessage) {
+    if (!this.#readyNow() && !this.#transport.bytesWaiting) {
       await waitAny([this], timeout, options.signal);
     }
     this.#checkReadable();
-    return this.#readyNow() || this.#transport.midMessage;
+    return this.#readyNow() || this.#transport.bytesWaiting;
   }
 
   /**
@@ -416,7 +418,7 @@ export class Connection implements Disposable {
     this.#checkReadable();
     if (options.signal?.aborted) throw options.signal.reason;
     this.#receiveSync(timeout === null || timeout > 0 ? timeout : 0, true);
-    return this.#readyNow() || this.#transport.midMessage;
+    return this.#readyNow() || this.#transport.bytesWaiting;
   }
 
   /**
@@ -426,11 +428,12 @@ export class Connection implements Disposable {
   #receiveSync(timeout: number | null, anyBytes: boolean): void {
     const deadline = deadlineAfter(timeout);
     for (;;) {
-      this.#transport.pull();
-      if (this.#readyNow() || (anyBytes && this.#transport.midMessage)) return;
+      // receiveSync reads a shared end itself: pull only what is already here.
+      this.#transport.pull(false);
+      if (this.#readyNow() || (anyBytes && this.#transport.bytesWaiting)) return;
       const left = deadline === Infinity ? -1 : Math.min(Math.max(0, deadline - performance.now()), MAX_DELAY_MS);
-      if (!this.#transport.receiveSync(left)) {
-        this.#transport.pull();
+      if (!this.#transport.receiveSync(left, !anyBytes)) {
+        this.#transport.pull(false);
         return;
       }
     }
@@ -492,13 +495,23 @@ export class Connection implements Disposable {
   }
 }
 
-registerReducer('Connection', (state: ConnectionState & { handle?: number; port?: MessagePort; wake?: PortWake }, ctx) => {
+type ConnectionRecord = ConnectionState & ({ port: MessagePort; wake?: PortWake } | SocketState);
+
+registerReducer('Connection', (state: ConnectionRecord, ctx) => {
   const options = { readable: state.readable, writable: state.writable, maxMessageSize: state.maxMessageSize };
-  if (state.port !== undefined) return Connection._fromTransport(new PortTransport(state.port, state.wake), options);
-  const socket = state.handle === undefined ? undefined : ctx.handles[state.handle];
-  if (!socket) throw new OSError('the socket of a Connection did not arrive with it');
-  return new Connection(socket, options);
+  if ('port' in state) return Connection._fromTransport(new PortTransport(state.port, state.wake), options);
+  // The sender may still hold this socket (it often keeps its copy open): share it.
+  const transport = new SocketTransport(socketFromState(state, ctx, true), state.maxMessageSize);
+  transport.share();
+  return Connection._fromTransport(transport, options);
+}, async (state) => {
+  if (!('port' in state)) await prepareSocket(state);
 });
+
+// A plain socket travels too (Python's reduction registers socket.socket): a Listener's peer
+// handed to a worker, as the Connection of one.
+registerClassReducer(net.Socket, (socket, ctx) => ({ kind: 'socket', state: reduceSocket(socket, nativeSocketFd(socket), ctx) }));
+registerReducer('socket', (state: SocketState, ctx) => socketFromState(state, ctx, false), prepareSocket);
 
 // ---- wait ------------------------------------------------------------------------------------
 

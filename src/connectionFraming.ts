@@ -90,23 +90,8 @@ export class FrameDecoder {
         chunk.copy(this.header, this.headerHave, pos, pos + take);
         this.headerHave += take;
         pos += take;
-        if (this.headerHave < this.headerNeed) return;
-        let size: number;
-        if (this.headerNeed === 4) {
-          size = this.header.readInt32BE(0);
-          if (size === -1) {
-            this.headerNeed = 12;
-            continue;
-          }
-          if (size < 0) throw new OSError('bad message length');
-        } else {
-          const big = this.header.readBigUInt64BE(4);
-          if (big > BigInt(this.limit)) throw new OSError('bad message length');
-          size = Number(big);
-        }
-        this.check(size);
-        this.headerHave = 0;
-        this.headerNeed = 4;
+        const size = this.headerDone();
+        if (size === null) continue;
         if (size === 0) {
           onMessage(Buffer.alloc(0));
           continue;
@@ -130,6 +115,58 @@ export class FrameDecoder {
         onMessage(done);
       }
     }
+  }
+
+  /**
+   * Where the next bytes go when the stream is read one message at a time (a socket shared with
+   * another process must not be read past the end of the message): the rest of the header, then
+   * the rest of the payload, read straight into the message's own buffer.
+   */
+  nextSpan(): Buffer {
+    return this.body === null ? this.header.subarray(this.headerHave, this.headerNeed) : this.body.subarray(this.bodyHave);
+  }
+
+  /** `n` bytes were read into `nextSpan()`: hands out the message once it is complete. */
+  commit(n: number, onMessage: (payload: Buffer) => void): void {
+    if (this.body !== null) {
+      this.bodyHave += n;
+      if (this.bodyHave < this.body.length) return;
+      const done = this.body;
+      this.body = null;
+      this.bodyHave = 0;
+      onMessage(done);
+      return;
+    }
+    this.headerHave += n;
+    const size = this.headerDone();
+    if (size === 0) onMessage(Buffer.alloc(0));
+    else if (size !== null) {
+      this.body = Buffer.allocUnsafe(size);
+      this.bodyHave = 0;
+    }
+  }
+
+  /** The payload size once the header is complete (checked against the limit); null while more
+   * header is to come (a -1 pre-header announces 8 more bytes). */
+  private headerDone(): number | null {
+    if (this.headerHave < this.headerNeed) return null;
+    let size: number;
+    if (this.headerNeed === 4) {
+      size = this.header.readInt32BE(0);
+      if (size === -1) {
+        this.headerNeed = 12;
+        return null;
+      }
+      if (size < 0) throw new OSError('bad message length');
+    } else {
+      const big = this.header.readBigUInt64BE(4);
+      if (big > BigInt(this.limit)) throw new OSError('bad message length');
+      size = Number(big);
+    }
+    this.check(size);
+    this.headerHave = 0;
+    this.headerNeed = 4;
+    return size;
   }
 
   private check(size: number): void {

@@ -7,25 +7,31 @@
  */
 import * as fs from 'node:fs';
 import * as net from 'node:net';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { isMainThread, MessagePort, receiveMessageOnPort } from 'node:worker_threads';
 import { NotAvailableError, OSError, PicklingError, ValueError } from './errors.js';
 import { FrameDecoder, frame } from './connectionFraming.js';
 import { dumps, newReduceContext, reduce, type ReduceContext, type Reduced } from './reduction.js';
-import { loadNative, tryLoadNative } from './native.js';
+import { loadNative, tryLoadNative, type FdWatch, type NativeBinding } from './native.js';
 import { SocketWriter } from './socketWriter.js';
 import { blockThread } from './blocking.js';
+import { reduceSocket } from './resourceSharer.js';
+import { getTempDir } from './util.js';
 
 export type Inbound = { bytes: Buffer } | { graph: unknown; changed: boolean };
 
 export interface Sink {
   message(m: Inbound): void;
-  /** Part of a message has arrived (readiness counts it, as Python's poll counts any byte). */
+  /** Part of a message has arrived, or (a shared end) bytes wait in the kernel: readiness counts
+   * it, as Python's poll counts any byte. */
   partial(): void;
   end(error?: Error): void;
 }
+
+/** Who waits on a connection: receivers (read a message for them), only pollers (say when bytes
+ * are there), or nobody. */
+export type Demand = 'receive' | 'poll' | null;
 
 export interface Transport {
   readonly kind: 'socket' | 'port';
@@ -34,25 +40,30 @@ export interface Transport {
   readonly ready: Promise<void>;
   sendBytes(payload: Uint8Array, owned: boolean): void;
   sendValue(value: unknown): void;
-  /** Moves whatever is already receivable into the sink, synchronously where possible. */
-  pull(): void;
+  /** Moves whatever is already receivable into the sink, synchronously where possible; a shared
+   * socket end reads (one message) only for a `receiving` caller, never for a poll. */
+  pull(receiving: boolean): void;
   setLimit(limit: number): void;
   /**
-   * Someone waits for data: read from the OS and keep the event loop alive. Without demand a
-   * socket is not read at all, so an end that was handed to a child process (which holds the same
-   * socket) never steals the child's data, and an unread inbox does not grow without bound.
+   * Someone waits for data: read from the OS (a shared end: only for receivers) and keep the event
+   * loop alive. Without demand a socket is not read at all, so an end that was handed to a child
+   * process (which holds the same socket) never steals the child's data, and an unread inbox does
+   * not grow without bound.
    */
-  keepAlive(on: boolean): void;
+  setDemand(demand: Demand): void;
   /** Read (without keeping the event loop alive) so that the peer's hang-up is noticed. */
   watchEnd(): void;
   /**
    * Blocks this thread until something arrives or `timeoutMs` (< 0: forever) passes, and moves it
-   * into the sink; false when nothing arrived in time. Throws `NotAvailableError` where the
-   * transport has no way to block (recvSync/pollSync).
+   * into the sink (a shared end only when `receiving`: a poll leaves it in the kernel); false when
+   * nothing arrived in time. Throws `NotAvailableError` where the transport has no way to block
+   * (recvSync/pollSync).
    */
-  receiveSync(timeoutMs: number): boolean;
-  /** Some bytes of a message have arrived but not all of it. */
-  readonly midMessage: boolean;
+  receiveSync(timeoutMs: number, receiving: boolean): boolean;
+  /** Some bytes of a message have arrived but not all of it, or (a shared end) bytes wait in the kernel. */
+  readonly bytesWaiting: boolean;
+  /** Whether data reaches the sink only through the event loop (so a poll lets it turn once). */
+  readonly readsAhead: boolean;
   close(): void;
   fileno(): number;
   reduce(ctx: ReduceContext, state: ConnectionState): Reduced;
@@ -77,20 +88,39 @@ export function osErrorFrom(error: unknown): OSError {
   return Object.assign(new OSError(message, e.code), { cause: error });
 }
 
-/** `dumps` for a message to another process over a byte stream (`headroom` bytes left in front). */
+/** `dumps` for a message to another process over a byte stream (`headroom` bytes left in front);
+ * a socket in it travels through the resource sharer (src/resourceSharer.ts). */
 export function dumpsForProcess(value: unknown, headroom = 0): Buffer {
-  const ctx = newReduceContext('process');
-  const bytes = dumps(value, ctx, undefined, headroom);
-  if (ctx.handles.length > 0) {
-    throw new PicklingError(
-      "Can't send a Connection over a Connection: a socket can reach another process only as a " +
-        'Process argument (or pool initarg), where it is inherited.',
-    );
-  }
-  return bytes;
+  return dumps(value, newReduceContext('process'), undefined, headroom);
 }
 
 type SocketInternals = { _handle?: { fd?: number } | null };
+
+/** The descriptor of a plain socket that the addon can read and write (not TLS, a pipe or a FIFO). */
+export function nativeSocketFd(socket: net.Socket): number | null {
+  const fd = (socket as unknown as SocketInternals)._handle?.fd;
+  if (typeof fd !== 'number' || fd < 0 || (socket as { encrypted?: boolean }).encrypted) return null;
+  try {
+    return fs.fstatSync(fd).isSocket() ? fd : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Stops libuv's reading of `socket` (what `pauseOnCreate` does): `pause()` only stops the 'data'
+ * events, and libuv keeps filling the stream's buffer until it is full.
+ */
+function stopReading(socket: net.Socket): void {
+  const handle = (socket as unknown as { _handle?: { reading?: boolean; readStop?: () => number } | null })._handle;
+  if (handle?.reading) {
+    handle.reading = false;
+    handle.readStop?.();
+  }
+}
+
+/** One byte to peek into (a shared end's poll looks without taking). */
+const peekByte = Buffer.alloc(1);
 
 /** Bytes read per system call by recvSync: at least this, or the rest of a large message... */
 const SYNC_READ_MIN = 64 * 1024;
@@ -107,8 +137,17 @@ export class SocketTransport implements Transport {
   private readonly queued: Uint8Array[] = [];
   private markReady!: () => void;
   private pendingWrites = 0;
-  private demand = false;
+  private demand: Demand = null;
   private flowing = false;
+  /** A shared end (see share()): the addon's readiness watch, and the socket's descriptor. */
+  private watch: FdWatch | null = null;
+  private watching = false;
+  private fd = -1;
+  private delivered = 0;
+  private readonly onMessage = (payload: Buffer): void => {
+    this.delivered++;
+    this.sink?.message({ bytes: payload });
+  };
   /** Writes through the addon (src/socketWriter.ts); null: through Node's stream. */
   private writer: SocketWriter | null = null;
   /** Set by the first blocking recvSync/pollSync: sends are written in full before they return. */
@@ -123,8 +162,85 @@ export class SocketTransport implements Transport {
     if (socket) this.attachSocket(socket);
   }
 
-  get midMessage(): boolean {
-    return this.decoder.midMessage;
+  get bytesWaiting(): boolean {
+    if (this.decoder.midMessage) return true;
+    if (!this.watch || this.ended) return false;
+    try {
+      return loadNative().readSocket(this.fd, peekByte, 0, [], true) >= 0; // bytes, or the end
+    } catch {
+      return true; // an error, for the next receive to report
+    }
+  }
+
+  get readsAhead(): boolean {
+    return this.watch === null;
+  }
+
+  /**
+   * This end is shared with another process (it was passed to one, or inherited from one): from
+   * now on nothing is read ahead of a receiver. Python's poll is a select() that reads nothing and
+   * its recv reads one message, header then payload; a socket read through Node's stream takes
+   * whatever the kernel holds, messages meant for the other process included. So a shared end is
+   * watched for readiness by the addon (a poll handle on this event loop, reading nothing) and read
+   * by the addon, exactly one message per receiver. Without the addon it stays a stream.
+   */
+  share(): void {
+    const socket = this.socket;
+    const native = tryLoadNative();
+    if (this.watch || this.closed || !socket || !native) return;
+    const fd = nativeSocketFd(socket);
+    if (fd === null) return;
+    socket.pause();
+    this.flowing = false;
+    // What Node has already read belongs to this process: decode it first (read() may restart
+    // libuv's reading, so stop it after).
+    while (socket.readableLength > 0 && socket.read() !== null);
+    stopReading(socket);
+    this.fd = fd;
+    this.watch = native.watchReadable(fd, () => this.onReadable());
+    this.updateFlow();
+  }
+
+  /** The watch of a shared end fired: the kernel has bytes (or the end) for this socket. */
+  private onReadable(): void {
+    if (this.ended || this.closed) return this.setWatch(false, false);
+    if (this.demand === 'receive') this.readExact(() => this.demand === 'receive');
+    else if (this.demand === 'poll') this.sink?.partial();
+    else this.setWatch(false, false); // stopped lazily: a receiver often comes back at once
+  }
+
+  private setWatch(active: boolean, ref: boolean): void {
+    if (!this.watch || (!active && !this.watching)) return;
+    this.watching = active;
+    this.watch.set(active, ref);
+  }
+
+  /**
+   * Reads a shared end with the addon while `more()`: header, then payload, never past the end of
+   * a message (the decoder says how many bytes that is).
+   */
+  private readExact(more: () => boolean): void {
+    const native = loadNative();
+    while (!this.ended && more()) {
+      let n: number;
+      try {
+        n = native.readSocket(this.fd, this.decoder.nextSpan(), 0);
+      } catch (error) {
+        return this.onError(error);
+      }
+      if (n < 0) return; // nothing yet: the watch calls again
+      if (n === 0) return this.onEnd();
+      this.commit(n);
+    }
+  }
+
+  private commit(n: number): void {
+    try {
+      this.decoder.commit(n, this.onMessage);
+    } catch (error) {
+      this.finish(error as Error);
+      this.socket?.destroy();
+    }
   }
 
   attach(sink: Sink): void {
@@ -142,13 +258,14 @@ export class SocketTransport implements Transport {
       return;
     }
     this.socket = socket;
-    // No reading until someone asks (see keepAlive); pause before 'data' would start the flow.
+    // No reading until someone asks (see setDemand); pause before 'data' would start the flow.
     socket.pause();
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('end', () => this.onEnd());
     socket.on('error', (error) => this.onError(error));
     socket.on('close', () => {
       this.writer?.drop();
+      this.closeWatch();
       this.onEnd();
     });
     for (const chunk of this.queued.splice(0)) this.write(chunk);
@@ -160,14 +277,9 @@ export class SocketTransport implements Transport {
   /** A writer through the addon, for a plain socket (not a pipe or FIFO) with nothing queued in Node. */
   private newWriter(socket: net.Socket): SocketWriter | null {
     const native = tryLoadNative();
-    const fd = (socket as unknown as SocketInternals)._handle?.fd;
-    if (!native || typeof fd !== 'number' || fd < 0 || (socket as { encrypted?: boolean }).encrypted) return null;
-    if (socket.writableLength > 0 || socket.connecting) return null;
-    try {
-      if (!fs.fstatSync(fd).isSocket()) return null;
-    } catch {
-      return null;
-    }
+    if (!native || socket.writableLength > 0 || socket.connecting) return null;
+    const fd = nativeSocketFd(socket);
+    if (fd === null) return null;
     return new SocketWriter(native, fd, () => !socket.destroyed, (error) => (this.writeError ??= error), (chunks) => {
       for (const chunk of chunks) this.write(chunk);
     });
@@ -183,7 +295,7 @@ export class SocketTransport implements Transport {
   private onData(chunk: Buffer): void {
     if (this.ended) return;
     try {
-      this.decoder.push(chunk, (payload) => this.sink?.message({ bytes: payload }));
+      this.decoder.push(chunk, this.onMessage);
       if (this.decoder.midMessage) this.sink?.partial();
     } catch (error) {
       this.finish(error as Error);
@@ -254,9 +366,14 @@ export class SocketTransport implements Transport {
     this.sendBytes(dumpsForProcess(value), true);
   }
 
-  pull(): void {}
+  pull(receiving: boolean): void {
+    if (!receiving || !this.watch || this.closed) return;
+    // A shared end takes one message now if the kernel has it (no loop turn for a burst).
+    const before = this.delivered;
+    this.readExact(() => this.delivered === before);
+  }
 
-  receiveSync(timeoutMs: number): boolean {
+  receiveSync(timeoutMs: number, receiving: boolean): boolean {
     if (this.ended) return true;
     const native = loadNative(); // NotAvailableError (with how to build it) without the addon
     const socket = this.socket;
@@ -271,6 +388,7 @@ export class SocketTransport implements Transport {
       socket.read();
       return true;
     }
+    if (this.watch) return this.receiveExactSync(native, timeoutMs, receiving);
     // The event loop is blocked in this call, so reading the socket directly cannot race libuv's
     // reads; what is read goes through the same decoder.
     // Small reads land in one scratch buffer and are copied out (the decoder hands out views of
@@ -296,12 +414,29 @@ export class SocketTransport implements Transport {
     return true;
   }
 
+  /** receiveSync on a shared end: the rest of the header or of the payload, or (a poll) a peek. */
+  private receiveExactSync(native: NativeBinding, timeoutMs: number, receiving: boolean): boolean {
+    const into = receiving ? this.decoder.nextSpan() : peekByte;
+    let n: number;
+    try {
+      n = blockThread(timeoutMs, (slice) => native.readSocket(this.fd, into, slice, SocketWriter.pendingFds(), !receiving), (r) => r === -1);
+    } catch (error) {
+      this.onError(error);
+      return true;
+    }
+    if (n === -2) SocketWriter.flushAll();
+    if (n === -1 || n === -2 || !receiving) return n !== -1;
+    if (n === 0) this.onEnd();
+    else this.commit(n);
+    return true;
+  }
+
   setLimit(limit: number): void {
     this.decoder.limit = limit;
   }
 
-  keepAlive(on: boolean): void {
-    this.demand = on;
+  setDemand(demand: Demand): void {
+    this.demand = demand;
     this.updateFlow();
   }
 
@@ -313,21 +448,38 @@ export class SocketTransport implements Transport {
   private updateFlow(): void {
     const socket = this.socket;
     if (!socket || socket.destroyed || this.closed) return;
+    if (this.watch) {
+      // A shared end: Node's stream never reads; the watch stays on (unreferenced) after the last
+      // waiter, until it fires for nobody, to spare a start and stop per message.
+      if (this.demand) this.setWatch(true, true);
+      else this.setWatch(this.watching, false);
+      if (this.pendingWrites > 0) socket.ref();
+      else socket.unref();
+      return;
+    }
     // Reading starts when somebody first waits for a message (a Pipe end handed to a child and
     // never read here does not steal the child's messages). From then on the socket keeps reading
     // into the connection's buffer: pausing and resuming around every recv() cost two epoll
     // changes per message, which dominated a request/response round trip.
-    if (this.demand && !this.ended) this.flowing = true;
+    if (this.demand !== null && !this.ended) this.flowing = true;
     if (this.flowing) socket.resume();
     else socket.pause();
-    if (this.demand || this.pendingWrites > 0) socket.ref();
+    if (this.demand !== null || this.pendingWrites > 0) socket.ref();
     else socket.unref();
+  }
+
+  private closeWatch(): void {
+    this.watch?.close();
+    this.watch = null;
+    this.watching = false;
   }
 
   close(): void {
     if (this.closed) return;
     this.closed = true;
     this.ended = true;
+    // The watch holds a duplicate of the descriptor: the peer sees EOF only once it is closed too.
+    this.closeWatch();
     const socket = this.socket;
     if (!socket) return;
     socket.removeAllListeners('data');
@@ -351,17 +503,14 @@ export class SocketTransport implements Transport {
   }
 
   reduce(ctx: ReduceContext, state: ConnectionState): Reduced {
-    if (ctx.target !== 'process') {
-      throw new ValueError(
-        'A Connection over a socket (a process Pipe, Listener or Client) cannot be passed to a thread; ' +
-          "use a Pipe of the 'thread' context (pipeForThreads) for threads.",
-      );
+    const socket = this.socket;
+    if (!socket) {
+      throw new ValueError('This Pipe end is not connected yet; await its poll() once before passing it on.');
     }
-    if (!this.socket) {
-      throw new ValueError('This Pipe end is not connected yet; await its poll() once before passing it to a process.');
-    }
-    const handle = ctx.handles.push(this.socket) - 1;
-    return { kind: 'Connection', state: { handle, ...state } };
+    const travel = reduceSocket(socket, nativeSocketFd(socket), ctx);
+    // The other side gets the same socket: this copy must no longer read ahead of it.
+    this.share();
+    return { kind: 'Connection', state: { ...travel, ...state } };
   }
 }
 
@@ -410,7 +559,8 @@ function closeAtThreadExit(transport: PortTransport): void {
 export class PortTransport implements Transport {
   readonly kind = 'port' as const;
   readonly ready = Promise.resolve();
-  readonly midMessage = false;
+  readonly bytesWaiting = false;
+  readonly readsAhead = true;
   private sink: Sink | null = null;
   private ended = false;
   private closed = false;
@@ -506,9 +656,9 @@ export class PortTransport implements Transport {
 
   setLimit(): void {}
 
-  keepAlive(on: boolean): void {
+  setDemand(demand: Demand): void {
     if (this.closed) return;
-    if (on) this.port.ref();
+    if (demand !== null) this.port.ref();
     else this.port.unref();
   }
 
@@ -564,22 +714,6 @@ export function socketFromFd(fd: number): net.Socket {
   return new net.Socket({ fd, readable: true, writable: true, pauseOnCreate: true } as net.SocketConstructorOpts);
 }
 
-let tempDir: string | undefined;
-/** A private temp dir (`pymp-*`, mode 0700) removed at exit, as Python's `util.get_temp_dir()`. */
-export function getTempDir(): string {
-  if (tempDir === undefined) {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pymp-'));
-    tempDir = dir;
-    process.once('exit', () => {
-      try {
-        fs.rmSync(dir, { recursive: true, force: true });
-      } catch {
-        // best effort
-      }
-    });
-  }
-  return tempDir;
-}
 
 function nativeSocketpair(): [number, number] | null {
   try {

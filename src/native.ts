@@ -57,8 +57,8 @@ export interface NativeBinding {
   /** Reads from a (non-blocking) socket into `into`, waiting up to `timeoutMs` (< 0: forever) with
    * poll(): the number of bytes read, 0 at end of stream, -1 when nothing arrived in time, -2 as
    * soon as one of `writeFds` can be written. Throws `OSError` (`.code` `ECONNRESET`, ...) on a
-   * failed read. */
-  readSocket(fd: number, into: Uint8Array, timeoutMs?: number, writeFds?: readonly number[]): number;
+   * failed read. With `peek` the bytes stay in the socket (MSG_PEEK): a select() that reads nothing. */
+  readSocket(fd: number, into: Uint8Array, timeoutMs?: number, writeFds?: readonly number[], peek?: boolean): number;
   /** Writes `data` to a (non-blocking) socket: all of it, waiting with poll() while it is full, or
    * (`wait` false) what it takes now, or (`wait` a number of ms) what it takes within that time.
    * Returns the bytes written. */
@@ -66,6 +66,12 @@ export interface NativeBinding {
   /** Waits on one of the addon's threads until `fd` is writable (`writable` false: readable), or in
    * error. Cancel before closing `fd`. */
   pollAsync(fd: number, writable: boolean, timeoutMs?: number, options?: { ref?: boolean }): AsyncWait;
+  /** Calls `onReadable(events)` on this thread's event loop while `fd` is readable (at its end or
+   * in error too: events < 0) and the watch is active, reading nothing (a libuv poll handle on a
+   * duplicate of `fd`, level-triggered). Created inactive; close it with the socket. */
+  watchReadable(fd: number, onReadable: (events: number) => void): FdWatch;
+  /** A duplicate of `fd` (close-on-exec). */
+  dupFd(fd: number): number;
   /** Sends descriptors (1 to 64) over an AF_UNIX socket in one message (SCM_RIGHTS). */
   sendFds(sock: number, fds: number[]): void;
   /** Receives the descriptors of one `sendFds` (close-on-exec), waiting for them. */
@@ -78,6 +84,14 @@ export interface NativeBinding {
   /** Whether `shmOpen` returns SharedArrayBuffers (Node.js with node_api_create_external_sharedarraybuffer). */
   readonly sharedArrayBufferSupported: boolean;
   readonly pageSize: number;
+}
+
+/** A readiness watch from `watchReadable`. */
+export interface FdWatch {
+  /** Starts or stops watching; `ref`: whether an active watch keeps the event loop alive. */
+  set(active: boolean, ref: boolean): void;
+  /** Closes the duplicate descriptor (idempotent). */
+  close(): void;
 }
 
 interface RawBinding {
@@ -93,9 +107,13 @@ interface RawBinding {
   socketpair(): [number, number];
   unixListen(path: string, backlog: number): number;
   unixConnect(path: string): number;
-  readSocket(fd: number, into: Uint8Array, timeoutMs: number, writeFds: readonly number[]): number;
+  readSocket(fd: number, into: Uint8Array, timeoutMs: number, writeFds: readonly number[], peek: boolean): number;
+  watchReadable(fd: number, onReadable: (events: number) => void): object;
+  watchSet(watch: object, active: boolean, ref: boolean): void;
+  watchClose(watch: object): void;
   writeSocket(fd: number, data: Uint8Array, wait: boolean | number): number;
   pollAsync(fd: number, writable: boolean, timeoutMs: number, ref: boolean): { promise: Promise<WaitResult | 'cancelled'>; id: number };
+  dupFd(fd: number): number;
   sendFds(sock: number, fds: number[]): void;
   recvFds(sock: number, count: number): number[];
   setParentDeathSignal(signal: number, expectedParentPid: number): boolean;
@@ -168,9 +186,17 @@ function wrap(raw: RawBinding): NativeBinding {
     setParentDeathSignal: (signal, expectedParentPid) => raw.setParentDeathSignal(signal, expectedParentPid),
     unixListen: translating((path: string, backlog = 128) => raw.unixListen(path, backlog)),
     unixConnect: translating((path: string) => raw.unixConnect(path)),
-    readSocket: translating((fd: number, into: Uint8Array, timeoutMs = -1, writeFds: readonly number[] = []) =>
-      raw.readSocket(fd, into, timeoutMs, writeFds)),
+    readSocket: translating((fd: number, into: Uint8Array, timeoutMs = -1, writeFds: readonly number[] = [], peek = false) =>
+      raw.readSocket(fd, into, timeoutMs, writeFds, peek)),
+    watchReadable: (fd, onReadable) => {
+      const watch = translating(raw.watchReadable.bind(raw))(fd, onReadable);
+      return {
+        set: translating((active: boolean, ref: boolean) => raw.watchSet(watch, active, ref)),
+        close: () => raw.watchClose(watch),
+      };
+    },
     writeSocket: translating((fd: number, data: Uint8Array, wait: boolean | number = true) => raw.writeSocket(fd, data, wait)),
+    dupFd: translating((fd: number) => raw.dupFd(fd)),
     sendFds: translating((sock: number, fds: number[]) => raw.sendFds(sock, fds)),
     recvFds: translating((sock: number, count: number) => raw.recvFds(sock, count)),
     asyncWaitStats: () => raw.asyncWaitStats(),

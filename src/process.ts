@@ -156,12 +156,13 @@ export class Process<A extends unknown[] = unknown[]> {
     if (current?.[kState].daemon) throw new ProcessError('daemonic processes are not allowed to have children');
     reapChildren();
     const backend = state.backend ?? backendFor(state.startMethod);
-    const ctx = newReduceContext(backend.target);
+    // A starting process inherits the sockets of its arguments; a thread gets duplicates.
+    const ctx = newReduceContext(backend.target, backend.target === 'process' ? [] : null);
     if (backend.remote) ctx.remote = backend.remote;
     const graph = this.reduceForChild(ctx, backend.method);
     const daemon = this.daemon;
     const popen = backend.start({
-      graph, transfer: ctx.transfer, handles: ctx.handles, modules: [...ctx.modules], daemon, name: this.name,
+      graph, transfer: ctx.transfer, handles: ctx.handles ?? [], modules: [...ctx.modules], daemon, name: this.name,
       tracker: treeTrackerAddress(), argv: [...process.argv],
     });
     state.popen = popen;

@@ -31,8 +31,9 @@ export interface ReduceContext {
   /** MessagePorts and other transferables for a thread channel. */
   transfer: Transferable[];
   /** Sockets a process child must receive (inherited at spawn, or sent over the IPC channel); a
-   * handle's state keeps its index into this list. */
-  handles: Socket[];
+   * handle's state keeps its index into this list. Null for a message (a pipe, a queue, a pool),
+   * which carries no descriptors: a socket in it goes through the resource sharer. */
+  handles: Socket[] | null;
   /** Modules the receiver will import to find tasks and classes (the forkserver preloads them). */
   modules: Set<string>;
   /** Set when the value leaves this machine (the redis context). */
@@ -62,18 +63,38 @@ export interface RebuildContext {
   remote?: RemoteResolving;
 }
 
-export function newReduceContext(target: 'process' | 'thread'): ReduceContext {
-  return { target, transfer: [], handles: [], modules: new Set() };
+/** A context for a value going to `target`; `handles` only for a process being started. */
+export function newReduceContext(target: 'process' | 'thread', handles: Socket[] | null = null): ReduceContext {
+  return { target, transfer: [], handles, modules: new Set() };
 }
 
 type Rebuilder<S> = (state: S, ctx: RebuildContext) => unknown;
+type Preparer<S> = (state: S) => Promise<void>;
 const rebuilders = new Map<string, Rebuilder<unknown>>();
+const preparers = new Map<string, Preparer<unknown>>();
 
 /** Tells `rebuild` how to turn a `{ kind, state }` record back into a live object. The module
  * that calls this also names itself for the kind in `reducerHomes` below. `S` is what the kind's
- * reducer put in `state` (the two sides of one kind agree on it; nothing checks it here). */
-export function registerReducer<S>(kind: string, rebuildFn: Rebuilder<S>): void {
+ * reducer put in `state` (the two sides of one kind agree on it; nothing checks it here).
+ * `prepare`, run by the async `rebuild` first, does the waiting the rebuild needs (fetching a
+ * socket from its sender) without blocking the event loop; `rebuildSync` leaves it to `rebuildFn`. */
+export function registerReducer<S>(kind: string, rebuildFn: Rebuilder<S>, prepare?: Preparer<S>): void {
   rebuilders.set(kind, rebuildFn as Rebuilder<unknown>);
+  if (prepare) preparers.set(kind, prepare as Preparer<unknown>);
+}
+
+type ClassReducer = (o: object, ctx: ReduceContext) => Reduced;
+const classReducers: [abstract new (...args: never[]) => object, ClassReducer][] = [];
+
+/** Lets instances of a class the library does not own (`net.Socket`) travel, as Python's
+ * `copyreg.pickle` / `reduction.register` do. */
+export function registerClassReducer<T extends object>(cls: abstract new (...args: never[]) => T, reduceFn: (o: T, ctx: ReduceContext) => Reduced): void {
+  classReducers.push([cls, reduceFn as ClassReducer]);
+}
+
+function classReducerOf(o: object): ClassReducer | undefined {
+  for (const [cls, reduceFn] of classReducers) if (o instanceof cls) return reduceFn;
+  return undefined;
 }
 
 // A record that stands for something the walk replaced. The key cannot come from JSON-ish data by
@@ -150,21 +171,7 @@ class Walker {
       return o;
     }
     const reducer = (o as Partial<Reducible>)[reduceSymbol];
-    if (typeof reducer === 'function') {
-      this.changed = true;
-      const { kind, state } = reducer.call(o, this.ctx);
-      if (this.ctx.remote && !this.ctx.remote.accepts(kind)) {
-        throw new ValueError(
-          `Can't send ${path}: a ${kind} of this machine's contexts cannot reach another machine; ` +
-            "use the redis context's objects (mixing contexts is not allowed).",
-        );
-      }
-      const record: Record_ = { [TAG]: 'obj', kind, state: undefined };
-      this.seen.set(o, record);
-      // A handle's state may hold other library objects (a queue's locks): they travel too.
-      record.state = this.value(state, `${path}<${kind}>`);
-      return record;
-    }
+    if (typeof reducer === 'function') return this.reduced(o, reducer.call(o, this.ctx), path);
     if (Array.isArray(o)) return this.array(o, path);
     if (o instanceof Map) return this.map(o, path);
     if (o instanceof Set) return this.set(o, path);
@@ -183,6 +190,8 @@ class Walker {
         record.fields = this.plain(o, path, true) as Record<string, unknown>;
         return record;
       }
+      const classReducer = classReducerOf(o);
+      if (classReducer) return this.reduced(o, classReducer(o, this.ctx), path);
       if (isHostObject(o)) {
         throw new PicklingError(
           `Can't send ${path}: a ${proto.constructor?.name ?? 'host'} object (a socket, stream or other ` +
@@ -191,6 +200,21 @@ class Walker {
       }
     }
     return this.plain(o, path, false);
+  }
+
+  private reduced(o: object, { kind, state }: Reduced, path: string): Record_ {
+    if (this.ctx.remote && !this.ctx.remote.accepts(kind)) {
+      throw new ValueError(
+        `Can't send ${path}: a ${kind} of this machine's contexts cannot reach another machine; ` +
+          "use the redis context's objects (mixing contexts is not allowed).",
+      );
+    }
+    this.changed = true;
+    const record: Record_ = { [TAG]: 'obj', kind, state: undefined };
+    this.seen.set(o, record);
+    // A handle's state may hold other library objects (a queue's locks): they travel too.
+    record.state = this.value(state, `${path}<${kind}>`);
+    return record;
   }
 
   private array(a: unknown[], path: string): unknown[] {
@@ -301,7 +325,7 @@ const reducerHomes: Record<string, string> = {
   Condition: 'synchronize', Event: 'synchronize', Barrier: 'synchronize',
   RawValue: 'sharedctypes', RawArray: 'sharedctypes', Synchronized: 'sharedctypes', SynchronizedArray: 'sharedctypes',
   SharedMemory: 'sharedMemory', ShareableList: 'sharedMemory',
-  Connection: 'connection',
+  Connection: 'connection', socket: 'connection',
   'managers.Proxy': 'managers',
   // The redis context's objects (src/redis/).
   'redis.Queue': 'redis/queues', 'redis.JoinableQueue': 'redis/queues', 'redis.SimpleQueue': 'redis/queues',
@@ -311,8 +335,11 @@ const reducerHomes: Record<string, string> = {
   'redis.dict': 'redis/managers', 'redis.list': 'redis/managers', 'redis.Namespace': 'redis/managers',
 };
 
-/** What a graph needs before `rebuildSync` can resolve it: task modules, and handle modules. */
-function pending(graph: unknown, refs: TaskRef[], homes: Set<string>, seen: Set<object>, ctx: RebuildContext): void {
+/** What a graph needs before `rebuildSync` can resolve it: task modules, handle modules, and the
+ * handles themselves (`objs`, for their preparers). */
+type HandleRecord = Extract<Record_, { [TAG]: 'obj' }>;
+
+function pending(graph: unknown, refs: TaskRef[], homes: Set<string>, objs: HandleRecord[], seen: Set<object>, ctx: RebuildContext): void {
   if (typeof graph !== 'object' || graph === null || seen.has(graph)) return;
   seen.add(graph);
   if (isRecord(graph)) {
@@ -321,11 +348,14 @@ function pending(graph: unknown, refs: TaskRef[], homes: Set<string>, seen: Set<
       if (lookupLoaded(ref) === undefined) refs.push(ref);
     }
     if (graph[TAG] === 'src' && ctx.remote && !ctx.remote.allowSource) ctx.remote.refuseSource(graph.fn.name);
-    if (graph[TAG] === 'obj' && !rebuilders.has(graph.kind) && reducerHomes[graph.kind]) homes.add(reducerHomes[graph.kind]!);
+    if (graph[TAG] === 'obj') {
+      objs.push(graph);
+      if (!rebuilders.has(graph.kind) && reducerHomes[graph.kind]) homes.add(reducerHomes[graph.kind]!);
+    }
   }
   if (ArrayBuffer.isView(graph) || graph instanceof ArrayBuffer) return;
   const values = graph instanceof Map ? [...graph.keys(), ...graph.values()] : graph instanceof Set ? [...graph] : Object.values(graph);
-  for (const v of values) pending(v, refs, homes, seen, ctx);
+  for (const v of values) pending(v, refs, homes, objs, seen, ctx);
 }
 
 /** A reference from another machine names a module by its project path: this machine's module for
@@ -437,11 +467,18 @@ function importInTurn(load: () => Promise<unknown>): Promise<unknown> {
 export async function rebuild(graph: unknown, ctx: RebuildContext): Promise<unknown> {
   const refs: TaskRef[] = [];
   const homes = new Set<string>();
-  pending(graph, refs, homes, new Set(), ctx);
+  const objs: HandleRecord[] = [];
+  pending(graph, refs, homes, objs, new Set(), ctx);
   if (homes.size > 0) {
     await importInTurn(() => Promise.all([...homes].map((home) => import(new URL(`./${home}${moduleExtension}`, import.meta.url).href))));
   }
   for (const ref of refs) await importInTurn(() => resolveRef(ref));
+  const preparing: Promise<void>[] = [];
+  for (const r of objs) {
+    const prepare = preparers.get(r.kind);
+    if (prepare) preparing.push(prepare(r.state));
+  }
+  if (preparing.length > 0) await Promise.all(preparing);
   return rebuildSync(graph, ctx);
 }
 

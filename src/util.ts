@@ -5,7 +5,9 @@
  * Queues register their flush here, which is how a process does not finish exiting until its
  * buffered items are written.
  */
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 type Callback = () => unknown;
 
@@ -205,4 +207,21 @@ export function processAlive(pid: number): boolean {
     }
   }
   return true;
+}
+
+let tempDir: string | undefined;
+/** A private temp dir (`pymp-*`, mode 0700) removed at exit, as Python's `util.get_temp_dir()`. */
+export function getTempDir(): string {
+  if (tempDir === undefined) {
+    const dir = mkdtempSync(join(tmpdir(), 'pymp-'));
+    tempDir = dir;
+    process.once('exit', () => {
+      try {
+        rmSync(dir, { recursive: true, force: true });
+      } catch {
+        // best effort
+      }
+    });
+  }
+  return tempDir;
 }

@@ -767,11 +767,11 @@ describe('reduce / rebuild', () => {
   it('a socket Connection reaches a spawned child through its stdio and works both ways; the parent closing its copy does not cut the child (test_spawn_close)', { timeout: 20_000 }, async () => {
     for (const makePipe of [pipeForProcesses, fallbackPipe]) {
       const [parent, childEnd] = makePipe();
-      const ctx = newReduceContext('process');
+      const ctx = newReduceContext('process', []);
       const bytes = dumps({ conn: childEnd }, ctx);
-      assert.equal(ctx.handles.length, 1);
+      assert.equal(ctx.handles!.length, 1);
       const child = spawn(process.execPath, [...process.execArgv, CHILD, bytes.toString('base64')], {
-        stdio: ['ignore', 'inherit', 'inherit', ctx.handles[0]!],
+        stdio: ['ignore', 'inherit', 'inherit', ctx.handles![0]!],
       });
       const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
       childEnd.close();
@@ -860,25 +860,148 @@ describe('reduce / rebuild', () => {
     }
   });
 
-  it('mixing transports and targets raises ValueError; a socket Connection cannot be sent over a Connection', () => {
+  it('mixing transports and targets raises ValueError; a socket Connection rebuilds from a process start\'s handles', () => {
     const [a, b] = pipeForProcesses();
     const [c, d] = pipeForThreads();
     try {
-      assert.throws(() => a[reduceSymbol](newReduceContext('thread')), ValueError);
       assert.throws(() => c[reduceSymbol](newReduceContext('process')), ValueError);
-      assert.throws(() => c.send({ conn: a }), ValueError);
       assert.throws(() => a.send({ conn: c }), ValueError);
-      assert.throws(() => a.send({ conn: b }), PicklingError);
       // in-process rebuild of a reduced socket Connection
-      const ctx = newReduceContext('process');
+      const ctx = newReduceContext('process', []);
       const { graph } = reduce({ conn: b }, ctx);
-      const rebuilt = (rebuildSync(graph, { target: 'process', handles: ctx.handles }) as { conn: Connection }).conn;
+      assert.equal(ctx.handles!.length, 1);
+      const rebuilt = (rebuildSync(graph, { target: 'process', handles: ctx.handles! }) as { conn: Connection }).conn;
       assert.ok(rebuilt instanceof Connection);
       assert.equal(rebuilt.readable, true);
     } finally {
       closeAll(a, b, c, d);
     }
   });
+});
+
+describe('sockets in messages (the resource sharer)', () => {
+  it('a socket Connection sent over a Pipe to this process is a working duplicate (recv and recvSync)', { timeout: 20_000 }, async () => {
+    const [a, b] = pipeForProcesses();
+    const [x, y] = pipeForProcesses();
+    const [u, v] = pipeForProcesses();
+    try {
+      a.send(x);
+      a.send({ inside: [u] });
+      const x2 = (await b.recv()) as Connection;
+      const u2 = (b.recvSync() as { inside: Connection[] }).inside[0]!;
+      assert.ok(x2 instanceof Connection && u2 instanceof Connection);
+      assert.notEqual(x2.fileno(), x.fileno(), 'a duplicate descriptor');
+      x.close(); // the sender's copy goes; the duplicate still works
+      x2.send('through the duplicate');
+      assert.equal(await y.recv(), 'through the duplicate');
+      y.send('back');
+      assert.equal(await x2.recv(), 'back');
+      u2.sendBytes(Buffer.from('sync'));
+      assert.deepEqual(await v.recvBytes(), Buffer.from('sync'));
+      x2.close();
+      u.close();
+      u2.close();
+      await assert.rejects(y.recv(), EOFError, 'EOF once every copy is closed');
+    } finally {
+      closeAll(a, b, x, y, u, v);
+    }
+  });
+
+  it('a shared end closed by the code its EOF wakes (inside the readiness callback) closes cleanly', { timeout: 10_000 }, async () => {
+    const [r, w] = pipeForProcesses(false);
+    r[reduceSymbol](newReduceContext('process', [])); // r is now shared, as for a child
+    const received = r.recv().catch((error: unknown) => {
+      r.close();
+      return error;
+    });
+    w.close();
+    assert.ok((await received) instanceof EOFError);
+    assert.equal(r.closed, true);
+  });
+
+  it('a socket travels once: rebuilding the same message twice is an OSError that says why', () => {
+    const [a, b] = pipeForProcesses();
+    try {
+      const { graph } = reduce({ conn: a }, newReduceContext('process'));
+      const copy = structuredClone(graph);
+      const first = (rebuildSync(graph, { target: 'process', handles: [] }) as { conn: Connection }).conn;
+      first.close();
+      assert.throws(() => rebuildSync(copy, { target: 'process', handles: [] }), isError(OSError, /could not fetch a socket .* fetched already/));
+    } finally {
+      closeAll(a, b);
+    }
+  });
+
+  it('a socket Connection and a net.Socket reach a thread as duplicates, over a thread Pipe', { timeout: 20_000 }, async () => {
+    const [a, b] = pipeForProcesses();
+    const [c, d] = pipeForThreads();
+    const server = net.createServer();
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const client = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
+    const accepted = await new Promise<net.Socket>((resolve) => server.once('connection', resolve));
+    try {
+      c.send({ conn: a, socket: accepted });
+      const got = (await d.recv()) as { conn: Connection; socket: net.Socket };
+      assert.ok(got.conn instanceof Connection && got.socket instanceof net.Socket);
+      got.conn.send('dup');
+      assert.equal(await b.recv(), 'dup');
+      got.socket.end('over the duplicate socket');
+      accepted.destroy();
+      const chunks: Buffer[] = [];
+      for await (const chunk of client) chunks.push(chunk as Buffer);
+      assert.equal(Buffer.concat(chunks).toString(), 'over the duplicate socket');
+      got.conn.close();
+    } finally {
+      closeAll(a, b, c, d);
+      client.destroy();
+      server.close();
+    }
+  });
+
+  for (const method of ['spawn', 'forkserver'] as const) {
+    it(`${method}: a child gets a Connection over its Pipe with recvSync (fetched while it blocks)`, { timeout: 60_000 }, async () => {
+      const { answerThroughReceivedSync } = await import('./fixtures/connection-tasks.ts');
+      const [parent, child] = pipeForProcesses();
+      const [x, y] = pipeForProcesses();
+      await withChild(method, answerThroughReceivedSync, [child], [child], async () => {
+        parent.send(x);
+        x.close();
+        const reply = (await y.recv()) as { via: string; pid: number };
+        assert.equal(reply.via, 'received');
+        assert.notEqual(reply.pid, process.pid);
+      }, () => closeAll(parent, child, x, y));
+    });
+
+    it(`${method}: a Connection put in a Queue reaches the child that gets it`, { timeout: 60_000 }, async () => {
+      const mp = await import('../src/index.ts');
+      const { answerThroughQueued } = await import('./fixtures/connection-tasks.ts');
+      const q = mp.getContext(method).Queue();
+      const [x, y] = pipeForProcesses();
+      await withChild(method, answerThroughQueued, [q], [], async () => {
+        await q.put(x);
+        assert.equal(await y.recv(), 'via the queue');
+      }, () => {
+        closeAll(x, y);
+        q.close();
+      });
+    });
+
+    for (const sync of [false, true]) {
+      it(`${method}: a read end shared with a child gives it exactly one message (${sync ? 'recvSync' : 'recv'}); the next stays for the parent`, { timeout: 60_000 }, async () => {
+        const { takeOne } = await import('./fixtures/connection-tasks.ts');
+        const [r, w] = pipeForProcesses(false);
+        const [result, out] = pipeForProcesses(false);
+        await withChild(method, takeOne, [r, out, sync], [out], async () => {
+          for (const m of ['first', 'second', 'third']) w.send(m);
+          const taken = await result.recv();
+          assert.equal(taken, 'first');
+          assert.equal(await r.recv(), 'second');
+          assert.equal(await r.poll(), true);
+          assert.equal(r.recvSync(), 'third');
+        }, () => closeAll(r, w, result, out));
+      });
+    }
+  }
 });
 
 describe('recvSync / pollSync (blocking variants, docs/api.md rule 5)', () => {

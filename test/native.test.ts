@@ -321,6 +321,30 @@ test('readSocket: -1 after the timeout, the bytes written, 0 at end of stream', 
   }
 });
 
+test('readSocket with peek leaves the bytes; watchReadable fires while bytes wait, reading nothing, and its close releases the descriptor', { timeout: 10_000 }, async () => {
+  const [a, b] = native.socketpair();
+  const watch = native.watchReadable(b, () => fired++);
+  let fired = 0;
+  try {
+    const into = Buffer.alloc(8);
+    assert.equal(native.readSocket(b, into, 0, [], true), -1, 'nothing yet');
+    native.writeSocket(a, Buffer.from('abc'));
+    assert.equal(native.readSocket(b, into, 0, [], true), 3);
+    watch.set(true, true);
+    while (fired < 2) await new Promise((resolve) => setImmediate(resolve)); // level-triggered: again and again
+    watch.set(false, false);
+    assert.equal(native.readSocket(b, into, 0), 3, 'still all there');
+    assert.equal(into.subarray(0, 3).toString(), 'abc');
+    watch.close();
+    watch.close();
+    fs.closeSync(b);
+    assert.equal(native.readSocket(a, into, 1000), 0, 'EOF: the watch\'s duplicate is closed too');
+  } finally {
+    watch.close();
+    fs.closeSync(a);
+  }
+});
+
 test('writeSocket writes more than the socket holds, waiting for the reader', { timeout: 30_000 }, async () => {
   const [a, b] = native.socketpair();
   // The writer blocks, so it runs in a child process (killed if it hangs); this side reads.

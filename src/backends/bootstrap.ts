@@ -2,7 +2,7 @@
  * The child's side of every start method (CPython's spawn.py `_main` + `BaseProcess._bootstrap`):
  * receive the process object, import what it needs, run it, flush, and exit with Python's code.
  */
-import { Socket } from 'node:net';
+import { Socket, type SocketConstructorOpts } from 'node:net';
 import { isMainThread, workerData } from 'node:worker_threads';
 import { markChild, setInheritedTracker, whileBootstrapping } from './childMark.js';
 
@@ -23,6 +23,12 @@ interface StartMessage {
   tracker?: string | null;
   /** The parent's current directory when it started this child (see ORIGINAL_DIR). */
   cwd?: string;
+}
+
+/** A socket the parent handed over. It reads nothing until its Connection asks: the parent may
+ * still hold the same socket, and a read ahead would take the parent's messages. */
+function inheritedSocket(fd: number): Socket {
+  return new Socket({ fd, readable: true, writable: true, pauseOnCreate: true } as SocketConstructorOpts);
 }
 
 async function main(): Promise<void> {
@@ -85,13 +91,13 @@ async function main(): Promise<void> {
   setInheritedTracker(start.tracker);
   if (forkserver < 0) {
     const { FIRST_HANDLE_FD } = await import('./spawn.js');
-    for (let i = 0; i < start.handleCount; i++) handles.push(new Socket({ fd: FIRST_HANDLE_FD + i }));
+    for (let i = 0; i < start.handleCount; i++) handles.push(inheritedSocket(FIRST_HANDLE_FD + i));
   } else if (start.fdChannel) {
     const { FIRST_HANDLE_FD } = await import('./spawn.js');
     const { closeSync } = await import('node:fs');
     if (start.handleCount > 0) {
       const { loadNative } = await import('../native.js');
-      for (const fd of loadNative().recvFds(FIRST_HANDLE_FD, start.handleCount)) handles.push(new Socket({ fd }));
+      for (const fd of loadNative().recvFds(FIRST_HANDLE_FD, start.handleCount)) handles.push(inheritedSocket(fd));
     }
     closeSync(FIRST_HANDLE_FD);
   }

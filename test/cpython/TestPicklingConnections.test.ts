@@ -11,12 +11,8 @@ import { childAccess, forwardAccepted, remoteUpper } from './fixtures/connection
 const families = ['AF_INET', 'AF_UNIX'] as const;
 const latin = (s: string): Buffer => Buffer.from(s, 'latin1');
 
-const NOT_SENDABLE =
-  'fails: a socket Connection (or a socket) cannot be sent over a Connection, only passed as a Process argument ' +
-  '(PicklingError; to a thread, ValueError). Python shares the descriptor through multiprocessing.resource_sharer.';
-
 cpythonClass('_TestPicklingConnections', ['processes'], (f) => {
-  it('test_pickling', { todo: NOT_SENDABLE }, async () => {
+  it('test_pickling', async () => {
     const [lconn, lconn0] = f.ctx.Pipe();
     const lp = new f.ctx.Process({ target: forwardAccepted, args: [lconn0, [...families]], daemon: true });
     const [rconn, rconn0] = f.ctx.Pipe();
@@ -57,7 +53,7 @@ cpythonClass('_TestPicklingConnections', ['processes'], (f) => {
     }
   });
 
-  it('test_access', { todo: f.method === 'thread' ? undefined : NOT_SENDABLE }, async () => {
+  it('test_access', async () => {
     const [conn, childConn] = f.ctx.Pipe();
     const p = new f.ctx.Process({ target: childAccess, args: [childConn], daemon: true });
     try {

@@ -6,11 +6,6 @@ import { pollOnly, sendStrings, sendThree } from './fixtures/connection.js';
 
 const bytes = (s: string): Buffer => Buffer.from(s, 'latin1');
 
-const SHARED_READER =
-  'fails: a read end shared by two processes is read by whichever polls or receives first, in chunks: the poll in the ' +
-  "child takes both messages into the child (Python's poll is a select that reads nothing, and its recv reads exactly " +
-  'one message)';
-
 cpythonClass('_TestPoll', ['processes', 'threads'], (f) => {
   it('test_empty_string', async () => {
     const [a, b] = f.ctx.Pipe();
@@ -49,7 +44,6 @@ cpythonClass('_TestPoll', ['processes', 'threads'], (f) => {
 
   it('test_boundaries', {
     skip: f.method === 'thread' && 'n/a on thread: a thread Pipe end moves to the thread it is passed to, so the parent has no copy to read after it',
-    todo: f.method !== 'thread' && SHARED_READER,
   }, async () => {
     // Polling in another process must not take part of a message from the shared read end.
     const [r, w] = f.ctx.Pipe(false);
