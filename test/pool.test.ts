@@ -1,10 +1,11 @@
 import { describe, it, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import * as mp from '../src/index.js';
 import { Pool, ThreadPool, AsyncResult } from '../src/pool.js';
 import {
   add, checksum, dieOn, echoBytes, exitOn, failOn, initialize, readState, returnsFunction, sleepThen, spin, square, unloadableTask,
-  whoAmI,
+  whereAmI, whoAmI,
 } from './fixtures/pool/tasks.js';
 import { startMethods } from './helpers.js';
 
@@ -244,6 +245,20 @@ for (const method of startMethods) {
         assert.equal(await p.apply(square, [2]), 4);
       }
       assert.throws(() => inside.applyAsync(square, [1]), mp.ValueError);
+    });
+
+    it('an idle worker sleeps until a task comes: no periodic wake-ups of its thread', { skip: process.platform !== 'linux' }, async () => {
+      const pool = make(1);
+      const thread = await pool.apply(whereAmI, []);
+      const switches = () => Number(readFileSync(`/proc/${thread}/status`, 'utf8').match(/^voluntary_ctxt_switches:\s*(\d+)/m)![1]);
+      // Past the moment a worker that ran out of tasks blocks for (20 ms), then over one second.
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      const before = switches();
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      const wakeups = switches() - before;
+      // A worker that waited in 20 ms slices woke 50 times a second.
+      assert.ok(wakeups <= 5, `the idle worker's thread woke ${wakeups} times in 1 s`);
+      assert.equal(await pool.apply(square, [7]), 49, 'and it still takes the next task');
     });
 
     it('progress reports to a callback; stats count tasks', async () => {
