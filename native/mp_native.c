@@ -1238,7 +1238,15 @@ static napi_value read_socket_js(napi_env env, napi_callback_info info) {
       throw_errno(env, errno, "recv", NULL);
       return NULL;
     }
-    if (n_fds == 1 && now_ns() < spin_until) {
+    if (now_ns() < spin_until) {
+      /* While spinning, a socket with sends to write that can take more ends the wait as well. */
+      if (n_fds > 1) {
+        for (nfds_t i = 1; i < n_fds; i++) p[i].revents = 0;
+        if (poll(p + 1, n_fds - 1, 0) > 0) {
+          CHECK(napi_create_int32(env, -2, &v));
+          return v;
+        }
+      }
       cpu_relax();
       continue;
     }

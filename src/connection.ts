@@ -31,7 +31,7 @@ import {
   type ReduceContext, type Reduced,
 } from './reduction.js';
 import { sentinelExit } from './sentinels.js';
-import { loadNative, tryLoadNative } from './native.js';
+import { loadNative, tryLoadNative, type NativeBinding } from './native.js';
 import { SocketWriter } from './socketWriter.js';
 import { abortable } from './util.js';
 
@@ -83,6 +83,9 @@ interface Transport {
   sendValue(value: unknown): void;
   /** Moves whatever is already receivable into the sink, synchronously where possible. */
   pull(): void;
+  /** A receiver found nothing to take: catch a message that is about to arrive without a trip
+   * through the event loop, where that pays; true if a message (or the end) arrived. */
+  receiveBriefly(): boolean;
   setLimit(limit: number): void;
   /**
    * Someone waits for data: read from the OS and keep the event loop alive. Without demand a
@@ -139,9 +142,19 @@ export function dumpsForProcess(value: unknown, headroom = 0): Buffer {
 
 type SocketInternals = { _handle?: { fd?: number } | null };
 
-/** Bytes read per system call by recvSync: at least this, or the rest of a large message... */
+/** How long an `await recv()` reads the socket directly before it waits on the event loop (ms),
+ * while its peer answers fast (see SocketTransport.receiveBriefly). */
+const RECV_SPIN_MS = 0.05;
+/** A message that came within this long of the receiver starting to wait (ms) makes the next
+ * receive spin first: a request/response loop, where the answer beats an event-loop wake-up. */
+const FAST_ANSWER_MS = 0.1;
+/** The longest a receiver keeps reading a message that streams in before it yields to the event loop (ms). */
+const RECV_READ_MAX_MS = 5;
+
+/** Direct reads (recvSync, receiveBriefly) go through a scratch buffer of this size, except the
+ * rest of a larger payload, which is read into the payload itself... */
 const SYNC_READ_MIN = 64 * 1024;
-/** ...but no more than this at once. */
+/** ...at most this much per system call. */
 const SYNC_READ_MAX = 16 * 1024 * 1024;
 let syncReadScratch: Buffer | undefined;
 
@@ -163,6 +176,13 @@ class SocketTransport implements Transport {
   private writeError: OSError | null = null;
   private ended = false;
   private closed = false;
+  /** Messages decoded so far (receiveBriefly stops at the next one). */
+  private delivered = 0;
+  /** performance.now() when a receiver found nothing to take (0: nobody is waiting). */
+  private waitingSince = 0;
+  /** The last message a receiver waited for came within FAST_ANSWER_MS (at first: it may be
+   * there already). */
+  private peerAnswersFast = true;
 
   constructor(socket: net.Socket | null, limit: number) {
     this.decoder = new FrameDecoder(limit);
@@ -228,15 +248,29 @@ class SocketTransport implements Transport {
   }
 
   private onData(chunk: Buffer): void {
+    this.decode((onMessage) => this.decoder.push(chunk, onMessage));
+  }
+
+  /** Runs a step of the decoder (`push` a chunk, or `filled` after a read into the payload). */
+  private decode(step: (onMessage: (payload: Buffer) => void) => void): void {
     if (this.ended) return;
     try {
-      this.decoder.push(chunk, (payload) => this.sink?.message({ bytes: payload }));
+      step(this.onMessage);
       if (this.decoder.midMessage) this.sink?.partial();
     } catch (error) {
       this.finish(error as Error);
       this.socket?.destroy();
     }
   }
+
+  private readonly onMessage = (payload: Buffer): void => {
+    this.delivered++;
+    if (this.waitingSince > 0) {
+      this.peerAnswersFast = performance.now() - this.waitingSince < FAST_ANSWER_MS;
+      this.waitingSince = 0;
+    }
+    this.sink?.message({ bytes: payload });
+  };
 
   private onEnd(): void {
     this.finish(this.decoder.midMessage ? new OSError('got end of file during message') : undefined);
@@ -313,17 +347,46 @@ class SocketTransport implements Transport {
     }
     // A look (timeout 0) does not block, so it leaves the sends as they are.
     if (timeoutMs !== 0) this.blockingSends = true;
+    return this.readDirect(native, socket, timeoutMs);
+  }
+
+  /**
+   * Before an `await recv()` waits on the event loop: while the peer answers fast (the last
+   * message came within FAST_ANSWER_MS), reads the socket directly for up to RECV_SPIN_MS at a
+   * time, until a whole message has arrived; true if one did (or the stream ended). A waiting
+   * receiver's wake-up through the event loop costs tens of microseconds on each side of a round
+   * trip; a peer in a request/response loop answers sooner than that. Bounded and adaptive, as
+   * the pool's and the manager lane's spins are: a peer that answers slowly turns it off.
+   */
+  receiveBriefly(): boolean {
+    this.waitingSince = performance.now();
+    const socket = this.socket;
+    // A writer through the addon means a plain socket whose descriptor the addon can read.
+    if (!this.peerAnswersFast || this.ended || !socket || !this.writer || this.writer.degraded) return false;
+    const native = loadNative();
+    const before = this.delivered;
+    // A large message keeps this going while it streams in, but not for long: the event loop
+    // reads the rest as well.
+    const until = this.waitingSince + RECV_READ_MAX_MS;
+    while (this.delivered === before && !this.ended && this.readDirect(native, socket, RECV_SPIN_MS) && performance.now() < until);
+    return this.delivered !== before || this.ended;
+  }
+
+  /** Reads from the socket itself, waiting up to `timeoutMs` (< 0: forever); false when nothing
+   * arrived in time. Only while this thread does not run its event loop (a blocking call, or a
+   * spin that returns before it does), so it cannot race libuv's reads. */
+  private readDirect(native: NativeBinding, socket: net.Socket, timeoutMs: number): boolean {
     // Bytes Node has already taken from the kernel come first: read() hands them to onData.
     if (socket.readableLength > 0) {
       socket.read();
       return true;
     }
-    // The event loop is blocked in this call, so reading the socket directly cannot race libuv's
-    // reads; what is read goes through the same decoder.
+    // The event loop is not running meanwhile, so reading the socket directly cannot race
+    // libuv's reads; what is read goes through the same decoder.
     // Small reads land in one scratch buffer and are copied out (the decoder hands out views of
-    // its chunks); the rest of a large message is read into memory of its own.
-    const wanted = this.decoder.bodyWanted;
-    const into = wanted > SYNC_READ_MIN ? Buffer.allocUnsafe(Math.min(wanted, SYNC_READ_MAX)) : (syncReadScratch ??= Buffer.allocUnsafe(SYNC_READ_MIN));
+    // its chunks); the rest of a large message is read straight into its payload.
+    const space = this.decoder.bodySpace();
+    const into = space !== null && space.length > SYNC_READ_MIN ? space.subarray(0, SYNC_READ_MAX) : (syncReadScratch ??= Buffer.allocUnsafe(SYNC_READ_MIN));
     let n: number;
     try {
       // Also wakes when a socket of this thread with sends still to write can take more: nothing
@@ -339,7 +402,8 @@ class SocketTransport implements Transport {
     }
     if (n < 0) return false;
     if (n === 0) this.onEnd();
-    else this.onData(into === syncReadScratch ? Buffer.from(into.subarray(0, n)) : into.subarray(0, n));
+    else if (into !== syncReadScratch) this.decode((onMessage) => this.decoder.filled(n, onMessage));
+    else this.onData(Buffer.from(into.subarray(0, n)));
     return true;
   }
 
@@ -552,6 +616,10 @@ class PortTransport implements Transport {
   }
 
   setLimit(): void {}
+
+  receiveBriefly(): boolean {
+    return false;
+  }
 
   keepAlive(on: boolean): void {
     if (this.closed) return;
@@ -802,9 +870,15 @@ export class Connection implements Disposable {
     this.#checkReadable();
     if (signal?.aborted) return Promise.reject(signal.reason);
     this.#transport.pull();
-    const m = this.#shift();
+    let m = this.#shift();
     if (m) return Promise.resolve(m);
     if (this.#end) return Promise.reject(this.#endError());
+    // Concurrent receivers take messages in call order: only the first may read ahead of them.
+    if (this.#consumers.length === 0 && this.#transport.receiveBriefly()) {
+      m = this.#shift();
+      if (m) return Promise.resolve(m);
+      if (this.#end) return Promise.reject(this.#endError());
+    }
     return abortable<Inbound>(signal, (resolve, reject) => {
       const consumer: Consumer = { take: resolve, fail: reject };
       this.#consumers.push(consumer);

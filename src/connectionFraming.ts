@@ -65,11 +65,6 @@ export class FrameDecoder {
     return this.headerHave > 0 || this.body !== null;
   }
 
-  /** Payload bytes still to come for the message being received (0 between messages). */
-  get bodyWanted(): number {
-    return this.body === null ? 0 : this.body.length - this.bodyHave;
-  }
-
   /** Decodes `chunk`, calling `onMessage` for each complete message. Throws `OSError` on a bad frame. */
   push(chunk: Buffer, onMessage: (payload: Buffer) => void): void {
     let pos = 0;
@@ -129,6 +124,23 @@ export class FrameDecoder {
         this.bodyHave = 0;
         onMessage(done);
       }
+    }
+  }
+
+  /** The part of the payload being received that has not arrived yet (null between messages):
+   * bytes can be read into it directly, followed by `filled(n)`. */
+  bodySpace(): Buffer | null {
+    return this.body === null ? null : this.body.subarray(this.bodyHave);
+  }
+
+  /** `n` bytes were read into `bodySpace()`: calls `onMessage` if that completes the message. */
+  filled(n: number, onMessage: (payload: Buffer) => void): void {
+    this.bodyHave += n;
+    if (this.body !== null && this.bodyHave === this.body.length) {
+      const done = this.body;
+      this.body = null;
+      this.bodyHave = 0;
+      onMessage(done);
     }
   }
 

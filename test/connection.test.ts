@@ -890,6 +890,45 @@ describe('reduce / rebuild', () => {
   });
 });
 
+describe('await recv() on a socket reads the socket itself while the peer answers fast', () => {
+  it('a message already in the kernel is taken without the event loop; a large one streams in whole; concurrent receivers keep their order', { timeout: 30_000 }, async () => {
+    const native = loadNative();
+    const [fa, fb] = native.socketpair();
+    const socket = new net.Socket({ fd: fa, readable: true, writable: true });
+    const a = new Connection(socket);
+    const b = new Connection(fb);
+    try {
+      b.sendBytes(Buffer.from('one'));
+      assert.deepEqual(await a.recvBytes(), Buffer.from('one'));
+      // Node's stream did not read it: the receiver did, before waiting on the event loop.
+      assert.equal(socket.bytesRead, 0);
+      // Larger than the socket holds: the sender's tail is written while the receiver reads.
+      const big = Buffer.alloc(3 << 20);
+      for (let i = 0; i < big.length; i += 4096) big[i] = (i >> 12) & 0xff;
+      b.sendBytes(Buffer.from('before'));
+      b.sendBytes(big);
+      b.sendBytes(Buffer.from('after'));
+      assert.deepEqual(await a.recvBytes(), Buffer.from('before'));
+      assert.ok((await a.recvBytes()).equals(big), 'the large message arrived whole');
+      assert.deepEqual(await a.recvBytes(), Buffer.from('after'));
+      // Two receivers waiting at once get the messages in the order they asked.
+      const first = a.recvBytes();
+      const second = a.recvBytes();
+      b.sendBytes(Buffer.from('1'));
+      b.sendBytes(Buffer.from('2'));
+      assert.deepEqual([await first, await second].map(String), ['1', '2']);
+      b.sendBytes(Buffer.from('x'));
+      b.sendBytes(Buffer.from('y'));
+      const [x, y] = await Promise.all([a.recvBytes(), a.recvBytes()]);
+      assert.deepEqual([String(x), String(y)], ['x', 'y']);
+      b.close();
+      await assert.rejects(a.recvBytes(), EOFError);
+    } finally {
+      closeAll(a, b);
+    }
+  });
+});
+
 describe('recvSync / pollSync (blocking variants, API rule 5)', () => {
   const syncMakers: [string, PipeMaker][] = [
     ['process pipe (socketpair)', pipeForProcesses],
