@@ -14,13 +14,13 @@ import { TimeoutError, ValueError, WorkerLostError } from './errors.js';
 import { getContext, type BaseContext } from './context.js';
 import { Process, processCpuCount } from './process.js';
 import { MessageChannel, type MessagePort } from 'node:worker_threads';
-import { dumps, loads, loadsSync, needsRebuild, newReduceContext, rebuild, reduce } from './reduction.js';
+import { dumps, dumpsPlain, dumpsReduced, loads, loadsSync, needsRebuild, newReduceContext, rebuild, reduce } from './reduction.js';
 import { sentinelExit } from './sentinels.js';
 import { refOf, sourceOf, type SourceFunction } from './tasks.js';
 import { raceTimeout, throwIfAborted } from './util.js';
 import {
-  CALL, CANCELLED, Channel, defineFrame, MAP_CHUNK, Notifier, OK, ownBuffer, parseResult, PORT_THRESHOLD, portFrame,
-  STARMAP_CHUNK, stopFrame, taskFrame, transferables, type PortMessage,
+  CALL, CANCELLED, Channel, defineFrame, MAP_CHUNK, Notifier, OK, parseResult, PORT_THRESHOLD, portFrame,
+  STARMAP_CHUNK, stopFrame, TASK_HEADROOM, taskFrame, transferables, type PortMessage,
 } from './poolChannel.js';
 import { poolWorkerMain } from './poolWorker.js';
 import { memoryKindFor } from './synchronize.js';
@@ -66,9 +66,12 @@ interface Task {
   index: number;
   fnId: number;
   mode: number;
-  /** The encoded arguments, or, for `{ transfer: true }` on threads, the reduced value itself. */
-  body: Uint8Array;
-  moved: { graph: unknown; changed: boolean } | null;
+  /** The encoded arguments, with TASK_HEADROOM bytes in front for the frame's header. */
+  body: Buffer;
+  /** Thread pools: the reduced arguments themselves, posted over the worker's port instead of
+   * encoded: with `{ transfer: true }` (their ArrayBuffers moved), and for arguments holding
+   * PORT_THRESHOLD bytes or more of binary data (copied once by postMessage, not encoded first). */
+  posted: { graph: unknown; changed: boolean } | null;
   seq: number;
   worker: WorkerSlot | null;
   timeout: number | null;
@@ -423,6 +426,10 @@ class WorkerSlot {
     const bytes = this.batchBytes;
     this.batch = [];
     this.batchBytes = 0;
+    if (frames.length > 1 && this.outbox.length === 0 && !this.feeding && bytes <= this.channel.tasks.free()) {
+      this.channel.tasks.writeFrames(frames, 0, frames.length, bytes); // one copy, one wake-up check
+      return;
+    }
     this.send(frames.length === 1 ? frames[0]! : Buffer.concat(frames, bytes));
   }
 
@@ -461,7 +468,7 @@ interface Stats {
 }
 
 const LATENCY_SAMPLES = 1024;
-const noBody = new Uint8Array(0);
+const noBody: Buffer = Buffer.alloc(0);
 const SPIN_MS = 0.05;
 
 /** Python's `multiprocessing.Pool`. */
@@ -560,21 +567,27 @@ export class Pool {
 
   /** @internal Queues one task of `job`: `args` are the call's arguments or the chunk's items. */
   _submit(job: Job, args: unknown[], fn: Fn, mode: number, index: number): void {
-    let body: Uint8Array = noBody;
-    let moved: Task['moved'] = null;
+    let body = noBody;
+    let posted: Task['posted'] = null;
     let fnId: number;
     try {
       fnId = this.fnId(fn);
       const value = mode === CALL ? args : args[0];
-      if (job.options.transfer && this.kind === 'thread') moved = reduce(value, newReduceContext('thread'));
-      else body = dumps(value, newReduceContext(this.kind));
+      const plain = dumpsPlain(value, TASK_HEADROOM);
+      if (plain) body = plain;
+      else {
+        const ctx = newReduceContext(this.kind);
+        const reduced = reduce(value, ctx);
+        if (this.kind === 'thread' && (job.options.transfer || ctx.bytes >= PORT_THRESHOLD)) posted = reduced;
+        else body = dumpsReduced(reduced, TASK_HEADROOM);
+      }
     } catch (error) {
       // An argument that cannot be serialised fails its own task, as in Python.
       queueMicrotask(() => job.deliver(index, false, error));
       return;
     }
     const task: Task = {
-      job, index, fnId, mode, body, moved, seq: 0, worker: null,
+      job, index, fnId, mode, body, posted, seq: 0, worker: null,
       timeout: job.options.timeout ?? null, startedAt: 0, submittedAt: performance.now(),
     };
     this.pending.push(task);
@@ -627,10 +640,11 @@ export class Pool {
     task.worker = w;
     w.inflight.set(task.seq, task);
     w.assigned++;
-    if (w.port && task.moved) {
+    if (w.port && task.posted) {
       try {
-        const { graph, changed } = task.moved;
-        w.port.postMessage({ seq: task.seq, fnId: task.fnId, mode: task.mode, graph, changed }, transferables(graph));
+        const { graph, changed } = task.posted;
+        const transfer = task.job.options.transfer ? transferables(graph) : [];
+        w.port.postMessage({ seq: task.seq, fnId: task.fnId, mode: task.mode, graph, changed }, transfer);
       } catch (error) {
         // Its buffers were moved to a worker that died: they cannot be sent again.
         w.inflight.delete(task.seq);
@@ -641,10 +655,11 @@ export class Pool {
       return;
     }
     const frame = taskFrame(task.seq, task.fnId, task.mode, task.body);
-    const buffer = w.port && frame.length >= PORT_THRESHOLD ? ownBuffer(frame) : null;
-    if (buffer) {
-      // A large payload to a thread: moved over the port instead of copied through the ring.
-      w.port!.postMessage({ frame }, [buffer]);
+    if (w.port && frame.length >= PORT_THRESHOLD) {
+      // A large encoding to a thread: a copy of it is moved over the port instead of copied
+      // through the ring (the task keeps its own, should the worker die before running it).
+      const copy = Buffer.from(frame);
+      w.port.postMessage({ frame: copy }, [copy.buffer]);
       w.queue(portFrame());
     } else {
       w.queue(frame);

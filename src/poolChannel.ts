@@ -137,15 +137,21 @@ export class Notifier {
 
 // ---- frame encoding --------------------------------------------------------------------------
 
-export function taskFrame(seq: number, fnId: number, mode: number, body: Uint8Array): Buffer {
-  const frame = Buffer.allocUnsafe(4 + 10 + body.length);
-  frame.writeUInt32LE(10 + body.length, 0);
-  frame[4] = TASK;
-  frame.writeUInt32LE(seq, 5);
-  frame.writeUInt32LE(fnId, 9);
-  frame[13] = mode;
-  frame.set(body, 14);
-  return frame;
+/** Bytes in front of a task's body in its frame: bodies are encoded with this much headroom
+ * (`dumps(value, ctx, options, TASK_HEADROOM)`), and the header is written there. */
+export const TASK_HEADROOM = 14;
+/** The same for a result's body. */
+export const RESULT_HEADROOM = 9;
+
+/** Writes a task frame's header into the first TASK_HEADROOM bytes of `encoded`, which are then
+ * the frame: no copy of the body (a task sent again, after its worker died, is written again). */
+export function taskFrame(seq: number, fnId: number, mode: number, encoded: Buffer): Buffer {
+  encoded.writeUInt32LE(encoded.length - 4, 0);
+  encoded[4] = TASK;
+  encoded.writeUInt32LE(seq, 5);
+  encoded.writeUInt32LE(fnId, 9);
+  encoded[13] = mode;
+  return encoded;
 }
 
 export function defineFrame(fnId: number, body: Uint8Array): Buffer {
@@ -205,13 +211,12 @@ export function transferables(value: unknown, out: ArrayBuffer[] = [], seen = ne
   return out;
 }
 
-export function resultFrame(seq: number, status: number, body: Uint8Array): Buffer {
-  const frame = Buffer.allocUnsafe(4 + 5 + body.length);
-  frame.writeUInt32LE(5 + body.length, 0);
-  frame.writeUInt32LE(seq, 4);
-  frame[8] = status;
-  frame.set(body, 9);
-  return frame;
+/** Writes a result frame's header into the first RESULT_HEADROOM bytes of `encoded` (see taskFrame). */
+export function resultFrame(seq: number, status: number, encoded: Buffer): Buffer {
+  encoded.writeUInt32LE(encoded.length - 4, 0);
+  encoded.writeUInt32LE(seq, 4);
+  encoded[8] = status;
+  return encoded;
 }
 
 function u32(b: Uint8Array, at: number): number {

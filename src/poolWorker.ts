@@ -9,7 +9,7 @@ import { dumps, loads, loadsSync, needsRebuild, newReduceContext, rebuild, reduc
 import { PicklingError } from './errors.js';
 import {
   CALL, CANCELLED, Channel, DEFINE, FAILED, MAP_CHUNK, Notifier, OK, ownBuffer, parseTask, PORT, PORT_THRESHOLD,
-  resultFrame, STOP, transferables, type ChannelState, type PortMessage,
+  RESULT_HEADROOM, resultFrame, STOP, transferables, type ChannelState, type PortMessage,
 } from './poolChannel.js';
 import { task } from './tasks.js';
 
@@ -37,13 +37,13 @@ async function run(fn: Fn, mode: number, args: unknown): Promise<unknown> {
 
 function encode(seq: number, ok: boolean, value: unknown): Buffer {
   try {
-    return resultFrame(seq, ok ? OK : FAILED, dumps(value));
+    return resultFrame(seq, ok ? OK : FAILED, dumps(value, undefined, undefined, RESULT_HEADROOM));
   } catch (error) {
     // Python's MaybeEncodingError: the result (or error) could not be sent back.
     const why = new PicklingError(
       `Error sending result: ${(error as Error).message}. The task's ${ok ? 'result' : 'error'} cannot be serialised.`,
     );
-    return resultFrame(seq, FAILED, dumps(why));
+    return resultFrame(seq, FAILED, dumps(why, undefined, undefined, RESULT_HEADROOM));
   }
 }
 
@@ -173,7 +173,7 @@ async function serve(
     }
     if (message.kind === PORT) continue;
     if (notifier.isCancelled(message.seq)) {
-      send(resultFrame(message.seq, CANCELLED, dumps(null)));
+      send(resultFrame(message.seq, CANCELLED, dumps(null, undefined, undefined, RESULT_HEADROOM)));
       continue;
     }
     channel.started = message.seq;

@@ -4,8 +4,8 @@ import { readFileSync } from 'node:fs';
 import * as mp from '../src/index.js';
 import { Pool, ThreadPool, AsyncResult } from '../src/pool.js';
 import {
-  add, checksum, dieOn, echoBytes, exitOn, failOn, initialize, readState, returnsFunction, sleepThen, spin, square, unloadableTask,
-  whereAmI, whoAmI,
+  add, checksum, dieOn, dieOnWith, echoBytes, exitOn, failOn, initialize, readState, returnsFunction, sleepThen, spin, square, unloadableTask,
+  whereAmI, whoAmI, zeroFill,
 } from './fixtures/pool/tasks.js';
 import { startMethods } from './helpers.js';
 
@@ -128,6 +128,9 @@ for (const method of startMethods) {
       assert.equal(moved.length, method === 'thread' ? 0 : big.length, 'moved (threads) or copied (processes)');
       const results = await shared.map(checksum, [big, big, big], 1);
       assert.deepEqual(results, [expected, expected, expected]);
+      // Without transfer, the worker has a copy: what it does to it is not seen here.
+      assert.equal(await shared.apply(zeroFill, [big]), big.length);
+      assert.equal(big.reduce((a, x) => (a + x) % 1_000_003, 0), expected, 'the caller\'s bytes are unchanged');
     });
 
     it('large chunks with the default chunking, map after map (results larger than the port threshold)', async () => {
@@ -205,6 +208,18 @@ for (const method of startMethods) {
       assert.deepEqual(await pool.map(square, [1, 2, 3]), [1, 4, 9]);
       const exited = await Promise.allSettled([pool.apply(exitOn, [2])]);
       assert.equal((exited[0] as PromiseRejectedResult).reason.exitcode, 3);
+    });
+
+    it('tasks with large arguments that a dying worker had not started go to its replacement', async () => {
+      const pool = make(1);
+      // 256 KiB each: on threads they travel over the worker's port, not through its ring.
+      const payload = new Uint8Array(256 * 1024).fill(1);
+      const results = await Promise.allSettled([1, 2, 3, 4, 5, 6, 7, 8].map((x) => pool.apply(dieOnWith, [x, payload])));
+      assert.equal(results.filter((r) => r.status === 'rejected').length, 1);
+      assert.deepEqual(
+        results.filter((r) => r.status === 'fulfilled').map((r) => (r as PromiseFulfilledResult<number[]>).value),
+        [1, 2, 3, 4, 6, 7, 8].map((x) => [x, payload.length]),
+      );
     });
 
     it('a task stuck past its timeout is failed with TimeoutError and its worker replaced', async () => {
