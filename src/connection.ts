@@ -9,7 +9,8 @@
  * Both feed one inbox; readiness (poll, wait), ordering of concurrent receivers, abort signals and
  * EOF are implemented once, on the inbox.
  */
-import { getStartMethod } from './context.js';
+import { memoryKindFor, registerClasses } from './context.js';
+import type { MemoryKind } from './heap.js';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
@@ -33,7 +34,8 @@ import {
 import { sentinelExit } from './sentinels.js';
 import { loadNative, tryLoadNative, type NativeBinding } from './native.js';
 import { SocketWriter } from './socketWriter.js';
-import { abortable } from './util.js';
+import { abortable, MAX_DELAY_MS, timerDelayMs } from './util.js';
+import { deadlineAfter, secondsUntil } from './futex.js';
 
 export type { DigestName } from './connectionFraming.js';
 
@@ -678,9 +680,7 @@ interface Consumer {
   fail(error: Error): void;
 }
 
-function seconds(timeout: number): number {
-  return Math.min(Math.max(0, timeout * 1000), 2 ** 31 - 1);
-}
+
 
 /**
  * Until the next I/O poll of the event loop has run, so data already in the kernel has been read.
@@ -1051,11 +1051,11 @@ export class Connection implements Disposable {
    * arrived), or `timeout` seconds (`null`: forever) pass.
    */
   #receiveSync(timeout: number | null, anyBytes: boolean): void {
-    const deadline = timeout === null ? null : performance.now() + seconds(timeout);
+    const deadline = deadlineAfter(timeout);
     for (;;) {
       this.#transport.pull();
       if (this.#readyNow() || (anyBytes && this.#transport.midMessage)) return;
-      const left = deadline === null ? -1 : Math.max(0, deadline - performance.now());
+      const left = deadline === Infinity ? -1 : Math.min(Math.max(0, deadline - performance.now()), MAX_DELAY_MS);
       if (!this.#transport.receiveSync(left)) {
         this.#transport.pull();
         return;
@@ -1142,7 +1142,7 @@ async function waitAny(
   for (const o of objects) promises.push(o instanceof Connection ? o._whenReady(controller.signal) : o);
   let timer: NodeJS.Timeout | undefined;
   if (timeout !== null && timeout !== undefined) {
-    promises.push(new Promise<void>((resolve) => (timer = setTimeout(resolve, seconds(timeout)))));
+    promises.push(new Promise<void>((resolve) => (timer = setTimeout(resolve, timerDelayMs(timeout)))));
   }
   if (signal) {
     promises.push(abortable<void>(signal, () => () => {}));
@@ -1184,13 +1184,12 @@ export async function wait<T extends Waitable>(
   await Promise.all([ioTurn(), ...objects.filter((o): o is T & Connection => o instanceof Connection).map((c) => c._pollNow())]);
   let found = ready();
   if (found.length > 0 || (timeout !== null && timeout !== undefined && !(timeout > 0))) return found;
-  const deadline = timeout === null || timeout === undefined ? null : Date.now() + timeout * 1000;
+  const deadline = deadlineAfter(timeout);
   for (;;) {
-    const remaining = deadline === null ? null : Math.max(0, (deadline - Date.now()) / 1000);
-    await waitAny(waitables, remaining, options.signal);
+    await waitAny(waitables, secondsUntil(deadline), options.signal);
     await Promise.resolve();
     found = ready();
-    if (found.length > 0 || (deadline !== null && Date.now() >= deadline)) return found;
+    if (found.length > 0 || performance.now() >= deadline) return found;
   }
 }
 
@@ -1294,14 +1293,21 @@ export function pipeForThreads(duplex = true): [Connection, Connection] {
   ];
 }
 
+/** A pipe whose ends reach threads (a MessageChannel) or processes (an AF_UNIX socket pair). */
+function pipeFor(duplex: boolean, kind: MemoryKind): [Connection, Connection] {
+  return kind === 'thread' ? pipeForThreads(duplex) : pipeForProcesses(duplex);
+}
+
 /**
- * Python's `Pipe(duplex=True)`: two connected Connections. Which kind depends on the default
- * context's start method: a MessageChannel for `thread`, an AF_UNIX socket pair otherwise.
+ * Python's `Pipe(duplex=True)`: two connected Connections, of the kind the default context's
+ * children reach (a context's own `ctx.Pipe()` makes its kind).
  */
 export function Pipe(duplex = true): [Connection, Connection] {
-  // allowNone: asking must not fix the default start method (a later setStartMethod still works).
-  return getStartMethod(true) === 'thread' ? pipeForThreads(duplex) : pipeForProcesses(duplex);
+  // Asking must not fix the default start method (a later setStartMethod still works).
+  return pipeFor(duplex, memoryKindFor(null, false));
 }
+
+registerClasses({ Pipe: pipeFor });
 
 // ---- the authkey handshake -------------------------------------------------------------------
 
@@ -1327,7 +1333,7 @@ function deadlineSignal(signal: AbortSignal | undefined, timeout: number | null 
   else signal?.addEventListener('abort', onAbort, { once: true });
   let timer: NodeJS.Timeout | undefined;
   if (timeout !== null && timeout !== undefined && !controller.signal.aborted) {
-    timer = setTimeout(() => controller.abort(new TimeoutError(`${what} timed out after ${timeout} seconds`)), seconds(timeout));
+    timer = setTimeout(() => controller.abort(new TimeoutError(`${what} timed out after ${timeout} seconds`)), timerDelayMs(timeout));
   }
   return {
     signal: controller.signal,

@@ -1,6 +1,17 @@
 /**
- * Contexts and start methods, as CPython's context.py: the one place where every public factory
- * lives, so that the start method decides the backend and no public class knows which one runs it.
+ * Contexts, as CPython's context.py: the one place where every public factory lives, so that the
+ * context decides where an object lives and how a child starts, and no public class knows the
+ * start method.
+ *
+ * The modules behind the factories import this one (for the default context and `memoryKindFor`);
+ * this one imports none of them. Each registers what its factories make when it loads
+ * (`registerClasses`, as it registers its reducers), which is how CPython's context methods import
+ * their module when first called. The facade (index.ts) loads every module.
+ *
+ * A context is registered by name (`registerContext`). The three start methods are
+ * `ConcreteContext`s: objects in shared memory of their kind (`memoryKindFor`), children started by
+ * their backend. A context whose objects live elsewhere (Redis, say) is one more `BaseContext`
+ * subclass with its own factories, registered the same way; see docs/ARCHITECTURE.md.
  */
 import * as errors from './errors.js';
 import { NotAvailableError, ValueError } from './errors.js';
@@ -9,50 +20,73 @@ import {
   activeChildren, cpuCount, currentProcess, freezeSupport, parentProcess, Process, processClassFor,
   processCpuCount, setBackendResolver,
 } from './process.js';
+import { constructible } from './util.js';
 import type { Backend, StartMethod } from './backends/backend.js';
 import { spawnBackend, setExecutable } from './backends/spawn.js';
-import { ensureReserve, forkserverBackend, setForkserverPreload } from './backends/forkserver.js';
+import { ensureReserve, forkserverBackend, learnModules, setForkserverPreload } from './backends/forkserver.js';
 import { threadBackend } from './backends/thread.js';
-import { JoinableQueue, Queue, SimpleQueue } from './queues.js';
-import { Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore } from './synchronize.js';
-import {
-  Array as SharedArray, RawArray, RawValue, Value, type ArrayFactory, type RawArrayFactory, type RawValueFactory, type Typecode,
-  type ValueFactory,
-} from './sharedctypes.js';
-import type { SynchronizedOptions } from './sharedctypes.js';
-import { pipeForProcesses, pipeForThreads, type Connection } from './connection.js';
-import { Pool, type PoolOptions } from './pool.js';
+import type { MemoryKind } from './heap.js';
+import type { JoinableQueue, Queue, SimpleQueue } from './queues.js';
+import type { Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore } from './synchronize.js';
+import type { ArrayFactory, RawArrayFactory, RawValueFactory, ValueFactory } from './sharedctypes.js';
+import type { Connection } from './connection.js';
+import type { Pool, PoolOptions } from './pool.js';
 import type { SyncManager } from './managers.js';
-import { constructible } from './util.js';
-
-/** A factory called or constructed with the same arguments (rule 1). */
-type Factory<A extends unknown[], R> = { (...args: A): R; new (...args: A): R };
 
 export type { StartMethod } from './backends/backend.js';
 
-const backends: Record<StartMethod, Backend> = {
-  spawn: spawnBackend,
-  forkserver: forkserverBackend,
-  thread: threadBackend,
-};
+// ---- what the factories make ----------------------------------------------------------------
 
-const allMethods: StartMethod[] = ['spawn', 'forkserver', 'thread'];
-const defaultMethod: StartMethod = 'spawn';
-
-function checkMethod(method: string): StartMethod {
-  if (method === 'fork') {
-    throw new NotAvailableError(
-      "The 'fork' start method cannot be provided by Node.js (a Node process cannot be forked). " +
-        "Use 'spawn' (the default), 'forkserver' (fast start from warm, preloaded processes) or " +
-        "'thread' (worker_threads).",
-    );
-  }
-  if (!(allMethods as string[]).includes(method)) throw new ValueError(`cannot find context for '${method}'`);
-  return method as StartMethod;
+/** What the factories of the local contexts make, each registered by the module that defines it. */
+export interface Classes {
+  Lock: typeof Lock;
+  RLock: typeof RLock;
+  Semaphore: typeof Semaphore;
+  BoundedSemaphore: typeof BoundedSemaphore;
+  Condition: typeof Condition;
+  Event: typeof Event;
+  Barrier: typeof Barrier;
+  Queue: typeof Queue;
+  JoinableQueue: typeof JoinableQueue;
+  SimpleQueue: typeof SimpleQueue;
+  RawValue: RawValueFactory;
+  RawArray: RawArrayFactory;
+  Value: ValueFactory;
+  Array: ArrayFactory;
+  /** A pipe whose ends reach processes ('process') or threads ('thread'). */
+  Pipe: (duplex: boolean, kind: MemoryKind) => [Connection, Connection];
+  Pool: typeof Pool;
+  Manager: (options: { ctx: BaseContext }) => Promise<SyncManager>;
 }
 
+const classes: Partial<Classes> = {};
+
+/** Called by a module as it loads: the factories may make these from now on. */
+export function registerClasses(provided: Partial<Classes>): void {
+  Object.assign(classes, provided);
+}
+
+function classOf<K extends keyof Classes>(name: K): Classes[K] {
+  const found = classes[name];
+  if (found === undefined) {
+    throw new NotAvailableError(`${name} is not loaded: import 'multiprocessing-ts' (the root module) before using a context's ${name}()`);
+  }
+  return found;
+}
+
+/** A factory called or constructed with the same arguments (docs/api.md rule 1). */
+type Factory<A extends unknown[], R> = { (...args: A): R; new (...args: A): R };
+
+/** The factory of what is registered as `name`: callable and constructible, carrying its name, and
+ * `x instanceof factory` is `x instanceof` the registered class. */
+function factory<F>(name: keyof Classes, make: (...args: never[]) => object): F {
+  return constructible<F>(make, () => classOf(name) as unknown as abstract new (...args: never[]) => object);
+}
+
+// ---- contexts -------------------------------------------------------------------------------
+
 /** What every context offers: the root module's functions and factories. */
-export class BaseContext {
+export abstract class BaseContext {
   // Python exposes the exception classes on every context.
   readonly ProcessError = errors.ProcessError;
   readonly BufferTooShort = errors.BufferTooShort;
@@ -70,89 +104,93 @@ export class BaseContext {
   readonly setExecutable = setExecutable;
   readonly setForkserverPreload = setForkserverPreload;
 
-  // Factories: objects made here live in this context's kind of memory (Python's context methods),
-  // called or constructed (rule 1).
-  readonly Lock: Factory<[], Lock> = constructible(() => new Lock({ ctx: this }), () => Lock);
-  readonly RLock: Factory<[], RLock> = constructible(() => new RLock({ ctx: this }), () => RLock);
-  readonly Semaphore: Factory<[value?: number], Semaphore> = constructible((value = 1) => new Semaphore(value, { ctx: this }), () => Semaphore);
-  readonly BoundedSemaphore: Factory<[value?: number], BoundedSemaphore> = constructible(
-    (value = 1) => new BoundedSemaphore(value, { ctx: this }),
-    () => BoundedSemaphore,
+  // Factories: objects made here live where this context's children reach them (Python's context
+  // methods pass `ctx=self.get_context()`).
+  readonly Lock: Factory<[], Lock> = factory('Lock', () => new (classOf('Lock'))({ ctx: this }));
+  readonly RLock: Factory<[], RLock> = factory('RLock', () => new (classOf('RLock'))({ ctx: this }));
+  readonly Semaphore: Factory<[value?: number], Semaphore> = factory('Semaphore', (value = 1) => new (classOf('Semaphore'))(value, { ctx: this }));
+  readonly BoundedSemaphore: Factory<[value?: number], BoundedSemaphore> = factory(
+    'BoundedSemaphore',
+    (value = 1) => new (classOf('BoundedSemaphore'))(value, { ctx: this }),
   );
-  readonly Condition: Factory<[lock?: Lock | RLock | null], Condition> = constructible(
-    (lock?: Lock | RLock | null) => new Condition(lock, { ctx: this }),
-    () => Condition,
+  readonly Condition: Factory<[lock?: Lock | RLock | null], Condition> = factory(
+    'Condition',
+    (lock?: Lock | RLock | null) => new (classOf('Condition'))(lock, { ctx: this }),
   );
-  readonly Event: Factory<[], Event> = constructible(() => new Event({ ctx: this }), () => Event);
-  readonly Barrier: Factory<[parties: number, action?: (() => unknown) | null, timeout?: number | null], Barrier> = constructible(
-    (parties: number, action?: (() => unknown) | null, timeout?: number | null) => new Barrier(parties, action, timeout, { ctx: this }),
-    () => Barrier,
+  readonly Event: Factory<[], Event> = factory('Event', () => new (classOf('Event'))({ ctx: this }));
+  readonly Barrier: Factory<[parties: number, action?: (() => unknown) | null, timeout?: number | null], Barrier> = factory(
+    'Barrier',
+    (parties: number, action?: (() => unknown) | null, timeout?: number | null) => new (classOf('Barrier'))(parties, action, timeout, { ctx: this }),
   );
-  readonly Queue: { <T = unknown>(maxsize?: number): Queue<T>; new <T = unknown>(maxsize?: number): Queue<T> } = constructible(
-    (maxsize = 0) => new Queue(maxsize, { ctx: this }),
-    () => Queue,
+  readonly Queue: { <T = unknown>(maxsize?: number): Queue<T>; new <T = unknown>(maxsize?: number): Queue<T> } = factory(
+    'Queue',
+    (maxsize = 0) => new (classOf('Queue'))(maxsize, { ctx: this }),
   );
-  readonly JoinableQueue: { <T = unknown>(maxsize?: number): JoinableQueue<T>; new <T = unknown>(maxsize?: number): JoinableQueue<T> } =
-    constructible((maxsize = 0) => new JoinableQueue(maxsize, { ctx: this }), () => JoinableQueue);
-  readonly SimpleQueue: { <T = unknown>(): SimpleQueue<T>; new <T = unknown>(): SimpleQueue<T> } = constructible(
-    () => new SimpleQueue({ ctx: this }),
-    () => SimpleQueue,
+  readonly JoinableQueue: { <T = unknown>(maxsize?: number): JoinableQueue<T>; new <T = unknown>(maxsize?: number): JoinableQueue<T> } = factory(
+    'JoinableQueue',
+    (maxsize = 0) => new (classOf('JoinableQueue'))(maxsize, { ctx: this }),
   );
-  readonly RawValue: RawValueFactory = constructible(
-    (typecode: Typecode, value?: number) => new RawValue(typecode, value, { ctx: this }),
-    () => RawValue,
+  readonly SimpleQueue: { <T = unknown>(): SimpleQueue<T>; new <T = unknown>(): SimpleQueue<T> } = factory(
+    'SimpleQueue',
+    () => new (classOf('SimpleQueue'))({ ctx: this }),
   );
-  readonly RawArray: RawArrayFactory = constructible(
-    (typecode: Typecode, sizeOrValues: number | Iterable<number>) => new RawArray(typecode, sizeOrValues, { ctx: this }),
-    () => RawArray,
-  );
-  readonly Value: ValueFactory = constructible((typecode: Typecode, value?: number, options: SynchronizedOptions = {}) =>
-    Value(typecode, value, { ...options, ctx: this }));
-  readonly Array: ArrayFactory = constructible((typecode: Typecode, sizeOrValues: number | Iterable<number>, options: SynchronizedOptions = {}) =>
-    SharedArray(typecode, sizeOrValues, { ...options, ctx: this }));
+  readonly RawValue: RawValueFactory = factory('RawValue', (...args: Parameters<RawValueFactory>) =>
+    classOf('RawValue')(args[0], args[1], { ctx: this }));
+  readonly RawArray: RawArrayFactory = factory('RawArray', (...args: Parameters<RawArrayFactory>) =>
+    classOf('RawArray')(args[0], args[1], { ctx: this }));
+  readonly Value: ValueFactory = factory('Value', (...args: Parameters<ValueFactory>) =>
+    classOf('Value')(args[0], args[1], { ...args[2], ctx: this }));
+  readonly Array: ArrayFactory = factory('Array', (...args: Parameters<ArrayFactory>) =>
+    classOf('Array')(args[0], args[1], { ...args[2], ctx: this }));
 
   readonly Pipe: Factory<[duplex?: boolean], [Connection, Connection]> = constructible((duplex = true) =>
-    this.getStartMethod() === 'thread' ? pipeForThreads(duplex) : pipeForProcesses(duplex));
-  readonly Pool: Factory<[processes?: number | null | PoolOptions, options?: PoolOptions], Pool> = constructible(
+    classOf('Pipe')(duplex, memoryKindFor({ ctx: this })));
+  readonly Pool: Factory<[processes?: number | null | PoolOptions, options?: PoolOptions], Pool> = factory(
+    'Pool',
     (processes?: number | null | PoolOptions, options: PoolOptions = {}) =>
       typeof processes === 'object' && processes !== null
-        ? new Pool({ ...processes, context: this })
-        : new Pool(processes, { ...options, context: this }),
-    () => Pool,
+        ? new (classOf('Pool'))({ ...processes, context: this })
+        : new (classOf('Pool'))(processes, { ...options, context: this }),
   );
 
   /** Python's `ctx.Manager()`: a started SyncManager whose server runs on this context. */
-  // Imported when used, as Python's context imports its modules lazily: the managers import this
-  // module, and a child may load them first (the manager server's task lives there).
-  readonly Manager = async (): Promise<SyncManager> => (await import('./managers.js')).Manager({ ctx: this });
+  readonly Manager = async (): Promise<SyncManager> => classOf('Manager')({ ctx: this });
 
   /** The Process class of this context. */
   get Process(): typeof Process {
     return Process;
   }
 
-  getStartMethod(_allowNone = false): StartMethod | null {
-    throw new Error('abstract');
-  }
+  abstract getStartMethod(allowNone?: boolean): StartMethod | null;
 
+  /** The context in force: this one, or the one `method` names. */
   getContext(method?: string | null): BaseContext {
     if (method === undefined || method === null) return this;
-    return concreteContext(checkMethod(method));
+    return getContext(method);
   }
 
   getAllStartMethods(): StartMethod[] {
-    return [...allMethods];
+    return getAllStartMethods();
   }
 
   setStartMethod(_method: string | null, _options: { force?: boolean } = {}): void {
     throw new ValueError('cannot set start method of concrete context');
   }
+
+  /** @internal Modules that processes started from this context will import (a pool's tasks):
+   * a context that keeps warm processes imports them in advance. */
+  _expectModules(_modules: Iterable<string>): void {}
 }
 
-/** A context bound to one start method (`getContext('spawn')`). */
+/** A context bound to one start method (`getContext('spawn')`): its Process class starts children
+ * with the method's backend, and its objects live in memory those children reach. */
 export class ConcreteContext extends BaseContext {
   private readonly processClass: typeof Process;
-  constructor(readonly method: StartMethod, processClassName: string) {
+  constructor(
+    readonly method: StartMethod,
+    processClassName: string,
+    /** @internal */ readonly _backend: Backend,
+  ) {
     super();
     this.processClass = processClassFor(method, processClassName);
   }
@@ -162,6 +200,18 @@ export class ConcreteContext extends BaseContext {
   override getStartMethod(): StartMethod {
     return this.method;
   }
+  /** @internal Where objects of this context live: where its children can reach them. */
+  get _memoryKind(): MemoryKind {
+    return this._backend.target;
+  }
+}
+
+/** The forkserver's context: choosing it starts warming the reserve (Python starts its fork server
+ * on first use), and it learns the modules a pool's tasks need. */
+class ForkServerContext extends ConcreteContext {
+  override _expectModules(modules: Iterable<string>): void {
+    learnModules(modules);
+  }
 }
 
 /** The module-level context: its start method is fixed by `setStartMethod` or on first use. */
@@ -169,19 +219,13 @@ export class DefaultContext extends BaseContext {
   private actual: ConcreteContext | null = null;
 
   override getContext(method?: string | null): BaseContext {
-    if (method === undefined || method === null) {
-      this.actual ??= concreteContexts[defaultMethod];
-      return this.actual;
-    }
+    if (method === undefined || method === null) return this.actualContext();
     return super.getContext(method);
   }
 
   override getStartMethod(allowNone = false): StartMethod | null {
-    if (this.actual === null) {
-      if (allowNone) return null;
-      this.actual = concreteContexts[defaultMethod];
-    }
-    return this.actual.method;
+    if (this.actual === null && allowNone) return null;
+    return this.actualContext().method;
   }
 
   override setStartMethod(method: string | null, options: { force?: boolean } = {}): void {
@@ -190,36 +234,68 @@ export class DefaultContext extends BaseContext {
       this.actual = null;
       return;
     }
-    this.actual = concreteContext(checkMethod(String(method)));
+    this.actual = startMethodContext(String(method));
   }
 
-  /** The concrete context in force (fixing the default on first use, as Python does). */
+  /** The concrete context in force, fixing the default on first use as Python does. */
   actualContext(): ConcreteContext {
-    this.getStartMethod();
-    return this.actual!;
+    this.actual ??= startMethods[DEFAULT_METHOD]!;
+    return this.actual;
+  }
+
+  /** The concrete context in force, without fixing the default. */
+  peekContext(): ConcreteContext {
+    return this.actual ?? startMethods[DEFAULT_METHOD]!;
   }
 }
 
-const concreteContexts: Record<StartMethod, ConcreteContext> = {
-  spawn: new ConcreteContext('spawn', 'SpawnProcess'),
-  forkserver: new ConcreteContext('forkserver', 'ForkServerProcess'),
-  thread: new ConcreteContext('thread', 'ThreadProcess'),
+// ---- the registry ---------------------------------------------------------------------------
+
+const DEFAULT_METHOD: StartMethod = 'spawn';
+
+/** The start methods, in `getAllStartMethods()` order. */
+const startMethods: Record<string, ConcreteContext> = {
+  spawn: new ConcreteContext('spawn', 'SpawnProcess', spawnBackend),
+  forkserver: new ForkServerContext('forkserver', 'ForkServerProcess', forkserverBackend),
+  thread: new ConcreteContext('thread', 'ThreadProcess', threadBackend),
 };
 
-/** A concrete context; choosing the forkserver starts warming its reserve, as Python starts its
- * fork server on first use. */
-function concreteContext(method: StartMethod): ConcreteContext {
-  if (method === 'forkserver') ensureReserve(1);
-  return concreteContexts[method];
+/** Contexts that are not start methods, by name: `getContext(name, options)` makes them. */
+const otherContexts = new Map<string, (options?: unknown) => BaseContext>();
+
+/** Makes `getContext(name, options)` return `make(options)`: a context of another kind, whose
+ * factories make objects that live elsewhere. It is not a start method (`setStartMethod` refuses
+ * it) and its objects reach processes of that context only. */
+export function registerContext(name: string, make: (options?: unknown) => BaseContext): void {
+  if (name in startMethods || name === 'fork') throw new ValueError(`'${name}' is a start method`);
+  otherContexts.set(name, make);
+}
+
+function startMethodContext(method: string): ConcreteContext {
+  if (method === 'fork') {
+    throw new NotAvailableError(
+      "The 'fork' start method cannot be provided by Node.js (a Node process cannot be forked). " +
+        "Use 'spawn' (the default), 'forkserver' (fast start from warm, preloaded processes) or " +
+        "'thread' (worker_threads).",
+    );
+  }
+  const ctx = Object.hasOwn(startMethods, method) ? startMethods[method] : undefined;
+  if (!ctx) throw new ValueError(`cannot find context for '${method}'`);
+  if (ctx instanceof ForkServerContext) ensureReserve(1);
+  return ctx;
 }
 
 export const defaultContext = new DefaultContext();
 
-setBackendResolver((method) => backends[method ?? defaultContext.actualContext().method]);
+setBackendResolver((method) => (method ? startMethods[method]! : defaultContext.actualContext())._backend);
 
-/** Python's `multiprocessing.get_context(method=None)`. */
-export function getContext(method?: string | null): BaseContext {
-  return defaultContext.getContext(method);
+/** Python's `multiprocessing.get_context(method=None)`; `options` go to a registered context of
+ * another kind (`getContext('redis', { url })`). */
+export function getContext(method?: string | null, options?: unknown): BaseContext {
+  if (method === undefined || method === null) return defaultContext.actualContext();
+  const other = otherContexts.get(method);
+  if (other) return other(options);
+  return startMethodContext(method);
 }
 export function getStartMethod(allowNone = false): StartMethod | null {
   return defaultContext.getStartMethod(allowNone);
@@ -228,5 +304,27 @@ export function setStartMethod(method: string | null, options: { force?: boolean
   defaultContext.setStartMethod(method, options);
 }
 export function getAllStartMethods(): StartMethod[] {
-  return [...allMethods];
+  return Object.keys(startMethods) as StartMethod[];
+}
+
+/** What a class takes to decide its memory: a context (`{ ctx }`, from a factory), or the kind
+ * itself (`{ memory }`, for an object made to match another, such as a Value's lock). */
+export interface MemoryOptions {
+  ctx?: BaseContext | null;
+  memory?: MemoryKind;
+}
+
+/**
+ * Where an object made with `options` lives: a SharedArrayBuffer for the 'thread' context,
+ * process-shared memory for 'spawn' and 'forkserver'. Without a context, the default one's, which
+ * this fixes as Python does when an object is made (`fixDefault: false` only reads it: a Pipe).
+ */
+export function memoryKindFor(options?: MemoryOptions | null, fixDefault = true): MemoryKind {
+  if (options?.memory) return options.memory;
+  const ctx = options?.ctx ?? (fixDefault ? defaultContext.actualContext() : defaultContext.peekContext());
+  const concrete = ctx.getContext();
+  if (!(concrete instanceof ConcreteContext)) {
+    throw new ValueError(`objects of the context ${String(concrete.constructor.name)} are made by its own factories`);
+  }
+  return concrete._memoryKind;
 }

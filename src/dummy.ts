@@ -6,6 +6,9 @@
 import { getContext } from './context.js';
 import { ThreadPool } from './pool.js';
 import { wait as connectionWait } from './connection.js';
+// The thread context's factories make these modules' classes: load them.
+import './queues.js';
+import './sharedctypes.js';
 
 const threads = getContext('thread');
 

@@ -76,6 +76,31 @@ export class OSError extends Error {
 }
 named(OSError, 'OSError');
 
+/** Python's `FileNotFoundError` (an `OSError`, code `ENOENT`): a shared memory segment by a name
+ * that does not exist. The addon's errors also carry `errno`, `syscall` and `filename`. */
+export class FileNotFoundError extends OSError {
+  declare errno?: number;
+  declare syscall?: string;
+  declare filename?: string;
+}
+named(FileNotFoundError, 'FileNotFoundError');
+
+/** Python's `FileExistsError` (an `OSError`, code `EEXIST`). */
+export class FileExistsError extends OSError {
+  declare errno?: number;
+  declare syscall?: string;
+  declare filename?: string;
+}
+named(FileExistsError, 'FileExistsError');
+
+/** Python's `PermissionError` (an `OSError`, code `EACCES`/`EPERM`). */
+export class PermissionError extends OSError {
+  declare errno?: number;
+  declare syscall?: string;
+  declare filename?: string;
+}
+named(PermissionError, 'PermissionError');
+
 /** Python's `KeyError` (from a manager dict proxy, for instance). */
 export class KeyError extends Error {}
 named(KeyError, 'KeyError');
@@ -92,10 +117,51 @@ named(ValueError, 'ValueError');
 export class NotAvailableError extends Error {}
 named(NotAvailableError, 'NotAvailableError');
 
+/** Python's `RuntimeError` (a manager's `threading` primitives, a dict changed while iterated). */
+export class RuntimeError extends Error {}
+named(RuntimeError, 'RuntimeError');
+
+/** Python's `AttributeError` (a manager's Namespace, a method a proxy does not expose). */
+export class AttributeError extends Error {}
+named(AttributeError, 'AttributeError');
+
+/** Python's `AssertionError` (a manager server's protocol checks). */
+export class AssertionError extends Error {}
+named(AssertionError, 'AssertionError');
+
+/** The stack of an exception raised in another process or thread (Python's `RemoteTraceback`):
+ * the `cause` of the error re-thrown here. */
+export class RemoteTraceback extends Error {}
+named(RemoteTraceback, 'RemoteTraceback');
+
+type ErrorClass = new (message?: string) => Error;
+
 /** Error classes by name, so an error thrown in another process is re-created with its class. */
-export const errorClasses: Record<string, new (message?: string) => Error> = {
+export const errorClasses: Record<string, ErrorClass> = {
   ProcessError, AuthenticationError, TimeoutError, Empty, Full, BrokenBarrierError,
   RemoteError, PicklingError, UnpicklingError, EOFError, KeyError, IndexError, ValueError,
-  NotAvailableError, Error, TypeError, RangeError, SyntaxError, ReferenceError, EvalError, URIError,
-  OSError: OSError as unknown as new (message?: string) => Error,
+  NotAvailableError, RuntimeError, AttributeError, AssertionError, RemoteTraceback,
+  Error, TypeError, RangeError, SyntaxError, ReferenceError, EvalError, URIError,
+  OSError: OSError as unknown as ErrorClass,
+  FileNotFoundError: FileNotFoundError as unknown as ErrorClass,
+  FileExistsError: FileExistsError as unknown as ErrorClass,
+  PermissionError: PermissionError as unknown as ErrorClass,
 };
+
+/**
+ * Makes an exception that arrived from another process or thread ready to be thrown here, as
+ * Python's `rebuild_exc` does: it keeps its class, name, message and properties; its stack becomes
+ * this side's (where the caller awaits), and the remote stack goes in `cause` as a
+ * `RemoteTraceback` (whose own `cause` is the remote error's cause, if it had one). The error must
+ * be freshly rebuilt: it is changed in place.
+ */
+export function withRemoteTraceback(error: Error): Error {
+  const remoteStack = error.stack ?? `${error.name}: ${error.message}`;
+  const here: { stack?: string } = {};
+  Error.captureStackTrace(here, withRemoteTraceback);
+  const frames = (here.stack ?? '').split('\n').slice(1).join('\n');
+  Object.defineProperty(error, 'stack', { value: `${error.name}: ${error.message}\n${frames}`, configurable: true, writable: true });
+  const trace = new RemoteTraceback(remoteStack, error.cause === undefined ? undefined : { cause: error.cause });
+  Object.defineProperty(error, 'cause', { value: trace, configurable: true, writable: true });
+  return error;
+}

@@ -1,7 +1,14 @@
 /**
- * Waiting on a 32-bit word: the one mechanism every lock, semaphore, condition, event and barrier
- * uses. Timeouts (seconds, as in Python), AbortSignal and the short spin before sleeping are
- * implemented here, once.
+ * Waiting, written once: on a 32-bit word (every lock, semaphore, condition, event, barrier, queue
+ * and ring waits here), with timeouts in seconds as in Python, AbortSignal, and a short spin
+ * before sleeping. Also the two things every waiting call shares:
+ *
+ * - deadlines: `deadlineAfter(timeout)` turns Python's timeout (null/undefined: forever; negative
+ *   or NaN: do not wait) into a performance.now() deadline (Infinity: none), and
+ *   `secondsUntil(deadline)` gives what is left;
+ * - algorithms written once as generators that yield "park on this word until this deadline"
+ *   steps: `runAsync` drives one with `wait` (never blocking the event loop), `runSync` with
+ *   `waitSync` (the `*Sync` variants).
  *
  * Two kinds of memory, chosen by the buffer behind the Int32Array:
  * - a plain `SharedArrayBuffer` (objects of the 'thread' start method): `Atomics.wait`,
@@ -31,6 +38,21 @@ export function isProcessShared(buffer: ArrayBufferLike): boolean {
 let nativeBinding: NativeBinding | undefined;
 function native(): NativeBinding {
   return (nativeBinding ??= loadNative());
+}
+
+// ---- deadlines ----------------------------------------------------------------------------------
+
+/** The performance.now() deadline `timeout` seconds from now: Infinity for none (null, undefined,
+ * Infinity), now for a timeout that is not positive (negative and NaN count as 0, as in Python). */
+export function deadlineAfter(timeout: number | null | undefined): number {
+  if (timeout === null || timeout === undefined) return Infinity;
+  if (!(timeout > 0)) return performance.now();
+  return performance.now() + timeout * 1000;
+}
+
+/** Seconds left until `deadline` (0 once it has passed), or null for none: a timeout again. */
+export function secondsUntil(deadline: number): number | null {
+  return deadline === Infinity ? null : Math.max(0, (deadline - performance.now()) / 1000);
 }
 
 /** Seconds (null/undefined = forever, negative = 0) to milliseconds (-1 = forever). */
@@ -187,4 +209,74 @@ export function waitSync(i32: Int32Array, index: number, expected: number, timeo
 export function wake(i32: Int32Array, index: number, count = 0x7fffffff): number {
   if (isProcessShared(i32.buffer)) return native().futexWake(i32, index, count);
   return Atomics.notify(i32, index, count);
+}
+
+// ---- algorithms as steps -------------------------------------------------------------------------
+
+/** A step of a waiting algorithm: sleep until `i32[index]` is no longer `expected`, a wake, or
+ * `deadline` (performance.now(); Infinity for none). The algorithm receives the WaitResult. */
+export interface Park {
+  i32: Int32Array;
+  index: number;
+  expected: number;
+  deadline: number;
+}
+/** A step that runs `call` (a Barrier's action): the async driver awaits what it returns. */
+export interface Call {
+  call: () => unknown;
+}
+export type Step = Park | Call;
+/** A waiting algorithm, written once for both drivers. */
+export type Steps<T> = Generator<Step, T, unknown>;
+
+export function park(i32: Int32Array, index: number, expected: number, deadline = Infinity): Park {
+  return { i32, index, expected, deadline };
+}
+
+function isThenable(v: unknown): v is PromiseLike<unknown> {
+  return (typeof v === 'object' || typeof v === 'function') && v !== null && typeof (v as { then?: unknown }).then === 'function';
+}
+
+/** Runs an algorithm to completion, blocking this thread while it parks. */
+export function runSync<T>(g: Steps<T>): T {
+  let r = g.next();
+  while (!r.done) {
+    const step = r.value;
+    if (!('call' in step)) {
+      r = g.next(waitSync(step.i32, step.index, step.expected, secondsUntil(step.deadline)));
+      continue;
+    }
+    let out: unknown;
+    try {
+      out = step.call();
+    } catch (error) {
+      r = g.throw(error);
+      continue;
+    }
+    // A *Sync caller cannot wait for a Promise: it runs on, and a rejection is reported, not lost.
+    if (isThenable(out)) out.then(undefined, (error: unknown) => process.emitWarning(`unhandled rejection in an action run by a *Sync call: ${String(error)}`));
+    r = g.next(out);
+  }
+  return r.value;
+}
+
+/** Runs an algorithm to completion without blocking. An abort is thrown into the algorithm at its
+ * current park, which cleans up (maybe waiting more, without the signal) and rethrows. */
+export async function runAsync<T>(g: Steps<T>, signal?: AbortSignal): Promise<T> {
+  let sig = signal;
+  let r = g.next();
+  while (!r.done) {
+    const step = r.value;
+    let input: unknown;
+    try {
+      if ('call' in step) input = await step.call();
+      else input = await wait(step.i32, step.index, step.expected, secondsUntil(step.deadline), sig);
+    } catch (error) {
+      if (!('call' in step)) sig = undefined;
+      r = g.throw(error);
+      continue;
+    }
+    r = g.next(input);
+  }
+  return r.value;
 }

@@ -297,8 +297,3 @@ export function checkTarget(block: Block, target: 'process' | 'thread', what: st
 export function int32s(block: Block, firstWord = 0, count = (block.length >> 2) - firstWord): Int32Array {
   return new Int32Array(block.buffer, block.offset + firstWord * 4, count);
 }
-
-/** Segment names this process created (for tests and the resource tracker). */
-export function createdSegments(): string[] {
-  return [...created];
-}

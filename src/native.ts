@@ -7,35 +7,8 @@
  */
 import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
-import { errorClasses, NotAvailableError, OSError } from './errors.js';
-
-/** Python's `FileNotFoundError` (an `OSError`, code `ENOENT`). */
-export class FileNotFoundError extends OSError {
-  declare errno?: number;
-  declare syscall?: string;
-  declare filename?: string;
-}
-Object.defineProperty(FileNotFoundError.prototype, 'name', { value: 'FileNotFoundError', writable: true, configurable: true });
-
-/** Python's `FileExistsError` (an `OSError`, code `EEXIST`). */
-export class FileExistsError extends OSError {
-  declare errno?: number;
-  declare syscall?: string;
-  declare filename?: string;
-}
-Object.defineProperty(FileExistsError.prototype, 'name', { value: 'FileExistsError', writable: true, configurable: true });
-
-/** Python's `PermissionError` (an `OSError`, code `EACCES`/`EPERM`). */
-export class PermissionError extends OSError {
-  declare errno?: number;
-  declare syscall?: string;
-  declare filename?: string;
-}
-Object.defineProperty(PermissionError.prototype, 'name', { value: 'PermissionError', writable: true, configurable: true });
-
-// So that these errors keep their class when re-thrown from another process.
-Object.assign(errorClasses, { FileNotFoundError, FileExistsError, PermissionError });
+import { FileExistsError, FileNotFoundError, NotAvailableError, OSError, PermissionError } from './errors.js';
+import { packageFilesMissing, packagePath } from './packageFiles.js';
 
 export type WaitResult = 'ok' | 'not-equal' | 'timed-out';
 
@@ -206,7 +179,7 @@ function wrap(raw: RawBinding): NativeBinding {
   };
 }
 
-const nativeDir = fileURLToPath(new URL('../native/', import.meta.url));
+const nativeDir = packagePath('../native/');
 
 /** Where the addon is looked for, in order. */
 export function nativeCandidates(): string[] {
@@ -240,7 +213,8 @@ export function loadNative(): NativeBinding {
   } else {
     tried.push(`process-shared memory is implemented for Linux only, not ${process.platform}`);
   }
-  failure = new NotAvailableError(
+  // A bundle that inlined the package has no addon beside it either: that is the thing to fix, not the build.
+  failure = packageFilesMissing() ?? new NotAvailableError(
     `multiprocessing-ts: the native addon for shared memory and process-shared locks is not available on ` +
       `${process.platform}-${process.arch}` +
       (tried.length ? ` (${tried.join('; ')})` : ' (no prebuilt binary and no local build)') +

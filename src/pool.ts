@@ -10,23 +10,25 @@
  *   others; a replacement is started (Python's pool hangs here).
  */
 import { inspect } from 'node:util';
-import { TimeoutError, ValueError, WorkerLostError } from './errors.js';
-import { getContext, type BaseContext } from './context.js';
+import { TimeoutError, ValueError, withRemoteTraceback, WorkerLostError } from './errors.js';
+import { signalName } from './backends/backend.js';
+import { getContext, memoryKindFor, registerClasses, type BaseContext } from './context.js';
 import { Process, processCpuCount } from './process.js';
 import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import { dumps, dumpsPlain, dumpsReduced, loads, loadsSync, needsRebuild, newReduceContext, rebuild, reduce } from './reduction.js';
 import { sentinelExit } from './sentinels.js';
 import { refOf, sourceOf, type SourceFunction } from './tasks.js';
 import { raceTimeout, throwIfAborted } from './util.js';
+import { deadlineAfter, runAsync, secondsUntil } from './futex.js';
 import {
   CALL, CANCELLED, Channel, defineFrame, MAP_CHUNK, Notifier, OK, parseResult, PORT_THRESHOLD, portFrame,
   STARMAP_CHUNK, stopFrame, TASK_HEADROOM, taskFrame, transferables, type PortMessage,
 } from './poolChannel.js';
 import { poolWorkerMain } from './poolWorker.js';
-import { memoryKindFor } from './synchronize.js';
-import { learnModules } from './backends/forkserver.js';
+import { knownLength, progressMeter, type ProgressCallback, type ProgressMeter } from './progress.js';
 
-type Fn = (...args: any[]) => unknown;
+// Any function: the pool checks arguments against it at the call (apply, map, ...), not here.
+type Fn = (...args: never[]) => unknown;
 
 export interface PoolOptions {
   processes?: number | null;
@@ -47,8 +49,10 @@ export interface CallOptions {
   /** Move ArrayBuffers instead of copying them where the backend allows (accepted everywhere;
    * see docs/pool.md for what moves). */
   transfer?: boolean;
-  /** true: a progress bar on stderr when it is a terminal; a function: called as chunks finish. */
-  progress?: boolean | ((done: number, total: number | null) => void);
+  /** true: a progress bar on stderr as tqdm draws it (items done of total, %, items/s, elapsed and
+   * remaining time), when stderr is a terminal; a function: called with `(items done, total)` as
+   * chunks finish (total null when the input's length is not known, as imap over a generator). */
+  progress?: boolean | ProgressCallback;
 }
 
 export interface AsyncCallOptions<T> extends CallOptions {
@@ -83,28 +87,26 @@ interface Task {
 /** What an apply, map or imap call collects. */
 abstract class Job {
   cancelled = false;
-  done = 0;
+  private readonly meter: ProgressMeter | null;
   constructor(
     readonly pool: Pool,
     readonly options: CallOptions,
-  ) {}
+    /** Items the call has (null: not known before the input is read). */
+    total: number | null,
+  ) {
+    this.meter = progressMeter(options.progress, total);
+  }
   abstract deliver(index: number, ok: boolean, value: unknown): void;
   /** The call was aborted: reject what the caller holds. */
   abstract abort(reason: unknown): void;
-  progress(total: number | null): void {
-    this.done++;
-    const report = this.options.progress;
-    if (typeof report === 'function') report(this.done, total);
-    else if (report === true) drawProgress(this.done, total);
+  /** `items` more items finished (or failed). */
+  progress(items: number): void {
+    this.meter?.update(items);
   }
-}
-
-function drawProgress(done: number, total: number | null): void {
-  if (!process.stderr.isTTY) return;
-  const width = 30;
-  const filled = total ? Math.round((done / total) * width) : 0;
-  const bar = total ? `[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${done}/${total}` : `${done} done`;
-  process.stderr.write(`\r${bar}${total !== null && done >= total ? '\n' : ''}`);
+  /** The call is over, whichever way: the bar's last state stays on screen. */
+  endProgress(): void {
+    this.meter?.close();
+  }
 }
 
 /** Python's AsyncResult (ApplyResult/MapResult): `get`, `wait`, `ready`, `successful`. */
@@ -163,13 +165,15 @@ export class AsyncResult<T = unknown> {
 
 class ApplyJob<T> extends Job {
   constructor(pool: Pool, options: CallOptions, readonly result: AsyncResult<T>) {
-    super(pool, options);
+    super(pool, options, 1);
   }
   deliver(_index: number, ok: boolean, value: unknown): void {
     this.progress(1);
+    this.endProgress();
     this.result._settle(ok, value);
   }
   abort(reason: unknown): void {
+    this.endProgress();
     this.result._settle(false, reason);
   }
 }
@@ -184,28 +188,32 @@ class MapJob<T> extends Job {
     readonly result: AsyncResult<T[]>,
     private readonly chunksize: number,
     length: number,
-    private readonly chunks: number,
+    chunks: number,
   ) {
-    super(pool, options);
+    super(pool, options, length);
     this.values = new Array<T>(length);
     this.remaining = chunks;
-    if (chunks === 0) result._settle(true, this.values);
+    if (chunks === 0) this.settle(true, this.values);
   }
   deliver(index: number, ok: boolean, value: unknown): void {
     if (this.result.ready()) return;
-    this.progress(this.chunks);
     if (!ok) {
       this.pool._cancelJob(this);
-      this.result._settle(false, value);
+      this.settle(false, value);
       return;
     }
     const items = value as T[];
+    this.progress(items.length);
     const base = index * this.chunksize;
     for (let i = 0; i < items.length; i++) this.values[base + i] = items[i]!;
-    if (--this.remaining === 0) this.result._settle(true, this.values);
+    if (--this.remaining === 0) this.settle(true, this.values);
   }
   abort(reason: unknown): void {
-    this.result._settle(false, reason);
+    this.settle(false, reason);
+  }
+  private settle(ok: boolean, value: unknown): void {
+    this.endProgress();
+    this.result._settle(ok, value);
   }
 }
 
@@ -239,7 +247,7 @@ export class IMapIterator<T> implements AsyncIterableIterator<T> {
   /** The next result in order (imap) or as they finish (imapUnordered); `TimeoutError` after
    * `timeout` seconds; a failed item rejects this call and iteration goes on. */
   async next(timeout?: number | null, options: { signal?: AbortSignal } = {}): Promise<IteratorResult<T>> {
-    const deadline = timeout === null || timeout === undefined ? Infinity : performance.now() + timeout * 1000;
+    const deadline = deadlineAfter(timeout);
     throwIfAborted(options.signal);
     while (this._ready.length === 0) {
       if (this._finished) return { value: undefined, done: true };
@@ -250,8 +258,7 @@ export class IMapIterator<T> implements AsyncIterableIterator<T> {
         const i = this.waiters.indexOf(arrive);
         if (i >= 0) this.waiters.splice(i, 1);
       };
-      const left = deadline === Infinity ? null : Math.max(0, (deadline - performance.now()) / 1000);
-      const r = await raceTimeout(arrived, left, options.signal).catch((error: unknown) => {
+      const r = await raceTimeout(arrived, secondsUntil(deadline), options.signal).catch((error: unknown) => {
         forget();
         throw error;
       });
@@ -286,6 +293,8 @@ class IMapJob<T> extends Job {
   private exhausted = false;
   private unconsumedItems = 0;
   private resume: (() => void) | null = null;
+  /** Items of each chunk in flight, by index (for progress when a chunk fails as a whole). */
+  private readonly chunkItems = new Map<number, number>();
 
   constructor(
     pool: Pool,
@@ -294,8 +303,9 @@ class IMapJob<T> extends Job {
     private readonly ordered: boolean,
     private readonly chunksize: number,
     private readonly maxItemsAhead: number,
+    total: number | null,
   ) {
-    super(pool, options);
+    super(pool, options, total);
     iterator._onConsume = () => {
       this.unconsumedItems--;
       this.resume?.();
@@ -303,7 +313,7 @@ class IMapJob<T> extends Job {
   }
 
   /** Pulls the input and submits chunks while fewer than `maxItemsAhead` items are unconsumed. */
-  async pump(source: Iterable<unknown> | AsyncIterable<unknown>, fn: Fn, starmap: boolean): Promise<void> {
+  async pump(source: Iterable<unknown> | AsyncIterable<unknown>, fn: Fn): Promise<void> {
     const it = Symbol.asyncIterator in source
       ? (source as AsyncIterable<unknown>)[Symbol.asyncIterator]()
       : (source as Iterable<unknown>)[Symbol.iterator]();
@@ -313,7 +323,11 @@ class IMapJob<T> extends Job {
           await new Promise<void>((resolve) => (this.resume = resolve));
           this.resume = null;
         }
-        if (this.cancelled || this.iterator._finished) return;
+        if (this.cancelled || this.iterator._finished) {
+          // The caller stopped iterating (or the call was aborted): the bar ends where it is.
+          this.endProgress();
+          return;
+        }
         const chunk: unknown[] = [];
         let r: IteratorResult<unknown> | undefined;
         while (chunk.length < this.chunksize) {
@@ -323,7 +337,8 @@ class IMapJob<T> extends Job {
         }
         if (chunk.length > 0) {
           this.unconsumedItems += chunk.length;
-          this.pool._submit(this, [chunk], fn, starmap ? STARMAP_CHUNK : MAP_CHUNK, this.chunksSubmitted++);
+          this.chunkItems.set(this.chunksSubmitted, chunk.length);
+          this.pool._submit(this, [chunk], fn, MAP_CHUNK, this.chunksSubmitted++);
         }
         if (r?.done) break;
       }
@@ -337,7 +352,8 @@ class IMapJob<T> extends Job {
   }
 
   deliver(index: number, ok: boolean, value: unknown): void {
-    this.progress(null);
+    this.progress(this.chunkItems.get(index) ?? 0);
+    this.chunkItems.delete(index);
     this.deliverAt(index, ok, value);
   }
 
@@ -365,10 +381,14 @@ class IMapJob<T> extends Job {
   }
 
   private flush(): void {
-    if (this.exhausted && this.emitted === this.chunksSubmitted) this.iterator._finish();
+    if (this.exhausted && this.emitted === this.chunksSubmitted) {
+      this.endProgress();
+      this.iterator._finish();
+    }
   }
 
   abort(reason: unknown): void {
+    this.endProgress();
     this.iterator._push({ ok: false, error: reason });
     this.iterator._finish();
   }
@@ -448,7 +468,7 @@ class WorkerSlot {
   private async feed(): Promise<void> {
     this.feeding = true;
     try {
-      while (this.outbox.length > 0 && !this.exited) await this.channel.tasks.writeAll(this.outbox.shift()!);
+      while (this.outbox.length > 0 && !this.exited) await runAsync(this.channel.tasks.writeAll(this.outbox.shift()!));
     } finally {
       this.feeding = false;
     }
@@ -526,7 +546,9 @@ export class Pool {
 
   private startWorker(): WorkerSlot {
     const channel = Channel.create(this.kind);
-    const initializer = this.initializer && typeof this.initializer === 'object' ? { source: this.initializer } : this.initializer;
+    // A `{ source }` record arrives in the worker as the function it carries (reduction.ts).
+    const initializer = (this.initializer && typeof this.initializer === 'object' ? { source: this.initializer } : this.initializer) as
+      Parameters<typeof poolWorkerMain>[2];
     const ports = this.kind === 'thread' ? new MessageChannel() : null;
     const p = new this.ctx.Process({
       target: poolWorkerMain,
@@ -559,7 +581,7 @@ export class Pool {
       id = this.fnIds.size + 1;
       const ctx = newReduceContext(this.kind);
       this.fnBodies.set(id, dumps(fn, ctx, { functionSlot: true }));
-      if (this.ctx.getStartMethod() === 'forkserver') learnModules(ctx.modules);
+      this.ctx._expectModules(ctx.modules);
       this.fnIds.set(fn, id);
     }
     return id;
@@ -679,8 +701,9 @@ export class Pool {
         if (this.outstanding === 1 && this.spinFor(seq, SPIN_MS)) continue;
         await this.notifier.sleep(seq, this.loopAbort.signal);
       }
-    } catch {
-      // Aborted by terminate().
+    } catch (error) {
+      // terminate() aborts the sleep; anything else is a bug to report, not to swallow.
+      if (error !== this.loopAbort.signal.reason) throw error;
     } finally {
       this.loopRunning = false;
     }
@@ -714,7 +737,7 @@ export class Pool {
       if (ring.available() > 0) {
         // A result larger than what has arrived: read the rest as it streams in.
         w.readingLarge = true;
-        void ring.readFrame().then((f) => {
+        void runAsync(ring.readFrame()).then((f) => {
           w.readingLarge = false;
           this.onResult(w, f);
           this.drain(w);
@@ -752,6 +775,8 @@ export class Pool {
       return;
     }
     const ok = status === OK;
+    // A task's own error is re-thrown here with the worker's stack in `cause`.
+    const outcome = (v: unknown): unknown => (ok || !(v instanceof Error) ? v : withRemoteTraceback(v));
     let value: unknown;
     try {
       value = decode();
@@ -759,8 +784,8 @@ export class Pool {
       this.finish(task, false, error);
       return;
     }
-    if (value instanceof Promise) value.then((v) => this.finish(task, ok, v), (error) => this.finish(task, false, error));
-    else this.finish(task, ok, value);
+    if (value instanceof Promise) value.then((v) => this.finish(task, ok, outcome(v)), (error) => this.finish(task, false, error));
+    else this.finish(task, ok, outcome(value));
   }
 
   private finish(task: Task, ok: boolean, value: unknown): void {
@@ -769,7 +794,7 @@ export class Pool {
     if (!ok) this.tasksFailed++;
     if (this.latencies.length >= LATENCY_SAMPLES) this.latencies.shift();
     this.latencies.push(performance.now() - task.submittedAt);
-    if (!task.job.cancelled) task.job.deliver(task.index, ok, ok ? value : remoteError(value));
+    if (!task.job.cancelled) task.job.deliver(task.index, ok, value);
     this.maybeStopWorkers();
   }
 
@@ -980,9 +1005,9 @@ export class Pool {
     this.fnId(fn);
     const iterator = new IMapIterator<R>();
     const ahead = Math.max(chunksize * this.processes * 4, this.processes * 64);
-    const job = new IMapJob<R>(this, options, iterator, ordered, chunksize, ahead);
+    const job = new IMapJob<R>(this, options, iterator, ordered, chunksize, ahead, knownLength(iterable));
     this.watchSignal(job, options.signal);
-    void job.pump(iterable, fn, false);
+    void job.pump(iterable, fn);
     return iterator;
   }
 
@@ -1095,6 +1120,8 @@ export class ThreadPool extends Pool {
   }
 }
 
+registerClasses({ Pool });
+
 function splitOptions<O extends CallOptions>(a: number | null | undefined | O, b: O | undefined): [number | null | undefined, O] {
   if (typeof a === 'object' && a !== null) return [undefined, a];
   return [a, b ?? ({} as O)];
@@ -1115,33 +1142,9 @@ async function toArray(iterable: AsyncIterable<unknown>): Promise<unknown[]> {
 }
 
 function workerLost(p: Process, code: number | null): WorkerLostError {
-  const signal = code !== null && code < 0 ? signalName(-code) : null;
+  const signal = code !== null && code < 0 ? signalName(-code) ?? `signal ${-code}` : null;
   const how = signal ? `was killed by ${signal}` : `exited with code ${code}`;
   return new WorkerLostError(`Worker ${p.name} ${how} while running this task`, code, signal);
 }
 
-function signalName(n: number): string {
-  const names: Record<number, string> = { 1: 'SIGHUP', 2: 'SIGINT', 6: 'SIGABRT', 9: 'SIGKILL', 11: 'SIGSEGV', 15: 'SIGTERM' };
-  return names[n] ?? `signal ${n}`;
-}
-
-/** The task's error with its own class, name and message, and the remote stack in `cause`
- * (Python's RemoteTraceback). */
-function remoteError(value: unknown): unknown {
-  if (!(value instanceof Error)) return value;
-  if (value instanceof WorkerLostError || value.name === 'PicklingError' && !value.stack?.includes('\n    at ')) return value;
-  const Ctor = value.constructor as new (message: string) => Error;
-  let local: Error;
-  try {
-    local = new Ctor(value.message);
-  } catch {
-    local = new Error(value.message);
-  }
-  if (local.name !== value.name) Object.defineProperty(local, 'name', { value: value.name, configurable: true, writable: true });
-  for (const key of Object.keys(value)) (local as unknown as Record<string, unknown>)[key] = (value as unknown as Record<string, unknown>)[key];
-  const trace = new Error(value.stack ?? `${value.name}: ${value.message}`);
-  trace.name = 'RemoteTraceback';
-  Object.defineProperty(local, 'cause', { value: trace, configurable: true, writable: true });
-  return local;
-}
 

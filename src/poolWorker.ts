@@ -12,6 +12,7 @@ import {
   RESULT_HEADROOM, resultFrame, STOP, transferables, type ChannelState, type PortMessage,
 } from './poolChannel.js';
 import { task } from './tasks.js';
+import { runAsync, runSync } from './futex.js';
 
 type Fn = (...args: unknown[]) => unknown;
 
@@ -124,7 +125,7 @@ async function serve(
     if (n < frame.length) {
       // The pool must drain before there is room: tell it, then wait for it.
       announce();
-      results.writeAllSync(frame.subarray(n));
+      runSync(results.writeAll(frame.subarray(n)));
     }
   };
 
@@ -139,10 +140,10 @@ async function serve(
         // it in microseconds, without a trip through its event loop. Then it waits asynchronously
         // (the addon's waiter thread, or Atomics.waitAsync), using no CPU until a task comes, with
         // its event loop free (timers, parent death).
-        if (!tasks.waitForDataSync(performance.now() + IDLE_BLOCK_MS)) await tasks.waitForData();
+        if (!runSync(tasks.waitForData(performance.now() + IDLE_BLOCK_MS))) await runAsync(tasks.waitForData());
         continue;
       }
-      frame = await tasks.readFrame(); // a frame larger than the ring streams in
+      frame = await runAsync(tasks.readFrame()); // a frame larger than the ring streams in
     }
     let message = parseTask(frame);
     if (message.kind === PORT) {

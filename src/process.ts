@@ -16,9 +16,14 @@ import { registerSentinel, sentinelExit } from './sentinels.js';
 import { raceTimeout, runFinalizers } from './util.js';
 import type { Backend, Popen, StartMethod } from './backends/backend.js';
 
-export interface ProcessOptions {
-  target?: (...args: any[]) => unknown;
-  args?: Iterable<unknown>;
+/**
+ * `new Process({ target, args, name, daemon })`. `args` are checked against `target`'s parameters,
+ * as `pool.apply(fn, args)` checks them; without a `target` (a subclass that overrides `run()`),
+ * `args` are any array.
+ */
+export interface ProcessOptions<A extends unknown[] = unknown[]> {
+  target?: (...args: A) => unknown;
+  args?: A;
   name?: string;
   daemon?: boolean;
 }
@@ -87,10 +92,12 @@ const bootstrapAdvice =
   '    To fix this issue, refer to the "Safe importing of main module" section in ' +
   "Python's multiprocessing documentation (and docs/process.md here).";
 
-export class Process {
+// `A` only types the constructor's options (TypeScript has no generic constructors); instances of any
+// `A` are the same type.
+export class Process<A extends unknown[] = unknown[]> {
   declare private [kState]: State;
 
-  constructor(options: ProcessOptions = {}) {
+  constructor(options: ProcessOptions<A> = {}) {
     if (options === null || typeof options !== 'object') {
       throw new TypeError('new Process() takes an options object: { target, args, name, daemon }');
     }
@@ -365,7 +372,8 @@ export function processClassFor(method: StartMethod, className: string): typeof 
   const bound = { [className]: class extends Process {} }[className]!;
   Object.defineProperty(bound, kBoundMethod, { value: method });
   libraryProcessClasses.add(bound);
-  return bound;
+  // The subclass adds nothing: it takes Process's options, checked against the target as Process's are.
+  return bound as typeof Process;
 }
 
 /** What a child knows of its parent (Python's `_ParentProcess`). */
@@ -453,9 +461,7 @@ export { sentinelExit };
 
 /** Python's `_exit_function`: finalizers, then daemon children are terminated; non-daemon
  * children keep the event loop alive until they finish (the join). */
-let exiting = false;
 process.on('exit', () => {
-  exiting = true;
   for (const child of children) {
     if (child.exitcode === null && child.daemon) {
       debug('calling terminate() for daemon %s', child.name);
@@ -467,10 +473,6 @@ process.on('exit', () => {
     }
   }
 });
-
-export function isExiting(): boolean {
-  return exiting;
-}
 
 /** Runs the exit-time finalizers (queues flush here) before a child ends. */
 export async function runExitFinalizers(): Promise<void> {

@@ -20,11 +20,12 @@
 import { inspect } from 'node:util';
 import { Empty, Full, ValueError } from './errors.js';
 import { finalize, raceTimeout, throwIfAborted, type FinalizeHandle } from './util.js';
-import { wait, waitSync, wake } from './futex.js';
+import { deadlineAfter, park, runAsync, runSync, secondsUntil, wait, wake, type Steps } from './futex.js';
 import { allocate, attachBlock, blockState, checkTarget, int32s, type Block, type BlockState } from './heap.js';
 import { decodesByCopy, dumps, loads, loadsSync, needsRebuild, reduceSymbol, registerReducer, type ReduceContext, type Reduced } from './reduction.js';
-import { ByteRing, NO_FRAME, RING_WORDS, secondsUntil } from './ring.js';
-import { Lock, memoryKindFor, type SyncOptions } from './synchronize.js';
+import { ByteRing, NO_FRAME, RING_WORDS } from './ring.js';
+import { Lock, type SyncOptions } from './synchronize.js';
+import { memoryKindFor, registerClasses } from './context.js';
 
 // Words after the ring's own.
 const SIZE = RING_WORDS; // items put and not yet got (qsize)
@@ -76,10 +77,9 @@ function decodeItem(body: Uint8Array): unknown {
   return loadsSync(decodesByCopy(body) ? body : body.slice());
 }
 
-function deadlineFor(block: boolean | undefined, timeout: number | null | undefined): number {
-  if (block === false) return 0;
-  if (timeout === null || timeout === undefined) return Infinity;
-  return performance.now() + Math.max(0, timeout) * 1000;
+/** A put's or get's deadline (performance.now()): 0, long passed, with `block: false`. */
+function deadlineOf(options: PutOptions): number {
+  return options.block === false ? 0 : deadlineAfter(options.timeout);
 }
 
 /** `multiprocessing.Queue`: multi-producer, multi-consumer, across processes and threads. */
@@ -124,7 +124,7 @@ export class Queue<T = unknown> {
     const frame = this.frame(obj);
     if (!this.tryTakeSlot()) {
       if (options.block === false) throw new Full();
-      await this.takeSlot(deadlineFor(true, options.timeout), options.signal);
+      await runAsync(this.takeSlot(deadlineAfter(options.timeout)), options.signal);
     }
     this.enqueue(frame);
   }
@@ -135,7 +135,7 @@ export class Queue<T = unknown> {
     const frame = this.frame(obj);
     if (!this.tryTakeSlot()) {
       if (options.block === false) throw new Full();
-      this.takeSlotSync(deadlineFor(true, options.timeout));
+      runSync(this.takeSlot(deadlineAfter(options.timeout)));
     }
     this.enqueue(frame);
   }
@@ -164,19 +164,11 @@ export class Queue<T = unknown> {
     }
   }
 
-  private async takeSlot(deadline: number, signal?: AbortSignal): Promise<void> {
-    const w = this._ring.words;
+  /** Waits for a free slot of a bounded queue; `Full` when `deadline` passes first. */
+  private *takeSlot(deadline: number): Steps<void> {
     while (!this.tryTakeSlot()) {
       if (performance.now() >= deadline) throw new Full();
-      await wait(w, FREE_SLOTS, 0, secondsUntil(deadline), signal);
-    }
-  }
-
-  private takeSlotSync(deadline: number): void {
-    const w = this._ring.words;
-    while (!this.tryTakeSlot()) {
-      if (performance.now() >= deadline) throw new Full();
-      waitSync(w, FREE_SLOTS, 0, secondsUntil(deadline));
+      yield park(this._ring.words, FREE_SLOTS, 0, deadline);
     }
   }
 
@@ -225,7 +217,7 @@ export class Queue<T = unknown> {
             // keeps other writers out until it is complete).
             const frame = this.buffer[this.bufferHead]!;
             this.dropWritten(this.bufferHead + 1, frame.length);
-            await this._ring.writeAll(frame);
+            await runAsync(this._ring.writeAll(frame));
           }
         } finally {
           this._wlock.release();
@@ -285,14 +277,18 @@ export class Queue<T = unknown> {
       }
       if (got !== NO_FRAME) return (got instanceof NeedsRebuild ? await loads(got.bytes) : got) as T;
     }
-    const deadline = deadlineFor(options.block, options.timeout);
+    const deadline = deadlineOf(options);
     const { signal } = options;
     if (signal?.aborted) throw signal.reason;
     const locked = await this._rlock.acquire({ block: deadline !== 0, timeout: secondsUntil(deadline), signal });
     if (!locked) throw new Empty();
     let body: Uint8Array;
     try {
-      body = await this.readFrame(deadline, signal);
+      // Until the first byte of an item has arrived, time out and abort are allowed; after that the
+      // writer (holding its lock) finishes the item and we read it whole.
+      if (!(await runAsync(this._ring.waitForData(deadline), signal))) throw new Empty();
+      body = await runAsync(this._ring.readFrame());
+      this.onGot();
     } finally {
       this._rlock.release();
     }
@@ -302,12 +298,16 @@ export class Queue<T = unknown> {
   /** `get` that blocks this thread. */
   getSync(options: GetOptions = {}): T {
     this.checkClosed();
-    const deadline = deadlineFor(options.block, options.timeout);
+    const deadline = deadlineOf(options);
     if (!this._rlock.acquireSync({ block: deadline !== 0, timeout: secondsUntil(deadline) })) throw new Empty();
     let got: unknown;
     try {
       got = this.tryTake();
-      if (got === NO_FRAME) got = new NeedsRebuild(this.readFrameSync(deadline));
+      if (got === NO_FRAME) {
+        if (!runSync(this._ring.waitForData(deadline))) throw new Empty();
+        got = new NeedsRebuild(runSync(this._ring.readFrame()));
+        this.onGot();
+      }
     } finally {
       this._rlock.release();
     }
@@ -330,27 +330,11 @@ export class Queue<T = unknown> {
 
   /**
    * Python's `get_nowait()`: the next item at once, or `Empty`. Synchronous, as a call that cannot
-   * wait is (API.md rule 4); an item carrying a task whose module this process has not imported
+   * wait is (docs/api.md rule 4); an item carrying a task whose module this process has not imported
    * yet raises `UnpicklingError` here (use `await get()` for those).
    */
   getNowait(): T {
     return this.getSync({ block: false });
-  }
-
-  private async readFrame(deadline: number, signal?: AbortSignal): Promise<Uint8Array> {
-    // Until the first byte of an item has arrived, time out and abort are allowed; after that the
-    // writer (holding its lock) finishes the item and we read it whole.
-    if (!(await this._ring.waitForData(deadline, signal))) throw new Empty();
-    const body = await this._ring.readFrame();
-    this.onGot();
-    return body;
-  }
-
-  private readFrameSync(deadline: number): Uint8Array {
-    if (!this._ring.waitForDataSync(deadline)) throw new Empty();
-    const body = this._ring.readFrameSync();
-    this.onGot();
-    return body;
   }
 
   private onGot(): void {
@@ -490,3 +474,5 @@ export class SimpleQueue<T = unknown> {
   }
 }
 registerReducer('SimpleQueue', (state: { queue: Queue }) => new SimpleQueue({ _attach: state.queue } as SyncOptions));
+
+registerClasses({ Queue, JoinableQueue, SimpleQueue });

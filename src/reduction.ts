@@ -9,7 +9,7 @@
  */
 import * as v8 from 'node:v8';
 import type { Socket } from 'node:net';
-import { MessagePort, type TransferListItem } from 'node:worker_threads';
+import { MessagePort, type Transferable } from 'node:worker_threads';
 import { errorClasses, PicklingError, UnpicklingError } from './errors.js';
 import { functionFromSource, lookupLoaded, refOf, resolveRef, sourceOf, type SourceFunction, type TaskRef } from './tasks.js';
 
@@ -29,7 +29,7 @@ export interface Reducible {
 export interface ReduceContext {
   target: 'process' | 'thread';
   /** MessagePorts and other transferables for a thread channel. */
-  transfer: TransferListItem[];
+  transfer: Transferable[];
   /** Sockets a process child must receive (inherited at spawn, or sent over the IPC channel); a
    * handle's state keeps its index into this list. */
   handles: Socket[];
@@ -49,12 +49,14 @@ export function newReduceContext(target: 'process' | 'thread'): ReduceContext {
   return { target, transfer: [], handles: [], modules: new Set(), bytes: 0 };
 }
 
-type Rebuilder = (state: any, ctx: RebuildContext) => unknown;
-const rebuilders = new Map<string, Rebuilder>();
+type Rebuilder<S> = (state: S, ctx: RebuildContext) => unknown;
+const rebuilders = new Map<string, Rebuilder<unknown>>();
 
-/** Tells `rebuild` how to turn a `{ kind, state }` record back into a live object. */
-export function registerReducer(kind: string, rebuildFn: Rebuilder): void {
-  rebuilders.set(kind, rebuildFn);
+/** Tells `rebuild` how to turn a `{ kind, state }` record back into a live object. The module
+ * that calls this also names itself for the kind in `reducerHomes` below. `S` is what the kind's
+ * reducer put in `state` (the two sides of one kind agree on it; nothing checks it here). */
+export function registerReducer<S>(kind: string, rebuildFn: Rebuilder<S>): void {
+  rebuilders.set(kind, rebuildFn as Rebuilder<unknown>);
 }
 
 // A record that stands for something the walk replaced. The key cannot come from JSON-ish data by
@@ -267,10 +269,13 @@ export function reduceFunction(fn: Function, path: string, ctx: ReduceContext): 
 
 // ---- rebuilding ----------------------------------------------------------------------------
 
-/** Modules a graph needs imported before `rebuildSync` can resolve it. */
-// Where each kind of handle is rebuilt: a child imports only the modules its arguments need (the
-// whole library costs a child tens of milliseconds to load).
 const moduleExtension = import.meta.url.endsWith('.ts') ? '.ts' : '.js';
+
+/**
+ * The module that registers each kind's rebuilder: `rebuild` imports it when a graph holds that
+ * kind, so a child imports only the modules its arguments need (the whole library costs a child
+ * tens of milliseconds to load). Every new serialisable kind is added here.
+ */
 const reducerHomes: Record<string, string> = {
   Queue: 'queues', JoinableQueue: 'queues', SimpleQueue: 'queues',
   Lock: 'synchronize', RLock: 'synchronize', Semaphore: 'synchronize', BoundedSemaphore: 'synchronize',
@@ -496,7 +501,6 @@ export function dumpsReduced({ graph, changed }: { graph: unknown; changed: bool
   return out;
 }
 
-/** Whether `loads` of these bytes may need to import modules (so `loadsSync` could fail). */
 /** Whether `loads` of these bytes copies all it returns out of them, so that they may be decoded
  * where they lie (in a ring that the writer reuses at once). JSON, bytes and numbers are copied;
  * v8's deserializer may return typed arrays that are views into its input. */
@@ -505,6 +509,7 @@ export function decodesByCopy(bytes: Uint8Array): boolean {
   return tag === JSON_TEXT || tag === BYTES || tag === NUMBERS;
 }
 
+/** Whether `loads` of these bytes may need to import modules (so `loadsSync` could fail). */
 export function needsRebuild(bytes: Uint8Array): boolean {
   return bytes[0] === NEEDS_REBUILD;
 }

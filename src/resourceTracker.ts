@@ -17,10 +17,10 @@
 import { spawn } from 'node:child_process';
 import { closeSync, mkdtempSync, rmSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { extname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { ValueError } from './errors.js';
 import { loadNative } from './native.js';
+import { moduleExtension, packageFile } from './packageFiles.js';
 
 /** The environment variable through which children find their tree's tracker. */
 export const TRACKER_ENV = 'MP_RESOURCE_TRACKER';
@@ -48,8 +48,7 @@ function loaderArgs(): string[] {
 }
 
 function trackerEntry(): string {
-  const here = fileURLToPath(import.meta.url);
-  return fileURLToPath(new URL(`./backends/resourceTrackerMain${extname(here)}`, import.meta.url));
+  return packageFile(`backends/resourceTrackerMain${moduleExtension}`);
 }
 
 /** Starts a tracker and returns this process's connection to it. */

@@ -8,7 +8,7 @@
  * streams through it while its reader reads. Whoever writes (or reads) a frame must be the only
  * writer (reader) meanwhile: queues hold a lock, pool channels have one writer and one reader.
  */
-import { wait, waitSync, wake } from './futex.js';
+import { park, wake, type Steps } from './futex.js';
 
 /** Words a ring uses at the start of its Int32Array. */
 export const RING_WORDS = 7;
@@ -19,15 +19,10 @@ const SPACE_SEQ = 3; // bumped when a waiting writer is woken
 const DATA_WAITERS = 4;
 const SPACE_WAITERS = 5;
 const SPACE_WAKE_PENDING = 6; // a wake is on its way to the writer: do not send another
-const SPACE_RECHECK_S = 0.1;
+const SPACE_RECHECK_MS = 100;
 
 /** What `tryDecodeFrame` returns when no whole frame has arrived. */
 export const NO_FRAME: unique symbol = Symbol('no frame');
-
-/** Seconds left until a performance.now() deadline (null for none), for futex waits. */
-export function secondsUntil(deadline: number): number | null {
-  return deadline === Infinity ? null : Math.max(0, (deadline - performance.now()) / 1000);
-}
 
 export class ByteRing {
   private readonly capacity: number;
@@ -139,10 +134,10 @@ export class ByteRing {
     return (d[at]! | (d[(at + 1) & m]! << 8) | (d[(at + 2) & m]! << 16) | (d[(at + 3) & m]! << 24)) >>> 0;
   }
 
-  // ---- waiting ----------------------------------------------------------------------------
+  // ---- waiting (as futex.ts steps: `runAsync(ring.readFrame())`, `runSync(...)` for *Sync) ----
 
-  /** Waits until some bytes are available; false when `deadline` passes first. */
-  async waitForData(deadline = Infinity, signal?: AbortSignal): Promise<boolean> {
+  /** Waits until some bytes are available; false when `deadline` (performance.now()) passes first. */
+  *waitForData(deadline = Infinity): Steps<boolean> {
     const w = this.words;
     while (this.available() === 0) {
       const seq = Atomics.load(w, DATA_SEQ);
@@ -150,7 +145,7 @@ export class ByteRing {
       if (performance.now() >= deadline) return false;
       Atomics.add(w, DATA_WAITERS, 1);
       try {
-        await wait(w, DATA_SEQ, seq, secondsUntil(deadline), signal);
+        yield park(w, DATA_SEQ, seq, deadline);
       } finally {
         Atomics.sub(w, DATA_WAITERS, 1);
       }
@@ -158,24 +153,8 @@ export class ByteRing {
     return true;
   }
 
-  waitForDataSync(deadline = Infinity): boolean {
-    const w = this.words;
-    while (this.available() === 0) {
-      const seq = Atomics.load(w, DATA_SEQ);
-      if (this.available() > 0) break;
-      if (performance.now() >= deadline) return false;
-      Atomics.add(w, DATA_WAITERS, 1);
-      try {
-        waitSync(w, DATA_SEQ, seq, secondsUntil(deadline));
-      } finally {
-        Atomics.sub(w, DATA_WAITERS, 1);
-      }
-    }
-    return true;
-  }
-
-  /** Waits until the ring has room for at least one byte (an aborted `signal` rejects). */
-  async waitForSpace(signal?: AbortSignal): Promise<void> {
+  /** Waits until the ring has room for at least one byte. */
+  *waitForSpace(): Steps<void> {
     const w = this.words;
     while (this.available() >= this.capacity) {
       const seq = Atomics.load(w, SPACE_SEQ);
@@ -184,22 +163,7 @@ export class ByteRing {
       try {
         // Bounded: should a writer that was sent the one pending wake die before taking it, the
         // next one still looks again.
-        if (this.available() >= this.capacity) await wait(w, SPACE_SEQ, seq, SPACE_RECHECK_S, signal);
-      } finally {
-        Atomics.sub(w, SPACE_WAITERS, 1);
-        Atomics.store(w, SPACE_WAKE_PENDING, 0);
-      }
-    }
-  }
-
-  waitForSpaceSync(): void {
-    const w = this.words;
-    while (this.available() >= this.capacity) {
-      const seq = Atomics.load(w, SPACE_SEQ);
-      if (this.available() < this.capacity) return;
-      Atomics.add(w, SPACE_WAITERS, 1);
-      try {
-        if (this.available() >= this.capacity) waitSync(w, SPACE_SEQ, seq, SPACE_RECHECK_S);
+        if (this.available() >= this.capacity) yield park(w, SPACE_SEQ, seq, performance.now() + SPACE_RECHECK_MS);
       } finally {
         Atomics.sub(w, SPACE_WAITERS, 1);
         Atomics.store(w, SPACE_WAKE_PENDING, 0);
@@ -210,57 +174,31 @@ export class ByteRing {
   // ---- whole transfers --------------------------------------------------------------------
 
   /** Writes all of `src`, waiting for space as the reader drains the ring. */
-  async writeAll(src: Uint8Array, signal?: AbortSignal): Promise<void> {
+  *writeAll(src: Uint8Array): Steps<void> {
     let done = this.write(src);
     while (done < src.length) {
-      await this.waitForSpace(signal);
-      done += this.write(src.subarray(done));
-    }
-  }
-
-  writeAllSync(src: Uint8Array): void {
-    let done = this.write(src);
-    while (done < src.length) {
-      this.waitForSpaceSync();
+      yield* this.waitForSpace();
       done += this.write(src.subarray(done));
     }
   }
 
   /** Fills `dest`, waiting for the writer (who has started this frame and will finish it). */
-  async readExactly(dest: Uint8Array, signal?: AbortSignal): Promise<void> {
+  private *readExactly(dest: Uint8Array): Steps<void> {
     let got = this.read(dest, 0);
     while (got < dest.length) {
-      await this.waitForData(Infinity, signal);
-      got += this.read(dest, got);
-    }
-  }
-
-  readExactlySync(dest: Uint8Array): void {
-    let got = this.read(dest, 0);
-    while (got < dest.length) {
-      this.waitForDataSync();
+      yield* this.waitForData();
       got += this.read(dest, got);
     }
   }
 
   /** Reads one frame's body, whose first bytes have arrived. */
-  async readFrame(signal?: AbortSignal): Promise<Uint8Array> {
+  *readFrame(): Steps<Uint8Array> {
     const whole = this.tryReadFrame();
     if (whole) return whole;
     const header = new Uint8Array(4);
-    await this.readExactly(header, signal);
+    yield* this.readExactly(header);
     const body = new Uint8Array(new DataView(header.buffer).getUint32(0, true));
-    await this.readExactly(body, signal);
-    return body;
-  }
-
-  readFrameSync(): Uint8Array {
-    const whole = this.tryReadFrame();
-    if (whole) return whole;
-    const header = new Uint8Array(4);
-    this.readExactlySync(header);
-    const body = new Uint8Array(new DataView(header.buffer).getUint32(0, true));
-    this.readExactlySync(body);
+    yield* this.readExactly(body);
     return body;
   }
 

@@ -17,8 +17,3 @@ export function registerSentinel(exited: Promise<unknown>): number {
 export function sentinelExit(sentinel: number): Promise<void> | undefined {
   return exits.get(sentinel);
 }
-
-/** Whether the sentinel's process has exited, without waiting. */
-export function forgetSentinel(sentinel: number): void {
-  exits.delete(sentinel);
-}

@@ -4,8 +4,8 @@
  * layout, so a list made here reads in python3 and the other way round).
  */
 import { randomBytes } from 'node:crypto';
-import { IndexError, ValueError } from './errors.js';
-import { FileExistsError, FileNotFoundError, loadNative, PermissionError } from './native.js';
+import { FileExistsError, FileNotFoundError, IndexError, PermissionError, ValueError } from './errors.js';
+import { loadNative } from './native.js';
 import { reduceSymbol, registerReducer, type Reduced } from './reduction.js';
 import * as resourceTracker from './resourceTracker.js';
 

@@ -9,7 +9,8 @@
 import { IndexError, ValueError } from './errors.js';
 import { allocate, attachBlock, blockState, checkTarget, freeWith, type Block, type BlockState, type MemoryKind } from './heap.js';
 import { reduce, reduceSymbol, registerReducer, type ReduceContext, type Reduced } from './reduction.js';
-import { memoryKindFor, RLock, withLock, type AcquireOptions, type ContextLike } from './synchronize.js';
+import { LockLike, RLock, type AcquireOptions } from './synchronize.js';
+import { memoryKindFor, registerClasses, type MemoryOptions } from './context.js';
 import { callable } from './util.js';
 
 /** What each typecode reads and writes as. */
@@ -91,10 +92,8 @@ function formatValue(typecode: Typecode, v: unknown): string {
   return String(v);
 }
 
-/** The internal options every factory here takes last (see synchronize.ts). */
-export interface CtypesOptions {
-  ctx?: ContextLike;
-}
+/** The options every factory here takes last (Python's `ctx=`; see context.ts's memoryKindFor). */
+export type CtypesOptions = MemoryOptions;
 
 /** A lock that can guard a shared ctype: `.value` and `get`/`set` take it synchronously. */
 export interface CtypesLock {
@@ -157,7 +156,7 @@ class RawValueClass<T extends Typecode = Typecode> {
 }
 registerReducer('RawValue', (s: { typecode: Typecode; block: BlockState }) => new RawValueClass(s.typecode, undefined, undefined, attachBlock(s.block)));
 
-/** Python's `RawValue(typecode, value)`, with or without `new` (API.md rule 1). */
+/** Python's `RawValue(typecode, value)`, with or without `new` (docs/api.md rule 1). */
 export const RawValue = callable(RawValueClass) as typeof RawValueClass & RawValueFactory;
 export type RawValue<T extends Typecode = Typecode> = RawValueClass<T>;
 
@@ -271,7 +270,7 @@ class RawArrayClass<T extends Typecode = Typecode> implements Iterable<TypecodeV
 }
 registerReducer('RawArray', (s: { typecode: Typecode; block: BlockState }) => new RawArrayClass(s.typecode, 0, undefined, attachBlock(s.block)));
 
-/** Python's `RawArray(typecode, sizeOrValues)`, with or without `new` (API.md rule 1). */
+/** Python's `RawArray(typecode, sizeOrValues)`, with or without `new` (docs/api.md rule 1). */
 export const RawArray = callable(RawArrayClass) as typeof RawArrayClass & RawArrayFactory;
 export type RawArray<T extends Typecode = Typecode> = RawArrayClass<T>;
 
@@ -281,12 +280,13 @@ function reduceLock(lock: CtypesLock, ctx: ReduceContext): unknown {
   return reduce(lock, ctx).graph;
 }
 
-// Not a subclass of synchronize.ts's LockLike, which it mirrors: see there why.
-abstract class SynchronizedBase<O extends RawValue | RawArray> {
+abstract class SynchronizedBase<O extends RawValue | RawArray> extends LockLike {
   constructor(
     /** @internal */ protected readonly _obj: O,
     /** @internal */ protected readonly _lock: CtypesLock,
-  ) {}
+  ) {
+    super();
+  }
 
   getLock(): CtypesLock {
     return this._lock;
@@ -303,15 +303,6 @@ abstract class SynchronizedBase<O extends RawValue | RawArray> {
   release(): void {
     this._lock.release();
   }
-  with<R>(fn: () => R | Promise<R>, options: Pick<AcquireOptions, 'signal'> = {}): Promise<R> {
-    return withLock(this._lock, fn, options);
-  }
-  [Symbol.dispose](): void {
-    this._lock.release();
-  }
-  async [Symbol.asyncDispose](): Promise<void> {
-    this._lock.release();
-  }
   /** @internal Runs `fn` holding the lock (blocking this thread while another holds it). */
   protected _locked<R>(fn: () => R): R {
     this._lock.acquireSync();
@@ -321,7 +312,7 @@ abstract class SynchronizedBase<O extends RawValue | RawArray> {
       this._lock.release();
     }
   }
-  toString(): string {
+  override toString(): string {
     return `<Synchronized wrapper for ${this._obj.toString()}>`;
   }
   [Symbol.for('nodejs.util.inspect.custom')](): string {
@@ -404,18 +395,14 @@ registerReducer('SynchronizedArray', (s: { obj: { typecode: Typecode; block: Blo
 
 function lockFor(lock: SynchronizedOptions['lock'], options: CtypesOptions | undefined, kind: MemoryKind): CtypesLock | null {
   if (lock === false) return null;
-  if (lock === true || lock === null || lock === undefined) return new RLock(options?.ctx ? { ctx: options.ctx } : kindOptions(kind));
+  if (lock === true || lock === null || lock === undefined) return new RLock(options?.ctx ? { ctx: options.ctx } : { memory: kind });
   if (typeof (lock as Partial<CtypesLock>).acquire !== 'function' || typeof (lock as Partial<CtypesLock>).acquireSync !== 'function') {
     throw new TypeError(`'${String(lock)}' has no method 'acquire' (a lock with acquire and acquireSync is required)`);
   }
   return lock;
 }
 
-function kindOptions(kind: MemoryKind): CtypesOptions {
-  return { ctx: { getStartMethod: () => (kind === 'thread' ? 'thread' : 'spawn') } };
-}
-
-// ---- factories (callable and constructible, API.md rule 1) ---------------------------------------
+// ---- factories (callable and constructible, docs/api.md rule 1) ----------------------------
 
 export interface RawValueFactory {
   <T extends Typecode>(typecode: T, value?: TypecodeValue[T] | number, options?: CtypesOptions): RawValue<T>;
@@ -459,7 +446,7 @@ export { ArrayImpl as Array };
 export function copy<T extends Typecode>(obj: RawValue<T>, options?: CtypesOptions): RawValue<T>;
 export function copy<T extends Typecode>(obj: RawArray<T>, options?: CtypesOptions): RawArray<T>;
 export function copy<T extends Typecode>(obj: RawValue<T> | RawArray<T>, options?: CtypesOptions): RawValue<T> | RawArray<T> {
-  const opts = options ?? kindOptions(obj._block.kind);
+  const opts = options ?? { memory: obj._block.kind };
   if (obj instanceof RawValue) return new RawValue(obj.typecode, obj.value, opts);
   const out = new RawArray(obj.typecode, obj.length, opts);
   (out.view as AnyTyped).set(obj.view as never);
@@ -474,3 +461,5 @@ export function synchronized<T extends Typecode>(obj: RawValue<T> | RawArray<T>,
   const l = lockFor(lock ?? true, undefined, obj._block.kind)!;
   return obj instanceof RawValue ? new Synchronized(obj, l) : new SynchronizedArray(obj, l);
 }
+
+registerClasses({ RawValue, RawArray, Value, Array: ArrayImpl });

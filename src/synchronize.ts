@@ -3,9 +3,9 @@
  * synchronize.py, built on 32-bit words in shared memory (heap.ts) and one waiting mechanism
  * (futex.ts).
  *
- * Every algorithm is written once, as a generator that yields "park on this word" (or "call this
- * function") steps; `runAsync` drives it with `futex.wait` (the Promise API, which never blocks the
- * event loop) and `runSync` with `futex.waitSync` (the `*Sync` variants).
+ * Every algorithm is written once, as a generator of futex.ts steps ("park on this word", "call
+ * this function"): `runAsync` drives it without blocking the event loop, `runSync` for the `*Sync`
+ * variants. Lock, RLock and Semaphore share one acquire (`SemLock`, as CPython's base class).
  *
  * Word layouts (Int32, all zero-initialised):
  * - Lock:      [state, ownerTid]. state = 0 unlocked, else (ownerPid << 1) | waitersBit.
@@ -24,25 +24,17 @@
 import { readFileSync } from 'node:fs';
 import { threadId } from 'node:worker_threads';
 import { BrokenBarrierError, ValueError } from './errors.js';
-import { wait, waitSync, wake, type WaitResult } from './futex.js';
+import { deadlineAfter, park, runAsync, runSync, secondsUntil, wake, type Steps } from './futex.js';
 import { allocate, attachBlock, blockState, checkTarget, freeWith, int32s, type Block, type BlockState, type MemoryKind } from './heap.js';
 import { reduceFunction, reduceSymbol, registerReducer, type ReduceContext, type Reduced } from './reduction.js';
-// The one place this module learns the default start method (see memoryKindFor).
-import { getContext } from './context.js';
+import { memoryKindFor, registerClasses, type MemoryOptions } from './context.js';
 import { currentProcess } from './process.js';
 
 // ---- options ---------------------------------------------------------------------------------
 
-/** A context, as far as these classes care: which start method their objects are made for. */
-export interface ContextLike {
-  getStartMethod(): string | null;
-}
-
-/** The internal last parameter of every class here: the context whose start method decides the
- * memory (a SharedArrayBuffer for 'thread', process-shared memory for 'spawn'/'forkserver'). */
-export interface SyncOptions {
-  ctx?: ContextLike;
-}
+/** The last parameter of every class here (Python's `ctx=`): the context whose memory the object
+ * lives in (context.ts's `memoryKindFor`); the default context's when omitted. */
+export type SyncOptions = MemoryOptions;
 
 export interface AcquireOptions {
   /** Wait for the lock (default true). With false, `timeout` is ignored. */
@@ -56,94 +48,7 @@ export interface WaitOptions {
   signal?: AbortSignal;
 }
 
-/** The memory kind for objects made in `ctx` (or in the default context). */
-export function memoryKindFor(options?: SyncOptions): MemoryKind {
-  const ctx = options?.ctx ?? getContext();
-  return ctx.getStartMethod() === 'thread' ? 'thread' : 'process';
-}
-
-// ---- steps and drivers -------------------------------------------------------------------------
-
-interface Park {
-  kind: 'park';
-  i32: Int32Array;
-  index: number;
-  expected: number;
-  /** performance.now() deadline in ms, or null for none. */
-  deadline: number | null;
-}
-interface Call {
-  kind: 'call';
-  fn: () => unknown;
-}
-type Step = Park | Call;
-type Steps<T> = Generator<Step, T, unknown>;
-
-function park(i32: Int32Array, index: number, expected: number, deadline: number | null): Park {
-  return { kind: 'park', i32, index, expected, deadline };
-}
-
 const now = (): number => performance.now();
-
-function deadlineOf(timeout: number | null | undefined): number | null {
-  if (timeout === null || timeout === undefined || timeout === Infinity) return null;
-  return now() + (timeout > 0 ? timeout * 1000 : 0);
-}
-
-function remaining(deadline: number | null): number | null {
-  return deadline === null ? null : Math.max(0, (deadline - now()) / 1000);
-}
-
-function isThenable(v: unknown): v is PromiseLike<unknown> {
-  return (typeof v === 'object' || typeof v === 'function') && v !== null && typeof (v as { then?: unknown }).then === 'function';
-}
-
-/** Runs an algorithm to completion, blocking this thread while it parks. */
-function runSync<T>(g: Steps<T>): T {
-  let r = g.next();
-  while (!r.done) {
-    const step = r.value;
-    if (step.kind === 'park') {
-      r = g.next(waitSync(step.i32, step.index, step.expected, remaining(step.deadline)));
-      continue;
-    }
-    let out: unknown;
-    try {
-      out = step.fn();
-    } catch (error) {
-      r = g.throw(error);
-      continue;
-    }
-    // A *Sync caller cannot wait for a Promise: it runs on, and a rejection is reported, not lost.
-    if (isThenable(out)) out.then(undefined, (error: unknown) => process.emitWarning(`unhandled rejection in a Barrier action run by waitSync(): ${String(error)}`));
-    r = g.next(out);
-  }
-  return r.value;
-}
-
-/** Runs an algorithm to completion without blocking. An abort is thrown into the algorithm at its
- * current park, which cleans up (maybe waiting more, without the signal) and rethrows. */
-async function runAsync<T>(g: Steps<T>, signal?: AbortSignal): Promise<T> {
-  let sig = signal;
-  let r = g.next();
-  while (!r.done) {
-    const step = r.value;
-    let input: unknown;
-    try {
-      if (step.kind === 'park') {
-        input = await wait(step.i32, step.index, step.expected, remaining(step.deadline), sig) satisfies WaitResult;
-      } else {
-        input = await step.fn();
-      }
-    } catch (error) {
-      if (step.kind === 'park') sig = undefined;
-      r = g.throw(error);
-      continue;
-    }
-    r = g.next(input);
-  }
-  return r.value;
-}
 
 // ---- identity and liveness ---------------------------------------------------------------------
 
@@ -250,10 +155,8 @@ export async function withLock<T>(
   }
 }
 
-/** What Lock, RLock, Semaphore and Condition share: `with` and the disposers, in terms of
- * `acquire` and `release` (not exported by index.ts). sharedctypes' Synchronized wrappers cannot
- * extend it: synchronize.ts -> context.ts -> sharedctypes.ts is an import cycle, and a class is not
- * there yet when a module in the cycle is evaluated before this one. */
+/** What Lock, RLock, Semaphore, Condition and sharedctypes' Synchronized wrappers share: `with`
+ * and the disposers, in terms of `acquire` and `release` (not exported by index.ts). */
 export abstract class LockLike {
   abstract acquire(options?: AcquireOptions | boolean, timeout?: number | null): Promise<boolean>;
   abstract acquireSync(options?: AcquireOptions | boolean, timeout?: number | null): boolean;
@@ -274,13 +177,13 @@ export abstract class LockLike {
 
 /** What Condition needs from its lock. */
 interface OwnedLock {
-  readonly _block: Block;
-  _isMine(): boolean;
-  /** Releases completely (every RLock level); returns what `_restore` needs. */
+  /** @internal */ readonly _block: Block;
+  /** @internal */ _isMine(): boolean;
+  /** @internal Releases completely (every RLock level); returns what `_restore` needs. */
   _releaseSave(): number;
-  _restore(saved: number): void;
-  _acquireSteps(block: boolean, timeout: number | null | undefined): Steps<boolean>;
-  /** Takes the lock back after a Condition wait and restores `saved` (never re-enters: another
+  /** @internal */ _restore(saved: number): void;
+  /** @internal */ _acquireSteps(block: boolean, timeout: number | null | undefined): Steps<boolean>;
+  /** @internal Takes the lock back after a Condition wait and restores `saved` (never re-enters: another
    * async task of this thread that holds an RLock meanwhile is waited for, not joined). */
   _reacquireSteps(saved: number): Steps<void>;
   acquire(options?: AcquireOptions | boolean, timeout?: number | null): Promise<boolean>;
@@ -301,7 +204,7 @@ function tryLockWord(w: Int32Array): boolean {
 
 /** A 3-state futex mutex (unlocked / locked / locked with waiters) with the owner's pid in the word. */
 function* lockWordSteps(w: Int32Array, timeout: number | null | undefined, robust: boolean, what: string): Steps<boolean> {
-  const deadline = deadlineOf(timeout);
+  const deadline = deadlineAfter(timeout);
   let nextCheck = now() + ROBUST_FIRST_MS;
   for (;;) {
     let v = Atomics.load(w, 0);
@@ -318,7 +221,7 @@ function* lockWordSteps(w: Int32Array, timeout: number | null | undefined, robus
       v |= 1;
     }
     const t = now();
-    if (deadline !== null && t >= deadline) return false;
+    if (t >= deadline) return false;
     let until = deadline;
     if (robust) {
       if (t >= nextCheck) {
@@ -333,7 +236,7 @@ function* lockWordSteps(w: Int32Array, timeout: number | null | undefined, robus
           continue;
         }
       }
-      until = until === null ? nextCheck : Math.min(until, nextCheck);
+      until = Math.min(until, nextCheck);
     }
     yield park(w, 0, v, until);
   }
@@ -347,25 +250,33 @@ function unlockWord(w: Int32Array): void {
 
 const RELEASED_TOO_MANY = 'semaphore or lock released too many times';
 
-// ---- Lock --------------------------------------------------------------------------------------
+// ---- SemLock -----------------------------------------------------------------------------------
 
-/** A non-recursive lock. Any process or thread may release it. */
-export class Lock extends LockLike implements OwnedLock {
+/**
+ * What Lock, RLock and Semaphore share, as CPython's `SemLock`: their words in shared memory, and
+ * one `acquire` (both forms) around each one's `_tryAcquire` (the uncontended path, no step) and
+ * `_contend` (the wait, as steps).
+ */
+abstract class SemLock extends LockLike {
   /** @internal */ readonly _block: Block;
   /** @internal */ protected readonly _w: Int32Array;
+  /** Whether the words were just allocated (not attached to an existing object's). */
+  protected readonly _fresh: boolean;
 
-  constructor(options?: SyncOptions) {
+  constructor(options: SyncOptions | undefined, words: number) {
     super();
-    const { block } = takeBlock(this, memoryKindFor(options), 8);
+    const { block, fresh } = takeBlock(this, memoryKindFor(options), words * 4);
     this._block = block;
-    this._w = int32s(block, 0, 2);
+    this._w = int32s(block, 0, words);
+    this._fresh = fresh;
   }
 
-  /** Acquires the lock; resolves true, or false when `block` is false or `timeout` passed. */
+  /** Acquires; resolves true, or false when `block` is false or `timeout` seconds passed. Python's
+   * positional form `(block, timeout)` works too. */
   acquire(options?: AcquireOptions | boolean, timeout?: number | null): Promise<boolean> {
     const o = normalizeAcquire(options, timeout);
     if (o.signal?.aborted) return Promise.reject(o.signal.reason);
-    if (tryLockWord(this._w)) return Promise.resolve(true);
+    if (this._tryAcquire()) return Promise.resolve(true);
     if (!o.block) return Promise.resolve(false);
     return runAsync(this._acquireSteps(true, o.timeout), o.signal);
   }
@@ -373,9 +284,34 @@ export class Lock extends LockLike implements OwnedLock {
   /** `acquire`, blocking this thread. */
   acquireSync(options?: AcquireOptions | boolean, timeout?: number | null): boolean {
     const o = normalizeAcquire(options, timeout);
-    if (tryLockWord(this._w)) return true;
+    if (this._tryAcquire()) return true;
     if (!o.block) return false;
     return runSync(this._acquireSteps(true, o.timeout));
+  }
+
+  /** @internal */
+  *_acquireSteps(block: boolean, timeout: number | null | undefined): Steps<boolean> {
+    if (this._tryAcquire()) return true;
+    if (!block) return false;
+    return yield* this._contend(timeout);
+  }
+
+  /** Takes it at once if free; false otherwise. */
+  protected abstract _tryAcquire(): boolean;
+  /** Waits for it (the holder may die: robust locks take over) until `timeout` seconds. */
+  protected abstract _contend(timeout: number | null | undefined): Steps<boolean>;
+
+  [inspect](): string {
+    return this.toString();
+  }
+}
+
+// ---- Lock --------------------------------------------------------------------------------------
+
+/** A non-recursive lock. Any process or thread may release it. */
+export class Lock extends SemLock implements OwnedLock {
+  constructor(options?: SyncOptions) {
+    super(options, 2);
   }
 
   /** Releases the lock; `ValueError` if it is not locked. */
@@ -384,10 +320,10 @@ export class Lock extends LockLike implements OwnedLock {
     unlockWord(this._w);
   }
 
-  /** @internal */
-  *_acquireSteps(block: boolean, timeout: number | null | undefined): Steps<boolean> {
-    if (tryLockWord(this._w)) return true;
-    if (!block) return false;
+  protected _tryAcquire(): boolean {
+    return tryLockWord(this._w);
+  }
+  protected *_contend(timeout: number | null | undefined): Steps<boolean> {
     return yield* lockWordSteps(this._w, timeout, this._block.kind === 'process', this.constructor.name);
   }
   /** @internal */
@@ -411,9 +347,6 @@ export class Lock extends LockLike implements OwnedLock {
     const owner = v === 0 ? 'None' : ownerName(v >>> 1, Atomics.load(this._w, 1));
     return `<Lock(owner=${owner})>`;
   }
-  [inspect](): string {
-    return this.toString();
-  }
 
   [reduceSymbol](ctx: ReduceContext): Reduced {
     return reduceBlock(this._block, ctx, 'Lock');
@@ -424,30 +357,9 @@ registerReducer('Lock', (state: BlockState) => attachAs(() => new Lock(), attach
 // ---- RLock -------------------------------------------------------------------------------------
 
 /** A recursive lock owned by one (process, thread) pair; async code on one thread shares it. */
-export class RLock extends LockLike implements OwnedLock {
-  /** @internal */ readonly _block: Block;
-  /** @internal */ protected readonly _w: Int32Array;
-
+export class RLock extends SemLock implements OwnedLock {
   constructor(options?: SyncOptions) {
-    super();
-    const { block } = takeBlock(this, memoryKindFor(options), 12);
-    this._block = block;
-    this._w = int32s(block, 0, 3);
-  }
-
-  acquire(options?: AcquireOptions | boolean, timeout?: number | null): Promise<boolean> {
-    const o = normalizeAcquire(options, timeout);
-    if (o.signal?.aborted) return Promise.reject(o.signal.reason);
-    if (this._tryAcquire()) return Promise.resolve(true);
-    if (!o.block) return Promise.resolve(false);
-    return runAsync(this._acquireSteps(true, o.timeout), o.signal);
-  }
-
-  acquireSync(options?: AcquireOptions | boolean, timeout?: number | null): boolean {
-    const o = normalizeAcquire(options, timeout);
-    if (this._tryAcquire()) return true;
-    if (!o.block) return false;
-    return runSync(this._acquireSteps(true, o.timeout));
+    super(options, 3);
   }
 
   /** Releases one level; `ValueError` if this process and thread do not own it. */
@@ -458,7 +370,7 @@ export class RLock extends LockLike implements OwnedLock {
     if (Atomics.sub(this._w, 2, 1) === 1) unlockWord(this._w);
   }
 
-  private _tryAcquire(): boolean {
+  protected _tryAcquire(): boolean {
     if (this._isMine()) {
       Atomics.add(this._w, 2, 1);
       return true;
@@ -469,11 +381,7 @@ export class RLock extends LockLike implements OwnedLock {
     }
     return false;
   }
-
-  /** @internal */
-  *_acquireSteps(block: boolean, timeout: number | null | undefined): Steps<boolean> {
-    if (this._tryAcquire()) return true;
-    if (!block) return false;
+  protected *_contend(timeout: number | null | undefined): Steps<boolean> {
     const ok = yield* lockWordSteps(this._w, timeout, this._block.kind === 'process', 'RLock');
     if (ok) Atomics.store(this._w, 2, 1);
     return ok;
@@ -505,9 +413,6 @@ export class RLock extends LockLike implements OwnedLock {
     if (this._isMine()) return `<RLock(${ownerName(PID, TID)}, ${Atomics.load(this._w, 2)})>`;
     return `<RLock(${ownerName(v >>> 1, Atomics.load(this._w, 1))}, nonzero)>`;
   }
-  [inspect](): string {
-    return this.toString();
-  }
 
   [reduceSymbol](ctx: ReduceContext): Reduced {
     return reduceBlock(this._block, ctx, 'RLock');
@@ -534,40 +439,20 @@ export interface SemaphoreOptions extends SyncOptions {
 }
 
 /** A counting semaphore. */
-export class Semaphore extends LockLike {
-  /** @internal */ readonly _block: Block;
-  /** @internal */ protected readonly _w: Int32Array;
+export class Semaphore extends SemLock {
   private _slot = -1;
 
   constructor(value = 1, options?: SemaphoreOptions) {
-    super();
-    const { block, fresh } = takeBlock(this, memoryKindFor(options), SEM_WORDS * 4);
-    this._block = block;
-    this._w = int32s(block, 0, SEM_WORDS);
-    if (fresh) {
+    super(options, SEM_WORDS);
+    if (this._fresh) {
       if (!Number.isInteger(value) || value < 0) {
         throw new ValueError('semaphore initial value must be >= 0');
       }
       if (value > SEM_VALUE_MAX) throw new ValueError('semaphore initial value is too large');
       Atomics.store(this._w, S_VALUE, value);
       Atomics.store(this._w, S_MAX, -1);
-      Atomics.store(this._w, S_ROBUST, (options?.robust ?? true) && block.kind === 'process' ? 1 : 0);
+      Atomics.store(this._w, S_ROBUST, (options?.robust ?? true) && this._block.kind === 'process' ? 1 : 0);
     }
-  }
-
-  acquire(options?: AcquireOptions | boolean, timeout?: number | null): Promise<boolean> {
-    const o = normalizeAcquire(options, timeout);
-    if (o.signal?.aborted) return Promise.reject(o.signal.reason);
-    if (this._tryDown()) return Promise.resolve(true);
-    if (!o.block) return Promise.resolve(false);
-    return runAsync(this._acquireSteps(true, o.timeout), o.signal);
-  }
-
-  acquireSync(options?: AcquireOptions | boolean, timeout?: number | null): boolean {
-    const o = normalizeAcquire(options, timeout);
-    if (this._tryDown()) return true;
-    if (!o.block) return false;
-    return runSync(this._acquireSteps(true, o.timeout));
   }
 
   release(): void {
@@ -590,15 +475,12 @@ export class Semaphore extends LockLike {
   override toString(): string {
     return `<Semaphore(value=${this.getValue()})>`;
   }
-  [inspect](): string {
-    return this.toString();
-  }
 
   [reduceSymbol](ctx: ReduceContext): Reduced {
     return reduceBlock(this._block, ctx, this.constructor.name);
   }
 
-  private _tryDown(): boolean {
+  protected _tryAcquire(): boolean {
     const w = this._w;
     for (;;) {
       const v = Atomics.load(w, S_VALUE);
@@ -610,25 +492,22 @@ export class Semaphore extends LockLike {
     }
   }
 
-  /** @internal */
-  *_acquireSteps(block: boolean, timeout: number | null | undefined): Steps<boolean> {
-    if (this._tryDown()) return true;
-    if (!block) return false;
+  protected *_contend(timeout: number | null | undefined): Steps<boolean> {
     const w = this._w;
     const robust = Atomics.load(w, S_ROBUST) === 1;
-    const deadline = deadlineOf(timeout);
+    const deadline = deadlineAfter(timeout);
     let nextCheck = now() + ROBUST_FIRST_MS;
     for (;;) {
-      if (this._tryDown()) return true;
+      if (this._tryAcquire()) return true;
       const t = now();
-      if (deadline !== null && t >= deadline) return false;
+      if (t >= deadline) return false;
       let until = deadline;
       if (robust) {
         if (t >= nextCheck) {
           nextCheck = t + ROBUST_PERIOD_MS;
           if (this._recoverDead()) continue;
         }
-        until = until === null ? nextCheck : Math.min(until, nextCheck);
+        until = Math.min(until, nextCheck);
       }
       Atomics.add(w, S_WAITERS, 1);
       try {
@@ -708,9 +587,8 @@ registerReducer('Semaphore', (state: BlockState) => attachAs(() => new Semaphore
 /** A semaphore that cannot be released above its initial value. */
 export class BoundedSemaphore extends Semaphore {
   constructor(value = 1, options?: SemaphoreOptions) {
-    const fresh = attaching === null;
     super(value, options);
-    if (fresh) Atomics.store(this._w, S_MAX, value);
+    if (this._fresh) Atomics.store(this._w, S_MAX, value);
   }
 
   override toString(): string {
@@ -790,9 +668,9 @@ export class Condition extends LockLike {
    * value, falsy on timeout. */
   async waitFor<T>(predicate: () => T | Promise<T>, timeout?: number | null, options?: WaitOptions): Promise<T> {
     let result = await predicate();
-    const deadline = deadlineOf(timeout);
+    const deadline = deadlineAfter(timeout);
     while (!result) {
-      const left = remaining(deadline);
+      const left = secondsUntil(deadline);
       if (left !== null && left <= 0) break;
       await this.wait(left, options);
       result = await predicate();
@@ -803,9 +681,9 @@ export class Condition extends LockLike {
   /** `waitFor`, blocking this thread (the predicate must be synchronous). */
   waitForSync<T>(predicate: () => T, timeout?: number | null): T {
     let result = predicate();
-    const deadline = deadlineOf(timeout);
+    const deadline = deadlineAfter(timeout);
     while (!result) {
-      const left = remaining(deadline);
+      const left = secondsUntil(deadline);
       if (left !== null && left <= 0) break;
       this.waitSync(left);
       result = predicate();
@@ -844,7 +722,7 @@ export class Condition extends LockLike {
     Atomics.add(w, C_WAITERS, 1);
     const entrySeq = Atomics.load(w, C_SEQ);
     const saved = lock._releaseSave();
-    const deadline = deadlineOf(timeout);
+    const deadline = deadlineAfter(timeout);
     let notified = false;
     try {
       for (;;) {
@@ -853,7 +731,7 @@ export class Condition extends LockLike {
           notified = true;
           break;
         }
-        if (deadline !== null && now() >= deadline) {
+        if (now() >= deadline) {
           notified = leaveWaiters(w, entrySeq);
           break;
         }
@@ -931,10 +809,10 @@ export class Event {
 
   private *_waitSteps(timeout: number | null | undefined): Steps<boolean> {
     const w = this._w;
-    const deadline = deadlineOf(timeout);
+    const deadline = deadlineAfter(timeout);
     for (;;) {
       if (Atomics.load(w, E_FLAG) === 1) return true;
-      if (deadline !== null && now() >= deadline) return false;
+      if (now() >= deadline) return false;
       Atomics.add(w, E_WAITERS, 1);
       try {
         yield park(w, E_FLAG, 0, deadline);
@@ -1058,7 +936,7 @@ export class Barrier {
   }
 
   /** Releases the internal lock, waits for a notify (or `deadline`), takes the lock back. */
-  private *_sleep(deadline: number | null): Steps<void> {
+  private *_sleep(deadline: number): Steps<void> {
     const seq = Atomics.load(this._w, B_SEQ);
     unlockWord(this._lockWords);
     try {
@@ -1070,14 +948,14 @@ export class Barrier {
 
   private *_waitSteps(timeout: number | null | undefined): Steps<number> {
     const w = this._w;
-    const deadline = deadlineOf(timeout ?? this._timeout);
+    const deadline = deadlineAfter(timeout ?? this._timeout);
     yield* this._lockSteps();
     try {
       // enter: wait out a previous cycle's draining or a reset
       for (;;) {
         const state = Atomics.load(w, B_STATE);
         if (state !== DRAINING && state !== RESETTING && state !== ACTION) break;
-        yield* this._sleep(null);
+        yield* this._sleep(Infinity);
       }
       if (Atomics.load(w, B_STATE) < 0) throw new BrokenBarrierError();
       const index = Atomics.add(w, B_COUNT, 1);
@@ -1088,7 +966,7 @@ export class Barrier {
             unlockWord(this._lockWords);
             let failure: { error: unknown } | null = null;
             try {
-              yield { kind: 'call', fn: this._action };
+              yield { call: this._action };
             } catch (error) {
               failure = { error };
             }
@@ -1106,11 +984,11 @@ export class Barrier {
             const state = Atomics.load(w, B_STATE);
             if (state !== FILLING && state !== ACTION) break;
             // As in Python, a timeout cannot break the barrier while the action runs.
-            if (state === FILLING && deadline !== null && now() >= deadline) {
+            if (state === FILLING && now() >= deadline) {
               this._break();
               throw new BrokenBarrierError();
             }
-            yield* this._sleep(state === ACTION ? null : deadline);
+            yield* this._sleep(state === ACTION ? Infinity : deadline);
           }
           if (Atomics.load(w, B_STATE) < 0) throw new BrokenBarrierError();
         }
@@ -1153,3 +1031,5 @@ export class Barrier {
 registerReducer('Barrier', (state: { block: BlockState; parties: number; timeout: number | null; action: (() => unknown) | null }) =>
   attachAs(() => new Barrier(state.parties, state.action, state.timeout), attachBlock(state.block)),
 );
+
+registerClasses({ Lock, RLock, Semaphore, BoundedSemaphore, Condition, Event, Barrier });

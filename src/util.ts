@@ -64,13 +64,16 @@ export async function runFinalizers(minPriority = -Infinity): Promise<void> {
   }
 }
 
-/** A promise that resolves after `seconds`, or never for null/undefined; aborts with `signal`. */
-export function deadlineOf(timeout: number | null | undefined): number {
-  if (timeout === null || timeout === undefined) return Infinity;
-  return performance.now() + Math.max(0, timeout) * 1000;
+/** The longest delay setTimeout takes, in milliseconds (a longer one would fire at once). */
+export const MAX_DELAY_MS = 2 ** 31 - 1;
+
+/** A timeout in seconds as a setTimeout delay: negative counts as 0, and it is clamped to
+ * MAX_DELAY_MS (about 24.8 days) rather than overflow. */
+export function timerDelayMs(seconds: number): number {
+  return Math.min(Math.max(0, seconds * 1000), MAX_DELAY_MS);
 }
 
-/** Rejects with the signal's reason (Python has no such thing; API.md rule 6). */
+/** Rejects with the signal's reason (Python has no such thing; docs/api.md rule 6). */
 export function throwIfAborted(signal: AbortSignal | undefined): void {
   if (signal?.aborted) throw signal.reason;
 }
@@ -96,7 +99,7 @@ export function raceTimeout<T>(
       timer = setTimeout(() => {
         cleanup();
         resolve({ done: false });
-      }, Math.max(0, seconds) * 1000);
+      }, timerDelayMs(seconds));
     }
     signal?.addEventListener('abort', onAbort, { once: true });
     promise.then(
@@ -113,10 +116,10 @@ export function raceTimeout<T>(
 }
 
 /**
- * A class that can also be called without `new` (API.md rule 1: Python's factory functions
+ * A class that can also be called without `new` (docs/api.md rule 1: Python's factory functions
  * `mp.Lock()` and `new mp.Lock()` give the same thing). Subclassing and `instanceof` still work.
  */
-export function callable<C extends abstract new (...args: any[]) => any>(
+export function callable<C extends abstract new (...args: never[]) => object>(
   cls: C,
 ): C & ((...args: ConstructorParameters<C>) => InstanceType<C>) {
   return new Proxy(cls, {
@@ -125,8 +128,8 @@ export function callable<C extends abstract new (...args: any[]) => any>(
 }
 
 /**
- * A factory that also works with `new` (API.md rule 1, for a context's factories: `ctx.Lock()` and
- * `new ctx.Lock()`), typed by the caller as `F`. With `cls`, it carries the class's name and
+ * A factory that also works with `new` (docs/api.md rule 1, for a context's factories: `ctx.Lock()`
+ * and `new ctx.Lock()`), typed by the caller as `F`. With `cls`, it carries the class's name and
  * `x instanceof factory` is `x instanceof cls()` (subclassing it is not supported: extend the class).
  */
 export function constructible<F>(make: (...args: never[]) => object, cls?: () => abstract new (...args: never[]) => object): F {
@@ -135,7 +138,8 @@ export function constructible<F>(make: (...args: never[]) => object, cls?: () =>
     return make(...args);
   };
   if (cls) {
-    // `cls` is a thunk: a context is built while its module's import cycle may not have defined the class yet.
+    // `cls` is read when asked: a context's factories exist before the modules that register
+    // their classes have loaded (context.ts).
     Object.defineProperty(factory, 'name', { get: () => cls().name });
     Object.defineProperty(factory, Symbol.hasInstance, { value: (x: unknown) => x instanceof cls() });
   }

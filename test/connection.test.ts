@@ -929,7 +929,7 @@ describe('await recv() on a socket reads the socket itself while the peer answer
   });
 });
 
-describe('recvSync / pollSync (blocking variants, API rule 5)', () => {
+describe('recvSync / pollSync (blocking variants, docs/api.md rule 5)', () => {
   const syncMakers: [string, PipeMaker][] = [
     ['process pipe (socketpair)', pipeForProcesses],
     ['thread pipe (MessageChannel)', pipeForThreads],

@@ -9,7 +9,8 @@ import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { release } from 'node:os';
-import { loadNative, nativeCandidates, tryLoadNative, isNativeBuffer, FileExistsError, FileNotFoundError } from '../src/native.js';
+import { loadNative, nativeCandidates, tryLoadNative, isNativeBuffer } from '../src/native.js';
+import { FileExistsError, FileNotFoundError } from '../src/errors.js';
 
 const native = loadNative();
 const addonPath = nativeCandidates().find((f) => existsSync(f))!;

@@ -26,7 +26,7 @@ for (const method of startMethods) {
       await Promise.all(pools.map((p) => p.join()));
     });
 
-    it('join() and IMapIterator.next() take { signal } (rule 6)', { timeout: 30_000 }, async () => {
+    it('join() and IMapIterator.next() take { signal } (docs/api.md rule 6)', { timeout: 30_000 }, async () => {
       const pool = make(1);
       const it = pool.imap(sleepThen, [0.05], 1);
       const reason = new Error('stop waiting');

@@ -83,7 +83,7 @@ for (const method of startMethods) {
       // The feeder writes the item in the background (Python's feeder thread too): wait until it
       // is readable, then get it without waiting.
       for (const until = performance.now() + 5_000; q.empty() && performance.now() < until; ) await new Promise(setImmediate);
-      const got: unknown = q.getNowait(); // synchronous, as Python's get_nowait (rule 4)
+      const got: unknown = q.getNowait(); // synchronous, as Python's get_nowait (docs/api.md rule 4)
       assert.deepEqual(got, { n: 7 });
     });
 

@@ -57,7 +57,7 @@ describe('sharedctypes (local)', () => {
     assert.equal(c.value, 2);
   });
 
-  test('factories are callable and constructible (API.md rule 1): mp.RawValue/RawArray and every context factory', () => {
+  test('factories are callable and constructible (docs/api.md rule 1): mp.RawValue/RawArray and every context factory', () => {
     const a = mp.RawValue('i', 1);
     const b = new mp.RawValue('i', 2);
     assert.ok(a instanceof RawValue && b instanceof RawValue && b instanceof mp.RawValue);

@@ -2,8 +2,9 @@
  * The interface every start method implements: CPython's Popen objects (popen_spawn_posix.py,
  * popen_forkserver.py). `Process` knows only this; queues, locks and pools never see a backend.
  */
-import type { TransferListItem } from 'node:worker_threads';
+import type { Transferable } from 'node:worker_threads';
 import type { Socket } from 'node:net';
+import { constants } from 'node:os';
 
 export type StartMethod = 'spawn' | 'forkserver' | 'thread';
 
@@ -27,7 +28,7 @@ export interface Popen {
 export interface StartRequest {
   /** The payload graph, already reduced (plain structured-clone data). */
   graph: unknown;
-  transfer: TransferListItem[];
+  transfer: Transferable[];
   handles: Socket[];
   /** Modules the child will import to find its task and class. */
   modules: string[];
@@ -67,12 +68,18 @@ export class KeepAlive {
   }
 }
 
+const osSignals = constants.signals as Record<string, number>;
+
 /** Exit code for a signal name, Python's `-signal`. */
 export function signalExitCode(signal: NodeJS.Signals): number {
   return -(osSignals[signal] ?? 0);
 }
-import { constants } from 'node:os';
-const osSignals = constants.signals as Record<string, number>;
+
+/** The name of signal number `n` (`SIGKILL` for 9), or undefined for a number that is not one. */
+export function signalName(n: number): string | undefined {
+  for (const name in osSignals) if (osSignals[name] === n) return name;
+  return undefined;
+}
 
 /** The child's command line: the parent's runtime flags (loaders such as tsx carry over), minus
  * flags that belong to the parent's own run (the test runner's). */

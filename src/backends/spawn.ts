@@ -5,13 +5,9 @@
  * passes file descriptors.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import type { Backend, Popen, StartRequest } from './backend.js';
 import { childExecArgv, KeepAlive, signalExitCode } from './backend.js';
-
-const moduleExtension = import.meta.url.endsWith('.ts') ? '.ts' : '.js';
-/** The child's entry file: bootstrap.ts under a TypeScript loader, bootstrap.js once built. */
-export const bootstrapPath = fileURLToPath(new URL(`./bootstrap${moduleExtension}`, import.meta.url));
+import { bootstrapPath } from '../packageFiles.js';
 
 let executable = process.execPath;
 
@@ -20,16 +16,13 @@ export function setExecutable(path: string): void {
   if (typeof path !== 'string' || path.length === 0) throw new TypeError('setExecutable() takes a path');
   executable = path;
 }
-export function getExecutable(): string {
-  return executable;
-}
 
 /** The first stdio slot of a handle passed at spawn: 0-2 are stdio, 3 is the IPC channel. */
 export const FIRST_HANDLE_FD = 4;
 
 /** Spawns a child running the bootstrap, with `extraArgs` for it. */
 export function spawnBootstrap(extraArgs: string[], handles: ReadonlyArray<StartRequest['handles'][number] | number>): ChildProcess {
-  return spawn(executable, [...childExecArgv(), bootstrapPath, ...extraArgs], {
+  return spawn(executable, [...childExecArgv(), bootstrapPath(), ...extraArgs], {
     stdio: ['ignore', 'inherit', 'inherit', 'ipc', ...handles],
     serialization: 'advanced',
     env: { ...process.env, MP_PARENT_PID: String(process.pid) },

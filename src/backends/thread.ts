@@ -11,8 +11,8 @@ import { dirname, join } from 'node:path';
 interface TsxManifest {
   exports: { './esm/api': { import: { default: string } } };
 }
-import { KeepAlive, type Backend, type Popen, type StartRequest } from './backend.js';
-import { bootstrapPath } from './spawn.js';
+import { KeepAlive, signalExitCode, type Backend, type Popen, type StartRequest } from './backend.js';
+import { bootstrapPath } from '../packageFiles.js';
 
 /**
  * Node 20 does not run `--import` loaders in workers, so a worker of a program run through tsx
@@ -80,10 +80,10 @@ class ThreadPopen implements Popen {
     void this.worker.terminate();
   }
   terminate(): void {
-    this.stop(-15);
+    this.stop(signalExitCode('SIGTERM'));
   }
   kill(): void {
-    this.stop(-9);
+    this.stop(signalExitCode('SIGKILL'));
   }
   /** Python's KeyboardInterrupt ends the child with exit code 1. */
   interrupt(): void {
@@ -100,7 +100,7 @@ export const threadBackend: Backend = {
       eval: true,
       workerData: {
         tsxApi: cachedTsx,
-        bootstrap: pathToFileURL(bootstrapPath).href,
+        bootstrap: pathToFileURL(bootstrapPath()).href,
         start: { graph: request.graph, handleCount: 0, name: request.name },
       },
       transferList: request.transfer,

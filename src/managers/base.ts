@@ -5,7 +5,7 @@
  */
 import { isMainThread } from 'node:worker_threads';
 import type { Address, AuthKey } from '../connection.js';
-import { getContext } from '../context.js';
+import { getContext, type BaseContext } from '../context.js';
 import { ProcessError, ValueError } from '../errors.js';
 import { info } from '../logger.js';
 import { currentProcess, type Process } from '../process.js';
@@ -13,15 +13,11 @@ import { SimpleQueue } from '../queues.js';
 import { sentinelExit } from '../sentinels.js';
 import { functionFromSource, refOf, sourceOf, task, type SourceFunction } from '../tasks.js';
 import { finalize, throwIfAborted, type FinalizeHandle } from '../util.js';
-import type { StartMethod } from '../backends/backend.js';
 import { AutoProxy, BaseProxy, connectionsTo, forgetConnections, recordProxyType, type ProxyType } from './proxies.js';
 import { serverClasses, type Server, type ServerEntry, type ServerKind, type Token } from './server.js';
 
-/** What a manager needs of a context: its Process class and start method. */
-export interface ManagerContext {
-  readonly Process: typeof Process;
-  getStartMethod(allowNone?: boolean): StartMethod | null;
-}
+/** The context a manager's server process is started from. */
+export type ManagerContext = BaseContext;
 
 export interface BaseManagerOptions {
   /** Where the server listens: an AF_UNIX path or `['127.0.0.1', port]` (port 0 picks one). */
@@ -240,7 +236,7 @@ export class BaseManager implements AsyncDisposable {
     if (initializer !== null && initializer !== undefined && typeof initializer !== 'function') {
       throw new TypeError('initializer must be a callable');
     }
-    const ctx = this.#ctx ?? (getContext() as unknown as ManagerContext);
+    const ctx = this.#ctx ?? getContext();
     // Python sends the address back through a pipe; a SimpleQueue works on every start method.
     const ready = new SimpleQueue<Address>({ ctx });
     const kind = (this.constructor as typeof BaseManager)._serverKind;

@@ -23,6 +23,7 @@ import { createPairSegment, openPairSegment, releasePairSegment, unlinkPairSegme
 import { dumpsForProcess } from '../connection.js';
 import { loads } from '../reduction.js';
 import { ByteRing, RING_WORDS } from '../ring.js';
+import { runAsync } from '../futex.js';
 import { abortable } from '../util.js';
 
 /** Bytes of each ring (requests, replies). Larger frames stream through while the reader reads. */
@@ -162,7 +163,7 @@ export class Lane {
     }
     // Too big for the free space: stream it while the peer reads (after any earlier frame).
     const done = (this.writing ?? Promise.resolve())
-      .then(() => this.outbox.writeAll(frame, this.closing.signal))
+      .then(() => runAsync(this.outbox.writeAll(frame), this.closing.signal))
       .catch(() => {
         // The lane closed under the write: the peer is gone, and so is the frame.
       })
@@ -203,7 +204,7 @@ export class Lane {
     if (!this.receiver) return;
     const sleeping = new AbortController();
     this.sleeping = sleeping;
-    this.inbox.waitForData(Infinity, sleeping.signal).then(
+    runAsync(this.inbox.waitForData(), sleeping.signal).then(
       () => {
         if (this.sleeping !== sleeping) return;
         this.sleeping = null;
@@ -222,7 +223,7 @@ export class Lane {
     const frame = this.inbox.tryReadFrame();
     if (frame) return this.hand(receiver, frame);
     this.midFrame = true;
-    this.inbox.readFrame(this.closing.signal).then(
+    runAsync(this.inbox.readFrame(), this.closing.signal).then(
       (bytes) => {
         this.midFrame = false;
         this.hand(receiver, bytes);

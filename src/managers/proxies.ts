@@ -17,7 +17,7 @@
 import { inspect } from 'node:util';
 import { threadId } from 'node:worker_threads';
 import { Client, type Address, type Connection } from '../connection.js';
-import { RemoteError, ValueError } from '../errors.js';
+import { AttributeError, IndexError, RemoteError, ValueError, withRemoteTraceback } from '../errors.js';
 import { currentProcess, parentProcess } from '../process.js';
 import { reduceSymbol, registerReducer, type Reduced } from '../reduction.js';
 import { task } from '../tasks.js';
@@ -27,6 +27,7 @@ import { currentServer, sameAddress, type Reply, type Request, type Token } from
 import { Lane } from './lane.js';
 import { tryLoadNative } from '../native.js';
 import { debug } from '../logger.js';
+import { deadlineAfter, secondsUntil } from '../futex.js';
 
 export type { Token } from './server.js';
 
@@ -181,7 +182,7 @@ export function forgetConnections(address: Address, authkey: Uint8Array): void {
 /** Python's `convert_to_error(kind, result)`. */
 export function convertToError(kind: string, result: unknown): Error {
   if (kind === '#ERROR') {
-    if (result instanceof Error) return localised(result);
+    if (result instanceof Error) return withRemoteTraceback(result);
     return new RemoteError(String(result));
   }
   if (kind === '#TRACEBACK') return remoteError(String(result));
@@ -193,21 +194,6 @@ export function convertToError(kind: string, result: unknown): Error {
 function remoteError(traceback: string): RemoteError {
   const rule = '-'.repeat(75);
   return Object.assign(new RemoteError(`\n${rule}\n${traceback}${rule}`), { traceback });
-}
-
-/** The referent's own exception, thrown here with this call's stack and the server's in `cause`. */
-function localised(error: Error): Error {
-  const remoteStack = error.stack;
-  const here: { stack?: string } = {};
-  Error.captureStackTrace(here, localised);
-  const frames = (here.stack ?? '').split('\n').slice(1).join('\n');
-  Object.defineProperty(error, 'stack', { value: `${error.name}: ${error.message}\n${frames}`, configurable: true, writable: true });
-  if (error.cause === undefined && remoteStack) {
-    const cause = new Error(remoteStack);
-    Object.defineProperty(cause, 'name', { value: 'RemoteTraceback' });
-    Object.defineProperty(error, 'cause', { value: cause, configurable: true, writable: true });
-  }
-  return error;
 }
 
 // ---- reference counting -----------------------------------------------------------------------
@@ -565,9 +551,9 @@ export class ConditionProxy extends AcquirerProxy {
   async waitFor<R>(predicate: () => R | Promise<R>, timeout?: number | null, options: CallOptions = {}): Promise<R> {
     let result = await predicate();
     if (result) return result;
-    const until = timeout === null || timeout === undefined ? Infinity : performance.now() + timeout * 1000;
+    const until = deadlineAfter(timeout);
     while (!result) {
-      const left = until === Infinity ? null : (until - performance.now()) / 1000;
+      const left = secondsUntil(until);
       if (left !== null && left <= 0) break;
       await this.wait(left, options);
       result = await predicate();
@@ -649,7 +635,7 @@ export class NamespaceProxy<T extends Record<string, unknown> = Record<string, u
       await this.get(name);
       return true;
     } catch (error) {
-      if ((error as Error).name === 'AttributeError') return false;
+      if (error instanceof AttributeError) return false;
       throw error;
     }
   }
@@ -783,7 +769,7 @@ export class ListProxy<T = unknown> extends BaseProxy implements AsyncIterable<T
       try {
         yield await this.getItem(i);
       } catch (error) {
-        if ((error as Error).name === 'IndexError') return;
+        if (error instanceof IndexError) return;
         throw error;
       }
     }

@@ -8,8 +8,10 @@
  * Errors are Python's: `KeyError`, `IndexError`, `ValueError`, `RuntimeError`, `Empty`, `Full`.
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { BrokenBarrierError, Empty, Full, IndexError, KeyError, ValueError } from '../errors.js';
+import { BrokenBarrierError, Empty, Full, IndexError, KeyError, RuntimeError, ValueError } from '../errors.js';
 import { serializable } from '../tasks.js';
+import { deadlineAfter, secondsUntil } from '../futex.js';
+import { timerDelayMs } from '../util.js';
 import { hashKey, pyCompare, pyEquals, pyRepr, pyReprSymbol } from './pyvalues.js';
 
 /** Who is calling, as the server sees it: the client's process/thread, and a signal that aborts
@@ -37,16 +39,6 @@ function local(value: unknown): unknown {
   const getter = (v as { [getValueSymbol]?: () => unknown } | null)?.[getValueSymbol];
   return v !== value && typeof getter === 'function' && !(v instanceof ManagedLock || v instanceof ManagedRLock) ? getter.call(v) : v;
 }
-
-/** A Python exception class that errors.ts does not define (it travels by name). */
-function pyError(name: string, message: string): Error {
-  const error = new Error(message);
-  Object.defineProperty(error, 'name', { value: name, configurable: true, writable: true });
-  return error;
-}
-
-export const RuntimeError = (message: string): Error => pyError('RuntimeError', message);
-export const AttributeError = (message: string): Error => pyError('AttributeError', message);
 
 function named<C extends Function>(cls: C, name: string): C {
   Object.defineProperty(cls, 'name', { value: name });
@@ -90,7 +82,7 @@ class Waiters {
         timer = setTimeout(() => {
           remove();
           settle(false);
-        }, Math.min(timeout * 1000, 2 ** 31 - 1));
+        }, timerDelayMs(timeout));
       }
     });
   }
@@ -104,14 +96,6 @@ class Waiters {
   wakeAll(): void {
     for (const w of this.queue.splice(0)) w(true);
   }
-}
-
-function deadline(timeout: number | null | undefined): number {
-  return timeout === null || timeout === undefined ? Infinity : performance.now() + Math.max(0, timeout) * 1000;
-}
-
-function left(until: number): number | null {
-  return until === Infinity ? null : Math.max(0, (until - performance.now()) / 1000);
 }
 
 function checkTimeout(timeout: unknown): void {
@@ -246,11 +230,11 @@ export class ManagedDict {
     const size = this.entries.size;
     const version = this.version;
     for (const [k] of this.entries.values()) {
-      if (this.entries.size !== size) throw RuntimeError('dictionary changed size during iteration');
-      if (this.version !== version) throw RuntimeError('dictionary keys changed during iteration');
+      if (this.entries.size !== size) throw new RuntimeError('dictionary changed size during iteration');
+      if (this.version !== version) throw new RuntimeError('dictionary keys changed during iteration');
       yield k;
     }
-    if (this.entries.size !== size) throw RuntimeError('dictionary changed size during iteration');
+    if (this.entries.size !== size) throw new RuntimeError('dictionary changed size during iteration');
   }
 
   [getValueSymbol](): Map<unknown, unknown> {
@@ -664,9 +648,9 @@ export class ManagedQueue {
   async put(item: unknown, block = true, timeout: number | null = null): Promise<void> {
     checkTimeout(timeout);
     if (timeout !== null && timeout !== undefined && timeout < 0) throw new ValueError("'timeout' must be a non-negative number");
-    const until = block ? deadline(timeout) : 0;
+    const until = block ? deadlineAfter(timeout) : 0;
     while (this.full()) {
-      if (!block || !(await this.notFull.wait(left(until))) && this.full()) throw new Full();
+      if (!block || !(await this.notFull.wait(secondsUntil(until))) && this.full()) throw new Full();
     }
     this.items.push(item);
     this.unfinished++;
@@ -680,9 +664,9 @@ export class ManagedQueue {
   async get(block = true, timeout: number | null = null): Promise<unknown> {
     checkTimeout(timeout);
     if (timeout !== null && timeout !== undefined && timeout < 0) throw new ValueError("'timeout' must be a non-negative number");
-    const until = block ? deadline(timeout) : 0;
+    const until = block ? deadlineAfter(timeout) : 0;
     while (this.empty()) {
-      if (!block || !(await this.notEmpty.wait(left(until))) && this.empty()) throw new Empty();
+      if (!block || !(await this.notEmpty.wait(secondsUntil(until))) && this.empty()) throw new Empty();
     }
     const item = this.items[this.head];
     this.items[this.head++] = undefined;
@@ -720,10 +704,10 @@ export class ManagedLock {
   async acquire(blocking = true, timeout: number | null = null): Promise<boolean> {
     checkTimeout(timeout);
     if (!blocking && timeout !== null && timeout !== undefined) throw new ValueError("can't specify a timeout for a non-blocking call");
-    const until = blocking ? deadline(timeout) : 0;
+    const until = blocking ? deadlineAfter(timeout) : 0;
     while (this.held) {
       if (!blocking) return false;
-      const woken = await this.waiters.wait(left(until));
+      const woken = await this.waiters.wait(secondsUntil(until));
       if (!woken && this.held) return false;
     }
     this.held = true;
@@ -731,7 +715,7 @@ export class ManagedLock {
   }
 
   release(): void {
-    if (!this.held) throw RuntimeError('release unlocked lock');
+    if (!this.held) throw new RuntimeError('release unlocked lock');
     this.held = false;
     this.waiters.wakeOne();
   }
@@ -777,10 +761,10 @@ export class ManagedRLock {
       this.count++;
       return true;
     }
-    const until = blocking ? deadline(timeout) : 0;
+    const until = blocking ? deadlineAfter(timeout) : 0;
     while (this.owner !== null) {
       if (!blocking) return false;
-      const woken = await this.waiters.wait(left(until));
+      const woken = await this.waiters.wait(secondsUntil(until));
       if (!woken && this.owner !== null) return false;
     }
     this.owner = me;
@@ -789,7 +773,7 @@ export class ManagedRLock {
   }
 
   release(): void {
-    if (this.owner !== caller()) throw RuntimeError('cannot release un-acquired lock');
+    if (this.owner !== caller()) throw new RuntimeError('cannot release un-acquired lock');
     if (--this.count === 0) {
       this.owner = null;
       this.waiters.wakeOne();
@@ -797,7 +781,7 @@ export class ManagedRLock {
   }
 
   _releaseSave(): unknown {
-    if (this.owner !== caller()) throw RuntimeError('cannot release un-acquired lock');
+    if (this.owner !== caller()) throw new RuntimeError('cannot release un-acquired lock');
     const saved = [this.owner, this.count];
     this.owner = null;
     this.count = 0;
@@ -836,10 +820,10 @@ export class ManagedSemaphore {
   async acquire(blocking = true, timeout: number | null = null): Promise<boolean> {
     checkTimeout(timeout);
     if (!blocking && timeout !== null && timeout !== undefined) throw new ValueError("can't specify timeout for non-blocking acquire");
-    const until = blocking ? deadline(timeout) : 0;
+    const until = blocking ? deadlineAfter(timeout) : 0;
     while (this.value === 0) {
       if (!blocking) return false;
-      const woken = await this.waiters.wait(left(until));
+      const woken = await this.waiters.wait(secondsUntil(until));
       if (!woken && this.value === 0) return false;
     }
     this.value--;
@@ -902,7 +886,7 @@ export class ManagedCondition {
 
   async wait(timeout: number | null = null): Promise<boolean> {
     checkTimeout(timeout);
-    if (!this.lock._isOwned()) throw RuntimeError('cannot wait on un-acquired lock');
+    if (!this.lock._isOwned()) throw new RuntimeError('cannot wait on un-acquired lock');
     const waiting = this.waiters.wait(timeout);
     const saved = this.lock._releaseSave();
     let woken = false;
@@ -915,12 +899,12 @@ export class ManagedCondition {
   }
 
   notify(n = 1): void {
-    if (!this.lock._isOwned()) throw RuntimeError('cannot notify on un-acquired lock');
+    if (!this.lock._isOwned()) throw new RuntimeError('cannot notify on un-acquired lock');
     for (let i = 0; i < n; i++) if (!this.waiters.wakeOne()) break;
   }
 
   notifyAll(): void {
-    if (!this.lock._isOwned()) throw RuntimeError('cannot notify on un-acquired lock');
+    if (!this.lock._isOwned()) throw new RuntimeError('cannot notify on un-acquired lock');
     this.waiters.wakeAll();
   }
 
@@ -1005,9 +989,9 @@ export class ManagedBarrier {
         this.state = 'draining';
         this.waiters.wakeAll();
       } else {
-        const until = deadline(t);
+        const until = deadlineAfter(t);
         while (this.state === 'filling') {
-          const woken = await this.waiters.wait(left(until));
+          const woken = await this.waiters.wait(secondsUntil(until));
           if (!woken && this.state === 'filling') {
             this.breakBarrier();
             throw new BrokenBarrierError();

@@ -15,10 +15,10 @@
  * its waiting call.
  */
 import { Listener, type Address, type Connection } from '../connection.js';
-import { AuthenticationError, EOFError, OSError, TimeoutError, ValueError } from '../errors.js';
+import { AssertionError, AttributeError, AuthenticationError, EOFError, KeyError, OSError, TimeoutError, ValueError } from '../errors.js';
 import { SharedMemory } from '../sharedMemory.js';
 import { debug, info } from '../logger.js';
-import { AttributeError, callerContext, getValueSymbol, setLocalResolver, toManagedIterator } from './referents.js';
+import { callerContext, getValueSymbol, setLocalResolver, toManagedIterator } from './referents.js';
 import { pyRepr, pyTypeName } from './pyvalues.js';
 import { Lane } from './lane.js';
 
@@ -97,12 +97,6 @@ function tupleRepr(names: readonly string[]): string {
 export function formatException(error: unknown): string {
   if (error instanceof Error) return `${error.stack ?? `${error.name}: ${error.message}`}\n`;
   return `${String(error)}\n`;
-}
-
-function assertionError(message: string): Error {
-  const e = new Error(message);
-  Object.defineProperty(e, 'name', { value: 'AssertionError', configurable: true, writable: true });
-  return e;
 }
 
 /** Calls a registered callable: a class is constructed, a function called. */
@@ -227,7 +221,7 @@ export class Server {
 
   private async management(client: Client, name: string, args: unknown[]): Promise<Reply> {
     try {
-      if (!(this.constructor as typeof Server).public.includes(name)) throw assertionError(`${pyRepr(name)} unrecognized`);
+      if (!(this.constructor as typeof Server).public.includes(name)) throw new AssertionError(`${pyRepr(name)} unrecognized`);
       const fn = (this as unknown as Record<string, (c: Client, ...a: unknown[]) => unknown>)[name]!;
       return ['#RETURN', await fn.call(this, client, ...args)];
     } catch (error) {
@@ -283,7 +277,7 @@ export class Server {
 
   private lookup(ident: string): ObjectEntry {
     const entry = this.idToObj.get(ident) ?? this.idToLocalProxyObj.get(ident);
-    if (!entry) throw Object.assign(new Error(pyRepr(ident)), { name: 'KeyError' });
+    if (!entry) throw new KeyError(pyRepr(ident));
     return entry;
   }
 
@@ -299,7 +293,7 @@ export class Server {
     if (!exposed.includes(name)) {
       const fallback = this.fallback(obj, methodname);
       if (fallback) return fallback;
-      return ['#TRACEBACK', formatException(AttributeError(`method ${pyRepr(methodname)} of ${typeRepr(obj)} object is not in exposed=${tupleRepr(exposed)}`))];
+      return ['#TRACEBACK', formatException(new AttributeError(`method ${pyRepr(methodname)} of ${typeRepr(obj)} object is not in exposed=${tupleRepr(exposed)}`))];
     }
     let result: unknown;
     try {
@@ -325,7 +319,7 @@ export class Server {
     switch (name) {
       case '__getattribute__': {
         const attr = String(args[0]);
-        if (!(attr in target)) throw AttributeError(`'${typeRepr(obj).slice(8, -2)}' object has no attribute ${pyRepr(attr)}`);
+        if (!(attr in target)) throw new AttributeError(`'${typeRepr(obj).slice(8, -2)}' object has no attribute ${pyRepr(attr)}`);
         return target[attr];
       }
       case '__setattr__':
@@ -333,14 +327,14 @@ export class Server {
         return undefined;
       case '__delattr__': {
         const attr = String(args[0]);
-        if (!Object.hasOwn(target, attr)) throw AttributeError(`'${typeRepr(obj).slice(8, -2)}' object has no attribute ${pyRepr(attr)}`);
+        if (!Object.hasOwn(target, attr)) throw new AttributeError(`'${typeRepr(obj).slice(8, -2)}' object has no attribute ${pyRepr(attr)}`);
         delete target[attr];
         return undefined;
       }
     }
     const fn = target[name];
     if (typeof fn !== 'function') {
-      if (fn === undefined) throw AttributeError(`'${typeRepr(obj).slice(8, -2)}' object has no attribute ${pyRepr(name)}`);
+      if (fn === undefined) throw new AttributeError(`'${typeRepr(obj).slice(8, -2)}' object has no attribute ${pyRepr(name)}`);
       throw new TypeError(`'${pyTypeName(fn)}' object is not callable`);
     }
     return await (fn as (...a: unknown[]) => unknown).apply(obj, args);
@@ -455,7 +449,7 @@ export class Server {
       return;
     }
     const pinned = this.idToLocalProxyObj.get(ident);
-    if (!pinned) throw Object.assign(new Error(pyRepr(ident)), { name: 'KeyError' });
+    if (!pinned) throw new KeyError(pyRepr(ident));
     // A proxy read back from a container: tracking starts again (Python's "re-enabled tracking").
     this.idToRefcount.set(ident, 1);
     this.idToObj.set(ident, pinned);
@@ -464,7 +458,7 @@ export class Server {
   decref(_client: Client | null, ident: string): void {
     if (!this.idToRefcount.has(ident) && this.idToLocalProxyObj.has(ident)) return;
     const count = this.idToRefcount.get(ident) ?? 0;
-    if (count <= 0) throw assertionError(`Id ${ident} (${pyRepr(this.idToObj.get(ident)?.obj)}) has refcount ${count}, not 1+`);
+    if (count <= 0) throw new AssertionError(`Id ${ident} (${pyRepr(this.idToObj.get(ident)?.obj)}) has refcount ${count}, not 1+`);
     if (count > 1) {
       this.idToRefcount.set(ident, count - 1);
       return;

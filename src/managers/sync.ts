@@ -1,6 +1,7 @@
 /**
  * `SyncManager` (what `mp.Manager()` starts) and `SharedMemoryManager`, as CPython's.
  */
+import { registerClasses } from '../context.js';
 import { Pool, type PoolOptions } from '../pool.js';
 import { SharedMemory, ShareableList, type ShareableValue } from '../sharedMemory.js';
 import { task } from '../tasks.js';
@@ -118,6 +119,8 @@ export async function Manager(options: { ctx?: ManagerContext | null } = {}): Pr
   await manager.start();
   return manager;
 }
+
+registerClasses({ Manager });
 
 /** Python's `SharedMemoryManager`: segments made through it are unlinked at its shutdown. */
 export class SharedMemoryManager extends BaseManager {

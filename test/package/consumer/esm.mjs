@@ -1,0 +1,45 @@
+// A user's first ESM program, run against the packed tarball by test/package/check.mjs: on each
+// start method, a Pool, a Process with a Queue, and a Lock the two processes share.
+import * as mp from 'multiprocessing-ts';
+
+export const square = mp.task((x) => x * x);
+
+/** Child: finds the lock held by the parent, then waits for it. */
+export const contend = mp.task(async (q, lock) => {
+  await q.put(await lock.acquire({ timeout: 0 }));
+  await lock.acquire();
+  await q.put('acquired');
+  lock.release();
+});
+
+function expect(what, got, want) {
+  if (JSON.stringify(got) !== JSON.stringify(want)) {
+    throw new Error(`${what}: got ${JSON.stringify(got)}, want ${JSON.stringify(want)}`);
+  }
+}
+
+if (mp.isMain(import.meta)) {
+  for (const method of ['spawn', 'forkserver', 'thread']) {
+    const ctx = mp.getContext(method);
+    const pool = new ctx.Pool(2);
+    try {
+      expect(`${method} Pool.map`, await pool.map(square, [1, 2, 3, 4]), [1, 4, 9, 16]);
+    } finally {
+      // (`await using pool = ...` does this on Node 24; Node 20 and 22 do not parse it in .mjs files.)
+      pool.terminate();
+      await pool.join();
+    }
+    const q = new ctx.Queue();
+    const lock = new ctx.Lock();
+    await lock.acquire();
+    const p = new ctx.Process({ target: contend, args: [q, lock] });
+    p.start();
+    expect(`${method} child's try while the parent holds the Lock`, await q.get({ timeout: 60 }), false);
+    lock.release();
+    expect(`${method} child after the release`, await q.get({ timeout: 60 }), 'acquired');
+    await p.join(60);
+    expect(`${method} exitcode`, p.exitcode, 0);
+    q.close();
+    console.log(`esm ${method} ok`);
+  }
+}
