@@ -26,6 +26,7 @@ import {
 } from './poolChannel.js';
 import { poolWorkerMain } from './poolWorker.js';
 import { knownLength, progressMeter, type ProgressCallback, type ProgressMeter } from './progress.js';
+import { spinUntil } from './futex.js';
 
 // Any function: the pool checks arguments against it at the call (apply, map, ...), not here.
 type Fn = (...args: never[]) => unknown;
@@ -112,13 +113,16 @@ abstract class Job {
 /** Python's AsyncResult (ApplyResult/MapResult): `get`, `wait`, `ready`, `successful`. */
 export class AsyncResult<T = unknown> {
   private outcome: { ok: true; value: T } | { ok: false; error: unknown } | null = null;
-  private readonly settled: Promise<void>;
-  private resolveSettled!: () => void;
+  // Promises are made when somebody waits (one per result of a loop of apply() calls, not three).
+  /** Resolves when the result is ready, however it ended (wait(), get with a timeout). */
+  private settled: Promise<void> | null = null;
+  private resolveSettled: (() => void) | null = null;
+  /** Resolves with the value or rejects with the error (get without a timeout). */
+  private value: Promise<T> | null = null;
+  private settleValue: (() => void) | null = null;
 
   /** @internal */
-  constructor(private readonly callbacks: { callback?: (r: T) => void; errorCallback?: (e: Error) => void } = {}) {
-    this.settled = new Promise((resolve) => (this.resolveSettled = resolve));
-  }
+  constructor(private readonly callbacks: { callback?: (r: T) => void; errorCallback?: (e: Error) => void } = {}) {}
 
   /** @internal */
   _settle(ok: boolean, value: unknown): void {
@@ -128,8 +132,26 @@ export class AsyncResult<T = unknown> {
       if (ok) this.callbacks.callback?.(value as T);
       else this.callbacks.errorCallback?.(value as Error);
     } finally {
-      this.resolveSettled();
+      this.resolveSettled?.();
+      this.settleValue?.();
     }
+  }
+
+  private whenSettled(): Promise<void> {
+    if (this.outcome) return Promise.resolve();
+    return (this.settled ??= new Promise((resolve) => (this.resolveSettled = resolve)));
+  }
+
+  private whenValue(): Promise<T> {
+    const outcome = this.outcome;
+    if (outcome) return outcome.ok ? Promise.resolve(outcome.value) : Promise.reject(outcome.error);
+    return (this.value ??= new Promise<T>((resolve, reject) => {
+      this.settleValue = () => {
+        const o = this.outcome!;
+        if (o.ok) resolve(o.value);
+        else reject(o.error);
+      };
+    }));
   }
 
   ready(): boolean {
@@ -143,16 +165,18 @@ export class AsyncResult<T = unknown> {
 
   /** Waits (at most `timeout` seconds) until the result is ready. */
   async wait(timeout?: number | null, options: { signal?: AbortSignal } = {}): Promise<void> {
-    await raceTimeout(this.settled, timeout, options.signal);
+    await raceTimeout(this.whenSettled(), timeout, options.signal);
   }
 
   /** The result; rejects with the task's error, or `TimeoutError` after `timeout` seconds. */
-  async get(timeout?: number | null, options: { signal?: AbortSignal } = {}): Promise<T> {
-    if ((timeout === undefined || timeout === null) && !options.signal) await this.settled;
-    else if (!(await raceTimeout(this.settled, timeout, options.signal)).done) throw new TimeoutError();
-    const outcome = this.outcome!;
-    if (outcome.ok) return outcome.value;
-    throw outcome.error;
+  get(timeout?: number | null, options: { signal?: AbortSignal } = {}): Promise<T> {
+    if ((timeout === undefined || timeout === null) && !options.signal) return this.whenValue();
+    return this.getWithin(timeout, options.signal);
+  }
+
+  private async getWithin(timeout: number | null | undefined, signal: AbortSignal | undefined): Promise<T> {
+    if (!(await raceTimeout(this.whenSettled(), timeout, signal)).done) throw new TimeoutError();
+    return this.whenValue();
   }
 
   toString(): string {
@@ -488,6 +512,8 @@ interface Stats {
 }
 
 const LATENCY_SAMPLES = 1024;
+/** The options of a call that gave none (one object for all of them). */
+const noOptions: AsyncCallOptions<unknown> = Object.freeze({});
 const noBody: Buffer = Buffer.alloc(0);
 const SPIN_MS = 0.05;
 
@@ -698,7 +724,7 @@ export class Pool {
         if (this.drainAll() > 0) continue;
         // One task out (a round trip): its result usually comes back within microseconds from a
         // blocked worker, sooner than an asynchronous wake-up could deliver it.
-        if (this.outstanding === 1 && this.spinFor(seq, SPIN_MS)) continue;
+        if (this.outstanding === 1 && spinUntil(() => this.notifier.seq() !== seq, SPIN_MS)) continue;
         await this.notifier.sleep(seq, this.loopAbort.signal);
       }
     } catch (error) {
@@ -707,15 +733,6 @@ export class Pool {
     } finally {
       this.loopRunning = false;
     }
-  }
-
-  /** Spins up to `ms` for the notify word to move past `seq`; true if it did. */
-  private spinFor(seq: number, ms: number): boolean {
-    const until = performance.now() + ms;
-    do {
-      for (let i = 0; i < 64; i++) if (this.notifier.seq() !== seq) return true;
-    } while (performance.now() < until);
-    return false;
   }
 
   private drainAll(): number {
@@ -870,20 +887,25 @@ export class Pool {
   // ---- the API ------------------------------------------------------------------------------
 
   /** Python's `apply`: runs `fn(...args)` in a worker and waits for the result. */
-  async apply<A extends unknown[], R>(fn: (...args: A) => R, args?: A, options: CallOptions = {}): Promise<Awaited<R>> {
-    return this.applyAsync(fn, args, options).get();
+  apply<A extends unknown[], R>(fn: (...args: A) => R, args?: A, options: CallOptions = noOptions): Promise<Awaited<R>> {
+    try {
+      return this.applyAsync(fn, args, options).get();
+    } catch (error) {
+      return Promise.reject(error);
+    }
   }
 
   applyAsync<A extends unknown[], R>(
     fn: (...args: A) => R,
     args?: A,
-    options: AsyncCallOptions<Awaited<R>> = {},
+    options: AsyncCallOptions<Awaited<R>> = noOptions,
   ): AsyncResult<Awaited<R>> {
     this.checkRunning();
     const result = new AsyncResult<Awaited<R>>(options);
     const job = new ApplyJob(this, options, result);
     this.watchSignal(job, options.signal);
-    this._submit(job, args ? [...args] : [], fn as Fn, CALL, 0);
+    // The arguments are encoded now (or, posted to a thread, copied when dispatched).
+    this._submit(job, args ?? [], fn as Fn, CALL, 0);
     return result;
   }
 
