@@ -1155,16 +1155,21 @@ static bool get_bytes(napi_env env, size_t argc, napi_value* argv, size_t i, cha
 #define MAX_WRITE_FDS 64
 
 /* After a non-blocking call on `fd` failed (errno set): for EINTR returns true at once, for EAGAIN
- * waits with poll() until `fd` has `events` and returns true; otherwise throws (naming
- * `syscall_name`) and returns false. */
-static bool wait_until_ready(napi_env env, int fd, short events, const char* syscall_name) {
+ * waits with poll() until `fd` has `events` or the `deadline` (now_ns() clock; < 0: none) passes
+ * and returns true; otherwise throws (naming `syscall_name`) and returns false. */
+static bool wait_until_ready(napi_env env, int fd, short events, int64_t deadline, const char* syscall_name) {
   if (errno == EINTR) return true;
   if (errno != EAGAIN && errno != EWOULDBLOCK) {
     throw_errno(env, errno, syscall_name, NULL);
     return false;
   }
+  int wait_ms = -1;
+  if (deadline >= 0) {
+    int64_t left = deadline - now_ns();
+    wait_ms = left <= 0 ? 0 : left / 1000000 + 1 > INT_MAX ? INT_MAX : (int)(left / 1000000 + 1);
+  }
   struct pollfd pfd = {.fd = fd, .events = events, .revents = 0};
-  if (poll(&pfd, 1, -1) < 0 && errno != EINTR) {
+  if (poll(&pfd, 1, wait_ms) < 0 && errno != EINTR) {
     throw_errno(env, errno, "poll", NULL);
     return false;
   }
@@ -1274,7 +1279,8 @@ static napi_value read_socket_js(napi_env env, napi_callback_info info) {
 }
 
 /* writeSocket(fd, uint8array, wait = true) -> bytes written: all of them, waiting with poll() while
- * the socket is full, or (wait false) as many as the socket takes now. */
+ * the socket is full; with wait false, as many as the socket takes now; with a number of
+ * milliseconds (< 0: for ever), as many as it takes within that time. */
 static napi_value write_socket_js(napi_env env, napi_callback_info info) {
   napi_value v;
   socket_args a;
@@ -1282,7 +1288,11 @@ static napi_value write_socket_js(napi_env env, napi_callback_info info) {
   int32_t fd = a.fd;
   char* data = a.data;
   size_t length = a.length;
-  bool wait = optional_bool(env, a.argc, a.argv, 2, true);
+  napi_valuetype t = napi_undefined;
+  if (a.argc > 2) napi_typeof(env, a.argv[2], &t);
+  int64_t deadline = t == napi_number ? deadline_from_ms(optional_number(env, a.argc, a.argv, 2, -1))
+                     : optional_bool(env, a.argc, a.argv, 2, true) ? -1
+                     : 0;
   size_t done = 0;
   while (done < length) {
     ssize_t n = send(fd, data + done, length - done, MSG_DONTWAIT | MSG_NOSIGNAL);
@@ -1290,8 +1300,8 @@ static napi_value write_socket_js(napi_env env, napi_callback_info info) {
       done += (size_t)n;
       continue;
     }
-    if (!wait && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
-    if (!wait_until_ready(env, fd, POLLOUT, "send")) return NULL;
+    if ((errno == EAGAIN || errno == EWOULDBLOCK) && deadline >= 0 && now_ns() >= deadline) break;
+    if (!wait_until_ready(env, fd, POLLOUT, deadline, "send")) return NULL;
   }
   CHECK(napi_create_double(env, (double)done, &v));
   return v;
@@ -1342,7 +1352,7 @@ static napi_value send_fds_js(napi_env env, napi_callback_info info) {
   memcpy(CMSG_DATA(cmsg), fds, sizeof(int) * n);
   for (;;) {
     if (sendmsg(sock, &msg, MSG_DONTWAIT | MSG_NOSIGNAL) == 1) return NULL;
-    if (!wait_until_ready(env, sock, POLLOUT, "sendmsg")) return NULL;
+    if (!wait_until_ready(env, sock, POLLOUT, -1, "sendmsg")) return NULL;
   }
 }
 
@@ -1370,7 +1380,7 @@ static napi_value recv_fds_js(napi_env env, napi_callback_info info) {
   for (;;) {
     r = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
     if (r >= 0) break;
-    if (!wait_until_ready(env, sock, POLLIN, "recvmsg")) return NULL;
+    if (!wait_until_ready(env, sock, POLLIN, -1, "recvmsg")) return NULL;
   }
   int got = 0;
   int fds[MAX_PASSED_FDS];

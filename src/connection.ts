@@ -34,7 +34,8 @@ import {
 import { sentinelExit } from './sentinels.js';
 import { loadNative, tryLoadNative, type NativeBinding } from './native.js';
 import { SocketWriter } from './socketWriter.js';
-import { abortable, MAX_DELAY_MS, timerDelayMs } from './util.js';
+import { blockThread } from './blocking.js';
+import { abortable, MAX_DELAY_MS, timerDelayMs, type Factory } from './util.js';
 import { deadlineAfter, secondsUntil } from './futex.js';
 
 export type { DigestName } from './connectionFraming.js';
@@ -393,7 +394,7 @@ class SocketTransport implements Transport {
     try {
       // Also wakes when a socket of this thread with sends still to write can take more: nothing
       // else writes them while this thread is blocked.
-      n = native.readSocket(this.fileno(), into, timeoutMs, SocketWriter.pendingFds());
+      n = blockThread(timeoutMs, (slice) => native.readSocket(this.fileno(), into, slice, SocketWriter.pendingFds()), (r) => r === -1);
     } catch (error) {
       this.onError(error);
       return true;
@@ -611,7 +612,7 @@ class PortTransport implements Transport {
       // As readSocket does: a peer that answers within microseconds is caught before sleeping.
       const spinUntil = performance.now() + Math.min(PORT_SPIN_MS, Math.max(0, timeoutMs < 0 ? Infinity : timeoutMs));
       while (performance.now() < spinUntil) if (Atomics.load(words, inbox) !== seen) return true;
-      return Atomics.wait(words, inbox, seen, timeoutMs < 0 ? Infinity : timeoutMs) !== 'timed-out';
+      return blockThread(timeoutMs, (slice) => Atomics.wait(words, inbox, seen, slice < 0 ? Infinity : slice), (r) => r === 'timed-out') !== 'timed-out';
     } finally {
       Atomics.sub(words, inbox + 1, 1);
     }
@@ -1129,8 +1130,45 @@ registerReducer('Connection', (state: ConnectionState & { handle?: number; port?
 
 // ---- wait ------------------------------------------------------------------------------------
 
-/** A process sentinel (`p.sentinel`) or a Connection. */
-export type Waitable = Connection | number;
+/** A Connection, a process sentinel (`p.sentinel`) or a socket. */
+export type Waitable = Connection | number | net.Socket;
+
+/**
+ * A socket as Python's select sees it: ready when bytes are buffered or the peer has closed. The
+ * watch puts the socket in paused mode with a 'readable' listener, so Node reads into the socket's
+ * buffer, where `socket.read()` finds it: nothing is consumed. `stop()` removes the listeners.
+ */
+function watchSocket(socket: net.Socket): { ready(): boolean; whenReady(): Promise<void>; stop(): void } {
+  // 'readable' with nothing buffered is the end of the stream ('end' waits for a read()).
+  let atEnd = false;
+  const wakers = new Set<() => void>();
+  const wake = (): void => {
+    for (const w of wakers) w();
+    wakers.clear();
+  };
+  const onReadable = (): void => {
+    if (socket.readableLength === 0) atEnd = true;
+    wake();
+  };
+  const onEnd = (): void => {
+    atEnd = true;
+    wake();
+  };
+  socket.on('readable', onReadable);
+  socket.on('end', onEnd);
+  socket.on('close', onEnd);
+  const ready = (): boolean => socket.readableLength > 0 || atEnd || socket.readableEnded || socket.destroyed;
+  return {
+    ready,
+    whenReady: () => new Promise<void>((resolve) => (ready() ? resolve() : wakers.add(resolve))),
+    stop: () => {
+      socket.off('readable', onReadable);
+      socket.off('end', onEnd);
+      socket.off('close', onEnd);
+      wake();
+    },
+  };
+}
 
 async function waitAny(
   objects: readonly (Connection | Promise<unknown>)[],
@@ -1158,8 +1196,8 @@ async function waitAny(
 
 /**
  * Python's `multiprocessing.connection.wait`: the subset of `objects` that is ready (a Connection
- * with a message or EOF to receive, a sentinel whose process has exited), in input order. `timeout`
- * in seconds; `undefined`/`null` waits forever, 0 or less polls.
+ * with a message or EOF to receive, a sentinel whose process has exited, a socket with bytes or EOF
+ * to read), in input order. `timeout` in seconds; `undefined`/`null` waits forever, 0 or less polls.
  */
 export async function wait<T extends Waitable>(
   objects: readonly T[],
@@ -1167,29 +1205,38 @@ export async function wait<T extends Waitable>(
   options: SignalOptions = {},
 ): Promise<T[]> {
   const exited = new Set<number>();
-  const waitables: (Connection | Promise<unknown>)[] = [];
+  const exits: Promise<unknown>[] = [];
   for (const o of objects) {
-    if (o instanceof Connection) {
-      waitables.push(o);
-      continue;
-    }
+    if (o instanceof Connection || o instanceof net.Socket) continue;
     const exit = typeof o === 'number' ? sentinelExit(o) : undefined;
-    if (!exit) throw new ValueError(`wait() takes Connections and process sentinels, not ${String(o)}`);
-    waitables.push(exit);
+    if (!exit) throw new ValueError(`wait() takes Connections, process sentinels and sockets, not ${String(o)}`);
+    exits.push(exit);
     void exit.then(() => exited.add(o));
   }
-  if (options.signal?.aborted) throw options.signal.reason;
-  const ready = (): T[] => objects.filter((o) => (o instanceof Connection ? o._readyNow() : exited.has(o)));
-  // Data already in the kernel and exits already reported count as ready even for a poll.
-  await Promise.all([ioTurn(), ...objects.filter((o): o is T & Connection => o instanceof Connection).map((c) => c._pollNow())]);
-  let found = ready();
-  if (found.length > 0 || (timeout !== null && timeout !== undefined && !(timeout > 0))) return found;
-  const deadline = deadlineAfter(timeout);
-  for (;;) {
-    await waitAny(waitables, secondsUntil(deadline), options.signal);
-    await Promise.resolve();
-    found = ready();
-    if (found.length > 0 || performance.now() >= deadline) return found;
+  const sockets = new Map<net.Socket, ReturnType<typeof watchSocket>>();
+  for (const o of objects) if (o instanceof net.Socket && !sockets.has(o)) sockets.set(o, watchSocket(o));
+  const waitables = (): (Connection | Promise<unknown>)[] => [
+    ...objects.filter((o): o is T & Connection => o instanceof Connection),
+    ...[...sockets.values()].map((watch) => watch.whenReady()),
+    ...exits,
+  ];
+  const isReady = (o: T): boolean =>
+    o instanceof Connection ? o._readyNow() : o instanceof net.Socket ? sockets.get(o)!.ready() : exited.has(o as number);
+  try {
+    if (options.signal?.aborted) throw options.signal.reason;
+    // Data already in the kernel and exits already reported count as ready even for a poll.
+    await Promise.all([ioTurn(), ...objects.filter((o): o is T & Connection => o instanceof Connection).map((c) => c._pollNow())]);
+    let found = objects.filter(isReady);
+    if (found.length > 0 || (timeout !== null && timeout !== undefined && !(timeout > 0))) return found;
+    const deadline = deadlineAfter(timeout);
+    for (;;) {
+      await waitAny(waitables(), secondsUntil(deadline), options.signal);
+      await Promise.resolve();
+      found = objects.filter(isReady);
+      if (found.length > 0 || performance.now() >= deadline) return found;
+    }
+  } finally {
+    for (const watch of sockets.values()) watch.stop();
   }
 }
 
@@ -1300,12 +1347,13 @@ function pipeFor(duplex: boolean, kind: MemoryKind): [Connection, Connection] {
 
 /**
  * Python's `Pipe(duplex=True)`: two connected Connections, of the kind the default context's
- * children reach (a context's own `ctx.Pipe()` makes its kind).
+ * children reach (a context's own `ctx.Pipe()` makes its kind); with or without `new` (docs/api.md
+ * rule 1: a function that returns an object, so `new` gives that object).
  */
-export function Pipe(duplex = true): [Connection, Connection] {
+export const Pipe = function Pipe(duplex = true): [Connection, Connection] {
   // Asking must not fix the default start method (a later setStartMethod still works).
   return pipeFor(duplex, memoryKindFor(null, false));
-}
+} as Factory<[duplex?: boolean], [Connection, Connection]>;
 
 registerClasses({ Pipe: pipeFor });
 

@@ -17,7 +17,7 @@ import * as errors from './errors.js';
 import { NotAvailableError, ValueError } from './errors.js';
 import { getLogger, logToStderr } from './logger.js';
 import {
-  activeChildren, cpuCount, currentProcess, freezeSupport, parentProcess, Process, processClassFor,
+  activeChildren, checkNotBootstrapping, cpuCount, currentProcess, freezeSupport, parentProcess, Process, processClassFor,
   processCpuCount, setBackendResolver,
 } from './process.js';
 import { constructible } from './util.js';
@@ -32,6 +32,7 @@ import type { ArrayFactory, RawArrayFactory, RawValueFactory, ValueFactory } fro
 import type { Connection } from './connection.js';
 import type { Pool, PoolOptions } from './pool.js';
 import type { SyncManager } from './managers.js';
+import type { Factory } from './util.js';
 
 export type { StartMethod } from './backends/backend.js';
 
@@ -73,9 +74,6 @@ function classOf<K extends keyof Classes>(name: K): Classes[K] {
   }
   return found;
 }
-
-/** A factory called or constructed with the same arguments (docs/api.md rule 1). */
-type Factory<A extends unknown[], R> = { (...args: A): R; new (...args: A): R };
 
 /** The factory of what is registered as `name`: callable and constructible, carrying its name, and
  * `x instanceof factory` is `x instanceof` the registered class. */
@@ -214,6 +212,11 @@ class ForkServerContext extends ConcreteContext {
   }
 }
 
+// The other start methods' contexts: each class is named after its start method, as Python's are
+// (`type(ctx).__name__`: SpawnContext, ForkServerContext).
+class SpawnContext extends ConcreteContext {}
+class ThreadContext extends ConcreteContext {}
+
 /** The module-level context: its start method is fixed by `setStartMethod` or on first use. */
 export class DefaultContext extends BaseContext {
   private actual: ConcreteContext | null = null;
@@ -229,7 +232,11 @@ export class DefaultContext extends BaseContext {
   }
 
   override setStartMethod(method: string | null, options: { force?: boolean } = {}): void {
-    if (this.actual !== null && !options.force) throw new errors.ProcessError('context has already been set');
+    if (this.actual !== null && !options.force) {
+      // In a child importing its task's module, that module's top level sets it: say what to do.
+      checkNotBootstrapping();
+      throw new errors.ProcessError('context has already been set');
+    }
     if (method === null && options.force) {
       this.actual = null;
       return;
@@ -255,9 +262,9 @@ const DEFAULT_METHOD: StartMethod = 'spawn';
 
 /** The start methods, in `getAllStartMethods()` order. */
 const startMethods: Record<string, ConcreteContext> = {
-  spawn: new ConcreteContext('spawn', 'SpawnProcess', spawnBackend),
+  spawn: new SpawnContext('spawn', 'SpawnProcess', spawnBackend),
   forkserver: new ForkServerContext('forkserver', 'ForkServerProcess', forkserverBackend),
-  thread: new ConcreteContext('thread', 'ThreadProcess', threadBackend),
+  thread: new ThreadContext('thread', 'ThreadProcess', threadBackend),
 };
 
 /** Contexts that are not start methods, by name: `getContext(name, options)` makes them. */

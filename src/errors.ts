@@ -36,6 +36,21 @@ named(Empty, 'Empty');
 export class Full extends Error {}
 named(Full, 'Full');
 
+/** How long a get or put waited before it gave up, for the messages of Empty and Full. */
+function waited(block: boolean | undefined, timeout: number | null | undefined): string {
+  return block === false ? 'without waiting (block: false)' : `after waiting ${timeout} s (the timeout)`;
+}
+
+/** Python's `Empty` (whose message is empty), saying which queue and how long the get waited. */
+export function emptyQueue(queue: string, block: boolean | undefined, timeout: number | null | undefined): Empty {
+  return new Empty(`no item in ${queue} ${waited(block, timeout)}`);
+}
+
+/** Python's `Full`, saying which queue and how long the put waited. */
+export function fullQueue(queue: string, block: boolean | undefined, timeout: number | null | undefined): Full {
+  return new Full(`${queue} is full ${waited(block, timeout)}`);
+}
+
 /** `threading.BrokenBarrierError`. */
 export class BrokenBarrierError extends Error {}
 named(BrokenBarrierError, 'BrokenBarrierError');

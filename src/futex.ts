@@ -17,6 +17,7 @@
  *   process-shared futex, blocking or on the addon's own waiter threads. `Atomics.wait/notify` do
  *   not work across processes (and not at all on the external ArrayBuffer Node 20 gives us).
  */
+import { blockThread } from './blocking.js';
 import { isNativeBuffer, loadNative, type NativeBinding } from './native.js';
 
 export type WaitResult = 'ok' | 'not-equal' | 'timed-out';
@@ -203,17 +204,22 @@ export function wait(
     : atomicsWaitAsync(i32, index, expected, ms, signal);
 }
 
+const timedOut = (result: WaitResult): boolean => result === 'timed-out';
+
 /**
- * The blocking form of `wait` (for `*Sync` methods): blocks this thread. `Atomics.wait` is allowed
- * on Node's main thread (unlike a browser's).
+ * The blocking form of `wait` (for `*Sync` methods): blocks this thread, through blockThread (which
+ * first hands over what this thread has buffered). `Atomics.wait` is allowed on Node's main thread
+ * (unlike a browser's).
  */
 export function waitSync(i32: Int32Array, index: number, expected: number, timeout: number | null | undefined): WaitResult {
   if (Atomics.load(i32, index) !== expected) return 'not-equal';
   const ms = timeoutMs(timeout);
-  if (isProcessShared(i32.buffer)) return native().futexWait(i32, index, expected, ms); // spins first itself
+  if (isProcessShared(i32.buffer)) {
+    return blockThread(ms, (slice) => native().futexWait(i32, index, expected, slice), timedOut); // spins first itself
+  }
   if (spin(i32, index, expected)) return 'ok';
   if (ms === 0) return 'timed-out';
-  return Atomics.wait(i32, index, expected, ms < 0 ? Infinity : ms);
+  return blockThread(ms, (slice) => Atomics.wait(i32, index, expected, slice < 0 ? Infinity : slice), timedOut);
 }
 
 /** Wakes up to `count` waiters of `i32[index]` in any thread or process; returns how many woke

@@ -297,3 +297,15 @@ export function checkTarget(block: Block, target: 'process' | 'thread', what: st
 export function int32s(block: Block, firstWord = 0, count = (block.length >> 2) - firstWord): Int32Array {
   return new Int32Array(block.buffer, block.offset + firstWord * 4, count);
 }
+
+/** @internal The shared arenas of a kind (not the dedicated ones of large blocks), for tests (as
+ * CPython's test reads its heap's private state): bytes in all, bytes free, free ranges. */
+export function _arenaStats(kind: MemoryKind): { arenas: number; size: number; free: number; freeRanges: number } {
+  const list = arenas[kind];
+  return {
+    arenas: list.length,
+    size: list.reduce((n, a) => n + a.size, 0),
+    free: list.reduce((n, a) => n + a.free.reduce((m, [, len]) => m + len, 0), 0),
+    freeRanges: list.reduce((n, a) => n + a.free.length, 0),
+  };
+}

@@ -21,12 +21,13 @@ export { task, serializable, type TaskOptions } from './tasks.js';
 export { getLogger, logToStderr, Logger, type LogRecord, type Handler } from './logger.js';
 export { reduceSymbol } from './reduction.js';
 
-// Queues (callable and constructible, as Python's factory functions).
-export const Queue = callable(queues.Queue);
+// Queues (callable and constructible, as Python's factory functions). TypeScript gives a callable
+// class's call form no type parameters of its own: the generic call signature is written out.
+export const Queue = callable(queues.Queue) as typeof queues.Queue & (<T = unknown>(maxsize?: number) => Queue<T>);
 export type Queue<T = unknown> = queues.Queue<T>;
-export const JoinableQueue = callable(queues.JoinableQueue);
+export const JoinableQueue = callable(queues.JoinableQueue) as typeof queues.JoinableQueue & (<T = unknown>(maxsize?: number) => JoinableQueue<T>);
 export type JoinableQueue<T = unknown> = queues.JoinableQueue<T>;
-export const SimpleQueue = callable(queues.SimpleQueue);
+export const SimpleQueue = callable(queues.SimpleQueue) as typeof queues.SimpleQueue & (<T = unknown>() => SimpleQueue<T>);
 export type SimpleQueue<T = unknown> = queues.SimpleQueue<T>;
 export type { PutOptions, GetOptions } from './queues.js';
 
@@ -53,7 +54,7 @@ export * as sharedctypes from './sharedctypes.js';
 
 // Shared memory.
 export { SharedMemory, ShareableList } from './sharedMemory.js';
-export * as sharedMemory from './sharedMemory.js';
+export * as sharedMemory from './shared-memory.js';
 
 // Pipes and connections.
 export { Pipe, Listener, Client, Connection } from './connection.js';

@@ -60,8 +60,9 @@ export interface NativeBinding {
    * failed read. */
   readSocket(fd: number, into: Uint8Array, timeoutMs?: number, writeFds?: readonly number[]): number;
   /** Writes `data` to a (non-blocking) socket: all of it, waiting with poll() while it is full, or
-   * (`wait` false) what it takes now. Returns the bytes written. */
-  writeSocket(fd: number, data: Uint8Array, wait?: boolean): number;
+   * (`wait` false) what it takes now, or (`wait` a number of ms) what it takes within that time.
+   * Returns the bytes written. */
+  writeSocket(fd: number, data: Uint8Array, wait?: boolean | number): number;
   /** Waits on one of the addon's threads until `fd` is writable (`writable` false: readable), or in
    * error. Cancel before closing `fd`. */
   pollAsync(fd: number, writable: boolean, timeoutMs?: number, options?: { ref?: boolean }): AsyncWait;
@@ -94,7 +95,7 @@ interface RawBinding {
   unixListen(path: string, backlog: number): number;
   unixConnect(path: string): number;
   readSocket(fd: number, into: Uint8Array, timeoutMs: number, writeFds: readonly number[]): number;
-  writeSocket(fd: number, data: Uint8Array, wait: boolean): number;
+  writeSocket(fd: number, data: Uint8Array, wait: boolean | number): number;
   pollAsync(fd: number, writable: boolean, timeoutMs: number, ref: boolean): { promise: Promise<WaitResult | 'cancelled'>; id: number };
   sendFds(sock: number, fds: number[]): void;
   recvFds(sock: number, count: number): number[];
@@ -170,7 +171,7 @@ function wrap(raw: RawBinding): NativeBinding {
     unixConnect: translating((path: string) => raw.unixConnect(path)),
     readSocket: translating((fd: number, into: Uint8Array, timeoutMs = -1, writeFds: readonly number[] = []) =>
       raw.readSocket(fd, into, timeoutMs, writeFds)),
-    writeSocket: translating((fd: number, data: Uint8Array, wait = true) => raw.writeSocket(fd, data, wait)),
+    writeSocket: translating((fd: number, data: Uint8Array, wait: boolean | number = true) => raw.writeSocket(fd, data, wait)),
     sendFds: translating((sock: number, fds: number[]) => raw.sendFds(sock, fds)),
     recvFds: translating((sock: number, count: number) => raw.recvFds(sock, count)),
     asyncWaitStats: () => raw.asyncWaitStats(),

@@ -13,12 +13,12 @@ import { inspect } from 'node:util';
 import { TimeoutError, ValueError, withRemoteTraceback, WorkerLostError } from './errors.js';
 import { signalName } from './backends/backend.js';
 import { getContext, memoryKindFor, registerClasses, type BaseContext } from './context.js';
-import { Process, processCpuCount } from './process.js';
+import { checkNotBootstrapping, Process, processCpuCount } from './process.js';
 import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import { dumps, dumpsPlain, dumpsReduced, loads, loadsSync, needsRebuild, newReduceContext, rebuild, reduce } from './reduction.js';
 import { sentinelExit } from './sentinels.js';
 import { refOf, sourceOf, type SourceFunction } from './tasks.js';
-import { raceTimeout, throwIfAborted } from './util.js';
+import { callUserCallback, raceTimeout, throwIfAborted } from './util.js';
 import { deadlineAfter, runAsync, secondsUntil } from './futex.js';
 import {
   CALL, CANCELLED, Channel, defineFrame, MAP_CHUNK, Notifier, OK, parseResult, PORT_THRESHOLD, portFrame,
@@ -128,13 +128,10 @@ export class AsyncResult<T = unknown> {
   _settle(ok: boolean, value: unknown): void {
     if (this.outcome) return;
     this.outcome = ok ? { ok: true, value: value as T } : { ok: false, error: value };
-    try {
-      if (ok) this.callbacks.callback?.(value as T);
-      else this.callbacks.errorCallback?.(value as Error);
-    } finally {
-      this.resolveSettled?.();
-      this.settleValue?.();
-    }
+    if (ok) callUserCallback(this.callbacks.callback, value as T);
+    else callUserCallback(this.callbacks.errorCallback, value as Error);
+    this.resolveSettled?.();
+    this.settleValue?.();
   }
 
   private whenSettled(): Promise<void> {
@@ -202,10 +199,12 @@ class ApplyJob<T> extends Job {
   }
 }
 
-/** A map: chunk results land in place; the first failure fails the whole map, as in Python. */
+/** A map: chunk results land in place; the first failure fails the whole map once every chunk is
+ * done, as in Python (no fail-fast: CPython issue #23992, test_map_no_failfast). */
 class MapJob<T> extends Job {
   private readonly values: T[];
   private remaining: number;
+  private failure: { error: unknown } | null = null;
   constructor(
     pool: Pool,
     options: CallOptions,
@@ -222,15 +221,16 @@ class MapJob<T> extends Job {
   deliver(index: number, ok: boolean, value: unknown): void {
     if (this.result.ready()) return;
     if (!ok) {
-      this.pool._cancelJob(this);
-      this.settle(false, value);
-      return;
+      this.failure ??= { error: value };
+    } else {
+      const items = value as T[];
+      this.progress(items.length);
+      const base = index * this.chunksize;
+      if (!this.failure) for (let i = 0; i < items.length; i++) this.values[base + i] = items[i]!;
     }
-    const items = value as T[];
-    this.progress(items.length);
-    const base = index * this.chunksize;
-    for (let i = 0; i < items.length; i++) this.values[base + i] = items[i]!;
-    if (--this.remaining === 0) this.settle(true, this.values);
+    if (--this.remaining > 0) return;
+    if (this.failure) this.settle(false, this.failure.error);
+    else this.settle(true, this.values);
   }
   abort(reason: unknown): void {
     this.settle(false, reason);
@@ -249,6 +249,7 @@ export class IMapIterator<T> implements AsyncIterableIterator<T> {
   private waiters: Array<() => void> = [];
   /** @internal */ _finished = false;
   /** @internal */ _onConsume: () => void = () => {};
+  /** @internal */ _onReturn: () => void = () => {};
 
   /** @internal */
   _push(outcome: Outcome<T>): void {
@@ -301,6 +302,7 @@ export class IMapIterator<T> implements AsyncIterableIterator<T> {
     this._finished = true;
     this._ready.length = 0;
     this._onConsume();
+    this._onReturn();
     return { value: undefined, done: true };
   }
 
@@ -334,6 +336,9 @@ class IMapJob<T> extends Job {
       this.unconsumedItems--;
       this.resume?.();
     };
+    // The caller left the loop: the bar ends now, before the caller writes anything else, not when
+    // the pump next looks (it may be waiting on an async input that is idle).
+    iterator._onReturn = () => this.endProgress();
   }
 
   /** Pulls the input and submits chunks while fewer than `maxItemsAhead` items are unconsumed. */
@@ -545,6 +550,8 @@ export class Pool {
   private readonly started: Process[] = [];
 
   constructor(processes?: number | null | PoolOptions, options: PoolOptions = {}) {
+    // First, before anything is allocated: a pool made by a child importing an unguarded module.
+    checkNotBootstrapping();
     if (typeof processes === 'object' && processes !== null) {
       options = processes;
       processes = options.processes;
@@ -567,7 +574,13 @@ export class Pool {
     this.maxtasks = maxtasksperchild ?? null;
     this.kind = memoryKindFor({ ctx: this.ctx });
     this.notifier = Notifier.create(this.kind);
-    for (let i = 0; i < this.processes; i++) this.startWorker();
+    try {
+      for (let i = 0; i < this.processes; i++) this.startWorker();
+    } catch (error) {
+      // As Python's (issue #19675): the workers already started do not outlive a failed pool.
+      this.terminate();
+      throw error;
+    }
   }
 
   private startWorker(): WorkerSlot {
@@ -673,7 +686,12 @@ export class Pool {
       this.assign(best, task);
     }
     for (const w of this.workers) w.flush();
-    if (this.pendingHead > 1024 && this.pendingHead * 2 > this.pending.length) {
+    if (this.pendingHead === this.pending.length) {
+      // Handed out tasks must not keep their jobs (and so the callers' arguments and results)
+      // alive: CPython's test_release_task_refs.
+      this.pending = [];
+      this.pendingHead = 0;
+    } else if (this.pendingHead > 1024 && this.pendingHead * 2 > this.pending.length) {
       this.pending = this.pending.slice(this.pendingHead);
       this.pendingHead = 0;
     }

@@ -7,7 +7,8 @@ import { cpus, availableParallelism } from 'node:os';
 import { realpathSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import { threadId } from 'node:worker_threads';
-import { isChild } from './backends/childMark.js';
+import { isBootstrapping, isChild } from './backends/childMark.js';
+import { treeTrackerAddress } from './resourceTracker.js';
 import { ProcessError, ValueError } from './errors.js';
 import { debug, info, loggingConfig, setProcessNameSource } from './logger.js';
 import { newReduceContext, reduce, reduceFunction } from './reduction.js';
@@ -72,18 +73,12 @@ export function setBackendResolver(resolver: (method: StartMethod | undefined) =
   backendFor = resolver;
 }
 
-/** True while a child is still importing the modules of its task (Python's bootstrapping phase). */
-let bootstrapping = false;
-export function setBootstrapping(value: boolean): void {
-  bootstrapping = value;
-}
-
 const bootstrapAdvice =
   'An attempt has been made to start a new process before the current process has finished its ' +
   'bootstrapping phase.\n\n' +
   '    This probably means that you are not using fork to start your child processes and you have ' +
   'forgotten to use the proper idiom in the main module:\n\n' +
-  '        if (mp.isMain(import.meta)) {\n' +
+  '        if (mp.isMain(import.meta)) {       // CommonJS: mp.isMain(module)\n' +
   '            mp.freezeSupport();\n' +
   '            ...\n' +
   '        }\n\n' +
@@ -91,6 +86,15 @@ const bootstrapAdvice =
   'produce an executable.\n\n' +
   '    To fix this issue, refer to the "Safe importing of main module" section in ' +
   "Python's multiprocessing documentation (and docs/process.md here).";
+
+/**
+ * Python's `_check_not_importing_main`: starting a process (or a pool, or setting the start method
+ * without `force`) while a child imports its task modules means a module's top level runs what the
+ * `isMain` guard should protect; say so, with Python's advice.
+ */
+export function checkNotBootstrapping(): void {
+  if (isBootstrapping()) throw new ProcessError(bootstrapAdvice);
+}
 
 // `A` only types the constructor's options (TypeScript has no generic constructors); instances of any
 // `A` are the same type.
@@ -142,8 +146,9 @@ export class Process<A extends unknown[] = unknown[]> {
     if (state.parentPid !== process.pid || state.parentThread !== threadId) {
       throw new ValueError('can only start a process object created by current process');
     }
+    // Before the daemon check: a pool worker (a daemon) importing an unguarded module is told why.
+    checkNotBootstrapping();
     if (current?.[kState].daemon) throw new ProcessError('daemonic processes are not allowed to have children');
-    if (bootstrapping) throw new ProcessError(bootstrapAdvice);
     reapChildren();
     const backend = backendFor(state.startMethod);
     const ctx = newReduceContext(backend.target);
@@ -151,6 +156,7 @@ export class Process<A extends unknown[] = unknown[]> {
     const daemon = this.daemon;
     const popen = backend.start({
       graph, transfer: ctx.transfer, handles: ctx.handles, modules: [...ctx.modules], daemon, name: this.name,
+      tracker: treeTrackerAddress(), argv: [...process.argv],
     });
     state.popen = popen;
     state.sentinel = registerSentinel(popen.exited);

@@ -87,10 +87,12 @@ class TerminalBar implements ProgressMeter {
   }
 
   private draw(now: number): void {
-    this.lastDraw = now;
     const line = formatProgress(this.done, this.total, (now - this.started) / 1000, this.stream.columns || 80);
     // Back to the line's start, the new state, and erase what a longer earlier state left.
     this.stream.write(`\r${line}\x1b[K`);
+    // The interval runs from when this line reached the terminal, not from when it was asked for:
+    // a draw delayed on a busy machine must not bring the next one closer than MIN_INTERVAL_MS.
+    this.lastDraw = performance.now();
   }
 }
 

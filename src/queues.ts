@@ -9,6 +9,8 @@
  * - `put` serialises the item at once (so a bad value throws at the caller), takes a slot on a
  *   bounded queue, appends the bytes to a local buffer and returns; the feeder (an async loop)
  *   writes buffered items into the ring under the writer lock, in put order, waiting for space.
+ *   Before this thread blocks in any `*Sync` call, what it has buffered is handed over
+ *   (src/blocking.ts), so an item never waits behind its own producer's blocking call.
  * - `get` takes the reader lock, reads one length-prefixed frame out of the ring (waiting for data),
  *   frees a slot, and deserialises.
  * - A process does not finish exiting until its feeder has written everything (an exit finalizer),
@@ -18,13 +20,14 @@
  * The ring holds 64 KiB, like a Linux pipe; larger items stream through it.
  */
 import { inspect } from 'node:util';
-import { Empty, Full, ValueError } from './errors.js';
+import { emptyQueue, fullQueue, OSError, ValueError, type Empty, type Full } from './errors.js';
 import { finalize, raceTimeout, throwIfAborted, type FinalizeHandle } from './util.js';
+import { forgetHandOver, handOverBeforeBlocking } from './blocking.js';
 import { deadlineAfter, park, runAsync, runSync, secondsUntil, wait, wake, type Steps } from './futex.js';
 import { allocate, attachBlock, blockState, checkTarget, int32s, type Block, type BlockState } from './heap.js';
 import { decodesByCopy, dumps, loads, loadsSync, needsRebuild, reduceSymbol, registerReducer, type ReduceContext, type Reduced } from './reduction.js';
 import { ByteRing, NO_FRAME, RING_WORDS } from './ring.js';
-import { Lock, type SyncOptions } from './synchronize.js';
+import { acquireMarking, Lock, type SyncOptions } from './synchronize.js';
 import { memoryKindFor, registerClasses } from './context.js';
 
 // Words after the ring's own.
@@ -93,6 +96,13 @@ export class Queue<T = unknown> {
   private buffer: Uint8Array[] = [];
   private bufferHead = 0;
   private bufferedBytes = 0;
+  /** An item too large for the ring's free space, written part by part (`written` bytes so far);
+   * the writer lock is held until it is all in, so that no other writer cuts into it. */
+  private streaming: { frame: Uint8Array; written: number } | null = null;
+  /** Whether this object holds the writer lock. */
+  private holdsWriterLock = false;
+  /** Ends the feeder's current wait, so that it looks again after a hand-over wrote for it. */
+  private feederWake: AbortController | null = null;
   private feeding: Promise<void> | null = null;
   private closed = false;
   private joinCancelled = false;
@@ -122,10 +132,7 @@ export class Queue<T = unknown> {
   async put(obj: T, options: PutOptions = {}): Promise<void> {
     this.checkClosed();
     const frame = this.frame(obj);
-    if (!this.tryTakeSlot()) {
-      if (options.block === false) throw new Full();
-      await runAsync(this.takeSlot(deadlineAfter(options.timeout)), options.signal);
-    }
+    if (!this.tryTakeSlot()) await runAsync(this.takeSlot(options), options.signal);
     this.enqueue(frame);
   }
 
@@ -133,17 +140,14 @@ export class Queue<T = unknown> {
   putSync(obj: T, options: PutOptions = {}): void {
     this.checkClosed();
     const frame = this.frame(obj);
-    if (!this.tryTakeSlot()) {
-      if (options.block === false) throw new Full();
-      runSync(this.takeSlot(deadlineAfter(options.timeout)));
-    }
+    if (!this.tryTakeSlot()) runSync(this.takeSlot(options));
     this.enqueue(frame);
   }
 
   putNowait(obj: T): void {
     this.checkClosed();
     const frame = this.frame(obj);
-    if (!this.tryTakeSlot()) throw new Full();
+    if (!this.tryTakeSlot()) throw this.noSlot({ block: false });
     this.enqueue(frame);
   }
 
@@ -164,12 +168,18 @@ export class Queue<T = unknown> {
     }
   }
 
-  /** Waits for a free slot of a bounded queue; `Full` when `deadline` passes first. */
-  private *takeSlot(deadline: number): Steps<void> {
+  /** Waits for a free slot of a bounded queue; `Full` when the deadline passes first. */
+  private *takeSlot(options: PutOptions): Steps<void> {
+    const deadline = deadlineOf(options);
     while (!this.tryTakeSlot()) {
-      if (performance.now() >= deadline) throw new Full();
+      if (performance.now() >= deadline) throw this.noSlot(options);
       yield park(this._ring.words, FREE_SLOTS, 0, deadline);
     }
+  }
+
+  /** Python's Full, saying which queue and how long the put waited. */
+  private noSlot(options: PutOptions): Full {
+    return fullQueue(String(this), options.block, options.timeout);
   }
 
   private enqueue(frame: Uint8Array): void {
@@ -177,9 +187,10 @@ export class Queue<T = unknown> {
     this.onPut();
     this.buffer.push(frame);
     this.bufferedBytes += frame.length;
+    handOverBeforeBlocking(this.handOver);
     // A producer putting in a synchronous loop would otherwise leave everything to the feeder
     // until the loop ends; Python's feeder thread writes while the producer still puts.
-    if (this.bufferedBytes >= EAGER_FLUSH) this.flushWithoutWaiting();
+    if (this.bufferedBytes >= EAGER_FLUSH) this.writeWithoutWaiting();
     if (!this.feeding) {
       // As Python's feeder thread: started on first put, finishes flushing before the process exits.
       this.exitFlush ??= finalize(() => (this.joinCancelled ? undefined : this.feeding ?? undefined), -5);
@@ -187,19 +198,52 @@ export class Queue<T = unknown> {
     }
   }
 
-  /** Writes whole buffered items into the ring if the writer lock is free and they fit. A part of
-   * an item is never left behind: another process's writer could cut in once the lock is free. */
-  private flushWithoutWaiting(): void {
-    if (!this._wlock.acquireSync({ block: false })) return;
-    try {
-      this.writeWhatFits();
-    } finally {
-      this._wlock.release();
-    }
-  }
-
   /** @internal JoinableQueue counts unfinished tasks here. */
   protected onPut(): void {}
+
+  /**
+   * Writes what it can of the buffered items without waiting: whole items while they fit, then the
+   * start of one that does not (`streaming`). True once nothing is left. The feeder runs it between
+   * its waits, and this thread before it blocks (`handOver`): each goes on where the other stopped.
+   */
+  private writeWithoutWaiting(): boolean {
+    if (!this.holdsWriterLock) {
+      if (this.bufferHead === this.buffer.length) return true;
+      if (!this._wlock.acquireSync({ block: false })) return false;
+      this.holdsWriterLock = true;
+    }
+    for (;;) {
+      const part = this.streaming;
+      if (part) {
+        part.written += this._ring.write(part.frame.subarray(part.written));
+        if (part.written < part.frame.length) return false;
+        this.streaming = null;
+      }
+      if (this.bufferHead === this.buffer.length) break;
+      if (this.writeWhatFits()) continue;
+      // The next item does not fit whole: it streams in while the reader reads.
+      const frame = this.buffer[this.bufferHead]!;
+      this.dropWritten(this.bufferHead + 1, frame.length);
+      this.streaming = { frame, written: 0 };
+    }
+    this.holdsWriterLock = false;
+    this._wlock.release();
+    return true;
+  }
+
+  /** Run before this thread blocks (src/blocking.ts): the feeder cannot run meanwhile. */
+  private readonly handOver = (): boolean => {
+    const done = this.writeWithoutWaiting();
+    // The feeder may be waiting for the lock just taken here, or for space for an item that is
+    // now all written: it must look again.
+    this.feederWake?.abort();
+    return done;
+  };
+
+  /** @internal SimpleQueue.put: writes the buffered items now if nothing has to wait for that. */
+  _writeBufferedNow(): void {
+    this.handOver();
+  }
 
   private async feed(): Promise<void> {
     // Let the caller's puts accumulate, then write them in one writer-lock hold: until the next
@@ -208,25 +252,22 @@ export class Queue<T = unknown> {
     try {
       if (this._ring.readerWaiting()) await Promise.resolve();
       else await new Promise(setImmediate);
-      while (this.bufferHead < this.buffer.length) {
-        await this._wlock.acquire();
+      while (!this.writeWithoutWaiting()) {
+        const wake = (this.feederWake = new AbortController());
         try {
-          while (this.bufferHead < this.buffer.length) {
-            if (this.writeWhatFits()) continue;
-            // The next item does not fit whole: it streams in while the reader reads (the lock
-            // keeps other writers out until it is complete).
-            const frame = this.buffer[this.bufferHead]!;
-            this.dropWritten(this.bufferHead + 1, frame.length);
-            await runAsync(this._ring.writeAll(frame));
-          }
+          if (this.holdsWriterLock) await runAsync(this._ring.waitForSpace(), wake.signal);
+          else await acquireMarking(this._wlock, () => (this.holdsWriterLock = true), wake.signal);
+        } catch (error) {
+          if (!wake.signal.aborted) throw error;
         } finally {
-          this._wlock.release();
+          this.feederWake = null;
         }
       }
     } finally {
       // In the same step as the last look at the buffer: a put from now on starts a new feeder.
       // (Cleared a microtask later, a put in between would wait for the next put to be flushed.)
       this.feeding = null;
+      forgetHandOver(this.handOver);
     }
   }
 
@@ -281,12 +322,12 @@ export class Queue<T = unknown> {
     const { signal } = options;
     if (signal?.aborted) throw signal.reason;
     const locked = await this._rlock.acquire({ block: deadline !== 0, timeout: secondsUntil(deadline), signal });
-    if (!locked) throw new Empty();
+    if (!locked) throw this.noItem(options);
     let body: Uint8Array;
     try {
       // Until the first byte of an item has arrived, time out and abort are allowed; after that the
       // writer (holding its lock) finishes the item and we read it whole.
-      if (!(await runAsync(this._ring.waitForData(deadline), signal))) throw new Empty();
+      if (!(await runAsync(this._ring.waitForData(deadline), signal))) throw this.noItem(options);
       body = await runAsync(this._ring.readFrame());
       this.onGot();
     } finally {
@@ -299,12 +340,12 @@ export class Queue<T = unknown> {
   getSync(options: GetOptions = {}): T {
     this.checkClosed();
     const deadline = deadlineOf(options);
-    if (!this._rlock.acquireSync({ block: deadline !== 0, timeout: secondsUntil(deadline) })) throw new Empty();
+    if (!this._rlock.acquireSync({ block: deadline !== 0, timeout: secondsUntil(deadline) })) throw this.noItem(options);
     let got: unknown;
     try {
       got = this.tryTake();
       if (got === NO_FRAME) {
-        if (!runSync(this._ring.waitForData(deadline))) throw new Empty();
+        if (!runSync(this._ring.waitForData(deadline))) throw this.noItem(options);
         got = new NeedsRebuild(runSync(this._ring.readFrame()));
         this.onGot();
       }
@@ -337,6 +378,11 @@ export class Queue<T = unknown> {
     return this.getSync({ block: false });
   }
 
+  /** Python's Empty, saying which queue and how long the get waited. */
+  private noItem(options: GetOptions): Empty {
+    return emptyQueue(String(this), options.block, options.timeout);
+  }
+
   private onGot(): void {
     const w = this._ring.words;
     Atomics.sub(w, SIZE, 1);
@@ -353,8 +399,10 @@ export class Queue<T = unknown> {
     return Math.max(0, Atomics.load(this._ring.words, SIZE));
   }
 
-  /** Whether no item is waiting to be read (buffered items not yet written do not count). */
+  /** Whether no item is waiting to be read (buffered items not yet written do not count). As in
+   * Python, close() on a queue this process has put to closes its reading end too: `OSError`. */
   empty(): boolean {
+    if (this.closed && this.exitFlush !== null) throw new OSError(`Queue ${this} is closed`);
     return this._ring.available() === 0;
   }
 
@@ -444,27 +492,40 @@ export class JoinableQueue<T = unknown> extends Queue<T> {
 }
 registerReducer('JoinableQueue', (state: QueueState) => new JoinableQueue(0, { _attach: state } as SyncOptions));
 
-/** `multiprocessing.SimpleQueue`: unbounded, no qsize; `put` never waits. */
+/** `multiprocessing.SimpleQueue`: unbounded, no qsize; `put` never waits. After `close()` (both
+ * ends closed, as Python's), every other call raises `OSError`. */
 export class SimpleQueue<T = unknown> {
   /** @internal */ readonly _queue: Queue<T>;
+  private closed = false;
   constructor(options?: SyncOptions) {
     const attach = (options as { _attach?: Queue<T> } | undefined)?._attach;
     this._queue = attach ?? new Queue<T>(0, options);
   }
+  /** As Python's, the item is in the queue when put returns (there is no feeder thread): unless
+   * another writer holds the queue or it is full, then it follows in the background. */
   put(obj: T): void {
+    this.checkClosed();
     this._queue.putNowait(obj);
+    this._queue._writeBufferedNow();
   }
-  get(options: { signal?: AbortSignal } = {}): Promise<T> {
+  async get(options: { signal?: AbortSignal } = {}): Promise<T> {
+    this.checkClosed();
     return this._queue.get({ signal: options.signal });
   }
   getSync(): T {
+    this.checkClosed();
     return this._queue.getSync();
   }
   empty(): boolean {
+    this.checkClosed();
     return this._queue.empty();
   }
   close(): void {
+    this.closed = true;
     this._queue.close();
+  }
+  private checkClosed(): void {
+    if (this.closed) throw new OSError('SimpleQueue is closed');
   }
   toString(): string {
     return '<SimpleQueue object>';

@@ -384,15 +384,28 @@ function rebuildRecord(
   }
 }
 
+/**
+ * Imports one at a time, every rebuild's in turn. A task's module may be CommonJS that require()s
+ * the library: on Node 20 and 22, require() of an ES module that another import is still loading
+ * fails ("getModuleJobForRequire", "module not been linked"), so a task module is imported only
+ * when none of the library's own modules is on its way.
+ */
+let importing: Promise<unknown> = Promise.resolve();
+function importInTurn(load: () => Promise<unknown>): Promise<unknown> {
+  const done = importing.then(load);
+  importing = done.catch(() => {});
+  return done;
+}
+
 /** Rebuilds a graph, first importing the modules its tasks and classes come from. */
 export async function rebuild(graph: unknown, ctx: RebuildContext): Promise<unknown> {
   const refs: TaskRef[] = [];
   const homes = new Set<string>();
   pending(graph, refs, homes, new Set());
-  await Promise.all([
-    ...[...homes].map((home) => import(new URL(`./${home}${moduleExtension}`, import.meta.url).href)),
-    ...refs.map(resolveRef),
-  ]);
+  if (homes.size > 0) {
+    await importInTurn(() => Promise.all([...homes].map((home) => import(new URL(`./${home}${moduleExtension}`, import.meta.url).href))));
+  }
+  for (const ref of refs) await importInTurn(() => resolveRef(ref));
   return rebuildSync(graph, ctx);
 }
 

@@ -7,30 +7,41 @@
  * and hands it, at spawn, one end of a socketpair plus a Unix socket that is already listening, so
  * the tracker exists for the kernel before its code even runs: every write here is a synchronous
  * `writeSync` to a connected socket, like Python's `os.write` to the tracker's pipe. The socket's
- * path goes to children in `MP_RESOURCE_TRACKER`, and they connect to the same tracker. A process
- * that dies closes its connection; when no connection is left, the tracker warns about what is still
- * registered (Python's message), unlinks it and exits.
+ * path goes to the library's own children in their start message (backends/childMark.ts), and they
+ * connect to the same tracker; it is never put in the environment, so a program started with
+ * child_process gets a tracker of its own, as in Python. A process that dies closes its
+ * connection; when no connection is left, the tracker warns about what is still registered
+ * (Python's message), unlinks it and exits.
  *
  * The tracker never keeps the user's program alive (the connection is a raw fd, the child is
  * unref'ed and detached, so Ctrl-C does not reach it).
  */
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, mkdtempSync, rmSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ValueError } from './errors.js';
 import { loadNative } from './native.js';
+import { inheritedTracker } from './backends/childMark.js';
 import { moduleExtension, packageFile } from './packageFiles.js';
-
-/** The environment variable through which children find their tree's tracker. */
-export const TRACKER_ENV = 'MP_RESOURCE_TRACKER';
 
 /** Resource types the tracker knows how to clean up. */
 export type ResourceType = 'shared_memory' | 'file';
 
 let fd: number | null = null;
 let pid: number | null = null;
+/** The tracker this process started (to learn its exit status, for tests). */
+let child: ChildProcess | null = null;
 let broken = false;
+/** The address of the tracker this process started (null before, and once it has died). */
+let started: string | null = null;
+/** A tracker that died is not looked for at the inherited address again. */
+let inheritedGone = false;
+
+/** The address of this process tree's tracker: the one started here, or the parent's. */
+export function treeTrackerAddress(): string | null {
+  return started ?? (inheritedGone ? null : inheritedTracker());
+}
 
 /** Node options that make the tracker's module loadable (a TypeScript loader such as tsx). */
 function loaderArgs(): string[] {
@@ -66,10 +77,9 @@ function start(): number {
     throw err;
   }
   try {
-    const child = spawn(process.execPath, [...loaderArgs(), trackerEntry(), address], {
+    child = spawn(process.execPath, [...loaderArgs(), trackerEntry(), address], {
       stdio: ['ignore', 'ignore', 'inherit', theirs, listenFd],
       detached: true,
-      env: { ...process.env, [TRACKER_ENV]: address },
     });
     child.on('error', (err) => process.emitWarning(`resource_tracker: could not start: ${err.message}`));
     child.unref();
@@ -82,7 +92,7 @@ function start(): number {
     closeSync(theirs);
     closeSync(listenFd);
   }
-  process.env[TRACKER_ENV] = address;
+  started = address;
   return mine;
 }
 
@@ -91,18 +101,19 @@ function start(): number {
  * that the tracker waits for it too. */
 export function ensureRunning(): string {
   if (fd === null) {
-    const address = process.env[TRACKER_ENV];
+    const address = treeTrackerAddress();
     if (address) {
       try {
         fd = loadNative().unixConnect(address);
         pid = null;
       } catch {
         fd = null; // that tracker has gone: start our own
+        forgetTracker();
       }
     }
     if (fd === null) fd = start();
   }
-  return process.env[TRACKER_ENV]!;
+  return treeTrackerAddress()!;
 }
 
 /** The tracker's pid when this process started it, else null. */
@@ -112,14 +123,29 @@ export function trackerPid(): number | null {
 
 /** The address of this process's tracker, or null when it has not connected to one. */
 export function trackerAddress(): string | null {
-  return fd === null ? null : (process.env[TRACKER_ENV] ?? null);
+  return fd === null ? null : treeTrackerAddress();
 }
 
+/** The tree's tracker is gone: the next registration starts a new one. */
+function forgetTracker(): void {
+  started = null;
+  inheritedGone = true;
+}
+
+/** Python's limit on one message to the tracker (a pipe write of up to 512 bytes is atomic). */
+const MAX_MESSAGE = 512;
+
 function send(cmd: 'REGISTER' | 'UNREGISTER', name: string, rtype: ResourceType): void {
-  if (name.length > 512) throw new ValueError('name too long');
   if (/[\t\n\0]/.test(name)) throw new ValueError(`invalid resource name ${JSON.stringify(name)}`);
-  if (broken) return;
   const line = `${cmd}\t${rtype}\t${name}\n`;
+  const length = Buffer.byteLength(line);
+  if (length > MAX_MESSAGE) {
+    throw new ValueError(
+      `msg too long: ${cmd} of a ${rtype} named with ${Buffer.byteLength(name)} bytes makes a ${length}-byte message to the ` +
+        `resource tracker, more than ${MAX_MESSAGE}; use a shorter name`,
+    );
+  }
+  if (broken) return;
   for (let attempt = 0; attempt < 2; attempt++) {
     try {
       ensureRunning();
@@ -134,7 +160,7 @@ function send(cmd: 'REGISTER' | 'UNREGISTER', name: string, rtype: ResourceType)
         if (attempt === 0) process.emitWarning('resource_tracker: process died unexpectedly, relaunching.  Some resources might leak.');
       }
       fd = null;
-      delete process.env[TRACKER_ENV];
+      forgetTracker();
       if (attempt === 1) {
         broken = true;
         process.emitWarning(`resource_tracker: cannot reach the tracker (${(err as Error).message}); leaked resources will not be cleaned up`);
@@ -151,4 +177,23 @@ export function register(name: string, rtype: ResourceType = 'shared_memory'): v
 /** Forgets `name` (it was unlinked, or handed over to someone else). */
 export function unregister(name: string, rtype: ResourceType = 'shared_memory'): void {
   send('UNREGISTER', name, rtype);
+}
+
+/**
+ * @internal Python's private `ResourceTracker._stop()`, for tests: closes this process's connection
+ * and, when this process started the tracker, resolves with its exit status once it has gone (it
+ * goes when nothing else of the tree is connected): 0 clean, 1 something had leaked, 2 a leak could
+ * not be cleaned up.
+ */
+export async function _stop(): Promise<number | null> {
+  const tracker = child;
+  if (fd !== null) closeSync(fd);
+  fd = null;
+  pid = null;
+  child = null;
+  started = null;
+  if (!tracker) return null;
+  if (tracker.exitCode !== null || tracker.signalCode !== null) return tracker.exitCode;
+  tracker.ref();
+  return new Promise((resolve) => tracker.once('exit', (code) => resolve(code)));
 }

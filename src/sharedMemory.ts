@@ -31,6 +31,10 @@ export class SharedMemory {
   #buf: Uint8Array | null;
   #track: boolean;
 
+  /** @internal A random name with its leading slash (Python's private `_make_filename`; a name that
+   * is taken is retried with the next one). */
+  static _makeFilename = (): string => `/${PREFIX}${randomBytes(4).toString('hex')}`;
+
   constructor(options: SharedMemoryOptions | string = {}) {
     const { name = null, create = false, size = 0, track = true } = typeof options === 'string' ? { name: options } : options;
     if (typeof size !== 'number' || !(size >= 0) || !Number.isInteger(size)) throw new ValueError("'size' must be a positive integer");
@@ -43,7 +47,7 @@ export class SharedMemory {
     let full: string;
     if (name == null) {
       for (;;) {
-        full = `/${PREFIX}${randomBytes(4).toString('hex')}`;
+        full = SharedMemory._makeFilename();
         try {
           mapping = native.shmOpen(full, true, true, size);
           break;
@@ -113,7 +117,7 @@ registerReducer('SharedMemory', (state: { name: string }) => new SharedMemory({ 
 
 /** An attacher that does not register still holds the tracker open while it runs (best effort). */
 function keepTrackerAlive(): void {
-  if (!process.env[resourceTracker.TRACKER_ENV]) return;
+  if (!resourceTracker.treeTrackerAddress()) return;
   try {
     resourceTracker.ensureRunning();
   } catch {
@@ -177,6 +181,17 @@ function encodeItem(v: ShareableValue): Uint8Array | null {
   return null;
 }
 
+/**
+ * The bytes a str/bytes slot holds: Python's `8 * (len(item) // 8 + 1)`, where a str's len counts
+ * characters, so a list made here has Python's layout. A str whose UTF-8 is longer than that (which
+ * Python truncates) gets room for its bytes instead.
+ */
+function capacity(item: string | Uint8Array, encoded: Uint8Array): number {
+  const fits = (n: number): number => ALIGN * (Math.floor(n / ALIGN) + 1);
+  const cap = fits(typeof item === 'string' ? [...item].length : encoded.length);
+  return encoded.length <= cap ? cap : fits(encoded.length);
+}
+
 function stripNul(bytes: Uint8Array): Uint8Array {
   let end = bytes.length;
   while (end > 0 && bytes[end - 1] === 0) end--;
@@ -199,7 +214,7 @@ export class ShareableList {
       const encoded = items.map(encodeItem);
       const formats = items.map((v, i) => {
         const e = encoded[i];
-        return e ? `${ALIGN * (Math.floor(e.length / ALIGN) + 1)}s` : scalarFormat(v);
+        return e ? `${capacity(v as string | Uint8Array, e)}s` : scalarFormat(v);
       });
       const n = items.length;
       const offsets = [0];

@@ -60,7 +60,7 @@ const TYPES: Record<Typecode, TypeInfo> = {
 
 function typeInfo(typecode: string): TypeInfo {
   const info = (TYPES as Record<string, TypeInfo | undefined>)[typecode];
-  if (!info) throw new ValueError(`bad typecode (must be b, B, h, H, i, I, l, L, q, Q, f, d or c): ${JSON.stringify(typecode)}`);
+  if (!info) throw new TypeError(`bad typecode (must be b, B, h, H, i, I, l, L, q, Q, f, d or c): ${JSON.stringify(typecode)}`);
   return info;
 }
 

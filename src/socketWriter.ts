@@ -9,7 +9,8 @@
  * - while the event loop runs: when one of the addon's threads reports the socket writable
  *   (`pollAsync`; the pending wait keeps the program alive, as Node's unflushed writes do);
  * - while the thread is blocked in a socket `recvSync`: `readSocket` also wakes when a socket with
- *   a tail can take more (`pendingFds`, `flushAll`);
+ *   a tail can take more (`pendingFds`, `flushAll`); in any other blocking call, between the slices
+ *   of its wait (src/blocking.ts);
  * - at once and in full (`writeAll`) once the connection is read with blocking calls, as Python's
  *   `send` does: then a send followed by any other blocking call (a `Queue.getSync`) cannot leave
  *   half a message behind;
@@ -18,6 +19,7 @@
 import type { AsyncWait, NativeBinding } from './native.js';
 import { OSError } from './errors.js';
 import { finalize, type FinalizeHandle } from './util.js';
+import { blockThread, handOverBeforeBlocking } from './blocking.js';
 
 /** Writers of this thread with bytes still to write. */
 const withTail = new Set<SocketWriter>();
@@ -77,15 +79,21 @@ export class SocketWriter {
     if (this.pending) this.waitWritable();
   }
 
-  /** Writes what is pending and then `chunks`, all of it, waiting while the socket is full. */
+  /** Writes what is pending and then `chunks`, all of it, blocking this thread while the socket is
+   * full (through blockThread: what else this thread has buffered is handed over meanwhile). */
   writeAll(chunks: readonly Uint8Array[]): void {
-    try {
-      for (const rest of [...this.takeTail(), ...chunks]) {
-        if (!this.alive()) throw new OSError('[Errno 9] Bad file descriptor', 'EBADF');
-        this.native.writeSocket(this.fd, rest, true);
-      }
-    } finally {
-      this.done();
+    const all = [...this.takeTail(), ...chunks];
+    this.done();
+    for (let rest of all) {
+      blockThread(
+        -1,
+        (ms) => {
+          if (!this.alive()) throw new OSError('[Errno 9] Bad file descriptor', 'EBADF');
+          rest = rest.subarray(this.native.writeSocket(this.fd, rest, ms));
+          return rest.byteLength === 0;
+        },
+        (written) => !written,
+      );
     }
   }
 
@@ -144,6 +152,7 @@ export class SocketWriter {
 
   private waitWritable(): void {
     withTail.add(this);
+    handOverBeforeBlocking(writeTailsBeforeBlocking);
     drainAtExit ??= finalize(() => SocketWriter.drained(), -5);
     if (this.waiting) return;
     let waiting: AsyncWait;
@@ -206,4 +215,11 @@ export class SocketWriter {
   static drained(): Promise<void> {
     return Promise.all([...withTail].map((w) => new Promise<void>((resolve) => w.whenDrained(resolve)))).then(() => {});
   }
+}
+
+/** What this thread's sockets still have to write, written as far as they take it now (a blocking
+ * call of this thread would otherwise hold it back). */
+function writeTailsBeforeBlocking(): boolean {
+  SocketWriter.flushAll();
+  return withTail.size === 0;
 }

@@ -21,12 +21,12 @@
  * waiter takes the lock over (or gives the units back) and emits a warning. See
  * docs/synchronization.md for the exact guarantees.
  */
-import { readFileSync } from 'node:fs';
 import { threadId } from 'node:worker_threads';
 import { BrokenBarrierError, ValueError } from './errors.js';
 import { deadlineAfter, park, runAsync, runSync, secondsUntil, wake, type Steps } from './futex.js';
 import { allocate, attachBlock, blockState, checkTarget, freeWith, int32s, type Block, type BlockState, type MemoryKind } from './heap.js';
 import { reduceFunction, reduceSymbol, registerReducer, type ReduceContext, type Reduced } from './reduction.js';
+import { processAlive } from './util.js';
 import { memoryKindFor, registerClasses, type MemoryOptions } from './context.js';
 import { currentProcess } from './process.js';
 
@@ -60,26 +60,6 @@ const ME = PID * 2;
 /** How long a waiter waits before it first checks that the holder is alive, then how often. */
 const ROBUST_FIRST_MS = 50;
 const ROBUST_PERIOD_MS = 100;
-
-/** Whether process `pid` exists and has not exited (a zombie counts as exited). */
-export function processAlive(pid: number): boolean {
-  if (pid <= 0) return true;
-  try {
-    process.kill(pid, 0);
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code !== 'ESRCH';
-  }
-  if (process.platform === 'linux') {
-    try {
-      const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
-      const state = stat.charAt(stat.lastIndexOf(')') + 2);
-      return state !== 'Z' && state !== 'X';
-    } catch {
-      return false;
-    }
-  }
-  return true;
-}
 
 function warnOwnerDied(what: string, pid: number, detail: string): void {
   process.emitWarning(
@@ -353,6 +333,20 @@ export class Lock extends SemLock implements OwnedLock {
   }
 }
 registerReducer('Lock', (state: BlockState) => attachAs(() => new Lock(), attachBlock(state)));
+
+/**
+ * Acquires `lock` without blocking the event loop, and calls `onTaken` in the very step that takes
+ * it, before any other code runs. A queue's feeder records so that it holds its writer lock: a
+ * blocking call of the same thread that runs before the Promise settles then knows who holds it.
+ */
+export function acquireMarking(lock: Lock, onTaken: () => void, signal?: AbortSignal): Promise<boolean> {
+  function* steps(): Steps<boolean> {
+    const taken = yield* lock._acquireSteps(true, null);
+    if (taken) onTaken();
+    return taken;
+  }
+  return runAsync(steps(), signal);
+}
 
 // ---- RLock -------------------------------------------------------------------------------------
 

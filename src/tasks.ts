@@ -4,13 +4,14 @@
  * `task(fn)` and `serializable(Class)` record where the function or class was defined (the module
  * URL and the call site's line:col), so the other side imports that module, which calls `task()`
  * again at the same site, and finds it. Python pickles functions the same way: by module and name.
- * A plain function travels by its source text when it is self-contained.
+ * A plain function or class travels by its source text when it is self-contained.
  */
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { Parser as AcornParser } from 'acorn';
 import { PicklingError } from './errors.js';
+import { isChild, whileBootstrapping } from './backends/childMark.js';
 
 /** Where a task or class was defined: looked up again by `module` and `key` in the other process. */
 export interface TaskRef {
@@ -128,11 +129,14 @@ export function lookupLoaded(ref: TaskRef): unknown {
 }
 
 /** Imports the defining module (as Python's unpickler imports a function's module) and looks the
- * task up. */
+ * task up. In a child that import is Python's bootstrapping phase (the module is often the
+ * program's entry module, re-imported), whenever it happens: a pool worker imports a task's module
+ * when its first task arrives. */
 export async function resolveRef(ref: TaskRef): Promise<unknown> {
   const loaded = lookupLoaded(ref);
   if (loaded !== undefined) return loaded;
-  await import(ref.module);
+  if (isChild()) await whileBootstrapping(() => import(ref.module));
+  else await import(ref.module);
   const value = lookupLoaded(ref);
   if (value === undefined) {
     const known = [...(registry.byModule.get(ref.module)?.keys() ?? [])];
@@ -244,30 +248,31 @@ function freeNames(root: unknown): string[] {
 }
 
 /**
- * The source form of a plain function, checked here so that a closure fails at the sender with a
- * message that names it and says what to do.
+ * The source form of a plain function or class, checked here so that a closure fails at the sender
+ * with a message that names it and says what to do. A class travels as a function does: by its
+ * source when it is self-contained (its methods use only their parameters, globals and imports
+ * done inside them).
  */
 export function sourceOf(fn: Function, path: string): SourceFunction {
   const cached = sourceChecks.get(fn);
   if (cached) return cached;
-  const name = fn.name || '<anonymous>';
   const source = Function.prototype.toString.call(fn);
-  const fix = `Wrap it in mp.task() at module top level (or move it to a module and wrap it there).`;
+  const what = `${/^class\b/.test(source) ? 'class' : 'function'} ${fn.name || '<anonymous>'}`;
+  const fix = what.startsWith('class')
+    ? 'Mark it with mp.serializable() at module top level (or move it to a module and mark it there).'
+    : 'Wrap it in mp.task() at module top level (or move it to a module and wrap it there).';
   if (/\{\s*\[native code\]\s*\}\s*$/.test(source)) {
-    throw new PicklingError(`Can't send ${path}: function ${name} is native or bound and has no source. ${fix}`);
-  }
-  if (/^class\b/.test(source)) {
-    throw new PicklingError(`Can't send ${path}: class ${name} is not a function; mark it with mp.serializable().`);
+    throw new PicklingError(`Can't send ${path}: ${what} is native or bound and has no source. ${fix}`);
   }
   let free: string[];
   try {
     free = freeNames(parseFunction(source));
   } catch {
-    throw new PicklingError(`Can't send ${path}: the source of function ${name} could not be parsed. ${fix}`);
+    throw new PicklingError(`Can't send ${path}: the source of ${what} could not be parsed. ${fix}`);
   }
   if (free.length > 0) {
     throw new PicklingError(
-      `Can't send ${path}: function ${name} is sent by its source text but uses ${free
+      `Can't send ${path}: ${what} is sent by its source text but uses ${free
         .map((n) => `'${n}'`)
         .join(', ')} from its surroundings, which the other process does not have. ${fix}`,
     );

@@ -5,6 +5,7 @@
  * Queues register their flush here, which is how a process does not finish exiting until its
  * buffered items are written.
  */
+import { readFileSync } from 'node:fs';
 
 type Callback = () => unknown;
 
@@ -61,6 +62,22 @@ export async function runFinalizers(minPriority = -Infinity): Promise<void> {
     } catch (error) {
       process.stderr.write(`Error in finalizer: ${(error as Error)?.stack ?? String(error)}\n`);
     }
+  }
+}
+
+/**
+ * Calls a user's callback from inside the library's own work (a pool's result handling): what it
+ * throws surfaces as an uncaught exception, as a throwing EventEmitter listener's error does,
+ * instead of breaking the work that called it or vanishing.
+ */
+export function callUserCallback<A extends unknown[]>(callback: ((...args: A) => unknown) | undefined, ...args: A): void {
+  if (!callback) return;
+  try {
+    callback(...args);
+  } catch (error) {
+    queueMicrotask(() => {
+      throw error;
+    });
   }
 }
 
@@ -127,6 +144,9 @@ export function callable<C extends abstract new (...args: never[]) => object>(
   }) as C & ((...args: ConstructorParameters<C>) => InstanceType<C>);
 }
 
+/** A factory called or constructed with the same arguments (docs/api.md rule 1). */
+export type Factory<A extends unknown[], R> = { (...args: A): R; new (...args: A): R };
+
 /**
  * A factory that also works with `new` (docs/api.md rule 1, for a context's factories: `ctx.Lock()`
  * and `new ctx.Lock()`), typed by the caller as `F`. With `cls`, it carries the class's name and
@@ -165,4 +185,24 @@ export function abortable<T>(
     cleanup = start(done(resolve), done(reject));
     signal?.addEventListener('abort', onAbort, { once: true });
   });
+}
+
+/** Whether process `pid` exists and has not exited (a zombie counts as exited). */
+export function processAlive(pid: number): boolean {
+  if (pid <= 0) return true;
+  try {
+    process.kill(pid, 0);
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code !== 'ESRCH';
+  }
+  if (process.platform === 'linux') {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
+      const state = stat.charAt(stat.lastIndexOf(')') + 2);
+      return state !== 'Z' && state !== 'X';
+    } catch {
+      return false;
+    }
+  }
+  return true;
 }

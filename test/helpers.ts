@@ -12,16 +12,18 @@ export interface ProgramResult {
   stderr: string;
 }
 
-/** Runs `node --import tsx <file> ...args` to completion (killed after `timeoutMs`). */
+/** Runs `node --import tsx <file> ...args` to completion (killed after `timeoutMs`); `runtime`
+ * replaces the node binary and its flags (a built .cjs program runs on plain node). */
 export function runProgram(
   file: string | URL,
   args: string[],
   timeoutMs = 30_000,
   env: Record<string, string> = {},
+  runtime: { node: string; execArgv: string[] } = { node: process.execPath, execArgv: process.execArgv },
 ): Promise<ProgramResult> {
   const path = file instanceof URL ? fileURLToPath(file) : file;
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [...process.execArgv, path, ...args], {
+    const child = spawn(runtime.node, [...runtime.execArgv, path, ...args], {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, ...env },
     });

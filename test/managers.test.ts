@@ -13,7 +13,6 @@ import {
 import { isAlive, runProgram, startMethods, waitForPidGone } from './helpers.js';
 import * as fs from 'node:fs';
 import { connectionsTo } from '../src/managers/proxies.js';
-import { TRACKER_ENV } from '../src/resourceTracker.js';
 import { Lane } from '../src/managers/lane.js';
 import type { ByteRing } from '../src/ring.js';
 import { readdirSync } from 'node:fs';
@@ -381,12 +380,14 @@ describe('SyncManager objects used from child processes', () => {
     await q.putNowait(2);
     assert.equal(await q.full(), true);
     assert.equal(await q.qsize(), 2);
-    await assert.rejects(q.putNowait(3), mp.Full);
-    await assert.rejects(q.put(3, { timeout: 0.05 }), mp.Full);
+    // Python's classes, with messages that say which queue and how long the call waited.
+    const is = (cls: typeof mp.Full | typeof mp.Empty, message: string) => (e: Error) => e instanceof cls && e.message === message;
+    await assert.rejects(q.putNowait(3), is(mp.Full, "the manager's Queue (maxsize=2) is full without waiting (block: false)"));
+    await assert.rejects(q.put(3, { timeout: 0.05 }), is(mp.Full, "the manager's Queue (maxsize=2) is full after waiting 0.05 s (the timeout)"));
     assert.equal(await q.get(), 1);
     assert.equal(await q.getNowait(), 2);
-    await assert.rejects(q.getNowait(), mp.Empty);
-    await assert.rejects(q.get({ timeout: 0.05 }), mp.Empty);
+    await assert.rejects(q.getNowait(), is(mp.Empty, "no item in the manager's Queue (maxsize=2) without waiting (block: false)"));
+    await assert.rejects(q.get({ timeout: 0.05 }), is(mp.Empty, "no item in the manager's Queue (maxsize=2) after waiting 0.05 s (the timeout)"));
     assert.equal(await q.empty(), true);
 
     const jobs = await m.JoinableQueue<number>();
@@ -465,6 +466,50 @@ describe('BaseManager subclasses (Python\'s _TestMyManager)', () => {
     assert.equal(await (await m.label())._getvalue(), 'ready');
     // Subclass registrations do not leak into the parent.
     assert.equal(BaseManager._registry.has('Foo'), false);
+  });
+
+  it('a plain self-contained class travels by its source (no mp.serializable); one that uses its surroundings is refused', async () => {
+    class Counter {
+      count = 0;
+      static readonly step = 1;
+      constructor(start = 0) {
+        this.count = start;
+      }
+      incr(by = Counter.step): number {
+        this.count += by;
+        return this.count;
+      }
+      get value(): number {
+        return this.count;
+      }
+      describe(): string {
+        return `${this.constructor.name} at ${this.count}`;
+      }
+    }
+    class CounterManager extends BaseManager {
+      declare Counter: (start?: number) => Promise<Proxied<Counter>>;
+    }
+    CounterManager.register('Counter', Counter);
+    await using m = await new CounterManager().start();
+    const counter = await m.Counter(10);
+    assert.equal(await counter.incr(), 11);
+    assert.equal(await counter.incr(5), 16);
+    assert.equal(await counter.describe(), 'Counter at 16');
+
+    const offset = 5;
+    class Shifted {
+      get(): number {
+        return offset;
+      }
+    }
+    class ShiftedManager extends BaseManager {}
+    ShiftedManager.register('Shifted', Shifted);
+    await assert.rejects(new ShiftedManager().start(), (e: Error) => {
+      assert.ok(e instanceof mp.PicklingError, String(e));
+      assert.match(e.message, /class Shifted is sent by its source text but uses 'offset' from its surroundings/);
+      assert.match(e.message, /mp\.serializable\(\)/);
+      return true;
+    });
   });
 
   it('a server run in this process with getServer().serveForever(), reached with connect()', async () => {
@@ -546,8 +591,8 @@ describe('the shared-memory lane of sessions with a local manager', () => {
   });
 
   it('a client killed while its lane offer is open leaves no segment behind (the resource tracker removes it)', async () => {
-    // A program of its own, with its own resource tracker (not this test process's, inherited).
-    const r = await runProgram(new URL('./fixtures/managers/laneOfferKilled.ts', import.meta.url), [], 60_000, { [TRACKER_ENV]: '' });
+    // A program of its own, with its own resource tracker (a program started with child_process never joins ours).
+    const r = await runProgram(new URL('./fixtures/managers/laneOfferKilled.ts', import.meta.url), [], 60_000);
     const segment = /segment (\/mp-\S+)/.exec(r.stdout)?.[1];
     assert.ok(segment, r.stdout + r.stderr);
     assert.match(r.stdout, /exitcode -9/);

@@ -406,7 +406,7 @@ test('sendFds / recvFds pass descriptors in one message', () => {
   }
 });
 
-test('writeSocket(wait false) writes what fits; pollAsync reports writable once the reader drains; readSocket wakes for a writable writeFd (-2)', async () => {
+test('writeSocket(wait false) writes what fits, writeSocket(ms) what fits within ms; pollAsync reports writable once the reader drains; readSocket wakes for a writable writeFd (-2)', async () => {
   const [a, b] = native.socketpair();
   try {
     // Fill a's send buffer without waiting.
@@ -415,6 +415,10 @@ test('writeSocket(wait false) writes what fits; pollAsync reports writable once 
     for (let n = native.writeSocket(a, chunk, false); n > 0; n = native.writeSocket(a, chunk, false)) written += n;
     assert.ok(written > 0);
     assert.equal(native.writeSocket(a, chunk, false), 0, 'the socket is full');
+    // A write with a time limit (ms) gives up after it, having written what the socket took.
+    const started = performance.now();
+    assert.equal(native.writeSocket(a, chunk, 50), 0, 'nothing fits within 50 ms');
+    assert.ok(performance.now() - started >= 45, 'writeSocket(50) waited');
     // Full: a wait for writability times out; once the reader drains it, the wait is over.
     const into = Buffer.alloc(1 << 16);
     const full = native.pollAsync(a, true, 50);

@@ -7,7 +7,7 @@ import {
   add, checksum, dieOn, dieOnWith, echoBytes, exitOn, failOn, initialize, readState, returnsFunction, sleepThen, spin, square, unloadableTask,
   whereAmI, whoAmI, zeroFill,
 } from './fixtures/pool/tasks.js';
-import { startMethods } from './helpers.js';
+import { runProgram, startMethods } from './helpers.js';
 
 const workerPrefix = { spawn: 'SpawnPoolWorker', forkserver: 'ForkServerPoolWorker', thread: 'ThreadPoolWorker' };
 
@@ -24,6 +24,18 @@ for (const method of startMethods) {
     after(async () => {
       for (const pool of pools) pool.terminate();
       await Promise.all(pools.map((p) => p.join()));
+    });
+
+    it('a callback or errorCallback that throws surfaces as an uncaught exception, and the other results arrive', { timeout: 120_000 }, async () => {
+      const r = await runProgram(new URL('./fixtures/pool/throwingCallbacks.ts', import.meta.url), [method], 120_000);
+      assert.equal(r.code, 0, r.stderr);
+      const lines = r.stdout.trim().split('\n');
+      assert.deepEqual(lines.filter((l) => l.startsWith('uncaught: ')).sort(), [
+        'uncaught: from callback', 'uncaught: from errorCallback', 'uncaught: from map callback', 'uncaught: from map errorCallback',
+      ]);
+      assert.deepEqual(lines.filter((l) => !l.startsWith('uncaught: ')), [
+        'others [1,4,9,16]', 'applied 9', 'failed RangeError', 'mapped [1,4,9]', 'failedMap RangeError', 'done',
+      ]);
     });
 
     it('join() and IMapIterator.next() take { signal } (docs/api.md rule 6)', { timeout: 30_000 }, async () => {
@@ -341,5 +353,25 @@ describe('mp.dummy (multiprocessing.dummy)', () => {
     a.close();
     b.close();
     assert.equal(mp.managers.RemoteError, mp.RemoteError);
+  });
+
+  it('Manager() serves shared objects from a thread; connection.Listener and Client connect', { timeout: 60_000 }, async () => {
+    await using m = await mp.dummy.Manager();
+    assert.equal(m._process!.pid, process.pid, 'the server is a thread of this process');
+    const dict = await m.dict();
+    await dict.setItem('k', 1);
+    assert.equal(await dict.getItem('k'), 1);
+    const listener = new mp.dummy.connection.Listener();
+    try {
+      const accepted = listener.accept();
+      const client = await mp.dummy.connection.Client(listener.address);
+      const server = await accepted;
+      client.send('hello');
+      assert.equal(await server.recv(), 'hello');
+      client.close();
+      server.close();
+    } finally {
+      listener.close();
+    }
   });
 });

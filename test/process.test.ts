@@ -210,12 +210,32 @@ for (const method of startMethods) {
       assert.match(result.stderr, /\[INFO\/MainProcess\] process \w*Process-1 exited with exitcode 0/);
     });
 
+    it('a warm forkserver child whose parent has exited goes quietly', async () => {
+      const result = await runProgram(new URL('./fixtures/process/warmsAtImport.ts', import.meta.url), [method]);
+      assert.equal(result.code, 0);
+      assert.doesNotMatch(result.stderr, /ERR_IPC_CHANNEL_CLOSED|Channel closed/);
+    });
+
     it('a child importing an unguarded entry module cannot start processes (bootstrapping phase)', async () => {
       const result = await runProgram(new URL('./fixtures/process/unguarded.ts', import.meta.url), [], 30_000, { MP_TEST_METHOD: method });
       assert.match(result.stdout, /exitcode 1/);
       assert.match(result.stderr, /bootstrapping phase/);
       assert.doesNotMatch(result.stdout, /work ran/);
     });
+
+    for (const [what, env] of [['a Pool', {}], ['setStartMethod', { MP_TEST_SET_START_METHOD: '1' }]] as const) {
+      it(`${what} at import time without the isMain guard gives the bootstrapping advice, and leaks nothing`, { timeout: 120_000 }, async () => {
+        const result = await runProgram(new URL('./fixtures/process/unguardedPool.ts', import.meta.url), [], 90_000, { MP_TEST_METHOD: method, ...env });
+        assert.match(
+          result.stdout,
+          /^ProcessError: An attempt has been made to start a new process before the current process has finished its bootstrapping phase\./m,
+          result.stdout + result.stderr,
+        );
+        assert.match(result.stdout, /if \(mp\.isMain\(import\.meta\)\)/);
+        assert.doesNotMatch(result.stdout, /^result/m);
+        assert.doesNotMatch(result.stderr, /leaked/);
+      });
+    }
 
     if (method !== 'thread') {
       for (const scenario of ['orphan', 'orphan-busy']) {

@@ -7,7 +7,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { formatInterval, formatProgress, knownLength } from '../src/progress.ts';
+import { formatInterval, formatProgress, knownLength, progressMeter } from '../src/progress.ts';
 import { runProgram } from './helpers.ts';
 
 const program = fileURLToPath(new URL('./fixtures/progress/program.ts', import.meta.url));
@@ -54,6 +54,29 @@ describe('progress: the line', () => {
     assert.ok(formatProgress(5, 1000, 1, 40).length <= 39);
   });
 
+  it('redraws at most every 100 ms as the terminal sees it, however long a draw takes', () => {
+    // A terminal stream whose every other draw is slow to reach the screen (a loaded machine).
+    const writes: number[] = [];
+    let asked = 0;
+    const stream = {
+      isTTY: true,
+      get columns() {
+        if (asked++ % 2 === 0) for (const until = performance.now() + 10; performance.now() < until; );
+        return 80;
+      },
+      write(text: string) {
+        if (text !== '\n') writes.push(performance.now());
+        return true;
+      },
+    } as unknown as NodeJS.WriteStream;
+    const meter = progressMeter(true, 1_000_000, stream)!;
+    for (const until = performance.now() + 450; performance.now() < until; ) meter.update(1);
+    meter.close();
+    const gaps = writes.slice(1, -1).map((at, i) => at - writes[i]!);
+    assert.ok(gaps.length >= 2, `${writes.length} draws`);
+    for (const gap of gaps) assert.ok(gap >= 100, `two draws ${gap.toFixed(1)} ms apart: ${gaps.map((g) => g.toFixed(1)).join(', ')}`);
+  });
+
   it('knows the length of arrays, typed arrays, sets and maps, not of generators', () => {
     assert.equal(knownLength([1, 2, 3]), 3);
     assert.equal(knownLength(new Float64Array(4)), 4);
@@ -88,7 +111,8 @@ describe('progress: a program in a real terminal (tmux)', () => {
       assert.match(screen[1]!, FINAL_IMAP, `screen:\n${screen.join('\n')}`);
       const stopped = /^(\d+)it \[\d\d:\d\d, [\d.]+it\/s\]$/.exec(screen[2] ?? '');
       assert.ok(stopped && Number(stopped[1]) >= 21, `the imap left after 21 results has its own last line:\n${screen.join('\n')}`);
-      assert.equal(screen.length, 3, `nothing else on screen:\n${screen.join('\n')}`);
+      assert.equal(screen[3], 'left the loop', `the bar of the imap left early was ended when the loop was left:\n${screen.join('\n')}`);
+      assert.equal(screen.length, 4, `nothing else on screen:\n${screen.join('\n')}`);
 
       // The first bar's draws: until its closing newline.
       const end = got.writes.findIndex((w) => w.text === '\n');

@@ -2,8 +2,10 @@ import { describe, it, after } from 'node:test';
 import assert from 'node:assert/strict';
 import type { ByteRing } from '../src/ring.js';
 import * as mp from '../src/index.js';
-import { consumeRange, doTasks, echo, getSyncLoop, produceRange, putItems, putLarge } from './fixtures/queues/tasks.js';
-import { startMethods } from './helpers.js';
+import {
+  answerRequests, consumeRange, doTasks, echo, getSyncLoop, produceRange, putItems, putLarge, putThenGetSyncInChild,
+} from './fixtures/queues/tasks.js';
+import { runProgram, startMethods } from './helpers.js';
 
 for (const method of startMethods) {
   describe(`Queue on '${method}'`, () => {
@@ -87,6 +89,24 @@ for (const method of startMethods) {
       assert.deepEqual(got, { n: 7 });
     });
 
+    it('Empty and Full say which queue and how long the call waited', async () => {
+      const q = ctx.Queue<number>(1);
+      const described = (error: Error, name: string, message: string) => {
+        assert.equal(error.name, name);
+        assert.equal(error.message, message);
+        return true;
+      };
+      assert.throws(() => q.getNowait(), (e: Error) => described(e, 'Empty', 'no item in <Queue object maxsize=1> without waiting (block: false)'));
+      await assert.rejects(q.get({ timeout: 0.05 }), (e: Error) => described(e, 'Empty', 'no item in <Queue object maxsize=1> after waiting 0.05 s (the timeout)'));
+      assert.throws(() => q.getSync({ timeout: 0.05 }), (e: Error) => described(e, 'Empty', 'no item in <Queue object maxsize=1> after waiting 0.05 s (the timeout)'));
+      q.putNowait(1);
+      assert.throws(() => q.putNowait(2), (e: Error) => described(e, 'Full', '<Queue object maxsize=1> is full without waiting (block: false)'));
+      await assert.rejects(q.put(2, { timeout: 0.05 }), (e: Error) => described(e, 'Full', '<Queue object maxsize=1> is full after waiting 0.05 s (the timeout)'));
+      assert.throws(() => q.putSync(2, { timeout: 0.05 }), (e: Error) => described(e, 'Full', '<Queue object maxsize=1> is full after waiting 0.05 s (the timeout)'));
+      const jq = ctx.JoinableQueue();
+      assert.throws(() => jq.getNowait(), (e: Error) => described(e, 'Empty', 'no item in <JoinableQueue object maxsize=0> without waiting (block: false)'));
+    });
+
     it('a bounded queue raises Full, and a get frees a slot for a waiting put', async () => {
       const q = ctx.Queue<number>(2);
       await q.put(1);
@@ -167,6 +187,52 @@ for (const method of startMethods) {
       assert.equal(await out.get(), 5050);
       await p.join();
       assert.equal(out.empty(), true);
+    });
+
+    it('a put followed by a blocking get on the same thread returns the item, in the main thread and in a child, and nothing leaks', async () => {
+      // A program of its own: on a failure the SimpleQueue's getSync (which has no timeout) would block for ever.
+      const r = await runProgram(new URL('./fixtures/queues/putThenGetSync.ts', import.meta.url), [method], 60_000);
+      assert.equal(r.code, 0, r.stderr);
+      const expected = JSON.stringify([5, 6, 7, 1_000_000]);
+      assert.deepEqual(r.stdout.trim().split('\n'), [`main thread ${expected}`, `child ${expected}`]);
+      assert.doesNotMatch(r.stderr, /resource_tracker|leaked/);
+    });
+
+    it('a put followed by any other blocking wait hands the item over first', async () => {
+      const requests = ctx.Queue<string>();
+      const event = ctx.Event();
+      const lock = ctx.Lock();
+      const [mine, theirs] = ctx.Pipe();
+      const [bulk, theirBulk] = ctx.Pipe();
+      const bounded = ctx.Queue<string>(1);
+      const p = start(answerRequests, [requests, event, lock, theirs, theirBulk, bounded]);
+      requests.putNowait('set the event');
+      assert.equal(event.waitSync(20), true, 'Event.waitSync');
+      lock.acquireSync();
+      requests.putNowait('release the lock');
+      assert.equal(lock.acquireSync({ timeout: 20 }), true, 'Lock.acquireSync');
+      lock.release();
+      requests.putNowait('answer on the connection');
+      assert.equal(mine.pollSync(20), true, 'Connection.pollSync');
+      assert.equal(mine.recvSync(), 'answer');
+      bounded.putNowait('takes the only slot');
+      requests.putNowait('free a slot');
+      bounded.putSync('waits for the slot', { timeout: 20 }); // Full if the requests never left
+      // More than a socket takes at once: the rest must be written while this thread blocks...
+      event.clear();
+      bulk.sendBytes(new Uint8Array(16 * 1024 * 1024));
+      requests.putNowait('receive in bulk');
+      assert.equal(event.waitSync(20), true, 'a large send, then Event.waitSync');
+      // ... and a send that blocks (this end was read with blocking calls: Python's blocking send)
+      // hands over first what it waits for.
+      requests.putNowait('receive on the connection');
+      mine.sendBytes(new Uint8Array(16 * 1024 * 1024));
+      assert.equal(mine.pollSync(20), true, 'a blocking send');
+      assert.equal(mine.recvSync(), 16 * 1024 * 1024);
+      requests.putNowait('stop');
+      await p.join(20);
+      assert.equal(p.exitcode, 0);
+      assert.equal(await bounded.get({ timeout: 20 }), 'waits for the slot');
     });
 
     it('moves 1,000,000 items with 2 producers and 2 consumers, each exactly once, in producer order', { timeout: 120_000 }, async () => {

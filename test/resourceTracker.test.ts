@@ -5,8 +5,10 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ensureRunning, TRACKER_ENV, trackerAddress } from '../src/resourceTracker.js';
+import { ensureRunning, trackerAddress } from '../src/resourceTracker.js';
 import { SharedMemory } from '../src/sharedMemory.js';
+import * as mp from '../src/index.js';
+import { createSegment } from './fixtures/tracker/tasks.js';
 
 const src = (f: string) => JSON.stringify(fileURLToPath(new URL(`../src/${f}`, import.meta.url)));
 
@@ -49,11 +51,9 @@ function nodeChild(body: string, env: NodeJS.ProcessEnv, deadlineMs = 30_000): C
   return { lines, stderr: () => err, exited, closed, firstLine, kill: (s) => p.kill(s), write: (t) => p.stdin.write(t) };
 }
 
-/** A child environment without a tracker: the child's tree gets its own. */
+/** This process's environment: a program started with it gets a tracker of its own. */
 function freshEnv(): NodeJS.ProcessEnv {
-  const env = { ...process.env };
-  delete env[TRACKER_ENV];
-  return env;
+  return { ...process.env };
 }
 
 async function until(cond: () => boolean, what: string, deadlineMs = 15_000): Promise<void> {
@@ -128,23 +128,40 @@ test('the tracker does not keep a program alive, and cleans leaks after a normal
   }
 });
 
-test('a child reuses its parent\'s tracker; the parent may unregister what the child registered', async () => {
-  const address = ensureRunning();
-  assert.equal(trackerAddress(), address);
-  assert.equal(process.env[TRACKER_ENV], address);
+for (const method of ['spawn', 'forkserver', 'thread'] as const) {
+  test(`a child of the library ('${method}') reuses its parent's tracker; the parent may unregister what the child registered`, async () => {
+    const address = ensureRunning();
+    assert.equal(trackerAddress(), address);
+    assert.ok(!Object.values(process.env).some((v) => v?.includes(address)), 'the address is not in the environment, where any program would find it');
+    const ctx = mp.getContext(method);
+    const out = ctx.Queue<[string, string | null]>();
+    const p = new ctx.Process({ target: createSegment, args: [out] });
+    p.start();
+    const [name, childAddress] = await out.get({ timeout: 30 });
+    await p.join(30);
+    assert.equal(p.exitcode, 0);
+    assert.equal(childAddress, address);
+    // The tree's tracker outlives the child (this process still holds it) and the segment is alive.
+    assert.ok(existsSync(`/dev/shm/${name}`));
+    new SharedMemory({ name }).unlink(); // unregisters it from the shared tracker
+    assert.ok(!existsSync(`/dev/shm/${name}`));
+  });
+}
+
+test('a program started with child_process gets a tracker of its own, which unlinks its leak when it exits', async () => {
+  ensureRunning(); // this process has a tracker: the program must not join it
   const c = nodeChild(`
-    const shm = new SharedMemory({ create: true, size: 64 });
+    const shm = new SharedMemory({ create: true, size: 4096 });
     console.log(shm.name);
     console.log(rt.trackerAddress());`, { ...process.env });
-  const { code } = await withDeadline(c.exited, 30_000, 'the child');
+  const { code } = await withDeadline(c.exited, 30_000, 'the program');
   assert.equal(code, 0);
-  const [name, childAddress] = c.lines;
-  assert.equal(childAddress, address);
-  // The tree's tracker outlives the child (this process still holds it) and the segment is alive.
-  assert.ok(existsSync(`/dev/shm/${name}`));
-  new SharedMemory({ name: name! }).unlink(); // unregisters it from the shared tracker
-  assert.ok(!existsSync(`/dev/shm/${name}`));
-  assert.ok(!c.stderr().includes('resource_tracker'), c.stderr());
+  const [name, itsAddress] = c.lines;
+  assert.notEqual(itsAddress, trackerAddress());
+  // Its own tracker saw it exit: the segment goes now, not when this process exits.
+  await until(() => !existsSync(`/dev/shm/${name}`), `the program's tracker to unlink /dev/shm/${name}`);
+  await withDeadline(c.closed, 15_000, 'its tracker to exit');
+  assert.ok(c.stderr().includes(LEAK_1), c.stderr());
 });
 
 test('a tracker killed with SIGKILL is relaunched with Python\'s warning, and the new one cleans up', async () => {

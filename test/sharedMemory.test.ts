@@ -214,14 +214,17 @@ test('ShareableList: Python\'s format, size, repr, get/set, negative indices, er
 });
 
 test('ShareableList: UTF-8 capacity, empty list, copy, reduction by name', async () => {
-  const s8 = '¡¡¡¡'; // 8 bytes of UTF-8: capacity 16
-  const sl = new ShareableList([s8, 'x']);
+  const s8 = '¡¡¡¡'; // 4 characters, 8 bytes of UTF-8: capacity 8, as Python (which counts characters)
+  const s14 = '¡¡¡¡¡¡¡'; // 7 characters, 14 bytes: Python would give 8 bytes and truncate; we give 16
+  const sl = new ShareableList([s8, 'x', s14]);
   const empty = new ShareableList([]);
   try {
-    assert.equal(sl.format, '16s8s');
+    assert.equal(sl.format, '8s8s16s');
     assert.equal(sl.get(0), s8);
-    sl.set(0, '¡¡¡¡¡¡¡¡'); // 16 bytes
-    assert.equal(sl.get(0), '¡¡¡¡¡¡¡¡');
+    assert.equal(sl.get(2), s14);
+    assert.throws(() => sl.set(0, '¡¡¡¡¡'), /exceeds available storage/); // 10 bytes
+    sl.set(2, '¡¡¡¡¡¡¡¡'); // 16 bytes
+    assert.equal(sl.get(2), '¡¡¡¡¡¡¡¡');
     assert.equal(empty.length, 0);
     assert.equal(empty.format, '');
     assert.equal(String(empty), `ShareableList([], name='${empty.shm.name}')`);

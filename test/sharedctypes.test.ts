@@ -34,7 +34,7 @@ describe('sharedctypes (local)', () => {
     assert.equal(Value('i', undefined, o).value, 0, 'zero-filled');
     assert.throws(() => Value('q', 1.5, o), TypeError);
     assert.throws(() => Value('c', 'xy', o), TypeError);
-    assert.throws(() => Value('z' as 'i', 0, o), (e: Error) => e.name === 'ValueError');
+    assert.throws(() => Value('z' as 'i', 0, o), (e: Error) => e.name === 'TypeError');
     assert.equal(String(Value('i', 3, o)), '<Synchronized wrapper for c_int(3)>');
     assert.equal(String(new RawValue('c', 'a', o)), "c_char(b'a')");
   });

@@ -35,6 +35,11 @@ export interface StartRequest {
   daemon: boolean;
   /** The child's name: `currentProcess().name` while its modules are imported, before the payload is rebuilt. */
   name: string;
+  /** This tree's resource tracker (src/resourceTracker.ts), which the child joins. */
+  tracker: string | null;
+  /** The parent's `process.argv`, the child's own while its modules are imported (Python's spawn
+   * gives its child the parent's `sys.argv`). */
+  argv: string[];
 }
 
 export interface Backend {

@@ -4,7 +4,7 @@
  */
 import { Socket } from 'node:net';
 import { isMainThread, workerData } from 'node:worker_threads';
-import { markChild } from './childMark.js';
+import { markChild, setInheritedTracker, whileBootstrapping } from './childMark.js';
 
 markChild();
 
@@ -17,13 +17,18 @@ interface StartMessage {
   fdChannel?: boolean;
   /** The child's name (see setProvisionalName). */
   name?: string;
+  /** The parent's process.argv (see runChild). */
+  argv?: string[];
+  /** The parent's resource tracker. */
+  tracker?: string | null;
 }
 
 async function main(): Promise<void> {
   if (!isMainThread) {
     const { runChild } = await import('./child.js');
     const { start } = workerData as { start: StartMessage };
-    const code = await runChild(start.graph, 'thread', [], () => true, start.name);
+    setInheritedTracker(start.tracker);
+    const code = await runChild(start.graph, 'thread', [], () => true, start.name, start.argv);
     process.exit(code);
   }
 
@@ -44,19 +49,22 @@ async function main(): Promise<void> {
   if (forkserver >= 0) {
     // A warm child: import the preload modules now, then wait to be handed a process object.
     const preload = JSON.parse(process.argv[forkserver + 1] ?? '[]') as string[];
-    const { setBootstrapping } = await import('../process.js');
     await import('./child.js');
-    setBootstrapping(true);
-    for (const module of preload) {
-      try {
-        await import(module);
-      } catch (error) {
-        // Reported if the process handed to this child needs the module, as spawn would.
-        preloadFailures.set(module, error);
+    await whileBootstrapping(async () => {
+      for (const module of preload) {
+        try {
+          await import(module);
+        } catch (error) {
+          // Reported if the process handed to this child needs the module, as spawn would.
+          preloadFailures.set(module, error);
+        }
       }
-    }
-    setBootstrapping(false);
-    process.send?.({ type: 'ready' });
+    });
+    // The parent may have exited while this child warmed up: then it just goes, as on 'disconnect'
+    // (without the callback, the closed channel is an unhandled 'error' with a stack on stderr).
+    process.send?.({ type: 'ready' }, (error: Error | null) => {
+      if (error) process.exit(1);
+    });
   }
   const handles: Socket[] = [];
   const start = await new Promise<StartMessage>((resolve) => {
@@ -72,6 +80,7 @@ async function main(): Promise<void> {
     process.channel?.ref();
   });
   process.channel?.unref();
+  setInheritedTracker(start.tracker);
   if (forkserver < 0) {
     const { FIRST_HANDLE_FD } = await import('./spawn.js');
     for (let i = 0; i < start.handleCount; i++) handles.push(new Socket({ fd: FIRST_HANDLE_FD + i }));
@@ -88,7 +97,7 @@ async function main(): Promise<void> {
   for (const module of start.modules ?? []) {
     if (preloadFailures.has(module)) process.exit(reportStartFailure(preloadFailures.get(module)));
   }
-  const code = await runChild(start.graph, 'process', handles, parentAlive, start.name);
+  const code = await runChild(start.graph, 'process', handles, parentAlive, start.name, start.argv);
   process.exit(code);
 }
 

@@ -6,7 +6,8 @@
 import type { Socket } from 'node:net';
 import { inspect } from 'node:util';
 import { applyLoggingConfig, info } from '../logger.js';
-import { ParentProcess, Process, runExitFinalizers, setBootstrapping, setProvisionalName, type ProcessIdentity } from '../process.js';
+import { ParentProcess, Process, runExitFinalizers, setProvisionalName, type ProcessIdentity } from '../process.js';
+import { whileBootstrapping } from './childMark.js';
 import { rebuild } from '../reduction.js';
 
 interface Payload {
@@ -22,6 +23,12 @@ function describe(error: unknown): string {
   return error instanceof Error ? error.stack ?? `${error.name}: ${error.message}` : inspect(error);
 }
 
+/** The code a target asked for with `process.exitCode` (Node accepts an integer or its string). */
+function exitCodeSet(): number {
+  const code = Number(process.exitCode ?? 0);
+  return Number.isInteger(code) ? code : 0;
+}
+
 /** The child could not rebuild its process object (its module failed to import): exit code 1. */
 export function reportStartFailure(error: unknown): number {
   process.stderr.write(`Process could not be started in the child:\n${describe(error)}\n`);
@@ -34,17 +41,17 @@ export async function runChild(
   handles: Socket[],
   parentAlive: () => boolean,
   name?: string,
+  argv?: string[],
 ): Promise<number> {
   let payload: Payload;
-  // Module-level code of the task's module sees this process's own name, as in Python.
+  // Module-level code of the task's module sees this process's own name, and the parent's
+  // process.argv, as Python's spawn sets the child's name and sys.argv before importing __main__.
   if (name) setProvisionalName(name);
-  setBootstrapping(true);
+  if (argv) process.argv = [...argv];
   try {
-    payload = (await rebuild(graph, { target, handles })) as Payload;
+    payload = (await whileBootstrapping(() => rebuild(graph, { target, handles }))) as Payload;
   } catch (error) {
     return reportStartFailure(error);
-  } finally {
-    setBootstrapping(false);
   }
   const { me } = payload;
   applyLoggingConfig(payload.logging);
@@ -60,6 +67,9 @@ export async function runChild(
   try {
     info('child process calling self.run()');
     await instance.run();
+    // Python's `sys.exit(code)` ends the process normally (queues flush) with that code; the
+    // JavaScript form is `process.exitCode = code` before returning.
+    exitcode = exitCodeSet();
   } catch (error) {
     process.stderr.write(`Process ${me.name}:\n${describe(error)}\n`);
     exitcode = 1;

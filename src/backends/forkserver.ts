@@ -10,6 +10,7 @@ import type { Socket } from 'node:net';
 import type { Backend, Popen, StartRequest } from './backend.js';
 import { ChildPopen, spawnBootstrap } from './spawn.js';
 import { tryLoadNative } from '../native.js';
+import { processAlive } from '../util.js';
 
 let preload: string[] = [];
 /** Modules that started processes needed: warm children import them in advance (Python's fork
@@ -78,6 +79,19 @@ function spawnWarm(): ChildProcess {
   return child;
 }
 
+/**
+ * The next warm child of the reserve that is still alive. One killed while it waited (a Ctrl-C
+ * reaches the whole process group) leaves the reserve only when its exit is reported, a turn of
+ * the event loop later: handed out before that, the process given to it would never run.
+ */
+function takeWarm(): ChildProcess | undefined {
+  for (let child = reserve.shift(); child; child = reserve.shift()) {
+    if (child.exitCode === null && child.signalCode === null && child.pid !== undefined && processAlive(child.pid)) return child;
+    closeFdChannel(child);
+  }
+  return undefined;
+}
+
 function refill(): void {
   while (reserve.length < wanted) reserve.push(spawnWarm());
 }
@@ -131,7 +145,7 @@ export const forkserverBackend: Backend = {
   start(request: StartRequest): Popen {
     // A warm child that lacks a module imports it when started, which is no worse than spawn: use
     // it rather than wait for a new one.
-    const child = reserve.shift() ?? spawnWarm();
+    const child = takeWarm() ?? spawnWarm();
     learnModules(request.modules);
     // Processes are started faster than one warm child gets ready: keep more in reserve.
     if (!ready.has(child)) {
@@ -148,8 +162,8 @@ export const forkserverBackend: Backend = {
       for (const handle of request.handles) child.send({ type: 'handle' }, handle, { keepOpen: true });
     }
     child.send({
-      type: 'start', graph: request.graph, handleCount: request.handles.length, modules: request.modules, name: request.name,
-      fdChannel: fdChannel !== undefined,
+      type: 'start', graph: request.graph, handleCount: request.handles.length, modules: request.modules, name: request.name, argv: request.argv,
+      fdChannel: fdChannel !== undefined, tracker: request.tracker,
     });
     scheduleRefill();
     return new ChildPopen(child, !request.daemon);

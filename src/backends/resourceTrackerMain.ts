@@ -12,6 +12,7 @@ import { createServer, Socket } from 'node:net';
 import { rmSync, unlinkSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { tryLoadNative } from '../native.js';
+import { pyRepr } from '../managers/pyvalues.js';
 
 const address = process.argv[2]!;
 const registered = new Map<string, Set<string>>([['shared_memory', new Set()], ['file', new Set()]]);
@@ -64,28 +65,39 @@ function cleanup(rtype: string, name: string): void {
   }
 }
 
+/** Python's str() of the OSError a failed unlink raises: `[Errno 2] No such file or directory: '/x'`. */
+function osErrorText(err: unknown, name: string): string {
+  const e = err as NodeJS.ErrnoException;
+  if (e.message?.startsWith('[Errno')) return e.message; // the addon already speaks Python
+  const what = /^[A-Z0-9]+: ([^,]+)/.exec(e.message ?? '')?.[1];
+  if (typeof e.errno !== 'number' || !what) return String(e.message ?? err);
+  return `[Errno ${Math.abs(e.errno)}] ${what[0]!.toUpperCase()}${what.slice(1)}: ${pyRepr(name)}`;
+}
+
 function shutdown(): void {
   if (closing) return;
   closing = true;
   server.close();
-  let leaked = 0;
+  // Python's exit status: 0 clean, 1 something had leaked, 2 a leak could not be cleaned up.
+  let status = 0;
   for (const [rtype, names] of registered) {
     if (names.size === 0) continue;
-    leaked += names.size;
+    status = Math.max(status, 1);
     process.stderr.write(`resource_tracker: There appear to be ${names.size} leaked ${rtype} objects to clean up at shutdown\n`);
     for (const name of names) {
       try {
         cleanup(rtype, name);
       } catch (err) {
-        if ((err as { code?: string }).code !== 'ENOENT')
-          process.stderr.write(`resource_tracker: ${JSON.stringify(name)}: ${(err as Error).message}\n`);
+        // Including a resource that is already gone: someone unlinked it without unregistering.
+        status = 2;
+        process.stderr.write(`resource_tracker: ${pyRepr(name)}: ${osErrorText(err, name)}\n`);
       }
     }
   }
   try {
     rmSync(dirname(address), { recursive: true, force: true });
   } catch {}
-  process.exitCode = leaked ? 1 : 0;
+  process.exitCode = status;
   // Let stderr drain; nothing else holds the loop open.
 }
 

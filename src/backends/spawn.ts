@@ -88,7 +88,7 @@ export const spawnBackend: Backend = {
   target: 'process',
   start(request: StartRequest): Popen {
     const child = spawnBootstrap([], request.handles);
-    child.send({ type: 'start', graph: request.graph, handleCount: request.handles.length, name: request.name });
+    child.send({ type: 'start', graph: request.graph, handleCount: request.handles.length, name: request.name, tracker: request.tracker, argv: request.argv });
     return new ChildPopen(child, !request.daemon);
   },
 };

@@ -101,7 +101,7 @@ export const threadBackend: Backend = {
       workerData: {
         tsxApi: cachedTsx,
         bootstrap: pathToFileURL(bootstrapPath()).href,
-        start: { graph: request.graph, handleCount: 0, name: request.name },
+        start: { graph: request.graph, handleCount: 0, name: request.name, tracker: request.tracker, argv: request.argv },
       },
       transferList: request.transfer,
     });

@@ -17,11 +17,11 @@
 import { inspect } from 'node:util';
 import { threadId } from 'node:worker_threads';
 import { Client, type Address, type Connection } from '../connection.js';
-import { AttributeError, IndexError, RemoteError, ValueError, withRemoteTraceback } from '../errors.js';
+import { AttributeError, IndexError, RemoteError, TimeoutError, ValueError, withRemoteTraceback } from '../errors.js';
 import { currentProcess, parentProcess } from '../process.js';
 import { reduceSymbol, registerReducer, type Reduced } from '../reduction.js';
 import { task } from '../tasks.js';
-import { finalize } from '../util.js';
+import { finalize, raceTimeout } from '../util.js';
 import { normalizeAcquire, withLock, type AcquireOptions } from '../synchronize.js';
 import { currentServer, sameAddress, type Reply, type Request, type Token } from './server.js';
 import { Lane } from './lane.js';
@@ -684,7 +684,7 @@ export class ArrayProxy<T = number> extends BaseProxy implements AsyncIterable<T
 export class ListProxy<T = unknown> extends BaseProxy implements AsyncIterable<T> {
   static override _exposed_ = [
     'getItem', 'setItem', 'delItem', 'slice', 'has', 'len', 'append', 'extend', 'insert', 'pop', 'remove', 'index', 'count',
-    'reverse', 'sort', 'clear', 'copy', 'imul',
+    'reverse', 'sort', 'clear', 'copy', 'imul', 'add', 'mul',
   ];
 
   getItem(index: number): Promise<T> {
@@ -761,6 +761,16 @@ export class ListProxy<T = unknown> extends BaseProxy implements AsyncIterable<T
   /** Python's `l *= n`. */
   imul(n: number): Promise<void> {
     return this._callmethod<void>('imul', [n]);
+  }
+
+  /** Python's `l + other`: a new local array. */
+  add(other: Iterable<T>): Promise<T[]> {
+    return this._callmethod<T[]>('add', [[...other]]);
+  }
+
+  /** Python's `l * n` (and `n * l`): a new local array. */
+  mul(n: number): Promise<T[]> {
+    return this._callmethod<T[]>('mul', [n]);
   }
 
   /** Python iterates a ListProxy through `__getitem__` until IndexError: it sees live changes. */
@@ -1004,20 +1014,62 @@ for (const [name, cls] of builtins) {
 
 type Task<A extends unknown[], R> = (...args: A) => R;
 
+/** The `callback`/`errorCallback` of a manager pool's `*Async` calls (they run in the caller). */
+export interface AsyncProxyCallOptions<T> extends CallOptions {
+  callback?: ((result: T) => void) | null;
+  errorCallback?: ((error: Error) => void) | null;
+}
+
 /** Python's AsyncResult proxy (a manager pool's `applyAsync`/`mapAsync`/`starmapAsync`). */
 export class AsyncResultProxy<T = unknown> extends BaseProxy {
   static override _exposed_ = ['get', 'wait', 'ready', 'successful'];
+  /** With callbacks: settles once the result is in and they ran; until then the result is not ready. */
+  #callbacksRan: Promise<void> | null = null;
+  #callbacksDone = false;
 
-  get(timeout?: number | null, options: CallOptions = {}): Promise<T> {
+  /**
+   * @internal Runs the callbacks in this process when the result arrives. Python runs them in the
+   * server's result thread (they must pickle); a function of ours cannot travel there, and what
+   * Python's tests check holds here too: each runs once, before `wait`/`get`/`ready` see the result.
+   */
+  _runCallbacks(options: AsyncProxyCallOptions<T>): this {
+    const { callback, errorCallback } = options;
+    if (!callback && !errorCallback) return this;
+    this.#callbacksRan = this._callmethod<T>('get')
+      .then(
+        (value) => callback?.(value),
+        (error: Error) => errorCallback?.(error),
+      )
+      .catch((thrown: unknown) => {
+        // A callback's own error is never swallowed: it surfaces as an uncaught exception.
+        queueMicrotask(() => {
+          throw thrown;
+        });
+      })
+      .finally(() => {
+        this.#callbacksDone = true;
+      });
+    return this;
+  }
+
+  async get(timeout?: number | null, options: CallOptions = {}): Promise<T> {
+    if (this.#callbacksRan) {
+      await this.wait(timeout, options);
+      if (!this.#callbacksDone) throw new TimeoutError();
+      return this._callmethod<T>('get', [0], options);
+    }
     return this._callmethod<T>('get', [timeout ?? null], options);
   }
-  wait(timeout?: number | null, options: CallOptions = {}): Promise<void> {
-    return this._callmethod<void>('wait', [timeout ?? null], options);
+  async wait(timeout?: number | null, options: CallOptions = {}): Promise<void> {
+    if (this.#callbacksRan) await raceTimeout(this.#callbacksRan, timeout, options.signal);
+    else await this._callmethod<void>('wait', [timeout ?? null], options);
   }
-  ready(): Promise<boolean> {
+  async ready(): Promise<boolean> {
+    if (this.#callbacksRan) return this.#callbacksDone;
     return this._callmethod<boolean>('ready');
   }
-  successful(): Promise<boolean> {
+  async successful(): Promise<boolean> {
+    if (this.#callbacksRan && !this.#callbacksDone) throw new ValueError(`${this.toString()} not ready`);
     return this._callmethod<boolean>('successful');
   }
 }
@@ -1034,20 +1086,35 @@ export class PoolProxy extends BaseProxy implements AsyncDisposable {
   apply<A extends unknown[], R>(fn: Task<A, R>, args?: A, options: CallOptions = {}): Promise<Awaited<R>> {
     return this._callmethod('apply', [fn, args ?? []], options);
   }
-  applyAsync<A extends unknown[], R>(fn: Task<A, R>, args?: A, options: CallOptions = {}): Promise<AsyncResultProxy<Awaited<R>>> {
-    return this._callmethod('applyAsync', [fn, args ?? []], options);
+  applyAsync<A extends unknown[], R>(fn: Task<A, R>, args?: A, options: AsyncProxyCallOptions<Awaited<R>> = {}): Promise<AsyncResultProxy<Awaited<R>>> {
+    return this.#asyncCall('applyAsync', [fn, args ?? []], options);
   }
   map<T, R>(fn: Task<[T], R>, iterable: Iterable<T>, chunksize?: number, options: CallOptions = {}): Promise<Awaited<R>[]> {
     return this._callmethod('map', [fn, [...iterable], chunksize ?? null], options);
   }
-  mapAsync<T, R>(fn: Task<[T], R>, iterable: Iterable<T>, chunksize?: number, options: CallOptions = {}): Promise<AsyncResultProxy<Awaited<R>[]>> {
-    return this._callmethod('mapAsync', [fn, [...iterable], chunksize ?? null], options);
+  mapAsync<T, R>(
+    fn: Task<[T], R>,
+    iterable: Iterable<T>,
+    chunksize?: number | null,
+    options: AsyncProxyCallOptions<Awaited<R>[]> = {},
+  ): Promise<AsyncResultProxy<Awaited<R>[]>> {
+    return this.#asyncCall('mapAsync', [fn, [...iterable], chunksize ?? null], options);
   }
   starmap<A extends unknown[], R>(fn: Task<A, R>, iterable: Iterable<A>, chunksize?: number, options: CallOptions = {}): Promise<Awaited<R>[]> {
     return this._callmethod('starmap', [fn, [...iterable], chunksize ?? null], options);
   }
-  starmapAsync<A extends unknown[], R>(fn: Task<A, R>, iterable: Iterable<A>, chunksize?: number, options: CallOptions = {}): Promise<AsyncResultProxy<Awaited<R>[]>> {
-    return this._callmethod('starmapAsync', [fn, [...iterable], chunksize ?? null], options);
+  starmapAsync<A extends unknown[], R>(
+    fn: Task<A, R>,
+    iterable: Iterable<A>,
+    chunksize?: number | null,
+    options: AsyncProxyCallOptions<Awaited<R>[]> = {},
+  ): Promise<AsyncResultProxy<Awaited<R>[]>> {
+    return this.#asyncCall('starmapAsync', [fn, [...iterable], chunksize ?? null], options);
+  }
+  /** An `*Async` call: the server's AsyncResult, whose callbacks run here once it is ready. */
+  async #asyncCall<R>(method: string, args: unknown[], options: AsyncProxyCallOptions<R>): Promise<AsyncResultProxy<R>> {
+    const result = await this._callmethod<AsyncResultProxy<R>>(method, args, { signal: options.signal });
+    return result._runCallbacks(options);
   }
   imap<T, R>(fn: Task<[T], R>, iterable: Iterable<T>, chunksize = 1, options: CallOptions = {}): Promise<IteratorProxy<Awaited<R>>> {
     return this._callmethod('imap', [fn, [...iterable], chunksize], options);

@@ -8,11 +8,11 @@
  * Errors are Python's: `KeyError`, `IndexError`, `ValueError`, `RuntimeError`, `Empty`, `Full`.
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { BrokenBarrierError, Empty, Full, IndexError, KeyError, RuntimeError, ValueError } from '../errors.js';
+import { BrokenBarrierError, emptyQueue, fullQueue, IndexError, KeyError, RuntimeError, ValueError } from '../errors.js';
 import { serializable } from '../tasks.js';
 import { deadlineAfter, secondsUntil } from '../futex.js';
 import { timerDelayMs } from '../util.js';
-import { hashKey, pyCompare, pyEquals, pyRepr, pyReprSymbol } from './pyvalues.js';
+import { hashKey, pyCompare, pyEquals, pyRepr, pyReprSymbol, pyTypeName } from './pyvalues.js';
 
 /** Who is calling, as the server sees it: the client's process/thread, and a signal that aborts
  * when the client's connection closes (so a waiting acquire stops waiting). */
@@ -225,16 +225,22 @@ export class ManagedDict {
     return new Map([...this.entries.values()].map(([k, v]) => [k, v]));
   }
 
-  /** Python's `dict.__iter__`: a live iterator over the keys that fails when the size changes. */
-  *iter(): Generator<unknown, void, undefined> {
+  /** Python's `dict.__iter__`: a live iterator over the keys that fails when the size changes
+   * after it was made (the size is taken now, not at the first `next`, as Python's iterator does). */
+  iter(): Generator<unknown, void, undefined> {
     const size = this.entries.size;
     const version = this.version;
-    for (const [k] of this.entries.values()) {
-      if (this.entries.size !== size) throw new RuntimeError('dictionary changed size during iteration');
-      if (this.version !== version) throw new RuntimeError('dictionary keys changed during iteration');
-      yield k;
-    }
-    if (this.entries.size !== size) throw new RuntimeError('dictionary changed size during iteration');
+    const entries = this.entries;
+    const resized = (): boolean => entries.size !== size;
+    const rekeyed = (): boolean => this.version !== version;
+    return (function* keys() {
+      for (const [k] of entries.values()) {
+        if (resized()) throw new RuntimeError('dictionary changed size during iteration');
+        if (rekeyed()) throw new RuntimeError('dictionary keys changed during iteration');
+        yield k;
+      }
+      if (resized()) throw new RuntimeError('dictionary changed size during iteration');
+    })();
   }
 
   [getValueSymbol](): Map<unknown, unknown> {
@@ -366,9 +372,23 @@ export class ManagedList {
 
   /** `l *= n` (Python's `__imul__`). */
   imul(n: number): void {
-    const copy = [...this.items];
+    const repeated = this.mul(n);
     this.items.length = 0;
-    for (let i = 0; i < n; i++) this.items.push(...copy);
+    this.items.push(...repeated);
+  }
+
+  /** `l + other` (Python's `__add__`): a new list, returned as a copy. */
+  add(other: unknown): unknown[] {
+    if (!Array.isArray(other)) throw new TypeError(`can only concatenate list (not "${pyTypeName(other)}") to list`);
+    return [...this.items, ...other];
+  }
+
+  /** `l * n` and `n * l` (Python's `__mul__`, `__rmul__`): a new list, returned as a copy. */
+  mul(n: number): unknown[] {
+    if (!Number.isInteger(n)) throw new TypeError(`can't multiply sequence by non-int of type '${pyTypeName(n)}'`);
+    const out: unknown[] = [];
+    for (let i = 0; i < n; i++) out.push(...this.items);
+    return out;
   }
 
   [getValueSymbol](): unknown[] {
@@ -645,12 +665,17 @@ export class ManagedQueue {
     return this.maxsize > 0 && this.qsize() >= this.maxsize;
   }
 
+  /** How Empty and Full name this queue (private: not a method proxies may call). */
+  get #label(): string {
+    return `the manager's Queue (maxsize=${this.maxsize})`;
+  }
+
   async put(item: unknown, block = true, timeout: number | null = null): Promise<void> {
     checkTimeout(timeout);
     if (timeout !== null && timeout !== undefined && timeout < 0) throw new ValueError("'timeout' must be a non-negative number");
     const until = block ? deadlineAfter(timeout) : 0;
     while (this.full()) {
-      if (!block || !(await this.notFull.wait(secondsUntil(until))) && this.full()) throw new Full();
+      if (!block || !(await this.notFull.wait(secondsUntil(until))) && this.full()) throw fullQueue(this.#label, block, timeout);
     }
     this.items.push(item);
     this.unfinished++;
@@ -666,7 +691,7 @@ export class ManagedQueue {
     if (timeout !== null && timeout !== undefined && timeout < 0) throw new ValueError("'timeout' must be a non-negative number");
     const until = block ? deadlineAfter(timeout) : 0;
     while (this.empty()) {
-      if (!block || !(await this.notEmpty.wait(secondsUntil(until))) && this.empty()) throw new Empty();
+      if (!block || !(await this.notEmpty.wait(secondsUntil(until))) && this.empty()) throw emptyQueue(this.#label, block, timeout);
     }
     const item = this.items[this.head];
     this.items[this.head++] = undefined;

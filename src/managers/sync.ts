@@ -2,6 +2,7 @@
  * `SyncManager` (what `mp.Manager()` starts) and `SharedMemoryManager`, as CPython's.
  */
 import { registerClasses } from '../context.js';
+import { ValueError } from '../errors.js';
 import { Pool, type PoolOptions } from '../pool.js';
 import { SharedMemory, ShareableList, type ShareableValue } from '../sharedMemory.js';
 import { task } from '../tasks.js';
@@ -134,6 +135,7 @@ export class SharedMemoryManager extends BaseManager {
 
   /** A new segment of `size` bytes, tracked by the server. */
   async SharedMemory(size: number, options: { signal?: AbortSignal } = {}): Promise<SharedMemory> {
+    this.#checkStarted();
     const shm = new SharedMemory({ create: true, size });
     try {
       await this.#track(shm.name, options.signal);
@@ -146,6 +148,7 @@ export class SharedMemoryManager extends BaseManager {
 
   /** A new ShareableList holding `sequence`, tracked by the server. */
   async ShareableList(sequence: Iterable<ShareableValue>, options: { signal?: AbortSignal } = {}): Promise<ShareableList> {
+    this.#checkStarted();
     const sl = new ShareableList(sequence);
     try {
       await this.#track(sl.shm.name, options.signal);
@@ -156,9 +159,15 @@ export class SharedMemoryManager extends BaseManager {
     return sl;
   }
 
+  /** Python's unstarted manager has no address to connect to: a ValueError, before any segment exists. */
+  #checkStarted(): void {
+    if (this._state !== 'started' || this.address === null) {
+      throw new ValueError('the SharedMemoryManager is not started (call and await start() first)');
+    }
+  }
+
   async #track(name: string, signal?: AbortSignal): Promise<void> {
-    if (this._state !== 'started' || this.address === null) throw new Error('server not yet started');
-    await connectionsTo(this.address, this._authkey).dispatch('track_segment', [name], signal);
+    await connectionsTo(this.address!, this._authkey).dispatch('track_segment', [name], signal);
   }
 
   /** The names of the segments the server tracks. */
