@@ -1,8 +1,9 @@
 /**
  * Python's `multiprocessing.managers`: a server process holding shared objects, and proxies that
  * call them from any process (any start method) or machine. The parts live in src/managers/:
- * `base.ts` (BaseManager), `server.ts` (the server and its protocol), `proxies.ts` (proxies,
- * connections, reference counting), `referents.ts` (the objects a SyncManager holds),
+ * `base.ts` (BaseManager), `server.ts` (the server and its protocol), `sessions.ts` (a process's
+ * connections to servers), `proxies.ts` (proxies, reference counting), `referents.ts` and
+ * `primitives.ts` (the containers and the waiting primitives a SyncManager holds),
  * `sync.ts` (SyncManager, SharedMemoryManager), `pyvalues.ts` (Python's key equality and repr).
  */
 export {

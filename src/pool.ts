@@ -2,31 +2,38 @@
  * Pool and ThreadPool, as CPython's pool.py, plus what Python's pool gets wrong.
  *
  * The moving parts (piscina keeps them apart too):
- * - tasks wait in `pending` until a worker has room; each worker has its own channel (two shared
- *   memory rings, poolChannel.ts), so the pool knows which tasks every worker holds;
- * - one result loop per pool sleeps on a single notify word that workers bump;
- * - jobs (an apply, a map, an imap) collect their tasks' results and settle what the caller holds;
- * - a worker that dies fails the task it was running with WorkerLostError and hands the rest to
- *   others; a replacement is started (Python's pool hangs here).
+ * - jobs (an apply, a map, an imap) collect their tasks' results and settle what the caller holds
+ *   (poolResults.ts);
+ * - tasks wait in the dispatcher until a worker has room; each worker has its own channel (two
+ *   shared memory rings, poolChannel.ts), so the pool knows which tasks every worker holds
+ *   (poolWorkers.ts);
+ * - here: one result loop per pool sleeps on a single notify word that workers bump; a worker
+ *   that dies fails the task it was running with WorkerLostError and hands the rest to others, and
+ *   a replacement is started (Python's pool hangs here).
  */
 import { inspect } from 'node:util';
+import { MessageChannel } from 'node:worker_threads';
 import { TimeoutError, ValueError, withRemoteTraceback, WorkerLostError } from './errors.js';
 import { signalName } from './backends/backend.js';
 import { getContext, memoryKindFor, registerClasses, type BaseContext } from './context.js';
 import { checkNotBootstrapping, Process, processCpuCount } from './process.js';
-import { MessageChannel, type MessagePort } from 'node:worker_threads';
-import { dumps, dumpsPlain, dumpsReduced, loads, loadsSync, needsRebuild, newReduceContext, rebuild, reduce } from './reduction.js';
+import { newReduceContext, rebuild, reduce } from './reduction.js';
+import { LENGTH_BYTES, NO_FRAME } from './ring.js';
 import { sentinelExit } from './sentinels.js';
+import { runAsync, spinUntil } from './futex.js';
 import { refOf, sourceOf, type SourceFunction } from './tasks.js';
-import { callUserCallback, raceTimeout, throwIfAborted } from './util.js';
-import { deadlineAfter, runAsync, secondsUntil } from './futex.js';
 import {
-  CALL, CANCELLED, Channel, defineFrame, MAP_CHUNK, Notifier, OK, parseResult, PORT_THRESHOLD, portFrame,
-  STARMAP_CHUNK, stopFrame, TASK_HEADROOM, taskFrame, transferables, type PortMessage,
+  CALL, CANCELLED, Channel, decodeResult, defineFrame, MAP_CHUNK, Notifier, OK, STARMAP_CHUNK, stopFrame, taskFrame,
+  type PortMessage, type ResultMessage,
 } from './poolChannel.js';
 import { poolWorkerMain } from './poolWorker.js';
-import { knownLength, progressMeter, type ProgressCallback, type ProgressMeter } from './progress.js';
-import { spinUntil } from './futex.js';
+import { knownLength } from './progress.js';
+import {
+  ApplyJob, AsyncResult, IMapIterator, IMapJob, MapJob, type AsyncCallOptions, type CallOptions, type Job,
+} from './poolResults.js';
+import { Dispatcher, WorkerSlot, type Task } from './poolWorkers.js';
+
+export { AsyncResult, IMapIterator, type AsyncCallOptions, type CallOptions } from './poolResults.js';
 
 // Any function: the pool checks arguments against it at the call (apply, map, ...), not here.
 type Fn = (...args: never[]) => unknown;
@@ -40,469 +47,9 @@ export interface PoolOptions {
   context?: BaseContext;
 }
 
-/** Options every pool method takes after its Python parameters. */
-export interface CallOptions {
-  /** Cancels the call's pending work; the call rejects with the signal's reason. */
-  signal?: AbortSignal;
-  /** Seconds a task may run; a worker stuck past it is killed and replaced, the task fails with
-   * TimeoutError. */
-  timeout?: number | null;
-  /** Move ArrayBuffers instead of copying them where the backend allows (accepted everywhere;
-   * see docs/pool.md for what moves). */
-  transfer?: boolean;
-  /** true: a progress bar on stderr as tqdm draws it (items done of total, %, items/s, elapsed and
-   * remaining time), when stderr is a terminal; a function: called with `(items done, total)` as
-   * chunks finish (total null when the input's length is not known, as imap over a generator). */
-  progress?: boolean | ProgressCallback;
-}
-
-export interface AsyncCallOptions<T> extends CallOptions {
-  callback?: (result: T) => void;
-  errorCallback?: (error: Error) => void;
-}
-
 const RUN = 'RUN';
 const CLOSE = 'CLOSE';
 const TERMINATE = 'TERMINATE';
-
-/** A task: one call of the pool's function (or one chunk of a map) on its way to a worker. */
-interface Task {
-  job: Job;
-  index: number;
-  fnId: number;
-  mode: number;
-  /** The encoded arguments, with TASK_HEADROOM bytes in front for the frame's header. */
-  body: Buffer;
-  /** Thread pools: the reduced arguments themselves, posted over the worker's port instead of
-   * encoded: with `{ transfer: true }` (their ArrayBuffers moved), and for arguments holding
-   * PORT_THRESHOLD bytes or more of binary data (copied once by postMessage, not encoded first). */
-  posted: { graph: unknown; changed: boolean } | null;
-  seq: number;
-  worker: WorkerSlot | null;
-  timeout: number | null;
-  /** performance.now() when the pool first saw a worker running it (for `timeout`). */
-  startedAt: number;
-  submittedAt: number;
-}
-
-/** What an apply, map or imap call collects. */
-abstract class Job {
-  cancelled = false;
-  private readonly meter: ProgressMeter | null;
-  constructor(
-    readonly pool: Pool,
-    readonly options: CallOptions,
-    /** Items the call has (null: not known before the input is read). */
-    total: number | null,
-  ) {
-    this.meter = progressMeter(options.progress, total);
-  }
-  abstract deliver(index: number, ok: boolean, value: unknown): void;
-  /** The call was aborted: reject what the caller holds. */
-  abstract abort(reason: unknown): void;
-  /** `items` more items finished (or failed). */
-  progress(items: number): void {
-    this.meter?.update(items);
-  }
-  /** The call is over, whichever way: the bar's last state stays on screen. */
-  endProgress(): void {
-    this.meter?.close();
-  }
-}
-
-/** Python's AsyncResult (ApplyResult/MapResult): `get`, `wait`, `ready`, `successful`. */
-export class AsyncResult<T = unknown> {
-  private outcome: { ok: true; value: T } | { ok: false; error: unknown } | null = null;
-  // Promises are made when somebody waits (one per result of a loop of apply() calls, not three).
-  /** Resolves when the result is ready, however it ended (wait(), get with a timeout). */
-  private settled: Promise<void> | null = null;
-  private resolveSettled: (() => void) | null = null;
-  /** Resolves with the value or rejects with the error (get without a timeout). */
-  private value: Promise<T> | null = null;
-  private settleValue: (() => void) | null = null;
-
-  /** @internal */
-  constructor(private readonly callbacks: { callback?: (r: T) => void; errorCallback?: (e: Error) => void } = {}) {}
-
-  /** @internal */
-  _settle(ok: boolean, value: unknown): void {
-    if (this.outcome) return;
-    this.outcome = ok ? { ok: true, value: value as T } : { ok: false, error: value };
-    if (ok) callUserCallback(this.callbacks.callback, value as T);
-    else callUserCallback(this.callbacks.errorCallback, value as Error);
-    this.resolveSettled?.();
-    this.settleValue?.();
-  }
-
-  private whenSettled(): Promise<void> {
-    if (this.outcome) return Promise.resolve();
-    return (this.settled ??= new Promise((resolve) => (this.resolveSettled = resolve)));
-  }
-
-  private whenValue(): Promise<T> {
-    const outcome = this.outcome;
-    if (outcome) return outcome.ok ? Promise.resolve(outcome.value) : Promise.reject(outcome.error);
-    return (this.value ??= new Promise<T>((resolve, reject) => {
-      this.settleValue = () => {
-        const o = this.outcome!;
-        if (o.ok) resolve(o.value);
-        else reject(o.error);
-      };
-    }));
-  }
-
-  ready(): boolean {
-    return this.outcome !== null;
-  }
-
-  successful(): boolean {
-    if (!this.outcome) throw new ValueError(`${this} not ready`);
-    return this.outcome.ok;
-  }
-
-  /** Waits (at most `timeout` seconds) until the result is ready. */
-  async wait(timeout?: number | null, options: { signal?: AbortSignal } = {}): Promise<void> {
-    await raceTimeout(this.whenSettled(), timeout, options.signal);
-  }
-
-  /** The result; rejects with the task's error, or `TimeoutError` after `timeout` seconds. */
-  get(timeout?: number | null, options: { signal?: AbortSignal } = {}): Promise<T> {
-    if ((timeout === undefined || timeout === null) && !options.signal) return this.whenValue();
-    return this.getWithin(timeout, options.signal);
-  }
-
-  private async getWithin(timeout: number | null | undefined, signal: AbortSignal | undefined): Promise<T> {
-    if (!(await raceTimeout(this.whenSettled(), timeout, signal)).done) throw new TimeoutError();
-    return this.whenValue();
-  }
-
-  toString(): string {
-    return `<multiprocessing.pool.AsyncResult ${this.outcome ? 'ready' : 'pending'}>`;
-  }
-  [inspect.custom](): string {
-    return this.toString();
-  }
-}
-
-class ApplyJob<T> extends Job {
-  constructor(pool: Pool, options: CallOptions, readonly result: AsyncResult<T>) {
-    super(pool, options, 1);
-  }
-  deliver(_index: number, ok: boolean, value: unknown): void {
-    this.progress(1);
-    this.endProgress();
-    this.result._settle(ok, value);
-  }
-  abort(reason: unknown): void {
-    this.endProgress();
-    this.result._settle(false, reason);
-  }
-}
-
-/** A map: chunk results land in place; the first failure fails the whole map once every chunk is
- * done, as in Python (no fail-fast: CPython issue #23992, test_map_no_failfast). */
-class MapJob<T> extends Job {
-  private readonly values: T[];
-  private remaining: number;
-  private failure: { error: unknown } | null = null;
-  constructor(
-    pool: Pool,
-    options: CallOptions,
-    readonly result: AsyncResult<T[]>,
-    private readonly chunksize: number,
-    length: number,
-    chunks: number,
-  ) {
-    super(pool, options, length);
-    this.values = new Array<T>(length);
-    this.remaining = chunks;
-    if (chunks === 0) this.settle(true, this.values);
-  }
-  deliver(index: number, ok: boolean, value: unknown): void {
-    if (this.result.ready()) return;
-    if (!ok) {
-      this.failure ??= { error: value };
-    } else {
-      const items = value as T[];
-      this.progress(items.length);
-      const base = index * this.chunksize;
-      if (!this.failure) for (let i = 0; i < items.length; i++) this.values[base + i] = items[i]!;
-    }
-    if (--this.remaining > 0) return;
-    if (this.failure) this.settle(false, this.failure.error);
-    else this.settle(true, this.values);
-  }
-  abort(reason: unknown): void {
-    this.settle(false, reason);
-  }
-  private settle(ok: boolean, value: unknown): void {
-    this.endProgress();
-    this.result._settle(ok, value);
-  }
-}
-
-type Outcome<T> = { ok: true; value: T } | { ok: false; error: unknown };
-
-/** Python's IMapIterator: an AsyncIterable whose `next(timeout)` resolves to `{ value, done }`. */
-export class IMapIterator<T> implements AsyncIterableIterator<T> {
-  /** @internal */ readonly _ready: Outcome<T>[] = [];
-  private waiters: Array<() => void> = [];
-  /** @internal */ _finished = false;
-  /** @internal */ _onConsume: () => void = () => {};
-  /** @internal */ _onReturn: () => void = () => {};
-
-  /** @internal */
-  _push(outcome: Outcome<T>): void {
-    this._ready.push(outcome);
-    this.wakeWaiters();
-  }
-
-  /** @internal */
-  _finish(): void {
-    this._finished = true;
-    this.wakeWaiters();
-  }
-
-  private wakeWaiters(): void {
-    const waiters = this.waiters;
-    this.waiters = [];
-    for (const w of waiters) w();
-  }
-
-  /** The next result in order (imap) or as they finish (imapUnordered); `TimeoutError` after
-   * `timeout` seconds; a failed item rejects this call and iteration goes on. */
-  async next(timeout?: number | null, options: { signal?: AbortSignal } = {}): Promise<IteratorResult<T>> {
-    const deadline = deadlineAfter(timeout);
-    throwIfAborted(options.signal);
-    while (this._ready.length === 0) {
-      if (this._finished) return { value: undefined, done: true };
-      let arrive!: () => void;
-      const arrived = new Promise<void>((resolve) => this.waiters.push((arrive = resolve)));
-      const forget = (): void => {
-        // A call that gave up must not leave its waiter behind (polling with next(0.01) would pile them up).
-        const i = this.waiters.indexOf(arrive);
-        if (i >= 0) this.waiters.splice(i, 1);
-      };
-      const r = await raceTimeout(arrived, secondsUntil(deadline), options.signal).catch((error: unknown) => {
-        forget();
-        throw error;
-      });
-      if (!r.done) {
-        forget();
-        throw new TimeoutError();
-      }
-    }
-    const outcome = this._ready.shift()!;
-    this._onConsume();
-    if (outcome.ok) return { value: outcome.value, done: false };
-    throw outcome.error;
-  }
-
-  async return(): Promise<IteratorResult<T>> {
-    this._finished = true;
-    this._ready.length = 0;
-    this._onConsume();
-    this._onReturn();
-    return { value: undefined, done: true };
-  }
-
-  [Symbol.asyncIterator](): IMapIterator<T> {
-    return this;
-  }
-}
-
-/** imap/imapUnordered: reads its input lazily, keeping a bounded number of items in flight. */
-class IMapJob<T> extends Job {
-  private readonly held = new Map<number, Outcome<T[]>>();
-  private nextChunk = 0;
-  private chunksSubmitted = 0;
-  private exhausted = false;
-  private unconsumedItems = 0;
-  private resume: (() => void) | null = null;
-  /** Items of each chunk in flight, by index (for progress when a chunk fails as a whole). */
-  private readonly chunkItems = new Map<number, number>();
-
-  constructor(
-    pool: Pool,
-    options: CallOptions,
-    readonly iterator: IMapIterator<T>,
-    private readonly ordered: boolean,
-    private readonly chunksize: number,
-    private readonly maxItemsAhead: number,
-    total: number | null,
-  ) {
-    super(pool, options, total);
-    iterator._onConsume = () => {
-      this.unconsumedItems--;
-      this.resume?.();
-    };
-    // The caller left the loop: the bar ends now, before the caller writes anything else, not when
-    // the pump next looks (it may be waiting on an async input that is idle).
-    iterator._onReturn = () => this.endProgress();
-  }
-
-  /** Pulls the input and submits chunks while fewer than `maxItemsAhead` items are unconsumed. */
-  async pump(source: Iterable<unknown> | AsyncIterable<unknown>, fn: Fn): Promise<void> {
-    const it = Symbol.asyncIterator in source
-      ? (source as AsyncIterable<unknown>)[Symbol.asyncIterator]()
-      : (source as Iterable<unknown>)[Symbol.iterator]();
-    try {
-      for (;;) {
-        while (this.unconsumedItems >= this.maxItemsAhead && !this.cancelled && !this.iterator._finished) {
-          await new Promise<void>((resolve) => (this.resume = resolve));
-          this.resume = null;
-        }
-        if (this.cancelled || this.iterator._finished) {
-          // The caller stopped iterating (or the call was aborted): the bar ends where it is.
-          this.endProgress();
-          return;
-        }
-        const chunk: unknown[] = [];
-        let r: IteratorResult<unknown> | undefined;
-        while (chunk.length < this.chunksize) {
-          r = await it.next();
-          if (r.done) break;
-          chunk.push(r.value);
-        }
-        if (chunk.length > 0) {
-          this.unconsumedItems += chunk.length;
-          this.chunkItems.set(this.chunksSubmitted, chunk.length);
-          this.pool._submit(this, [chunk], fn, MAP_CHUNK, this.chunksSubmitted++);
-        }
-        if (r?.done) break;
-      }
-    } catch (error) {
-      // As Python: an input that raises gives an error in its place, after the items before it.
-      this.unconsumedItems++;
-      this.deliverAt(this.chunksSubmitted++, false, error);
-    }
-    this.exhausted = true;
-    this.flush();
-  }
-
-  deliver(index: number, ok: boolean, value: unknown): void {
-    this.progress(this.chunkItems.get(index) ?? 0);
-    this.chunkItems.delete(index);
-    this.deliverAt(index, ok, value);
-  }
-
-  private deliverAt(index: number, ok: boolean, value: unknown): void {
-    const outcome: Outcome<T[]> = ok ? { ok: true, value: value as T[] } : { ok: false, error: value };
-    if (!this.ordered) this.emit(outcome);
-    else {
-      this.held.set(index, outcome);
-      while (this.held.has(this.nextChunk)) {
-        const next = this.held.get(this.nextChunk)!;
-        this.held.delete(this.nextChunk++);
-        this.emit(next);
-      }
-    }
-    this.flush();
-  }
-
-  private emitted = 0;
-  private emit(outcome: Outcome<T[]>): void {
-    this.emitted++;
-    if (outcome.ok) for (const value of outcome.value) this.iterator._push({ ok: true, value });
-    else {
-      this.iterator._push(outcome);
-    }
-  }
-
-  private flush(): void {
-    if (this.exhausted && this.emitted === this.chunksSubmitted) {
-      this.endProgress();
-      this.iterator._finish();
-    }
-  }
-
-  abort(reason: unknown): void {
-    this.endProgress();
-    this.iterator._push({ ok: false, error: reason });
-    this.iterator._finish();
-  }
-}
-
-class WorkerSlot {
-  readonly inflight = new Map<number, Task>();
-  readonly knownFns = new Set<number>();
-  private outbox: Uint8Array[] = [];
-  private feeding = false;
-  assigned = 0;
-  exited = false;
-  /** Average milliseconds between this worker's results while it is busy (its service time). */
-  private serviceMs = -1;
-  private lastResultAt = 0;
-
-  /** Tasks to hand this worker ahead: enough to keep it busy for a few milliseconds between two
-   * wake-ups, few enough that slow tasks do not queue behind each other while others idle. */
-  inFlightLimit(): number {
-    if (this.serviceMs < 0) return 8;
-    return Math.max(2, Math.min(256, Math.ceil(4 / Math.max(this.serviceMs, 0.001))));
-  }
-
-  /** Called for each result: learns the service time. */
-  onResult(busyBefore: boolean): void {
-    const now = performance.now();
-    if (busyBefore && this.lastResultAt > 0) {
-      const interval = now - this.lastResultAt;
-      this.serviceMs = this.serviceMs < 0 ? interval : this.serviceMs * 0.9 + interval * 0.1;
-    }
-    this.lastResultAt = now;
-  }
-  readingLarge = false;
-  killedForTimeout: Task | null = null;
-
-  constructor(
-    readonly process: Process,
-    readonly channel: Channel,
-    /** Thread workers: large and transferred payloads go this way (see poolChannel's PortMessage). */
-    readonly port: MessagePort | null,
-  ) {}
-
-  private batch: Uint8Array[] = [];
-  private batchBytes = 0;
-
-  /** Adds a frame to what `flush()` writes: one ring write, and one wake-up, per dispatch round. */
-  queue(frame: Uint8Array): void {
-    this.batch.push(frame);
-    this.batchBytes += frame.length;
-  }
-
-  flush(): void {
-    if (this.batch.length === 0) return;
-    const frames = this.batch;
-    const bytes = this.batchBytes;
-    this.batch = [];
-    this.batchBytes = 0;
-    if (frames.length > 1 && this.outbox.length === 0 && !this.feeding && bytes <= this.channel.tasks.free()) {
-      this.channel.tasks.writeFrames(frames, 0, frames.length, bytes); // one copy, one wake-up check
-      return;
-    }
-    this.send(frames.length === 1 ? frames[0]! : Buffer.concat(frames, bytes));
-  }
-
-  /** Writes a frame to the worker's ring, or queues it behind what is still being written. */
-  send(frame: Uint8Array): void {
-    // While the feeder streams a frame it has taken off the outbox, nothing may cut in.
-    if (this.outbox.length === 0 && !this.feeding) {
-      const n = this.channel.tasks.write(frame);
-      if (n === frame.length) return;
-      frame = frame.subarray(n);
-    }
-    this.outbox.push(frame);
-    if (!this.feeding) void this.feed();
-  }
-
-  private async feed(): Promise<void> {
-    this.feeding = true;
-    try {
-      while (this.outbox.length > 0 && !this.exited) await runAsync(this.channel.tasks.writeAll(this.outbox.shift()!));
-    } finally {
-      this.feeding = false;
-    }
-  }
-}
 
 interface Stats {
   tasksDone: number;
@@ -517,9 +64,7 @@ interface Stats {
 }
 
 const LATENCY_SAMPLES = 1024;
-/** The options of a call that gave none (one object for all of them). */
-const noOptions: AsyncCallOptions<unknown> = Object.freeze({});
-const noBody: Buffer = Buffer.alloc(0);
+const noFrame = Buffer.alloc(0);
 const SPIN_MS = 0.05;
 
 /** Python's `multiprocessing.Pool`. */
@@ -532,15 +77,13 @@ export class Pool {
   private readonly notifier: Notifier;
   private readonly kind: 'thread' | 'process';
   private workers: WorkerSlot[] = [];
-  private pending: Task[] = [];
-  private pendingHead = 0;
   private state: typeof RUN | typeof CLOSE | typeof TERMINATE = RUN;
   private outstanding = 0;
   private loopRunning = false;
   private loopAbort = new AbortController();
   private readonly fnIds = new Map<Function, number>();
-  private readonly fnBodies = new Map<number, Uint8Array>();
-  private seq = 0;
+  private readonly fnFrames = new Map<number, Uint8Array>();
+  private readonly dispatcher: Dispatcher;
   private timeoutTimer: NodeJS.Timeout | null = null;
   private readonly latencies: number[] = [];
   private tasksDone = 0;
@@ -574,6 +117,7 @@ export class Pool {
     this.maxtasks = maxtasksperchild ?? null;
     this.kind = memoryKindFor({ ctx: this.ctx });
     this.notifier = Notifier.create(this.kind);
+    this.dispatcher = new Dispatcher(this.fnFrames, this.maxtasks, (task, error) => this.finish(task, false, error));
     try {
       for (let i = 0; i < this.processes; i++) this.startWorker();
     } catch (error) {
@@ -619,7 +163,7 @@ export class Pool {
     if (id === undefined) {
       id = this.fnIds.size + 1;
       const ctx = newReduceContext(this.kind);
-      this.fnBodies.set(id, dumps(fn, ctx, { functionSlot: true }));
+      this.fnFrames.set(id, defineFrame(id, fn, ctx, { functionSlot: true }));
       this.ctx._expectModules(ctx.modules);
       this.fnIds.set(fn, id);
     }
@@ -628,30 +172,24 @@ export class Pool {
 
   /** @internal Queues one task of `job`: `args` are the call's arguments or the chunk's items. */
   _submit(job: Job, args: unknown[], fn: Fn, mode: number, index: number): void {
-    let body = noBody;
-    let posted: Task['posted'] = null;
+    let frame: Buffer = noFrame;
+    let moved: Task['moved'] = null;
     let fnId: number;
     try {
       fnId = this.fnId(fn);
       const value = mode === CALL ? args : args[0];
-      const plain = dumpsPlain(value, TASK_HEADROOM);
-      if (plain) body = plain;
-      else {
-        const ctx = newReduceContext(this.kind);
-        const reduced = reduce(value, ctx);
-        if (this.kind === 'thread' && (job.options.transfer || ctx.bytes >= PORT_THRESHOLD)) posted = reduced;
-        else body = dumpsReduced(reduced, TASK_HEADROOM);
-      }
+      if (job.options.transfer && this.kind === 'thread') moved = reduce(value, newReduceContext('thread'));
+      else frame = taskFrame(value, newReduceContext(this.kind));
     } catch (error) {
       // An argument that cannot be serialised fails its own task, as in Python.
       queueMicrotask(() => job.deliver(index, false, error));
       return;
     }
     const task: Task = {
-      job, index, fnId, mode, body, posted, seq: 0, worker: null,
+      job, index, fnId, mode, frame, moved, seq: 0, worker: null,
       timeout: job.options.timeout ?? null, startedAt: 0, submittedAt: performance.now(),
     };
-    this.pending.push(task);
+    this.dispatcher.push(task);
     this.outstanding++;
     if (task.timeout !== null) this.watchTimeouts();
     // Tasks submitted in one synchronous run (a loop of applyAsync) go out together.
@@ -670,66 +208,7 @@ export class Pool {
   private dispatchScheduled = false;
 
   private dispatch(): void {
-    while (this.pendingHead < this.pending.length) {
-      let best: WorkerSlot | null = null;
-      for (const w of this.workers) {
-        if (w.exited || w.inflight.size >= w.inFlightLimit()) continue;
-        if (this.maxtasks !== null && w.assigned >= this.maxtasks) continue;
-        if (!best || w.inflight.size < best.inflight.size) best = w;
-      }
-      if (!best) break;
-      const task = this.pending[this.pendingHead++]!;
-      if (task.job.cancelled) {
-        this.outstanding--;
-        continue;
-      }
-      this.assign(best, task);
-    }
-    for (const w of this.workers) w.flush();
-    if (this.pendingHead === this.pending.length) {
-      // Handed out tasks must not keep their jobs (and so the callers' arguments and results)
-      // alive: CPython's test_release_task_refs.
-      this.pending = [];
-      this.pendingHead = 0;
-    } else if (this.pendingHead > 1024 && this.pendingHead * 2 > this.pending.length) {
-      this.pending = this.pending.slice(this.pendingHead);
-      this.pendingHead = 0;
-    }
-  }
-
-  private assign(w: WorkerSlot, task: Task): void {
-    if (!w.knownFns.has(task.fnId)) {
-      w.queue(defineFrame(task.fnId, this.fnBodies.get(task.fnId)!));
-      w.knownFns.add(task.fnId);
-    }
-    task.seq = this.seq = (this.seq % 0xfffffffe) + 1;
-    task.worker = w;
-    w.inflight.set(task.seq, task);
-    w.assigned++;
-    if (w.port && task.posted) {
-      try {
-        const { graph, changed } = task.posted;
-        const transfer = task.job.options.transfer ? transferables(graph) : [];
-        w.port.postMessage({ seq: task.seq, fnId: task.fnId, mode: task.mode, graph, changed }, transfer);
-      } catch (error) {
-        // Its buffers were moved to a worker that died: they cannot be sent again.
-        w.inflight.delete(task.seq);
-        queueMicrotask(() => this.finish(task, false, error));
-        return;
-      }
-      w.queue(portFrame());
-      return;
-    }
-    const frame = taskFrame(task.seq, task.fnId, task.mode, task.body);
-    if (w.port && frame.length >= PORT_THRESHOLD) {
-      // A large encoding to a thread: a copy of it is moved over the port instead of copied
-      // through the ring (the task keeps its own, should the worker die before running it).
-      const copy = Buffer.from(frame);
-      w.port.postMessage({ frame: copy }, [copy.buffer]);
-      w.queue(portFrame());
-    } else {
-      w.queue(frame);
-    }
+    this.outstanding -= this.dispatcher.dispatch(this.workers);
   }
 
   // ---- results ------------------------------------------------------------------------------
@@ -763,18 +242,18 @@ export class Pool {
     let n = 0;
     const ring = w.channel.results;
     while (!w.readingLarge) {
-      const frame = ring.tryReadFrame();
-      if (frame) {
-        this.onResult(w, frame);
+      const result = ring.tryDecodeFrame(resultsOf(w));
+      if (result !== NO_FRAME) {
+        this.onResult(w, result);
         n++;
         continue;
       }
       if (ring.available() > 0) {
         // A result larger than what has arrived: read the rest as it streams in.
         w.readingLarge = true;
-        void runAsync(ring.readFrame()).then((f) => {
+        void runAsync(ring.readFrame()).then((frame) => {
           w.readingLarge = false;
-          this.onResult(w, f);
+          this.onResult(w, resultsOf(w)(frame, true));
           this.drain(w);
         });
       }
@@ -784,14 +263,13 @@ export class Pool {
     return n;
   }
 
-  private onResult(w: WorkerSlot, frame: Uint8Array): void {
-    const { seq, status, body } = parseResult(frame);
-    this.settle(w, seq, status, () => (needsRebuild(body) ? loads(body) : loadsSync(body)));
+  private onResult(w: WorkerSlot, { seq, status, value }: ResultMessage): void {
+    this.settle(w, seq, status, value);
   }
 
   /** A thread worker's message: a large result frame, or a `{ transfer: true }` result. */
   private onPortMessage(w: WorkerSlot, m: PortMessage): void {
-    if ('frame' in m) this.onResult(w, m.frame.subarray(4)); // past the frame's length
+    if ('frame' in m) this.onResult(w, resultsOf(w)(m.frame.subarray(LENGTH_BYTES), true));
     else if ('status' in m) this.settle(w, m.seq, m.status, () => (m.changed ? rebuild(m.graph, { target: 'thread', handles: [] }) : m.graph));
     this.drain(w);
     this.dispatch(); // the worker has room again
@@ -860,7 +338,7 @@ export class Pool {
       }
     }
     if (requeue.length > 0) {
-      this.pending.splice(this.pendingHead, 0, ...requeue);
+      this.dispatcher.requeue(requeue);
     }
     if (this.state === RUN || this.outstanding > 0) {
       this.replaced++;
@@ -875,7 +353,7 @@ export class Pool {
     if (this.timeoutTimer) return;
     this.timeoutTimer = setInterval(() => {
       const now = performance.now();
-      let watching = this.pending.slice(this.pendingHead).some((t) => t.timeout !== null);
+      let watching = this.dispatcher.waiting().some((t) => t.timeout !== null);
       for (const w of this.workers) {
         for (const t of w.inflight.values()) if (t.timeout !== null) watching = true;
         const task = w.inflight.get(w.channel.started);
@@ -894,8 +372,8 @@ export class Pool {
     this.timeoutTimer.unref();
   }
 
-  /** @internal Drops a job's queued tasks; workers skip its dispatched ones they have not started. */
-  _cancelJob(job: Job): void {
+  /** Drops a job's queued tasks; workers skip its dispatched ones they have not started. */
+  private cancelJob(job: Job): void {
     job.cancelled = true;
     for (const w of this.workers) {
       for (const task of w.inflight.values()) if (task.job === job) this.notifier.cancel(task.seq);
@@ -905,7 +383,8 @@ export class Pool {
   // ---- the API ------------------------------------------------------------------------------
 
   /** Python's `apply`: runs `fn(...args)` in a worker and waits for the result. */
-  apply<A extends unknown[], R>(fn: (...args: A) => R, args?: A, options: CallOptions = noOptions): Promise<Awaited<R>> {
+  apply<A extends unknown[], R>(fn: (...args: A) => R, args?: A, options: CallOptions = {}): Promise<Awaited<R>> {
+    // Not async: one promise per call (get's), not two. A bad call still rejects, not throws.
     try {
       return this.applyAsync(fn, args, options).get();
     } catch (error) {
@@ -916,14 +395,13 @@ export class Pool {
   applyAsync<A extends unknown[], R>(
     fn: (...args: A) => R,
     args?: A,
-    options: AsyncCallOptions<Awaited<R>> = noOptions,
+    options: AsyncCallOptions<Awaited<R>> = {},
   ): AsyncResult<Awaited<R>> {
     this.checkRunning();
     const result = new AsyncResult<Awaited<R>>(options);
     const job = new ApplyJob(this, options, result);
     this.watchSignal(job, options.signal);
-    // The arguments are encoded now (or, posted to a thread, copied when dispatched).
-    this._submit(job, args ?? [], fn as Fn, CALL, 0);
+    this._submit(job, args ? [...args] : [], fn as Fn, CALL, 0);
     return result;
   }
 
@@ -1054,7 +532,7 @@ export class Pool {
   private watchSignal(job: Job, signal: AbortSignal | undefined): void {
     if (!signal) return;
     const onAbort = () => {
-      this._cancelJob(job);
+      this.cancelJob(job);
       job.abort(signal.reason);
     };
     if (signal.aborted) onAbort();
@@ -1082,14 +560,13 @@ export class Pool {
     if (this.timeoutTimer) clearInterval(this.timeoutTimer);
     const reason = new ValueError('Pool was terminated before this task finished');
     const jobs = new Set<Job>();
-    for (let i = this.pendingHead; i < this.pending.length; i++) jobs.add(this.pending[i]!.job);
+    for (const task of this.dispatcher.waiting()) jobs.add(task.job);
     for (const w of this.workers) {
       for (const t of w.inflight.values()) jobs.add(t.job);
       w.exited = true;
       if (w.process.exitcode === null) w.process.terminate();
     }
-    this.pending = [];
-    this.pendingHead = 0;
+    this.dispatcher.clear();
     this.outstanding = 0;
     for (const job of jobs) {
       if (!job.cancelled) {
@@ -1123,7 +600,7 @@ export class Pool {
     return {
       tasksDone: this.tasksDone,
       tasksFailed: this.tasksFailed,
-      queued: this.pending.length - this.pendingHead,
+      queued: this.dispatcher.queued,
       inFlight,
       busyWorkers: busy,
       workers: this.workers.length,
@@ -1179,6 +656,11 @@ async function toArray(iterable: AsyncIterable<unknown>): Promise<unknown[]> {
   const out: unknown[] = [];
   for await (const item of iterable) out.push(item);
   return out;
+}
+
+/** Decodes `w`'s result frames (where they lie), skipping the values of tasks it no longer holds. */
+function resultsOf(w: WorkerSlot): (frame: Uint8Array, owned: boolean) => ResultMessage {
+  return (frame, owned) => decodeResult(frame, owned, (seq) => w.inflight.has(seq));
 }
 
 function workerLost(p: Process, code: number | null): WorkerLostError {

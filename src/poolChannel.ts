@@ -5,14 +5,17 @@
  * outqueue among all workers; per-worker rings let the pool know exactly which tasks a worker had
  * when it died, so they can be failed (the running one) or handed to another worker (the rest).
  *
- * Frames (the ring's length-prefixed messages):
+ * Frames (the ring's length-prefixed messages, ringMessages.ts: each header is written into the
+ * headroom the serialiser left, and each body decoded where it lies in the ring):
  *   tasks:   [TASK u8][seq u32][fnId u32][mode u8][body: dumps(args or chunk items)]
  *            [DEFINE u8][fnId u32][body: dumps(function)]
  *            [STOP u8]
  *   results: [seq u32][status u8][body: dumps(result or error)]
  */
 import { allocate, attachBlock, blockState, int32s, type Block, type BlockState, type MemoryKind } from './heap.js';
-import { ByteRing, RING_WORDS } from './ring.js';
+import { ByteRing, LENGTH_BYTES, RING_WORDS } from './ring.js';
+import { decodeNow, messageFrame } from './ringMessages.js';
+import type { ReduceContext, ReduceOptions } from './reduction.js';
 import { wait, wake } from './futex.js';
 
 export const TASK = 1;
@@ -137,29 +140,34 @@ export class Notifier {
 
 // ---- frame encoding --------------------------------------------------------------------------
 
-/** Bytes in front of a task's body in its frame: bodies are encoded with this much headroom
- * (`dumps(value, ctx, options, TASK_HEADROOM)`), and the header is written there. */
-export const TASK_HEADROOM = 14;
-/** The same for a result's body. */
-export const RESULT_HEADROOM = 9;
+/** Bytes of a task frame's header (after the length): kind, seq, fnId, mode. */
+const TASK_HEAD = 10;
+/** Bytes of a define frame's header: kind, fnId. */
+const DEFINE_HEAD = 5;
+/** Bytes of a result frame's header: seq, status. */
+const RESULT_HEAD = 5;
 
-/** Writes a task frame's header into the first TASK_HEADROOM bytes of `encoded`, which are then
- * the frame: no copy of the body (a task sent again, after its worker died, is written again). */
-export function taskFrame(seq: number, fnId: number, mode: number, encoded: Buffer): Buffer {
-  encoded.writeUInt32LE(encoded.length - 4, 0);
-  encoded[4] = TASK;
-  encoded.writeUInt32LE(seq, 5);
-  encoded.writeUInt32LE(fnId, 9);
-  encoded[13] = mode;
-  return encoded;
+/** A task's arguments (or chunk items) serialised into a frame whose header `stampTask` fills in
+ * when the task is handed to a worker (again, with a new seq, if that worker dies). */
+export function taskFrame(args: unknown, ctx: ReduceContext): Buffer {
+  const frame = messageFrame(args, TASK_HEAD, ctx);
+  frame[LENGTH_BYTES] = TASK;
+  return frame;
 }
 
-export function defineFrame(fnId: number, body: Uint8Array): Buffer {
-  const frame = Buffer.allocUnsafe(4 + 5 + body.length);
-  frame.writeUInt32LE(5 + body.length, 0);
-  frame[4] = DEFINE;
-  frame.writeUInt32LE(fnId, 5);
-  frame.set(body, 9);
+/** Writes the header of a task frame (from `taskFrame`) in place. */
+export function stampTask(frame: Buffer, seq: number, fnId: number, mode: number): Buffer {
+  frame.writeUInt32LE(seq, LENGTH_BYTES + 1);
+  frame.writeUInt32LE(fnId, LENGTH_BYTES + 5);
+  frame[LENGTH_BYTES + 9] = mode;
+  return frame;
+}
+
+/** A pool function, serialised once into the frame that defines it for every worker. */
+export function defineFrame(fnId: number, fn: unknown, ctx: ReduceContext, options: ReduceOptions): Buffer {
+  const frame = messageFrame(fn, DEFINE_HEAD, ctx, options);
+  frame[LENGTH_BYTES] = DEFINE;
+  frame.writeUInt32LE(fnId, LENGTH_BYTES + 1);
   return frame;
 }
 
@@ -211,12 +219,12 @@ export function transferables(value: unknown, out: ArrayBuffer[] = [], seen = ne
   return out;
 }
 
-/** Writes a result frame's header into the first RESULT_HEADROOM bytes of `encoded` (see taskFrame). */
-export function resultFrame(seq: number, status: number, encoded: Buffer): Buffer {
-  encoded.writeUInt32LE(encoded.length - 4, 0);
-  encoded.writeUInt32LE(seq, 4);
-  encoded[8] = status;
-  return encoded;
+/** A task's result (or error) serialised straight into its frame. */
+export function resultFrame(seq: number, status: number, value: unknown): Buffer {
+  const frame = messageFrame(value, RESULT_HEAD);
+  frame.writeUInt32LE(seq, LENGTH_BYTES);
+  frame[LENGTH_BYTES + 4] = status;
+  return frame;
 }
 
 function u32(b: Uint8Array, at: number): number {
@@ -224,17 +232,21 @@ function u32(b: Uint8Array, at: number): number {
 }
 
 export type TaskMessage =
-  | { kind: typeof TASK; seq: number; fnId: number; mode: number; body: Uint8Array }
+  | { kind: typeof TASK; seq: number; fnId: number; mode: number; args: () => unknown }
   | { kind: typeof DEFINE; fnId: number; body: Uint8Array }
   | { kind: typeof PORT }
   | { kind: typeof STOP };
 
-export function parseTask(frame: Uint8Array): TaskMessage {
+/** A task frame's body, decoded where it lies (`owned`: the bytes are the caller's to keep); the
+ * arguments of a TASK are decoded now, their errors thrown when the worker asks for them. */
+export function decodeTask(frame: Uint8Array, owned: boolean): TaskMessage {
   switch (frame[0]) {
     case TASK:
-      return { kind: TASK, seq: u32(frame, 1), fnId: u32(frame, 5), mode: frame[9]!, body: frame.subarray(10) };
-    case DEFINE:
-      return { kind: DEFINE, fnId: u32(frame, 1), body: frame.subarray(5) };
+      return { kind: TASK, seq: u32(frame, 1), fnId: u32(frame, 5), mode: frame[9]!, args: decodeNow(frame.subarray(TASK_HEAD), owned) };
+    case DEFINE: {
+      const body = frame.subarray(DEFINE_HEAD);
+      return { kind: DEFINE, fnId: u32(frame, 1), body: owned ? body : body.slice() };
+    }
     case PORT:
       return { kind: PORT };
     default:
@@ -242,6 +254,20 @@ export function parseTask(frame: Uint8Array): TaskMessage {
   }
 }
 
-export function parseResult(frame: Uint8Array): { seq: number; status: number; body: Uint8Array } {
-  return { seq: u32(frame, 0), status: frame[4]!, body: frame.subarray(5) };
+export interface ResultMessage {
+  seq: number;
+  status: number;
+  /** The result (or a Promise of it); throws if it did not decode. */
+  value: () => unknown;
+}
+
+const nothing = (): null => null;
+
+/** A result frame's body, decoded where it lies, unless `wanted` says nobody waits for its task
+ * (or it reports a cancelled task, which carries no value). */
+export function decodeResult(frame: Uint8Array, owned: boolean, wanted: (seq: number) => boolean): ResultMessage {
+  const seq = u32(frame, 0);
+  const status = frame[4]!;
+  if (status === CANCELLED || !wanted(seq)) return { seq, status, value: nothing };
+  return { seq, status, value: decodeNow(frame.subarray(RESULT_HEAD), owned) };
 }

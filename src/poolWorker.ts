@@ -1,16 +1,17 @@
 /**
  * A pool worker, the whole worker side in one file (CPython's pool.worker, piscina's worker.ts):
- * run the initializer, then take tasks from the channel until told to stop or until
- * `maxtasksperchild` tasks are done, writing each result back.
+ * run the initializer, then read a task from the channel (`Tasks`), run it, reply (`Replies`),
+ * until told to stop or until `maxtasksperchild` tasks are done.
  */
 import type { MessagePort } from 'node:worker_threads';
 import type { BlockState } from './heap.js';
-import { dumps, loads, loadsSync, needsRebuild, newReduceContext, rebuild, reduce } from './reduction.js';
+import { loads, newReduceContext, rebuild, reduce } from './reduction.js';
 import { PicklingError } from './errors.js';
 import {
-  CALL, CANCELLED, Channel, DEFINE, FAILED, MAP_CHUNK, Notifier, OK, ownBuffer, parseTask, PORT, PORT_THRESHOLD,
-  RESULT_HEADROOM, resultFrame, STOP, transferables, type ChannelState, type PortMessage,
+  CALL, CANCELLED, Channel, DEFINE, decodeTask, FAILED, MAP_CHUNK, Notifier, OK, ownBuffer, PORT, PORT_THRESHOLD,
+  resultFrame, STOP, TASK, transferables, type ChannelState, type PortMessage, type TaskMessage,
 } from './poolChannel.js';
+import { LENGTH_BYTES, NO_FRAME, type ByteRing } from './ring.js';
 import { task } from './tasks.js';
 import { runAsync, runSync } from './futex.js';
 
@@ -38,13 +39,13 @@ async function run(fn: Fn, mode: number, args: unknown): Promise<unknown> {
 
 function encode(seq: number, ok: boolean, value: unknown): Buffer {
   try {
-    return resultFrame(seq, ok ? OK : FAILED, dumps(value, undefined, undefined, RESULT_HEADROOM));
+    return resultFrame(seq, ok ? OK : FAILED, value);
   } catch (error) {
     // Python's MaybeEncodingError: the result (or error) could not be sent back.
     const why = new PicklingError(
       `Error sending result: ${(error as Error).message}. The task's ${ok ? 'result' : 'error'} cannot be serialised.`,
     );
-    return resultFrame(seq, FAILED, dumps(why, undefined, undefined, RESULT_HEADROOM));
+    return resultFrame(seq, FAILED, why);
   }
 }
 
@@ -77,6 +78,136 @@ const NOTIFY_AFTER_MS = 1;
 /** How long a worker that runs out of tasks blocks on its ring before it waits asynchronously. */
 const IDLE_BLOCK_MS = 20;
 
+/** A task to run: its arguments, decoded when asked, and whether they came over the port as
+ * themselves (`{ transfer: true }`: the result goes back the same way). */
+interface Call {
+  kind: typeof TASK;
+  seq: number;
+  fnId: number;
+  mode: number;
+  args(): unknown;
+  moved: boolean;
+}
+type Next = Call | Extract<TaskMessage, { kind: typeof DEFINE | typeof STOP }>;
+
+/** Where the results go: the ring (announced to the pool in batches), or the port for large
+ * frames and moved results. */
+class Replies {
+  private unannounced = 0;
+  private lastNotify = performance.now();
+
+  constructor(
+    private readonly results: ByteRing,
+    private readonly notifier: Notifier,
+    private readonly port: MessagePort | null,
+  ) {}
+
+  /** The task's result (or error), or CANCELLED for a task that did not run. */
+  reply(call: Call, status: number, value: unknown): void {
+    if (call.moved) {
+      if (status === CANCELLED) this.port!.postMessage({ seq: call.seq, status, graph: null, changed: false });
+      else postResult(this.port!, call.seq, status === OK, value);
+      return;
+    }
+    this.send(status === CANCELLED ? resultFrame(call.seq, CANCELLED, null) : encode(call.seq, status === OK, value));
+    if (this.unannounced >= NOTIFY_EVERY || performance.now() - this.lastNotify >= NOTIFY_AFTER_MS) this.announce();
+  }
+
+  /** Tells the pool that results are waiting (a system call only if it sleeps). */
+  announce(): void {
+    if (this.unannounced > 0) {
+      this.unannounced = 0;
+      this.lastNotify = performance.now();
+      this.notifier.notify();
+    }
+  }
+
+  private send(frame: Buffer): void {
+    const buffer = this.port && frame.length >= PORT_THRESHOLD ? ownBuffer(frame) : null;
+    if (buffer) {
+      this.port!.postMessage({ frame }, [buffer]); // large: moved, not copied through the ring
+      return;
+    }
+    const n = this.results.write(frame);
+    this.unannounced++;
+    if (n < frame.length) {
+      // The pool must drain before there is room: tell it, then wait for it.
+      this.announce();
+      runSync(this.results.writeAll(frame.subarray(n)));
+    }
+  }
+}
+
+/** Where the tasks come from: the ring, and, for thread workers, the MessagePort (see
+ * PortMessage): a PORT frame in the ring says that the next message is there, which keeps the
+ * order of everything the pool sent. */
+class Tasks {
+  private readonly inbox: PortMessage[] = [];
+  private arrived: (() => void) | null = null;
+
+  constructor(
+    private readonly ring: ByteRing,
+    port: MessagePort | null,
+    /** Called before this worker idles. */
+    private readonly idle: () => void,
+  ) {
+    port?.on('message', (m: PortMessage) => {
+      this.inbox.push(m);
+      this.arrived?.();
+    });
+  }
+
+  async next(): Promise<Next> {
+    for (;;) {
+      let message = await this.nextMessage();
+      if (message.kind === PORT) {
+        const m = await this.nextPortMessage();
+        if ('fnId' in m) {
+          return { kind: TASK, seq: m.seq, fnId: m.fnId, mode: m.mode, moved: true, args: () => (m.changed ? rebuild(m.graph, threadCtx) : m.graph) };
+        }
+        if (!('frame' in m)) continue;
+        message = decodeTask(m.frame.subarray(LENGTH_BYTES), true);
+      }
+      if (message.kind === PORT) continue;
+      if (message.kind !== TASK) return message;
+      return { ...message, moved: false };
+    }
+  }
+
+  private async nextMessage(): Promise<TaskMessage> {
+    for (;;) {
+      const message = this.ring.tryDecodeFrame(decodeTask);
+      if (message !== NO_FRAME) return message;
+      // A frame larger than the ring streams in.
+      if (this.ring.available() > 0) return decodeTask(await runAsync(this.ring.readFrame()), true);
+      this.idle();
+      // A worker that runs out of tasks first blocks on its ring for a moment: a caller that
+      // awaits each result sends the next task within microseconds, and a blocked worker takes
+      // it in microseconds, without a trip through its event loop. Then it waits asynchronously
+      // (the addon's waiter thread, or Atomics.waitAsync), using no CPU until a task comes, with
+      // its event loop free (timers, parent death).
+      if (!runSync(this.ring.waitForData(performance.now() + IDLE_BLOCK_MS))) await runAsync(this.ring.waitForData());
+    }
+  }
+
+  private async nextPortMessage(): Promise<PortMessage> {
+    while (this.inbox.length === 0) await new Promise<void>((resolve) => (this.arrived = resolve));
+    this.arrived = null;
+    return this.inbox.shift()!;
+  }
+}
+
+/** Loads a pool function. One this worker cannot load fails each task that calls it (the worker
+ * lives on): dying here would put the task back and start a replacement that dies the same way. */
+async function load(body: Uint8Array): Promise<Fn> {
+  const [loaded, fn] = await attempt(() => loads(body));
+  return loaded ? (fn as Fn) : () => {
+    throw fn;
+  };
+}
+
+/** A worker's life: the initializer, then read a task, run it, reply, until told to stop or until
+ * `maxtasks` tasks are done. */
 async function serve(
   channelState: ChannelState,
   notifierState: BlockState,
@@ -87,106 +218,27 @@ async function serve(
 ): Promise<void> {
   const channel = Channel.attach(channelState);
   const notifier = Notifier.attach(notifierState);
-  const { tasks, results } = channel;
+  const replies = new Replies(channel.results, notifier, port);
+  const tasks = new Tasks(channel.tasks, port, () => replies.announce());
   const fns = new Map<number, Fn>();
   if (initializer) await settle(initializer(...initargs));
-
-  // Thread workers also receive tasks on a MessagePort (see PortMessage); a PORT frame in the ring
-  // says that the next one is there, which keeps the order of everything the pool sent.
-  const inbox: PortMessage[] = [];
-  let arrived: (() => void) | null = null;
-  port?.on('message', (m: PortMessage) => {
-    inbox.push(m);
-    arrived?.();
-  });
-  const nextPortMessage = async (): Promise<PortMessage> => {
-    while (inbox.length === 0) await new Promise<void>((resolve) => (arrived = resolve));
-    arrived = null;
-    return inbox.shift()!;
-  };
-
-  let unannounced = 0;
-  let lastNotify = performance.now();
-  const announce = () => {
-    if (unannounced > 0) {
-      unannounced = 0;
-      lastNotify = performance.now();
-      notifier.notify();
-    }
-  };
-  const send = (frame: Buffer) => {
-    const buffer = port && frame.length >= PORT_THRESHOLD ? ownBuffer(frame) : null;
-    if (buffer) {
-      port!.postMessage({ frame }, [buffer]); // large: moved, not copied through the ring
-      return;
-    }
-    const n = results.write(frame);
-    unannounced++;
-    if (n < frame.length) {
-      // The pool must drain before there is room: tell it, then wait for it.
-      announce();
-      runSync(results.writeAll(frame.subarray(n)));
-    }
-  };
-
-  let completed = 0;
-  for (;;) {
-    let frame = tasks.tryReadFrame();
-    if (frame === null) {
-      if (tasks.available() === 0) {
-        announce();
-        // A worker that runs out of tasks first blocks on its ring for a moment: a caller that
-        // awaits each result sends the next task within microseconds, and a blocked worker takes
-        // it in microseconds, without a trip through its event loop. Then it waits asynchronously
-        // (the addon's waiter thread, or Atomics.waitAsync), using no CPU until a task comes, with
-        // its event loop free (timers, parent death).
-        if (!runSync(tasks.waitForData(performance.now() + IDLE_BLOCK_MS))) await runAsync(tasks.waitForData());
-        continue;
-      }
-      frame = await runAsync(tasks.readFrame()); // a frame larger than the ring streams in
-    }
-    let message = parseTask(frame);
-    if (message.kind === PORT) {
-      const m = await nextPortMessage();
-      if ('frame' in m) message = parseTask(m.frame.subarray(4)); // past the frame's length
-      else if ('fnId' in m) {
-        // { transfer: true }: the arguments arrived as themselves; the result goes back the same way.
-        if (notifier.isCancelled(m.seq)) {
-          port!.postMessage({ seq: m.seq, status: CANCELLED, graph: null, changed: false });
-          continue;
-        }
-        channel.started = m.seq;
-        const [ok, value] = await attempt(async () => run(fns.get(m.fnId)!, m.mode, m.changed ? await rebuild(m.graph, threadCtx) : m.graph));
-        postResult(port!, m.seq, ok, value);
-        if (++completed === maxtasks) break;
-        continue;
-      }
-    }
-    if (message.kind === STOP) break;
-    if (message.kind === DEFINE) {
-      // A function this worker cannot load fails each task that calls it (the worker lives on):
-      // dying here would put the task back and start a replacement that dies the same way.
-      const [loaded, fn] = await attempt(() => loads(message.body));
-      fns.set(message.fnId, loaded ? (fn as Fn) : () => {
-        throw fn;
-      });
+  for (let completed = 0; completed !== maxtasks; ) {
+    const next = await tasks.next();
+    if (next.kind === STOP) break;
+    if (next.kind === DEFINE) {
+      fns.set(next.fnId, await load(next.body));
       continue;
     }
-    if (message.kind === PORT) continue;
-    if (notifier.isCancelled(message.seq)) {
-      send(resultFrame(message.seq, CANCELLED, dumps(null, undefined, undefined, RESULT_HEADROOM)));
+    if (notifier.isCancelled(next.seq)) {
+      replies.reply(next, CANCELLED, null);
       continue;
     }
-    channel.started = message.seq;
-    const { body, fnId, mode } = message;
-    const [ok, value] = await attempt(async () =>
-      run(fns.get(fnId)!, mode, needsRebuild(body) ? await loads(body) : loadsSync(body)),
-    );
-    send(encode(message.seq, ok, value));
-    if (unannounced >= NOTIFY_EVERY || performance.now() - lastNotify >= NOTIFY_AFTER_MS) announce();
-    if (++completed === maxtasks) break;
+    channel.started = next.seq;
+    const [ok, value] = await attempt(async () => run(fns.get(next.fnId)!, next.mode, await next.args()));
+    replies.reply(next, ok ? OK : FAILED, value);
+    completed++;
   }
-  announce();
+  replies.announce();
 }
 
 /** The target of every pool worker process. */

@@ -25,8 +25,9 @@ import { finalize, raceTimeout, throwIfAborted, type FinalizeHandle } from './ut
 import { forgetHandOver, handOverBeforeBlocking } from './blocking.js';
 import { deadlineAfter, park, runAsync, runSync, secondsUntil, wait, wake, type Steps } from './futex.js';
 import { allocate, attachBlock, blockState, checkTarget, int32s, type Block, type BlockState } from './heap.js';
-import { decodesByCopy, dumps, loads, loadsSync, needsRebuild, reduceSymbol, registerReducer, type ReduceContext, type Reduced } from './reduction.js';
+import { loads, loadsSync, reduceSymbol, registerReducer, type ReduceContext, type Reduced } from './reduction.js';
 import { ByteRing, NO_FRAME, RING_WORDS } from './ring.js';
+import { decodeMessage, Later, messageFrame } from './ringMessages.js';
 import { acquireMarking, Lock, type SyncOptions } from './synchronize.js';
 import { memoryKindFor, registerClasses } from './context.js';
 
@@ -64,21 +65,6 @@ class SharedQueue extends ByteRing {
   }
 }
 
-
-
-/** An item whose handles, tasks or classes are rebuilt after the reader lock is released (its
- * bytes copied out of the ring). */
-class NeedsRebuild {
-  constructor(readonly bytes: Uint8Array) {}
-}
-
-/** Decodes an item in the ring (`tryDecodeFrame`): the value, or its bytes to rebuild. Only the
- * encodings that copy are decoded in place: a v8-encoded item's typed arrays could otherwise be
- * views of ring memory that the next writer overwrites. */
-function decodeItem(body: Uint8Array): unknown {
-  if (needsRebuild(body)) return new NeedsRebuild(body.slice());
-  return loadsSync(decodesByCopy(body) ? body : body.slice());
-}
 
 /** A put's or get's deadline (performance.now()): 0, long passed, with `block: false`. */
 function deadlineOf(options: PutOptions): number {
@@ -151,11 +137,9 @@ export class Queue<T = unknown> {
     this.enqueue(frame);
   }
 
-  /** The item's bytes behind a 4-byte length, serialised now so a bad value throws here. */
+  /** The item's frame, serialised now so a bad value throws here. */
   private frame(obj: T): Uint8Array {
-    const frame = dumps(obj, undefined, undefined, 4);
-    frame.writeUInt32LE(frame.length - 4, 0);
-    return frame;
+    return messageFrame(obj);
   }
 
   private tryTakeSlot(): boolean {
@@ -274,13 +258,8 @@ export class Queue<T = unknown> {
   /** Writes the buffered items that fit whole into the ring (the writer lock is held); false if
    * not even the first one fits. */
   private writeWhatFits(): boolean {
-    const b = this.buffer;
-    const free = this._ring.free();
-    let end = this.bufferHead;
-    let bytes = 0;
-    while (end < b.length && bytes + b[end]!.length <= free) bytes += b[end++]!.length;
+    const { end, bytes } = this._ring.writeWhatFits(this.buffer, this.bufferHead);
     if (end === this.bufferHead) return false;
-    this._ring.writeFrames(b, this.bufferHead, end, bytes);
     this.dropWritten(end, bytes);
     return true;
   }
@@ -316,7 +295,7 @@ export class Queue<T = unknown> {
       } finally {
         this._rlock.release();
       }
-      if (got !== NO_FRAME) return (got instanceof NeedsRebuild ? await loads(got.bytes) : got) as T;
+      if (got !== NO_FRAME) return (got instanceof Later ? await loads(got.bytes) : got) as T;
     }
     const deadline = deadlineOf(options);
     const { signal } = options;
@@ -346,13 +325,13 @@ export class Queue<T = unknown> {
       got = this.tryTake();
       if (got === NO_FRAME) {
         if (!runSync(this._ring.waitForData(deadline))) throw this.noItem(options);
-        got = new NeedsRebuild(runSync(this._ring.readFrame()));
+        got = new Later(runSync(this._ring.readFrame()));
         this.onGot();
       }
     } finally {
       this._rlock.release();
     }
-    return (got instanceof NeedsRebuild ? loadsSync(got.bytes) : got) as T;
+    return (got instanceof Later ? loadsSync(got.bytes) : got) as T;
   }
 
   /** Takes the next item if it has fully arrived (the reader lock is held), decoded where it lies
@@ -360,7 +339,7 @@ export class Queue<T = unknown> {
   private tryTake(): unknown {
     let got: unknown;
     try {
-      got = this._ring.tryDecodeFrame(decodeItem);
+      got = this._ring.tryDecodeFrame(decodeMessage);
     } catch (error) {
       this.onGot(); // its bytes are gone: it counts as taken, as a get that then fails to decode
       throw error;

@@ -35,8 +35,6 @@ export interface ReduceContext {
   handles: Socket[];
   /** Modules the receiver will import to find tasks and classes (the forkserver preloads them). */
   modules: Set<string>;
-  /** Bytes of binary data (typed arrays, ArrayBuffers) met while reducing. */
-  bytes: number;
 }
 
 /** What the receiving side has: the sockets that arrived with the value, in the same order. */
@@ -46,7 +44,7 @@ export interface RebuildContext {
 }
 
 export function newReduceContext(target: 'process' | 'thread'): ReduceContext {
-  return { target, transfer: [], handles: [], modules: new Set(), bytes: 0 };
+  return { target, transfer: [], handles: [], modules: new Set() };
 }
 
 type Rebuilder<S> = (state: S, ctx: RebuildContext) => unknown;
@@ -114,11 +112,7 @@ class Walker {
 
   private object(o: object, path: string): unknown {
     if (this.seen.has(o)) return this.seen.get(o);
-    if (ArrayBuffer.isView(o) || o instanceof ArrayBuffer) {
-      this.ctx.bytes += o.byteLength;
-      return o;
-    }
-    if (o instanceof Date || o instanceof RegExp) return o;
+    if (ArrayBuffer.isView(o) || o instanceof ArrayBuffer || o instanceof Date || o instanceof RegExp) return o;
     if (o instanceof MessagePort) {
       // A port travels to a thread as itself (a Pipe end of the 'thread' start method).
       if (this.ctx.target === 'process') {
@@ -464,12 +458,6 @@ function jsonSafe(v: unknown, depth: number): boolean {
  * must rebuild handles, tasks or classes). `headroom` bytes are left free in front (a frame's
  * length), so that the caller need not copy the result into a bigger buffer. */
 export function dumps(value: unknown, ctx?: ReduceContext, options?: ReduceOptions, headroom = 0): Buffer {
-  return dumpsPlain(value, headroom) ?? dumpsReduced(reduce(value, ctx ?? newReduceContext('process'), options), headroom);
-}
-
-/** `dumps` of a value that needs no reducing (JSON-safe data, a long array of numbers, a plain
- * Uint8Array), or null. */
-export function dumpsPlain(value: unknown, headroom = 0): Buffer | null {
   if (jsonSafe(value, 0)) {
     const text = JSON.stringify(value);
     const out = Buffer.allocUnsafe(headroom + 1 + Buffer.byteLength(text));
@@ -493,11 +481,7 @@ export function dumpsPlain(value: unknown, headroom = 0): Buffer | null {
     out.set(value, headroom + 1);
     return out;
   }
-  return null;
-}
-
-/** `dumps` of what `reduce` made of a value. */
-export function dumpsReduced({ graph, changed }: { graph: unknown; changed: boolean }, headroom = 0): Buffer {
+  const { graph, changed } = reduce(value, ctx ?? newReduceContext('process'), options);
   // v8.serialize, with the headroom and the tag written first into the serializer's own buffer:
   // a large value is copied once, not serialised and then copied behind a header.
   const serializer = new v8.DefaultSerializer();

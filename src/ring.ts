@@ -7,8 +7,14 @@
  * Messages are frames: a 4-byte little-endian length, then the body. A frame longer than the ring
  * streams through it while its reader reads. Whoever writes (or reads) a frame must be the only
  * writer (reader) meanwhile: queues hold a lock, pool channels have one writer and one reader.
+ *
+ * Serialised values travel as frames through ringMessages.ts (queues, pool channels, the manager
+ * lane): written whole with the frame's header in the serialiser's headroom, decoded in place.
  */
 import { park, wake, type Steps } from './futex.js';
+
+/** Bytes a frame starts with: its body's length (little-endian uint32). */
+export const LENGTH_BYTES = 4;
 
 /** Words a ring uses at the start of its Int32Array. */
 export const RING_WORDS = 7;
@@ -60,16 +66,23 @@ export class ByteRing {
     return n;
   }
 
-  /** Writes `list[from..to)`, whose lengths add up to `bytes` (which must fit: see `free()`), and
-   * makes them visible to the reader at once: one wake-up check for the lot. */
-  writeFrames(list: readonly Uint8Array[], from: number, to: number, bytes: number): void {
+  /** Writes the whole frames of `list[from..]` that fit, and makes them visible to the reader at
+   * once (one wake-up check for the lot); returns the index after the last one written and the
+   * bytes written. A frame is never cut: another writer may follow. */
+  writeWhatFits(list: readonly Uint8Array[], from: number): { end: number; bytes: number } {
+    const free = this.free();
+    let end = from;
+    let bytes = 0;
+    while (end < list.length && bytes + list[end]!.length <= free) bytes += list[end++]!.length;
+    if (end === from) return { end, bytes };
     const tail = Atomics.load(this.words, TAIL) >>> 0;
     let at = tail;
-    for (let i = from; i < to; i++) {
+    for (let i = from; i < end; i++) {
       this.copyIn(list[i]!, at);
       at = (at + list[i]!.length) >>> 0;
     }
     this.publish(tail, bytes);
+    return { end, bytes };
   }
 
   /** Copies `src` in at stream position `pos` (wrapping at the end of the ring). */
@@ -204,27 +217,28 @@ export class ByteRing {
 
   /**
    * Decodes the next frame where it lies in the ring, if it has fully arrived (NO_FRAME if not):
-   * no copy of the body first. `decode` must copy whatever it keeps, for the bytes are the
-   * writer's again as soon as it returns. A frame that wraps around the ring's end is copied out.
+   * no copy of the body first. Unless told `owned`, `decode` must copy whatever it keeps, for the
+   * bytes are the writer's again as soon as it returns. A frame that wraps around the ring's end is
+   * copied out (then `owned`).
    */
-  tryDecodeFrame<R>(decode: (body: Uint8Array) => R): R | typeof NO_FRAME {
+  tryDecodeFrame<R>(decode: (body: Uint8Array, owned: boolean) => R): R | typeof NO_FRAME {
     const length = this.peekLength();
     if (length === null || this.available() < 4 + length) return NO_FRAME;
     const head = Atomics.load(this.words, HEAD) >>> 0;
     const at = (head + 4) & this.mask;
     if (at + length > this.capacity) {
       // The body wraps: read it out whole.
-      return decode(this.tryReadFrame()!);
+      return decode(this.tryReadFrame()!, true);
     }
     try {
-      return decode(this.data.subarray(at, at + length));
+      return decode(this.data.subarray(at, at + length), false);
     } finally {
       this.release((head + 4 + length) | 0);
     }
   }
 
-  /** A frame that has fully arrived, or null (never waits). */
-  tryReadFrame(): Uint8Array | null {
+  /** A frame that has fully arrived, copied out, or null (never waits). */
+  private tryReadFrame(): Uint8Array | null {
     const length = this.peekLength();
     if (length === null || this.available() < 4 + length) return null;
     const body = Buffer.allocUnsafe(length); // filled at once: no need to zero it first

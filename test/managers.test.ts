@@ -12,7 +12,7 @@ import {
 } from './fixtures/managers/tasks.js';
 import { isAlive, runProgram, startMethods, waitForPidGone } from './helpers.js';
 import * as fs from 'node:fs';
-import { connectionsTo } from '../src/managers/proxies.js';
+import { connectionsTo } from '../src/managers/sessions.js';
 import { Lane } from '../src/managers/lane.js';
 import type { ByteRing } from '../src/ring.js';
 import { readdirSync } from 'node:fs';

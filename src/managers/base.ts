@@ -13,7 +13,8 @@ import { SimpleQueue } from '../queues.js';
 import { sentinelExit } from '../sentinels.js';
 import { functionFromSource, refOf, sourceOf, task, type SourceFunction } from '../tasks.js';
 import { finalize, throwIfAborted, type FinalizeHandle } from '../util.js';
-import { AutoProxy, BaseProxy, connectionsTo, forgetConnections, recordProxyType, type ProxyType } from './proxies.js';
+import { AutoProxy, BaseProxy, recordProxyType, type ProxyType } from './proxies.js';
+import { connectionsTo, forgetConnections } from './sessions.js';
 import { serverClasses, type Server, type ServerEntry, type ServerKind, type Token } from './server.js';
 
 /** The context a manager's server process is started from. */

@@ -20,9 +20,9 @@
  */
 import { EOFError } from '../errors.js';
 import { createPairSegment, openPairSegment, releasePairSegment, unlinkPairSegment } from '../heap.js';
-import { dumpsForProcess } from '../connection.js';
-import { loads } from '../reduction.js';
-import { ByteRing, RING_WORDS } from '../ring.js';
+import { dumpsForProcess } from '../connectionTransports.js';
+import { ByteRing, LENGTH_BYTES, NO_FRAME, RING_WORDS } from '../ring.js';
+import { decodeMessageAsync, sealFrame } from '../ringMessages.js';
 import { runAsync } from '../futex.js';
 import { abortable } from '../util.js';
 
@@ -155,8 +155,7 @@ export class Lane {
   /** Sends one object (a request or a reply). Synchronous unless the frame outgrows the ring. */
   send(value: unknown): void {
     if (this.failure) throw this.failure;
-    const frame = dumpsForProcess(value, 4);
-    frame.writeUInt32LE(frame.length - 4, 0);
+    const frame = sealFrame(dumpsForProcess(value, LENGTH_BYTES));
     if (!this.writing && frame.length <= this.outbox.free()) {
       this.outbox.write(frame); // whole: this side is the ring's only writer
       return;
@@ -178,8 +177,8 @@ export class Lane {
     if (this.failure) return Promise.reject(this.failure);
     if (signal?.aborted) return Promise.reject(signal.reason);
     if (this.receiver) return Promise.reject(new Error('a lane has one receiver at a time'));
-    const frame = this.inbox.tryReadFrame();
-    if (frame) return loads(frame);
+    const message = this.tryTake();
+    if (message) return message;
     return abortable<unknown>(signal, (resolve, reject) => {
       const receiver: Receiver = { resolve, reject };
       this.receiver = receiver;
@@ -220,13 +219,13 @@ export class Lane {
   take(): void {
     const receiver = this.receiver;
     if (!receiver) return;
-    const frame = this.inbox.tryReadFrame();
-    if (frame) return this.hand(receiver, frame);
+    const message = this.tryTake();
+    if (message) return this.hand(receiver, message);
     this.midFrame = true;
     runAsync(this.inbox.readFrame(), this.closing.signal).then(
       (bytes) => {
         this.midFrame = false;
-        this.hand(receiver, bytes);
+        this.hand(receiver, decodeMessageAsync(bytes, true));
       },
       () => {
         // Closed mid-frame: close() rejected the receiver.
@@ -234,10 +233,19 @@ export class Lane {
     );
   }
 
-  private hand(receiver: Receiver, frame: Uint8Array): void {
-    if (this.receiver !== receiver) return; // aborted or closed meanwhile
+  /** The next message if it has fully arrived, decoded where it lies; null if not. */
+  private tryTake(): Promise<unknown> | null {
+    const message = this.inbox.tryDecodeFrame(decodeMessageAsync);
+    return message === NO_FRAME ? null : message;
+  }
+
+  private hand(receiver: Receiver, message: Promise<unknown>): void {
+    if (this.receiver !== receiver) {
+      message.catch(() => {}); // aborted or closed meanwhile: the message stays unanswered
+      return;
+    }
     this.receiver = null;
-    loads(frame).then(receiver.resolve, receiver.reject);
+    message.then(receiver.resolve, receiver.reject);
   }
 
   private stopWaiting(): void {
@@ -257,8 +265,8 @@ export class Lane {
     if (!receiver) return;
     // The peer's last frame (the answer to a shutdown) may be complete in the ring: it counts,
     // unless part of a frame has already been read (the ring's head is then inside a frame).
-    const frame = this.midFrame ? null : this.inbox.tryReadFrame();
-    if (frame) loads(frame).then(receiver.resolve, receiver.reject);
+    const message = this.midFrame ? null : this.tryTake();
+    if (message) message.then(receiver.resolve, receiver.reject);
     else receiver.reject(error);
   }
 }

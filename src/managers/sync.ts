@@ -11,12 +11,13 @@ import type { Typecode } from '../sharedctypes.js';
 import { BaseManager, type BaseManagerOptions, type ManagerContext } from './base.js';
 import {
   AcquirerProxy, ArrayProxy, BarrierProxy, BaseProxy, ConditionProxy, DictProxy, EventProxy, IteratorProxy, JoinableQueueProxy,
-  ListProxy, NamespaceProxy, PoolProxy, AsyncResultProxy, QueueProxy, SetProxy, ValueProxy, connectionsTo, type DictInit,
+  ListProxy, NamespaceProxy, PoolProxy, AsyncResultProxy, QueueProxy, SetProxy, ValueProxy, type DictInit,
 } from './proxies.js';
+import { connectionsTo } from './sessions.js';
+import { ManagedArray, ManagedDict, ManagedList, ManagedSet, ManagedValue, Namespace } from './referents.js';
 import {
-  ManagedArray, ManagedBarrier, ManagedBoundedSemaphore, ManagedCondition, ManagedDict, ManagedEvent, ManagedList, ManagedLock,
-  ManagedQueue, ManagedRLock, ManagedSemaphore, ManagedSet, ManagedValue, Namespace,
-} from './referents.js';
+  ManagedBarrier, ManagedBoundedSemaphore, ManagedCondition, ManagedEvent, ManagedLock, ManagedQueue, ManagedRLock, ManagedSemaphore,
+} from './primitives.js';
 
 /** What `manager.Pool(...)` runs on the server. */
 const makePool = task((processes: number | null, options: PoolOptions) => new Pool(processes, options), { module: import.meta.url });

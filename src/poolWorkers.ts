@@ -1,0 +1,213 @@
+/**
+ * The pool's workers as the pool sees them, and the dispatch of tasks to them: each worker's slot
+ * (its channel, the tasks it holds, the frames on their way to it, how fast it works) and the
+ * queue of tasks waiting for a worker with room.
+ */
+import type { MessagePort } from 'node:worker_threads';
+import type { Process } from './process.js';
+import { runAsync } from './futex.js';
+import { type Channel, PORT_THRESHOLD, portFrame, stampTask, transferables } from './poolChannel.js';
+import type { Job } from './poolResults.js';
+
+/** A task: one call of the pool's function (or one chunk of a map) on its way to a worker. */
+export interface Task {
+  job: Job;
+  index: number;
+  fnId: number;
+  mode: number;
+  /** The task's frame: its encoded arguments (poolChannel's taskFrame; empty for `moved`). */
+  frame: Buffer;
+  /** For `{ transfer: true }` on threads: the reduced value itself. */
+  moved: { graph: unknown; changed: boolean } | null;
+  seq: number;
+  worker: WorkerSlot | null;
+  timeout: number | null;
+  /** performance.now() when the pool first saw a worker running it (for `timeout`). */
+  startedAt: number;
+  submittedAt: number;
+}
+
+/** One worker, as the pool sees it. */
+export class WorkerSlot {
+  readonly inflight = new Map<number, Task>();
+  readonly knownFns = new Set<number>();
+  private outbox: Uint8Array[] = [];
+  private feeding = false;
+  assigned = 0;
+  exited = false;
+  /** Average milliseconds between this worker's results while it is busy (its service time). */
+  private serviceMs = -1;
+  private lastResultAt = 0;
+
+  /** Tasks to hand this worker ahead: enough to keep it busy for a few milliseconds between two
+   * wake-ups, few enough that slow tasks do not queue behind each other while others idle. */
+  inFlightLimit(): number {
+    if (this.serviceMs < 0) return 8;
+    return Math.max(2, Math.min(256, Math.ceil(4 / Math.max(this.serviceMs, 0.001))));
+  }
+
+  /** Called for each result: learns the service time. */
+  onResult(busyBefore: boolean): void {
+    const now = performance.now();
+    if (busyBefore && this.lastResultAt > 0) {
+      const interval = now - this.lastResultAt;
+      this.serviceMs = this.serviceMs < 0 ? interval : this.serviceMs * 0.9 + interval * 0.1;
+    }
+    this.lastResultAt = now;
+  }
+  readingLarge = false;
+  killedForTimeout: Task | null = null;
+
+  constructor(
+    readonly process: Process,
+    readonly channel: Channel,
+    /** Thread workers: large and transferred payloads go this way (see poolChannel's PortMessage). */
+    readonly port: MessagePort | null,
+  ) {}
+
+  private batch: Uint8Array[] = [];
+
+  /** Adds a frame to what `flush()` writes: one ring write, and one wake-up, per dispatch round. */
+  queue(frame: Uint8Array): void {
+    this.batch.push(frame);
+  }
+
+  flush(): void {
+    if (this.batch.length === 0) return;
+    const frames = this.batch;
+    this.batch = [];
+    // The whole frames that fit go in at once; the rest follow as the worker drains the ring.
+    const from = this.outbox.length === 0 && !this.feeding ? this.channel.tasks.writeWhatFits(frames, 0).end : 0;
+    for (let i = from; i < frames.length; i++) this.send(frames[i]!);
+  }
+
+  /** Writes a frame to the worker's ring, or queues it behind what is still being written. */
+  send(frame: Uint8Array): void {
+    // While the feeder streams a frame it has taken off the outbox, nothing may cut in.
+    if (this.outbox.length === 0 && !this.feeding) {
+      const n = this.channel.tasks.write(frame);
+      if (n === frame.length) return;
+      frame = frame.subarray(n);
+    }
+    this.outbox.push(frame);
+    if (!this.feeding) void this.feed();
+  }
+
+  private async feed(): Promise<void> {
+    this.feeding = true;
+    try {
+      while (this.outbox.length > 0 && !this.exited) await runAsync(this.channel.tasks.writeAll(this.outbox.shift()!));
+    } finally {
+      this.feeding = false;
+    }
+  }
+}
+
+/**
+ * The tasks waiting for a worker, and the choice of worker: the least busy one with room (see
+ * `WorkerSlot.inFlightLimit`). Each task gets a sequence number that names it to its worker.
+ */
+export class Dispatcher {
+  private pending: Task[] = [];
+  private head = 0;
+  private seq = 0;
+
+  constructor(
+    /** The pool functions' define frames, sent to each worker before its first task that calls one. */
+    private readonly fnFrames: ReadonlyMap<number, Uint8Array>,
+    private readonly maxtasks: number | null,
+    /** A task that cannot be sent fails (its moved buffers went to a worker that died). */
+    private readonly fail: (task: Task, error: unknown) => void,
+  ) {}
+
+  /** Tasks waiting for a worker. */
+  get queued(): number {
+    return this.pending.length - this.head;
+  }
+
+  /** The tasks waiting for a worker, in order. */
+  waiting(): Task[] {
+    return this.pending.slice(this.head);
+  }
+
+  push(task: Task): void {
+    this.pending.push(task);
+  }
+
+  /** Puts `tasks` back at the front (a dead worker's), in their order. */
+  requeue(tasks: Task[]): void {
+    this.pending.splice(this.head, 0, ...tasks);
+  }
+
+  /** Forgets every waiting task. */
+  clear(): void {
+    this.pending = [];
+    this.head = 0;
+  }
+
+  /** Hands waiting tasks to workers with room, then writes each worker's batch; returns how many
+   * tasks of cancelled jobs it dropped instead. */
+  dispatch(workers: readonly WorkerSlot[]): number {
+    let dropped = 0;
+    while (this.head < this.pending.length) {
+      let best: WorkerSlot | null = null;
+      for (const w of workers) {
+        if (w.exited || w.inflight.size >= w.inFlightLimit()) continue;
+        if (this.maxtasks !== null && w.assigned >= this.maxtasks) continue;
+        if (!best || w.inflight.size < best.inflight.size) best = w;
+      }
+      if (!best) break;
+      const task = this.pending[this.head++]!;
+      if (task.job.cancelled) {
+        dropped++;
+        continue;
+      }
+      this.assign(best, task);
+    }
+    for (const w of workers) w.flush();
+    if (this.head === this.pending.length) {
+      // Handed out tasks must not keep their jobs (and so the callers' arguments and results)
+      // alive: CPython's test_release_task_refs.
+      this.pending = [];
+      this.head = 0;
+    } else if (this.head > 1024 && this.head * 2 > this.pending.length) {
+      this.pending = this.pending.slice(this.head);
+      this.head = 0;
+    }
+    return dropped;
+  }
+
+  private assign(w: WorkerSlot, task: Task): void {
+    if (!w.knownFns.has(task.fnId)) {
+      w.queue(this.fnFrames.get(task.fnId)!);
+      w.knownFns.add(task.fnId);
+    }
+    task.seq = this.seq = (this.seq % 0xfffffffe) + 1;
+    task.worker = w;
+    w.inflight.set(task.seq, task);
+    w.assigned++;
+    if (w.port && task.moved) {
+      try {
+        const { graph, changed } = task.moved;
+        w.port.postMessage({ seq: task.seq, fnId: task.fnId, mode: task.mode, graph, changed }, transferables(graph));
+      } catch (error) {
+        // Its buffers were moved to a worker that died: they cannot be sent again.
+        w.inflight.delete(task.seq);
+        queueMicrotask(() => this.fail(task, error));
+        return;
+      }
+      w.queue(portFrame());
+      return;
+    }
+    const frame = stampTask(task.frame, task.seq, task.fnId, task.mode);
+    if (w.port && frame.length >= PORT_THRESHOLD) {
+      // A large payload to a thread: moved over the port instead of copied through the ring (a
+      // copy is moved: the task keeps its frame in case this worker dies before running it).
+      const copy = new Uint8Array(frame);
+      w.port.postMessage({ frame: copy }, [copy.buffer]);
+      w.queue(portFrame());
+    } else {
+      w.queue(frame);
+    }
+  }
+}
