@@ -316,28 +316,19 @@ for (const [name, makePipe] of makers) {
       }
     });
 
-    it('the sender is fast enough: 64 B and 1 MiB round trips', { timeout: 30_000 }, async () => {
+    // Speed is measured in bench/connections.mjs, never asserted here: this checks that many
+    // back-to-back round trips of small and large messages all arrive whole and in order.
+    it('64 B and 1 MiB round trips back to back arrive whole and in order', { timeout: 60_000 }, async () => {
       const [a, b] = makePipe();
       try {
-        const small = Buffer.alloc(64, 1);
-        const big = Buffer.alloc(1024 * 1024, 2);
-        const n = 2000;
-        let t = performance.now();
-        for (let i = 0; i < n; i++) {
-          a.sendBytes(small);
-          b.sendBytes(await b.recvBytes());
-          await a.recvBytes();
+        for (const [size, n] of [[64, 2000], [1024 * 1024, 50]] as const) {
+          for (let i = 0; i < n; i++) {
+            const sent = Buffer.alloc(size, i % 251);
+            a.sendBytes(sent);
+            b.sendBytes(await b.recvBytes());
+            assert.ok(sent.equals(await a.recvBytes()), `round trip ${i} of ${size} B`);
+          }
         }
-        const smallUs = ((performance.now() - t) / n) * 1000;
-        t = performance.now();
-        for (let i = 0; i < 50; i++) {
-          a.sendBytes(big);
-          b.sendBytes(await b.recvBytes());
-          await a.recvBytes();
-        }
-        const bigMs = (performance.now() - t) / 50;
-        console.log(`# ${name}: 64 B round trip ${smallUs.toFixed(1)} us, 1 MiB round trip ${bigMs.toFixed(2)} ms`);
-        assert.ok(smallUs < 2000 && bigMs < 200);
       } finally {
         closeAll(a, b);
       }

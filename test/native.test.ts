@@ -215,15 +215,13 @@ test('8 pending async waits do not stall the libuv threadpool (fs, crypto)', asy
   const stats = native.asyncWaitStats();
   assert.ok(stats.pending >= 8 && stats.threads >= 8, JSON.stringify(stats));
   const me = fileURLToPath(import.meta.url);
-  const t0 = performance.now();
-  const stalled = new Promise<never>((_, rej) => setTimeout(() => rej(new Error('the libuv threadpool is stalled')), 5000).unref());
+  // A stalled threadpool never finishes this work: the bound only turns that hang into a failure.
+  const stalled = new Promise<never>((_, rej) => setTimeout(() => rej(new Error('the libuv threadpool is stalled')), 60_000).unref());
   const work = await Promise.race([stalled, Promise.all([
     ...Array.from({ length: 8 }, () => fsp.readFile(me)),
     ...Array.from({ length: 8 }, () => new Promise<Buffer>((res, rej) => pbkdf2('pw', 'salt', 1000, 32, 'sha256', (e, k) => (e ? rej(e) : res(k))))),
   ])]);
-  const took = performance.now() - t0;
   assert.equal(work.length, 16);
-  assert.ok(took < 5000, `threadpool work took ${took} ms`);
   Atomics.store(w, 0, 1);
   native.futexWake(w, 0);
   const results = await Promise.all(waits.map((x) => x.promise));
