@@ -23,6 +23,7 @@ import { join } from 'node:path';
 import { ValueError } from './errors.js';
 import { loadNative } from './native.js';
 import { inheritedTracker } from './backends/childMark.js';
+import { ORIGINAL_DIR } from './backends/backend.js';
 import { moduleExtension, packageFile } from './packageFiles.js';
 
 /** Resource types the tracker knows how to clean up. */
@@ -79,6 +80,8 @@ function start(): number {
   try {
     child = spawn(process.execPath, [...loaderArgs(), trackerEntry(), address], {
       stdio: ['ignore', 'ignore', 'inherit', theirs, listenFd],
+      // Where the loader flags resolve, whatever the program's current directory is now.
+      cwd: ORIGINAL_DIR,
       detached: true,
     });
     child.on('error', (err) => process.emitWarning(`resource_tracker: could not start: ${err.message}`));

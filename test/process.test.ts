@@ -3,7 +3,8 @@ import assert from 'node:assert/strict';
 import * as mp from '../src/index.js';
 import { square } from './fixtures/tasks.js';
 import {
-  checkIdentity, CountingProcess, daemonStartsChild, sleepForever, sleepSeconds, startGrandchild,
+  checkIdentity, CountingProcess, daemonStartsChild, leaveLibraryObjectsOpen, leaveTimer, sleepForever, sleepSeconds,
+  startGrandchild,
 } from './fixtures/process/behaviours.js';
 import { exitWith, fail } from './fixtures/tasks.js';
 import { runProgram, startMethods, waitForPidGone } from './helpers.js';
@@ -40,6 +41,41 @@ for (const method of startMethods) {
       assert.equal(await q.get({ timeout: 30 }), p.name);
       await p.join(30);
       q.close();
+    });
+
+    it('ends a child whose target returned leaving the library\'s objects open (Pipes, Queues, a Listener, a held Lock, a Pool)', async () => {
+      const [mine, given] = ctx.Pipe();
+      const q = ctx.Queue<string>();
+      const p = make({ target: leaveLibraryObjectsOpen, args: [given, q] });
+      p.start();
+      assert.equal(await q.get({ timeout: 60 }), 'queued');
+      await p.join(60);
+      assert.equal(p.exitcode, 0, 'an idle library object keeps no child alive');
+      mine.close();
+      q.close();
+    });
+
+    it('ends a child once the work its target left on the event loop is done; an unref\'d timer is dropped', async () => {
+      const e = ctx.Event();
+      const p = make({ target: leaveTimer, args: [e, 300] });
+      p.start();
+      await p.join(60);
+      assert.equal(p.exitcode, 0);
+      assert.equal(e.isSet(), true, 'the timer the target left ran before the child ended');
+    });
+
+    it('terminate() ends a child that waits on work its target left', async () => {
+      const e = ctx.Event();
+      const returned = ctx.Event();
+      const p = make({ target: leaveTimer, args: [e, 600_000, returned] });
+      p.start();
+      assert.equal(await returned.wait(60), true);
+      await p.join(0.5);
+      assert.equal(p.exitcode, null, 'the child waits for its timer');
+      p.terminate();
+      await p.join(30);
+      assert.equal(p.exitcode, -15);
+      assert.equal(e.isSet(), false);
     });
 
     it('runs a task from a .ts module and exits 0', async () => {

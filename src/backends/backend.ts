@@ -8,6 +8,14 @@ import { constants } from 'node:os';
 
 export type StartMethod = 'spawn' | 'forkserver' | 'thread';
 
+/**
+ * The directory this program started in (Python's `process.ORIGINAL_DIR`). Children are started
+ * there, where the parent's own loader flags (`--import tsx`) resolve, and then move to the
+ * parent's current directory of the moment (the start message's `cwd`), as Python's spawn.prepare
+ * does.
+ */
+export const ORIGINAL_DIR = process.cwd();
+
 /** What a started child is, seen from its parent. */
 export interface Popen {
   /** The child's pid (the host's pid for a thread). */
@@ -78,6 +86,11 @@ const osSignals = constants.signals as Record<string, number>;
 /** Exit code for a signal name, Python's `-signal`. */
 export function signalExitCode(signal: NodeJS.Signals): number {
   return -(osSignals[signal] ?? 0);
+}
+
+/** Python's report of a KeyboardInterrupt that ended a child (its traceback's first and last lines). */
+export function keyboardInterruptReport(name: string): string {
+  return `Process ${name}:\nKeyboardInterrupt\n`;
 }
 
 /** The name of signal number `n` (`SIGKILL` for 9), or undefined for a number that is not one. */

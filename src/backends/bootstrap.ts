@@ -21,6 +21,8 @@ interface StartMessage {
   argv?: string[];
   /** The parent's resource tracker. */
   tracker?: string | null;
+  /** The parent's current directory when it started this child (see ORIGINAL_DIR). */
+  cwd?: string;
 }
 
 async function main(): Promise<void> {
@@ -28,8 +30,8 @@ async function main(): Promise<void> {
     const { runChild } = await import('./child.js');
     const { start } = workerData as { start: StartMessage };
     setInheritedTracker(start.tracker);
-    const code = await runChild(start.graph, 'thread', [], () => true, start.name, start.argv);
-    process.exit(code);
+    endWhenIdle(await runChild(start.graph, 'thread', [], () => true, start.name, start.argv));
+    return;
   }
 
   // A child whose parent is gone exits by itself: the kernel kills it (Linux, through the addon)
@@ -93,12 +95,25 @@ async function main(): Promise<void> {
     }
     closeSync(FIRST_HANDLE_FD);
   }
+  if (start.cwd) process.chdir(start.cwd);
   const { runChild, reportStartFailure } = await import('./child.js');
   for (const module of start.modules ?? []) {
     if (preloadFailures.has(module)) process.exit(reportStartFailure(preloadFailures.get(module)));
   }
-  const code = await runChild(start.graph, 'process', handles, parentAlive, start.name, start.argv);
-  process.exit(code);
+  endWhenIdle(await runChild(start.graph, 'process', handles, parentAlive, start.name, start.argv));
+}
+
+/**
+ * The target has returned and the exit finalizers have run (queues flushed, managers and pools shut
+ * down). Python's child then waits for its non-daemon threads and children (`threading._shutdown`,
+ * the join of `_exit_function`); a Node program ends when its event loop is empty. So the child ends
+ * as a Node program does: once what the target left on the event loop (timers, servers, sockets of
+ * its own, non-daemon children) is done. The library's own handles hold the loop only while somebody
+ * waits on them (see KeepAlive and Connection's keepAlive), so an idle Queue, Pipe or Listener never
+ * keeps a child alive; `terminate()` and the parent's exit still end it at once.
+ */
+function endWhenIdle(code: number): void {
+  process.exitCode = code;
 }
 
 main().catch((error) => {

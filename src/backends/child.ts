@@ -7,6 +7,7 @@ import type { Socket } from 'node:net';
 import { inspect } from 'node:util';
 import { applyLoggingConfig, info } from '../logger.js';
 import { ParentProcess, Process, runExitFinalizers, setProvisionalName, type ProcessIdentity } from '../process.js';
+import { keyboardInterruptReport } from './backend.js';
 import { whileBootstrapping } from './childMark.js';
 import { rebuild } from '../reduction.js';
 
@@ -27,6 +28,22 @@ function describe(error: unknown): string {
 function exitCodeSet(): number {
   const code = Number(process.exitCode ?? 0);
   return Number.isInteger(code) ? code : 0;
+}
+
+/**
+ * Python 3.14's `interrupt()` (and Ctrl-C in a terminal, which signals the whole process group):
+ * SIGINT raises KeyboardInterrupt in the child, which reports it, runs its exit finalizers (queues
+ * flush) and ends with exit code 1. A target that listens for SIGINT itself handles it instead (our
+ * listener then steps aside, as Python's handler replaces the default one); one that removes every
+ * SIGINT listener gets Node's default, death by the signal (-2), as Python's SIG_DFL.
+ */
+function interruptAsKeyboardInterrupt(name: string): void {
+  const onInterrupt = (): void => {
+    if (process.listenerCount('SIGINT') > 1) return;
+    process.stderr.write(keyboardInterruptReport(name));
+    void runExitFinalizers().finally(() => process.exit(1));
+  };
+  process.on('SIGINT', onInterrupt);
 }
 
 /** The child could not rebuild its process object (its module failed to import): exit code 1. */
@@ -63,6 +80,7 @@ export async function runChild(
   Object.assign(instance, payload.fields);
   Process.fromPayload(instance, me, payload.target, payload.args);
   Process.becomeCurrent(instance, new ParentProcess(me.parentName, me.parentPid, parentAlive));
+  if (target === 'process') interruptAsKeyboardInterrupt(me.name);
   let exitcode = 0;
   try {
     info('child process calling self.run()');

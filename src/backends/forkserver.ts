@@ -7,6 +7,8 @@
 import type { ChildProcess } from 'node:child_process';
 import { closeSync } from 'node:fs';
 import type { Socket } from 'node:net';
+import { resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import type { Backend, Popen, StartRequest } from './backend.js';
 import { ChildPopen, spawnBootstrap } from './spawn.js';
 import { tryLoadNative } from '../native.js';
@@ -41,7 +43,9 @@ export function setForkserverPreload(modules: string[]): void {
   if (!Array.isArray(modules) || !modules.every((m) => typeof m === 'string')) {
     throw new TypeError('module_names must be a list of strings');
   }
-  preload = [...modules];
+  // A module named by a path is found from the caller's current directory, as Python's forkserver
+  // finds preload modules on its parent's sys.path; a package name is left to the import.
+  preload = modules.map((m) => (/^\.{0,2}\//.test(m) ? pathToFileURL(resolve(m)).href : m));
   // Warm children made with the old list are stale.
   for (const child of reserve.splice(0)) child.kill('SIGKILL');
 }
@@ -163,7 +167,7 @@ export const forkserverBackend: Backend = {
     }
     child.send({
       type: 'start', graph: request.graph, handleCount: request.handles.length, modules: request.modules, name: request.name, argv: request.argv,
-      fdChannel: fdChannel !== undefined, tracker: request.tracker,
+      fdChannel: fdChannel !== undefined, tracker: request.tracker, cwd: process.cwd(),
     });
     scheduleRefill();
     return new ChildPopen(child, !request.daemon);

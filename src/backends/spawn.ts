@@ -6,7 +6,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import type { Backend, Popen, StartRequest } from './backend.js';
-import { childExecArgv, KeepAlive, signalExitCode } from './backend.js';
+import { childExecArgv, KeepAlive, ORIGINAL_DIR, signalExitCode } from './backend.js';
 import { bootstrapPath } from '../packageFiles.js';
 
 let executable = process.execPath;
@@ -24,6 +24,7 @@ export const FIRST_HANDLE_FD = 4;
 export function spawnBootstrap(extraArgs: string[], handles: ReadonlyArray<StartRequest['handles'][number] | number>): ChildProcess {
   return spawn(executable, [...childExecArgv(), bootstrapPath(), ...extraArgs], {
     stdio: ['ignore', 'inherit', 'inherit', 'ipc', ...handles],
+    cwd: ORIGINAL_DIR,
     serialization: 'advanced',
     env: { ...process.env, MP_PARENT_PID: String(process.pid) },
   });
@@ -88,7 +89,7 @@ export const spawnBackend: Backend = {
   target: 'process',
   start(request: StartRequest): Popen {
     const child = spawnBootstrap([], request.handles);
-    child.send({ type: 'start', graph: request.graph, handleCount: request.handles.length, name: request.name, tracker: request.tracker, argv: request.argv });
+    child.send({ type: 'start', graph: request.graph, handleCount: request.handles.length, name: request.name, tracker: request.tracker, argv: request.argv, cwd: process.cwd() });
     return new ChildPopen(child, !request.daemon);
   },
 };

@@ -11,8 +11,9 @@ import { dirname, join } from 'node:path';
 interface TsxManifest {
   exports: { './esm/api': { import: { default: string } } };
 }
-import { KeepAlive, signalExitCode, type Backend, type Popen, type StartRequest } from './backend.js';
+import { KeepAlive, keyboardInterruptReport, signalExitCode, type Backend, type Popen, type StartRequest } from './backend.js';
 import { bootstrapPath } from '../packageFiles.js';
+
 
 /**
  * Node 20 does not run `--import` loaders in workers, so a worker of a program run through tsx
@@ -51,7 +52,7 @@ class ThreadPopen implements Popen {
   private forcedCode: number | null = null;
   private readonly keepAlive: KeepAlive;
 
-  constructor(private readonly worker: Worker, keepsParentAlive: boolean) {
+  constructor(private readonly worker: Worker, keepsParentAlive: boolean, private readonly name: string) {
     this.exited = new Promise((resolve) => {
       worker.on('error', (error) => {
         // An error that escaped the process's own handling, as Python prints a child's traceback.
@@ -85,8 +86,11 @@ class ThreadPopen implements Popen {
   kill(): void {
     this.stop(signalExitCode('SIGKILL'));
   }
-  /** Python's KeyboardInterrupt ends the child with exit code 1. */
+  /** Python's KeyboardInterrupt ends the child with exit code 1 and its report (a worker gets no
+   * signal: the report is written here, on the stderr the thread shares). */
   interrupt(): void {
+    if (this.exitcode !== null || this.forcedCode !== null) return;
+    process.stderr.write(keyboardInterruptReport(this.name));
     this.stop(1);
   }
 }
@@ -105,6 +109,6 @@ export const threadBackend: Backend = {
       },
       transferList: request.transfer,
     });
-    return new ThreadPopen(worker, !request.daemon);
+    return new ThreadPopen(worker, !request.daemon, request.name);
   },
 };

@@ -2,14 +2,17 @@
 // start method, so the methods CPython skips for 'threads' (multiprocessing.dummy) run on it too.
 import { it } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync, readdirSync, readlinkSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as mp from '../../src/index.js';
 import { runProgram, waitForPidGone } from '../helpers.js';
 import { cpythonClass, forceGc, reap, runToEnd } from './harness.js';
 import {
   breakStdio, createGrandchild, getThenReturn, leavePendingWork, nativeThreadId, putArg, recurse, reportFdCount,
-  reportSelf, sendParentProcess, setEventThenSleep, sleepFor, sleepThenSet, waitEvent,
+  reportSelf, sendParentProcess, setEventThenSleep, setEventThenSleepWithoutSigintHandler, setEventThenSleepWithStderrInFile,
+  sleepFor, sleepThenSet, waitEvent,
 } from './fixtures/process.js';
 
 const stdioProgram = fileURLToPath(new URL('./fixtures/brokenParentStdio.ts', import.meta.url));
@@ -171,9 +174,13 @@ cpythonClass('_TestProcess', ['processes', 'threads'], (f) => {
   });
 
   /** CPython's `_kill_process`: a daemon child that set `event` is stopped by `stop`; its exit code. */
-  async function killProcess(stop: (p: mp.Process) => void): Promise<number | null> {
+  async function killProcess(
+    stop: (p: mp.Process) => void,
+    target: (e: mp.Event, ...rest: never[]) => unknown = setEventThenSleep,
+    ...rest: unknown[]
+  ): Promise<number | null> {
     const event = await f.objects.Event();
-    const p = new P({ target: setEventThenSleep, args: [event], daemon: true });
+    const p = new P({ target: target as (e: mp.Event, ...rest: unknown[]) => unknown, args: [event, ...rest], daemon: true });
     try {
       p.start();
       assert.equal(p.isAlive(), true);
@@ -196,6 +203,24 @@ cpythonClass('_TestProcess', ['processes', 'threads'], (f) => {
       await reap(p);
     }
   }
+
+  it('test_interrupt', async () => {
+    // Python 3.14: SIGINT raises KeyboardInterrupt in the child: its report on its stderr, exit 1.
+    // A thread gets no signal: it is stopped with the same code and report.
+    const dir = mkdtempSync(join(tmpdir(), 'cpython-interrupt-'));
+    try {
+      const path = join(dir, 'stderr');
+      assert.equal(await killProcess((p) => p.interrupt(), setEventThenSleepWithStderrInFile, path), 1);
+      if (f.method !== 'thread') assert.match(readFileSync(path, 'utf8'), /^Process \S+:\nKeyboardInterrupt\n$/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('test_interrupt_no_handler', { skip: f.method === 'thread' && 'n/a on thread: a thread has no signal handlers to remove' }, async () => {
+    // Python 3.14: the child gave SIGINT its default action (Python's SIG_DFL): the signal ends it, -SIGINT.
+    assert.equal(await killProcess((p) => p.interrupt(), setEventThenSleepWithoutSigintHandler), -2);
+  });
 
   it('test_terminate', async () => {
     assert.equal(await killProcess((p) => p.terminate()), -15);
@@ -348,10 +373,9 @@ cpythonClass('_TestProcess', ['processes', 'threads'], (f) => {
     }
   });
 
-  it('test_wait_for_threads', {
-    todo: 'a child exits when its target returns and its queues are flushed: work it left pending on its event loop (the analogue of a non-daemon thread) is dropped',
-  }, async () => {
-    // A child process waits for its non-daemon threads before exiting.
+  it('test_wait_for_threads', async () => {
+    // A child process waits for its non-daemon threads before exiting: here, for the work its
+    // target left on its event loop (a timer); an unref'd timer, a daemon thread, does not hold it.
     const evt = await f.objects.Event();
     const p = new P({ target: leavePendingWork, args: [evt] });
     try {

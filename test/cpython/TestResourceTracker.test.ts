@@ -155,6 +155,19 @@ describe('TestResourceTracker', () => {
       }
     }
   });
+
+  it('test_resource_tracker_blocked_signals', async () => {
+    // gh-127586 (3.13.2): starting a tracker leaves the caller's blocked signals as they were.
+    // Node cannot block a signal; the nearest behaviour: starting its tracker leaves a program's
+    // signal state alone (the kernel's blocked, ignored and caught sets; its listeners), and its own
+    // SIGUSR1 listener still runs.
+    const p = startProgram(programs, ['tracker-signal-state']);
+    const before = await p.line();
+    const afterStart = await p.line();
+    const { code, stderr } = await p.done;
+    assert.equal(afterStart, before);
+    assert.equal(code, 0, stderr);
+  });
 });
 
 plainClass('TestResourceTracker', mp.getAllStartMethods(), (ctx) => {
