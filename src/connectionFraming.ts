@@ -10,11 +10,11 @@ import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { AuthenticationError, OSError } from './errors.js';
 
 /** Payloads up to this size go out as one write of header + payload, as CPython does. */
-export const SINGLE_WRITE_LIMIT = 16384;
+const SINGLE_WRITE_LIMIT = 16384;
 const LARGE = 0x7fffffff;
 
 /** The frame header for a payload of `n` bytes. */
-export function frameHeader(n: number): Buffer {
+function frameHeader(n: number): Buffer {
   if (n > LARGE) {
     const header = Buffer.allocUnsafe(12);
     header.writeInt32BE(-1, 0);
@@ -151,7 +151,7 @@ export class FrameDecoder {
 
 // ---- the authkey challenge (CPython 3.12+, Lib/multiprocessing/connection.py) ----------------
 
-export const MESSAGE_LENGTH = 40;
+const MESSAGE_LENGTH = 40;
 const MD5ONLY_MESSAGE_LENGTH = 20;
 const MD5_DIGEST_LEN = 16;
 const LEGACY_LENGTHS = [MD5ONLY_MESSAGE_LENGTH, MD5_DIGEST_LEN];

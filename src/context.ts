@@ -30,8 +30,10 @@ import type { JoinableQueue, Queue, SimpleQueue } from './queues.js';
 import type { Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore } from './synchronize.js';
 import type { ArrayFactory, RawArrayFactory, RawValueFactory, ValueFactory } from './sharedctypes.js';
 import type { Connection } from './connection.js';
-import type { Pool, PoolOptions } from './pool.js';
+import type { BasePool, Pool, PoolOptions } from './pool.js';
 import type { SyncManager } from './managers.js';
+import type { RedisContext } from './redis/context.js';
+import type { RedisContextOptions } from './redis/client.js';
 import type { Factory } from './util.js';
 
 export type { StartMethod } from './backends/backend.js';
@@ -143,7 +145,7 @@ export abstract class BaseContext {
 
   readonly Pipe: Factory<[duplex?: boolean], [Connection, Connection]> = constructible((duplex = true) =>
     classOf('Pipe')(duplex, memoryKindFor({ ctx: this })));
-  readonly Pool: Factory<[processes?: number | null | PoolOptions, options?: PoolOptions], Pool> = factory(
+  readonly Pool: Factory<[processes?: number | null | PoolOptions, options?: PoolOptions], BasePool> = factory(
     'Pool',
     (processes?: number | null | PoolOptions, options: PoolOptions = {}) =>
       typeof processes === 'object' && processes !== null
@@ -159,7 +161,8 @@ export abstract class BaseContext {
     return Process;
   }
 
-  abstract getStartMethod(allowNone?: boolean): StartMethod | null;
+  /** The start method, or the name of a context of another kind ('redis'). */
+  abstract getStartMethod(allowNone?: boolean): StartMethod | 'redis' | null;
 
   /** The context in force: this one, or the one `method` names. */
   getContext(method?: string | null): BaseContext {
@@ -272,7 +275,9 @@ const otherContexts = new Map<string, (options?: unknown) => BaseContext>();
 
 /** Makes `getContext(name, options)` return `make(options)`: a context of another kind, whose
  * factories make objects that live elsewhere. It is not a start method (`setStartMethod` refuses
- * it) and its objects reach processes of that context only. */
+ * it) and its objects reach processes of that context only. The seam a context of another kind
+ * (issue 13's redis) registers through, hence exported though nothing in this package calls it.
+ * @public */
 export function registerContext(name: string, make: (options?: unknown) => BaseContext): void {
   if (name in startMethods || name === 'fork') throw new ValueError(`'${name}' is a start method`);
   otherContexts.set(name, make);
@@ -292,13 +297,15 @@ function startMethodContext(method: string): ConcreteContext {
   return ctx;
 }
 
-export const defaultContext = new DefaultContext();
+const defaultContext = new DefaultContext();
 
 setBackendResolver((method) => (method ? startMethods[method]! : defaultContext.actualContext())._backend);
 
 /** Python's `multiprocessing.get_context(method=None)`; `options` go to a registered context of
  * another kind (`getContext('redis', { url })`). */
-export function getContext(method?: string | null, options?: unknown): BaseContext {
+export function getContext(method: 'redis', options?: RedisContextOptions): RedisContext;
+export function getContext(method?: string | null, options?: unknown): BaseContext;
+export function getContext(method?: string | null, options?: unknown): BaseContext | RedisContext {
   if (method === undefined || method === null) return defaultContext.actualContext();
   const other = otherContexts.get(method);
   if (other) return other(options);

@@ -112,13 +112,10 @@ const waitAsync = (Atomics as unknown as {
   waitAsync(i32: Int32Array, index: number, expected: number, timeout?: number): WaitAsyncResult;
 }).waitAsync;
 
-function atomicsWaitAsync(
-  i32: Int32Array,
-  index: number,
-  expected: number,
-  ms: number,
-  signal: AbortSignal | undefined,
-): Promise<WaitResult> {
+/** A wait that does not block the event loop, on thread memory (Atomics) or process memory (the addon). */
+type AsyncWait = (i32: Int32Array, index: number, expected: number, ms: number, signal: AbortSignal | undefined) => Promise<WaitResult>;
+
+const atomicsWaitAsync: AsyncWait = (i32, index, expected, ms, signal) => {
   const r = waitAsync(i32, index, expected, ms < 0 ? Infinity : ms);
   if (!r.async) return Promise.resolve(r.value);
   holdLoop();
@@ -144,15 +141,9 @@ function atomicsWaitAsync(
       resolve(v);
     });
   });
-}
+};
 
-function nativeWaitAsync(
-  i32: Int32Array,
-  index: number,
-  expected: number,
-  ms: number,
-  signal: AbortSignal | undefined,
-): Promise<WaitResult> {
+const nativeWaitAsync: AsyncWait = (i32, index, expected, ms, signal) => {
   const job = native().futexWaitAsync(i32, index, expected, ms);
   return new Promise<WaitResult>((resolve, reject) => {
     let settled = false;
@@ -179,7 +170,7 @@ function nativeWaitAsync(
       },
     );
   });
-}
+};
 
 /**
  * Waits until `i32[index]` is no longer `expected` (or a wake arrives), without blocking the event

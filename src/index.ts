@@ -16,6 +16,9 @@ export {
   ConcreteContext, type StartMethod,
 } from './context.js';
 export { setExecutable } from './backends/spawn.js';
+export { RedisContext } from './redis/context.js';
+export type { RedisContextOptions } from './redis/client.js';
+export type { RedisPool } from './redis/pool.js';
 export { setForkserverPreload } from './backends/forkserver.js';
 export { task, serializable, type TaskOptions } from './tasks.js';
 export { getLogger, logToStderr, Logger, type LogRecord, type Handler } from './logger.js';

@@ -3,15 +3,15 @@
  * `[LEVEL/ProcessName] message`. The library logs process lifecycle events through it.
  */
 
-export const SUBDEBUG = 5;
-export const DEBUG = 10;
-export const INFO = 20;
-export const SUBWARNING = 25;
-export const WARNING = 30;
-export const ERROR = 40;
-export const CRITICAL = 50;
+const SUBDEBUG = 5;
+const DEBUG = 10;
+const INFO = 20;
+const SUBWARNING = 25;
+const WARNING = 30;
+const ERROR = 40;
+const CRITICAL = 50;
 
-export type LevelName = 'subdebug' | 'debug' | 'info' | 'subwarning' | 'warning' | 'error' | 'critical';
+type LevelName = 'subdebug' | 'debug' | 'info' | 'subwarning' | 'warning' | 'error' | 'critical';
 export type Level = number | LevelName | Uppercase<LevelName>;
 
 const levelNumbers: Record<LevelName, number> = {
@@ -19,14 +19,14 @@ const levelNumbers: Record<LevelName, number> = {
   warning: WARNING, error: ERROR, critical: CRITICAL,
 };
 
-export function levelNumber(level: Level): number {
+function levelNumber(level: Level): number {
   if (typeof level === 'number') return level;
   const n = levelNumbers[level.toLowerCase() as LevelName];
   if (n === undefined) throw new TypeError(`Unknown logging level ${JSON.stringify(level)}`);
   return n;
 }
 
-export function levelName(level: number): string {
+function levelName(level: number): string {
   const entry = Object.entries(levelNumbers).find(([, n]) => n === level);
   return entry ? entry[0].toUpperCase() : `Level ${level}`;
 }
@@ -97,7 +97,7 @@ export function getLogger(): Logger {
 }
 
 /** Python's `[%(levelname)s/%(processName)s] %(message)s` line on stderr. */
-export const stderrHandler: Handler = (r) => {
+const stderrHandler: Handler = (r) => {
   process.stderr.write(`[${r.levelName}/${r.processName}] ${r.message}\n`);
 };
 
@@ -118,7 +118,6 @@ export function applyLoggingConfig(config: { level: number; toStderr: boolean })
   if (config.toStderr) logger.addHandler(stderrHandler);
 }
 
-// Library-internal shorthands, as Python's util.debug/info/sub_debug.
+// Library-internal shorthands, as Python's util.debug/info.
 export const debug = (m: string, ...a: unknown[]) => logger.debug(m, ...a);
 export const info = (m: string, ...a: unknown[]) => logger.info(m, ...a);
-export const subdebug = (m: string, ...a: unknown[]) => logger.subdebug(m, ...a);

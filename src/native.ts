@@ -10,7 +10,7 @@ import { existsSync } from 'node:fs';
 import { FileExistsError, FileNotFoundError, NotAvailableError, OSError, PermissionError } from './errors.js';
 import { packageFilesMissing, packagePath } from './packageFiles.js';
 
-export type WaitResult = 'ok' | 'not-equal' | 'timed-out';
+type WaitResult = 'ok' | 'not-equal' | 'timed-out';
 
 /** A pending `futexWaitAsync`. */
 export interface AsyncWait {
@@ -24,7 +24,7 @@ export interface AsyncWait {
   unref(): void;
 }
 
-export interface ShmMapping {
+interface ShmMapping {
   /** The mapping itself: a `SharedArrayBuffer` when the runtime can wrap outside memory
    * (`shared === true`), else an external `ArrayBuffer`. */
   buffer: ArrayBuffer | SharedArrayBuffer;

@@ -1,5 +1,6 @@
 /**
- * Pool and ThreadPool, as CPython's pool.py, plus what Python's pool gets wrong.
+ * Pool and ThreadPool, as CPython's pool.py, plus what Python's pool gets wrong. BasePool holds the
+ * Pool API itself (calls into jobs and tasks), which the redis context's pool shares.
  *
  * The moving parts (piscina keeps them apart too):
  * - jobs (an apply, a map, an imap) collect their tasks' results and settle what the caller holds
@@ -29,7 +30,7 @@ import {
 import { poolWorkerMain } from './poolWorker.js';
 import { knownLength } from './progress.js';
 import {
-  ApplyJob, AsyncResult, IMapIterator, IMapJob, MapJob, type AsyncCallOptions, type CallOptions, type Job,
+  ApplyJob, AsyncResult, IMapIterator, IMapJob, MapJob, type AsyncCallOptions, type CallOptions, type Job, type JobPool,
 } from './poolResults.js';
 import { Dispatcher, WorkerSlot, type Task } from './poolWorkers.js';
 
@@ -51,7 +52,7 @@ const RUN = 'RUN';
 const CLOSE = 'CLOSE';
 const TERMINATE = 'TERMINATE';
 
-interface Stats {
+export interface Stats {
   tasksDone: number;
   tasksFailed: number;
   queued: number;
@@ -64,332 +65,95 @@ interface Stats {
 }
 
 const LATENCY_SAMPLES = 1024;
+
+/** Submit-to-result times of the most recent tasks, for `stats()`. */
+export class Latencies {
+  private readonly samples: number[] = [];
+  add(ms: number): void {
+    if (this.samples.length >= LATENCY_SAMPLES) this.samples.shift();
+    this.samples.push(ms);
+  }
+  percentiles(): Stats['latencyMs'] {
+    const l = [...this.samples].sort((a, b) => a - b);
+    const at = (p: number) => (l.length ? l[Math.min(l.length - 1, Math.floor(p * l.length))]! : 0);
+    return { p50: at(0.5), p90: at(0.9), p99: at(0.99), max: l.length ? l[l.length - 1]! : 0 };
+  }
+}
+
 const noFrame = Buffer.alloc(0);
 const SPIN_MS = 0.05;
 
-/** Python's `multiprocessing.Pool`. */
-export class Pool {
-  private readonly ctx: BaseContext;
-  private readonly processes: number;
-  private readonly initializer: Fn | SourceFunction | null;
-  private readonly initargs: unknown[];
-  private readonly maxtasks: number | null;
-  private readonly notifier: Notifier;
-  private readonly kind: 'thread' | 'process';
-  private workers: WorkerSlot[] = [];
-  private state: typeof RUN | typeof CLOSE | typeof TERMINATE = RUN;
-  private outstanding = 0;
-  private loopRunning = false;
-  private loopAbort = new AbortController();
+/** Checks the Pool constructor's arguments (Python's): `new Pool(4, options)` or `new Pool({ processes: 4, ... })`. */
+export function poolArguments(processes: number | null | undefined | PoolOptions, options: PoolOptions): [number | null, PoolOptions] {
+  // First, before anything is allocated: a pool made by a child importing an unguarded module.
+  checkNotBootstrapping();
+  if (typeof processes === 'object' && processes !== null) {
+    options = processes;
+    processes = options.processes;
+  }
+  if (processes !== undefined && processes !== null && (!Number.isInteger(processes) || processes < 1)) {
+    throw new ValueError('Number of processes must be at least 1');
+  }
+  if (options.initializer !== undefined && options.initializer !== null && typeof options.initializer !== 'function') {
+    throw new TypeError('initializer must be a callable');
+  }
+  const { maxtasksperchild } = options;
+  if (maxtasksperchild !== undefined && maxtasksperchild !== null && (!Number.isInteger(maxtasksperchild) || maxtasksperchild < 1)) {
+    throw new ValueError('maxtasksperchild must be a positive int or None');
+  }
+  return [processes ?? null, options];
+}
+
+/**
+ * The Pool API (Python's, plus signal/timeout/progress): turns each call into a job and its tasks.
+ * Where the tasks run is the subclass's business: `Pool` runs them on local workers, the redis
+ * context's pool on worker programs reached through Redis.
+ */
+export abstract class BasePool implements JobPool {
+  protected state: typeof RUN | typeof CLOSE | typeof TERMINATE = RUN;
   private readonly fnIds = new Map<Function, number>();
-  private readonly fnFrames = new Map<number, Uint8Array>();
-  private readonly dispatcher: Dispatcher;
-  private timeoutTimer: NodeJS.Timeout | null = null;
-  private readonly latencies: number[] = [];
-  private tasksDone = 0;
-  private tasksFailed = 0;
-  private replaced = 0;
-  /** Every worker process this pool started, for join(). */
-  private readonly started: Process[] = [];
 
-  constructor(processes?: number | null | PoolOptions, options: PoolOptions = {}) {
-    // First, before anything is allocated: a pool made by a child importing an unguarded module.
-    checkNotBootstrapping();
-    if (typeof processes === 'object' && processes !== null) {
-      options = processes;
-      processes = options.processes;
-    }
-    if (processes !== undefined && processes !== null && (!Number.isInteger(processes) || processes < 1)) {
-      throw new ValueError('Number of processes must be at least 1');
-    }
-    if (options.initializer !== undefined && options.initializer !== null && typeof options.initializer !== 'function') {
-      throw new TypeError('initializer must be a callable');
-    }
-    const { maxtasksperchild } = options;
-    if (maxtasksperchild !== undefined && maxtasksperchild !== null && (!Number.isInteger(maxtasksperchild) || maxtasksperchild < 1)) {
-      throw new ValueError('maxtasksperchild must be a positive int or None');
-    }
-    this.ctx = (options.context ?? getContext()).getContext();
-    this.processes = processes ?? processCpuCount();
-    const init = options.initializer ?? null;
-    this.initializer = init === null || refOf(init) ? init : sourceOf(init, 'the pool initializer');
-    this.initargs = options.initargs ? [...options.initargs] : [];
-    this.maxtasks = maxtasksperchild ?? null;
-    this.kind = memoryKindFor({ ctx: this.ctx });
-    this.notifier = Notifier.create(this.kind);
-    this.dispatcher = new Dispatcher(this.fnFrames, this.maxtasks, (task, error) => this.finish(task, false, error));
-    try {
-      for (let i = 0; i < this.processes; i++) this.startWorker();
-    } catch (error) {
-      // As Python's (issue #19675): the workers already started do not outlive a failed pool.
-      this.terminate();
-      throw error;
-    }
-  }
+  constructor(
+    /** How many workers the pool counts on: the default chunksize and imap's read-ahead follow it. */
+    protected readonly processes: number,
+  ) {}
 
-  private startWorker(): WorkerSlot {
-    const channel = Channel.create(this.kind);
-    // A `{ source }` record arrives in the worker as the function it carries (reduction.ts).
-    const initializer = (this.initializer && typeof this.initializer === 'object' ? { source: this.initializer } : this.initializer) as
-      Parameters<typeof poolWorkerMain>[2];
-    const ports = this.kind === 'thread' ? new MessageChannel() : null;
-    const p = new this.ctx.Process({
-      target: poolWorkerMain,
-      args: [channel.state(), this.notifier.state(), initializer, this.initargs, this.maxtasks, ports?.port2 ?? null],
-      daemon: true,
-    });
-    p.name = p.name.replace('Process', 'PoolWorker'); // Python's SpawnPoolWorker-N
-    const slot = new WorkerSlot(p, channel, ports?.port1 ?? null);
-    if (ports) {
-      ports.port1.on('message', (m: PortMessage) => this.onPortMessage(slot, m));
-      ports.port1.unref();
-    }
-    p.start();
-    this.workers.push(slot);
-    this.started.push(p);
-    void sentinelExit(p.sentinel)!.then(() => this.onWorkerExit(slot));
-    return slot;
-  }
+  /** @internal Queues one task of `job`: `args` are the call's arguments or the chunk's items. */
+  abstract _submit(job: Job, args: unknown[], fn: Fn, mode: number, index: number): void;
+  /** Drops a job's queued tasks; workers skip its dispatched ones they have not started. */
+  protected abstract cancelJob(job: Job): void;
+  /** Encodes a pool function for the workers, once (it fails here, at the call, if it cannot go). */
+  protected abstract defineFunction(id: number, fn: Fn): void;
+  /** No more work is accepted; workers exit once the submitted work is done. */
+  abstract close(): void;
+  /** Stops at once; work not finished is rejected with ValueError. */
+  abstract terminate(): void;
+  /** Waits until the pool has stopped; call `close()` or `terminate()` first. */
+  abstract join(options?: { signal?: AbortSignal }): Promise<void>;
+  /** Counters and latency percentiles of this pool (beyond Python). */
+  abstract stats(): Stats;
 
-  // ---- submitting ---------------------------------------------------------------------------
-
-  private checkRunning(): void {
+  protected checkRunning(): void {
     if (this.state !== RUN) throw new ValueError('Pool not running');
   }
 
-  private fnId(fn: Fn): number {
+  /** The function's number in this pool (each function is sent to the workers once). */
+  protected fnId(fn: Fn): number {
     if (typeof fn !== 'function') throw new TypeError('the pool function must be a function');
     let id = this.fnIds.get(fn);
     if (id === undefined) {
       id = this.fnIds.size + 1;
-      const ctx = newReduceContext(this.kind);
-      this.fnFrames.set(id, defineFrame(id, fn, ctx, { functionSlot: true }));
-      this.ctx._expectModules(ctx.modules);
+      this.defineFunction(id, fn);
       this.fnIds.set(fn, id);
     }
     return id;
   }
 
-  /** @internal Queues one task of `job`: `args` are the call's arguments or the chunk's items. */
-  _submit(job: Job, args: unknown[], fn: Fn, mode: number, index: number): void {
-    let frame: Buffer = noFrame;
-    let moved: Task['moved'] = null;
-    let fnId: number;
-    try {
-      fnId = this.fnId(fn);
-      const value = mode === CALL ? args : args[0];
-      if (job.options.transfer && this.kind === 'thread') moved = reduce(value, newReduceContext('thread'));
-      else frame = taskFrame(value, newReduceContext(this.kind));
-    } catch (error) {
-      // An argument that cannot be serialised fails its own task, as in Python.
-      queueMicrotask(() => job.deliver(index, false, error));
-      return;
-    }
-    const task: Task = {
-      job, index, fnId, mode, frame, moved, seq: 0, worker: null,
-      timeout: job.options.timeout ?? null, startedAt: 0, submittedAt: performance.now(),
-    };
-    this.dispatcher.push(task);
-    this.outstanding++;
-    if (task.timeout !== null) this.watchTimeouts();
-    // Tasks submitted in one synchronous run (a loop of applyAsync) go out together.
-    // The first task of a synchronous run goes out at once (latency); the ones submitted after it
-    // in the same run go out together in a microtask (one ring write and wake-up per worker).
-    if (this.dispatchScheduled) return;
-    this.dispatchScheduled = true;
-    this.dispatch();
-    if (!this.loopRunning) void this.resultLoop();
-    queueMicrotask(() => {
-      this.dispatchScheduled = false;
-      this.dispatch();
-      if (!this.loopRunning && this.outstanding > 0) void this.resultLoop();
-    });
-  }
-  private dispatchScheduled = false;
-
-  private dispatch(): void {
-    this.outstanding -= this.dispatcher.dispatch(this.workers);
-  }
-
-  // ---- results ------------------------------------------------------------------------------
-
-  private async resultLoop(): Promise<void> {
-    this.loopRunning = true;
-    try {
-      while (this.outstanding > 0 && this.state !== TERMINATE) {
-        const seq = this.notifier.seq();
-        if (this.drainAll() > 0) continue;
-        // One task out (a round trip): its result usually comes back within microseconds from a
-        // blocked worker, sooner than an asynchronous wake-up could deliver it.
-        if (this.outstanding === 1 && spinUntil(() => this.notifier.seq() !== seq, SPIN_MS)) continue;
-        await this.notifier.sleep(seq, this.loopAbort.signal);
-      }
-    } catch (error) {
-      // terminate() aborts the sleep; anything else is a bug to report, not to swallow.
-      if (error !== this.loopAbort.signal.reason) throw error;
-    } finally {
-      this.loopRunning = false;
-    }
-  }
-
-  private drainAll(): number {
-    let n = 0;
-    for (const w of this.workers) n += this.drain(w);
-    return n;
-  }
-
-  private drain(w: WorkerSlot): number {
-    let n = 0;
-    const ring = w.channel.results;
-    while (!w.readingLarge) {
-      const result = ring.tryDecodeFrame(resultsOf(w));
-      if (result !== NO_FRAME) {
-        this.onResult(w, result);
-        n++;
-        continue;
-      }
-      if (ring.available() > 0) {
-        // A result larger than what has arrived: read the rest as it streams in.
-        w.readingLarge = true;
-        void runAsync(ring.readFrame()).then((frame) => {
-          w.readingLarge = false;
-          this.onResult(w, resultsOf(w)(frame, true));
-          this.drain(w);
-        });
-      }
-      break;
-    }
-    if (n > 0) this.dispatch();
-    return n;
-  }
-
-  private onResult(w: WorkerSlot, { seq, status, value }: ResultMessage): void {
-    this.settle(w, seq, status, value);
-  }
-
-  /** A thread worker's message: a large result frame, or a `{ transfer: true }` result. */
-  private onPortMessage(w: WorkerSlot, m: PortMessage): void {
-    if ('frame' in m) this.onResult(w, resultsOf(w)(m.frame.subarray(LENGTH_BYTES), true));
-    else if ('status' in m) this.settle(w, m.seq, m.status, () => (m.changed ? rebuild(m.graph, { target: 'thread', handles: [] }) : m.graph));
-    this.drain(w);
-    this.dispatch(); // the worker has room again
-    // The result loop may be asleep on the ring's notify word: let it see what this settled.
-    this.notifier.notify();
-  }
-
-  private settle(w: WorkerSlot, seq: number, status: number, decode: () => unknown): void {
-    const task = w.inflight.get(seq);
-    if (!task) return;
-    w.onResult(w.inflight.size > 1);
-    w.inflight.delete(seq);
-    if (status === CANCELLED) {
-      this.outstanding--;
-      this.maybeStopWorkers();
-      return;
-    }
-    const ok = status === OK;
-    // A task's own error is re-thrown here with the worker's stack in `cause`.
-    const outcome = (v: unknown): unknown => (ok || !(v instanceof Error) ? v : withRemoteTraceback(v));
-    let value: unknown;
-    try {
-      value = decode();
-    } catch (error) {
-      this.finish(task, false, error);
-      return;
-    }
-    if (value instanceof Promise) value.then((v) => this.finish(task, ok, outcome(v)), (error) => this.finish(task, false, error));
-    else this.finish(task, ok, outcome(value));
-  }
-
-  private finish(task: Task, ok: boolean, value: unknown): void {
-    this.outstanding--;
-    this.tasksDone++;
-    if (!ok) this.tasksFailed++;
-    if (this.latencies.length >= LATENCY_SAMPLES) this.latencies.shift();
-    this.latencies.push(performance.now() - task.submittedAt);
-    if (!task.job.cancelled) task.job.deliver(task.index, ok, value);
-    this.maybeStopWorkers();
-  }
-
-  // ---- workers dying, timeouts ---------------------------------------------------------------
-
-  private onWorkerExit(w: WorkerSlot): void {
-    w.exited = true;
-    this.drain(w);
-    this.workers = this.workers.filter((x) => x !== w);
-    if (this.state === TERMINATE) return;
-    const code = w.process.exitcode;
-    const lost = [...w.inflight.values()].sort((a, b) => a.index - b.index);
-    w.inflight.clear();
-    const running = w.channel.started;
-    const requeue: Task[] = [];
-    for (const task of lost) {
-      if (task.seq === running && code !== 0) {
-        this.outstanding--;
-        this.tasksDone++;
-        this.tasksFailed++;
-        const error = w.killedForTimeout === task
-          ? new TimeoutError(`task exceeded its timeout of ${task.timeout} s; worker ${w.process.name} was killed and replaced`)
-          : workerLost(w.process, code);
-        if (!task.job.cancelled) task.job.deliver(task.index, false, error);
-      } else {
-        task.worker = null;
-        requeue.push(task);
-      }
-    }
-    if (requeue.length > 0) {
-      this.dispatcher.requeue(requeue);
-    }
-    if (this.state === RUN || this.outstanding > 0) {
-      this.replaced++;
-      this.startWorker();
-    }
-    this.dispatch();
-    this.maybeStopWorkers();
-  }
-
-  /** Watches the tasks that have a `timeout` while any is queued or in flight. */
-  private watchTimeouts(): void {
-    if (this.timeoutTimer) return;
-    this.timeoutTimer = setInterval(() => {
-      const now = performance.now();
-      let watching = this.dispatcher.waiting().some((t) => t.timeout !== null);
-      for (const w of this.workers) {
-        for (const t of w.inflight.values()) if (t.timeout !== null) watching = true;
-        const task = w.inflight.get(w.channel.started);
-        if (!task || task.timeout === null) continue;
-        if (task.startedAt === 0) task.startedAt = now;
-        else if (now - task.startedAt > task.timeout * 1000 && !w.killedForTimeout) {
-          w.killedForTimeout = task;
-          w.process.kill();
-        }
-      }
-      if (!watching) {
-        clearInterval(this.timeoutTimer!);
-        this.timeoutTimer = null;
-      }
-    }, 20);
-    this.timeoutTimer.unref();
-  }
-
-  /** Drops a job's queued tasks; workers skip its dispatched ones they have not started. */
-  private cancelJob(job: Job): void {
-    job.cancelled = true;
-    for (const w of this.workers) {
-      for (const task of w.inflight.values()) if (task.job === job) this.notifier.cancel(task.seq);
-    }
-  }
-
   // ---- the API ------------------------------------------------------------------------------
 
   /** Python's `apply`: runs `fn(...args)` in a worker and waits for the result. */
-  apply<A extends unknown[], R>(fn: (...args: A) => R, args?: A, options: CallOptions = {}): Promise<Awaited<R>> {
-    // Not async: one promise per call (get's), not two. A bad call still rejects, not throws.
-    try {
-      return this.applyAsync(fn, args, options).get();
-    } catch (error) {
-      return Promise.reject(error);
-    }
+  async apply<A extends unknown[], R>(fn: (...args: A) => R, args?: A, options: CallOptions = {}): Promise<Awaited<R>> {
+    return this.applyAsync(fn, args, options).get();
   }
 
   applyAsync<A extends unknown[], R>(
@@ -539,6 +303,303 @@ export class Pool {
     else signal.addEventListener('abort', onAbort, { once: true });
   }
 
+  /** Python's `with Pool() as p:` exits by terminating the pool. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    this.terminate();
+    await this.join();
+  }
+  [Symbol.dispose](): void {
+    this.terminate();
+  }
+  [inspect.custom](): string {
+    return this.toString();
+  }
+}
+
+/** Python's `multiprocessing.Pool`. */
+export class Pool extends BasePool {
+  private readonly ctx: BaseContext;
+  private readonly initializer: Fn | SourceFunction | null;
+  private readonly initargs: unknown[];
+  private readonly maxtasks: number | null;
+  private readonly notifier: Notifier;
+  private readonly kind: 'thread' | 'process';
+  private workers: WorkerSlot[] = [];
+  private outstanding = 0;
+  private loopRunning = false;
+  private loopAbort = new AbortController();
+  private readonly fnFrames = new Map<number, Uint8Array>();
+  private readonly dispatcher: Dispatcher;
+  private timeoutTimer: NodeJS.Timeout | null = null;
+  private readonly latencies = new Latencies();
+  private tasksDone = 0;
+  private tasksFailed = 0;
+  private replaced = 0;
+  /** Every worker process this pool started, for join(). */
+  private readonly started: Process[] = [];
+
+  constructor(processesArg?: number | null | PoolOptions, optionsArg: PoolOptions = {}) {
+    const [processes, options] = poolArguments(processesArg, optionsArg);
+    super(processes ?? processCpuCount());
+    this.ctx = (options.context ?? getContext()).getContext();
+    const init = options.initializer ?? null;
+    this.initializer = init === null || refOf(init) ? init : sourceOf(init, 'the pool initializer');
+    this.initargs = options.initargs ? [...options.initargs] : [];
+    this.maxtasks = options.maxtasksperchild ?? null;
+    this.kind = memoryKindFor({ ctx: this.ctx });
+    this.notifier = Notifier.create(this.kind);
+    this.dispatcher = new Dispatcher(this.fnFrames, this.maxtasks, (task, error) => this.finish(task, false, error));
+    try {
+      for (let i = 0; i < this.processes; i++) this.startWorker();
+    } catch (error) {
+      // As Python's (issue #19675): the workers already started do not outlive a failed pool.
+      this.terminate();
+      throw error;
+    }
+  }
+
+  private startWorker(): WorkerSlot {
+    const channel = Channel.create(this.kind);
+    // A `{ source }` record arrives in the worker as the function it carries (reduction.ts).
+    const initializer = (this.initializer && typeof this.initializer === 'object' ? { source: this.initializer } : this.initializer) as
+      Parameters<typeof poolWorkerMain>[2];
+    const ports = this.kind === 'thread' ? new MessageChannel() : null;
+    const p = new this.ctx.Process({
+      target: poolWorkerMain,
+      args: [channel.state(), this.notifier.state(), initializer, this.initargs, this.maxtasks, ports?.port2 ?? null],
+      daemon: true,
+    });
+    p.name = p.name.replace('Process', 'PoolWorker'); // Python's SpawnPoolWorker-N
+    const slot = new WorkerSlot(p, channel, ports?.port1 ?? null);
+    if (ports) {
+      ports.port1.on('message', (m: PortMessage) => this.onPortMessage(slot, m));
+      ports.port1.unref();
+    }
+    p.start();
+    this.workers.push(slot);
+    this.started.push(p);
+    void sentinelExit(p.sentinel)!.then(() => this.onWorkerExit(slot));
+    return slot;
+  }
+
+  // ---- submitting ---------------------------------------------------------------------------
+
+  protected defineFunction(id: number, fn: Fn): void {
+    const ctx = newReduceContext(this.kind);
+    this.fnFrames.set(id, defineFrame(id, fn, ctx, { functionSlot: true }));
+    this.ctx._expectModules(ctx.modules);
+  }
+
+  /** @internal Queues one task of `job`: `args` are the call's arguments or the chunk's items. */
+  _submit(job: Job, args: unknown[], fn: Fn, mode: number, index: number): void {
+    let frame: Buffer = noFrame;
+    let moved: Task['moved'] = null;
+    let fnId: number;
+    try {
+      fnId = this.fnId(fn);
+      const value = mode === CALL ? args : args[0];
+      if (job.options.transfer && this.kind === 'thread') moved = reduce(value, newReduceContext('thread'));
+      else frame = taskFrame(value, newReduceContext(this.kind));
+    } catch (error) {
+      // An argument that cannot be serialised fails its own task, as in Python.
+      queueMicrotask(() => job.deliver(index, false, error));
+      return;
+    }
+    const task: Task = {
+      job, index, fnId, mode, frame, moved, seq: 0, worker: null,
+      timeout: job.options.timeout ?? null, startedAt: 0, submittedAt: performance.now(),
+    };
+    this.dispatcher.push(task);
+    this.outstanding++;
+    if (task.timeout !== null) this.watchTimeouts();
+    // Tasks submitted in one synchronous run (a loop of applyAsync) go out together.
+    // The first task of a synchronous run goes out at once (latency); the ones submitted after it
+    // in the same run go out together in a microtask (one ring write and wake-up per worker).
+    if (this.dispatchScheduled) return;
+    this.dispatchScheduled = true;
+    this.dispatch();
+    if (!this.loopRunning) void this.resultLoop();
+    queueMicrotask(() => {
+      this.dispatchScheduled = false;
+      this.dispatch();
+      if (!this.loopRunning && this.outstanding > 0) void this.resultLoop();
+    });
+  }
+  private dispatchScheduled = false;
+
+  private dispatch(): void {
+    this.outstanding -= this.dispatcher.dispatch(this.workers);
+  }
+
+  // ---- results ------------------------------------------------------------------------------
+
+  private async resultLoop(): Promise<void> {
+    this.loopRunning = true;
+    try {
+      while (this.outstanding > 0 && this.state !== TERMINATE) {
+        const seq = this.notifier.seq();
+        if (this.drainAll() > 0) continue;
+        // One task out (a round trip): its result usually comes back within microseconds from a
+        // blocked worker, sooner than an asynchronous wake-up could deliver it.
+        if (this.outstanding === 1 && spinUntil(() => this.notifier.seq() !== seq, SPIN_MS)) continue;
+        await this.notifier.sleep(seq, this.loopAbort.signal);
+      }
+    } catch (error) {
+      // terminate() aborts the sleep; anything else is a bug to report, not to swallow.
+      if (error !== this.loopAbort.signal.reason) throw error;
+    } finally {
+      this.loopRunning = false;
+    }
+  }
+
+
+  private drainAll(): number {
+    let n = 0;
+    for (const w of this.workers) n += this.drain(w);
+    return n;
+  }
+
+  private drain(w: WorkerSlot): number {
+    let n = 0;
+    const ring = w.channel.results;
+    while (!w.readingLarge) {
+      const result = ring.tryDecodeFrame(resultsOf(w));
+      if (result !== NO_FRAME) {
+        this.onResult(w, result);
+        n++;
+        continue;
+      }
+      if (ring.available() > 0) {
+        // A result larger than what has arrived: read the rest as it streams in.
+        w.readingLarge = true;
+        void runAsync(ring.readFrame()).then((frame) => {
+          w.readingLarge = false;
+          this.onResult(w, resultsOf(w)(frame, true));
+          this.drain(w);
+        });
+      }
+      break;
+    }
+    if (n > 0) this.dispatch();
+    return n;
+  }
+
+  private onResult(w: WorkerSlot, { seq, status, value }: ResultMessage): void {
+    this.settle(w, seq, status, value);
+  }
+
+  /** A thread worker's message: a large result frame, or a `{ transfer: true }` result. */
+  private onPortMessage(w: WorkerSlot, m: PortMessage): void {
+    if ('frame' in m) this.onResult(w, resultsOf(w)(m.frame.subarray(LENGTH_BYTES), true));
+    else if ('status' in m) this.settle(w, m.seq, m.status, () => (m.changed ? rebuild(m.graph, { target: 'thread', handles: [] }) : m.graph));
+    this.drain(w);
+    this.dispatch(); // the worker has room again
+    // The result loop may be asleep on the ring's notify word: let it see what this settled.
+    this.notifier.notify();
+  }
+
+  private settle(w: WorkerSlot, seq: number, status: number, decode: () => unknown): void {
+    const task = w.inflight.get(seq);
+    if (!task) return;
+    w.onResult(w.inflight.size > 1);
+    w.inflight.delete(seq);
+    if (status === CANCELLED) {
+      this.outstanding--;
+      this.maybeStopWorkers();
+      return;
+    }
+    const ok = status === OK;
+    // A task's own error is re-thrown here with the worker's stack in `cause`.
+    const outcome = (v: unknown): unknown => (ok || !(v instanceof Error) ? v : withRemoteTraceback(v));
+    let value: unknown;
+    try {
+      value = decode();
+    } catch (error) {
+      this.finish(task, false, error);
+      return;
+    }
+    if (value instanceof Promise) value.then((v) => this.finish(task, ok, outcome(v)), (error) => this.finish(task, false, error));
+    else this.finish(task, ok, outcome(value));
+  }
+
+  private finish(task: Task, ok: boolean, value: unknown): void {
+    this.outstanding--;
+    this.tasksDone++;
+    if (!ok) this.tasksFailed++;
+    this.latencies.add(performance.now() - task.submittedAt);
+    if (!task.job.cancelled) task.job.deliver(task.index, ok, value);
+    this.maybeStopWorkers();
+  }
+
+  // ---- workers dying, timeouts ---------------------------------------------------------------
+
+  private onWorkerExit(w: WorkerSlot): void {
+    w.exited = true;
+    this.drain(w);
+    this.workers = this.workers.filter((x) => x !== w);
+    if (this.state === TERMINATE) return;
+    const code = w.process.exitcode;
+    const lost = [...w.inflight.values()].sort((a, b) => a.index - b.index);
+    w.inflight.clear();
+    const running = w.channel.started;
+    const requeue: Task[] = [];
+    for (const task of lost) {
+      if (task.seq === running && code !== 0) {
+        this.outstanding--;
+        this.tasksDone++;
+        this.tasksFailed++;
+        const error = w.killedForTimeout === task
+          ? new TimeoutError(`task exceeded its timeout of ${task.timeout} s; worker ${w.process.name} was killed and replaced`)
+          : workerLost(w.process, code);
+        if (!task.job.cancelled) task.job.deliver(task.index, false, error);
+      } else {
+        task.worker = null;
+        requeue.push(task);
+      }
+    }
+    if (requeue.length > 0) {
+      this.dispatcher.requeue(requeue);
+    }
+    if (this.state === RUN || this.outstanding > 0) {
+      this.replaced++;
+      this.startWorker();
+    }
+    this.dispatch();
+    this.maybeStopWorkers();
+  }
+
+  /** Watches the tasks that have a `timeout` while any is queued or in flight. */
+  private watchTimeouts(): void {
+    if (this.timeoutTimer) return;
+    this.timeoutTimer = setInterval(() => {
+      const now = performance.now();
+      let watching = this.dispatcher.waiting().some((t) => t.timeout !== null);
+      for (const w of this.workers) {
+        for (const t of w.inflight.values()) if (t.timeout !== null) watching = true;
+        const task = w.inflight.get(w.channel.started);
+        if (!task || task.timeout === null) continue;
+        if (task.startedAt === 0) task.startedAt = now;
+        else if (now - task.startedAt > task.timeout * 1000 && !w.killedForTimeout) {
+          w.killedForTimeout = task;
+          w.process.kill();
+        }
+      }
+      if (!watching) {
+        clearInterval(this.timeoutTimer!);
+        this.timeoutTimer = null;
+      }
+    }, 20);
+    this.timeoutTimer.unref();
+  }
+
+  /** Drops a job's queued tasks; workers skip its dispatched ones they have not started. */
+  protected cancelJob(job: Job): void {
+    job.cancelled = true;
+    for (const w of this.workers) {
+      for (const task of w.inflight.values()) if (task.job === job) this.notifier.cancel(task.seq);
+    }
+  }
+
   /** No more work is accepted; workers exit once the submitted work is done. */
   close(): void {
     if (this.state === RUN) {
@@ -589,8 +650,6 @@ export class Pool {
 
   /** Counters and latency percentiles of this pool (beyond Python). */
   stats(): Stats {
-    const l = [...this.latencies].sort((a, b) => a - b);
-    const at = (p: number) => (l.length ? l[Math.min(l.length - 1, Math.floor(p * l.length))]! : 0);
     let busy = 0;
     let inFlight = 0;
     for (const w of this.workers) {
@@ -605,24 +664,12 @@ export class Pool {
       busyWorkers: busy,
       workers: this.workers.length,
       workersReplaced: this.replaced,
-      latencyMs: { p50: at(0.5), p90: at(0.9), p99: at(0.99), max: l.length ? l[l.length - 1]! : 0 },
+      latencyMs: this.latencies.percentiles(),
     };
   }
 
-  /** Python's `with Pool() as p:` exits by terminating the pool. */
-  async [Symbol.asyncDispose](): Promise<void> {
-    this.terminate();
-    await this.join();
-  }
-  [Symbol.dispose](): void {
-    this.terminate();
-  }
-
-  toString(): string {
+  override toString(): string {
     return `<${this.constructor.name} state=${this.state} pool_size=${this.workers.length}>`;
-  }
-  [inspect.custom](): string {
-    return this.toString();
   }
 }
 

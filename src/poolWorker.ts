@@ -26,7 +26,7 @@ async function settle(value: unknown): Promise<unknown> {
 }
 
 /** Runs one task's body; a chunk's items run one after another, as Python's mapstar does. */
-async function run(fn: Fn, mode: number, args: unknown): Promise<unknown> {
+export async function run(fn: Fn, mode: number, args: unknown): Promise<unknown> {
   if (mode === CALL) return settle(fn(...(args as unknown[])));
   const items = args as unknown[];
   const out = new Array<unknown>(items.length);
@@ -41,12 +41,15 @@ function encode(seq: number, ok: boolean, value: unknown): Buffer {
   try {
     return resultFrame(seq, ok ? OK : FAILED, value);
   } catch (error) {
-    // Python's MaybeEncodingError: the result (or error) could not be sent back.
-    const why = new PicklingError(
-      `Error sending result: ${(error as Error).message}. The task's ${ok ? 'result' : 'error'} cannot be serialised.`,
-    );
-    return resultFrame(seq, FAILED, why);
+    return resultFrame(seq, FAILED, unsendable(error, ok));
   }
+}
+
+/** Python's MaybeEncodingError: a task's result (or error) could not be sent back. */
+export function unsendable(error: unknown, ok: boolean): PicklingError {
+  return new PicklingError(
+    `Error sending result: ${(error as Error).message}. The task's ${ok ? 'result' : 'error'} cannot be serialised.`,
+  );
 }
 
 const threadCtx = { target: 'thread' as const, handles: [] };

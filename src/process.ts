@@ -37,7 +37,7 @@ export interface ProcessIdentity {
   authkey: Uint8Array;
   parentName: string;
   parentPid: number;
-  startMethod: StartMethod;
+  startMethod: Backend['method'];
 }
 
 interface State {
@@ -54,11 +54,14 @@ interface State {
   parentThread: number;
   /** The start method this object's class is bound to; undefined = the default context's. */
   startMethod: StartMethod | undefined;
+  /** The backend this object's class is bound to instead (a redis context's). */
+  backend: Backend | undefined;
   isCurrent: boolean;
 }
 
 const kState = Symbol('multiprocessing-ts.process');
 const kBoundMethod = Symbol.for('multiprocessing-ts.startMethod');
+const kBoundBackend = Symbol.for('multiprocessing-ts.backend');
 
 // The per-process counter that every child, pool worker and manager draws its number from.
 let counter = 0;
@@ -111,6 +114,7 @@ export class Process<A extends unknown[] = unknown[]> {
     const parent = currentProcess();
     const identity = [...parent[kState].identity, ++counter];
     const boundMethod = (new.target as unknown as Record<symbol, StartMethod | undefined>)[kBoundMethod];
+    const boundBackend = (new.target as unknown as Record<symbol, Backend | undefined>)[kBoundBackend];
     const state: State = {
       identity,
       name: '',
@@ -124,6 +128,7 @@ export class Process<A extends unknown[] = unknown[]> {
       parentPid: process.pid,
       parentThread: threadId,
       startMethod: boundMethod,
+      backend: boundBackend,
       isCurrent: false,
     };
     Object.defineProperty(this, kState, { value: state, enumerable: false, writable: true });
@@ -150,8 +155,9 @@ export class Process<A extends unknown[] = unknown[]> {
     checkNotBootstrapping();
     if (current?.[kState].daemon) throw new ProcessError('daemonic processes are not allowed to have children');
     reapChildren();
-    const backend = backendFor(state.startMethod);
+    const backend = state.backend ?? backendFor(state.startMethod);
     const ctx = newReduceContext(backend.target);
+    if (backend.remote) ctx.remote = backend.remote;
     const graph = this.reduceForChild(ctx, backend.method);
     const daemon = this.daemon;
     const popen = backend.start({
@@ -169,7 +175,7 @@ export class Process<A extends unknown[] = unknown[]> {
     });
   }
 
-  private reduceForChild(ctx: ReturnType<typeof newReduceContext>, method: StartMethod): unknown {
+  private reduceForChild(ctx: ReturnType<typeof newReduceContext>, method: Backend['method']): unknown {
     const state = this[kState];
     const cls = this.constructor as Function;
     let classRef: unknown = null;
@@ -353,7 +359,8 @@ export class Process<A extends unknown[] = unknown[]> {
       closed: false,
       parentPid: me.parentPid,
       parentThread: -1,
-      startMethod: me.startMethod,
+      startMethod: me.startMethod === 'redis' ? undefined : me.startMethod,
+      backend: undefined,
       isCurrent: true,
     };
     Object.defineProperty(instance, kState, { value: state, enumerable: false, writable: true });
@@ -374,9 +381,9 @@ function isLibraryProcessClass(cls: Function): boolean {
 }
 
 /** A Process class bound to a start method, named after it as Python's are (`SpawnProcess`). */
-export function processClassFor(method: StartMethod, className: string): typeof Process {
+export function processClassFor(method: StartMethod | Backend, className: string): typeof Process {
   const bound = { [className]: class extends Process {} }[className]!;
-  Object.defineProperty(bound, kBoundMethod, { value: method });
+  Object.defineProperty(bound, typeof method === 'string' ? kBoundMethod : kBoundBackend, { value: method });
   libraryProcessClasses.add(bound);
   // The subclass adds nothing: it takes Process's options, checked against the target as Process's are.
   return bound as typeof Process;
@@ -459,9 +466,6 @@ export function processCpuCount(): number {
 
 /** A no-op, for ported code (Python needs it for frozen Windows executables). */
 export function freezeSupport(): void {}
-
-/** The exit promise of a child's sentinel, for `connection.wait`. */
-export { sentinelExit };
 
 // ---- what happens at exit --------------------------------------------------------------------
 

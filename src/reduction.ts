@@ -10,7 +10,7 @@
 import * as v8 from 'node:v8';
 import type { Socket } from 'node:net';
 import { MessagePort, type Transferable } from 'node:worker_threads';
-import { errorClasses, PicklingError, UnpicklingError } from './errors.js';
+import { errorClasses, PicklingError, UnpicklingError, ValueError } from './errors.js';
 import { functionFromSource, lookupLoaded, refOf, resolveRef, sourceOf, type SourceFunction, type TaskRef } from './tasks.js';
 
 /** Library objects implement this to travel as live handles. */
@@ -21,7 +21,7 @@ export interface Reduced {
   state: unknown;
 }
 
-export interface Reducible {
+interface Reducible {
   [reduceSymbol](ctx: ReduceContext): Reduced;
 }
 
@@ -35,12 +35,31 @@ export interface ReduceContext {
   handles: Socket[];
   /** Modules the receiver will import to find tasks and classes (the forkserver preloads them). */
   modules: Set<string>;
+  /** Set when the value leaves this machine (the redis context). */
+  remote?: RemoteNaming;
+}
+
+/** How a value that leaves this machine names its functions and classes (by project path, not by
+ * file URL), and which library objects may go with it. */
+export interface RemoteNaming {
+  name(ref: TaskRef): TaskRef;
+  accepts(kind: string): boolean;
+}
+
+/** Which references a value from another machine may use, and whether functions may come as source. */
+export interface RemoteResolving {
+  /** The local reference for a portable one; throws if it is refused. */
+  resolve(ref: TaskRef): TaskRef;
+  readonly allowSource: boolean;
+  refuseSource(name: string): never;
 }
 
 /** What the receiving side has: the sockets that arrived with the value, in the same order. */
 export interface RebuildContext {
   target: 'process' | 'thread';
   handles: Socket[];
+  /** Set when the value comes from another machine (the redis context). */
+  remote?: RemoteResolving;
 }
 
 export function newReduceContext(target: 'process' | 'thread'): ReduceContext {
@@ -99,7 +118,7 @@ class Walker {
     const ref = refOf(fn);
     if (ref) {
       this.ctx.modules.add(ref.module);
-      return { [TAG]: 'ref', ref };
+      return { [TAG]: 'ref', ref: this.ctx.remote?.name(ref) ?? ref };
     }
     if (!functionSlot) {
       throw new PicklingError(
@@ -134,6 +153,12 @@ class Walker {
     if (typeof reducer === 'function') {
       this.changed = true;
       const { kind, state } = reducer.call(o, this.ctx);
+      if (this.ctx.remote && !this.ctx.remote.accepts(kind)) {
+        throw new ValueError(
+          `Can't send ${path}: a ${kind} of this machine's contexts cannot reach another machine; ` +
+            "use the redis context's objects (mixing contexts is not allowed).",
+        );
+      }
       const record: Record_ = { [TAG]: 'obj', kind, state: undefined };
       this.seen.set(o, record);
       // A handle's state may hold other library objects (a queue's locks): they travel too.
@@ -153,7 +178,7 @@ class Walker {
       if (ref) {
         this.changed = true;
         this.ctx.modules.add(ref.module);
-        const record: Record_ = { [TAG]: 'inst', ref, fields: {} };
+        const record: Record_ = { [TAG]: 'inst', ref: this.ctx.remote?.name(ref) ?? ref, fields: {} };
         this.seen.set(o, record);
         record.fields = this.plain(o, path, true) as Record<string, unknown>;
         return record;
@@ -278,19 +303,35 @@ const reducerHomes: Record<string, string> = {
   SharedMemory: 'sharedMemory', ShareableList: 'sharedMemory',
   Connection: 'connection',
   'managers.Proxy': 'managers',
+  // The redis context's objects (src/redis/).
+  'redis.Queue': 'redis/queues', 'redis.JoinableQueue': 'redis/queues', 'redis.SimpleQueue': 'redis/queues',
+  'redis.Lock': 'redis/synchronize', 'redis.RLock': 'redis/synchronize', 'redis.Semaphore': 'redis/synchronize',
+  'redis.BoundedSemaphore': 'redis/synchronize', 'redis.Condition': 'redis/synchronize', 'redis.Event': 'redis/synchronize',
+  'redis.Barrier': 'redis/synchronize', 'redis.Value': 'redis/sharedctypes',
+  'redis.dict': 'redis/managers', 'redis.list': 'redis/managers', 'redis.Namespace': 'redis/managers',
 };
 
 /** What a graph needs before `rebuildSync` can resolve it: task modules, and handle modules. */
-function pending(graph: unknown, refs: TaskRef[], homes: Set<string>, seen: Set<object>): void {
+function pending(graph: unknown, refs: TaskRef[], homes: Set<string>, seen: Set<object>, ctx: RebuildContext): void {
   if (typeof graph !== 'object' || graph === null || seen.has(graph)) return;
   seen.add(graph);
   if (isRecord(graph)) {
-    if ((graph[TAG] === 'ref' || graph[TAG] === 'inst') && lookupLoaded(graph.ref) === undefined) refs.push(graph.ref);
+    if (graph[TAG] === 'ref' || graph[TAG] === 'inst') {
+      const ref = localRef(graph.ref, ctx);
+      if (lookupLoaded(ref) === undefined) refs.push(ref);
+    }
+    if (graph[TAG] === 'src' && ctx.remote && !ctx.remote.allowSource) ctx.remote.refuseSource(graph.fn.name);
     if (graph[TAG] === 'obj' && !rebuilders.has(graph.kind) && reducerHomes[graph.kind]) homes.add(reducerHomes[graph.kind]!);
   }
   if (ArrayBuffer.isView(graph) || graph instanceof ArrayBuffer) return;
   const values = graph instanceof Map ? [...graph.keys(), ...graph.values()] : graph instanceof Set ? [...graph] : Object.values(graph);
-  for (const v of values) pending(v, refs, homes, seen);
+  for (const v of values) pending(v, refs, homes, seen, ctx);
+}
+
+/** A reference from another machine names a module by its project path: this machine's module for
+ * it, if allowed. */
+function localRef(ref: TaskRef, ctx: RebuildContext): TaskRef {
+  return ctx.remote ? ctx.remote.resolve(ref) : ref;
 }
 
 /** Rebuilds in place: the graph came fresh from v8.deserialize or postMessage. */
@@ -345,18 +386,19 @@ function rebuildRecord(
       return live;
     }
     case 'ref': {
-      const fn = lookupLoaded(r.ref);
+      const fn = lookupLoaded(localRef(r.ref, ctx));
       if (fn === undefined) throw notLoaded('Task', r.ref);
       done.set(r, fn);
       return fn;
     }
     case 'src': {
+      if (ctx.remote && !ctx.remote.allowSource) ctx.remote.refuseSource(r.fn.name);
       const fn = functionFromSource(r.fn);
       done.set(r, fn);
       return fn;
     }
     case 'inst': {
-      const cls = lookupLoaded(r.ref) as { prototype: object } | undefined;
+      const cls = lookupLoaded(localRef(r.ref, ctx)) as { prototype: object } | undefined;
       if (!cls) throw notLoaded('Class', r.ref);
       const instance = Object.create(cls.prototype) as Record<string, unknown>;
       done.set(r, instance);
@@ -395,7 +437,7 @@ function importInTurn(load: () => Promise<unknown>): Promise<unknown> {
 export async function rebuild(graph: unknown, ctx: RebuildContext): Promise<unknown> {
   const refs: TaskRef[] = [];
   const homes = new Set<string>();
-  pending(graph, refs, homes, new Set());
+  pending(graph, refs, homes, new Set(), ctx);
   if (homes.size > 0) {
     await importInTurn(() => Promise.all([...homes].map((home) => import(new URL(`./${home}${moduleExtension}`, import.meta.url).href))));
   }

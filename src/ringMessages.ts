@@ -40,7 +40,7 @@ export function decodeMessage(bytes: Uint8Array, owned = false): unknown {
 }
 
 /** A decoded message's value: at once, or, for `Later`, a Promise of it. */
-export function settleMessage(decoded: unknown): unknown {
+function settleMessage(decoded: unknown): unknown {
   return decoded instanceof Later ? loads(decoded.bytes) : decoded;
 }
 

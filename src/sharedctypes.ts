@@ -9,7 +9,7 @@
 import { IndexError, ValueError } from './errors.js';
 import { allocate, attachBlock, blockState, checkTarget, freeWith, type Block, type BlockState, type MemoryKind } from './heap.js';
 import { reduce, reduceSymbol, registerReducer, type ReduceContext, type Reduced } from './reduction.js';
-import { LockLike, RLock, type AcquireOptions } from './synchronize.js';
+import { LockWrapper, RLock, type Acquirable, type AcquireOptions } from './synchronize.js';
 import { memoryKindFor, registerClasses, type MemoryOptions } from './context.js';
 import { callable } from './util.js';
 
@@ -83,9 +83,30 @@ function toStored(typecode: Typecode, x: unknown): number | bigint {
   throw new TypeError(`a number is required for typecode '${typecode}', got ${typeof x}`);
 }
 
-function fromStored<T extends Typecode>(typecode: T, v: number | bigint): TypecodeValue[T] {
+export function fromStored<T extends Typecode>(typecode: T, v: number | bigint): TypecodeValue[T] {
   return (typecode === 'c' ? String.fromCharCode(v as number) : v) as TypecodeValue[T];
 }
+
+/** What a Value of `typecode` holds once `x` is written to it (the typed array's conversion: C's
+ * truncation and wrap-around); the redis context's Values convert through it too. */
+export function coerceValue(typecode: Typecode, x: unknown): number | bigint {
+  const info = typeInfo(typecode);
+  const cell = new info.ctor(new ArrayBuffer(info.size), 0, 1);
+  cell[0] = toStored(typecode, x);
+  return cell[0]!;
+}
+
+/** `old + delta` as a Value of `typecode` holds it; 'c' has no arithmetic (Python's TypeError). */
+export function addedValue(typecode: Typecode, old: number | bigint, delta: unknown): number | bigint {
+  if (typecode === 'c') throw new TypeError("unsupported operand type(s) for +: a 'c' Value holds one byte, not a number");
+  if (TYPES[typecode].big) return coerceValue(typecode, (old as bigint) + (toStored(typecode, delta) as bigint));
+  return coerceValue(typecode, (old as number) + (toStored(typecode, delta) as number));
+}
+
+/** Integer views of 1, 2, 4 and 8 bytes: a value's bytes for compare-and-swap. */
+const BITS: Record<number, new (buffer: ArrayBufferLike, byteOffset: number, length: number) => Int8Array | Int16Array | Int32Array | BigInt64Array> = {
+  1: Int8Array, 2: Int16Array, 4: Int32Array, 8: BigInt64Array,
+};
 
 function formatValue(typecode: Typecode, v: unknown): string {
   if (typecode === 'c') return `b${JSON.stringify(v)}`.replace(/"/g, "'");
@@ -140,6 +161,37 @@ class RawValueClass<T extends Typecode = Typecode> {
   }
   set value(x: TypecodeValue[T]) {
     this._view[0] = toStored(this.typecode, x);
+  }
+
+  /** `value`, as a method: the form the redis context's Values have (`await v.get()` works on both). */
+  get(): TypecodeValue[T] {
+    return this.value;
+  }
+  set(x: TypecodeValue[T]): void {
+    this.value = x;
+  }
+
+  /** Adds `delta` atomically (a compare-and-swap on the value's bytes, so concurrent adds from
+   * other processes are never lost) and returns the new value; wraps around as C does. */
+  add(delta: TypecodeValue[T] | number): TypecodeValue[T] {
+    const info = TYPES[this.typecode];
+    const bits = new BITS[info.size]!(this._block.buffer, this._block.offset, 1);
+    const scratch = new ArrayBuffer(8);
+    const scratchBits = new BITS[info.size]!(scratch, 0, 1);
+    const scratchValue = new info.ctor(scratch, 0, 1);
+    // (Atomics' overloads take either number or bigint arrays; both kinds go through here.)
+    const cas = Atomics as unknown as {
+      load(a: typeof bits, i: number): number | bigint;
+      compareExchange(a: typeof bits, i: number, expected: number | bigint, value: number | bigint): number | bigint;
+    };
+    for (;;) {
+      const before = cas.load(bits, 0);
+      scratchBits[0] = before;
+      scratchValue[0] = addedValue(this.typecode, scratchValue[0]!, delta);
+      if (cas.compareExchange(bits, 0, before, scratchBits[0]!) === before) {
+        return fromStored(this.typecode, scratchValue[0]!);
+      }
+    }
   }
 
   toString(): string {
@@ -280,7 +332,7 @@ function reduceLock(lock: CtypesLock, ctx: ReduceContext): unknown {
   return reduce(lock, ctx).graph;
 }
 
-abstract class SynchronizedBase<O extends RawValue | RawArray> extends LockLike {
+abstract class SynchronizedBase<O extends RawValue | RawArray> extends LockWrapper {
   constructor(
     /** @internal */ protected readonly _obj: O,
     /** @internal */ protected readonly _lock: CtypesLock,
@@ -294,14 +346,8 @@ abstract class SynchronizedBase<O extends RawValue | RawArray> extends LockLike 
   getObj(): O {
     return this._obj;
   }
-  acquire(options?: AcquireOptions | boolean, timeout?: number | null): Promise<boolean> {
-    return this._lock.acquire(options, timeout);
-  }
-  acquireSync(options?: AcquireOptions | boolean, timeout?: number | null): boolean {
-    return this._lock.acquireSync(options, timeout);
-  }
-  release(): void {
-    this._lock.release();
+  protected get wrappedLock(): Acquirable {
+    return this._lock;
   }
   /** @internal Runs `fn` holding the lock (blocking this thread while another holds it). */
   protected _locked<R>(fn: () => R): R {
@@ -333,6 +379,19 @@ export class Synchronized<T extends Typecode = Typecode> extends SynchronizedBas
   }
   get typecode(): T {
     return this._obj.typecode;
+  }
+
+  /** `value`, as a method (each takes the lock): the redis context's Values' form. */
+  get(): TypecodeValue[T] {
+    return this.value;
+  }
+  set(x: TypecodeValue[T]): void {
+    this.value = x;
+  }
+
+  /** Adds `delta` holding the lock, and returns the new value (`v.value += d` is not atomic). */
+  add(delta: TypecodeValue[T] | number): TypecodeValue[T] {
+    return this._locked(() => this._obj.add(delta));
   }
 
   [reduceSymbol](ctx: ReduceContext): Reduced {

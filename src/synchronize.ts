@@ -137,7 +137,7 @@ export async function withLock<T>(
 
 /** What Lock, RLock, Semaphore, Condition and sharedctypes' Synchronized wrappers share: `with`
  * and the disposers, in terms of `acquire` and `release` (not exported by index.ts). */
-export abstract class LockLike {
+abstract class LockLike {
   abstract acquire(options?: AcquireOptions | boolean, timeout?: number | null): Promise<boolean>;
   abstract acquireSync(options?: AcquireOptions | boolean, timeout?: number | null): boolean;
   abstract release(): void;
@@ -152,6 +152,25 @@ export abstract class LockLike {
   }
   async [Symbol.asyncDispose](): Promise<void> {
     this.release();
+  }
+}
+
+/** What a LockWrapper needs of its lock. */
+export type Acquirable = Pick<LockLike, 'acquire' | 'acquireSync' | 'release'>;
+
+/** A lock-like object around a lock of its own (Python's Condition, sharedctypes' synchronized
+ * wrappers): acquiring and releasing it acquire and release that lock. */
+export abstract class LockWrapper extends LockLike {
+  /** The lock that `acquire` and `release` act on. */
+  protected abstract get wrappedLock(): Acquirable;
+  acquire(options?: AcquireOptions | boolean, timeout?: number | null): Promise<boolean> {
+    return this.wrappedLock.acquire(options, timeout);
+  }
+  acquireSync(options?: AcquireOptions | boolean, timeout?: number | null): boolean {
+    return this.wrappedLock.acquireSync(options, timeout);
+  }
+  release(): void {
+    this.wrappedLock.release();
   }
 }
 
@@ -620,7 +639,7 @@ function leaveWaiters(w: Int32Array, entrySeq: number): boolean {
 }
 
 /** A condition variable over a Lock or RLock (a new RLock by default). */
-export class Condition extends LockLike {
+export class Condition extends LockWrapper {
   /** @internal */ readonly _block: Block;
   private readonly _w: Int32Array;
   private readonly _lock: OwnedLock;
@@ -637,14 +656,8 @@ export class Condition extends LockLike {
     }
   }
 
-  acquire(options?: AcquireOptions | boolean, timeout?: number | null): Promise<boolean> {
-    return this._lock.acquire(options, timeout);
-  }
-  acquireSync(options?: AcquireOptions | boolean, timeout?: number | null): boolean {
-    return this._lock.acquireSync(options, timeout);
-  }
-  release(): void {
-    this._lock.release();
+  protected get wrappedLock(): Acquirable {
+    return this._lock;
   }
 
   /** Releases the lock (every level of an RLock), waits for a notify or `timeout` seconds, takes

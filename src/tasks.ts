@@ -18,6 +18,8 @@ export interface TaskRef {
   module: string;
   key: string;
   name: string;
+  /** A hash of the module's file, when the reference goes to another machine (src/redis/naming.ts). */
+  hash?: string;
 }
 
 interface Registry {
@@ -110,6 +112,11 @@ export function serializable<C extends abstract new (...args: never[]) => object
   if (typeof cls !== 'function') throw new TypeError('mp.serializable() takes a class');
   if (!registry.refs.has(cls)) register(cls, serializable, options);
   return cls;
+}
+
+/** The modules (file URLs) loaded in this process that define tasks or classes. */
+export function taskModules(): string[] {
+  return [...registry.byModule.keys()];
 }
 
 export function refOf(value: object): TaskRef | undefined {

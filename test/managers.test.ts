@@ -364,6 +364,9 @@ describe('SyncManager objects used from child processes', () => {
     const indices = await m.list<number>();
     const parties = [0, 1].map(() => new mp.Process({ target: barrierParty, args: [b, indices] }));
     parties.forEach((q) => q.start());
+    // The barrier's timeout counts from here: wait until both children have reached it (starting a
+    // process on a loaded machine can take longer than the timeout).
+    while ((await b.nWaiting) < 2) await new Promise((r) => setTimeout(r, 20));
     const mine = await b.wait(10);
     await Promise.all(parties.map((q) => q.join(30)));
     assert.deepEqual([mine, ...(await indices.copy())].sort(), [0, 1, 2]);

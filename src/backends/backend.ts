@@ -5,6 +5,7 @@
 import type { Transferable } from 'node:worker_threads';
 import type { Socket } from 'node:net';
 import { constants } from 'node:os';
+import type { RemoteNaming } from '../reduction.js';
 
 export type StartMethod = 'spawn' | 'forkserver' | 'thread';
 
@@ -51,9 +52,12 @@ export interface StartRequest {
 }
 
 export interface Backend {
-  readonly method: StartMethod;
+  /** 'redis': the child runs on a worker program of the redis context (src/redis/process.ts). */
+  readonly method: StartMethod | 'redis';
   /** Which kind of channel reaches the child: process objects reduce differently for each. */
   readonly target: 'process' | 'thread';
+  /** Set when the child runs on another machine: how functions and classes are named there. */
+  readonly remote?: RemoteNaming;
   start(request: StartRequest): Popen;
 }
 

@@ -12,13 +12,14 @@
  */
 import { inspect } from 'node:util';
 import { type Address } from '../connection.js';
-import { AttributeError, IndexError, TimeoutError, ValueError } from '../errors.js';
+import { AttributeError, TimeoutError, ValueError } from '../errors.js';
 import { currentProcess, parentProcess } from '../process.js';
 import { reduceSymbol, registerReducer, type Reduced } from '../reduction.js';
 import { task } from '../tasks.js';
 import { finalize, raceTimeout } from '../util.js';
 import { normalizeAcquire, withLock, type AcquireOptions } from '../synchronize.js';
 import { currentServer, sameAddress, type Token } from './server.js';
+import { itemsByIndex } from './pyvalues.js';
 import { deadlineAfter, secondsUntil } from '../futex.js';
 
 import { connectionsTo, convertToError, type ManagerConnections } from './sessions.js';
@@ -603,15 +604,8 @@ export class ListProxy<T = unknown> extends BaseProxy implements AsyncIterable<T
   }
 
   /** Python iterates a ListProxy through `__getitem__` until IndexError: it sees live changes. */
-  async *[Symbol.asyncIterator](): AsyncIterator<T> {
-    for (let i = 0; ; i++) {
-      try {
-        yield await this.getItem(i);
-      } catch (error) {
-        if (error instanceof IndexError) return;
-        throw error;
-      }
-    }
+  [Symbol.asyncIterator](): AsyncIterator<T> {
+    return itemsByIndex((i) => this.getItem(i));
   }
 }
 

@@ -8,6 +8,7 @@
  * `1`, `'1'` and `0.25` are three keys, `1` and `1n` one. Tuples and bytes compare by content.
  * Booleans stay distinct from 1 and 0 (in Python `True == 1`; a JavaScript user does not expect it).
  */
+import { IndexError } from '../errors.js';
 
 /** A Python-style TypeError (for `unhashable type` and unorderable comparisons). */
 function typeError(message: string): TypeError {
@@ -60,6 +61,12 @@ function canonical(key: unknown, where: string): string {
       if (key instanceof Uint8Array) return `y:${Buffer.from(key.buffer, key.byteOffset, key.byteLength).toString('hex')}`;
   }
   throw typeError(`unhashable type: '${pyTypeName(key)}'${where}`);
+}
+
+/** The text that stands for a hashable key: equal keys (as above) have the same text, and keys
+ * that differ have different texts (a dict of the redis context stores its keys under it). */
+export function canonicalKey(key: unknown): string {
+  return canonical(key, '');
 }
 
 /**
@@ -259,3 +266,16 @@ export function pyRepr(value: unknown, seen = new Set<unknown>()): string {
 
 /** Objects that know their own Python repr (the server's referents). */
 export const pyReprSymbol = Symbol.for('multiprocessing-ts.pyRepr');
+
+/** Python's iteration of a sequence through `__getitem__`: index 0, 1, ... until IndexError (a
+ * list proxy's iteration, which sees changes made meanwhile). */
+export async function* itemsByIndex<T>(getItem: (index: number) => Promise<T>): AsyncGenerator<T> {
+  for (let i = 0; ; i++) {
+    try {
+      yield await getItem(i);
+    } catch (error) {
+      if (error instanceof IndexError) return;
+      throw error;
+    }
+  }
+}

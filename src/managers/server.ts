@@ -30,7 +30,7 @@ export interface Token {
 }
 
 export type Request = [id: string | null, method: string, args: unknown[], kwds: Record<string, unknown> | null];
-export type ReplyKind = '#RETURN' | '#ERROR' | '#TRACEBACK' | '#UNSERIALIZABLE' | '#PROXY';
+type ReplyKind = '#RETURN' | '#ERROR' | '#TRACEBACK' | '#UNSERIALIZABLE' | '#PROXY';
 export type Reply = [kind: ReplyKind, result: unknown];
 
 /** One registered type, as the server sees it. */
@@ -94,13 +94,13 @@ function tupleRepr(names: readonly string[]): string {
 }
 
 /** Python's `traceback.format_exc()`, in JavaScript's words. */
-export function formatException(error: unknown): string {
+function formatException(error: unknown): string {
   if (error instanceof Error) return `${error.stack ?? `${error.name}: ${error.message}`}\n`;
   return `${String(error)}\n`;
 }
 
 /** Calls a registered callable: a class is constructed, a function called. */
-export function instantiate(callable: (...args: unknown[]) => unknown, args: unknown[]): unknown {
+function instantiate(callable: (...args: unknown[]) => unknown, args: unknown[]): unknown {
   const source = Function.prototype.toString.call(callable);
   if (/^class\b/.test(source)) return Reflect.construct(callable, args);
   return callable(...args);

@@ -1,0 +1,278 @@
+/**
+ * The producer's end of a task stream (stream.ts): a pool's (or a context's Processes') tasks go
+ * out, results come back. It keeps every task until its result arrives, so that when Redis loses
+ * the stream (a restart without persistence) it opens it again and sends them once more; workers
+ * simply find the pool again. Results of a task after its first are dropped (first result wins).
+ */
+import { getLogger } from '../logger.js';
+import {
+  connect, disconnect, keepAlive, KeyKeeper, newId, whileAlive, type RedisClient, type RedisSettings,
+} from './client.js';
+import {
+  ADD_TASKS, CLOSE_POOL, fnField, INIT_FIELD, INITARGS_FIELD, OPEN_POOL, poolKeys, POOLS, readResults, STARTED, type PoolKeys,
+  type ResultRecord,
+} from './stream.js';
+
+export interface ResultHandler {
+  /** A task's result (the first one for its seq). */
+  onResult(record: ResultRecord, consumer: string): void;
+  /** The stream cannot be used (Redis unreachable at start, AUTH...): everything waiting fails. */
+  onFatal(error: Error): void;
+}
+
+interface Unfinished {
+  entry: Buffer;
+  /** The stream entry id, once Redis has replied (for `drop`). */
+  id: string | null;
+}
+
+const RESULTS_PER_POP = 1000;
+const ADD_BATCH = 1000;
+/** Seconds a result read blocks before it looks again whether it is still wanted. */
+const RESULT_WAIT = 1;
+
+// A pool never closed is closed when the program ends (Python's pool finalizer terminates it), so
+// its keys do not wait for their TTL.
+const unclosed = new Set<Producer>();
+process.on('beforeExit', () => {
+  for (const producer of unclosed) void producer.close();
+});
+
+export class Producer {
+  readonly keys: PoolKeys;
+  private client: RedisClient | null = null;
+  private reader: RedisClient | null = null;
+  private keeper: KeyKeeper | null = null;
+  private readonly ready: Promise<void>;
+  private readonly unfinished = new Map<number, Unfinished>();
+  private readonly fns = new Map<number, Buffer>();
+  private init: [fn: Buffer, args: Buffer] | null = null;
+  private outbox: number[] = [];
+  private flushScheduled = false;
+  private reading = false;
+  private closed = false;
+  private recovering: Promise<void> | null = null;
+  /** Releases the program once no result is due (the sockets do not keep it alive). */
+  private release: (() => void) | null = null;
+
+  constructor(
+    private readonly settings: RedisSettings,
+    private readonly handler: ResultHandler,
+    id = newId(),
+  ) {
+    this.keys = poolKeys(id);
+    unclosed.add(this);
+    this.ready = this.open();
+    this.ready.catch((error: Error) => handler.onFatal(error));
+  }
+
+  private async open(): Promise<void> {
+    const client = await connect(this.settings.url, { role: 'producer' });
+    let reader: RedisClient;
+    try {
+      reader = await connect(this.settings.url, { role: 'results', blocking: true });
+    } catch (error) {
+      disconnect(client);
+      throw error;
+    }
+    if (this.closed) {
+      disconnect(client);
+      disconnect(reader);
+      return;
+    }
+    this.client = client;
+    this.reader = reader;
+    this.keeper = new KeyKeeper(client, this.settings.keyTtl);
+    this.keeper.add(this.keys.tasks, this.keys.fns, POOLS);
+    await this.openStream();
+    // After a reconnection, Redis may have lost everything (restarted without persistence).
+    client.on('ready', () => void this.recover());
+  }
+
+  /** Creates the stream, group and registration (again, after Redis lost them) and announces it. */
+  private async openStream(): Promise<void> {
+    const client = this.client!;
+    const { claimIdle, maxDeliveries, keyTtl } = this.settings;
+    await OPEN_POOL.run(client, [this.keys.tasks, this.keys.fns, POOLS], [
+      this.keys.id, JSON.stringify({ claimIdle, maxDeliveries }), Math.ceil(keyTtl * 1000),
+    ]);
+    const pipeline = client.pipeline();
+    if (this.init) pipeline.hset(this.keys.fns, INIT_FIELD, this.init[0], INITARGS_FIELD, this.init[1]);
+    for (const [fnId, bytes] of this.fns) pipeline.hset(this.keys.fns, fnField(fnId), bytes);
+    pipeline.publish(POOLS, this.keys.id);
+    await pipeline.exec();
+  }
+
+  /** The pool's initializer and its arguments (encoded); workers run it before the pool's tasks. */
+  setInitializer(fn: Buffer, args: Buffer): void {
+    this.init = [fn, args];
+  }
+
+  /** Sends a function before the tasks that use it. */
+  defineFunction(fnId: number, bytes: Buffer): void {
+    this.fns.set(fnId, bytes);
+    this.outbox.push(-fnId);
+    this.scheduleFlush();
+  }
+
+  /** Queues a task (its entry: header and body, stream.ts); tasks queued in one synchronous run go
+   * out in one pipeline. */
+  send(seq: number, entry: Buffer): void {
+    this.unfinished.set(seq, { entry, id: null });
+    this.outbox.push(seq);
+    this.scheduleFlush();
+    this.startReading();
+  }
+
+  private scheduleFlush(): void {
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    queueMicrotask(() => void this.flush());
+  }
+
+  private async flush(): Promise<void> {
+    await this.ready.catch(() => {});
+    if (this.recovering) await this.recovering;
+    this.flushScheduled = false;
+    const items = this.outbox;
+    this.outbox = [];
+    if (this.closed || items.length === 0 || !this.client) return;
+    // Functions first (a flush keeps the order of submission, and a task's function came before
+    // it), then the tasks in scripts of up to ADD_BATCH entries: one command each, not one per task.
+    const fnIds = items.filter((item) => item < 0).map((item) => -item);
+    const seqs = items.filter((item) => item > 0 && this.unfinished.has(item));
+    try {
+      if (fnIds.length > 0) {
+        await this.client.hset(this.keys.fns, ...fnIds.flatMap((id) => [fnField(id), this.fns.get(id)!]));
+      }
+      const sends: Array<Promise<void>> = [];
+      for (let i = 0; i < seqs.length; i += ADD_BATCH) sends.push(this.add(seqs.slice(i, i + ADD_BATCH)));
+      await Promise.all(sends);
+    } catch (error) {
+      this.handler.onFatal(error as Error);
+    }
+  }
+
+  /** Adds tasks to the stream; if Redis lost it (restarted), opens it again and resends. */
+  private async add(seqs: number[]): Promise<void> {
+    const entries = seqs.map((seq) => this.unfinished.get(seq)!.entry); // all there: checked in this tick
+    const ids = (await ADD_TASKS.run(this.client!, [this.keys.tasks], entries)) as string[] | null;
+    if (!ids) {
+      void this.recover();
+      return;
+    }
+    seqs.forEach((seq, i) => {
+      const task = this.unfinished.get(seq);
+      if (task) task.id = ids[i]!;
+    });
+  }
+
+  /** Opens the stream again if Redis lost it, and sends again every task not finished. */
+  private recover(): Promise<void> {
+    if (this.closed || !this.client) return Promise.resolve();
+    this.recovering ??= (async () => {
+      try {
+        if ((await this.client!.exists(this.keys.tasks)) === 1) {
+          // The stream is there: only tasks whose XADD found none need sending.
+          for (const [seq, task] of this.unfinished) if (task.id === null) this.outbox.push(seq);
+        } else {
+          getLogger().warning('Redis lost pool %s (restarted?): opening it again and resending %d tasks', this.keys.id, this.unfinished.size);
+          await this.openStream();
+          for (const seq of this.unfinished.keys()) this.outbox.push(seq);
+        }
+      } finally {
+        this.recovering = null;
+      }
+      this.scheduleFlush();
+    })();
+    return this.recovering;
+  }
+
+  /** Tasks no longer wanted (a cancelled call): removed from the stream if no worker took them yet. */
+  drop(seqs: number[]): void {
+    const ids: string[] = [];
+    for (const seq of seqs) {
+      const task = this.unfinished.get(seq);
+      if (!task) continue;
+      this.unfinished.delete(seq);
+      if (task.id) ids.push(task.id);
+    }
+    if (ids.length > 0 && this.client) void this.client.xdel(this.keys.tasks, ...ids).catch(() => {});
+    this.maybeStopReading();
+  }
+
+  /** Publishes on a channel (a worker's, for the processes it runs). */
+  publish(channel: string, message: string): void {
+    void this.ready.then(() => this.client!.publish(channel, message)).catch(() => {});
+  }
+
+  get pending(): number {
+    return this.unfinished.size;
+  }
+
+  // ---- results ------------------------------------------------------------------------------
+
+  private startReading(): void {
+    if (this.reading || this.closed) return;
+    this.reading = true;
+    this.release ??= keepAlive();
+    void this.readResults();
+  }
+
+  private maybeStopReading(): void {
+    if (this.unfinished.size === 0 && this.release) {
+      this.release();
+      this.release = null;
+    }
+  }
+
+  private async readResults(): Promise<void> {
+    try {
+      await this.ready;
+      while (!this.closed && this.unfinished.size > 0) {
+        const reply = (await this.reader!.blmpopBuffer(RESULT_WAIT, 1, this.keys.results, 'LEFT', 'COUNT', RESULTS_PER_POP)) as
+          | [Buffer, Buffer[]]
+          | null;
+        if (!reply || this.closed) continue;
+        for (const batch of reply[1]) {
+          const { consumer, records } = readResults(batch);
+          for (const record of records) {
+            // A later result of a finished task is dropped; STARTED is news about an unfinished one.
+            const known = record.status === STARTED ? this.unfinished.has(record.seq) : this.unfinished.delete(record.seq);
+            if (known) this.handler.onResult(record, consumer);
+          }
+        }
+        this.maybeStopReading();
+      }
+    } catch (error) {
+      if (!this.closed) this.handler.onFatal(error as Error);
+    } finally {
+      this.reading = false;
+      this.maybeStopReading();
+      if (!this.closed && this.unfinished.size > 0) this.startReading();
+    }
+  }
+
+  // ---- closing ------------------------------------------------------------------------------
+
+  /** Deletes the pool's keys (workers drop what they still run for it) and disconnects. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    unclosed.delete(this);
+    this.unfinished.clear();
+    this.maybeStopReading();
+    this.keeper?.stop();
+    try {
+      await whileAlive(this.ready);
+    } catch {
+      return; // never connected: nothing to delete
+    }
+    try {
+      await whileAlive(CLOSE_POOL.run(this.client!, [this.keys.tasks, this.keys.results, this.keys.fns, POOLS], [this.keys.id]));
+    } finally {
+      disconnect(this.client);
+      disconnect(this.reader);
+    }
+  }
+}

@@ -1,0 +1,551 @@
+/**
+ * The worker program (`multiprocessing-ts worker --redis URL --import ./dist/tasks.js`): one per
+ * machine. It pulls tasks from the streams of every live pool into a local Pool of its own (which
+ * supervises the processes: a crash or a timeout fails that task alone), writes results back,
+ * keeps its claim on what it runs, takes over the tasks of workers that died, one at a time, and
+ * shows what it runs. SIGTERM stops it cleanly: it stops pulling and finishes what it holds.
+ */
+import { resolve as resolvePath } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { getContext } from '../context.js';
+import type { Process } from '../process.js';
+import type { BasePool } from '../pool.js';
+import { dumps, type RebuildContext } from '../reduction.js';
+import { refOf } from '../tasks.js';
+import {
+  connect, disconnect, processTag, redactUrl, whileAlive, type RedisClient,
+} from './client.js';
+import { decodeRemote, ModuleAllowList, remoteReduceContext } from './naming.js';
+import { runStreamProcess, runStreamTask, runStreamTasks, setupTaskRunner } from './runTask.js';
+import {
+  EXITED, FAILED, fnField, GROUP, INIT_FIELD, INITARGS_FIELD, MAX_REPLY_IDS, poolKeys, POOLS, PROCESS, readTask,
+  RECLAIM, REFRESH_CLAIMS, REPLY, ResultBatch, SETTINGS_FIELD, STARTED, workerChannel, type PoolKeys, type PoolSettings,
+} from './stream.js';
+
+export interface WorkerOptions {
+  url: string;
+  /** Modules to import (paths as given on the command line); tasks may come only from these and
+   * the modules they load. */
+  imports: string[];
+  processes: number;
+  context: 'spawn' | 'forkserver' | 'thread';
+  allowSource: boolean;
+  /** Where the worker says what it does (default: stdout). */
+  log?: (line: string) => void;
+}
+
+interface Running {
+  seq: number;
+}
+
+/** A task as read from a stream. */
+type Entry = { id: string } & ReturnType<typeof readTask>;
+
+/** What this worker knows of one pool. */
+class PoolState {
+  readonly running = new Map<string, Running>();
+  readonly functions = new Map<number, Promise<Uint8Array>>();
+  init: Promise<[Uint8Array, Uint8Array] | null> | null = null;
+  batch: ResultBatch | null = null;
+  batchIds: string[] = [];
+  readonly processes = new Map<number, Process>();
+  timers: NodeJS.Timeout[] = [];
+  ran = 0;
+  failed = 0;
+  constructor(
+    readonly keys: PoolKeys,
+    readonly settings: PoolSettings,
+  ) {}
+}
+
+/** How much work a worker holds: enough for ~WINDOW_MS of its processes' time, at least one each. */
+const WINDOW_MS = 20;
+const MAX_PER_PROCESS = 256;
+/** A blocked read returns at least this often (ms), to look at the pools again. */
+const BLOCK_MS = 1000;
+const SUMMARY_EVERY_MS = 5000;
+
+export class StreamWorker {
+  readonly consumer = processTag();
+  private client!: RedisClient;
+  private reader!: RedisClient;
+  private subscriber!: RedisClient;
+  private readerId = 0;
+  private localPool!: BasePool;
+  private allowList!: ModuleAllowList;
+  private readonly rebuildContext = (): RebuildContext => ({ target: 'process', handles: [], remote: this.allowList });
+  private readonly pools = new Map<string, PoolState>();
+  private readonly byStream = new Map<string, PoolState>();
+  private running = 0;
+  /** Average ms a task keeps one local process busy (the window follows it). */
+  private taskMs = -1;
+  /** While a taken-over task runs alone, nothing else is pulled. */
+  private exclusive = false;
+  private poolsChanged = true;
+  private blocked = false;
+  private stopping = false;
+  /** Who waits for something to change (the pull loop, a take-over waiting for quiet). */
+  private sleepers: Array<() => void> = [];
+  private flushScheduled = false;
+  private readonly log: (line: string) => void;
+  private readonly done: Promise<void>;
+  private summaryTimer: NodeJS.Timeout | null = null;
+  private takenOver = 0;
+  /** `./dist/tasks.js:double` for the exports of the imported modules, to show what runs. */
+  private readonly exportNames = new Map<unknown, string>();
+
+  private constructor(private readonly options: WorkerOptions) {
+    this.log = options.log ?? ((line) => process.stdout.write(`${line}\n`));
+    this.done = this.main();
+  }
+
+  /** Starts a worker; `finished` settles when it has stopped. */
+  static start(options: WorkerOptions): StreamWorker {
+    return new StreamWorker(options);
+  }
+
+  get finished(): Promise<void> {
+    return this.done;
+  }
+
+  private async main(): Promise<void> {
+    await whileAlive(this.serve());
+  }
+
+  private async serve(): Promise<void> {
+    const { url, imports, processes, context, allowSource } = this.options;
+    for (const file of imports) {
+      const exports = (await import(pathToFileURL(resolvePath(file)).href)) as Record<string, unknown>;
+      for (const [name, value] of Object.entries(exports)) if (typeof value === 'function') this.exportNames.set(value, `${file}:${name}`);
+    }
+    this.allowList = ModuleAllowList.ofLoadedModules(imports, allowSource);
+    this.client = await connect(url, { role: 'worker' });
+    this.reader = await connect(url, { role: 'worker-reads', blocking: true });
+    this.subscriber = await connect(url, { role: 'worker-pools', blocking: true });
+    this.readerId = Number(await this.reader.client('ID'));
+    this.reader.on('ready', () => void this.reader.client('ID').then((id) => (this.readerId = Number(id))));
+    await this.subscriber.subscribe(POOLS, workerChannel(this.consumer));
+    this.subscriber.on('message', (channel: string, message: string) => {
+      if (channel === POOLS) this.onPoolsChanged();
+      else this.onSignal(message);
+    });
+    this.client.on('ready', () => this.onPoolsChanged()); // after a reconnection: Redis may have restarted
+    this.localPool = new (getContext(context).Pool)(processes, {
+      initializer: setupTaskRunner,
+      initargs: [this.allowList.state],
+    });
+    const modules = this.allowList.state.modules.map((m) => m.path).join(', ') || 'none';
+    this.log(
+      `worker ${this.consumer}: ${redactUrl(url)}, ${processes} ${context} processes, tasks from: ${modules}` +
+        (allowSource ? ' (and functions sent as source)' : ''),
+    );
+    this.summaryTimer = setInterval(() => this.summarise(), SUMMARY_EVERY_MS);
+    this.summaryTimer.unref();
+    const pollPools = setInterval(() => this.onPoolsChanged(), BLOCK_MS * 2);
+    try {
+      await this.pull();
+    } finally {
+      clearInterval(pollPools);
+      await this.shutDown();
+    }
+  }
+
+  // ---- pools --------------------------------------------------------------------------------
+
+  private onPoolsChanged(): void {
+    this.poolsChanged = true;
+    this.unblock();
+  }
+
+  /** Reads the registry: starts serving new pools, forgets pools that are gone. */
+  private async refreshPools(): Promise<void> {
+    this.poolsChanged = false;
+    const ids = new Set(await this.client.smembers(POOLS));
+    for (const [id, pool] of this.pools) if (!ids.has(id)) this.forgetPool(pool);
+    const fresh = [...ids].filter((id) => !this.pools.has(id));
+    if (fresh.length === 0) return;
+    const pipeline = this.client.pipeline();
+    for (const id of fresh) pipeline.hget(poolKeys(id).fns, SETTINGS_FIELD).exists(poolKeys(id).tasks);
+    const replies = (await pipeline.exec()) ?? [];
+    fresh.forEach((id, i) => {
+      const settings = replies[2 * i]?.[1] as string | null;
+      const exists = replies[2 * i + 1]?.[1] as number;
+      if (exists !== 1) {
+        // Its producer died and its keys expired: take it off the registry.
+        void this.client.srem(POOLS, id);
+        return;
+      }
+      if (settings) this.addPool(new PoolState(poolKeys(id), JSON.parse(settings) as PoolSettings));
+    });
+  }
+
+  private addPool(pool: PoolState): void {
+    this.pools.set(pool.keys.id, pool);
+    this.byStream.set(pool.keys.tasks, pool);
+    const { claimIdle } = pool.settings;
+    // Claims are refreshed three times per claimIdle, so a live worker never looks idle.
+    const refresh = setInterval(() => void this.refreshClaims(pool), (claimIdle * 1000) / 3);
+    const reclaim = setInterval(() => void this.reclaim(pool), Math.max(50, (claimIdle * 1000) / 2));
+    refresh.unref();
+    reclaim.unref();
+    pool.timers.push(refresh, reclaim);
+    this.log(`pool ${pool.keys.id}: serving it`);
+  }
+
+  private forgetPool(pool: PoolState): void {
+    for (const t of pool.timers) clearInterval(t);
+    this.pools.delete(pool.keys.id);
+    this.byStream.delete(pool.keys.tasks);
+    for (const p of pool.processes.values()) if (p.exitcode === null) p.terminate();
+    if (pool.ran > 0) this.log(`pool ${pool.keys.id}: gone (ran ${pool.ran} tasks here, ${pool.failed} failed)`);
+  }
+
+  // ---- pulling ------------------------------------------------------------------------------
+
+  private window(): number {
+    const { processes } = this.options;
+    if (this.taskMs < 0) return 2 * processes;
+    const perProcess = Math.min(MAX_PER_PROCESS, Math.ceil(WINDOW_MS / Math.max(this.taskMs, 0.001)));
+    return processes * Math.max(1, perProcess);
+  }
+
+  /**
+   * Learns how long a task keeps a process busy. While more tasks are here than processes, all of
+   * them are busy and the time between two results is a task's time divided among them; otherwise
+   * a task's time in the local pool is (a little more than) its own.
+   */
+  private learn(latencyMs: number, tasks: number): void {
+    const { processes } = this.options;
+    const now = performance.now();
+    const saturated = this.running > processes && this.lastResultAt > 0;
+    const ms = (saturated ? (now - this.lastResultAt) * processes : latencyMs) / tasks;
+    this.lastResultAt = now;
+    this.taskMs = this.taskMs < 0 ? ms : this.taskMs * 0.8 + ms * 0.2;
+  }
+  private lastResultAt = 0;
+
+  private async pull(): Promise<void> {
+    let full = false;
+    while (!this.stopping) {
+      if (this.poolsChanged) {
+        try {
+          await this.refreshPools();
+        } catch (error) {
+          if (this.stopping) break;
+          this.log(`cannot read the pools: ${(error as Error).message}`);
+          await this.sleep();
+          continue;
+        }
+      }
+      const window = this.window();
+      const room = this.exclusive ? 0 : window - this.running;
+      // Reads go in batches: room for half a window, or nothing left to run.
+      if (room <= 0 || (room < window / 2 && this.running > 0) || this.pools.size === 0) {
+        await this.sleep();
+        continue;
+      }
+      const streams = [...this.byStream.keys()];
+      let reply: Array<[Buffer, Array<[Buffer, Buffer[]]>]> | null;
+      try {
+        this.blocked = !full;
+        const block = full ? [] : ['BLOCK', BLOCK_MS];
+        // (ioredis's overloads do not let COUNT and BLOCK vary: the command is spelt out.)
+        const args = ['GROUP', GROUP, this.consumer, 'COUNT', room, ...block, 'STREAMS', ...streams, ...streams.map(() => '>')];
+        const read = this.reader.xreadgroupBuffer.bind(this.reader) as (...a: unknown[]) => Promise<unknown>;
+        reply = (await read(...args)) as typeof reply;
+      } catch (error) {
+        // NOGROUP: a pool went away (closed, expired, Redis restarted) while we read its stream.
+        if (!this.stopping && !/NOGROUP|UNBLOCKED/.test((error as Error).message)) {
+          this.log(`read failed: ${(error as Error).message}`);
+        }
+        this.poolsChanged = true;
+        continue;
+      } finally {
+        this.blocked = false;
+      }
+      let got = 0;
+      for (const [stream, entries] of reply ?? []) {
+        const pool = this.byStream.get(stream.toString());
+        if (!pool) continue;
+        got += entries.length;
+        this.run(pool, entries.map(([id, fields]) => ({ id: id.toString(), ...readTask(fields[1]!) })));
+      }
+      full = got === room;
+    }
+  }
+
+  /** Waits until something changes: a result freed room, the pools changed, or a stop. */
+  // Callers check their condition and sleep in one synchronous run, so no notify falls between.
+  private sleep(): Promise<void> {
+    return new Promise<void>((resolve) => {
+      this.sleepers.push(resolve);
+      setTimeout(resolve, BLOCK_MS).unref();
+    });
+  }
+
+  private notify(): void {
+    for (const wake of this.sleepers.splice(0)) wake();
+  }
+
+  /** Ends a blocked read now (CLIENT UNBLOCK), so that the pull loop sees what changed. */
+  private unblock(): void {
+    this.notify();
+    if (this.blocked && this.readerId) void this.client.client('UNBLOCK', this.readerId).catch(() => {});
+  }
+
+  // ---- running a task -----------------------------------------------------------------------
+
+  private fnBytes(pool: PoolState, fnId: number): Promise<Uint8Array> {
+    let bytes = pool.functions.get(fnId);
+    if (!bytes) {
+      bytes = (async () => {
+        const b = await this.client.hgetBuffer(pool.keys.fns, fnField(fnId));
+        if (!b) throw new Error(`pool ${pool.keys.id} has no function ${fnId}`);
+        // Resolved here first: a refused module or source function is reported once, by name.
+        try {
+          const fn = (await decodeRemote(b, this.rebuildContext())) as Function;
+          this.log(`pool ${pool.keys.id}: runs ${this.exportNames.get(fn) ?? describe(fn)}`);
+        } catch (error) {
+          this.log(`pool ${pool.keys.id}: ${(error as Error).message}`);
+        }
+        return b;
+      })();
+      pool.functions.set(fnId, bytes);
+    }
+    return bytes;
+  }
+
+  private initializer(pool: PoolState): Promise<[Uint8Array, Uint8Array] | null> {
+    pool.init ??= this.client.hmgetBuffer(pool.keys.fns, INIT_FIELD, INITARGS_FIELD).then(([fn, args]) =>
+      fn && args ? [fn, args] : null);
+    return pool.init;
+  }
+
+  /**
+   * Runs the tasks of one read: a Process or a task with a timeout alone, the others in one batch
+   * per local process (one local call runs several tasks: the local pool's per-call cost is paid
+   * once per batch). Resolves once their results are on their way.
+   */
+  private async run(pool: PoolState, tasks: Entry[]): Promise<void> {
+    for (const t of tasks) {
+      this.running++;
+      pool.running.set(t.id, { seq: t.seq });
+    }
+    const batchable = tasks.filter((t) => t.mode !== PROCESS && t.timeout === null);
+    const size = Math.ceil(batchable.length / this.options.processes);
+    const runs: Array<Promise<void>> = [];
+    for (const t of tasks) {
+      if (t.mode === PROCESS) this.startProcess(pool, t.id, t.seq, t.body);
+      else if (t.timeout !== null) runs.push(this.runAlone(pool, t));
+    }
+    for (let i = 0; i < batchable.length; i += size) {
+      const batch = batchable.slice(i, i + size);
+      runs.push(batch.length === 1 ? this.runAlone(pool, batch[0]!) : this.runBatch(pool, batch));
+    }
+    await Promise.all(runs);
+  }
+
+  private async runAlone(pool: PoolState, t: Entry): Promise<void> {
+    let outcome: Uint8Array;
+    try {
+      const [fn, init] = await Promise.all([this.fnBytes(pool, t.fnId), this.initializer(pool)]);
+      const startedAt = performance.now();
+      outcome = await this.localPool.apply(runStreamTask, [pool.keys.id, t.fnId, fn, init, t.mode, t.body], { timeout: t.timeout });
+      this.learn(performance.now() - startedAt, 1);
+    } catch (error) {
+      // The local pool's own verdict: the process died (WorkerLostError) or ran out of time.
+      outcome = encodeFailure(error);
+    }
+    this.finish(pool, t.id, t.seq, outcome[0]!, outcome.subarray(1));
+  }
+
+  private async runBatch(pool: PoolState, batch: Entry[]): Promise<void> {
+    let outcomes: Uint8Array[];
+    try {
+      const fns: Record<number, Uint8Array> = {};
+      for (const t of batch) fns[t.fnId] ??= await this.fnBytes(pool, t.fnId);
+      const init = await this.initializer(pool);
+      const startedAt = performance.now();
+      const tasks = batch.map((t) => [t.fnId, t.mode, t.body] as [number, number, Uint8Array]);
+      outcomes = await this.localPool.apply(runStreamTasks, [pool.keys.id, fns, init, tasks]);
+      this.learn(performance.now() - startedAt, batch.length);
+    } catch {
+      // The local process died under the batch: each task again alone, so that only a bad one fails.
+      await Promise.all(batch.map((t) => this.runAlone(pool, t)));
+      return;
+    }
+    batch.forEach((t, i) => this.finish(pool, t.id, t.seq, outcomes[i]![0]!, outcomes[i]!.subarray(1)));
+  }
+
+  private finish(pool: PoolState, id: string, seq: number, status: number, body: Uint8Array): void {
+    if (!pool.running.delete(id)) return;
+    this.running--;
+    pool.ran++;
+    if (status === FAILED) pool.failed++;
+    pool.batch ??= new ResultBatch(this.consumer);
+    pool.batch.add(seq, status, body);
+    pool.batchIds.push(id);
+    this.scheduleFlush();
+    this.notify();
+  }
+
+  private scheduleFlush(): void {
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    setImmediate(() => {
+      this.flushScheduled = false;
+      for (const pool of this.pools.values()) void this.flush(pool);
+    });
+  }
+
+  /** Writes a pool's results and acknowledges their tasks, in one REPLY per batch. */
+  private async flush(pool: PoolState): Promise<void> {
+    const batch = pool.batch;
+    if (!batch) return;
+    const ids = pool.batchIds;
+    pool.batch = null;
+    pool.batchIds = [];
+    if (ids.length <= MAX_REPLY_IDS) {
+      await REPLY.run(this.client, [pool.keys.tasks, pool.keys.results], [GROUP, batch.encode(), ...ids]).catch((e) => this.replyFailed(e));
+      return;
+    }
+    // Too many ids for one script call: the results first, then the acknowledgements.
+    await REPLY.run(this.client, [pool.keys.tasks, pool.keys.results], [GROUP, batch.encode()]).catch((e) => this.replyFailed(e));
+    for (let i = 0; i < ids.length; i += MAX_REPLY_IDS) {
+      const part = ids.slice(i, i + MAX_REPLY_IDS);
+      await this.client.xack(pool.keys.tasks, GROUP, ...part).then(() => this.client.xdel(pool.keys.tasks, ...part)).catch(() => {});
+    }
+  }
+
+  private replyFailed(error: Error): void {
+    // Not acknowledged: the tasks stay pending and another worker runs them again after claimIdle.
+    this.log(`could not write results: ${error.message}`);
+  }
+
+  // ---- processes ----------------------------------------------------------------------------
+
+  private startProcess(pool: PoolState, id: string, seq: number, body: Buffer): void {
+    const p = new (getContext(this.options.context).Process)({
+      target: runStreamProcess,
+      args: [this.allowList.state, body],
+    });
+    p.start();
+    pool.processes.set(seq, p);
+    this.log(`pool ${pool.keys.id}: started process ${p.name} (pid ${p.pid})`);
+    const started = new ResultBatch(this.consumer);
+    started.add(seq, STARTED, Buffer.from(JSON.stringify({ pid: p.pid, worker: this.consumer })));
+    void this.client.rpush(pool.keys.results, started.encode()).catch(() => {});
+    void p.join().then(() => {
+      pool.processes.delete(seq);
+      this.log(`pool ${pool.keys.id}: process ${p.name} exited with code ${p.exitcode}`);
+      this.finish(pool, id, seq, EXITED, Buffer.from(JSON.stringify({ exitcode: p.exitcode })));
+    });
+  }
+
+  /** A producer asked to stop one of its processes: `<pool id> <seq> terminate|kill|interrupt`. */
+  private onSignal(message: string): void {
+    const [poolId, seq, signal] = message.split(' ');
+    const p = this.pools.get(poolId!)?.processes.get(Number(seq));
+    if (p && p.exitcode === null && (signal === 'terminate' || signal === 'kill' || signal === 'interrupt')) p[signal]();
+  }
+
+  // ---- claims -------------------------------------------------------------------------------
+
+  private async refreshClaims(pool: PoolState): Promise<void> {
+    const ids = [...pool.running.keys()];
+    for (let i = 0; i < ids.length; i += MAX_REPLY_IDS) {
+      await REFRESH_CLAIMS.run(this.client, [pool.keys.tasks], [GROUP, this.consumer, ...ids.slice(i, i + MAX_REPLY_IDS)]).catch(() => {});
+    }
+  }
+
+  private reclaiming = false;
+
+  /**
+   * Takes over the tasks of workers that stopped answering, one at a time, each running alone
+   * here: if one of them kills its worker, only it is charged a delivery, not a batch around it.
+   */
+  private async reclaim(pool: PoolState): Promise<void> {
+    if (this.reclaiming || this.stopping) return;
+    this.reclaiming = true;
+    try {
+      const { claimIdle, maxDeliveries } = pool.settings;
+      for (;;) {
+        const claimed = (await RECLAIM.runBuffer(this.client, [pool.keys.tasks, pool.keys.results], [
+          GROUP, this.consumer, Math.ceil(claimIdle * 1000), maxDeliveries,
+        ])) as [Buffer, Buffer, number] | null;
+        if (!claimed || this.stopping) break;
+        const [id, entry, deliveries] = claimed;
+        this.takenOver++;
+        this.log(`pool ${pool.keys.id}: took over a task of a worker that stopped answering (delivery ${deliveries})`);
+        this.exclusive = true;
+        // Hold the claim while what runs here finishes, then run the task alone.
+        pool.running.set(id.toString(), { seq: readTask(entry).seq });
+        while (this.running > 0) await this.sleep();
+        pool.running.delete(id.toString());
+        await this.run(pool, [{ id: id.toString(), ...readTask(entry) }]);
+      }
+    } catch (error) {
+      if (!this.stopping) this.log(`taking over tasks failed: ${(error as Error).message}`);
+    } finally {
+      this.exclusive = false;
+      this.reclaiming = false;
+      this.notify();
+    }
+  }
+
+  // ---- stopping -----------------------------------------------------------------------------
+
+  /** Stops pulling, finishes and reports what it holds, then leaves. */
+  stop(): Promise<void> {
+    if (!this.stopping) {
+      this.stopping = true;
+      this.log(`worker ${this.consumer}: stopping, finishing ${this.running} tasks`);
+      this.unblock();
+    }
+    return this.done;
+  }
+
+  private async shutDown(): Promise<void> {
+    while (this.running > 0) await this.sleep();
+    await new Promise((resolve) => setImmediate(resolve)); // the last results' flush
+    await Promise.all([...this.pools.values()].map((pool) => this.flush(pool)));
+    for (const pool of this.pools.values()) {
+      for (const t of pool.timers) clearInterval(t);
+      await this.client.xgroup('DELCONSUMER', pool.keys.tasks, GROUP, this.consumer).catch(() => {});
+    }
+    if (this.summaryTimer) clearInterval(this.summaryTimer);
+    this.summarise();
+    this.localPool.close();
+    await this.localPool.join();
+    disconnect(this.client);
+    disconnect(this.reader);
+    disconnect(this.subscriber);
+    this.log(`worker ${this.consumer}: stopped`);
+  }
+
+  private lastSummary = '';
+  private summarise(): void {
+    let ran = 0;
+    let failed = 0;
+    for (const pool of this.pools.values()) {
+      ran += pool.ran;
+      failed += pool.failed;
+    }
+    const line = `ran ${ran} tasks (${failed} failed, ${this.takenOver} taken over from other workers), running ${this.running}`;
+    if (line !== this.lastSummary) this.log(line);
+    this.lastSummary = line;
+  }
+}
+
+function encodeFailure(error: unknown): Uint8Array {
+  const out = dumps(error, remoteReduceContext(), undefined, 1);
+  out[0] = FAILED;
+  return out;
+}
+
+/** A task that is not an export: its module and place; a function sent as source: its name. */
+function describe(fn: Function): string {
+  const ref = refOf(fn);
+  if (!ref) return `function ${fn.name || '<anonymous>'} (sent as source)`;
+  return `${ref.module}:${ref.name || ref.key}`;
+}

@@ -1,0 +1,159 @@
+// The Pool API on the redis context, with real worker programs and a real redis-server.
+import { describe, it, after, before } from 'node:test';
+import assert from 'node:assert/strict';
+import * as mp from '../src/index.js';
+import { redisForTests } from './redisServer.js';
+import { startWorkers, stopAll, type TestWorker } from './redisWorkers.js';
+import { add, double, fails, initialize, readInitialized, sleepFor, sleepy, whoRuns } from './fixtures/redis/tasks.js';
+
+const redis = await redisForTests({ db: 2 });
+after(() => redis.server?.close());
+
+describe('Pool on the redis context, two workers', { skip: redis.skip }, () => {
+  const server = redis.server!;
+  let workers: TestWorker[] = [];
+  let ctx: mp.RedisContext;
+
+  before(async () => {
+    workers = await startWorkers(server.url, 2, { processes: 1 });
+    ctx = mp.getContext('redis', { url: server.url, claimIdle: 1 });
+  });
+  after(() => stopAll(workers));
+
+  it('apply, applyAsync with callbacks, map, starmap, as a local pool', async () => {
+    await using pool = new ctx.Pool(2);
+    assert.equal(await pool.apply(add, [2, 3]), 5);
+    let called: unknown = null;
+    const res = pool.applyAsync(add, [1, 1], { callback: (v) => (called = v) });
+    assert.equal(await res.get(30), 2);
+    assert.equal(called, 2);
+    assert.ok(res.ready() && res.successful());
+    const xs = Array.from({ length: 100 }, (_, i) => i);
+    assert.deepEqual(await pool.map(double, xs), xs.map((x) => 2 * x));
+    assert.deepEqual(await pool.map(double, xs, 7), xs.map((x) => 2 * x));
+    assert.deepEqual(await pool.starmap(add, [[1, 2], [3, 4]]), [3, 7]);
+    assert.deepEqual(await pool.mapAsync(double, [5]).get(), [10]);
+    assert.deepEqual(await pool.map(double, []), []);
+  });
+
+  it('imap keeps order and reads its input lazily; imapUnordered gives every result', async () => {
+    await using pool = new ctx.Pool(2);
+    let read = 0;
+    function* endless() {
+      for (let i = 0; ; i++) {
+        read++;
+        yield i;
+      }
+    }
+    const got: number[] = [];
+    for await (const v of pool.imap(double, endless(), 2)) {
+      got.push(v);
+      if (got.length === 300) break;
+    }
+    assert.deepEqual(got, Array.from({ length: 300 }, (_, i) => 2 * i));
+    assert.ok(read < 300 + 1000, `read ${read} items of an endless input`);
+    const unordered: number[] = [];
+    for await (const v of pool.imapUnordered(double, [1, 2, 3, 4, 5])) unordered.push(v);
+    assert.deepEqual(unordered.sort((a, b) => a - b), [2, 4, 6, 8, 10]);
+    const it = pool.imap(sleepFor, [3000], 1);
+    await assert.rejects(it.next(0.05), mp.TimeoutError);
+  });
+
+  it("a task's error reaches the caller with its class, message and remote stack, and is not retried", async () => {
+    await using pool = new ctx.Pool(2);
+    let errorSeen: Error | null = null;
+    const res = pool.applyAsync(fails, ['boom'], { errorCallback: (e) => (errorSeen = e) });
+    await assert.rejects(res.get(), (e: Error) => {
+      assert.ok(e instanceof RangeError);
+      assert.equal(e.message, 'boom');
+      assert.equal((e.cause as Error).name, 'RemoteTraceback');
+      assert.match((e.cause as Error).message, /tasks\.ts/);
+      return true;
+    });
+    assert.equal(errorSeen!.message, 'boom');
+    assert.equal(res.successful(), false);
+    // A failed chunk fails the whole map; a failed imap item rejects only its next().
+    await assert.rejects(pool.map(fails, ['a', 'b']), /a|b/);
+    assert.equal(pool.stats().tasksFailed >= 2, true);
+  });
+
+  it('bad input fails at the call or in its own task, as locally', async () => {
+    await using pool = new ctx.Pool(2);
+    await assert.rejects(pool.apply(add, [1, Symbol('x') as unknown as number]), mp.PicklingError);
+    await assert.rejects(pool.map(double, [1], 0), mp.ValueError);
+    const local = new mp.Lock();
+    await assert.rejects(pool.apply(whoRuns, [local as unknown as number]), (e: Error) => e instanceof mp.ValueError && /another machine/.test(e.message));
+    await assert.rejects(pool.join(), /still running/);
+    pool.close();
+    await assert.rejects(pool.apply(double, [1]), /Pool not running/);
+    await pool.join();
+  });
+
+  it('the initializer runs on the workers before the pool\'s tasks', async () => {
+    await using pool = new ctx.Pool(2, { initializer: initialize, initargs: ['ready'] });
+    assert.deepEqual(await pool.map(readInitialized, [null, null, null, null], 1), ['ready', 'ready', 'ready', 'ready']);
+  });
+
+  it('{ signal } cancels a call, { timeout } fails a task that runs too long, { progress } reports', async () => {
+    await using pool = new ctx.Pool(2);
+    const controller = new AbortController();
+    const slow = pool.map(sleepFor, [200, 200, 200, 200, 200, 200, 200, 200], 1, { signal: controller.signal });
+    controller.abort(new Error('stop it'));
+    await assert.rejects(slow, /stop it/);
+    await assert.rejects(pool.apply(sleepy, [1, 5000], { timeout: 0.3 }), mp.TimeoutError);
+    const seen: number[] = [];
+    await pool.map(double, [1, 2, 3, 4], 1, { progress: (done) => seen.push(done) });
+    assert.deepEqual(seen, [1, 2, 3, 4]);
+  });
+
+  it('stats() counts what the pool did and which workers answered', async () => {
+    await using pool = new ctx.Pool(2);
+    await pool.map(whoRuns, Array.from({ length: 40 }, (_, i) => i), 1);
+    const stats = pool.stats();
+    assert.equal(stats.tasksDone, 40);
+    assert.equal(stats.inFlight, 0);
+    assert.ok(stats.workers >= 1 && stats.workers <= 2);
+    assert.ok(stats.latencyMs.max >= stats.latencyMs.p50);
+  });
+
+  it('work is spread over the workers', async () => {
+    await using pool = new ctx.Pool(2);
+    const results = await pool.starmap(sleepy, Array.from({ length: 40 }, (_, i) => [i, 20] as [number, number]), 1);
+    const byWorker = new Set(results.map((r) => r.worker));
+    assert.deepEqual([...byWorker].sort(), ['w0', 'w1']);
+  });
+
+  it('close()/join(), terminate() and await using leave nothing in Redis', async () => {
+    const a = new ctx.Pool(2);
+    await a.map(double, [1, 2, 3]);
+    a.close();
+    await a.join();
+    const b = new ctx.Pool(2);
+    const pending = b.map(sleepFor, [1000, 1000, 1000, 1000], 1);
+    b.terminate();
+    await assert.rejects(pending, /terminated/);
+    await b.join();
+    {
+      await using c = new ctx.Pool(2);
+      c.applyAsync(sleepy, [1, 1000]);
+    }
+    assert.deepEqual(await server.mpKeys(), []);
+  });
+});
+
+describe('Pool on the redis context, three workers', { skip: redis.skip }, () => {
+  it('a map is spread over three worker programs and every result comes back once', async () => {
+    const server = redis.server!;
+    const workers = await startWorkers(server.url, 3, { processes: 1 });
+    try {
+      const ctx = mp.getContext('redis', { url: server.url });
+      await using pool = new ctx.Pool(3);
+      const results = await pool.starmap(sleepy, Array.from({ length: 60 }, (_, i) => [i, 20] as [number, number]), 1);
+      assert.equal(results.length, 60);
+      assert.deepEqual([...new Set(results.map((r) => r.worker))].sort(), ['w0', 'w1', 'w2']);
+    } finally {
+      await stopAll(workers);
+    }
+    assert.deepEqual(await server.mpKeys(), []);
+  });
+});
