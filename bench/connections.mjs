@@ -231,7 +231,8 @@ if (mp.isMain(import.meta)) {
 
   // Pipes.
   const pipeRows = [];
-  const pipeRow = (name, r) => pipeRows.push([name, int(r?.bytes64), us(r?.bytes64), int(r?.bytes1m), us(r?.bytes1m),
+  const pipeResults = new Map();
+  const pipeRow = (name, r) => pipeResults.set(name, r) && pipeRows.push([name, int(r?.bytes64), us(r?.bytes64), int(r?.bytes1m), us(r?.bytes1m),
     int(r?.bytes1m && (r.bytes1m * 2)), int(r?.obj64), us(r?.obj64)]);
   if (only !== 'queue') {
   for (const [method, name, sync] of [
@@ -260,6 +261,18 @@ if (mp.isMain(import.meta)) {
   }
   printTable('Pipe echo round trips (one connection each way, the echo side in a child)',
     ['pipe', '64 B bytes rt/s', 'µs', '1 MiB bytes rt/s', 'µs', 'MiB/s moved', 'send/recv 64-char string rt/s', 'µs'], pipeRows);
+
+  // Issue 14's goals for await recv() across processes: 64 B >= 2x Python's, 1 MiB >= Python's
+  // (the faster of Python's fork and spawn rows in this run).
+  const ours = pipeResults.get('ours, processes (spawn, socketpair)');
+  const pyBest = (k) => Math.max(0, ...['fork', 'spawn'].map((m) => pipeResults.get(`Python Pipe (${m})`)?.[k] ?? 0)) || null;
+  const pipeGoals = [['64 B', 'bytes64', 2], ['1 MiB', 'bytes1m', 1]].map(([size, k, times]) => {
+    const py = pyBest(k);
+    const ok = ours?.[k] && py ? ours[k] >= times * py : null;
+    return [`async ${size} round trips >= ${times}x Python's`, ours?.[k] && py ? `${(ours[k] / py).toFixed(2)}x (${int(ours[k])}/s)` : '—',
+      py ? `>= ${int(times * py)}/s` : '—', ok == null ? 'n/a (a number is missing)' : ok ? 'met' : 'NOT met'];
+  });
+  printTable('Pipe goals (await recv() across processes)', ['goal', 'measured', 'target (the faster of Python fork/spawn)', 'status'], pipeGoals);
   }
 
   // Queues.

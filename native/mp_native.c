@@ -38,7 +38,8 @@
 #define SPIN_ITERATIONS 300
 /* How long readSocket retries before it sleeps in poll() (see there). */
 #define READ_SPIN_NS 50000
-/* A waiter thread re-checks its cancel flag at least this often (closes the check-then-sleep race). */
+/* Without futex_waitv (Linux < 5.16), a waiter thread re-checks its cancel flag at least this often
+ * (closes the check-then-sleep race); with it, a waiting thread sleeps until woken or cancelled. */
 #define WAIT_SLICE_NS 250000000LL
 /* An idle waiter thread exits after this long without work. */
 #define IDLE_THREAD_NS 5000000000LL
@@ -201,6 +202,40 @@ static long futex_wait_abs(int32_t* addr, int32_t expected, int64_t deadline, ui
 
 static long futex_wake_bits(int32_t* addr, int count, uint32_t bitset) {
   return syscall(SYS_futex, addr, FUTEX_WAKE_BITSET, count, NULL, NULL, bitset);
+}
+
+/* futex_waitv(2) (Linux 5.16): one sleep on several words, woken by a change of any. Declared here
+ * so that the addon builds against older headers too. */
+#ifndef SYS_futex_waitv
+#define SYS_futex_waitv 449
+#endif
+struct mp_futex_waitv {
+  uint64_t val;
+  uint64_t uaddr;
+  uint32_t flags;
+  uint32_t reserved;
+};
+#define MP_FUTEX_32 2u
+#define MP_FUTEX_PRIVATE 128u
+
+/* 1 while futex_waitv may work, 0 once the kernel said ENOSYS. */
+static atomic_int waitv_available = 1;
+
+/* Sleeps until *addr != expected or *cancel_word != 0 (woken through either), or until the
+ * absolute CLOCK_MONOTONIC deadline (-1: none). Returns the index woken (0: addr, 1: cancel_word)
+ * or -1 with errno (EAGAIN: one of the words had already changed; ETIMEDOUT; EINTR; ENOSYS). */
+static long futex_wait_or_cancel(int32_t* addr, int32_t expected, _Atomic int32_t* cancel_word, int64_t deadline) {
+  struct mp_futex_waitv w[2] = {
+      {.val = (uint32_t)expected, .uaddr = (uintptr_t)addr, .flags = MP_FUTEX_32, .reserved = 0},
+      {.val = 0, .uaddr = (uintptr_t)cancel_word, .flags = MP_FUTEX_32 | MP_FUTEX_PRIVATE, .reserved = 0},
+  };
+  struct timespec ts;
+  struct timespec* tsp = NULL;
+  if (deadline >= 0) {
+    ts = ns_to_ts(deadline);
+    tsp = &ts;
+  }
+  return syscall(SYS_futex_waitv, w, 2, 0, tsp, CLOCK_MONOTONIC);
 }
 
 static inline void cpu_relax(void) {
@@ -516,9 +551,12 @@ static napi_value futex_wake_js(napi_env env, napi_callback_info info) {
  * a thread that finishes a job waits up to IDLE_THREAD_NS for the next one, then exits, so the
  * number of threads is at most the peak number of pending waits.
  *
- * A job sleeps with FUTEX_WAIT_BITSET using its own bit (1 << id % 32). cancel() sets the job's
- * flag and wakes that bit only, so other waiters on the word are rarely disturbed. A wait that was
- * cancelled after it may have consumed a real futexWake passes one wake on, so no wake is lost.
+ * A job sleeps with futex_waitv on two words: the caller's and its own cancel word, which cancel()
+ * sets and wakes, so an idle wait costs nothing until one of them changes. On kernels without
+ * futex_waitv it sleeps with FUTEX_WAIT_BITSET using its own bit (1 << id % 32), in slices of
+ * WAIT_SLICE_NS, and cancel() wakes that bit only, so other waiters on the word are rarely
+ * disturbed. A wait that was cancelled after it may have consumed a real futexWake passes one wake
+ * on, so no wake is lost.
  * --------------------------------------------------------------------------------------------- */
 
 enum { W_WOKEN, W_NOT_EQUAL, W_TIMED_OUT, W_ERROR };
@@ -541,6 +579,7 @@ typedef struct job {
   napi_threadsafe_function tsfn;
   /* Shared between threads. */
   atomic_int cancelled;
+  _Atomic int32_t cancel_word; /* set (and woken) by job_interrupt: the futex_waitv side of `cancelled` */
   atomic_int thread_done;
   atomic_int refs; /* the waiter thread + the tsfn finalizer */
   pthread_mutex_t mu;
@@ -565,6 +604,11 @@ static job* active_jobs = NULL; /* every job whose tsfn is alive, for cancel by 
 static uint32_t next_job_id = 1;
 
 static void pool_init(void) {
+  /* For tests of the older kernels' path. */
+  const char* slices = getenv("MP_NATIVE_FORCE_WAIT_SLICES");
+  if (slices && *slices && strcmp(slices, "0") != 0) atomic_store(&waitv_available, 0);
+  /* An empty vector is EINVAL where the call exists. */
+  if (syscall(SYS_futex_waitv, NULL, 0, 0, NULL, 0) < 0 && errno == ENOSYS) atomic_store(&waitv_available, 0);
   pthread_condattr_t attr;
   pthread_condattr_init(&attr);
   pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
@@ -587,6 +631,8 @@ static void job_interrupt(job* j) {
     ssize_t ignored = write(j->cancel_fd, &one, sizeof one);
     (void)ignored;
   } else {
+    atomic_store(&j->cancel_word, 1);
+    syscall(SYS_futex, &j->cancel_word, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
     futex_wake_bits(j->addr, INT_MAX, j->bit);
   }
 }
@@ -624,9 +670,20 @@ static void run_job(job* j) {
       result = W_TIMED_OUT;
       break;
     }
-    int64_t slice = now + WAIT_SLICE_NS;
-    if (j->deadline >= 0 && j->deadline < slice) slice = j->deadline;
-    long r = futex_wait_abs(j->addr, j->expected, slice, j->bit);
+    long r;
+    if (atomic_load(&waitv_available)) {
+      r = futex_wait_or_cancel(j->addr, j->expected, &j->cancel_word, j->deadline);
+      if (r < 0 && errno == ENOSYS) {
+        atomic_store(&waitv_available, 0);
+        continue;
+      }
+      if (r == 1) continue; /* cancelled: the loop's first check ends it */
+      if (r < 0 && errno == EAGAIN && atomic_load(&j->cancel_word)) continue;
+    } else {
+      int64_t slice = now + WAIT_SLICE_NS;
+      if (j->deadline >= 0 && j->deadline < slice) slice = j->deadline;
+      r = futex_wait_abs(j->addr, j->expected, slice, j->bit);
+    }
     if (r == 0) {
       woken = true;
       result = W_WOKEN;
@@ -657,6 +714,8 @@ static void run_job(job* j) {
 
 static void* waiter_thread(void* arg) {
   (void)arg;
+  /* Named, so that a waiter thread can be told apart in /proc/<pid>/task (tests, diagnostics). */
+  pthread_setname_np(pthread_self(), "mp-wait");
   pthread_mutex_lock(&pool_mu);
   for (;;) {
     bool timed_out = false;
@@ -803,6 +862,7 @@ static napi_value start_job(napi_env env, job* j, bool ref, napi_value keep, con
   j->deferred = deferred;
   atomic_init(&j->refs, 2);
   atomic_init(&j->cancelled, 0);
+  atomic_init(&j->cancel_word, 0);
   atomic_init(&j->thread_done, 0);
   j->tsfn_alive = 1;
   pthread_mutex_lock(&pool_mu);
@@ -963,7 +1023,8 @@ static napi_value futex_ref_js(napi_env env, napi_callback_info info) {
   return v;
 }
 
-/* asyncWaitStats() -> { threads, idle, pending }: for tests and diagnostics. */
+/* asyncWaitStats() -> { threads, idle, pending, waitsInSlices }: for tests and diagnostics.
+ * waitsInSlices: futex waits re-check for cancellation every WAIT_SLICE_NS (no futex_waitv). */
 static napi_value async_wait_stats_js(napi_env env, napi_callback_info info) {
   (void)info;
   pthread_mutex_lock(&pool_mu);
@@ -977,6 +1038,9 @@ static napi_value async_wait_stats_js(napi_env env, napi_callback_info info) {
   CHECK(napi_set_named_property(env, result, "idle", v));
   CHECK(napi_create_int32(env, pending, &v));
   CHECK(napi_set_named_property(env, result, "pending", v));
+  pthread_once(&pool_once, pool_init);
+  CHECK(napi_get_boolean(env, !atomic_load(&waitv_available), &v));
+  CHECK(napi_set_named_property(env, result, "waitsInSlices", v));
   return result;
 }
 
@@ -1182,7 +1246,15 @@ static napi_value read_socket_js(napi_env env, napi_callback_info info) {
       throw_errno(env, errno, "recv", NULL);
       return NULL;
     }
-    if (n_fds == 1 && now_ns() < spin_until) {
+    if (now_ns() < spin_until) {
+      /* While spinning, a socket with sends to write that can take more ends the wait as well. */
+      if (n_fds > 1) {
+        for (nfds_t i = 1; i < n_fds; i++) p[i].revents = 0;
+        if (poll(p + 1, n_fds - 1, 0) > 0) {
+          CHECK(napi_create_int32(env, -2, &v));
+          return v;
+        }
+      }
       cpu_relax();
       continue;
     }

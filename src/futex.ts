@@ -76,6 +76,18 @@ function spin(i32: Int32Array, index: number, expected: number): boolean {
   return false;
 }
 
+/** Polls `done()` for up to `ms` milliseconds; true as soon as it is true. A peer that answers in
+ * microseconds is caught without a sleep and a wake-up (a system call on each side); callers keep
+ * `ms` short and spin only where an answer is likely (one task in flight, a worker that has just
+ * sent its results). */
+export function spinUntil(done: () => boolean, ms: number): boolean {
+  const until = performance.now() + ms;
+  do {
+    for (let i = 0; i < 64; i++) if (done()) return true;
+  } while (performance.now() < until);
+  return false;
+}
+
 // ---- keeping the event loop alive -----------------------------------------------------------
 // A pending Atomics.waitAsync does not keep Node's event loop alive: without a ref'd handle a
 // program awaiting `lock.acquire()` would exit silently with code 0. One shared interval timer is

@@ -76,8 +76,9 @@ export interface NativeBinding {
   sendFds(sock: number, fds: number[]): void;
   /** Receives the descriptors of one `sendFds` (close-on-exec), waiting for them. */
   recvFds(sock: number, count: number): number[];
-  /** The addon's waiter threads: alive, idle, and pending waits. */
-  asyncWaitStats(): { threads: number; idle: number; pending: number };
+  /** The addon's waiter threads: alive, idle, pending waits, and whether waits re-check for
+   * cancellation in slices (kernels without futex_waitv). */
+  asyncWaitStats(): { threads: number; idle: number; pending: number; waitsInSlices: boolean };
   /** Linux `prctl(PR_SET_PDEATHSIG)`: the kernel sends `signal` when the parent dies. Returns false
    * when the parent is already gone (its pid is no longer `expectedParentPid`). */
   setParentDeathSignal(signal: number, expectedParentPid: number): boolean;
@@ -103,7 +104,7 @@ interface RawBinding {
   futexWaitAsync(word: Int32Array, index: number, expected: number, timeoutMs: number, ref: boolean): { promise: Promise<WaitResult | 'cancelled'>; id: number };
   futexCancel(id: number): boolean;
   futexRef(id: number, ref: boolean): boolean;
-  asyncWaitStats(): { threads: number; idle: number; pending: number };
+  asyncWaitStats(): { threads: number; idle: number; pending: number; waitsInSlices: boolean };
   socketpair(): [number, number];
   unixListen(path: string, backlog: number): number;
   unixConnect(path: string): number;

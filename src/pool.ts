@@ -21,7 +21,7 @@ import { checkNotBootstrapping, Process, processCpuCount } from './process.js';
 import { newReduceContext, rebuild, reduce } from './reduction.js';
 import { LENGTH_BYTES, NO_FRAME } from './ring.js';
 import { sentinelExit } from './sentinels.js';
-import { runAsync } from './futex.js';
+import { runAsync, spinUntil } from './futex.js';
 import { refOf, sourceOf, type SourceFunction } from './tasks.js';
 import {
   CALL, CANCELLED, Channel, decodeResult, defineFrame, MAP_CHUNK, Notifier, OK, STARMAP_CHUNK, stopFrame, taskFrame,
@@ -441,7 +441,7 @@ export class Pool extends BasePool {
         if (this.drainAll() > 0) continue;
         // One task out (a round trip): its result usually comes back within microseconds from a
         // blocked worker, sooner than an asynchronous wake-up could deliver it.
-        if (this.outstanding === 1 && this.spinFor(seq, SPIN_MS)) continue;
+        if (this.outstanding === 1 && spinUntil(() => this.notifier.seq() !== seq, SPIN_MS)) continue;
         await this.notifier.sleep(seq, this.loopAbort.signal);
       }
     } catch (error) {
@@ -452,14 +452,6 @@ export class Pool extends BasePool {
     }
   }
 
-  /** Spins up to `ms` for the notify word to move past `seq`; true if it did. */
-  private spinFor(seq: number, ms: number): boolean {
-    const until = performance.now() + ms;
-    do {
-      for (let i = 0; i < 64; i++) if (this.notifier.seq() !== seq) return true;
-    } while (performance.now() < until);
-    return false;
-  }
 
   private drainAll(): number {
     let n = 0;

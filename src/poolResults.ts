@@ -69,13 +69,16 @@ export abstract class Job {
 /** Python's AsyncResult (ApplyResult/MapResult): `get`, `wait`, `ready`, `successful`. */
 export class AsyncResult<T = unknown> {
   private outcome: { ok: true; value: T } | { ok: false; error: unknown } | null = null;
-  private readonly settled: Promise<void>;
-  private resolveSettled!: () => void;
+  // Promises are made when somebody waits (one per result of a loop of apply() calls, not three).
+  /** Resolves when the result is ready, however it ended (wait(), get with a timeout). */
+  private settled: Promise<void> | null = null;
+  private resolveSettled: (() => void) | null = null;
+  /** Resolves with the value or rejects with the error (get without a timeout). */
+  private value: Promise<T> | null = null;
+  private settleValue: (() => void) | null = null;
 
   /** @internal */
-  constructor(private readonly callbacks: { callback?: (r: T) => void; errorCallback?: (e: Error) => void } = {}) {
-    this.settled = new Promise((resolve) => (this.resolveSettled = resolve));
-  }
+  constructor(private readonly callbacks: { callback?: (r: T) => void; errorCallback?: (e: Error) => void } = {}) {}
 
   /** @internal */
   _settle(ok: boolean, value: unknown): void {
@@ -83,7 +86,25 @@ export class AsyncResult<T = unknown> {
     this.outcome = ok ? { ok: true, value: value as T } : { ok: false, error: value };
     if (ok) callUserCallback(this.callbacks.callback, value as T);
     else callUserCallback(this.callbacks.errorCallback, value as Error);
-    this.resolveSettled();
+    this.resolveSettled?.();
+    this.settleValue?.();
+  }
+
+  private whenSettled(): Promise<void> {
+    if (this.outcome) return Promise.resolve();
+    return (this.settled ??= new Promise((resolve) => (this.resolveSettled = resolve)));
+  }
+
+  private whenValue(): Promise<T> {
+    const outcome = this.outcome;
+    if (outcome) return outcome.ok ? Promise.resolve(outcome.value) : Promise.reject(outcome.error);
+    return (this.value ??= new Promise<T>((resolve, reject) => {
+      this.settleValue = () => {
+        const o = this.outcome!;
+        if (o.ok) resolve(o.value);
+        else reject(o.error);
+      };
+    }));
   }
 
   ready(): boolean {
@@ -97,16 +118,18 @@ export class AsyncResult<T = unknown> {
 
   /** Waits (at most `timeout` seconds) until the result is ready. */
   async wait(timeout?: number | null, options: { signal?: AbortSignal } = {}): Promise<void> {
-    await raceTimeout(this.settled, timeout, options.signal);
+    await raceTimeout(this.whenSettled(), timeout, options.signal);
   }
 
   /** The result; rejects with the task's error, or `TimeoutError` after `timeout` seconds. */
-  async get(timeout?: number | null, options: { signal?: AbortSignal } = {}): Promise<T> {
-    if ((timeout === undefined || timeout === null) && !options.signal) await this.settled;
-    else if (!(await raceTimeout(this.settled, timeout, options.signal)).done) throw new TimeoutError();
-    const outcome = this.outcome!;
-    if (outcome.ok) return outcome.value;
-    throw outcome.error;
+  get(timeout?: number | null, options: { signal?: AbortSignal } = {}): Promise<T> {
+    if ((timeout === undefined || timeout === null) && !options.signal) return this.whenValue();
+    return this.getWithin(timeout, options.signal);
+  }
+
+  private async getWithin(timeout: number | null | undefined, signal: AbortSignal | undefined): Promise<T> {
+    if (!(await raceTimeout(this.whenSettled(), timeout, signal)).done) throw new TimeoutError();
+    return this.whenValue();
   }
 
   toString(): string {

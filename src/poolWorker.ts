@@ -78,7 +78,8 @@ function postResult(port: MessagePort, seq: number, ok: boolean, value: unknown)
 // millisecond, so a busy worker does not wake the pool for every tiny task.
 const NOTIFY_EVERY = 32;
 const NOTIFY_AFTER_MS = 1;
-const IDLE_SLICE_MS = 20;
+/** How long a worker that runs out of tasks blocks on its ring before it waits asynchronously. */
+const IDLE_BLOCK_MS = 20;
 
 /** A task to run: its arguments, decoded when asked, and whether they came over the port as
  * themselves (`{ transfer: true }`: the result goes back the same way). */
@@ -183,9 +184,12 @@ class Tasks {
       // A frame larger than the ring streams in.
       if (this.ring.available() > 0) return decodeTask(await runAsync(this.ring.readFrame()), true);
       this.idle();
-      // An idle worker blocks on its ring (a wake then costs microseconds, not a trip through the
-      // event loop), in slices, letting its event loop run between them (timers, parent death).
-      if (!runSync(this.ring.waitForData(performance.now() + IDLE_SLICE_MS))) await new Promise(setImmediate);
+      // A worker that runs out of tasks first blocks on its ring for a moment: a caller that
+      // awaits each result sends the next task within microseconds, and a blocked worker takes
+      // it in microseconds, without a trip through its event loop. Then it waits asynchronously
+      // (the addon's waiter thread, or Atomics.waitAsync), using no CPU until a task comes, with
+      // its event loop free (timers, parent death).
+      if (!runSync(this.ring.waitForData(performance.now() + IDLE_BLOCK_MS))) await runAsync(this.ring.waitForData());
     }
   }
 

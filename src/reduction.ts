@@ -561,15 +561,19 @@ export function dumps(value: unknown, ctx?: ReduceContext, options?: ReduceOptio
     return out;
   }
   const { graph, changed } = reduce(value, ctx ?? newReduceContext('process'), options);
-  let body: Buffer;
+  // v8.serialize, with the headroom and the tag written first into the serializer's own buffer:
+  // a large value is copied once, not serialised and then copied behind a header.
+  const serializer = new v8.DefaultSerializer();
+  let out: Buffer;
   try {
-    body = v8.serialize(graph);
+    serializer.writeRawBytes(Buffer.alloc(headroom + 1));
+    serializer.writeHeader();
+    serializer.writeValue(graph);
+    out = serializer.releaseBuffer();
   } catch (error) {
     throw new PicklingError(`Can't send the value: ${(error as Error).message}`);
   }
-  const out = Buffer.allocUnsafe(headroom + 1 + body.length);
   out[headroom] = changed ? NEEDS_REBUILD : PLAIN;
-  body.copy(out, headroom + 1);
   return out;
 }
 

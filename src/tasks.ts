@@ -7,8 +7,9 @@
  * A plain function or class travels by its source text when it is self-contained.
  */
 import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { Parser } from 'acorn';
+import type { Parser as AcornParser } from 'acorn';
 import { PicklingError } from './errors.js';
 import { isChild, whileBootstrapping } from './backends/childMark.js';
 
@@ -167,7 +168,13 @@ export interface SourceFunction {
 const parserGlobals = new Set([...Object.getOwnPropertyNames(globalThis), 'arguments', 'undefined', '__name']);
 const sourceChecks = new WeakMap<Function, SourceFunction>();
 
+// The parser is loaded the first time a function travels by its source: loading it costs more than
+// the rest of this module's imports together, and every process and thread of ours imports this
+// module at start-up.
+let parser: typeof AcornParser | undefined;
+
 function parseFunction(source: string): unknown {
+  const Parser = (parser ??= (createRequire(import.meta.url)('acorn') as typeof import('acorn')).Parser);
   const options = { ecmaVersion: 'latest', sourceType: 'script' } as const;
   try {
     return Parser.parseExpressionAt(`(${source})`, 0, options);

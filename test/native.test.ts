@@ -8,6 +8,7 @@ import { Socket } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
+import { release } from 'node:os';
 import { loadNative, nativeCandidates, tryLoadNative, isNativeBuffer } from '../src/native.js';
 import { FileExistsError, FileNotFoundError } from '../src/errors.js';
 
@@ -30,9 +31,9 @@ async function withSegment(fn: (w: Int32Array, name: string) => Promise<void>): 
 }
 
 /** Runs `code` (CommonJS) in a fresh `node` with `addon` = the raw binding; kills it at the deadline. */
-function child(code: string, opts: { timeoutMs?: number; onLine?: (line: string) => void } = {}) {
+function child(code: string, opts: { timeoutMs?: number; onLine?: (line: string) => void; env?: NodeJS.ProcessEnv } = {}) {
   const prelude = `const addon = require(${JSON.stringify(addonPath)});\n`;
-  const proc = spawn(process.execPath, ['-e', prelude + code], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const proc = spawn(process.execPath, ['-e', prelude + code], { stdio: ['ignore', 'pipe', 'inherit'], env: opts.env ?? process.env });
   const lines: string[] = [];
   let buf = '';
   proc.stdout.setEncoding('utf8').on('data', (d: string) => {
@@ -245,6 +246,50 @@ test('cancel settles at once, releases the waiter thread, and is false afterward
   Atomics.store(w, 0, 3);
   assert.equal(await native.futexWaitAsync(w, 0, 0).promise, 'not-equal');
   assert.equal(await native.futexWaitAsync(w, 0, 3, 20).promise, 'timed-out');
+});
+
+test('a pending async wait sleeps until woken or cancelled, without periodic wake-ups (futex_waitv)', async () => {
+  // The child counts the context switches of the addon's waiter thread ("mp-wait") over 1 s of a
+  // wait that nothing wakes, then cancels it and waits for the thread to be released.
+  const code = `
+    const fs = require('fs');
+    const w = new Int32Array(new SharedArrayBuffer(8));
+    const x = addon.futexWaitAsync(w, 0, 0, -1, true);
+    const waiters = () => fs.readdirSync('/proc/self/task').filter((t) => {
+      try { return fs.readFileSync('/proc/self/task/' + t + '/comm', 'utf8').trim() === 'mp-wait'; } catch { return false; }
+    });
+    const asleep = (t) => fs.readFileSync('/proc/self/task/' + t + '/stat', 'utf8').split(') ')[1][0] === 'S';
+    const switches = (t) => Number(fs.readFileSync('/proc/self/task/' + t + '/status', 'utf8').match(/^voluntary_ctxt_switches:\\s*(\\d+)/m)[1]);
+    (async () => {
+      let ts = waiters();
+      while (ts.length !== 1 || !asleep(ts[0])) { await new Promise((r) => setTimeout(r, 5)); ts = waiters(); }
+      const before = switches(ts[0]);
+      await new Promise((r) => setTimeout(r, 1000));
+      console.log(JSON.stringify({ wakeups: switches(ts[0]) - before, slices: addon.asyncWaitStats().waitsInSlices }));
+      addon.futexCancel(x.id);
+      console.log(await x.promise);
+      while (addon.asyncWaitStats().pending > 0) await new Promise((r) => setTimeout(r, 5));
+      console.log('released');
+    })();`;
+  const { MP_NATIVE_FORCE_WAIT_SLICES: _, ...env } = process.env;
+  const [plain, sliced] = await Promise.all([
+    child(code, { env }).done,
+    child(code, { env: { ...process.env, MP_NATIVE_FORCE_WAIT_SLICES: '1' } }).done,
+  ]);
+  assert.equal(plain.code, 0);
+  assert.equal(sliced.code, 0);
+  const p = JSON.parse(plain.lines[0]!);
+  const s = JSON.parse(sliced.lines[0]!);
+  assert.deepEqual(plain.lines.slice(1), ['cancelled', 'released']);
+  assert.deepEqual(sliced.lines.slice(1), ['cancelled', 'released']);
+  // The older kernels' path re-checks every 250 ms; futex_waitv (Linux >= 5.16) never wakes.
+  assert.equal(s.slices, true);
+  assert.ok(s.wakeups >= 1, `the sliced wait woke ${s.wakeups} times in 1 s`);
+  const [major, minor] = release().split('.').map(Number);
+  if (major! > 5 || (major === 5 && minor! >= 16)) {
+    assert.equal(p.slices, false);
+    assert.equal(p.wakeups, 0, `an idle wait woke its thread ${p.wakeups} times in 1 s`);
+  }
 });
 
 test('a pending wait keeps the event loop alive; a cancelled or unref-ed one does not', async () => {

@@ -1,10 +1,11 @@
 import { describe, it, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import * as mp from '../src/index.js';
 import { Pool, ThreadPool, AsyncResult } from '../src/pool.js';
 import {
-  add, checksum, dieOn, echoBytes, exitOn, failOn, initialize, readState, returnsFunction, sleepThen, spin, square, unloadableTask,
-  whoAmI,
+  add, checksum, dieOn, dieOnWith, echoBytes, exitOn, failOn, initialize, readState, returnsFunction, sleepThen, spin, square, unloadableTask,
+  whereAmI, whoAmI, zeroFill,
 } from './fixtures/pool/tasks.js';
 import { runProgram, startMethods } from './helpers.js';
 
@@ -139,6 +140,9 @@ for (const method of startMethods) {
       assert.equal(moved.length, method === 'thread' ? 0 : big.length, 'moved (threads) or copied (processes)');
       const results = await shared.map(checksum, [big, big, big], 1);
       assert.deepEqual(results, [expected, expected, expected]);
+      // Without transfer, the worker has a copy: what it does to it is not seen here.
+      assert.equal(await shared.apply(zeroFill, [big]), big.length);
+      assert.equal(big.reduce((a, x) => (a + x) % 1_000_003, 0), expected, 'the caller\'s bytes are unchanged');
     });
 
     it('large chunks with the default chunking, map after map (results larger than the port threshold)', async () => {
@@ -218,6 +222,18 @@ for (const method of startMethods) {
       assert.equal((exited[0] as PromiseRejectedResult).reason.exitcode, 3);
     });
 
+    it('tasks with large arguments that a dying worker had not started go to its replacement', async () => {
+      const pool = make(1);
+      // 256 KiB each: on threads they travel over the worker's port, not through its ring.
+      const payload = new Uint8Array(256 * 1024).fill(1);
+      const results = await Promise.allSettled([1, 2, 3, 4, 5, 6, 7, 8].map((x) => pool.apply(dieOnWith, [x, payload])));
+      assert.equal(results.filter((r) => r.status === 'rejected').length, 1);
+      assert.deepEqual(
+        results.filter((r) => r.status === 'fulfilled').map((r) => (r as PromiseFulfilledResult<number[]>).value),
+        [1, 2, 3, 4, 6, 7, 8].map((x) => [x, payload.length]),
+      );
+    });
+
     it('a task stuck past its timeout is failed with TimeoutError and its worker replaced', async () => {
       const pool = make(1);
       await assert.rejects(pool.apply(spin, [30], { timeout: 0.3 }), mp.TimeoutError);
@@ -256,6 +272,20 @@ for (const method of startMethods) {
         assert.equal(await p.apply(square, [2]), 4);
       }
       assert.throws(() => inside.applyAsync(square, [1]), mp.ValueError);
+    });
+
+    it('an idle worker sleeps until a task comes: no periodic wake-ups of its thread', { skip: process.platform !== 'linux' }, async () => {
+      const pool = make(1);
+      const thread = await pool.apply(whereAmI, []);
+      const switches = () => Number(readFileSync(`/proc/${thread}/status`, 'utf8').match(/^voluntary_ctxt_switches:\s*(\d+)/m)![1]);
+      // Past the moment a worker that ran out of tasks blocks for (20 ms), then over one second.
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      const before = switches();
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      const wakeups = switches() - before;
+      // A worker that waited in 20 ms slices woke 50 times a second.
+      assert.ok(wakeups <= 5, `the idle worker's thread woke ${wakeups} times in 1 s`);
+      assert.equal(await pool.apply(square, [7]), 49, 'and it still takes the next task');
     });
 
     it('progress reports to a callback; stats count tasks', async () => {
