@@ -36,8 +36,10 @@ async function main(): Promise<void> {
     const { runChild } = await import('./child.js');
     const { start } = workerData as { start: StartMessage };
     setInheritedTracker(start.tracker);
-    endWhenIdle(await runChild(start.graph, 'thread', [], () => true, start.name, start.argv));
-    return;
+    // A thread child still ends when its target returns: what a thread left behind can hold its
+    // event loop for ever (a pool worker thread with a manager proxy did), and unlike a process a
+    // worker thread gives no way to see what holds it. Its non-daemon work is not waited for.
+    process.exit(await runChild(start.graph, 'thread', [], () => true, start.name, start.argv));
   }
 
   // A child whose parent is gone exits by itself: the kernel kills it (Linux, through the addon)
