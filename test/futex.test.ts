@@ -39,17 +39,18 @@ for (const [label, make] of [['SharedArrayBuffer', sabWord], ['process-shared me
   });
 
   test(`${label}: async wait is woken without blocking the event loop`, async () => {
+    // The wake comes from the fifth turn of an interval: only an event loop that keeps running
+    // while the wait is pending can deliver it (a blocked loop would leave the wait to time out).
     const w = make();
     let ticks = 0;
-    const timer = setInterval(() => ticks++, 5);
-    const waiting = wait(w, 0, 0, 5);
-    setTimeout(() => {
+    const timer = setInterval(() => {
+      if (++ticks < 5) return;
+      clearInterval(timer);
       Atomics.store(w, 0, 1);
       wake(w, 0, 1);
-    }, 60);
-    assert.equal(await waiting, 'ok');
-    clearInterval(timer);
-    assert.ok(ticks >= 5, `the event loop ran while waiting (${ticks} ticks)`);
+    }, 5);
+    assert.equal(await wait(w, 0, 0, 30), 'ok');
+    assert.equal(ticks, 5);
   });
 
   test(`${label}: abort rejects with the reason, and a later wake is not lost`, async () => {
