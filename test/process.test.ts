@@ -15,7 +15,7 @@ const entry = new URL('./fixtures/process/entry.ts', import.meta.url);
 for (const method of startMethods) {
   describe(`Process on '${method}'`, () => {
     const ctx = mp.getContext(method);
-    const THREAD_ENDS_AT_RETURN = method === 'thread' && 'a thread child ends when its target returns: its event loop is not waited for (src/backends/bootstrap.ts)';
+    const ENDS_AT_RETURN = 'a child ends when its target returns: its event loop is not waited for (src/backends/bootstrap.ts, docs/process.md)';
     const started: mp.Process[] = [];
     const make = <A extends unknown[]>(options: mp.ProcessOptions<A>) => {
       const p = new ctx.Process(options);
@@ -56,7 +56,7 @@ for (const method of startMethods) {
       q.close();
     });
 
-    it('ends a child once the work its target left on the event loop is done; an unref\'d timer is dropped', { todo: THREAD_ENDS_AT_RETURN }, async () => {
+    it('ends a child once the work its target left on the event loop is done; an unref\'d timer is dropped', { todo: ENDS_AT_RETURN }, async () => {
       const e = ctx.Event();
       const p = make({ target: leaveTimer, args: [e, 300] });
       p.start();
@@ -65,7 +65,7 @@ for (const method of startMethods) {
       assert.equal(e.isSet(), true, 'the timer the target left ran before the child ended');
     });
 
-    it('terminate() ends a child that waits on work its target left', { skip: THREAD_ENDS_AT_RETURN }, async () => {
+    it('terminate() ends a child that waits on work its target left', { skip: ENDS_AT_RETURN }, async () => {
       const e = ctx.Event();
       const returned = ctx.Event();
       const p = make({ target: leaveTimer, args: [e, 600_000, returned] });

@@ -36,9 +36,10 @@ async function main(): Promise<void> {
     const { runChild } = await import('./child.js');
     const { start } = workerData as { start: StartMessage };
     setInheritedTracker(start.tracker);
-    // A thread child still ends when its target returns: what a thread left behind can hold its
-    // event loop for ever (a pool worker thread with a manager proxy did), and unlike a process a
-    // worker thread gives no way to see what holds it. Its non-daemon work is not waited for.
+    // A child ends when its target returns and its finalizers have run: work it left on its event
+    // loop is dropped (Python waits for non-daemon threads). Waiting for the loop to drain hung
+    // children whose library objects still waited (a feeder after cancelJoinThread, a pool worker
+    // thread's manager proxy): see docs/process.md.
     process.exit(await runChild(start.graph, 'thread', [], () => true, start.name, start.argv));
   }
 
@@ -108,20 +109,7 @@ async function main(): Promise<void> {
   for (const module of start.modules ?? []) {
     if (preloadFailures.has(module)) process.exit(reportStartFailure(preloadFailures.get(module)));
   }
-  endWhenIdle(await runChild(start.graph, 'process', handles, parentAlive, start.name, start.argv));
-}
-
-/**
- * The target has returned and the exit finalizers have run (queues flushed, managers and pools shut
- * down). Python's child then waits for its non-daemon threads and children (`threading._shutdown`,
- * the join of `_exit_function`); a Node program ends when its event loop is empty. So the child ends
- * as a Node program does: once what the target left on the event loop (timers, servers, sockets of
- * its own, non-daemon children) is done. The library's own handles hold the loop only while somebody
- * waits on them (see KeepAlive and Connection's keepAlive), so an idle Queue, Pipe or Listener never
- * keeps a child alive; `terminate()` and the parent's exit still end it at once.
- */
-function endWhenIdle(code: number): void {
-  process.exitCode = code;
+  process.exit(await runChild(start.graph, 'process', handles, parentAlive, start.name, start.argv));
 }
 
 main().catch((error) => {
