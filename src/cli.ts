@@ -49,7 +49,7 @@ async function worker(args: string[]): Promise<number> {
     return 2;
   }
   const [{ StreamWorker }, { redisSettings }, { processCpuCount }] = await Promise.all([
-    import('./redis/worker.js'), import('./redis/client.js'), import('./process.js'),
+    import('./redis/worker.js'), import('./redis/settings.js'), import('./process.js'),
   ]);
   // The processes it starts connect the redis objects they receive (a task's queue, lock...) to
   // this Redis (src/redis/objects.ts): handles carry no URL, so that no password travels.

@@ -33,7 +33,7 @@ import type { Connection } from './connection.js';
 import type { BasePool, Pool, PoolOptions } from './pool.js';
 import type { SyncManager } from './managers.js';
 import type { RedisContext } from './redis/context.js';
-import type { RedisContextOptions } from './redis/client.js';
+import type { RedisContextOptions } from './redis/settings.js';
 import type { Factory } from './util.js';
 
 export type { StartMethod } from './backends/backend.js';

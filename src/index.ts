@@ -17,7 +17,7 @@ export {
 } from './context.js';
 export { setExecutable } from './backends/spawn.js';
 export { RedisContext } from './redis/context.js';
-export type { RedisContextOptions } from './redis/client.js';
+export type { RedisContextOptions } from './redis/settings.js';
 export type { RedisPool } from './redis/pool.js';
 export { setForkserverPreload } from './backends/forkserver.js';
 export { task, serializable, type TaskOptions } from './tasks.js';

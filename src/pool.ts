@@ -30,14 +30,12 @@ import {
 import { poolWorkerMain } from './poolWorker.js';
 import { knownLength } from './progress.js';
 import {
-  ApplyJob, AsyncResult, IMapIterator, IMapJob, MapJob, type AsyncCallOptions, type CallOptions, type Job, type JobPool,
+  ApplyJob, AsyncResult, IMapIterator, IMapJob, MapJob, type AsyncCallOptions, type CallOptions, type Fn, type Job,
+  type JobPool,
 } from './poolResults.js';
 import { Dispatcher, WorkerSlot, type Task } from './poolWorkers.js';
 
 export { AsyncResult, IMapIterator, type AsyncCallOptions, type CallOptions } from './poolResults.js';
-
-// Any function: the pool checks arguments against it at the call (apply, map, ...), not here.
-type Fn = (...args: never[]) => unknown;
 
 export interface PoolOptions {
   processes?: number | null;

@@ -10,8 +10,8 @@ import { MAP_CHUNK } from './poolChannel.js';
 import { progressMeter, type ProgressCallback, type ProgressMeter } from './progress.js';
 import { callUserCallback, raceTimeout, throwIfAborted } from './util.js';
 
-// Any function: the pool checks arguments against it at the call (apply, map, ...), not here.
-type Fn = (...args: never[]) => unknown;
+/** Any function: a pool checks arguments against it at the call (apply, map, ...), not here. */
+export type Fn = (...args: never[]) => unknown;
 
 /** Options every pool method takes after its Python parameters. */
 export interface CallOptions {
@@ -37,7 +37,7 @@ export interface AsyncCallOptions<T> extends CallOptions {
 
 /** What a job needs of its pool. */
 export interface JobPool {
-  /** Queues one task of `job`: `args` are the call's arguments or the chunk's items. */
+  /** @internal Queues one task of `job`: `args` are the call's arguments or the chunk's items. */
   _submit(job: Job, args: unknown[], fn: Fn, mode: number, index: number): void;
 }
 

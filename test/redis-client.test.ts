@@ -2,9 +2,9 @@
 import { describe, it, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { OSError, ValueError } from '../src/errors.js';
-import {
-  connect, disconnect, key, KeyKeeper, newId, redactUrl, redisSettings, RedisScript, DEFAULT_CLAIM_IDLE,
-} from '../src/redis/client.js';
+import { connect, disconnect, KeyKeeper } from '../src/redis/client.js';
+import { RedisScript } from '../src/redis/script.js';
+import { key, newId, redactUrl, redisSettings, DEFAULT_CLAIM_IDLE } from '../src/redis/settings.js';
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';

@@ -11,7 +11,7 @@ import type { PoolOptions } from '../pool.js';
 import { Process, processClassFor } from '../process.js';
 import type { Typecode, TypecodeValue } from '../sharedctypes.js';
 import { constructible } from '../util.js';
-import { redisSettings, type RedisContextOptions, type RedisSettings } from './client.js';
+import { redisSettings, type RedisContextOptions, type RedisSettings } from './settings.js';
 import { ObjectFactories, type RedisValueOptions } from './factories.js';
 import { RedisManager } from './managers.js';
 import { spaceFor } from './objects.js';

@@ -3,7 +3,7 @@
  * keys' TTL, locks' lease), owned by the processes that hold them or by a manager.
  */
 import { coerceValue, type Typecode, type TypecodeValue } from '../sharedctypes.js';
-import type { RedisSettings } from './client.js';
+import type { RedisSettings } from './settings.js';
 import { spaceFor, type Birth, type ObjectSpace, type RedisObject } from './objects.js';
 import { JoinableQueue, Queue, SimpleQueue } from './queues.js';
 import { Value, valueLock } from './sharedctypes.js';

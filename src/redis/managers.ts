@@ -21,7 +21,8 @@
  */
 import { AttributeError, IndexError, KeyError, ValueError } from '../errors.js';
 import { canonicalKey, itemsByIndex, pyCompare, pyEquals, pyRepr } from '../managers/pyvalues.js';
-import { RedisScript, type RedisSettings } from './client.js';
+import { RedisScript } from './script.js';
+import { type RedisSettings } from './settings.js';
 import { ObjectFactories } from './factories.js';
 import type { Typecode, TypecodeValue } from '../sharedctypes.js';
 import type { JoinableQueue, Queue } from './queues.js';

@@ -23,9 +23,9 @@
 import { errorClasses, ValueError } from '../errors.js';
 import { reduceSymbol, registerReducer, type ReduceContext, type Reduced, dumps, type RebuildContext } from '../reduction.js';
 import { abortable, finalize } from '../util.js';
-import {
-  connect, disconnect, key, KeyKeeper, newId, redisSettings, RedisScript, whileAlive, type RedisClient,
-} from './client.js';
+import { connect, disconnect, KeyKeeper, whileAlive, type RedisClient } from './client.js';
+import { RedisScript } from './script.js';
+import { key, newId, redisSettings } from './settings.js';
 import { decodeRemote, remoteReduceContext, senderResolving } from './naming.js';
 import { Wakeups, type Step, type WaitOptions } from './waiting.js';
 
@@ -111,6 +111,8 @@ export class ObjectSpace {
     this.wakeups = new Wakeups(url, (until, signal) => this.reachable(until, signal));
   }
 
+  /** @internal This process's connection for the objects (opened on first use). Internal: its
+   * type is ioredis's, which the package's public types must not name (an optional peer). */
   connection(): Promise<RedisClient> {
     if (this.closed) return Promise.reject(new ValueError('the redis context was shut down in this process'));
     if (!this.client) {

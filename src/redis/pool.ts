@@ -6,17 +6,15 @@
  */
 import { ValueError, withRemoteTraceback, WorkerLostError } from '../errors.js';
 import { BasePool, Latencies, poolArguments, type PoolOptions, type Stats } from '../pool.js';
-import type { Job } from '../poolResults.js';
+import type { Fn, Job } from '../poolResults.js';
 import { CALL } from '../poolChannel.js';
 import { processCpuCount } from '../process.js';
 import { raceTimeout } from '../util.js';
 import { dumps, type RebuildContext } from '../reduction.js';
-import type { RedisSettings } from './client.js';
+import type { RedisSettings } from './settings.js';
 import { decodeRemote, remoteReduceContext, senderResolving } from './naming.js';
 import { Producer } from './producer.js';
 import { FAILED, LOST, OK, TASK_HEADER, writeTaskHeader, type ResultRecord } from './stream.js';
-
-type Fn = (...args: any[]) => unknown;
 
 interface Task {
   job: Job;

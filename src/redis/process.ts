@@ -7,7 +7,8 @@
 import * as v8 from 'node:v8';
 import { ValueError } from '../errors.js';
 import type { Backend, Popen, StartRequest } from '../backends/backend.js';
-import { keepAlive, type RedisSettings } from './client.js';
+import { keepAlive } from './client.js';
+import { type RedisSettings } from './settings.js';
 import { portableRef } from './naming.js';
 import { Producer } from './producer.js';
 import { EXITED, FAILED, PROCESS, STARTED, TASK_HEADER, workerChannel, writeTaskHeader, type ResultRecord } from './stream.js';

@@ -5,9 +5,8 @@
  * simply find the pool again. Results of a task after its first are dropped (first result wins).
  */
 import { getLogger } from '../logger.js';
-import {
-  connect, disconnect, keepAlive, KeyKeeper, newId, whileAlive, type RedisClient, type RedisSettings,
-} from './client.js';
+import { connect, disconnect, keepAlive, KeyKeeper, whileAlive, type RedisClient } from './client.js';
+import { newId, type RedisSettings } from './settings.js';
 import {
   ADD_TASKS, CLOSE_POOL, fnField, INIT_FIELD, INITARGS_FIELD, OPEN_POOL, poolKeys, POOLS, readResults, STARTED, type PoolKeys,
   type ResultRecord,

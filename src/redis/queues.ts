@@ -14,7 +14,7 @@
  * queue gets room), `join()` for the last `taskDone()`.
  */
 import { Empty, Full, ValueError } from '../errors.js';
-import { RedisScript } from './client.js';
+import { RedisScript } from './script.js';
 import { decodeValue, encodeValue, LUA_GONE, RedisObject, registerHandle, type Birth, type ObjectSpace } from './objects.js';
 import type { Step } from './waiting.js';
 

@@ -14,7 +14,7 @@ import { AttributeError, ValueError } from '../errors.js';
 import { addedValue, coerceValue, fromStored, type Typecode, type TypecodeValue } from '../sharedctypes.js';
 import type { AcquireOptions } from '../synchronize.js';
 import { withLock } from '../synchronize.js';
-import { RedisScript } from './client.js';
+import { RedisScript } from './script.js';
 import { LUA_GONE, RedisObject, registerHandle, type Birth, type ObjectSpace } from './objects.js';
 import { Lock, RLock } from './synchronize.js';
 

@@ -16,7 +16,8 @@
  * task at a time, and fails a task alone once `maxDeliveries` workers died holding it.
  * Every key has a TTL that its producer refreshes, and is deleted when the pool closes.
  */
-import { key, RedisScript } from './client.js';
+import { RedisScript } from './script.js';
+import { key } from './settings.js';
 
 export const GROUP = 'workers';
 /** The registry of live pools (a SET) and the channel on which new pools announce themselves. */

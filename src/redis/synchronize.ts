@@ -14,7 +14,8 @@ import { threadId } from 'node:worker_threads';
 import { BrokenBarrierError, ValueError } from '../errors.js';
 import { reduceFunction, type ReduceContext } from '../reduction.js';
 import { normalizeAcquire, withLock, type AcquireOptions } from '../synchronize.js';
-import { newId, processTag, RedisScript } from './client.js';
+import { RedisScript } from './script.js';
+import { newId, processTag } from './settings.js';
 import { LUA_GONE, RedisObject, registerHandle, type Birth, type ObjectSpace } from './objects.js';
 import type { Step } from './waiting.js';
 

@@ -12,9 +12,8 @@ import type { Process } from '../process.js';
 import type { BasePool } from '../pool.js';
 import { dumps, type RebuildContext } from '../reduction.js';
 import { refOf } from '../tasks.js';
-import {
-  connect, disconnect, processTag, redactUrl, whileAlive, type RedisClient,
-} from './client.js';
+import { connect, disconnect, whileAlive, type RedisClient } from './client.js';
+import { processTag, redactUrl } from './settings.js';
 import { decodeRemote, ModuleAllowList, remoteReduceContext } from './naming.js';
 import { runStreamProcess, runStreamTask, runStreamTasks, setupTaskRunner } from './runTask.js';
 import {
