@@ -112,19 +112,21 @@ const waitAsync = (Atomics as unknown as {
   waitAsync(i32: Int32Array, index: number, expected: number, timeout?: number): WaitAsyncResult;
 }).waitAsync;
 
-/** A wait that does not block the event loop, on thread memory (Atomics) or process memory (the addon). */
-type AsyncWait = (i32: Int32Array, index: number, expected: number, ms: number, signal: AbortSignal | undefined) => Promise<WaitResult>;
+/** A wait that does not block the event loop, on thread memory (Atomics) or process memory (the
+ * addon); it keeps the event loop alive unless `daemon` (see `wait`). */
+type AsyncWait = (i32: Int32Array, index: number, expected: number, ms: number, signal: AbortSignal | undefined, daemon: boolean) => Promise<WaitResult>;
 
-const atomicsWaitAsync: AsyncWait = (i32, index, expected, ms, signal) => {
+const atomicsWaitAsync: AsyncWait = (i32, index, expected, ms, signal, daemon) => {
   const r = waitAsync(i32, index, expected, ms < 0 ? Infinity : ms);
   if (!r.async) return Promise.resolve(r.value);
-  holdLoop();
+  if (!daemon) holdLoop();
+  const release = daemon ? () => {} : releaseLoop;
   return new Promise<WaitResult>((resolve, reject) => {
     let settled = false;
     const onAbort = (): void => {
       if (settled) return;
       settled = true;
-      releaseLoop();
+      release();
       reject(signal!.reason);
       // An Atomics.waitAsync cannot be cancelled. If the abandoned wait later consumes a notify,
       // pass the wake on so that no real waiter misses it.
@@ -136,15 +138,15 @@ const atomicsWaitAsync: AsyncWait = (i32, index, expected, ms, signal) => {
     void r.value.then((v) => {
       if (settled) return;
       settled = true;
-      releaseLoop();
+      release();
       signal?.removeEventListener('abort', onAbort);
       resolve(v);
     });
   });
 };
 
-const nativeWaitAsync: AsyncWait = (i32, index, expected, ms, signal) => {
-  const job = native().futexWaitAsync(i32, index, expected, ms);
+const nativeWaitAsync: AsyncWait = (i32, index, expected, ms, signal, daemon) => {
+  const job = native().futexWaitAsync(i32, index, expected, ms, { ref: !daemon });
   return new Promise<WaitResult>((resolve, reject) => {
     let settled = false;
     const onAbort = (): void => {
@@ -177,6 +179,9 @@ const nativeWaitAsync: AsyncWait = (i32, index, expected, ms, signal) => {
  * loop. Resolves `'not-equal'` at once if the word already differs, `'ok'` after a wake (which may
  * be spurious: callers re-check their condition), `'timed-out'` after `timeout` seconds
  * (null/undefined: forever). An aborted `signal` rejects with `signal.reason` and cancels the wait.
+ * The wait keeps the event loop alive, as the program waits on it; a `daemon` wait does not (the
+ * wait of Python's daemon thread, which does not keep its process alive: a queue feeder after
+ * `cancelJoinThread()`).
  */
 export function wait(
   i32: Int32Array,
@@ -184,6 +189,7 @@ export function wait(
   expected: number,
   timeout: number | null | undefined,
   signal?: AbortSignal,
+  daemon = false,
 ): Promise<WaitResult> {
   if (signal?.aborted) return Promise.reject(signal.reason);
   if (Atomics.load(i32, index) !== expected) return Promise.resolve('not-equal');
@@ -191,8 +197,8 @@ export function wait(
   const ms = timeoutMs(timeout);
   if (ms === 0) return Promise.resolve('timed-out');
   return isProcessShared(i32.buffer)
-    ? nativeWaitAsync(i32, index, expected, ms, signal)
-    : atomicsWaitAsync(i32, index, expected, ms, signal);
+    ? nativeWaitAsync(i32, index, expected, ms, signal, daemon)
+    : atomicsWaitAsync(i32, index, expected, ms, signal, daemon);
 }
 
 const timedOut = (result: WaitResult): boolean => result === 'timed-out';
@@ -270,8 +276,9 @@ export function runSync<T>(g: Steps<T>): T {
 }
 
 /** Runs an algorithm to completion without blocking. An abort is thrown into the algorithm at its
- * current park, which cleans up (maybe waiting more, without the signal) and rethrows. */
-export async function runAsync<T>(g: Steps<T>, signal?: AbortSignal): Promise<T> {
+ * current park, which cleans up (maybe waiting more, without the signal) and rethrows. Its waits
+ * keep the event loop alive unless `daemon` (see `wait`). */
+export async function runAsync<T>(g: Steps<T>, signal?: AbortSignal, daemon = false): Promise<T> {
   let sig = signal;
   let r = g.next();
   while (!r.done) {
@@ -279,7 +286,7 @@ export async function runAsync<T>(g: Steps<T>, signal?: AbortSignal): Promise<T>
     let input: unknown;
     try {
       if ('call' in step) input = await step.call();
-      else input = await wait(step.i32, step.index, step.expected, secondsUntil(step.deadline), sig);
+      else input = await wait(step.i32, step.index, step.expected, secondsUntil(step.deadline), sig, daemon);
     } catch (error) {
       if (!('call' in step)) sig = undefined;
       r = g.throw(error);

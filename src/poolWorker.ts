@@ -150,7 +150,7 @@ class Tasks {
 
   constructor(
     private readonly ring: ByteRing,
-    port: MessagePort | null,
+    private readonly port: MessagePort | null,
     /** Called before this worker idles. */
     private readonly idle: () => void,
   ) {
@@ -158,6 +158,9 @@ class Tasks {
       this.inbox.push(m);
       this.arrived?.();
     });
+    // Held only while a message announced in the ring is on its way: a worker that has stopped
+    // ends as its thread's target returns, as a Python pool worker process does.
+    port?.unref();
   }
 
   async next(): Promise<Next> {
@@ -194,7 +197,14 @@ class Tasks {
   }
 
   private async nextPortMessage(): Promise<PortMessage> {
-    while (this.inbox.length === 0) await new Promise<void>((resolve) => (this.arrived = resolve));
+    if (this.inbox.length === 0) {
+      this.port!.ref();
+      try {
+        while (this.inbox.length === 0) await new Promise<void>((resolve) => (this.arrived = resolve));
+      } finally {
+        this.port!.unref();
+      }
+    }
     this.arrived = null;
     return this.inbox.shift()!;
   }

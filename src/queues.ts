@@ -239,8 +239,11 @@ export class Queue<T = unknown> {
       while (!this.writeWithoutWaiting()) {
         const wake = (this.feederWake = new AbortController());
         try {
-          if (this.holdsWriterLock) await runAsync(this._ring.waitForSpace(), wake.signal);
-          else await acquireMarking(this._wlock, () => (this.holdsWriterLock = true), wake.signal);
+          // Python's feeder is a daemon thread that the exit joins; after cancelJoinThread() the
+          // exit does not wait for it, and neither does this process's event loop.
+          const daemon = this.joinCancelled;
+          if (this.holdsWriterLock) await runAsync(this._ring.waitForSpace(), wake.signal, daemon);
+          else await acquireMarking(this._wlock, () => (this.holdsWriterLock = true), wake.signal, daemon);
         } catch (error) {
           if (!wake.signal.aborted) throw error;
         } finally {
@@ -404,6 +407,8 @@ export class Queue<T = unknown> {
   /** Lets this process exit without flushing its buffered items (they are lost). */
   cancelJoinThread(): void {
     this.joinCancelled = true;
+    // A feeder waiting now looks again, and waits on as a daemon.
+    this.feederWake?.abort();
   }
 
   private checkClosed(): void {

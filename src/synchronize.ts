@@ -357,14 +357,15 @@ registerReducer('Lock', (state: BlockState) => attachAs(() => new Lock(), attach
  * Acquires `lock` without blocking the event loop, and calls `onTaken` in the very step that takes
  * it, before any other code runs. A queue's feeder records so that it holds its writer lock: a
  * blocking call of the same thread that runs before the Promise settles then knows who holds it.
+ * A `daemon` acquire does not keep the event loop alive (futex.ts `wait`).
  */
-export function acquireMarking(lock: Lock, onTaken: () => void, signal?: AbortSignal): Promise<boolean> {
+export function acquireMarking(lock: Lock, onTaken: () => void, signal?: AbortSignal, daemon = false): Promise<boolean> {
   function* steps(): Steps<boolean> {
     const taken = yield* lock._acquireSteps(true, null);
     if (taken) onTaken();
     return taken;
   }
-  return runAsync(steps(), signal);
+  return runAsync(steps(), signal, daemon);
 }
 
 // ---- RLock -------------------------------------------------------------------------------------

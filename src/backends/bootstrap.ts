@@ -36,11 +36,8 @@ async function main(): Promise<void> {
     const { runChild } = await import('./child.js');
     const { start } = workerData as { start: StartMessage };
     setInheritedTracker(start.tracker);
-    // A child ends when its target returns and its finalizers have run: work it left on its event
-    // loop is dropped (Python waits for non-daemon threads). Waiting for the loop to drain hung
-    // children whose library objects still waited (a feeder after cancelJoinThread, a pool worker
-    // thread's manager proxy): see docs/process.md.
-    process.exit(await runChild(start.graph, 'thread', [], () => true, start.name, start.argv));
+    endWhenIdle(await runChild(start.graph, 'thread', [], () => true, start.name, start.argv));
+    return;
   }
 
   // A child whose parent is gone exits by itself: the kernel kills it (Linux, through the addon)
@@ -109,7 +106,29 @@ async function main(): Promise<void> {
   for (const module of start.modules ?? []) {
     if (preloadFailures.has(module)) process.exit(reportStartFailure(preloadFailures.get(module)));
   }
-  process.exit(await runChild(start.graph, 'process', handles, parentAlive, start.name, start.argv));
+  endWhenIdle(await runChild(start.graph, 'process', handles, parentAlive, start.name, start.argv));
+}
+
+/**
+ * The target has returned and the exit finalizers have run (queues flushed, managers and pools shut
+ * down). Python's child then waits for its non-daemon threads and children (`threading._shutdown`,
+ * the join of `_exit_function`); a Node program ends when its event loop is empty. So the child ends
+ * as a Node program does: once what the target left on the event loop (timers, servers, sockets of
+ * its own, non-daemon children) is done. The library's own objects are Python's daemon threads: they
+ * hold the loop only while somebody waits on them, so an idle Queue, Pipe, Listener or proxy never
+ * keeps a child alive; `terminate()` and the parent's exit still end it at once.
+ */
+function endWhenIdle(code: number): void {
+  process.exitCode = code;
+  if (process.env.MP_DEBUG_DRAIN) {
+    const t0 = Date.now();
+    setTimeout(() => {
+      const handles = (process as unknown as { _getActiveHandles(): Array<{ constructor: { name: string }; _handle?: { hasRef?(): boolean }; hasRef?(): boolean }> })._getActiveHandles();
+      const described = handles.map((h) => `${h.constructor.name}:${String((h._handle ?? h).hasRef?.())}`);
+      process.stderr.write(`[drain ${process.pid}/${isMainThread ? 'main' : 'worker'}] still alive ${Date.now() - t0} ms after the target: ${JSON.stringify(process.getActiveResourcesInfo())} ${described.join(', ')}\n`);
+    }, Number(process.env.MP_DEBUG_DRAIN)).unref();
+  }
+
 }
 
 main().catch((error) => {
