@@ -22,6 +22,7 @@ import { newReduceContext, rebuild, reduce } from './reduction.js';
 import { LENGTH_BYTES, NO_FRAME } from './ring.js';
 import { sentinelExit } from './sentinels.js';
 import { runAsync, spinUntil } from './futex.js';
+import { finalize } from './util.js';
 import { refOf, sourceOf, type SourceFunction } from './tasks.js';
 import {
   CALL, CANCELLED, Channel, decodeResult, defineFrame, MAP_CHUNK, Notifier, OK, STARMAP_CHUNK, stopFrame, taskFrame,
@@ -335,6 +336,8 @@ export class Pool extends BasePool {
   private replaced = 0;
   /** Every worker process this pool started, for join(). */
   private readonly started: Process[] = [];
+  /** Python's pool finalizer (exitpriority 15): a child's exit terminates a pool still running. */
+  private readonly terminateAtExit = finalize(() => this.terminate(), 15);
 
   constructor(processesArg?: number | null | PoolOptions, optionsArg: PoolOptions = {}) {
     const [processes, options] = poolArguments(processesArg, optionsArg);
@@ -615,6 +618,7 @@ export class Pool extends BasePool {
   terminate(): void {
     if (this.state === TERMINATE) return;
     this.state = TERMINATE;
+    this.terminateAtExit.cancel();
     this.loopAbort.abort();
     if (this.timeoutTimer) clearInterval(this.timeoutTimer);
     const reason = new ValueError('Pool was terminated before this task finished');
@@ -644,6 +648,7 @@ export class Pool extends BasePool {
       await Promise.all(batch.map((p) => p.join(null, options)));
       joined += batch.length;
     }
+    this.terminateAtExit.cancel();
   }
 
   /** Counters and latency percentiles of this pool (beyond Python). */

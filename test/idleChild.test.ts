@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import * as mp from '../src/index.js';
 import type { DictProxy } from '../src/managers.js';
 import {
-  leaveFeederWaiting, startDaemon, timeOutWaits, useListener, useOwnManagers, useProxy, usePools,
+  leaveBusyPools, leaveFeederWaiting, startDaemon, timeOutWaits, useListener, useOwnManagers, useProxy, usePools,
 } from './fixtures/process/idle.js';
 import { initializer } from './cpython/fixtures/pool.js';
 import { square } from './fixtures/tasks.js';
@@ -72,6 +72,10 @@ for (const method of startMethods) {
 
     it('a process pool and a thread pool left open, and a pool closed and joined', async () => {
       await endsByItself(usePools, [], 'open pools');
+    });
+
+    it('a process pool and a thread pool each running a task that never ends (terminated at exit, as Python does)', async () => {
+      await endsByItself(leaveBusyPools, [], 'busy pools');
     });
 
     it('a daemon child still running (terminated at exit, as Python does)', async () => {

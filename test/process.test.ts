@@ -15,7 +15,6 @@ const entry = new URL('./fixtures/process/entry.ts', import.meta.url);
 for (const method of startMethods) {
   describe(`Process on '${method}'`, () => {
     const ctx = mp.getContext(method);
-    const ENDS_AT_RETURN = 'a child ends when its target returns: its event loop is not waited for (src/backends/bootstrap.ts, docs/process.md)';
     const started: mp.Process[] = [];
     const make = <A extends unknown[]>(options: mp.ProcessOptions<A>) => {
       const p = new ctx.Process(options);
@@ -56,7 +55,7 @@ for (const method of startMethods) {
       q.close();
     });
 
-    it('ends a child once the work its target left on the event loop is done; an unref\'d timer is dropped', { todo: ENDS_AT_RETURN }, async () => {
+    it('ends a child once the work its target left on the event loop is done; an unref\'d timer is dropped', async () => {
       const e = ctx.Event();
       const p = make({ target: leaveTimer, args: [e, 300] });
       p.start();
@@ -65,19 +64,21 @@ for (const method of startMethods) {
       assert.equal(e.isSet(), true, 'the timer the target left ran before the child ended');
     });
 
-    it('terminate() ends a child that waits on work its target left', { skip: ENDS_AT_RETURN }, async () => {
-      const e = ctx.Event();
-      const returned = ctx.Event();
-      const p = make({ target: leaveTimer, args: [e, 600_000, returned] });
-      p.start();
-      assert.equal(await returned.wait(60), true);
-      await p.join(0.5);
-      assert.equal(p.exitcode, null, 'the child waits for its timer');
-      p.terminate();
-      await p.join(30);
-      assert.equal(p.exitcode, -15);
-      assert.equal(e.isSet(), false);
-    });
+    for (const [stop, code] of [['terminate', -15], ['kill', -9]] as const) {
+      it(`${stop}() ends a child that waits on work its target left`, async () => {
+        const e = ctx.Event();
+        const returned = ctx.Event();
+        const p = make({ target: leaveTimer, args: [e, 600_000, returned] });
+        p.start();
+        assert.equal(await returned.wait(60), true);
+        await p.join(0.5);
+        assert.equal(p.exitcode, null, 'the child waits for its timer');
+        p[stop]();
+        await p.join(30);
+        assert.equal(p.exitcode, code);
+        assert.equal(e.isSet(), false);
+      });
+    }
 
     it('runs a task from a .ts module and exits 0', async () => {
       const p = make({ target: square, args: [3] });

@@ -373,7 +373,7 @@ cpythonClass('_TestProcess', ['processes', 'threads'], (f) => {
     }
   });
 
-  it('test_wait_for_threads', { todo: 'a child ends when its target returns (src/backends/bootstrap.ts): work it left on its event loop is dropped' }, async () => {
+  it('test_wait_for_threads', async () => {
     // A child process waits for its non-daemon threads before exiting: here, for the work its
     // target left on its event loop (a timer); an unref'd timer, a daemon thread, does not hold it.
     const evt = await f.objects.Event();
