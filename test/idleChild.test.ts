@@ -12,6 +12,7 @@ import {
 import { initializer } from './cpython/fixtures/pool.js';
 import { square } from './fixtures/tasks.js';
 import { startMethods } from './helpers.js';
+import { sleepForever } from './fixtures/process/behaviours.js';
 
 /** Long enough for a loaded machine to start a child and run its target. */
 const ENDS_WITHIN = 60;
@@ -89,6 +90,21 @@ for (const method of startMethods) {
         q.close();
       });
     }
+
+    it('a manager\'s server ends at shutdown while clients hold idle sessions and calls that wait, and its pool works for ever', async () => {
+      const m = await ctx.Manager();
+      const d = await m.dict<string, number>();
+      await d.setItem('k', 1);
+      const q = await m.Queue<number>();
+      const lock = await m.Lock();
+      await lock.acquire();
+      const waiting = [q.get().catch((e: unknown) => e), lock.acquire().catch((e: unknown) => e)];
+      const pool = await m.Pool(1);
+      await pool.applyAsync(sleepForever);
+      await m.shutdown();
+      assert.equal(m._process?.exitcode, 0, 'the server ended by itself (shutdown() terminates it only after shutdownTimeout)');
+      for (const outcome of await Promise.all(waiting)) assert.ok(outcome instanceof Error, 'a waiting call fails when the server shuts down');
+    });
 
     it('a pool\'s workers end once the pool is closed (a thread worker\'s task port holds nothing idle)', async () => {
       const ns = await (manager ??= await ctx.Manager()).Namespace<{ test: number }>();
