@@ -43,8 +43,23 @@ function treeCpu(pids) {
   return out;
 }
 
+/** The children of this process (its process tree's roots), less `except`. */
+export function childPids(except = []) {
+  return tree(process.pid).filter((pid) => pid !== process.pid && !except.includes(pid) && isChildOfSelf(pid));
+}
+
+function isChildOfSelf(pid) {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === process.pid;
+  } catch {
+    return false;
+  }
+}
+
 /** Redis's own CPU (INFO cpu) in ms, and its command counts (INFO commandstats). */
 async function redisStats(client) {
+  if (!client) return { cpuMs: 0, calls: {} };
   const cpu = await client.info('cpu');
   const field = (name) => Number(new RegExp(`${name}:([\\d.]+)`).exec(cpu)?.[1] ?? 0);
   const stats = await client.info('commandstats');
@@ -53,24 +68,29 @@ async function redisStats(client) {
   return { cpuMs: (field('used_cpu_user') + field('used_cpu_sys')) * 1000, calls };
 }
 
+// Redis counts the commands a script or a MULTI runs under their own names as well: the commands
+// clients sent are the total less those. The library sends these only from scripts.
+const SCRIPT_ONLY = ['xadd', 'xack', 'xdel', 'rpush', 'pttl', 'pexpire', 'exists', 'xclaim', 'xpending', 'xrange'];
+
 /**
- * Measures `run()`: CPU of this process (the producer), of the process trees `workers()` returns
- * (worker programs with their pool processes), of Redis (seen through `client`), and the Redis
- * commands run meanwhile (scripts' inner commands counted apart). Per `units` (tasks or items).
+ * Measures `run()`: CPU of this process (the producer), of the process trees rooted at `roots()`
+ * (worker programs, and their local processes below them), and of Redis (through `client`, if
+ * any); and the Redis commands run meanwhile. Per `units` (tasks, items or round trips), in µs.
+ * `scriptOnly`: the commands that came only from scripts (to count those clients sent).
  */
-export async function accounted(units, client, workers, run) {
-  const pids = workers();
-  const before = { self: process.cpuUsage(), workers: treeCpu(pids), redis: await redisStats(client) };
+export async function accounted(units, client, roots, run, { scriptOnly = SCRIPT_ONLY } = {}) {
+  const pids = roots();
+  const before = { self: process.cpuUsage(), trees: treeCpu(pids), redis: await redisStats(client) };
   const value = await run();
   const self = process.cpuUsage(before.self);
   const after = treeCpu(pids);
   const redis = await redisStats(client);
-  let workerMs = 0;
-  let poolMs = 0;
+  let rootMs = 0;
+  let belowMs = 0;
   for (const [pid, ms] of after) {
-    const delta = ms - (before.workers.get(pid) ?? 0);
-    if (pids.includes(pid)) workerMs += delta;
-    else poolMs += delta;
+    const delta = ms - (before.trees.get(pid) ?? 0);
+    if (pids.includes(pid)) rootMs += delta;
+    else belowMs += delta;
   }
   const calls = {};
   for (const [name, n] of Object.entries(redis.calls)) {
@@ -79,34 +99,22 @@ export async function accounted(units, client, workers, run) {
   }
   const us = (ms) => (ms * 1000) / units;
   const total = Object.values(calls).reduce((a, b) => a + b, 0);
-  const scripts = (calls.evalsha ?? 0) + (calls.eval ?? 0);
+  const inner = scriptOnly.reduce((n, name) => n + (calls[name] ?? 0), 0);
+  const wrappers = (calls.evalsha ?? 0) + (calls.eval ?? 0) + (calls.multi ?? 0) + (calls.exec ?? 0);
   return {
     value,
-    cpu: {
-      producer: us((self.user + self.system) / 1000),
-      worker: us(workerMs),
-      pool: us(poolMs),
-      redis: us(redis.cpuMs - before.redis.cpuMs),
-    },
+    cpu: { producer: us((self.user + self.system) / 1000), worker: us(rootMs), pool: us(belowMs), redis: us(redis.cpuMs - before.redis.cpuMs) },
     calls,
-    /** Commands a client sent (scripts count once), and every command Redis ran (inside scripts too). */
-    commandsPerUnit: { sent: (total - innerCalls(calls)) / units, run: (total - scripts) / units },
+    /** Commands clients sent (a script counts once), and the commands Redis ran (inside scripts too). */
+    commandsPerUnit: { sent: (total - inner) / units, run: (total - wrappers) / units },
   };
-}
-
-// Redis counts the commands a script runs under their own names as well as the script: the
-// commands clients sent are the total less those. Which ones ran inside scripts is not told; the
-// bench's clients send these only from scripts (and XREADGROUP/BLMPOP/HGET etc. directly).
-const SCRIPT_ONLY = ['xadd', 'xack', 'xdel', 'rpush', 'pttl', 'pexpire', 'exists', 'xclaim', 'xpending', 'xrange'];
-function innerCalls(calls) {
-  return SCRIPT_ONLY.reduce((n, name) => n + (calls[name] ?? 0), 0);
 }
 
 export const totalCpu = (cpu) => cpu.producer + cpu.worker + cpu.pool + cpu.redis;
 
+/** `total (producer a, workers b + their processes c, redis d)`, in µs. */
 export function formatCpu(cpu) {
   const total = totalCpu(cpu);
-  const digits = total < 10 ? 2 : 0;
-  const r = (x) => x.toFixed(digits);
-  return `${r(total)} (producer ${r(cpu.producer)}, workers ${r(cpu.worker)}, their processes ${r(cpu.pool)}, redis ${r(cpu.redis)})`;
+  const r = (x) => x.toFixed(total < 10 ? 2 : 0);
+  return `${r(total)} (producer ${r(cpu.producer)}, workers ${r(cpu.worker)} + ${r(cpu.pool)}, redis ${r(cpu.redis)})`;
 }

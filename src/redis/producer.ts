@@ -73,7 +73,7 @@ export class Producer {
   }
 
   private async open(): Promise<void> {
-    const client = await connect(this.settings.url, { role: 'producer' });
+    const client = await connect(this.settings.url, { role: 'producer', autoPipelining: false });
     let reader: RedisClient;
     try {
       reader = await connect(this.settings.url, { role: 'results', blocking: true });

@@ -72,7 +72,8 @@ function functionOf(pool: string, fnId: number, fnBytes: Uint8Array): Promise<Fn
 async function runOne(pool: string, fns: Record<number, Uint8Array>, init: [Uint8Array, Uint8Array] | null, task: Buffer): Promise<Buffer> {
   const { seq, fnId, mode, body } = readTask(task);
   try {
-    await initialize(pool, init);
+    const ready = initialize(pool, init);
+    if (ready) await ready;
     const fn = await functionOf(pool, fnId, fns[fnId]!);
     const args = decode(body);
     return resultOf(seq, true, await run(fn, mode, args instanceof Promise ? await args : args));

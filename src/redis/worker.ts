@@ -71,7 +71,7 @@ class PoolState {
 }
 
 /** How much work a worker holds: enough for ~WINDOW_MS of its processes' time, at least one each. */
-const WINDOW_MS = 20;
+const WINDOW_MS = 5;
 const MAX_PER_PROCESS = 256;
 /** A blocked read returns at least this often (ms), to look at the pools again. */
 const BLOCK_MS = 1000;
@@ -133,7 +133,7 @@ export class StreamWorker {
       for (const [name, value] of Object.entries(exports)) if (typeof value === 'function') this.exportNames.set(value, `${file}:${name}`);
     }
     this.allowList = ModuleAllowList.ofLoadedModules(imports, allowSource);
-    this.client = await connect(url, { role: 'worker' });
+    this.client = await connect(url, { role: 'worker', autoPipelining: false });
     this.reader = await connect(url, { role: 'worker-reads', blocking: true });
     this.subscriber = await connect(url, { role: 'worker-pools', blocking: true });
     this.readerId = Number(await this.reader.client('ID'));
