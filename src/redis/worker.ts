@@ -52,12 +52,19 @@ function readEntry(id: Buffer, fields: Buffer[]): Entry {
   return { id: id.toString(), tasks: pack ? unpackTasks(pack) : [value], pack, prior };
 }
 
+/** A local call's functions (by id) and the pool's initializer. */
+type CallContext = [fns: Record<number, Uint8Array>, init: [Uint8Array, Uint8Array] | null];
+
 /** What this worker knows of one pool. */
 class PoolState {
   /** Entries it holds (pending with it), and how many tasks each. */
   readonly running = new Map<string, number>();
   readonly functions = new Map<number, Promise<Uint8Array>>();
+  /** The functions fetched so far (a task whose functions are all here goes out without a wait). */
+  readonly fetched = new Map<number, Uint8Array>();
   init: Promise<[Uint8Array, Uint8Array] | null> | null = null;
+  /** The initializer once fetched (undefined: not yet). */
+  initFetched: [Uint8Array, Uint8Array] | null | undefined = undefined;
   batch: ResultBatch | null = null;
   batchIds: string[] = [];
   readonly processes = new Map<number, Process>();
@@ -290,6 +297,8 @@ export class StreamWorker {
       }
       if (got > 0) this.tasksPerEntry = this.tasksPerEntry * 0.5 + (tasks / got) * 0.5;
       full = got === count;
+      // The local calls go out first (they wait for promise turns), then the next read.
+      if (got > 0) await new Promise((resolve) => setImmediate(resolve));
     }
   }
 
@@ -327,6 +336,7 @@ export class StreamWorker {
         } catch (error) {
           this.log(`pool ${pool.keys.id}: ${(error as Error).message}`);
         }
+        pool.fetched.set(fnId, b);
         return b;
       })();
       pool.functions.set(fnId, bytes);
@@ -336,7 +346,7 @@ export class StreamWorker {
 
   private initializer(pool: PoolState): Promise<[Uint8Array, Uint8Array] | null> {
     pool.init ??= this.client.hmgetBuffer(pool.keys.fns, INIT_FIELD, INITARGS_FIELD).then(([fn, args]) =>
-      fn && args ? [fn, args] : null);
+      (pool.initFetched = fn && args ? [fn, args] : null));
     return pool.init;
   }
 
@@ -390,7 +400,8 @@ export class StreamWorker {
    * WorkerLostError; it ran out of time: TimeoutError) as its failure. */
   private async runOne(pool: PoolState, task: Buffer, timeout: number | null): Promise<Buffer> {
     try {
-      const [fns, init] = await Promise.all([this.fnsOf(pool, [task]), this.initializer(pool)]);
+      const known = this.callContext(pool, [task]);
+      const [fns, init] = known instanceof Promise ? await known : known;
       const startedAt = performance.now();
       const record = await this.localPool.apply(runStreamTask, [pool.keys.id, fns, init, task], { timeout });
       this.learn(performance.now() - startedAt, 1);
@@ -405,7 +416,8 @@ export class StreamWorker {
     const tasks = entries.flatMap((e) => e.tasks);
     let records: Buffer;
     try {
-      const [fns, init] = await Promise.all([this.fnsOf(pool, tasks), this.initializer(pool)]);
+      const known = this.callContext(pool, tasks);
+      const [fns, init] = known instanceof Promise ? await known : known;
       const pack = entries.length === 1 && entries[0]!.pack ? entries[0]!.pack : packTasks(tasks);
       const startedAt = performance.now();
       const out = await this.localPool.apply(runStreamTasks, [pool.keys.id, fns, init, pack]);
@@ -418,14 +430,29 @@ export class StreamWorker {
     this.finish(pool, entries, tasks.length, records);
   }
 
-  /** The functions the tasks use, by id. */
-  private async fnsOf(pool: PoolState, tasks: Buffer[]): Promise<Record<number, Uint8Array>> {
+  /**
+   * What a local call needs besides the tasks: the functions they use (by id) and the pool's
+   * initializer. At once (no await) when this worker has them already, as it has for every task
+   * but a pool's first: a round trip is then not held back by a turn of promises.
+   */
+  private callContext(pool: PoolState, tasks: Buffer[]): CallContext | Promise<CallContext> {
+    const fns: Record<number, Uint8Array> = {};
+    for (const t of tasks) {
+      const fnId = t.readUInt32BE(5);
+      const bytes = pool.fetched.get(fnId);
+      if (!bytes) return this.fetchCallContext(pool, tasks);
+      fns[fnId] = bytes;
+    }
+    return pool.initFetched === undefined ? this.fetchCallContext(pool, tasks) : [fns, pool.initFetched];
+  }
+
+  private async fetchCallContext(pool: PoolState, tasks: Buffer[]): Promise<CallContext> {
     const fns: Record<number, Uint8Array> = {};
     for (const t of tasks) {
       const fnId = t.readUInt32BE(5);
       fns[fnId] ??= await this.fnBytes(pool, fnId);
     }
-    return fns;
+    return [fns, await this.initializer(pool)];
   }
 
   /** Results of whole entries: they go out, and the entries are acknowledged, in the next REPLY. */
