@@ -78,7 +78,7 @@ class PoolState {
 }
 
 /** How much work a worker holds: enough for ~WINDOW_MS of its processes' time, at least one each. */
-const WINDOW_MS = 5;
+const WINDOW_MS = 20;
 const MAX_PER_PROCESS = 256;
 /** A blocked read returns at least this often (ms), to look at the pools again. */
 const BLOCK_MS = 1000;
@@ -98,7 +98,7 @@ export class StreamWorker {
   private running = 0;
   /** Average ms a task keeps one local process busy (the window follows it). */
   private taskMs = -1;
-  /** Average tasks per entry read (packs hold several): reads ask for the window's worth. */
+  /** Tasks per entry in the last read (packs hold several): reads ask for the window's worth. */
   private tasksPerEntry = 1;
   /** While a taken-over task runs alone, nothing else is pulled. */
   private exclusive = false;
@@ -295,7 +295,9 @@ export class StreamWorker {
         for (const e of entries) tasks += e.tasks.length;
         void this.run(pool, entries);
       }
-      if (got > 0) this.tasksPerEntry = this.tasksPerEntry * 0.5 + (tasks / got) * 0.5;
+      // (The last read's, not an average: a map of chunks after one of packs is read a chunk at a
+      // time until an average forgets the packs.)
+      if (got > 0) this.tasksPerEntry = tasks / got;
       full = got === count;
       // The local calls go out first (they wait for promise turns), then the next read.
       if (got > 0) await new Promise((resolve) => setImmediate(resolve));
