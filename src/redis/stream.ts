@@ -198,7 +198,7 @@ export function writeRecordHeader(record: Buffer, seq: number, status: number): 
 }
 
 /** The records of `bytes` from `at` on. */
-export function readRecords(bytes: Buffer, at = 0): ResultRecord[] {
+function readRecords(bytes: Buffer, at = 0): ResultRecord[] {
   const records: ResultRecord[] = [];
   while (at < bytes.length) {
     const seq = bytes.readUInt32BE(at);
