@@ -8,6 +8,10 @@
 //               kill to the last result of the tasks it held (goal: claimIdle + 1 s), and to the
 //               end of the map; results lost and duplicated
 //
+// and what each costs, which a machine shared with other work does not hide as it hides wall time:
+// CPU time per task (per item, per round trip) of every process involved (this one, the workers
+// with their local processes, redis-server), and the Redis commands per task.
+//
 // Run: npm run build && node bench/redis.mjs
 // Env: REDIS_URL (else a private redis-server is started), BENCH_N (20000), BENCH_RT (500),
 //      BENCH_CLAIM_IDLE (1 s), BENCH_NO_PYTHON=1.
@@ -15,6 +19,7 @@ import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { createServer } from 'node:net';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
+import { accounted, childPids, formatCpu } from './cpu.mjs';
 import { median, printTable } from './stats.mjs';
 
 const N = Number(process.env.BENCH_N ?? 20_000);
@@ -50,17 +55,18 @@ async function freePort() {
 }
 
 async function startRedis() {
-  if (process.env.REDIS_URL) return { url: process.env.REDIS_URL, stop: () => {} };
+  if (process.env.REDIS_URL) return { url: process.env.REDIS_URL, pid: null, stop: () => {} };
   const hasServer = spawnSync('redis-server', ['--version']).status === 0;
   if (!hasServer) return null;
   const port = await freePort();
   const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
   const url = `redis://127.0.0.1:${port}`;
   const probe = new ioredis.Redis(url, { lazyConnect: true, retryStrategy: () => 50, maxRetriesPerRequest: null });
+  probe.on('error', () => {}); // refused until the server listens
   await probe.connect().catch(() => {});
   while ((await probe.ping().catch(() => null)) !== 'PONG') await sleep(20);
   probe.disconnect();
-  return { url, stop: () => child.kill('SIGTERM') };
+  return { url, pid: child.pid, stop: () => child.kill('SIGTERM') };
 }
 
 // ---- worker programs -----------------------------------------------------------------------
@@ -93,28 +99,49 @@ function startWorker(url) {
 
 // ---- measurements --------------------------------------------------------------------------
 
-async function throughput(pool) {
-  await pool.map(double, range(2000), 1); // warm: workers started, functions sent, JIT
+/**
+ * The three measurements, each with its cost (`accounted`: CPU µs and Redis commands per task, per
+ * item, per round trip) over all its runs. `run` maps `(tasks: number[] | number[][])`: one task per
+ * element. `cost.client`: a connection to the Redis to count; `cost.roots()`: the worker processes.
+ */
+async function measure(run, apply, cost) {
+  const account = (units, fn) => accounted(units, cost.client, cost.roots, fn, cost.options);
+  await run(range(2000), 1); // warm: workers started, functions sent, JIT
   const perTask = [];
-  for (let i = 0; i < 3; i++) {
-    const t = performance.now();
-    const r = await pool.map(double, range(N), 1);
-    perTask.push(N / ((performance.now() - t) / 1000));
-    if (r[N - 1] !== 2 * (N - 1)) throw new Error('wrong result');
-  }
+  const perTaskCost = await account(3 * N, async () => {
+    for (let i = 0; i < 3; i++) {
+      const t = performance.now();
+      await run(range(N), 1);
+      perTask.push(N / ((performance.now() - t) / 1000));
+    }
+  });
   const chunked = [];
-  for (let i = 0; i < 5; i++) {
-    const t = performance.now();
-    await pool.map(double, range(N));
-    chunked.push(N / ((performance.now() - t) / 1000));
-  }
+  const chunkedCost = await account(5 * N, async () => {
+    for (let i = 0; i < 5; i++) {
+      const t = performance.now();
+      await run(range(N), null);
+      chunked.push(N / ((performance.now() - t) / 1000));
+    }
+  });
   const trips = [];
-  for (let i = 0; i < RT; i++) {
-    const t = performance.now();
-    await pool.apply(double, [i]);
-    trips.push(performance.now() - t);
-  }
-  return { perTask: median(perTask), chunked: median(chunked), roundTripMs: median(trips) };
+  const tripCost = await account(RT, async () => {
+    for (let i = 0; i < RT; i++) {
+      const t = performance.now();
+      await apply(i);
+      trips.push(performance.now() - t);
+    }
+  });
+  return {
+    perTask: median(perTask), chunked: median(chunked), roundTripMs: median(trips),
+    cost: { perTask: perTaskCost, chunked: chunkedCost, trip: tripCost },
+  };
+}
+
+async function throughput(pool, cost) {
+  return measure(async (items, chunksize) => {
+    const r = await pool.map(double, items, chunksize);
+    if (r[items.length - 1] !== 2 * (items.length - 1)) throw new Error('wrong result');
+  }, (i) => pool.apply(double, [i]), cost);
 }
 
 /**
@@ -156,7 +183,7 @@ async function redisRecovery(url) {
     const orphans = [];
     for (const [id] of held) {
       const [entry] = await probe.xrangeBuffer(stream, id, id);
-      if (entry) orphans.push(entry[1][1].readUInt32BE(1) - 101);
+      if (entry) orphans.push(...seqsOf(entry[1]).map((seq) => seq - 101));
     }
     victim.child.kill('SIGKILL');
     const killedAt = performance.now();
@@ -171,6 +198,14 @@ async function redisRecovery(url) {
     probe.disconnect();
     await Promise.all(survivors.map((w) => w.stop()));
   }
+}
+
+/** The seqs of the tasks of a stream entry (src/redis/stream.ts: one task, or a pack of them). */
+function seqsOf(fields) {
+  if (fields[0].toString() !== 'p') return [fields[1].readUInt32BE(1)];
+  const seqs = [];
+  for (let at = 0; at < fields[1].length; at += 4 + fields[1].readUInt32BE(at)) seqs.push(fields[1].readUInt32BE(at + 5));
+  return seqs;
 }
 
 /** The same on the local pool: a worker process SIGKILLed mid-imap. */
@@ -210,31 +245,14 @@ function python() {
   }
 }
 
-async function bare(url) {
+async function bare(url, cost) {
   const { bareStreams } = await import('./redis-peers/bare-streams.mjs');
   const b = await bareStreams(url);
   try {
-    await b.run(range(2000));
-    const perTask = [];
-    for (let i = 0; i < 3; i++) {
-      const t = performance.now();
-      await b.run(range(N));
-      perTask.push(N / ((performance.now() - t) / 1000));
-    }
-    const chunked = [];
-    const chunks = range(N / 100).map((c) => range(100).map((i) => c * 100 + i));
-    for (let i = 0; i < 5; i++) {
-      const t = performance.now();
-      await b.run(chunks);
-      chunked.push(N / ((performance.now() - t) / 1000));
-    }
-    const trips = [];
-    for (let i = 0; i < RT; i++) {
-      const t = performance.now();
-      await b.run([i]);
-      trips.push(performance.now() - t);
-    }
-    return { perTask: median(perTask), chunked: median(chunked), roundTripMs: median(trips) };
+    // Its chunks are 100 items each (the issue's anchor), whatever map's default would be.
+    const run = (items, chunksize) =>
+      b.run(chunksize === 1 ? items : range(items.length / 100).map((c) => items.slice(c * 100, c * 100 + 100)));
+    return await measure(run, (i) => b.run([i]), { ...cost, options: { scriptOnly: [] } });
   } finally {
     await b.stop();
   }
@@ -249,35 +267,49 @@ if (!redis) {
 }
 const uptime = () => spawnSync('uptime', { encoding: 'utf8' }).stdout.trim();
 const loadBefore = uptime();
-const rows = [];
+const rows = [['**issue 13 goal** (redis context)', '>= 30,000', '>= 1,000,000', '<= 0.600', `tasks of the killed worker done within claimIdle + 1 s (${CLAIM_IDLE + 1} s); 0 lost, 0 duplicated`]];
+const costRows = [];
+const costRow = (name, m) => {
+  const { perTask, chunked, trip } = m.cost;
+  const commands = (c) => `${c.commandsPerUnit.sent.toFixed(3)} sent, ${c.commandsPerUnit.run.toFixed(3)} run`;
+  costRows.push([name, formatCpu(perTask.cpu), formatCpu(chunked.cpu), formatCpu(trip.cpu), commands(perTask), commands(trip)]);
+};
+const counter = new ioredis.Redis(redis.url);
+const notRedis = () => childPids([redis.pid]);
 try {
   const local = new mp.Pool(2, { context: mp.getContext('forkserver') });
-  const l = await throughput(local);
+  const l = await throughput(local, { client: null, roots: notRedis });
   local.terminate();
   await local.join();
   const lr = await localRecovery();
   rows.push(['our local Pool(2), forkserver', fmt(l.perTask), fmt(l.chunked), fmt(l.roundTripMs, 3),
     `tasks the killed process held fail with WorkerLostError (${lr.failed} here), the rest finish; map done ${fmt(lr.recoveryS, 2)} s after the kill`]);
+  costRow('our local Pool(2), forkserver', l);
 
   const workers = [startWorker(redis.url), startWorker(redis.url)];
   await Promise.all(workers.map((w) => w.ready));
   const ctx = mp.getContext('redis', { url: redis.url, claimIdle: CLAIM_IDLE });
   const pool = new ctx.Pool(2);
-  const r = await throughput(pool);
+  const r = await throughput(pool, { client: counter, roots: () => workers.map((w) => w.child.pid) });
   pool.close();
   await pool.join();
   await Promise.all(workers.map((w) => w.stop()));
   const rr = await redisRecovery(redis.url);
   rows.push([`redis context, 2 worker programs x 1 process (claimIdle ${CLAIM_IDLE} s)`, fmt(r.perTask), fmt(r.chunked), fmt(r.roundTripMs, 3),
     `${rr.orphaned} tasks orphaned, all done ${fmt(rr.orphansDoneS, 2)} s after the kill (map done at ${fmt(rr.mapDoneS, 2)} s); lost ${rr.lost}, duplicated ${rr.duplicated}, wrong ${rr.wrong}`]);
+  costRow('redis context, 2 worker programs x 1 process', r);
 
-  const b = await bare(redis.url);
+  const b = await bare(redis.url, { client: counter, roots: notRedis });
   rows.push(['bare Redis Streams loop (anchor, 100 items per chunk)', fmt(b.perTask), fmt(b.chunked), fmt(b.roundTripMs, 3), 'not handled']);
+  costRow('bare Redis Streams loop (anchor)', b);
   const py = python();
   if (py) rows.push(["Python's multiprocessing.Pool(2) (anchor)", fmt(py.perTask), fmt(py.chunked), fmt(py.roundTripMs, 3), 'hangs (cpython#96062); not run']);
 } finally {
+  counter.disconnect();
   redis.stop();
 }
 printTable(`redis context vs local pools, 2 workers, x => 2x, ${N.toLocaleString('en-US')} items (node ${process.version}, ${os.cpus().length} CPUs)`,
   ['system', 'per task (tasks/s)', 'chunked (items/s)', 'round trip median (ms)', 'one worker SIGKILLed mid-map'], rows);
+printTable('what it costs: CPU µs of all processes (this one = producer; workers + their local processes; redis-server), and Redis commands',
+  ['system', 'CPU per task (µs)', 'CPU per item, chunked (µs)', 'CPU per round trip (µs)', 'Redis commands per task', 'per round trip'], costRows);
 console.log(`\nload before: ${loadBefore}\nload after:  ${uptime()}`);

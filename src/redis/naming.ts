@@ -71,9 +71,15 @@ const isRedisKind = (kind: string): boolean => kind.startsWith('redis.');
 
 const naming: RemoteNaming = { name: portableRef, accepts: isRedisKind };
 
+// One context serves every value (a task's arguments are reduced per task: a fresh context each
+// time was a measurable part of a small task's cost). What reduce() writes into it is never read
+// for another machine: the modules tasks come from (no forkserver preloads them there; the set
+// holds each module once), and no transfer list or sockets (a process target refuses ports).
+const remoteContext: ReduceContext = { ...newReduceContext('process'), remote: naming };
+
 /** Where values for another machine are reduced: functions named by project path, only redis objects. */
 export function remoteReduceContext(): ReduceContext {
-  return { ...newReduceContext('process'), remote: naming };
+  return remoteContext;
 }
 
 /** Decodes a value from another machine (`ctx.remote` says which references it may use). */

@@ -63,20 +63,22 @@ export class RedisPool extends BasePool {
   }
 
   _submit(job: Job, args: unknown[], fn: Fn, mode: number, index: number): void {
-    let entry: Buffer;
+    let task: Buffer;
     const seq = (this.seq = (this.seq % 0xfffffffe) + 1);
+    const timeout = job.options.timeout ?? null;
     try {
       if (this.fatal) throw this.fatal;
       const fnId = this.fnId(fn);
-      entry = dumps(mode === CALL ? args : args[0], remoteReduceContext(), undefined, TASK_HEADER);
-      writeTaskHeader(entry, { mode, seq, fnId, timeout: job.options.timeout ?? null });
+      task = dumps(mode === CALL ? args : args[0], remoteReduceContext(), undefined, TASK_HEADER);
+      writeTaskHeader(task, { mode, seq, fnId, timeout });
     } catch (error) {
       // An argument that cannot be serialised fails its own task, as in Python.
       queueMicrotask(() => job.deliver(index, false, error));
       return;
     }
     this.tasks.set(seq, { job, index, submittedAt: performance.now() });
-    this.producer.send(seq, entry);
+    // A task with a timeout runs alone on its worker (its process is killed when it runs over).
+    this.producer.send(seq, task, timeout === null);
   }
 
   protected cancelJob(job: Job): void {

@@ -90,7 +90,7 @@ export class RedisBackend implements Backend {
       onResult: (record) => this.onResult(record),
       onFatal: (error) => this.onFatal(error),
     });
-    this.producer.send(seq, entry);
+    this.producer.send(seq, entry, false);
     return popen;
   }
 

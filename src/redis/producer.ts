@@ -8,8 +8,8 @@ import { getLogger } from '../logger.js';
 import { connect, disconnect, keepAlive, KeyKeeper, whileAlive, type RedisClient } from './client.js';
 import { newId, type RedisSettings } from './settings.js';
 import {
-  ADD_TASKS, CLOSE_POOL, fnField, INIT_FIELD, INITARGS_FIELD, OPEN_POOL, poolKeys, POOLS, readResults, STARTED, type PoolKeys,
-  type ResultRecord,
+  ADD_TASKS, CLOSE_POOL, fnField, INIT_FIELD, INITARGS_FIELD, OPEN_POOL, PACK_FIELD, PACK_MAX, PACK_SHARE, packTasks, poolKeys,
+  POOLS, readResults, STARTED, TASK_FIELD, type PoolKeys, type ResultRecord,
 } from './stream.js';
 
 export interface ResultHandler {
@@ -20,13 +20,18 @@ export interface ResultHandler {
 }
 
 interface Unfinished {
-  entry: Buffer;
+  task: Buffer;
+  /** Whether it may go in a pack (no timeout, not a Process: the worker runs it with others). */
+  packable: boolean;
   /** The stream entry id, once Redis has replied (for `drop`). */
   id: string | null;
 }
 
 const RESULTS_PER_POP = 1000;
+/** Entries per ADD_TASKS call. */
 const ADD_BATCH = 1000;
+/** A pack holds at most this many bytes of tasks (large tasks go alone anyway). */
+const PACK_MAX_BYTES = 64 * 1024;
 /** Seconds a result read blocks before it looks again whether it is still wanted. */
 const RESULT_WAIT = 1;
 
@@ -44,6 +49,8 @@ export class Producer {
   private keeper: KeyKeeper | null = null;
   private readonly ready: Promise<void>;
   private readonly unfinished = new Map<number, Unfinished>();
+  /** How many unfinished tasks each entry in the stream holds (it is deleted when none is wanted). */
+  private readonly entryTasks = new Map<string, number>();
   private readonly fns = new Map<number, Buffer>();
   private init: [fn: Buffer, args: Buffer] | null = null;
   private outbox: number[] = [];
@@ -66,7 +73,7 @@ export class Producer {
   }
 
   private async open(): Promise<void> {
-    const client = await connect(this.settings.url, { role: 'producer' });
+    const client = await connect(this.settings.url, { role: 'producer', autoPipelining: false });
     let reader: RedisClient;
     try {
       reader = await connect(this.settings.url, { role: 'results', blocking: true });
@@ -114,10 +121,10 @@ export class Producer {
     this.scheduleFlush();
   }
 
-  /** Queues a task (its entry: header and body, stream.ts); tasks queued in one synchronous run go
-   * out in one pipeline. */
-  send(seq: number, entry: Buffer): void {
-    this.unfinished.set(seq, { entry, id: null });
+  /** Queues a task (header and body, stream.ts); tasks queued in one synchronous run go out
+   * together, the packable ones in packs. */
+  send(seq: number, task: Buffer, packable: boolean): void {
+    this.unfinished.set(seq, { task, packable, id: null });
     this.outbox.push(seq);
     this.scheduleFlush();
     this.startReading();
@@ -137,33 +144,85 @@ export class Producer {
     this.outbox = [];
     if (this.closed || items.length === 0 || !this.client) return;
     // Functions first (a flush keeps the order of submission, and a task's function came before
-    // it), then the tasks in scripts of up to ADD_BATCH entries: one command each, not one per task.
+    // it), then the entries in scripts of up to ADD_BATCH: one command each, not one per task.
     const fnIds = items.filter((item) => item < 0).map((item) => -item);
-    const seqs = items.filter((item) => item > 0 && this.unfinished.has(item));
+    const entries = this.entries(items.filter((item) => item > 0 && this.unfinished.has(item)));
     try {
       if (fnIds.length > 0) {
         await this.client.hset(this.keys.fns, ...fnIds.flatMap((id) => [fnField(id), this.fns.get(id)!]));
       }
       const sends: Array<Promise<void>> = [];
-      for (let i = 0; i < seqs.length; i += ADD_BATCH) sends.push(this.add(seqs.slice(i, i + ADD_BATCH)));
+      for (let i = 0; i < entries.length; i += ADD_BATCH) sends.push(this.add(entries.slice(i, i + ADD_BATCH)));
       await Promise.all(sends);
     } catch (error) {
       this.handler.onFatal(error as Error);
     }
   }
 
-  /** Adds tasks to the stream; if Redis lost it (restarted), opens it again and resends. */
-  private async add(seqs: number[]): Promise<void> {
-    const entries = seqs.map((seq) => this.unfinished.get(seq)!.entry); // all there: checked in this tick
-    const ids = (await ADD_TASKS.run(this.client!, [this.keys.tasks], entries)) as string[] | null;
+  /**
+   * The stream entries for tasks sent together: packs of the packable ones (so that a map of many
+   * small tasks costs Redis and the workers one entry per pack, not per task), each at most
+   * PACK_MAX tasks and 1/PACK_SHARE of them (several workers share a map); the others alone.
+   */
+  private entries(seqs: number[]): Array<{ seqs: number[]; field: string; value: Buffer }> {
+    const packable = seqs.filter((seq) => this.unfinished.get(seq)!.packable);
+    const size = Math.max(1, Math.min(PACK_MAX, Math.floor(packable.length / PACK_SHARE)));
+    const out: Array<{ seqs: number[]; field: string; value: Buffer }> = [];
+    let pack: number[] = [];
+    let bytes = 0;
+    const close = (): void => {
+      const tasks = pack.map((seq) => this.unfinished.get(seq)!.task);
+      if (pack.length === 1) out.push({ seqs: pack, field: TASK_FIELD, value: tasks[0]! });
+      else if (pack.length > 1) out.push({ seqs: pack, field: PACK_FIELD, value: packTasks(tasks) });
+      pack = [];
+      bytes = 0;
+    };
+    for (const seq of seqs) {
+      const { task, packable: fits } = this.unfinished.get(seq)!;
+      if (!fits || size === 1) {
+        out.push({ seqs: [seq], field: TASK_FIELD, value: task });
+        continue;
+      }
+      if (pack.length > 0 && bytes + task.length > PACK_MAX_BYTES) close();
+      pack.push(seq);
+      bytes += task.length;
+      if (pack.length === size) close();
+    }
+    close();
+    return out;
+  }
+
+  /** Adds entries to the stream; if Redis lost it (restarted), opens it again and resends. */
+  private async add(entries: Array<{ seqs: number[]; field: string; value: Buffer }>): Promise<void> {
+    const ids = (await ADD_TASKS.run(this.client!, [this.keys.tasks], entries.flatMap((e) => [e.field, e.value]))) as string[] | null;
     if (!ids) {
       void this.recover();
       return;
     }
-    seqs.forEach((seq, i) => {
-      const task = this.unfinished.get(seq);
-      if (task) task.id = ids[i]!;
+    entries.forEach((entry, i) => {
+      const id = ids[i]!;
+      let live = 0;
+      for (const seq of entry.seqs) {
+        const task = this.unfinished.get(seq);
+        if (task) {
+          task.id = id;
+          live++;
+        }
+      }
+      if (live > 0) this.entryTasks.set(id, live);
     });
+  }
+
+  /** A task is no longer wanted (finished, or dropped): its entry's id once no task of it is. */
+  private settle(task: Unfinished): string | null {
+    if (task.id === null) return null;
+    const live = (this.entryTasks.get(task.id) ?? 1) - 1;
+    if (live > 0) {
+      this.entryTasks.set(task.id, live);
+      return null;
+    }
+    this.entryTasks.delete(task.id);
+    return task.id;
   }
 
   /** Opens the stream again if Redis lost it, and sends again every task not finished. */
@@ -177,7 +236,11 @@ export class Producer {
         } else {
           getLogger().warning('Redis lost pool %s (restarted?): opening it again and resending %d tasks', this.keys.id, this.unfinished.size);
           await this.openStream();
-          for (const seq of this.unfinished.keys()) this.outbox.push(seq);
+          this.entryTasks.clear();
+          for (const [seq, task] of this.unfinished) {
+            task.id = null;
+            this.outbox.push(seq);
+          }
         }
       } finally {
         this.recovering = null;
@@ -194,7 +257,8 @@ export class Producer {
       const task = this.unfinished.get(seq);
       if (!task) continue;
       this.unfinished.delete(seq);
-      if (task.id) ids.push(task.id);
+      const id = this.settle(task);
+      if (id) ids.push(id);
     }
     if (ids.length > 0 && this.client) void this.client.xdel(this.keys.tasks, ...ids).catch(() => {});
     this.maybeStopReading();
@@ -237,8 +301,13 @@ export class Producer {
           const { consumer, records } = readResults(batch);
           for (const record of records) {
             // A later result of a finished task is dropped; STARTED is news about an unfinished one.
-            const known = record.status === STARTED ? this.unfinished.has(record.seq) : this.unfinished.delete(record.seq);
-            if (known) this.handler.onResult(record, consumer);
+            const task = this.unfinished.get(record.seq);
+            if (!task) continue;
+            if (record.status !== STARTED) {
+              this.unfinished.delete(record.seq);
+              this.settle(task);
+            }
+            this.handler.onResult(record, consumer);
           }
         }
         this.maybeStopReading();
@@ -260,6 +329,7 @@ export class Producer {
     this.closed = true;
     unclosed.delete(this);
     this.unfinished.clear();
+    this.entryTasks.clear();
     this.maybeStopReading();
     this.keeper?.stop();
     try {

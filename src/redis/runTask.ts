@@ -10,7 +10,7 @@ import { run, unsendable } from '../poolWorker.js';
 import { dumps, rebuild, type RebuildContext } from '../reduction.js';
 import { task } from '../tasks.js';
 import { decodeRemote, ModuleAllowList, remoteReduceContext, type AllowListState } from './naming.js';
-import { FAILED, OK } from './stream.js';
+import { FAILED, OK, readTask, RECORD_HEADER, unpackTasks, writeRecordHeader } from './stream.js';
 
 type Fn = (...args: unknown[]) => unknown;
 
@@ -31,65 +31,80 @@ function setup(state: AllowListState): void {
 /** The local pool's initializer: which modules this worker program allows. */
 export const setupTaskRunner = task(setup, { module: import.meta.url });
 
-async function decode(bytes: Uint8Array): Promise<unknown> {
+function decode(bytes: Uint8Array): unknown {
   return decodeRemote(bytes, rebuildContext());
 }
 
-/** `[status u8][dumps(value)]`, a plain Uint8Array (the pool moves those without re-encoding). */
-function outcome(ok: boolean, value: unknown): Uint8Array {
+/** A task's result record (stream.ts's [seq][status][length][body]), encoded once, in place. */
+function resultOf(seq: number, ok: boolean, value: unknown): Buffer {
   let out: Buffer;
+  let status = ok ? OK : FAILED;
   try {
-    out = dumps(value, remoteReduceContext(), undefined, 1);
-    out[0] = ok ? OK : FAILED;
+    out = dumps(value, remoteReduceContext(), undefined, RECORD_HEADER);
   } catch (error) {
-    out = dumps(unsendable(error, ok), remoteReduceContext(), undefined, 1);
-    out[0] = FAILED;
+    out = dumps(unsendable(error, ok), remoteReduceContext(), undefined, RECORD_HEADER);
+    status = FAILED;
   }
-  return new Uint8Array(out.buffer, out.byteOffset, out.length);
+  return writeRecordHeader(out, seq, status);
 }
 
-async function runTask(
-  pool: string,
-  fnId: number,
-  fnBytes: Uint8Array,
-  init: [fn: Uint8Array, args: Uint8Array] | null,
-  mode: number,
-  body: Uint8Array,
-): Promise<Uint8Array> {
+function initialize(pool: string, init: [fn: Uint8Array, args: Uint8Array] | null): Promise<void> | null {
+  if (!init) return null;
+  let ready = initialized.get(pool);
+  if (!ready) {
+    ready = (async () => {
+      const [initializer, initargs] = await Promise.all([decode(init[0]), decode(init[1])]);
+      await (initializer as Fn)(...(initargs as unknown[]));
+    })();
+    initialized.set(pool, ready);
+  }
+  return ready;
+}
+
+function functionOf(pool: string, fnId: number, fnBytes: Uint8Array): Promise<Fn> {
+  const key = `${pool}:${fnId}`;
+  let fn = functions.get(key);
+  if (!fn) functions.set(key, (fn = Promise.resolve(decode(fnBytes) as Fn)));
+  return fn;
+}
+
+/** Runs one task (header and body, stream.ts) and returns its result record. */
+async function runOne(pool: string, fns: Record<number, Uint8Array>, init: [Uint8Array, Uint8Array] | null, task: Buffer): Promise<Buffer> {
+  const { seq, fnId, mode, body } = readTask(task);
   try {
-    if (init) {
-      let ready = initialized.get(pool);
-      if (!ready) {
-        ready = (async () => {
-          const [initializer, initargs] = await Promise.all([decode(init[0]), decode(init[1])]);
-          await (initializer as Fn)(...(initargs as unknown[]));
-        })();
-        initialized.set(pool, ready);
-      }
-      await ready;
-    }
-    const key = `${pool}:${fnId}`;
-    let fn = functions.get(key);
-    if (!fn) functions.set(key, (fn = decode(fnBytes) as Promise<Fn>));
-    const [f, args] = await Promise.all([fn, decode(body)]);
-    return outcome(true, await run(f, mode, args));
+    const ready = initialize(pool, init);
+    if (ready) await ready;
+    const fn = await functionOf(pool, fnId, fns[fnId]!);
+    const args = decode(body);
+    return resultOf(seq, true, await run(fn, mode, args instanceof Promise ? await args : args));
   } catch (error) {
-    return outcome(false, error);
+    return resultOf(seq, false, error);
   }
 }
 
-/** The local pool's function: runs one task of the stream and returns its encoded outcome. */
-export const runStreamTask = task(runTask, { module: import.meta.url });
+/** A Buffer as a plain Uint8Array (the local pool moves those without re-encoding). */
+function plain(bytes: Buffer): Uint8Array {
+  return new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.length);
+}
 
+async function runTaskAlone(pool: string, fns: Record<number, Uint8Array>, init: [Uint8Array, Uint8Array] | null, one: Uint8Array): Promise<Uint8Array> {
+  return plain(await runOne(pool, fns, init, Buffer.from(one.buffer, one.byteOffset, one.length)));
+}
+
+/** The local pool's function: runs one task of the stream and returns its result record. */
+export const runStreamTask = task(runTaskAlone, { module: import.meta.url });
+
+/** Several tasks of one pool in one local call (a pack, stream.ts), one after another: their
+ * result records, concatenated. */
 async function runTasks(
   pool: string,
   fns: Record<number, Uint8Array>,
   init: [fn: Uint8Array, args: Uint8Array] | null,
-  tasks: Array<[fnId: number, mode: number, body: Uint8Array]>,
-): Promise<Uint8Array[]> {
-  const out: Uint8Array[] = [];
-  for (const [fnId, mode, body] of tasks) out.push(await runTask(pool, fnId, fns[fnId]!, init, mode, body));
-  return out;
+  pack: Uint8Array,
+): Promise<Uint8Array> {
+  const records: Buffer[] = [];
+  for (const one of unpackTasks(Buffer.from(pack.buffer, pack.byteOffset, pack.length))) records.push(await runOne(pool, fns, init, one));
+  return plain(Buffer.concat(records));
 }
 
 /** Several tasks of one pool in one local call, one after another. */

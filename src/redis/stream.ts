@@ -6,14 +6,17 @@
  *                             a pool announces itself (workers then read its stream)
  *   mp:pool:<id>:tasks        STREAM of tasks, consumer group `workers`: workers pull with
  *                             XREADGROUP, and a task stays in the pending-entries list of the
- *                             worker that took it until its result is written
+ *                             worker that took it until its result is written. An entry holds one
+ *                             task, or a pack of small tasks submitted together (one XADD, one
+ *                             read, one acknowledgement for up to PACK_MAX tasks)
  *   mp:pool:<id>:results      LIST of result batches, which the producer pops (BLMPOP)
  *   mp:pool:<id>:fns          HASH: the pool's functions by id, its initializer, its settings
  *
  * A result and the acknowledgement of its task go in one Lua script (REPLY), so a worker that
  * dies publishes both or neither: delivery is at least once, and the producer keeps the first
  * result of each task. RECLAIM hands the tasks of a worker that stopped answering to another, one
- * task at a time, and fails a task alone once `maxDeliveries` workers died holding it.
+ * task at a time (a pack is split into single tasks first), and fails a task alone once
+ * `maxDeliveries` workers died holding it.
  * Every key has a TTL that its producer refreshes, and is deleted when the pool closes.
  */
 import { RedisScript } from './script.js';
@@ -49,14 +52,24 @@ export interface PoolSettings {
   maxDeliveries: number;
 }
 
-// ---- tasks: one stream entry each, one field `t` ------------------------------------------------
+// ---- tasks: one stream entry holds one task (field `t`) or a pack of them (field `p`) -------------
 
 /** Modes of a task: `fn(...args)`, a map chunk, a starmap chunk (as poolChannel.ts), or a Process. */
 export const PROCESS = 3;
 
 /** [mode u8][seq u32][fnId u32][timeout f64, NaN = none] then the body (dumps of the arguments). */
 export const TASK_HEADER = 17;
-const TASK_FIELD = 't';
+/** The entry field of a single task. */
+export const TASK_FIELD = 't';
+/** The entry field of a pack: records [length u32][task], tasks without a timeout, not Processes. */
+export const PACK_FIELD = 'p';
+/** On a task split out of a pack that was taken over: the deliveries it had already (decimal). */
+export const DELIVERIES_FIELD = 'd';
+/** At most this many tasks in one pack: the unit a worker takes, and the most a poison task can
+ * orphan on its first delivery (they are then split and run one at a time). */
+export const PACK_MAX = 64;
+/** Packs of one flush are at most 1/PACK_SHARE of its tasks, so that several workers share it. */
+export const PACK_SHARE = 16;
 
 export interface TaskHeader {
   mode: number;
@@ -73,6 +86,31 @@ export function writeTaskHeader(entry: Buffer, header: TaskHeader): Buffer {
   entry.writeUInt32BE(header.fnId, 5);
   entry.writeDoubleBE(header.timeout ?? NaN, 9);
   return entry;
+}
+
+/** Tasks (each header and body) as one pack: [length u32][task] each. */
+export function packTasks(tasks: Uint8Array[]): Buffer {
+  let bytes = 0;
+  for (const t of tasks) bytes += 4 + t.length;
+  const out = Buffer.allocUnsafe(bytes);
+  let at = 0;
+  for (const t of tasks) {
+    out.writeUInt32BE(t.length, at);
+    out.set(t, at + 4);
+    at += 4 + t.length;
+  }
+  return out;
+}
+
+/** The tasks of a pack (views into it). */
+export function unpackTasks(pack: Buffer): Buffer[] {
+  const out: Buffer[] = [];
+  for (let at = 0; at < pack.length; ) {
+    const length = pack.readUInt32BE(at);
+    out.push(pack.subarray(at + 4, at + 4 + length));
+    at += 4 + length;
+  }
+  return out;
 }
 
 export function readTask(entry: Buffer): TaskHeader & { body: Buffer } {
@@ -129,23 +167,52 @@ export class ResultBatch {
     this.count++;
   }
 
+  /** Records already encoded (resultRecord, or a pack's results from a local process). */
+  addRecords(records: Uint8Array, count: number): void {
+    this.parts.push(records as Buffer);
+    this.bytes += records.length;
+    this.count += count;
+  }
+
   encode(): Buffer {
     return Buffer.concat(this.parts, this.bytes);
   }
 }
 
-export function readResults(batch: Buffer): { consumer: string; records: ResultRecord[] } {
-  const nameLength = batch.readUInt8(0);
-  const consumer = batch.toString('utf8', 1, 1 + nameLength);
+/** A result record: [seq u32][status u8][length u32][body]. */
+export const RECORD_HEADER = 9;
+
+/** A result record of `body`. */
+export function resultRecord(seq: number, status: number, body: Uint8Array): Buffer {
+  const out = Buffer.allocUnsafe(RECORD_HEADER + body.length);
+  out.set(body, RECORD_HEADER);
+  return writeRecordHeader(out, seq, status);
+}
+
+/** Writes the header into the first RECORD_HEADER bytes of `record` (the body's headroom). */
+export function writeRecordHeader(record: Buffer, seq: number, status: number): Buffer {
+  record.writeUInt32BE(seq, 0);
+  record.writeUInt8(status, 4);
+  record.writeUInt32BE(record.length - RECORD_HEADER, 5);
+  return record;
+}
+
+/** The records of `bytes` from `at` on. */
+function readRecords(bytes: Buffer, at = 0): ResultRecord[] {
   const records: ResultRecord[] = [];
-  for (let at = 1 + nameLength; at < batch.length; ) {
-    const seq = batch.readUInt32BE(at);
-    const status = batch.readUInt8(at + 4);
-    const length = batch.readUInt32BE(at + 5);
-    records.push({ seq, status, body: batch.subarray(at + 9, at + 9 + length) });
+  while (at < bytes.length) {
+    const seq = bytes.readUInt32BE(at);
+    const status = bytes.readUInt8(at + 4);
+    const length = bytes.readUInt32BE(at + 5);
+    records.push({ seq, status, body: bytes.subarray(at + 9, at + 9 + length) });
     at += 9 + length;
   }
-  return { consumer, records };
+  return records;
+}
+
+export function readResults(batch: Buffer): { consumer: string; records: ResultRecord[] } {
+  const nameLength = batch.readUInt8(0);
+  return { consumer: batch.toString('utf8', 1, 1 + nameLength), records: readRecords(batch, 1 + nameLength) };
 }
 
 /** At most this many task ids per REPLY (Lua's unpack has a limit). */
@@ -179,8 +246,10 @@ return 1`,
 /**
  * Takes over one task that has been pending longer than `minIdle` ms with a worker that stopped
  * refreshing its claim (it died, or hangs). A task already delivered `maxDeliveries` times fails
- * with LOST instead (a poison task). Returns [id, entry, deliveries] or nil.
- * KEYS: tasks, results. ARGV: group, consumer, minIdle ms, maxDeliveries.
+ * with LOST instead (a poison task). A pack is not taken over whole: its tasks go back to the
+ * stream one by one, with the deliveries they had (DELIVERIES_FIELD); a worker that reads such a
+ * task hands it back to this script (BOUNCE), so that each runs alone. Returns [id, task,
+ * deliveries] or nil. KEYS: tasks, results. ARGV: group, consumer, minIdle ms, maxDeliveries.
  */
 export const RECLAIM = new RedisScript(
   'reclaim',
@@ -188,21 +257,49 @@ export const RECLAIM = new RedisScript(
 local pending = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', ARGV[3], '-', '+', 16)
 for _, p in ipairs(pending) do
   local id, owner, deliveries = p[1], p[2], p[4]
-  if deliveries >= tonumber(ARGV[4]) then
-    local entry = redis.call('XRANGE', KEYS[1], id, id)
-    if #entry > 0 then
-      local seq = struct.unpack('>I4', entry[1][2][2], 2)
+  local entry = redis.call('XRANGE', KEYS[1], id, id)
+  local fields = entry[1] and entry[1][2]
+  if not fields then
+    redis.call('XACK', KEYS[1], ARGV[1], id)
+  else
+    local kind, task = fields[1], fields[2]
+    if fields[3] == '${DELIVERIES_FIELD}' then deliveries = deliveries + tonumber(fields[4]) end
+    if kind == '${PACK_FIELD}' then
+      local at = 1
+      while at <= #task do
+        local length = struct.unpack('>I4', task, at)
+        redis.call('XADD', KEYS[1], '*', '${TASK_FIELD}', string.sub(task, at + 4, at + 3 + length), '${DELIVERIES_FIELD}', deliveries)
+        at = at + 4 + length
+      end
+      redis.call('XACK', KEYS[1], ARGV[1], id)
+      redis.call('XDEL', KEYS[1], id)
+    elseif deliveries >= tonumber(ARGV[4]) then
+      local seq = struct.unpack('>I4', task, 2)
       local info = deliveries .. ' ' .. owner
       redis.call('RPUSH', KEYS[2], struct.pack('>B', 0) .. struct.pack('>I4BI4', seq, ${LOST}, #info) .. info)${keepTtl}
+      redis.call('XACK', KEYS[1], ARGV[1], id)
+      redis.call('XDEL', KEYS[1], id)
+    else
+      local claimed = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], id)
+      if #claimed > 0 and claimed[1] then return {id, task, deliveries + 1} end
     end
-    redis.call('XACK', KEYS[1], ARGV[1], id)
-    redis.call('XDEL', KEYS[1], id)
-  else
-    local claimed = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], id)
-    if #claimed > 0 and claimed[1] then return {claimed[1][1], claimed[1][2][2], deliveries + 1} end
   end
 end
 return false`,
+);
+
+/**
+ * Hands back tasks split out of a taken-over pack that a worker read with its other tasks: they
+ * look idle at once (RECLAIM takes them, one at a time), and only their earlier deliveries count.
+ * KEYS: tasks. ARGV: group, consumer, idle ms, task ids...
+ */
+export const BOUNCE = new RedisScript(
+  'bounce',
+  `
+for i = 4, #ARGV do
+  redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'IDLE', ARGV[3], 'RETRYCOUNT', 0, 'JUSTID')
+end
+return #ARGV - 3`,
 );
 
 /**
@@ -225,16 +322,16 @@ return #args - 5`,
 );
 
 /**
- * Adds tasks to a pool's stream, one entry each, and returns their ids; nil (nothing added) when
- * the stream is gone (Redis restarted without it: the producer opens it again and resends).
- * KEYS: tasks. ARGV: entries...
+ * Adds entries to a pool's stream and returns their ids; nil (nothing added) when the stream is
+ * gone (Redis restarted without it: the producer opens it again and resends).
+ * KEYS: tasks. ARGV: field, value (TASK_FIELD and a task, or PACK_FIELD and a pack) for each entry.
  */
 export const ADD_TASKS = new RedisScript(
   'add_tasks',
   `
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
 local ids = {}
-for i = 1, #ARGV do ids[i] = redis.call('XADD', KEYS[1], '*', '${TASK_FIELD}', ARGV[i]) end
+for i = 1, #ARGV, 2 do ids[#ids + 1] = redis.call('XADD', KEYS[1], '*', ARGV[i], ARGV[i + 1]) end
 return ids`,
 );
 

@@ -17,8 +17,9 @@ import { processTag, redactUrl } from './settings.js';
 import { decodeRemote, ModuleAllowList, remoteReduceContext } from './naming.js';
 import { runStreamProcess, runStreamTask, runStreamTasks, setupTaskRunner } from './runTask.js';
 import {
-  EXITED, FAILED, fnField, GROUP, INIT_FIELD, INITARGS_FIELD, MAX_REPLY_IDS, poolKeys, POOLS, PROCESS, readTask,
-  RECLAIM, REFRESH_CLAIMS, REPLY, ResultBatch, SETTINGS_FIELD, STARTED, workerChannel, type PoolKeys, type PoolSettings,
+  BOUNCE, DELIVERIES_FIELD, EXITED, FAILED, fnField, GROUP, INIT_FIELD, INITARGS_FIELD, MAX_REPLY_IDS, PACK_FIELD, packTasks,
+  poolKeys, POOLS, PROCESS, readTask, RECLAIM, RECORD_HEADER, REFRESH_CLAIMS, REPLY, resultRecord, ResultBatch, SETTINGS_FIELD,
+  STARTED, unpackTasks, workerChannel, writeRecordHeader, type PoolKeys, type PoolSettings,
 } from './stream.js';
 
 export interface WorkerOptions {
@@ -33,18 +34,37 @@ export interface WorkerOptions {
   log?: (line: string) => void;
 }
 
-interface Running {
-  seq: number;
+/** An entry as read from a stream: one task, or a pack of them. */
+interface Entry {
+  id: string;
+  /** Each task's header and body (views into the reply). */
+  tasks: Buffer[];
+  /** The pack as read (the tasks, ready for a local call), or null for a single task. */
+  pack: Buffer | null;
+  /** Deliveries before this one: a task split out of a taken-over pack (RECLAIM), to hand back. */
+  prior: number;
 }
 
-/** A task as read from a stream. */
-type Entry = { id: string } & ReturnType<typeof readTask>;
+function readEntry(id: Buffer, fields: Buffer[]): Entry {
+  const value = fields[1]!;
+  const pack = fields[0]!.toString() === PACK_FIELD ? value : null;
+  const prior = fields[2]?.toString() === DELIVERIES_FIELD ? Number(fields[3]!.toString()) : 0;
+  return { id: id.toString(), tasks: pack ? unpackTasks(pack) : [value], pack, prior };
+}
+
+/** A local call's functions (by id) and the pool's initializer. */
+type CallContext = [fns: Record<number, Uint8Array>, init: [Uint8Array, Uint8Array] | null];
 
 /** What this worker knows of one pool. */
 class PoolState {
-  readonly running = new Map<string, Running>();
+  /** Entries it holds (pending with it), and how many tasks each. */
+  readonly running = new Map<string, number>();
   readonly functions = new Map<number, Promise<Uint8Array>>();
+  /** The functions fetched so far (a task whose functions are all here goes out without a wait). */
+  readonly fetched = new Map<number, Uint8Array>();
   init: Promise<[Uint8Array, Uint8Array] | null> | null = null;
+  /** The initializer once fetched (undefined: not yet). */
+  initFetched: [Uint8Array, Uint8Array] | null | undefined = undefined;
   batch: ResultBatch | null = null;
   batchIds: string[] = [];
   readonly processes = new Map<number, Process>();
@@ -78,6 +98,8 @@ export class StreamWorker {
   private running = 0;
   /** Average ms a task keeps one local process busy (the window follows it). */
   private taskMs = -1;
+  /** Tasks per entry in the last read (packs hold several): reads ask for the window's worth. */
+  private tasksPerEntry = 1;
   /** While a taken-over task runs alone, nothing else is pulled. */
   private exclusive = false;
   private poolsChanged = true;
@@ -118,7 +140,7 @@ export class StreamWorker {
       for (const [name, value] of Object.entries(exports)) if (typeof value === 'function') this.exportNames.set(value, `${file}:${name}`);
     }
     this.allowList = ModuleAllowList.ofLoadedModules(imports, allowSource);
-    this.client = await connect(url, { role: 'worker' });
+    this.client = await connect(url, { role: 'worker', autoPipelining: false });
     this.reader = await connect(url, { role: 'worker-reads', blocking: true });
     this.subscriber = await connect(url, { role: 'worker-pools', blocking: true });
     this.readerId = Number(await this.reader.client('ID'));
@@ -244,12 +266,13 @@ export class StreamWorker {
         continue;
       }
       const streams = [...this.byStream.keys()];
+      const count = Math.max(1, Math.floor(room / this.tasksPerEntry));
       let reply: Array<[Buffer, Array<[Buffer, Buffer[]]>]> | null;
       try {
         this.blocked = !full;
         const block = full ? [] : ['BLOCK', BLOCK_MS];
         // (ioredis's overloads do not let COUNT and BLOCK vary: the command is spelt out.)
-        const args = ['GROUP', GROUP, this.consumer, 'COUNT', room, ...block, 'STREAMS', ...streams, ...streams.map(() => '>')];
+        const args = ['GROUP', GROUP, this.consumer, 'COUNT', count, ...block, 'STREAMS', ...streams, ...streams.map(() => '>')];
         const read = this.reader.xreadgroupBuffer.bind(this.reader) as (...a: unknown[]) => Promise<unknown>;
         reply = (await read(...args)) as typeof reply;
       } catch (error) {
@@ -263,13 +286,21 @@ export class StreamWorker {
         this.blocked = false;
       }
       let got = 0;
-      for (const [stream, entries] of reply ?? []) {
+      let tasks = 0;
+      for (const [stream, raw] of reply ?? []) {
         const pool = this.byStream.get(stream.toString());
         if (!pool) continue;
+        const entries = raw.map(([id, fields]) => readEntry(id, fields));
         got += entries.length;
-        this.run(pool, entries.map(([id, fields]) => ({ id: id.toString(), ...readTask(fields[1]!) })));
+        for (const e of entries) tasks += e.tasks.length;
+        void this.run(pool, entries);
       }
-      full = got === room;
+      // (The last read's, not an average: a map of chunks after one of packs is read a chunk at a
+      // time until an average forgets the packs.)
+      if (got > 0) this.tasksPerEntry = tasks / got;
+      full = got === count;
+      // The local calls go out first (they wait for promise turns), then the next read.
+      if (got > 0) await new Promise((resolve) => setImmediate(resolve));
     }
   }
 
@@ -307,6 +338,7 @@ export class StreamWorker {
         } catch (error) {
           this.log(`pool ${pool.keys.id}: ${(error as Error).message}`);
         }
+        pool.fetched.set(fnId, b);
         return b;
       })();
       pool.functions.set(fnId, bytes);
@@ -316,76 +348,141 @@ export class StreamWorker {
 
   private initializer(pool: PoolState): Promise<[Uint8Array, Uint8Array] | null> {
     pool.init ??= this.client.hmgetBuffer(pool.keys.fns, INIT_FIELD, INITARGS_FIELD).then(([fn, args]) =>
-      fn && args ? [fn, args] : null);
+      (pool.initFetched = fn && args ? [fn, args] : null));
     return pool.init;
   }
 
   /**
-   * Runs the tasks of one read: a Process or a task with a timeout alone, the others in one batch
-   * per local process (one local call runs several tasks: the local pool's per-call cost is paid
-   * once per batch). Resolves once their results are on their way.
+   * Runs the tasks of one read: a Process or a task with a timeout alone, the others in one local
+   * call per process (each runs a pack of tasks: the local pool's per-call cost is paid once per
+   * pack). Tasks split out of a taken-over pack are handed back (`bounce`). Resolves once their
+   * results are on their way.
    */
-  private async run(pool: PoolState, tasks: Entry[]): Promise<void> {
-    for (const t of tasks) {
-      this.running++;
-      pool.running.set(t.id, { seq: t.seq });
-    }
-    const batchable = tasks.filter((t) => t.mode !== PROCESS && t.timeout === null);
-    const size = Math.ceil(batchable.length / this.options.processes);
+  private async run(pool: PoolState, entries: Entry[]): Promise<void> {
+    const bounced = entries.filter((e) => e.prior > 0);
+    if (bounced.length > 0) void this.bounce(pool, bounced);
+    const batchable: Entry[] = [];
     const runs: Array<Promise<void>> = [];
-    for (const t of tasks) {
-      if (t.mode === PROCESS) this.startProcess(pool, t.id, t.seq, t.body);
-      else if (t.timeout !== null) runs.push(this.runAlone(pool, t));
+    let batchableTasks = 0;
+    for (const e of entries) {
+      if (e.prior > 0) continue;
+      this.running += e.tasks.length;
+      pool.running.set(e.id, e.tasks.length);
+      const single = e.pack ? null : readTask(e.tasks[0]!);
+      if (single?.mode === PROCESS) this.startProcess(pool, e.id, single.seq, single.body);
+      else if (single && single.timeout !== null) runs.push(this.runAlone(pool, e, single.timeout));
+      else {
+        batchable.push(e);
+        batchableTasks += e.tasks.length;
+      }
     }
-    for (let i = 0; i < batchable.length; i += size) {
-      const batch = batchable.slice(i, i + size);
-      runs.push(batch.length === 1 ? this.runAlone(pool, batch[0]!) : this.runBatch(pool, batch));
+    // Whole entries per call (an entry is acknowledged once all its tasks have run), about the same
+    // number of tasks for each local process.
+    const size = Math.ceil(batchableTasks / this.options.processes);
+    const calls: Entry[][] = [];
+    let tasks = 0;
+    for (const e of batchable) {
+      if (calls.length === 0 || tasks + e.tasks.length > size) {
+        calls.push([]);
+        tasks = 0;
+      }
+      calls[calls.length - 1]!.push(e);
+      tasks += e.tasks.length;
     }
+    for (const call of calls) runs.push(this.runCall(pool, call));
     await Promise.all(runs);
   }
 
-  private async runAlone(pool: PoolState, t: Entry): Promise<void> {
-    let outcome: Uint8Array;
+  /** Runs one task alone in the local pool (with its timeout, if any) and finishes its entry. */
+  private async runAlone(pool: PoolState, e: Entry, timeout: number | null): Promise<void> {
+    this.finish(pool, [e], 1, await this.runOne(pool, e.tasks[0]!, timeout));
+  }
+
+  /** One task in the local pool: its result record, or the local pool's verdict (the process died:
+   * WorkerLostError; it ran out of time: TimeoutError) as its failure. */
+  private async runOne(pool: PoolState, task: Buffer, timeout: number | null): Promise<Buffer> {
     try {
-      const [fn, init] = await Promise.all([this.fnBytes(pool, t.fnId), this.initializer(pool)]);
+      const known = this.callContext(pool, [task]);
+      const [fns, init] = known instanceof Promise ? await known : known;
       const startedAt = performance.now();
-      outcome = await this.localPool.apply(runStreamTask, [pool.keys.id, t.fnId, fn, init, t.mode, t.body], { timeout: t.timeout });
+      const record = await this.localPool.apply(runStreamTask, [pool.keys.id, fns, init, task], { timeout });
       this.learn(performance.now() - startedAt, 1);
+      return Buffer.from(record.buffer, record.byteOffset, record.length);
     } catch (error) {
-      // The local pool's own verdict: the process died (WorkerLostError) or ran out of time.
-      outcome = encodeFailure(error);
+      return encodeFailure(readTask(task).seq, error);
     }
-    this.finish(pool, t.id, t.seq, outcome[0]!, outcome.subarray(1));
   }
 
-  private async runBatch(pool: PoolState, batch: Entry[]): Promise<void> {
-    let outcomes: Uint8Array[];
+  /** The tasks of whole entries in one local call, one after another. */
+  private async runCall(pool: PoolState, entries: Entry[]): Promise<void> {
+    const tasks = entries.flatMap((e) => e.tasks);
+    let records: Buffer;
     try {
-      const fns: Record<number, Uint8Array> = {};
-      for (const t of batch) fns[t.fnId] ??= await this.fnBytes(pool, t.fnId);
-      const init = await this.initializer(pool);
+      const known = this.callContext(pool, tasks);
+      const [fns, init] = known instanceof Promise ? await known : known;
+      const pack = entries.length === 1 && entries[0]!.pack ? entries[0]!.pack : packTasks(tasks);
       const startedAt = performance.now();
-      const tasks = batch.map((t) => [t.fnId, t.mode, t.body] as [number, number, Uint8Array]);
-      outcomes = await this.localPool.apply(runStreamTasks, [pool.keys.id, fns, init, tasks]);
-      this.learn(performance.now() - startedAt, batch.length);
+      const out = await this.localPool.apply(runStreamTasks, [pool.keys.id, fns, init, pack]);
+      this.learn(performance.now() - startedAt, tasks.length);
+      records = Buffer.from(out.buffer, out.byteOffset, out.length);
     } catch {
-      // The local process died under the batch: each task again alone, so that only a bad one fails.
-      await Promise.all(batch.map((t) => this.runAlone(pool, t)));
-      return;
+      // The local process died under the call: each task again alone, so that only a bad one fails.
+      records = Buffer.concat(await Promise.all(tasks.map((t) => this.runOne(pool, t, null))));
     }
-    batch.forEach((t, i) => this.finish(pool, t.id, t.seq, outcomes[i]![0]!, outcomes[i]!.subarray(1)));
+    this.finish(pool, entries, tasks.length, records);
   }
 
-  private finish(pool: PoolState, id: string, seq: number, status: number, body: Uint8Array): void {
-    if (!pool.running.delete(id)) return;
-    this.running--;
-    pool.ran++;
-    if (status === FAILED) pool.failed++;
+  /**
+   * What a local call needs besides the tasks: the functions they use (by id) and the pool's
+   * initializer. At once (no await) when this worker has them already, as it has for every task
+   * but a pool's first: a round trip is then not held back by a turn of promises.
+   */
+  private callContext(pool: PoolState, tasks: Buffer[]): CallContext | Promise<CallContext> {
+    const fns: Record<number, Uint8Array> = {};
+    for (const t of tasks) {
+      const fnId = t.readUInt32BE(5);
+      const bytes = pool.fetched.get(fnId);
+      if (!bytes) return this.fetchCallContext(pool, tasks);
+      fns[fnId] = bytes;
+    }
+    return pool.initFetched === undefined ? this.fetchCallContext(pool, tasks) : [fns, pool.initFetched];
+  }
+
+  private async fetchCallContext(pool: PoolState, tasks: Buffer[]): Promise<CallContext> {
+    const fns: Record<number, Uint8Array> = {};
+    for (const t of tasks) {
+      const fnId = t.readUInt32BE(5);
+      fns[fnId] ??= await this.fnBytes(pool, fnId);
+    }
+    return [fns, await this.initializer(pool)];
+  }
+
+  /** Results of whole entries: they go out, and the entries are acknowledged, in the next REPLY. */
+  private finish(pool: PoolState, entries: Entry[], tasks: number, records: Buffer): void {
+    let held = false;
+    for (const e of entries) {
+      const n = pool.running.get(e.id);
+      if (n === undefined) continue;
+      held = true;
+      pool.running.delete(e.id);
+      this.running -= n;
+      pool.batchIds.push(e.id);
+    }
+    if (!held) return;
+    pool.ran += tasks;
+    pool.failed += countFailed(records);
     pool.batch ??= new ResultBatch(this.consumer);
-    pool.batch.add(seq, status, body);
-    pool.batchIds.push(id);
+    pool.batch.addRecords(records, tasks);
     this.scheduleFlush();
     this.notify();
+  }
+
+  /** Tasks split out of a taken-over pack: handed back as idle at once, for RECLAIM to give out one
+   * at a time (their earlier deliveries count towards maxDeliveries). */
+  private async bounce(pool: PoolState, entries: Entry[]): Promise<void> {
+    const idle = Math.ceil(pool.settings.claimIdle * 1000);
+    await BOUNCE.run(this.client, [pool.keys.tasks], [GROUP, this.consumer, idle, ...entries.map((e) => e.id)]).catch(() => {});
+    void this.reclaim(pool);
   }
 
   private scheduleFlush(): void {
@@ -437,7 +534,8 @@ export class StreamWorker {
     void p.join().then(() => {
       pool.processes.delete(seq);
       this.log(`pool ${pool.keys.id}: process ${p.name} exited with code ${p.exitcode}`);
-      this.finish(pool, id, seq, EXITED, Buffer.from(JSON.stringify({ exitcode: p.exitcode })));
+      const exited = resultRecord(seq, EXITED, Buffer.from(JSON.stringify({ exitcode: p.exitcode })));
+      this.finish(pool, [{ id, tasks: [], pack: null, prior: 0 }], 1, exited);
     });
   }
 
@@ -473,15 +571,15 @@ export class StreamWorker {
           GROUP, this.consumer, Math.ceil(claimIdle * 1000), maxDeliveries,
         ])) as [Buffer, Buffer, number] | null;
         if (!claimed || this.stopping) break;
-        const [id, entry, deliveries] = claimed;
+        const [id, task, deliveries] = claimed;
         this.takenOver++;
         this.log(`pool ${pool.keys.id}: took over a task of a worker that stopped answering (delivery ${deliveries})`);
         this.exclusive = true;
         // Hold the claim while what runs here finishes, then run the task alone.
-        pool.running.set(id.toString(), { seq: readTask(entry).seq });
+        pool.running.set(id.toString(), 1);
         while (this.running > 0) await this.sleep();
         pool.running.delete(id.toString());
-        await this.run(pool, [{ id: id.toString(), ...readTask(entry) }]);
+        await this.run(pool, [{ id: id.toString(), tasks: [task], pack: null, prior: 0 }]);
       }
     } catch (error) {
       if (!this.stopping) this.log(`taking over tasks failed: ${(error as Error).message}`);
@@ -536,10 +634,17 @@ export class StreamWorker {
   }
 }
 
-function encodeFailure(error: unknown): Uint8Array {
-  const out = dumps(error, remoteReduceContext(), undefined, 1);
-  out[0] = FAILED;
-  return out;
+function encodeFailure(seq: number, error: unknown): Buffer {
+  return writeRecordHeader(dumps(error, remoteReduceContext(), undefined, RECORD_HEADER), seq, FAILED);
+}
+
+/** How many of the result records failed. */
+function countFailed(records: Buffer): number {
+  let failed = 0;
+  for (let at = 0; at < records.length; at += RECORD_HEADER + records.readUInt32BE(at + 5)) {
+    if (records[at + 4] === FAILED) failed++;
+  }
+  return failed;
 }
 
 /** A task that is not an export: its module and place; a function sent as source: its name. */
