@@ -110,25 +110,16 @@ async function main(): Promise<void> {
 }
 
 /**
- * The target has returned and the exit finalizers have run (queues flushed, managers and pools shut
- * down). Python's child then waits for its non-daemon threads and children (`threading._shutdown`,
+ * The target has returned and the exit finalizers have run (pools terminated, proxies released,
+ * managers shut down, queues flushed). Python's child then waits for its non-daemon threads and children (`threading._shutdown`,
  * the join of `_exit_function`); a Node program ends when its event loop is empty. So the child ends
  * as a Node program does: once what the target left on the event loop (timers, servers, sockets of
  * its own, non-daemon children) is done. The library's own objects are Python's daemon threads: they
  * hold the loop only while somebody waits on them, so an idle Queue, Pipe, Listener or proxy never
- * keeps a child alive; `terminate()` and the parent's exit still end it at once.
+ * keeps a child alive (test/idleChild.test.ts); `terminate()` and the parent's exit still end it.
  */
 function endWhenIdle(code: number): void {
   process.exitCode = code;
-  if (process.env.MP_DEBUG_DRAIN) {
-    const t0 = Date.now();
-    setTimeout(() => {
-      const handles = (process as unknown as { _getActiveHandles(): Array<{ constructor: { name: string }; _handle?: { hasRef?(): boolean }; hasRef?(): boolean }> })._getActiveHandles();
-      const described = handles.map((h) => `${h.constructor.name}:${String((h._handle ?? h).hasRef?.())}`);
-      process.stderr.write(`[drain ${process.pid}/${isMainThread ? 'main' : 'worker'}] still alive ${Date.now() - t0} ms after the target: ${JSON.stringify(process.getActiveResourcesInfo())} ${described.join(', ')}\n`);
-    }, Number(process.env.MP_DEBUG_DRAIN)).unref();
-  }
-
 }
 
 main().catch((error) => {
