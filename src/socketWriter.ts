@@ -15,11 +15,16 @@
  *   `send` does: then a send followed by any other blocking call (a `Queue.getSync`) cannot leave
  *   half a message behind;
  * - before a child process exits (an exit finalizer waits for every tail, as queues flush).
+ *
+ * On an end that several threads hold (`useLock`), a message is written under the end's send lock
+ * (src/messageLock.ts), taken before its first byte and released after its last: a message that
+ * waits for the lock waits in the tail, as one that waits for room does.
  */
 import type { AsyncWait, NativeBinding } from './native.js';
 import { OSError } from './errors.js';
 import { finalize, type FinalizeHandle } from './util.js';
-import { blockThread, handOverBeforeBlocking } from './blocking.js';
+import { blockThread, handOverBeforeBlocking, SYSCALL_SLICE_MS } from './blocking.js';
+import type { MessageLock } from './messageLock.js';
 
 /** Writers of this thread with bytes still to write. */
 const withTail = new Set<SocketWriter>();
@@ -36,8 +41,13 @@ export class SocketWriter {
   /** Bytes the kernel has not taken yet, oldest first from `head` (that one may be partly
    * written). A head index, not shift(): a fast sender can be thousands of messages ahead. */
   private tail: Uint8Array[] = [];
+  /** Whether `tail[i]` is the last chunk of its message (where the send lock is released). */
+  private ends: boolean[] = [];
   private head = 0;
   private waiting: AsyncWait | null = null;
+  /** The send lock of an end shared by threads, and the wait for it while another thread holds it. */
+  private lock: MessageLock | null = null;
+  private lockWait: AbortController | null = null;
   private readonly drained: Array<() => void> = [];
   /** The addon could not wait for this socket (out of descriptors or threads): Node's stream writes. */
   degraded = false;
@@ -55,6 +65,11 @@ export class SocketWriter {
     private readonly handOver: (chunks: Uint8Array[]) => void,
   ) {}
 
+  /** From now on, every message is written under `lock` (the end is shared with other threads). */
+  useLock(lock: MessageLock): void {
+    this.lock = lock;
+  }
+
   /** Some bytes are not written yet. */
   get pending(): boolean {
     return this.head < this.tail.length;
@@ -67,24 +82,33 @@ export class SocketWriter {
    * if nothing of this message was written.
    */
   write(chunks: readonly Uint8Array[], owned: (chunk: Uint8Array) => boolean): void {
-    for (const chunk of chunks) {
+    chunks.forEach((chunk, i) => {
+      const last = i === chunks.length - 1;
       let rest = chunk;
-      if (!this.pending) {
+      if (!this.pending && (!this.lock || this.lock.tryAcquire())) {
         const n = this.native.writeSocket(this.fd, chunk, false);
-        if (n === chunk.byteLength) continue;
+        if (n === chunk.byteLength) {
+          if (last) this.lock?.release();
+          return;
+        }
         rest = chunk.subarray(n);
       }
       this.tail.push(owned(chunk) ? rest : Buffer.from(rest));
-    }
+      this.ends.push(last);
+    });
     if (this.pending) this.waitWritable();
   }
 
   /** Writes what is pending and then `chunks`, all of it, blocking this thread while the socket is
    * full (through blockThread: what else this thread has buffered is handed over meanwhile). */
   writeAll(chunks: readonly Uint8Array[]): void {
+    const ends = this.ends.slice(this.head);
     const all = [...this.takeTail(), ...chunks];
+    chunks.forEach((_, i) => ends.push(i === chunks.length - 1));
     this.done();
-    for (let rest of all) {
+    all.forEach((chunk, i) => {
+      this.lock?.acquireSync(-1);
+      let rest = chunk;
       blockThread(
         -1,
         (ms) => {
@@ -93,8 +117,10 @@ export class SocketWriter {
           return rest.byteLength === 0;
         },
         (written) => !written,
+        SYSCALL_SLICE_MS,
       );
-    }
+      if (ends[i]) this.lock?.release();
+    });
   }
 
   /** Writes what the socket takes now. A failure drops the tail and is reported to onError. */
@@ -105,12 +131,15 @@ export class SocketWriter {
           this.takeTail();
           return;
         }
+        // Another thread is in the middle of a message: wait for its end (waitWritable).
+        if (this.lock && !this.lock.tryAcquire()) return;
         const first = this.tail[this.head]!;
         const n = this.native.writeSocket(this.fd, first, false);
         if (n < first.byteLength) {
           this.tail[this.head] = first.subarray(n);
           return;
         }
+        if (this.ends[this.head]) this.lock?.release();
         this.tail[this.head++] = EMPTY;
       }
     } catch (error) {
@@ -126,6 +155,7 @@ export class SocketWriter {
   private takeTail(): Uint8Array[] {
     const rest = this.tail.slice(this.head);
     this.tail = [];
+    this.ends = [];
     this.head = 0;
     return rest;
   }
@@ -134,6 +164,7 @@ export class SocketWriter {
   private compact(): void {
     if (this.head > 1024 && this.head * 2 > this.tail.length) {
       this.tail = this.tail.slice(this.head);
+      this.ends = this.ends.slice(this.head);
       this.head = 0;
     }
   }
@@ -148,13 +179,16 @@ export class SocketWriter {
   drop(): void {
     this.takeTail();
     this.done();
+    this.lock?.release();
   }
 
   private waitWritable(): void {
     withTail.add(this);
     handOverBeforeBlocking(writeTailsBeforeBlocking);
     drainAtExit ??= finalize(() => SocketWriter.drained(), -5);
-    if (this.waiting) return;
+    if (this.waiting || this.lockWait) return;
+    // Between messages without the lock: another thread is writing one.
+    if (this.lock && !this.lock.held) return this.waitLock();
     let waiting: AsyncWait;
     try {
       waiting = this.native.pollAsync(this.fd, true);
@@ -163,6 +197,7 @@ export class SocketWriter {
       this.degraded = true;
       const rest = this.takeTail();
       this.done();
+      this.lock?.release();
       this.handOver(rest);
       return;
     }
@@ -184,10 +219,28 @@ export class SocketWriter {
     );
   }
 
+  /** Waits until the thread that holds the send lock releases it, then writes on. */
+  private waitLock(): void {
+    const lockWait = new AbortController();
+    this.lockWait = lockWait;
+    this.lock!.whenFree(lockWait.signal).then(
+      () => {
+        if (this.lockWait !== lockWait) return;
+        this.lockWait = null;
+        this.flush();
+        if (this.pending) this.waitWritable();
+      },
+      () => {}, // aborted: done() or drop()
+    );
+  }
+
   private done(): void {
     this.tail = [];
+    this.ends = [];
     this.head = 0;
     withTail.delete(this);
+    this.lockWait?.abort();
+    this.lockWait = null;
     if (this.waiting) {
       const waiting = this.waiting;
       this.waiting = null;
@@ -202,7 +255,9 @@ export class SocketWriter {
    */
   static pendingFds(): number[] {
     const fds: number[] = [];
-    for (const writer of withTail) if (fds.length < 64) fds.push(writer.fd);
+    // A writer waiting for another thread's message to end is not waiting for room: its socket may
+    // well be writable, which would end every wait at once.
+    for (const writer of withTail) if (fds.length < 64 && !writer.lockWait) fds.push(writer.fd);
     return fds;
   }
 
