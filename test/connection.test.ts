@@ -25,7 +25,7 @@ import {
 import { dumps, newReduceContext, reduce, rebuildSync, reduceSymbol } from '../src/reduction.ts';
 import { registerSentinel } from '../src/sentinels.ts';
 import { loadNative } from '../src/native.ts';
-import { runProgram } from './helpers.ts';
+import { runProgram, waitForThreadInPoll } from './helpers.ts';
 
 type PipeMaker = (duplex?: boolean) => [Connection, Connection];
 const fallbackPipe: PipeMaker = (duplex = true) => pipeForProcesses(duplex, { useNative: false });
@@ -961,7 +961,9 @@ describe('a Pipe end shared by thread children (as a process end is: not moved)'
     try {
       p.start();
       child.close();
-      assert.equal(await parent.recv(bounded()), 'ready');
+      const { tid } = (await parent.recv(bounded())) as { tid: number };
+      // terminate() stops JavaScript at once; what it must reach is a thread inside the system call.
+      await waitForThreadInPoll(tid, 20_000);
       p.terminate();
       await p.join(20);
       assert.equal(p.exitcode, -15);
