@@ -30,9 +30,9 @@ import { runProgram, waitForThreadInPoll } from './helpers.ts';
 type PipeMaker = (duplex?: boolean) => [Connection, Connection];
 const fallbackPipe: PipeMaker = (duplex = true) => pipeForProcesses(duplex, { useNative: false });
 /** A Connection over each end of a caller's own MessageChannel (the port transport). */
-const portPipe: PipeMaker = () => {
+const portPipe: PipeMaker = (duplex = true) => {
   const { port1, port2 } = new MessageChannel();
-  return [new Connection(port1), new Connection(port2)];
+  return [new Connection(port1, { writable: duplex }), new Connection(port2, { readable: duplex })];
 };
 const makers: [string, PipeMaker][] = [
   ['Pipe (socketpair)', pipeForProcesses],
