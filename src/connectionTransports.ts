@@ -215,6 +215,8 @@ export class SocketTransport implements Transport {
     if (this.locks) return;
     this.locks = words;
     this.recvLock = new MessageLock(words, RECEIVE_LOCK);
+    // A message partly read before the end was shared is finished first (the lock is new).
+    if (this.decoder.midMessage) this.recvLock.tryAcquire();
     this.writer?.useLock(new MessageLock(words, SEND_LOCK));
   }
 

@@ -68,6 +68,8 @@ export class SocketWriter {
   /** From now on, every message is written under `lock` (the end is shared with other threads). */
   useLock(lock: MessageLock): void {
     this.lock = lock;
+    // A message partly written before the end was shared is finished first (the lock is new).
+    if (this.pending) lock.tryAcquire();
   }
 
   /** Some bytes are not written yet. */
