@@ -148,7 +148,7 @@ export class SocketTransport implements Transport {
   /** An end that threads share (useLocks): their locks, and this thread's wait for the receive lock. */
   private locks: Int32Array | null = null;
   private recvLock: MessageLock | null = null;
-  private recvLockWait: AbortController | null = null;
+  private cancelRecvLockWait: (() => void) | null = null;
   private readonly onMessage = (payload: Buffer): void => {
     this.delivered++;
     this.recvLock?.release();
@@ -223,22 +223,21 @@ export class SocketTransport implements Transport {
   /** Another thread is receiving a message from this end: wait until it has, then read again. */
   private waitRecvLock(): void {
     this.setWatch(false, false);
-    if (this.recvLockWait) return;
-    const lockWait = new AbortController();
-    this.recvLockWait = lockWait;
-    this.recvLock!.whenFree(lockWait.signal).then(
-      () => {
-        if (this.recvLockWait !== lockWait) return;
-        this.recvLockWait = null;
-        this.updateFlow();
-      },
-      () => {}, // aborted: nobody receives any more
-    );
+    this.cancelRecvLockWait ??= this.recvLock!.onceFree(() => {
+      this.cancelRecvLockWait = null;
+      this.updateFlow();
+    });
+  }
+
+  /** Nothing was read: between two messages, the lock is not this thread's to keep (another
+   * thread may be the one that receives the next message). */
+  private releaseBetweenMessages(): void {
+    if (!this.decoder.midMessage) this.recvLock?.release();
   }
 
   private stopRecvLockWait(): void {
-    this.recvLockWait?.abort();
-    this.recvLockWait = null;
+    this.cancelRecvLockWait?.();
+    this.cancelRecvLockWait = null;
   }
 
   /** The watch of a shared end fired: the kernel has bytes (or the end) for this socket. */
@@ -269,7 +268,7 @@ export class SocketTransport implements Transport {
       } catch (error) {
         return this.onError(error);
       }
-      if (n < 0) return; // nothing yet: the watch calls again
+      if (n < 0) return this.releaseBetweenMessages(); // nothing yet: the watch calls again
       if (n === 0) return this.onEnd();
       this.commit(n);
     }
@@ -475,7 +474,10 @@ export class SocketTransport implements Transport {
       return true;
     }
     if (n === -2) SocketWriter.flushAll();
-    if (n === -1 || n === -2 || !receiving) return n !== -1;
+    if (n === -1 || n === -2 || !receiving) {
+      this.releaseBetweenMessages();
+      return n !== -1;
+    }
     if (n === 0) this.onEnd();
     else this.commit(n);
     return true;
@@ -503,7 +505,7 @@ export class SocketTransport implements Transport {
       // A shared end: Node's stream never reads; the watch stays on (unreferenced) after the last
       // waiter, until it fires for nobody, to spare a start and stop per message.
       // While another thread holds the receive lock, its wait (holding the loop) stands for the watch.
-      if (this.recvLockWait) this.setWatch(false, false);
+      if (this.cancelRecvLockWait) this.setWatch(false, false);
       else if (this.demand) this.setWatch(true, true);
       else this.setWatch(this.watching, false);
       if (this.pendingWrites > 0) socket.ref();

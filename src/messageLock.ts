@@ -50,9 +50,19 @@ export class MessageLock {
     return true;
   }
 
-  /** Resolves once the lock may have been released (try again then); rejects when `signal` aborts. */
-  whenFree(signal: AbortSignal): Promise<unknown> {
-    return wait(this.words, this.index, 1, null, signal);
+  /** Calls `then` once the lock may have been released (try again then), unless the function
+   * returned is called first. The pending wait keeps the event loop alive. */
+  onceFree(then: () => void): () => void {
+    const controller = new AbortController();
+    let live = true;
+    wait(this.words, this.index, 1, null, controller.signal).then(
+      () => live && then(),
+      () => {}, // cancelled
+    );
+    return () => {
+      live = false;
+      controller.abort();
+    };
   }
 
   /** Ends this thread's message (nothing if it holds no lock). Every waiter wakes and tries again:

@@ -47,7 +47,7 @@ export class SocketWriter {
   private waiting: AsyncWait | null = null;
   /** The send lock of an end shared by threads, and the wait for it while another thread holds it. */
   private lock: MessageLock | null = null;
-  private lockWait: AbortController | null = null;
+  private cancelLockWait: (() => void) | null = null;
   private readonly drained: Array<() => void> = [];
   /** The addon could not wait for this socket (out of descriptors or threads): Node's stream writes. */
   degraded = false;
@@ -188,7 +188,7 @@ export class SocketWriter {
     withTail.add(this);
     handOverBeforeBlocking(writeTailsBeforeBlocking);
     drainAtExit ??= finalize(() => SocketWriter.drained(), -5);
-    if (this.waiting || this.lockWait) return;
+    if (this.waiting || this.cancelLockWait) return;
     // Between messages without the lock: another thread is writing one.
     if (this.lock && !this.lock.held) return this.waitLock();
     let waiting: AsyncWait;
@@ -223,17 +223,11 @@ export class SocketWriter {
 
   /** Waits until the thread that holds the send lock releases it, then writes on. */
   private waitLock(): void {
-    const lockWait = new AbortController();
-    this.lockWait = lockWait;
-    this.lock!.whenFree(lockWait.signal).then(
-      () => {
-        if (this.lockWait !== lockWait) return;
-        this.lockWait = null;
-        this.flush();
-        if (this.pending) this.waitWritable();
-      },
-      () => {}, // aborted: done() or drop()
-    );
+    this.cancelLockWait = this.lock!.onceFree(() => {
+      this.cancelLockWait = null;
+      this.flush();
+      if (this.pending) this.waitWritable();
+    });
   }
 
   private done(): void {
@@ -241,8 +235,8 @@ export class SocketWriter {
     this.ends = [];
     this.head = 0;
     withTail.delete(this);
-    this.lockWait?.abort();
-    this.lockWait = null;
+    this.cancelLockWait?.();
+    this.cancelLockWait = null;
     if (this.waiting) {
       const waiting = this.waiting;
       this.waiting = null;
@@ -259,7 +253,7 @@ export class SocketWriter {
     const fds: number[] = [];
     // A writer waiting for another thread's message to end is not waiting for room: its socket may
     // well be writable, which would end every wait at once.
-    for (const writer of withTail) if (fds.length < 64 && !writer.lockWait) fds.push(writer.fd);
+    for (const writer of withTail) if (fds.length < 64 && !writer.cancelLockWait) fds.push(writer.fd);
     return fds;
   }
 
