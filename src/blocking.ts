@@ -14,8 +14,6 @@
 /** Writes what it can of this thread's buffered work without waiting; true once nothing is left. */
 export type HandOver = () => boolean;
 
-import { isMainThread } from 'node:worker_threads';
-
 // Module state is per thread: every worker thread loads its own copy of this module.
 const handOvers = new Set<HandOver>();
 
@@ -45,30 +43,17 @@ function handOverAll(): boolean {
 }
 
 /**
- * How long a wait in a system call (the addon's poll() or futex) lasts at most in a worker thread
- * (ms): `Worker.terminate()` stops a thread's JavaScript, and V8 interrupts an `Atomics.wait`, but
- * nothing interrupts a system call, so a thread blocked in one would never end. Returning to
- * JavaScript this often lets a terminate() take effect. The main thread is never terminated so.
- */
-export const SYSCALL_SLICE_MS = isMainThread ? -1 : 100;
-
-/**
  * Blocks this thread with `block(ms)` (at most `ms` milliseconds, -1 for ever), after handing over
  * its buffered work; `timedOut(result)` says whether `block` returned because its time ran out.
- * A look that does not wait (`ms` 0) hands nothing over. `maxSliceMs` (>= 0) cuts the wait into
- * calls of at most that long (SYSCALL_SLICE_MS for a wait in a system call).
+ * A look that does not wait (`ms` 0) hands nothing over.
  */
-export function blockThread<R>(ms: number, block: (ms: number) => R, timedOut: (result: R) => boolean, maxSliceMs = -1): R {
-  if (ms === 0) return block(ms);
-  let handing = !handOverAll();
-  if (!handing && maxSliceMs < 0) return block(ms);
+export function blockThread<R>(ms: number, block: (ms: number) => R, timedOut: (result: R) => boolean): R {
+  if (ms === 0 || handOverAll()) return block(ms);
   const deadline = ms < 0 ? Infinity : performance.now() + ms;
   for (let slice = FIRST_SLICE_MS; ; slice = Math.min(slice * 2, LAST_SLICE_MS)) {
-    const left = Math.max(0, deadline - performance.now());
-    let wait = handing ? Math.min(slice, left) : left;
-    if (maxSliceMs >= 0) wait = Math.min(wait, maxSliceMs);
-    const result = block(wait === Infinity ? -1 : wait);
-    if (!timedOut(result) || left <= wait) return result;
-    if (handing && handOverAll()) handing = false;
+    const left = deadline - performance.now();
+    const result = block(Math.max(0, Math.min(slice, left)));
+    if (!timedOut(result) || left <= slice) return result;
+    if (handOverAll()) return block(deadline === Infinity ? -1 : Math.max(0, deadline - performance.now()));
   }
 }

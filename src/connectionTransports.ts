@@ -15,7 +15,7 @@ import { FrameDecoder, frame } from './connectionFraming.js';
 import { dumps, newReduceContext, reduce, type ReduceContext, type Reduced } from './reduction.js';
 import { loadNative, tryLoadNative, type FdWatch, type NativeBinding } from './native.js';
 import { SocketWriter } from './socketWriter.js';
-import { blockThread, SYSCALL_SLICE_MS } from './blocking.js';
+import { blockThread } from './blocking.js';
 import { MessageLock, newEndLocks, RECEIVE_LOCK, SEND_LOCK } from './messageLock.js';
 import { reduceSocket } from './resourceSharer.js';
 import { getTempDir } from './util.js';
@@ -441,7 +441,7 @@ export class SocketTransport implements Transport {
     try {
       // Also wakes when a socket of this thread with sends still to write can take more: nothing
       // else writes them while this thread is blocked.
-      n = blockThread(timeoutMs, (slice) => native.readSocket(this.fileno(), into, slice, SocketWriter.pendingFds()), (r) => r === -1, SYSCALL_SLICE_MS);
+      n = blockThread(timeoutMs, (slice) => native.readSocket(this.fileno(), into, slice, SocketWriter.pendingFds()), (r) => r === -1);
     } catch (error) {
       this.onError(error);
       return true;
@@ -467,7 +467,6 @@ export class SocketTransport implements Transport {
         timeoutMs,
         (slice) => native.readSocket(this.fd, into, slice, SocketWriter.pendingFds(), !receiving),
         (r) => r === -1,
-        SYSCALL_SLICE_MS,
       );
     } catch (error) {
       this.onError(error);

@@ -17,7 +17,7 @@
  *   process-shared futex, blocking or on the addon's own waiter threads. `Atomics.wait/notify` do
  *   not work across processes (and not at all on the external ArrayBuffer Node 20 gives us).
  */
-import { blockThread, SYSCALL_SLICE_MS } from './blocking.js';
+import { blockThread } from './blocking.js';
 import { isNativeBuffer, loadNative, type NativeBinding } from './native.js';
 
 export type WaitResult = 'ok' | 'not-equal' | 'timed-out';
@@ -206,7 +206,7 @@ export function waitSync(i32: Int32Array, index: number, expected: number, timeo
   if (Atomics.load(i32, index) !== expected) return 'not-equal';
   const ms = timeoutMs(timeout);
   if (isProcessShared(i32.buffer)) {
-    return blockThread(ms, (slice) => native().futexWait(i32, index, expected, slice), timedOut, SYSCALL_SLICE_MS); // spins first itself
+    return blockThread(ms, (slice) => native().futexWait(i32, index, expected, slice), timedOut); // spins first itself
   }
   if (spin(i32, index, expected)) return 'ok';
   if (ms === 0) return 'timed-out';

@@ -23,7 +23,7 @@
 import type { AsyncWait, NativeBinding } from './native.js';
 import { OSError } from './errors.js';
 import { finalize, type FinalizeHandle } from './util.js';
-import { blockThread, handOverBeforeBlocking, SYSCALL_SLICE_MS } from './blocking.js';
+import { blockThread, handOverBeforeBlocking } from './blocking.js';
 import type { MessageLock } from './messageLock.js';
 
 /** Writers of this thread with bytes still to write. */
@@ -119,7 +119,6 @@ export class SocketWriter {
           return rest.byteLength === 0;
         },
         (written) => !written,
-        SYSCALL_SLICE_MS,
       );
       if (ends[i]) this.lock?.release();
     });
