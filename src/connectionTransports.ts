@@ -1,6 +1,6 @@
 /**
  * The Node transports under a Connection (connection.ts), behind one small `Transport` interface:
- * - a socket (`net.Socket`: AF_UNIX socket pairs for process pipes, AF_UNIX/AF_INET for
+ * - a socket (`net.Socket`: AF_UNIX socket pairs for pipes, AF_UNIX/AF_INET for
  *   Listener/Client), framed exactly as CPython frames it (connectionFraming.ts);
  * - a `MessagePort` (a Connection over the caller's own port), posting bytes or reduced graphs.
  * Both feed the Connection's inbox through a `Sink`.
