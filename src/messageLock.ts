@@ -1,18 +1,21 @@
 /**
- * One reader and one writer at a time, each for a whole message, on a socket end that several
- * threads of this process hold (a Pipe end passed to thread children shares its socket: each
- * thread reads and writes the same kernel stream through a descriptor of its own).
+ * One reader and one writer at a time on a socket end that several threads of this process hold
+ * (a Pipe end passed to thread children shares its socket: each thread reads and writes the same
+ * kernel stream through a descriptor of its own).
  *
  * A message is a header and a payload, read (and, once the socket is full, written) in several
  * system calls, possibly across turns of the event loop. Two threads doing that at once would cut
  * each other's messages. Python leaves this to the user (a Lock around `recv`, as its Queue does);
  * between threads we can do better at the cost of two atomic operations per message: the words
  * live in a SharedArrayBuffer that travels with the end to every thread it reaches
- * (connectionTransports.ts: `SocketTransport.reduce`). Processes sharing an end are not covered
- * (a SharedArrayBuffer does not reach them): there Python's caveat stands.
+ * (connectionTransports.ts: `SocketTransport.reduce`). A receiver holds its lock for one whole
+ * message; a sender from its first byte until all it has sent is written (socketWriter.ts).
+ * Processes sharing an end are not covered (a SharedArrayBuffer does not reach them): there
+ * Python's caveat stands.
  *
- * A thread that is terminated in the middle of a message leaves the word taken, as a process
- * killed while holding a Queue's lock does in Python.
+ * A thread terminated while it holds a lock (in the middle of a message, or with sends the socket
+ * had no room for yet) leaves it taken, and the other threads' receives (or sends) on that end
+ * wait for ever, as Python's would on a Queue whose lock a killed process held.
  */
 import { secondsUntil, wait, waitSync, wake } from './futex.js';
 

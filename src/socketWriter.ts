@@ -16,9 +16,11 @@
  *   half a message behind;
  * - before a child process exits (an exit finalizer waits for every tail, as queues flush).
  *
- * On an end that several threads hold (`useLock`), a message is written under the end's send lock
- * (src/messageLock.ts), taken before its first byte and released after its last: a message that
- * waits for the lock waits in the tail, as one that waits for room does.
+ * On an end that several threads hold (`useLock`), a thread writes only while it holds the end's
+ * send lock (src/messageLock.ts): from the first byte of a send until its tail is empty. A send
+ * that finds another thread in the middle of its messages waits for them (blocking, as Python's
+ * send waits for the kernel), so that what a send has accepted when it returns goes out before
+ * anything sent after it in any thread (CPython's `_TestBarrier.test_thousand` relies on it).
  */
 import type { AsyncWait, NativeBinding } from './native.js';
 import { OSError } from './errors.js';
@@ -41,13 +43,10 @@ export class SocketWriter {
   /** Bytes the kernel has not taken yet, oldest first from `head` (that one may be partly
    * written). A head index, not shift(): a fast sender can be thousands of messages ahead. */
   private tail: Uint8Array[] = [];
-  /** Whether `tail[i]` is the last chunk of its message (where the send lock is released). */
-  private ends: boolean[] = [];
   private head = 0;
   private waiting: AsyncWait | null = null;
-  /** The send lock of an end shared by threads, and the wait for it while another thread holds it. */
+  /** The send lock of an end shared by threads: held while anything is pending. */
   private lock: MessageLock | null = null;
-  private cancelLockWait: (() => void) | null = null;
   private readonly drained: Array<() => void> = [];
   /** The addon could not wait for this socket (out of descriptors or threads): Node's stream writes. */
   degraded = false;
@@ -65,10 +64,10 @@ export class SocketWriter {
     private readonly handOver: (chunks: Uint8Array[]) => void,
   ) {}
 
-  /** From now on, every message is written under `lock` (the end is shared with other threads). */
+  /** From now on, this end is shared with other threads: write only while holding `lock`. */
   useLock(lock: MessageLock): void {
     this.lock = lock;
-    // A message partly written before the end was shared is finished first (the lock is new).
+    // What is pending was sent before the end was shared: it goes first (the lock is new).
     if (this.pending) lock.tryAcquire();
   }
 
@@ -84,33 +83,27 @@ export class SocketWriter {
    * if nothing of this message was written.
    */
   write(chunks: readonly Uint8Array[], owned: (chunk: Uint8Array) => boolean): void {
-    chunks.forEach((chunk, i) => {
-      const last = i === chunks.length - 1;
+    if (!this.pending) this.lock?.acquireSync(-1);
+    for (const chunk of chunks) {
       let rest = chunk;
-      if (!this.pending && (!this.lock || this.lock.tryAcquire())) {
+      if (!this.pending) {
         const n = this.native.writeSocket(this.fd, chunk, false);
-        if (n === chunk.byteLength) {
-          if (last) this.lock?.release();
-          return;
-        }
+        if (n === chunk.byteLength) continue;
         rest = chunk.subarray(n);
       }
       this.tail.push(owned(chunk) ? rest : Buffer.from(rest));
-      this.ends.push(last);
-    });
+    }
     if (this.pending) this.waitWritable();
+    else this.lock?.release();
   }
 
   /** Writes what is pending and then `chunks`, all of it, blocking this thread while the socket is
    * full (through blockThread: what else this thread has buffered is handed over meanwhile). */
   writeAll(chunks: readonly Uint8Array[]): void {
-    const ends = this.ends.slice(this.head);
+    if (!this.pending) this.lock?.acquireSync(-1);
     const all = [...this.takeTail(), ...chunks];
-    chunks.forEach((_, i) => ends.push(i === chunks.length - 1));
     this.done();
-    all.forEach((chunk, i) => {
-      this.lock?.acquireSync(-1);
-      let rest = chunk;
+    for (let rest of all) {
       blockThread(
         -1,
         (ms) => {
@@ -120,8 +113,8 @@ export class SocketWriter {
         },
         (written) => !written,
       );
-      if (ends[i]) this.lock?.release();
-    });
+    }
+    this.lock?.release();
   }
 
   /** Writes what the socket takes now. A failure drops the tail and is reported to onError. */
@@ -132,15 +125,12 @@ export class SocketWriter {
           this.takeTail();
           return;
         }
-        // Another thread is in the middle of a message: wait for its end (waitWritable).
-        if (this.lock && !this.lock.tryAcquire()) return;
         const first = this.tail[this.head]!;
         const n = this.native.writeSocket(this.fd, first, false);
         if (n < first.byteLength) {
           this.tail[this.head] = first.subarray(n);
           return;
         }
-        if (this.ends[this.head]) this.lock?.release();
         this.tail[this.head++] = EMPTY;
       }
     } catch (error) {
@@ -148,7 +138,10 @@ export class SocketWriter {
       this.onError(asOSError(error));
     } finally {
       if (this.pending) this.compact();
-      else this.done();
+      else {
+        this.done();
+        this.lock?.release();
+      }
     }
   }
 
@@ -156,7 +149,6 @@ export class SocketWriter {
   private takeTail(): Uint8Array[] {
     const rest = this.tail.slice(this.head);
     this.tail = [];
-    this.ends = [];
     this.head = 0;
     return rest;
   }
@@ -165,7 +157,6 @@ export class SocketWriter {
   private compact(): void {
     if (this.head > 1024 && this.head * 2 > this.tail.length) {
       this.tail = this.tail.slice(this.head);
-      this.ends = this.ends.slice(this.head);
       this.head = 0;
     }
   }
@@ -187,9 +178,7 @@ export class SocketWriter {
     withTail.add(this);
     handOverBeforeBlocking(writeTailsBeforeBlocking);
     drainAtExit ??= finalize(() => SocketWriter.drained(), -5);
-    if (this.waiting || this.cancelLockWait) return;
-    // Between messages without the lock: another thread is writing one.
-    if (this.lock && !this.lock.held) return this.waitLock();
+    if (this.waiting) return;
     let waiting: AsyncWait;
     try {
       waiting = this.native.pollAsync(this.fd, true);
@@ -220,22 +209,10 @@ export class SocketWriter {
     );
   }
 
-  /** Waits until the thread that holds the send lock releases it, then writes on. */
-  private waitLock(): void {
-    this.cancelLockWait = this.lock!.onceFree(() => {
-      this.cancelLockWait = null;
-      this.flush();
-      if (this.pending) this.waitWritable();
-    });
-  }
-
   private done(): void {
     this.tail = [];
-    this.ends = [];
     this.head = 0;
     withTail.delete(this);
-    this.cancelLockWait?.();
-    this.cancelLockWait = null;
     if (this.waiting) {
       const waiting = this.waiting;
       this.waiting = null;
@@ -250,9 +227,7 @@ export class SocketWriter {
    */
   static pendingFds(): number[] {
     const fds: number[] = [];
-    // A writer waiting for another thread's message to end is not waiting for room: its socket may
-    // well be writable, which would end every wait at once.
-    for (const writer of withTail) if (fds.length < 64 && !writer.cancelLockWait) fds.push(writer.fd);
+    for (const writer of withTail) if (fds.length < 64) fds.push(writer.fd);
     return fds;
   }
 
