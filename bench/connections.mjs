@@ -3,7 +3,7 @@
 //
 //   Pipe   echo round trips per second: sendBytes/recvBytes of 64 B and of 1 MiB, and send/recv
 //          of a 64-character string; the echo side is a child Process (spawn: an AF_UNIX
-//          socketpair) or a ThreadProcess (thread: a MessageChannel). Also with the blocking
+//          socketpair) or a ThreadProcess (thread: the same socketpair). Also with the blocking
 //          receive on both sides (recvSync; it has no bytes twin, so the bytes travel as
 //          Uint8Array objects through send). Python: Pipe() under fork and spawn.
 //   Queue  items per second, 64-byte items (a Uint8Array(64); Python: bytes(64)), one producer
@@ -116,7 +116,7 @@ async function oursPipe(method, sync = false) {
   const [a, b] = ctx.Pipe();
   const p = new ctx.Process({ target: sync ? echoSync : echo, args: [b] });
   p.start();
-  if (!b.closed) b.close(); // a socket end stays open in the parent; a port end has moved
+  b.close(); // the child has its own copy
   const out = {};
   try {
     // withTimeout cannot cut a blocked recvSync; the first exchange is awaited so a child that
@@ -237,7 +237,7 @@ if (mp.isMain(import.meta)) {
   if (only !== 'queue') {
   for (const [method, name, sync] of [
     ['spawn', 'ours, processes (spawn, socketpair)', false],
-    ['thread', 'ours, threads (thread, MessageChannel)', false],
+    ['thread', 'ours, threads (thread, socketpair)', false],
     ['spawn', 'ours, processes, recvSync both sides (bytes as objects)', true],
     ['thread', 'ours, threads, recvSync both sides (bytes as objects)', true],
   ]) {

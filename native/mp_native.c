@@ -1155,6 +1155,130 @@ static bool get_bytes(napi_env env, size_t argc, napi_value* argv, size_t i, cha
 
 #define MAX_WRITE_FDS 64
 
+/* ------------------------------------------------------------------------------------------------
+ * Interrupting a worker thread that waits in poll()
+ *
+ * Worker.terminate() stops a thread's JavaScript, and V8 interrupts an Atomics.wait, but nothing
+ * interrupts a system call: a worker thread blocked in readSocket (recvSync), writeSocket (a
+ * blocking send) or recvFds would never end. So a worker thread that loads the addon gets an
+ * eventfd (threadInterruptible(threadId), from native.ts), which every poll() of this file also
+ * watches; interruptThread(threadId), called by whoever terminates the thread, makes it readable,
+ * and the call then throws EINTR back to JavaScript, where the termination takes effect. A
+ * terminate() that comes before the thread has registered leaves the eventfd signalled for it.
+ * forgetThread(threadId) drops an entry the thread never claimed (it exited first); a thread's own
+ * entry goes with its environment.
+ * --------------------------------------------------------------------------------------------- */
+
+typedef struct interrupt_entry {
+  double thread_id;
+  int efd;
+  struct interrupt_entry* next;
+} interrupt_entry;
+
+static pthread_mutex_t interrupts_mu = PTHREAD_MUTEX_INITIALIZER;
+static interrupt_entry* interrupts = NULL;
+/* This thread's eventfd, or -1 (the main thread, or a worker that has not registered). */
+static __thread int thread_interrupt_fd = -1;
+
+/* The entry of `thread_id`, made (with its eventfd) if there is none; NULL (errno set) if the
+ * eventfd cannot be made. Call with interrupts_mu held. */
+static interrupt_entry* interrupt_entry_locked(double thread_id) {
+  for (interrupt_entry* e = interrupts; e != NULL; e = e->next) {
+    if (e->thread_id == thread_id) return e;
+  }
+  int efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (efd < 0) return NULL;
+  interrupt_entry* e = malloc(sizeof *e);
+  if (!e) {
+    close(efd);
+    errno = ENOMEM;
+    return NULL;
+  }
+  *e = (interrupt_entry){.thread_id = thread_id, .efd = efd, .next = interrupts};
+  interrupts = e;
+  return e;
+}
+
+static void interrupt_forget(double thread_id) {
+  pthread_mutex_lock(&interrupts_mu);
+  for (interrupt_entry** p = &interrupts; *p != NULL; p = &(*p)->next) {
+    if ((*p)->thread_id != thread_id) continue;
+    interrupt_entry* e = *p;
+    *p = e->next;
+    close(e->efd);
+    free(e);
+    break;
+  }
+  pthread_mutex_unlock(&interrupts_mu);
+}
+
+static void interrupt_cleanup_hook(void* arg) {
+  double* thread_id = arg;
+  thread_interrupt_fd = -1;
+  interrupt_forget(*thread_id);
+  free(thread_id);
+}
+
+/* The threadId argument of the three functions below; false after throwing. */
+static bool get_thread_id(napi_env env, napi_callback_info info, const char* usage, double* out) {
+  size_t argc = 1;
+  napi_value argv[1];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return false;
+  if (argc < 1 || napi_get_value_double(env, argv[0], out) != napi_ok) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", usage);
+    return false;
+  }
+  return true;
+}
+
+/* threadInterruptible(threadId): this (worker) thread's waits can be interrupted from now on. */
+static napi_value thread_interruptible_js(napi_env env, napi_callback_info info) {
+  double thread_id;
+  if (!get_thread_id(env, info, "threadInterruptible(threadId)", &thread_id)) return NULL;
+  if (thread_interrupt_fd >= 0) return NULL;
+  double* hook_arg = malloc(sizeof *hook_arg);
+  if (!hook_arg) {
+    throw_errno(env, ENOMEM, "malloc", NULL);
+    return NULL;
+  }
+  pthread_mutex_lock(&interrupts_mu);
+  interrupt_entry* e = interrupt_entry_locked(thread_id);
+  int err = errno;
+  if (e) thread_interrupt_fd = e->efd;
+  pthread_mutex_unlock(&interrupts_mu);
+  if (!e) {
+    free(hook_arg);
+    throw_errno(env, err, "eventfd", NULL);
+    return NULL;
+  }
+  *hook_arg = thread_id;
+  napi_add_env_cleanup_hook(env, interrupt_cleanup_hook, hook_arg);
+  return NULL;
+}
+
+/* interruptThread(threadId): the thread's wait in this file (now or next) throws EINTR. */
+static napi_value interrupt_thread_js(napi_env env, napi_callback_info info) {
+  double thread_id;
+  if (!get_thread_id(env, info, "interruptThread(threadId)", &thread_id)) return NULL;
+  pthread_mutex_lock(&interrupts_mu);
+  interrupt_entry* e = interrupt_entry_locked(thread_id);
+  if (e) {
+    uint64_t one = 1;
+    ssize_t ignored = write(e->efd, &one, sizeof one);
+    (void)ignored;
+  }
+  pthread_mutex_unlock(&interrupts_mu);
+  return NULL;
+}
+
+/* forgetThread(threadId): the thread has exited; drop its entry if it is still there. */
+static napi_value forget_thread_js(napi_env env, napi_callback_info info) {
+  double thread_id;
+  if (!get_thread_id(env, info, "forgetThread(threadId)", &thread_id)) return NULL;
+  interrupt_forget(thread_id);
+  return NULL;
+}
+
 /* After a non-blocking call on `fd` failed (errno set): for EINTR returns true at once, for EAGAIN
  * waits with poll() until `fd` has `events` or the `deadline` (now_ns() clock; < 0: none) passes
  * and returns true; otherwise throws (naming `syscall_name`) and returns false. */
@@ -1169,9 +1293,14 @@ static bool wait_until_ready(napi_env env, int fd, short events, int64_t deadlin
     int64_t left = deadline - now_ns();
     wait_ms = left <= 0 ? 0 : left / 1000000 + 1 > INT_MAX ? INT_MAX : (int)(left / 1000000 + 1);
   }
-  struct pollfd pfd = {.fd = fd, .events = events, .revents = 0};
-  if (poll(&pfd, 1, wait_ms) < 0 && errno != EINTR) {
+  struct pollfd pfd[2] = {{.fd = fd, .events = events, .revents = 0},
+                          {.fd = thread_interrupt_fd, .events = POLLIN, .revents = 0}};
+  if (poll(pfd, thread_interrupt_fd >= 0 ? 2 : 1, wait_ms) < 0 && errno != EINTR) {
     throw_errno(env, errno, "poll", NULL);
+    return false;
+  }
+  if (pfd[1].revents) {
+    throw_errno(env, EINTR, syscall_name, NULL);
     return false;
   }
   return true;
@@ -1216,7 +1345,7 @@ static napi_value read_socket_js(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "readSocket needs room for at least one byte");
     return NULL;
   }
-  struct pollfd p[1 + MAX_WRITE_FDS];
+  struct pollfd p[2 + MAX_WRITE_FDS];
   nfds_t n_fds = 1;
   p[0] = (struct pollfd){.fd = fd, .events = POLLIN, .revents = 0};
   bool is_array = false;
@@ -1229,6 +1358,9 @@ static napi_value read_socket_js(napi_env env, napi_callback_info info) {
     if (napi_get_value_int32(env, item, &wfd) != napi_ok || wfd < 0) continue;
     p[n_fds++] = (struct pollfd){.fd = wfd, .events = POLLOUT, .revents = 0};
   }
+  /* The last entry: this thread's interrupt (a terminate()), when it has one. */
+  nfds_t n_polled = n_fds;
+  if (thread_interrupt_fd >= 0) p[n_polled++] = (struct pollfd){.fd = thread_interrupt_fd, .events = POLLIN, .revents = 0};
   int recv_flags = optional_bool(env, argc, argv, 4, false) ? MSG_PEEK : 0;
   int64_t deadline = deadline_from_ms(optional_number(env, argc, argv, 2, -1));
   /* A peer that answers within microseconds (a request/response loop on another core) is caught
@@ -1267,9 +1399,13 @@ static napi_value read_socket_js(napi_env env, napi_callback_info info) {
       }
       wait_ms = left / 1000000 + 1 > INT_MAX ? INT_MAX : (int)(left / 1000000 + 1);
     }
-    for (nfds_t i = 0; i < n_fds; i++) p[i].revents = 0;
-    if (poll(p, n_fds, wait_ms) < 0 && errno != EINTR) {
+    for (nfds_t i = 0; i < n_polled; i++) p[i].revents = 0;
+    if (poll(p, n_polled, wait_ms) < 0 && errno != EINTR) {
       throw_errno(env, errno, "poll", NULL);
+      return NULL;
+    }
+    if (n_polled > n_fds && p[n_fds].revents) {
+      throw_errno(env, EINTR, "poll", NULL);
       return NULL;
     }
     for (nfds_t i = 1; i < n_fds; i++) {
@@ -1668,6 +1804,9 @@ static napi_value init(napi_env env, napi_value exports) {
       {"sendFds", NULL, send_fds_js, NULL, NULL, NULL, napi_enumerable, NULL},
       {"recvFds", NULL, recv_fds_js, NULL, NULL, NULL, napi_enumerable, NULL},
       {"setParentDeathSignal", NULL, set_parent_death_signal_js, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"threadInterruptible", NULL, thread_interruptible_js, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"interruptThread", NULL, interrupt_thread_js, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"forgetThread", NULL, forget_thread_js, NULL, NULL, NULL, napi_enumerable, NULL},
       {"sharedArrayBufferSupported", NULL, NULL, NULL, NULL, sab_supported, napi_enumerable, NULL},
       {"pageSize", NULL, NULL, NULL, NULL, page, napi_enumerable, NULL},
   };

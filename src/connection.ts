@@ -6,15 +6,14 @@
  * connectionTransports.ts. Both feed one inbox; readiness (poll, wait), ordering of concurrent
  * receivers, abort signals and EOF are implemented once, on the inbox.
  */
-import { memoryKindFor, registerClasses } from './context.js';
-import type { MemoryKind } from './heap.js';
+import { registerClasses } from './context.js';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { constants as bufferConstants } from 'node:buffer';
 import * as v8 from 'node:v8';
-import { MessageChannel, MessagePort } from 'node:worker_threads';
+import { MessagePort } from 'node:worker_threads';
 import { AuthenticationError, BufferTooShort, EOFError, OSError, PicklingError, TimeoutError, ValueError } from './errors.js';
 import {
   CHALLENGE, FAILURE, HANDSHAKE_MAXLENGTH, WELCOME, createResponse, newChallenge, parseChallenge, verifyChallenge, type DigestName,
@@ -28,8 +27,8 @@ import { sentinelExit } from './sentinels.js';
 import { abortable, getTempDir, MAX_DELAY_MS, timerDelayMs, type Factory } from './util.js';
 import { deadlineAfter, secondsUntil } from './futex.js';
 import {
-  nativeSocketFd, newPortWakes, osErrorFrom, PortTransport, socketFromFd, socketPair, SocketTransport,
-  type ConnectionState, type Inbound, type PortWake, type Transport,
+  nativeSocketFd, osErrorFrom, PortTransport, socketFromFd, socketPair, SocketTransport,
+  type ConnectionState, type Inbound, type Transport,
 } from './connectionTransports.js';
 
 export type { DigestName } from './connectionFraming.js';
@@ -495,14 +494,16 @@ export class Connection implements Disposable {
   }
 }
 
-type ConnectionRecord = ConnectionState & ({ port: MessagePort; wake?: PortWake } | SocketState);
+/** A port Connection, or a socket one (with the locks of an end that threads share). */
+type ConnectionRecord = ConnectionState & ({ port: MessagePort } | (SocketState & { locks?: Int32Array }));
 
 registerReducer('Connection', (state: ConnectionRecord, ctx) => {
   const options = { readable: state.readable, writable: state.writable, maxMessageSize: state.maxMessageSize };
-  if ('port' in state) return Connection._fromTransport(new PortTransport(state.port, state.wake), options);
+  if ('port' in state) return Connection._fromTransport(new PortTransport(state.port), options);
   // The sender may still hold this socket (it often keeps its copy open): share it.
   const transport = new SocketTransport(socketFromState(state, ctx, true), state.maxMessageSize);
   transport.share();
+  if (state.locks) transport.useLocks(state.locks);
   return Connection._fromTransport(transport, options);
 }, async (state) => {
   if (!('port' in state)) await prepareSocket(state);
@@ -641,7 +642,11 @@ export interface ProcessPipeOptions {
   useNative?: boolean;
 }
 
-/** `Pipe(duplex)` for process start methods: an AF_UNIX socket pair. Simplex: `[readOnly, writeOnly]`. */
+/**
+ * `Pipe(duplex)`: an AF_UNIX socket pair, for every start method. Simplex: `[readOnly, writeOnly]`.
+ * An end passed to a child process or thread is duplicated, as Python's descriptor is: every holder
+ * can use it (docs/connections.md, "A shared end").
+ */
 export function pipeForProcesses(duplex = true, options: ProcessPipeOptions = {}): [Connection, Connection] {
   const limit = options.maxMessageSize ?? PIPE_MAX_MESSAGE_SIZE;
   const [a, b] = socketPair(limit, options.useNative ?? true);
@@ -651,32 +656,16 @@ export function pipeForProcesses(duplex = true, options: ProcessPipeOptions = {}
   ];
 }
 
-/** `Pipe(duplex)` for the thread start method: a MessageChannel. Simplex: `[readOnly, writeOnly]`. */
-export function pipeForThreads(duplex = true): [Connection, Connection] {
-  const { port1, port2 } = new MessageChannel();
-  const [wake1, wake2] = newPortWakes();
-  return [
-    Connection._fromTransport(new PortTransport(port1, wake1), { readable: true, writable: duplex }),
-    Connection._fromTransport(new PortTransport(port2, wake2), { readable: duplex, writable: true }),
-  ];
-}
-
-/** A pipe whose ends reach threads (a MessageChannel) or processes (an AF_UNIX socket pair). */
-function pipeFor(duplex: boolean, kind: MemoryKind): [Connection, Connection] {
-  return kind === 'thread' ? pipeForThreads(duplex) : pipeForProcesses(duplex);
-}
-
 /**
- * Python's `Pipe(duplex=True)`: two connected Connections, of the kind the default context's
- * children reach (a context's own `ctx.Pipe()` makes its kind); with or without `new` (docs/api.md
- * rule 1: a function that returns an object, so `new` gives that object).
+ * Python's `Pipe(duplex=True)`: two connected Connections (a socket pair, which reaches processes
+ * and threads alike); with or without `new` (docs/api.md rule 1: a function that returns an
+ * object, so `new` gives that object).
  */
 export const Pipe = function Pipe(duplex = true): [Connection, Connection] {
-  // Asking must not fix the default start method (a later setStartMethod still works).
-  return pipeFor(duplex, memoryKindFor(null, false));
+  return pipeForProcesses(duplex);
 } as Factory<[duplex?: boolean], [Connection, Connection]>;
 
-registerClasses({ Pipe: pipeFor });
+registerClasses({ Pipe });
 
 // ---- the authkey handshake -------------------------------------------------------------------
 

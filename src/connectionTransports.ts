@@ -1,21 +1,22 @@
 /**
  * The Node transports under a Connection (connection.ts), behind one small `Transport` interface:
- * - a socket (`net.Socket`: AF_UNIX socket pairs for process pipes, AF_UNIX/AF_INET for
+ * - a socket (`net.Socket`: AF_UNIX socket pairs for pipes, AF_UNIX/AF_INET for
  *   Listener/Client), framed exactly as CPython frames it (connectionFraming.ts);
- * - a `MessagePort` (pipes for the `thread` start method), posting bytes or reduced graphs.
+ * - a `MessagePort` (a Connection over the caller's own port), posting bytes or reduced graphs.
  * Both feed the Connection's inbox through a `Sink`.
  */
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { isMainThread, MessagePort, receiveMessageOnPort } from 'node:worker_threads';
+import { MessagePort, receiveMessageOnPort } from 'node:worker_threads';
 import { NotAvailableError, OSError, PicklingError, ValueError } from './errors.js';
 import { FrameDecoder, frame } from './connectionFraming.js';
 import { dumps, newReduceContext, reduce, type ReduceContext, type Reduced } from './reduction.js';
 import { loadNative, tryLoadNative, type FdWatch, type NativeBinding } from './native.js';
 import { SocketWriter } from './socketWriter.js';
 import { blockThread } from './blocking.js';
+import { MessageLock, newEndLocks, RECEIVE_LOCK, SEND_LOCK } from './messageLock.js';
 import { reduceSocket } from './resourceSharer.js';
 import { getTempDir } from './util.js';
 
@@ -144,8 +145,13 @@ export class SocketTransport implements Transport {
   private watching = false;
   private fd = -1;
   private delivered = 0;
+  /** An end that threads share (useLocks): their locks, and this thread's wait for the receive lock. */
+  private locks: Int32Array | null = null;
+  private recvLock: MessageLock | null = null;
+  private cancelRecvLockWait: (() => void) | null = null;
   private readonly onMessage = (payload: Buffer): void => {
     this.delivered++;
+    this.recvLock?.release();
     this.sink?.message({ bytes: payload });
   };
   /** Writes through the addon (src/socketWriter.ts); null: through Node's stream. */
@@ -201,6 +207,39 @@ export class SocketTransport implements Transport {
     this.updateFlow();
   }
 
+  /**
+   * This end is shared with other threads of this process, which take turns with it through
+   * `words` (src/messageLock.ts): one whole message each, in and out.
+   */
+  useLocks(words: Int32Array): void {
+    if (this.locks) return;
+    this.locks = words;
+    this.recvLock = new MessageLock(words, RECEIVE_LOCK);
+    // A message partly read before the end was shared is finished first (the lock is new).
+    if (this.decoder.midMessage) this.recvLock.tryAcquire();
+    this.writer?.useLock(new MessageLock(words, SEND_LOCK));
+  }
+
+  /** Another thread is receiving a message from this end: wait until it has, then read again. */
+  private waitRecvLock(): void {
+    this.setWatch(false, false);
+    this.cancelRecvLockWait ??= this.recvLock!.onceFree(() => {
+      this.cancelRecvLockWait = null;
+      this.updateFlow();
+    });
+  }
+
+  /** Nothing was read: between two messages, the lock is not this thread's to keep (another
+   * thread may be the one that receives the next message). */
+  private releaseBetweenMessages(): void {
+    if (!this.decoder.midMessage) this.recvLock?.release();
+  }
+
+  private stopRecvLockWait(): void {
+    this.cancelRecvLockWait?.();
+    this.cancelRecvLockWait = null;
+  }
+
   /** The watch of a shared end fired: the kernel has bytes (or the end) for this socket. */
   private onReadable(): void {
     if (this.ended || this.closed) return this.setWatch(false, false);
@@ -222,13 +261,14 @@ export class SocketTransport implements Transport {
   private readExact(more: () => boolean): void {
     const native = loadNative();
     while (!this.ended && more()) {
+      if (this.recvLock && !this.recvLock.tryAcquire()) return this.waitRecvLock();
       let n: number;
       try {
         n = native.readSocket(this.fd, this.decoder.nextSpan(), 0);
       } catch (error) {
         return this.onError(error);
       }
-      if (n < 0) return; // nothing yet: the watch calls again
+      if (n < 0) return this.releaseBetweenMessages(); // nothing yet: the watch calls again
       if (n === 0) return this.onEnd();
       this.commit(n);
     }
@@ -318,6 +358,8 @@ export class SocketTransport implements Transport {
   private finish(error?: Error): void {
     if (this.ended) return;
     this.ended = true;
+    this.stopRecvLockWait();
+    this.recvLock?.release();
     this.sink?.end(error);
   }
 
@@ -416,16 +458,25 @@ export class SocketTransport implements Transport {
 
   /** receiveSync on a shared end: the rest of the header or of the payload, or (a poll) a peek. */
   private receiveExactSync(native: NativeBinding, timeoutMs: number, receiving: boolean): boolean {
+    // Another thread may be in the middle of a message: this one starts once it has it all.
+    if (receiving && this.recvLock && !this.recvLock.acquireSync(timeoutMs)) return false;
     const into = receiving ? this.decoder.nextSpan() : peekByte;
     let n: number;
     try {
-      n = blockThread(timeoutMs, (slice) => native.readSocket(this.fd, into, slice, SocketWriter.pendingFds(), !receiving), (r) => r === -1);
+      n = blockThread(
+        timeoutMs,
+        (slice) => native.readSocket(this.fd, into, slice, SocketWriter.pendingFds(), !receiving),
+        (r) => r === -1,
+      );
     } catch (error) {
       this.onError(error);
       return true;
     }
     if (n === -2) SocketWriter.flushAll();
-    if (n === -1 || n === -2 || !receiving) return n !== -1;
+    if (n === -1 || n === -2 || !receiving) {
+      this.releaseBetweenMessages();
+      return n !== -1;
+    }
     if (n === 0) this.onEnd();
     else this.commit(n);
     return true;
@@ -437,6 +488,7 @@ export class SocketTransport implements Transport {
 
   setDemand(demand: Demand): void {
     this.demand = demand;
+    if (demand !== 'receive') this.stopRecvLockWait();
     this.updateFlow();
   }
 
@@ -451,7 +503,9 @@ export class SocketTransport implements Transport {
     if (this.watch) {
       // A shared end: Node's stream never reads; the watch stays on (unreferenced) after the last
       // waiter, until it fires for nobody, to spare a start and stop per message.
-      if (this.demand) this.setWatch(true, true);
+      // While another thread holds the receive lock, its wait (holding the loop) stands for the watch.
+      if (this.cancelRecvLockWait) this.setWatch(false, false);
+      else if (this.demand) this.setWatch(true, true);
       else this.setWatch(this.watching, false);
       if (this.pendingWrites > 0) socket.ref();
       else socket.unref();
@@ -478,6 +532,8 @@ export class SocketTransport implements Transport {
     if (this.closed) return;
     this.closed = true;
     this.ended = true;
+    this.stopRecvLockWait();
+    this.recvLock?.release();
     // The watch holds a duplicate of the descriptor: the peer sees EOF only once it is closed too.
     this.closeWatch();
     const socket = this.socket;
@@ -510,7 +566,10 @@ export class SocketTransport implements Transport {
     const travel = reduceSocket(socket, nativeSocketFd(socket), ctx);
     // The other side gets the same socket: this copy must no longer read ahead of it.
     this.share();
-    return { kind: 'Connection', state: { ...travel, ...state } };
+    if (ctx.target !== 'thread' || !this.watch) return { kind: 'Connection', state: { ...travel, ...state } };
+    // Threads that share the end take turns, a whole message each (src/messageLock.ts).
+    if (!this.locks) this.useLocks(newEndLocks());
+    return { kind: 'Connection', state: { ...travel, ...state, locks: this.locks } };
   }
 }
 
@@ -518,44 +577,10 @@ export class SocketTransport implements Transport {
 type PortMessage = { b: Uint8Array } | { g: unknown; c: boolean } | { eof: true };
 
 /**
- * How a thread blocked in recvSync learns that its port has a message: a MessagePort cannot be
- * waited on, so both ends of a thread Pipe share a SharedArrayBuffer with, per direction, a
- * sequence number the sender bumps after each post and a count of threads blocked on it.
+ * A Connection over the caller's own `MessagePort` (Python has no counterpart; `Pipe()` is a
+ * socket pair on every start method). A port has one owner: passed to a thread it moves there.
+ * Nothing can block on it, so recvSync/pollSync are not available.
  */
-export interface PortWake {
-  readonly words: Int32Array;
-  /** Index of the sequence word for messages to this end (its waiter count follows it). */
-  readonly inbox: number;
-  /** The same for messages from this end to its peer. */
-  readonly outbox: number;
-}
-
-export function newPortWakes(): [PortWake, PortWake] {
-  const words = new Int32Array(new SharedArrayBuffer(4 * Int32Array.BYTES_PER_ELEMENT));
-  return [{ words, inbox: 0, outbox: 2 }, { words, inbox: 2, outbox: 0 }];
-}
-
-/** How long a thread blocked in recvSync watches for a message before it sleeps (ms). */
-const PORT_SPIN_MS = 0.05;
-
-/** Thread Pipe ends alive in this thread (see closeAtThreadExit). */
-const openPorts = new Set<PortTransport>();
-let exitHookInstalled = false;
-
-/**
- * A thread that ends closes its Pipe ends, as a process's exit closes its sockets: the peer gets
- * EOF at once, even while blocked in recvSync (the port's own 'close' needs the peer's event loop).
- */
-function closeAtThreadExit(transport: PortTransport): void {
-  if (isMainThread) return;
-  openPorts.add(transport);
-  if (exitHookInstalled) return;
-  exitHookInstalled = true;
-  process.once('exit', () => {
-    for (const t of [...openPorts]) t.close();
-  });
-}
-
 export class PortTransport implements Transport {
   readonly kind = 'port' as const;
   readonly ready = Promise.resolve();
@@ -565,15 +590,13 @@ export class PortTransport implements Transport {
   private ended = false;
   private closed = false;
 
-  /** `wake` is absent for a Connection over a caller's own MessagePort, which cannot block. */
-  constructor(private readonly port: MessagePort, private readonly wake?: PortWake) {}
+  constructor(private readonly port: MessagePort) {}
 
   attach(sink: Sink): void {
     this.sink = sink;
     this.port.on('message', (m: PortMessage) => this.onMessage(m));
     this.port.on('close', () => this.finish());
     this.port.unref();
-    if (this.wake) closeAtThreadExit(this);
   }
 
   private onMessage(m: PortMessage): void {
@@ -593,15 +616,6 @@ export class PortTransport implements Transport {
     if (this.closed) throw new OSError('handle is closed');
     if (this.ended) throw new OSError('[Errno 32] Broken pipe', 'EPIPE');
     this.port.postMessage(message, transfer);
-    this.ring();
-  }
-
-  /** Tells a peer blocked in recvSync that a message is there (after it was posted). */
-  private ring(): void {
-    const wake = this.wake;
-    if (!wake) return;
-    Atomics.add(wake.words, wake.outbox, 1);
-    if (Atomics.load(wake.words, wake.outbox + 1) > 0) Atomics.notify(wake.words, wake.outbox);
   }
 
   sendBytes(payload: Uint8Array): void {
@@ -626,32 +640,11 @@ export class PortTransport implements Transport {
     }
   }
 
-  receiveSync(timeoutMs: number): boolean {
-    if (this.ended) return true;
-    const wake = this.wake;
-    if (!wake) {
-      throw new NotAvailableError(
-        'recvSync()/pollSync() need a Pipe() end: a Connection over your own MessagePort cannot block ' +
-          'this thread until a message comes. Use await recv()/poll(), or make the channel with Pipe().',
-      );
-    }
-    const { words, inbox } = wake;
-    // Count as a waiter before looking, so a sender that posts after the look also notifies.
-    Atomics.add(words, inbox + 1, 1);
-    try {
-      const seen = Atomics.load(words, inbox);
-      const r = receiveMessageOnPort(this.port);
-      if (r !== undefined) {
-        this.onMessage(r.message as PortMessage);
-        return true;
-      }
-      // As readSocket does: a peer that answers within microseconds is caught before sleeping.
-      const spinUntil = performance.now() + Math.min(PORT_SPIN_MS, Math.max(0, timeoutMs < 0 ? Infinity : timeoutMs));
-      while (performance.now() < spinUntil) if (Atomics.load(words, inbox) !== seen) return true;
-      return blockThread(timeoutMs, (slice) => Atomics.wait(words, inbox, seen, slice < 0 ? Infinity : slice), (r) => r === 'timed-out') !== 'timed-out';
-    } finally {
-      Atomics.sub(words, inbox + 1, 1);
-    }
+  receiveSync(): boolean {
+    throw new NotAvailableError(
+      'recvSync()/pollSync() need a Pipe() end: a Connection over your own MessagePort cannot block ' +
+        'this thread until a message comes. Use await recv()/poll(), or make the channel with Pipe().',
+    );
   }
 
   setLimit(): void {}
@@ -670,10 +663,8 @@ export class PortTransport implements Transport {
     if (this.closed) return;
     this.closed = true;
     this.ended = true;
-    openPorts.delete(this);
     try {
       this.port.postMessage({ eof: true } satisfies PortMessage);
-      this.ring();
     } catch {
       // already detached
     }
@@ -681,28 +672,26 @@ export class PortTransport implements Transport {
   }
 
   /** The port moved to another thread: forget it without closing the channel. */
-  detach(): void {
+  private detach(): void {
     this.closed = true;
     this.ended = true;
-    openPorts.delete(this);
     this.port.removeAllListeners('message');
     this.port.removeAllListeners('close');
   }
 
   fileno(): number {
-    throw new OSError('a thread Connection (MessagePort) has no file descriptor');
+    throw new OSError('a Connection over a MessagePort has no file descriptor');
   }
 
   reduce(ctx: ReduceContext, state: ConnectionState): Reduced {
     if (ctx.target !== 'thread') {
       throw new ValueError(
-        'A Connection over a MessagePort (a Pipe of the thread context) cannot be passed to another ' +
-          'process; use a Pipe of a process context (pipeForProcesses) for processes.',
+        'A Connection over a MessagePort cannot be passed to another process; use a Pipe() for processes.',
       );
     }
     ctx.transfer.push(this.port);
     this.detach();
-    return { kind: 'Connection', state: { port: this.port, wake: this.wake, ...state } };
+    return { kind: 'Connection', state: { port: this.port, ...state } };
   }
 }
 

@@ -56,8 +56,8 @@ export interface Classes {
   RawArray: RawArrayFactory;
   Value: ValueFactory;
   Array: ArrayFactory;
-  /** A pipe whose ends reach processes ('process') or threads ('thread'). */
-  Pipe: (duplex: boolean, kind: MemoryKind) => [Connection, Connection];
+  /** A pipe, whose ends reach processes and threads alike. */
+  Pipe: (duplex?: boolean) => [Connection, Connection];
   Pool: typeof Pool;
   Manager: (options: { ctx: BaseContext }) => Promise<SyncManager>;
 }
@@ -144,7 +144,7 @@ export abstract class BaseContext {
     classOf('Array')(args[0], args[1], { ...args[2], ctx: this }));
 
   readonly Pipe: Factory<[duplex?: boolean], [Connection, Connection]> = constructible((duplex = true) =>
-    classOf('Pipe')(duplex, memoryKindFor({ ctx: this })));
+    classOf('Pipe')(duplex));
   readonly Pool: Factory<[processes?: number | null | PoolOptions, options?: PoolOptions], BasePool> = factory(
     'Pool',
     (processes?: number | null | PoolOptions, options: PoolOptions = {}) =>
@@ -252,11 +252,6 @@ export class DefaultContext extends BaseContext {
     this.actual ??= startMethods[DEFAULT_METHOD]!;
     return this.actual;
   }
-
-  /** The concrete context in force, without fixing the default. */
-  peekContext(): ConcreteContext {
-    return this.actual ?? startMethods[DEFAULT_METHOD]!;
-  }
 }
 
 // ---- the registry ---------------------------------------------------------------------------
@@ -331,11 +326,11 @@ export interface MemoryOptions {
 /**
  * Where an object made with `options` lives: a SharedArrayBuffer for the 'thread' context,
  * process-shared memory for 'spawn' and 'forkserver'. Without a context, the default one's, which
- * this fixes as Python does when an object is made (`fixDefault: false` only reads it: a Pipe).
+ * this fixes as Python does when an object is made.
  */
-export function memoryKindFor(options?: MemoryOptions | null, fixDefault = true): MemoryKind {
+export function memoryKindFor(options?: MemoryOptions | null): MemoryKind {
   if (options?.memory) return options.memory;
-  const ctx = options?.ctx ?? (fixDefault ? defaultContext.actualContext() : defaultContext.peekContext());
+  const ctx = options?.ctx ?? defaultContext.actualContext();
   const concrete = ctx.getContext();
   if (!(concrete instanceof ConcreteContext)) {
     throw new ValueError(`objects of the context ${String(concrete.constructor.name)} are made by its own factories`);

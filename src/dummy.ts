@@ -40,7 +40,7 @@ export const Manager = threads.Manager;
 /** Python's `multiprocessing.dummy.Namespace`: a plain attribute holder. */
 export { Namespace } from './managers/referents.js';
 /**
- * `multiprocessing.dummy.connection`: `Pipe` over MessageChannels, `wait`, and `Listener`/`Client`.
+ * `multiprocessing.dummy.connection`: `Pipe` (a socket pair, as everywhere), `wait`, and `Listener`/`Client`.
  * Python's dummy Listener and Client are queue-backed stand-ins for threads that share memory;
  * worker threads do not, so these are the real ones (AF_UNIX sockets by default, which any thread
  * can reach).

@@ -1,12 +1,14 @@
 /**
  * Loads the native addon (native/mp_native.c): POSIX shared memory, process-shared futex wait/wake
- * on the addon's own threads, and socketpair. The 'thread' start method never needs it.
+ * on the addon's own threads, socket pairs and their blocking reads. The 'thread' start method
+ * needs it only for a Pipe end passed to a thread child or read with recvSync.
  *
  * Load order: `$MULTIPROCESSING_TS_NATIVE` (a path, for development), the prebuilt binary shipped in
  * native/prebuilds/<platform>-<arch>/, then a local build in native/build/Release/.
  */
 import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
+import { isMainThread, threadId } from 'node:worker_threads';
 import { FileExistsError, FileNotFoundError, NotAvailableError, OSError, PermissionError } from './errors.js';
 import { packageFilesMissing, packagePath } from './packageFiles.js';
 
@@ -82,6 +84,12 @@ export interface NativeBinding {
   /** Linux `prctl(PR_SET_PDEATHSIG)`: the kernel sends `signal` when the parent dies. Returns false
    * when the parent is already gone (its pid is no longer `expectedParentPid`). */
   setParentDeathSignal(signal: number, expectedParentPid: number): boolean;
+  /** Ends the wait of worker thread `threadId` in a system call of the addon (readSocket,
+   * writeSocket, recvFds), now or when it next waits, with an EINTR OSError: `Worker.terminate()`
+   * stops JavaScript, not a system call. Call it after `terminate()`. */
+  interruptThread(threadId: number): void;
+  /** Drops what interruptThread kept for a thread that has exited. */
+  forgetThread(threadId: number): void;
   /** Whether `shmOpen` returns SharedArrayBuffers (Node.js with node_api_create_external_sharedarraybuffer). */
   readonly sharedArrayBufferSupported: boolean;
   readonly pageSize: number;
@@ -118,6 +126,9 @@ interface RawBinding {
   sendFds(sock: number, fds: number[]): void;
   recvFds(sock: number, count: number): number[];
   setParentDeathSignal(signal: number, expectedParentPid: number): boolean;
+  threadInterruptible(threadId: number): void;
+  interruptThread(threadId: number): void;
+  forgetThread(threadId: number): void;
   sharedArrayBufferSupported: boolean;
   pageSize: number;
 }
@@ -185,6 +196,8 @@ function wrap(raw: RawBinding): NativeBinding {
       asyncWait(raw, translating(raw.pollAsync.bind(raw))(fd, writable, timeoutMs, options.ref ?? true)),
     socketpair: () => raw.socketpair(),
     setParentDeathSignal: (signal, expectedParentPid) => raw.setParentDeathSignal(signal, expectedParentPid),
+    interruptThread: (threadId) => raw.interruptThread(threadId),
+    forgetThread: (threadId) => raw.forgetThread(threadId),
     unixListen: translating((path: string, backlog = 128) => raw.unixListen(path, backlog)),
     unixConnect: translating((path: string) => raw.unixConnect(path)),
     readSocket: translating((fd: number, into: Uint8Array, timeoutMs = -1, writeFds: readonly number[] = [], peek = false) =>
@@ -231,7 +244,10 @@ export function loadNative(): NativeBinding {
     for (const file of nativeCandidates()) {
       if (!existsSync(file)) continue;
       try {
-        cached = wrap(require(file) as RawBinding);
+        const raw = require(file) as RawBinding;
+        // A worker thread's waits in the addon can be ended by whoever terminates it.
+        if (!isMainThread) raw.threadInterruptible(threadId);
+        cached = wrap(raw);
         return cached;
       } catch (err) {
         tried.push(`${file}: ${(err as Error).message}`);
@@ -246,7 +262,8 @@ export function loadNative(): NativeBinding {
       `${process.platform}-${process.arch}` +
       (tried.length ? ` (${tried.join('; ')})` : ' (no prebuilt binary and no local build)') +
       `. Build it with \`npx node-gyp rebuild -C node_modules/multiprocessing-ts/native\` ` +
-      `(or \`npm run build:native\` in a clone), or use the 'thread' start method, which needs no addon.`,
+      `(or \`npm run build:native\` in a clone), or use the 'thread' start method, which needs it only to ` +
+      `pass a Pipe end to a thread or to recvSync on it.`,
   );
   throw failure;
 }

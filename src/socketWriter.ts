@@ -15,11 +15,18 @@
  *   `send` does: then a send followed by any other blocking call (a `Queue.getSync`) cannot leave
  *   half a message behind;
  * - before a child process exits (an exit finalizer waits for every tail, as queues flush).
+ *
+ * On an end that several threads hold (`useLock`), a thread writes only while it holds the end's
+ * send lock (src/messageLock.ts): from the first byte of a send until its tail is empty. A send
+ * that finds another thread in the middle of its messages waits for them (blocking, as Python's
+ * send waits for the kernel), so that what a send has accepted when it returns goes out before
+ * anything sent after it in any thread (CPython's `_TestBarrier.test_thousand` relies on it).
  */
 import type { AsyncWait, NativeBinding } from './native.js';
 import { OSError } from './errors.js';
 import { finalize, type FinalizeHandle } from './util.js';
 import { blockThread, handOverBeforeBlocking } from './blocking.js';
+import type { MessageLock } from './messageLock.js';
 
 /** Writers of this thread with bytes still to write. */
 const withTail = new Set<SocketWriter>();
@@ -38,6 +45,8 @@ export class SocketWriter {
   private tail: Uint8Array[] = [];
   private head = 0;
   private waiting: AsyncWait | null = null;
+  /** The send lock of an end shared by threads: held while anything is pending. */
+  private lock: MessageLock | null = null;
   private readonly drained: Array<() => void> = [];
   /** The addon could not wait for this socket (out of descriptors or threads): Node's stream writes. */
   degraded = false;
@@ -55,6 +64,13 @@ export class SocketWriter {
     private readonly handOver: (chunks: Uint8Array[]) => void,
   ) {}
 
+  /** From now on, this end is shared with other threads: write only while holding `lock`. */
+  useLock(lock: MessageLock): void {
+    this.lock = lock;
+    // What is pending was sent before the end was shared: it goes first (the lock is new).
+    if (this.pending) lock.tryAcquire();
+  }
+
   /** Some bytes are not written yet. */
   get pending(): boolean {
     return this.head < this.tail.length;
@@ -67,6 +83,7 @@ export class SocketWriter {
    * if nothing of this message was written.
    */
   write(chunks: readonly Uint8Array[], owned: (chunk: Uint8Array) => boolean): void {
+    if (!this.pending) this.lock?.acquireSync(-1);
     for (const chunk of chunks) {
       let rest = chunk;
       if (!this.pending) {
@@ -77,11 +94,13 @@ export class SocketWriter {
       this.tail.push(owned(chunk) ? rest : Buffer.from(rest));
     }
     if (this.pending) this.waitWritable();
+    else this.lock?.release();
   }
 
   /** Writes what is pending and then `chunks`, all of it, blocking this thread while the socket is
    * full (through blockThread: what else this thread has buffered is handed over meanwhile). */
   writeAll(chunks: readonly Uint8Array[]): void {
+    if (!this.pending) this.lock?.acquireSync(-1);
     const all = [...this.takeTail(), ...chunks];
     this.done();
     for (let rest of all) {
@@ -95,6 +114,7 @@ export class SocketWriter {
         (written) => !written,
       );
     }
+    this.lock?.release();
   }
 
   /** Writes what the socket takes now. A failure drops the tail and is reported to onError. */
@@ -118,7 +138,10 @@ export class SocketWriter {
       this.onError(asOSError(error));
     } finally {
       if (this.pending) this.compact();
-      else this.done();
+      else {
+        this.done();
+        this.lock?.release();
+      }
     }
   }
 
@@ -148,6 +171,7 @@ export class SocketWriter {
   drop(): void {
     this.takeTail();
     this.done();
+    this.lock?.release();
   }
 
   private waitWritable(): void {
@@ -163,6 +187,7 @@ export class SocketWriter {
       this.degraded = true;
       const rest = this.takeTail();
       this.done();
+      this.lock?.release();
       this.handOver(rest);
       return;
     }

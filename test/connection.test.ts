@@ -13,7 +13,7 @@ import * as path from 'node:path';
 import { MessageChannel, Worker } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
 import {
-  Client, Connection, Listener, Pipe, answerChallenge, deliverChallenge, pipeForProcesses, pipeForThreads, wait,
+  Client, Connection, Listener, Pipe, answerChallenge, deliverChallenge, pipeForProcesses, wait,
   type Address,
 } from '../src/connection.ts';
 import {
@@ -25,14 +25,19 @@ import {
 import { dumps, newReduceContext, reduce, rebuildSync, reduceSymbol } from '../src/reduction.ts';
 import { registerSentinel } from '../src/sentinels.ts';
 import { loadNative } from '../src/native.ts';
-import { runProgram } from './helpers.ts';
+import { runProgram, waitForThreadInPoll } from './helpers.ts';
 
 type PipeMaker = (duplex?: boolean) => [Connection, Connection];
 const fallbackPipe: PipeMaker = (duplex = true) => pipeForProcesses(duplex, { useNative: false });
+/** A Connection over each end of a caller's own MessageChannel (the port transport). */
+const portPipe: PipeMaker = (duplex = true) => {
+  const { port1, port2 } = new MessageChannel();
+  return [new Connection(port1, { writable: duplex }), new Connection(port2, { readable: duplex })];
+};
 const makers: [string, PipeMaker][] = [
-  ['process pipe (socketpair)', pipeForProcesses],
-  ['process pipe (pure Node fallback)', fallbackPipe],
-  ['thread pipe (MessageChannel)', pipeForThreads],
+  ['Pipe (socketpair)', pipeForProcesses],
+  ['Pipe (pure Node fallback)', fallbackPipe],
+  ['own MessagePort', portPipe],
 ];
 
 const CHILD = fileURLToPath(new URL('./fixtures/connection-child.ts', import.meta.url));
@@ -356,15 +361,21 @@ describe('Pipe()', () => {
     b.close();
   });
 
-  it('a thread connection has no fileno', () => {
-    const [a, b] = pipeForThreads();
+  it('a Connection over a MessagePort has no fileno; a Pipe end has one on every start method', async () => {
+    const { getContext } = await import('../src/index.ts');
+    const [a, b] = portPipe();
     assert.throws(() => a.fileno(), OSError);
     closeAll(a, b);
+    for (const method of ['spawn', 'forkserver', 'thread'] as const) {
+      const [c, d] = getContext(method).Pipe();
+      assert.equal(typeof c.fileno(), 'number', method);
+      closeAll(c, d);
+    }
   });
 
   it('Connection(-1) and both directions off are ValueErrors (test_invalid_handles)', () => {
     assert.throws(() => new Connection(-1), isError(ValueError, 'invalid handle'));
-    const [a, b] = pipeForThreads();
+    const [a, b] = portPipe();
     assert.throws(() => new Connection(new net.Socket(), { readable: false, writable: false }), ValueError);
     closeAll(a, b);
   });
@@ -676,7 +687,7 @@ describe('Listener and Client', () => {
 describe('wait()', () => {
   it('returns the ready subset; [] after the timeout; negative timeout polls (test_wait_timeout, test_neg_timeout)', { timeout: 10_000 }, async () => {
     const [a, b] = pipeForProcesses();
-    const [c, d] = pipeForThreads();
+    const [c, d] = portPipe();
     try {
       let t = performance.now();
       assert.deepEqual(await wait([b, d], 0.2), []);
@@ -719,7 +730,7 @@ describe('wait()', () => {
   });
 
   it('drains four writers of ten messages each until EOF (test_wait)', { timeout: 20_000 }, async () => {
-    const pipes = Array.from({ length: 4 }, (_, i) => (i % 2 ? pipeForThreads(false) : pipeForProcesses(false)));
+    const pipes = Array.from({ length: 4 }, (_, i) => (i % 2 ? portPipe(false) : pipeForProcesses(false)));
     const readers = new Set(pipes.map(([r]) => r));
     pipes.forEach(([, w], i) => {
       let n = 0;
@@ -748,20 +759,6 @@ describe('wait()', () => {
   });
 });
 
-// reduction.ts must let a MessagePort through a handle's state for thread targets.
-const portsTravel = (() => {
-  const { port1, port2 } = new MessageChannel();
-  try {
-    reduce({ p: port1 }, newReduceContext('thread'));
-    return true;
-  } catch {
-    return false;
-  } finally {
-    port1.close();
-    port2.close();
-  }
-})();
-const portSkip = !portsTravel && 'reduction.ts rejects a MessagePort inside a reduced state (needs a walker exception for thread targets)';
 
 describe('reduce / rebuild', () => {
   it('a socket Connection reaches a spawned child through its stdio and works both ways; the parent closing its copy does not cut the child (test_spawn_close)', { timeout: 20_000 }, async () => {
@@ -793,8 +790,8 @@ describe('reduce / rebuild', () => {
     }
   });
 
-  it('a port Connection reaches a worker thread through the transfer list', { timeout: 20_000, skip: portSkip }, async () => {
-    const [parent, childEnd] = pipeForThreads();
+  it('a port Connection reaches a worker thread through the transfer list (it moves)', { timeout: 20_000 }, async () => {
+    const [parent, childEnd] = portPipe();
     const ctx = newReduceContext('thread');
     const { graph } = reduce({ conn: childEnd }, ctx);
     assert.equal(ctx.transfer.length, 1);
@@ -822,12 +819,11 @@ describe('reduce / rebuild', () => {
   for (const method of ['spawn', 'forkserver', 'thread'] as const) {
     it(`a Pipe end as a Process argument (${method}): works both ways, EOF after the child exits (test_access)`, {
       timeout: 30_000,
-      skip: method === 'thread' && portSkip,
     }, async () => {
       const mp = await import('../src/index.ts');
       const { echoTwice } = await import('./fixtures/connection-tasks.ts');
       const ctx = mp.getContext(method);
-      const [parent, child] = method === 'thread' ? pipeForThreads() : pipeForProcesses();
+      const [parent, child] = ctx.Pipe();
       const p = new ctx.Process({ target: echoTwice, args: [child] });
       p.start();
       try {
@@ -846,9 +842,9 @@ describe('reduce / rebuild', () => {
     });
   }
 
-  it('a port connection can travel over another port connection', { timeout: 10_000, skip: portSkip }, async () => {
-    const [a, b] = pipeForThreads();
-    const [x, y] = pipeForThreads();
+  it('a port connection can travel over another port connection', { timeout: 10_000 }, async () => {
+    const [a, b] = portPipe();
+    const [x, y] = portPipe();
     try {
       a.send({ conn: y });
       const { conn } = (await b.recv()) as { conn: Connection };
@@ -862,7 +858,7 @@ describe('reduce / rebuild', () => {
 
   it('mixing transports and targets raises ValueError; a socket Connection rebuilds from a process start\'s handles', () => {
     const [a, b] = pipeForProcesses();
-    const [c, d] = pipeForThreads();
+    const [c, d] = portPipe();
     try {
       assert.throws(() => c[reduceSymbol](newReduceContext('process')), ValueError);
       assert.throws(() => a.send({ conn: c }), ValueError);
@@ -875,6 +871,106 @@ describe('reduce / rebuild', () => {
       assert.equal(rebuilt.readable, true);
     } finally {
       closeAll(a, b, c, d);
+    }
+  });
+});
+
+describe('a Pipe end shared by thread children (as a process end is: not moved)', () => {
+  /** Starts one thread child per argument list; `body` runs; every child must then exit 0. */
+  async function withThreads(
+    target: (...args: never[]) => unknown,
+    argLists: unknown[][],
+    body: () => Promise<void>,
+    cleanup: () => void,
+  ): Promise<void> {
+    const mp = await import('../src/index.ts');
+    const ctx = mp.getContext('thread');
+    const procs = argLists.map((args) => new ctx.Process({ target: target as (...a: unknown[]) => unknown, args }));
+    try {
+      for (const p of procs) p.start();
+      await body();
+      for (const p of procs) {
+        await p.join(30);
+        assert.equal(p.exitcode, 0);
+      }
+    } finally {
+      for (const p of procs) if (p.exitcode === null) p.kill();
+      cleanup();
+    }
+  }
+  const bounded = (): { signal: AbortSignal } => ({ signal: AbortSignal.timeout(30_000) });
+
+  it('stays usable here and in a second child; closing one thread\'s copy closes only that copy; EOF once every copy is closed', { timeout: 60_000 }, async () => {
+    const { closeCopy, echoTwice } = await import('./fixtures/connection-tasks.ts');
+    const [parent, child] = Pipe();
+    await withThreads(closeCopy, [[child]], async () => {}, () => {});
+    assert.equal(child.closed, false, 'the copy here is still open');
+    await withThreads(echoTwice, [[child]], async () => {
+      parent.send('one');
+      assert.equal(((await parent.recv(bounded())) as { echo: unknown }).echo, 'one');
+      parent.send('two');
+      assert.equal(((await parent.recv(bounded())) as { echo: unknown }).echo, 'two');
+    }, () => {});
+    child.send('from the copy here');
+    assert.equal(await parent.recv(bounded()), 'from the copy here');
+    parent.send('back');
+    assert.equal(await child.recv(bounded()), 'back');
+    child.close();
+    await assert.rejects(parent.recv(bounded()), EOFError);
+    parent.close();
+  });
+
+  it('threads receiving on one end take one whole message each (recv, recvSync, recvBytes, recvBytesInto, wait)', { timeout: 90_000 }, async () => {
+    const { patterned, receiveShared } = await import('./fixtures/connection-tasks.ts');
+    const [r, w] = Pipe(false);
+    const [results, out] = Pipe(false);
+    const hows = ['recv', 'recvSync', 'recvBytes', 'recvBytesInto', 'wait'];
+    const N = 120;
+    await withThreads(receiveShared, hows.map((how) => [r, out, how]), async () => {
+      // Large messages (longer than the socket's buffer) are read in many calls, across loop turns.
+      for (let i = 0; i < N; i++) w.send(new Uint8Array(patterned(i, i, i % 3 === 0 ? 300_000 : 100 + i)));
+      for (const _ of hows) w.send(new Uint8Array(0));
+      const seqs: number[] = [];
+      for (const _ of hows) seqs.push(...((await results.recv(bounded())) as number[]));
+      assert.deepEqual(seqs.sort((a, b) => a - b), Array.from({ length: N }, (_, i) => i), 'each message once');
+    }, () => closeAll(r, w, results, out));
+  });
+
+  it('threads sending on one end with no lock of their own never cut each other\'s messages; EOF after the last exits', { timeout: 90_000 }, async () => {
+    const { checkPatterned, sendShared } = await import('./fixtures/connection-tasks.ts');
+    const [r, w] = Pipe(false);
+    const senders = [1, 2, 3];
+    const count = 20;
+    await withThreads(sendShared, senders.map((id) => [w, id, count, 300_000]), async () => {
+      w.close();
+      const next = new Map(senders.map((id) => [id, 0]));
+      for (let i = 0; i < senders.length * count; i++) {
+        const [seq, id] = checkPatterned(await r.recvBytes(null, bounded()));
+        assert.equal(seq, next.get(id), `sender ${id}'s messages in order`);
+        next.set(id, seq + 1);
+      }
+      await assert.rejects(r.recv(bounded()), EOFError);
+    }, () => closeAll(r, w));
+  });
+
+  it('terminate() ends a thread blocked in recvSync, and closes its copy of the end (EOF here)', { timeout: 60_000 }, async () => {
+    const mp = await import('../src/index.ts');
+    const { blockInRecvSync } = await import('./fixtures/connection-tasks.ts');
+    const [parent, child] = Pipe();
+    const p = new (mp.getContext('thread').Process)({ target: blockInRecvSync, args: [child] });
+    try {
+      p.start();
+      child.close();
+      const { tid } = (await parent.recv(bounded())) as { tid: number };
+      // terminate() stops JavaScript at once; what it must reach is a thread inside the system call.
+      await waitForThreadInPoll(tid, 20_000);
+      p.terminate();
+      await p.join(20);
+      assert.equal(p.exitcode, -15);
+      await assert.rejects(parent.recv(bounded()), EOFError);
+    } finally {
+      if (p.exitcode === null) p.kill();
+      parent.close();
     }
   });
 });
@@ -932,9 +1028,9 @@ describe('sockets in messages (the resource sharer)', () => {
     }
   });
 
-  it('a socket Connection and a net.Socket reach a thread as duplicates, over a thread Pipe', { timeout: 20_000 }, async () => {
+  it('a socket Connection and a net.Socket reach a thread as duplicates, over a port Connection', { timeout: 20_000 }, async () => {
     const [a, b] = pipeForProcesses();
-    const [c, d] = pipeForThreads();
+    const [c, d] = portPipe();
     const server = net.createServer();
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     const client = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
@@ -1005,11 +1101,7 @@ describe('sockets in messages (the resource sharer)', () => {
 });
 
 describe('recvSync / pollSync (blocking variants, docs/api.md rule 5)', () => {
-  const syncMakers: [string, PipeMaker][] = [
-    ['process pipe (socketpair)', pipeForProcesses],
-    ['thread pipe (MessageChannel)', pipeForThreads],
-  ];
-  for (const [name, makePipe] of syncMakers) {
+  for (const [name, makePipe] of [['Pipe (socketpair)', pipeForProcesses]] as const) {
     it(`${name}: same values and errors as recv/poll, in this thread`, { timeout: 10_000 }, () => {
       const [a, b] = makePipe();
       try {
@@ -1150,10 +1242,9 @@ describe('recvSync / pollSync (blocking variants, docs/api.md rule 5)', () => {
   for (const method of ['spawn', 'forkserver', 'thread'] as const) {
     it(`a ${method} child serving with recvSync; a big send before recvSync is not left half-written; the child's exit is EOF`, {
       timeout: 30_000,
-      skip: method === 'thread' && portSkip,
     }, async () => {
       const { syncEcho } = await import('./fixtures/connection-tasks.ts');
-      const [parent, child] = method === 'thread' ? pipeForThreads() : pipeForProcesses();
+      const [parent, child] = pipeForProcesses();
       await withChild(method, syncEcho, [child], [child], async () => {
         const bounded = { signal: AbortSignal.timeout(20_000) };
         // Straight after start(), without the event loop running: the child must start anyway

@@ -70,3 +70,20 @@ export async function waitForPidGone(pid: number, timeoutMs: number): Promise<vo
     await new Promise((r) => setTimeout(r, 20));
   }
 }
+
+/** Resolves once the thread `tid` of this process sleeps in poll(2) (its /proc wait channel);
+ * rejects after `timeoutMs`. Polls the OS: nothing else says that a thread is inside a system call. */
+export async function waitForThreadInPoll(tid: number, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  const wchan = (): string => {
+    try {
+      return readFileSync(`/proc/self/task/${tid}/wchan`, 'utf8');
+    } catch {
+      return '';
+    }
+  };
+  while (!/^do_sys_poll|poll_schedule/.test(wchan())) {
+    if (Date.now() > deadline) throw new Error(`thread ${tid} not in poll() after ${timeoutMs} ms (wait channel: ${wchan() || 'none'})`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}

@@ -13,6 +13,7 @@ interface TsxManifest {
 }
 import { KeepAlive, keyboardInterruptReport, signalExitCode, type Backend, type Popen, type StartRequest } from './backend.js';
 import { bootstrapPath } from '../packageFiles.js';
+import { tryLoadNative } from '../native.js';
 
 
 /**
@@ -51,14 +52,18 @@ class ThreadPopen implements Popen {
   readonly exited: Promise<number>;
   private forcedCode: number | null = null;
   private readonly keepAlive: KeepAlive;
+  /** The worker's id (kept: `worker.threadId` is -1 once the thread has stopped). */
+  private readonly threadId: number;
 
   constructor(private readonly worker: Worker, keepsParentAlive: boolean, private readonly name: string) {
+    this.threadId = worker.threadId;
     this.exited = new Promise((resolve) => {
       worker.on('error', (error) => {
         // An error that escaped the process's own handling, as Python prints a child's traceback.
         process.stderr.write(`${(error as Error)?.stack ?? String(error)}\n`);
       });
       worker.once('exit', (code) => {
+        if (this.forcedCode !== null) tryLoadNative()?.forgetThread(this.threadId);
         this.exitcode = this.forcedCode ?? code;
         resolve(this.exitcode);
       });
@@ -74,11 +79,14 @@ class ThreadPopen implements Popen {
     return this.keepAlive.hold();
   }
 
-  /** A worker has no signals: it is stopped, and reports the code the signal would have given. */
+  /** A worker has no signals: it is stopped, and reports the code the signal would have given.
+   * terminate() stops its JavaScript; a wait in a system call of the addon (a recvSync) is ended
+   * too, with an EINTR that the stopped JavaScript never sees. */
   private stop(code: number): void {
     if (this.exitcode !== null || this.forcedCode !== null) return;
     this.forcedCode = code;
     void this.worker.terminate();
+    tryLoadNative()?.interruptThread(this.threadId);
   }
   terminate(): void {
     this.stop(signalExitCode('SIGTERM'));

@@ -132,8 +132,6 @@ cpythonClass('_TestBarrier', ['processes', 'manager', 'threads'], (f) => {
 
   it('test_thousand', {
     skip: f.type === 'manager' && 'not for manager (as in CPython)',
-    todo: f.method === 'thread' &&
-      'CPython passes one Pipe end to every party; a thread Pipe end moves to the first thread child it is passed to (docs/connections.md)',
   }, async () => {
     const passes = 1000;
     const lock = await f.objects.Lock();

@@ -19,8 +19,7 @@ cpythonClass('_TestConnection', ['processes', 'threads'], (f) => {
       const longmsg = Buffer.concat(Array(10).fill(msg));
       const arr = new Int32Array([0, 1, 2, 3]);
 
-      // A thread Pipe is a MessagePort, which has no descriptor (as multiprocessing.dummy's has none).
-      if (f.method !== 'thread') assert.equal(typeof conn.fileno(), 'number');
+      assert.equal(typeof conn.fileno(), 'number');
 
       assert.equal(conn.send(seq), undefined);
       assert.deepEqual(await conn.recv(), seq);

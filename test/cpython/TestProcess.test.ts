@@ -252,10 +252,7 @@ cpythonClass('_TestProcess', ['processes', 'threads'], (f) => {
     assert.ok(!f.ctx.activeChildren().includes(p));
   });
 
-  it('test_recursion', {
-    todo: f.method === 'thread' &&
-      'a thread Pipe end passed to a thread child moves there (docs/connections.md): this process cannot pass it to a second child, as Python can',
-  }, async () => {
+  it('test_recursion', async () => {
     const [r, w] = f.ctx.Pipe(false);
     try {
       await recurse(w, [], f.method);

@@ -10,10 +10,7 @@ import { returnWithExitCode, throwValueWithStderrInFile, throwWithStderrInFile, 
 cpythonClass('_TestSubclassingProcess', ['processes'], (f) => {
   const P = f.ctx.Process;
 
-  it('test_subclassing', {
-    todo: f.method === 'thread' &&
-      'the subclass holds both ends of its Pipe; sent to a thread child, a thread Pipe end moves there (docs/connections.md), so the parent loses its own end',
-  }, async () => {
+  it('test_subclassing', async () => {
     const uppercaser = new UpperCaser();
     uppercaser.daemon = true;
     try {
