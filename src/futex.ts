@@ -162,7 +162,9 @@ const nativeWaitAsync: AsyncWait = (i32, index, expected, ms, signal, daemon) =>
         if (settled) return;
         settled = true;
         signal?.removeEventListener('abort', onAbort);
-        resolve(v === 'cancelled' ? 'ok' : v);
+        // 'not-equal' from the wait thread: the word still equalled `expected` when wait() was
+        // called (checked there), so it changed since: a wake, as Atomics.waitAsync reports it.
+        resolve(v === 'cancelled' || v === 'not-equal' ? 'ok' : v);
       },
       (error: unknown) => {
         if (settled) return;
