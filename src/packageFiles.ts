@@ -14,7 +14,14 @@ import { NotAvailableError } from './errors.js';
 /** `.ts` while the sources run under a TypeScript loader (the tests), `.js` once built. */
 export const moduleExtension = import.meta.url.endsWith('.ts') ? '.ts' : '.js';
 
+/** The directory of the library's modules (src/ or dist/; built, every module is bundled into a file
+ * of dist/ itself: scripts/bundle.mjs). */
 const moduleDir = new URL('./', import.meta.url);
+
+/** Whether `url` is one of the library's own modules (a chunk of dist/, or a file of src/). */
+export function isLibraryModule(url: string): boolean {
+  return url.startsWith(moduleDir.href);
+}
 
 /** Absolute path of `relative` (a path from the package's src/ or dist/ directory, `../native/...`
  * for the addon), which may or may not exist. */

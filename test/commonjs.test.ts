@@ -31,9 +31,12 @@ describe(`CommonJS: a .cjs program on the built package (${node})`, () => {
       // not built yet
     }
     if (built >= newest(`${root}src`)) return;
+    // npm run build's two steps: tsc, then the bundle of dist/ (scripts/bundle.mjs).
     const tsc = createRequire(import.meta.url).resolve('typescript/bin/tsc');
-    const r = spawnSync(process.execPath, [tsc, '-p', 'tsconfig.build.json'], { cwd: root, encoding: 'utf8' });
-    assert.equal(r.status, 0, `npm run build failed: ${r.stdout}${r.stderr}`);
+    for (const args of [[tsc, '-p', 'tsconfig.build.json'], ['scripts/bundle.mjs']]) {
+      const r = spawnSync(process.execPath, args, { cwd: root, encoding: 'utf8' });
+      assert.equal(r.status, 0, `npm run build failed: ${r.stdout}${r.stderr}`);
+    }
   });
 
   for (const method of startMethods) {

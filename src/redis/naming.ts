@@ -17,6 +17,7 @@ import {
   type RemoteResolving,
 } from '../reduction.js';
 import { taskModules, type TaskRef } from '../tasks.js';
+import { isLibraryModule } from '../packageFiles.js';
 
 const rootCache = new Map<string, string | null>();
 
@@ -111,8 +112,7 @@ export class ModuleAllowList implements RemoteResolving {
   /** The modules loaded in this process that define tasks (after the `--import`s). */
   static ofLoadedModules(imports: string[], allowSource: boolean): ModuleAllowList {
     const modules: AllowListState['modules'] = [];
-    const library = new URL('..', import.meta.url).href; // the library's own tasks are not for Redis to call
-    const loaded = taskModules().filter((url) => !url.startsWith(library));
+    const loaded = taskModules().filter((url) => !isLibraryModule(url)); // the library's own tasks are not for Redis to call
     for (const url of new Set([...imports.map((i) => pathToFileURL(i).href), ...loaded])) {
       try {
         const { path, hash } = moduleName(url);
