@@ -2,11 +2,17 @@
  * The child's side of every start method (CPython's spawn.py `_main` + `BaseProcess._bootstrap`):
  * receive the process object, import what it needs, run it, flush, and exit with Python's code.
  */
+import module from 'node:module';
 import { Socket, type SocketConstructorOpts } from 'node:net';
 import { isMainThread, workerData } from 'node:worker_threads';
 import { markChild, setInheritedTracker, whileBootstrapping } from './childMark.js';
 
 markChild();
+// Compiling the library (and the task's modules) is most of a child's start-up after Node's own
+// (docs/benchmarks.md, issue 14 item 1): on Node >= 22.1 the child keeps V8's compiled code on disk
+// and the next child reuses it, as Python reuses its .pyc files. NODE_DISABLE_COMPILE_CACHE=1
+// turns it off; Node 20 has no such cache and compiles every time.
+(module as { enableCompileCache?: () => unknown }).enableCompileCache?.();
 
 interface StartMessage {
   type: 'start';
