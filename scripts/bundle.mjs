@@ -81,7 +81,9 @@ const wrappers = {
     b.onLoad({ filter: /.*/, namespace: 'mp-entry' }, (args) => {
       const module = JSON.stringify(join(dist, args.path));
       const facade = JSON.stringify(join(dist, 'index.js'));
-      return { contents: `export * from ${module};\nimport ${module};\nimport ${facade};\n`, resolveDir: dist, loader: 'js' };
+      // The bin's `#!/usr/bin/env node` stays on its first line.
+      const hashbang = /^#!.*\n/.exec(readFileSync(join(dist, args.path), 'utf8'))?.[0] ?? '';
+      return { contents: `${hashbang}export * from ${module};\nimport ${module};\nimport ${facade};\n`, resolveDir: dist, loader: 'js' };
     });
   },
 };
