@@ -21,6 +21,7 @@ import {
   processCpuCount, setBackendResolver,
 } from './process.js';
 import { constructible } from './util.js';
+import { isChild } from './backends/childMark.js';
 import type { Backend, StartMethod } from './backends/backend.js';
 import { spawnBackend, setExecutable } from './backends/spawn.js';
 import { ensureReserve, forkserverBackend, learnModules, setForkserverPreload } from './backends/forkserver.js';
@@ -288,7 +289,10 @@ function startMethodContext(method: string): ConcreteContext {
   }
   const ctx = Object.hasOwn(startMethods, method) ? startMethods[method] : undefined;
   if (!ctx) throw new ValueError(`cannot find context for '${method}'`);
-  if (ctx instanceof ForkServerContext) ensureReserve(1);
+  // The program that asks for forkserver gets a warm child at once. A library child does not: it
+  // adopts its parent's method when it starts (child.ts), and warm children of every pool worker
+  // would compete with the pool's own start for the CPU; its first start spawns one if it needs it.
+  if (ctx instanceof ForkServerContext && !isChild()) ensureReserve(1);
   return ctx;
 }
 
