@@ -73,17 +73,17 @@ export class Producer {
   }
 
   private async open(): Promise<void> {
-    const client = await connect(this.settings.url, { role: 'producer', autoPipelining: false });
-    let reader: RedisClient;
-    try {
-      reader = await connect(this.settings.url, { role: 'results', blocking: true });
-    } catch (error) {
-      disconnect(client);
-      throw error;
-    }
-    if (this.closed) {
+    // Both at once: a pool's first task waits for one connection set-up, not two in turn.
+    const opened = await Promise.allSettled([
+      connect(this.settings.url, { role: 'producer', autoPipelining: false }),
+      connect(this.settings.url, { role: 'results', blocking: true }),
+    ]);
+    const [client, reader] = opened.map((o) => (o.status === 'fulfilled' ? o.value : null));
+    const failure = opened.find((o): o is PromiseRejectedResult => o.status === 'rejected');
+    if (failure || this.closed || !client || !reader) {
       disconnect(client);
       disconnect(reader);
+      if (failure) throw failure.reason;
       return;
     }
     this.client = client;
