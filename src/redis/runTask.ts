@@ -1,10 +1,7 @@
 /**
- * What runs inside the local pool processes of a worker program: tasks from the stream, from the
- * bytes the producer wrote to the bytes that go back, decoded and encoded once, here. The function
- * and the arguments may only refer to the modules the worker allows (naming.ts). Each process
- * writes its results to Redis itself (with the acknowledgement of their entries, in one REPLY):
- * a round trip then wakes the producer, Redis, the worker program, this process, Redis and the
- * producer, and not the worker program a second time on the way back.
+ * What runs inside the local pool processes of a worker program: one task from the stream, from
+ * the bytes the producer wrote to the bytes that go back, decoded and encoded once, here. The
+ * function and the arguments may only refer to the modules the worker allows (naming.ts).
  */
 import * as v8 from 'node:v8';
 import { PicklingError } from '../errors.js';
@@ -12,14 +9,12 @@ import { Process, type ProcessIdentity } from '../process.js';
 import { run, unsendable } from '../poolWorker.js';
 import { dumps, rebuild, type RebuildContext } from '../reduction.js';
 import { task } from '../tasks.js';
-import { connect, whileAlive, type RedisClient } from './client.js';
 import { decodeRemote, ModuleAllowList, remoteReduceContext, type AllowListState } from './naming.js';
-import { FAILED, OK, poolKeys, readTask, RECORD_HEADER, ResultBatch, unpackTasks, writeRecordHeader, writeResults } from './stream.js';
+import { FAILED, OK, readTask, RECORD_HEADER, unpackTasks, writeRecordHeader } from './stream.js';
 
 type Fn = (...args: unknown[]) => unknown;
 
 let context: RebuildContext | null = null;
-let writer: ResultWriter | null = null;
 const functions = new Map<string, Promise<Fn>>();
 /** Each pool's initializer runs once per process, before its first task; a failed one fails them all. */
 const initialized = new Map<string, Promise<void>>();
@@ -33,56 +28,8 @@ function setup(state: AllowListState): void {
   context = { target: 'process', handles: [], remote: new ModuleAllowList(state) };
 }
 
-/**
- * This process's connection for its results, opened when the process starts (its first result
- * does not wait for a connection), and again after an attempt failed (Redis was unreachable then).
- */
-class ResultWriter {
-  private client: Promise<RedisClient> | null = null;
-
-  constructor(
-    private readonly url: string,
-    /** The worker program's consumer name: the producer counts workers by it. */
-    private readonly consumer: string,
-  ) {
-    void this.connection().catch(() => {}); // (reported by the first write that needs it)
-  }
-
-  private connection(): Promise<RedisClient> {
-    if (!this.client) {
-      const client = connect(this.url, { role: 'worker-process', autoPipelining: false });
-      this.client = client;
-      client.catch(() => {
-        if (this.client === client) this.client = null;
-      });
-    }
-    return this.client;
-  }
-
-  /** Writes result records and acknowledges `ids`; the error's message if that failed (the entries
-   * then stay pending, and are run again after claimIdle). */
-  async write(pool: string, records: Buffer[], ids: string[]): Promise<string | null> {
-    try {
-      const batch = new ResultBatch(this.consumer);
-      for (const record of records) batch.addRecords(record, 1);
-      // (The sockets do not keep a process alive: this wait must, or a process's loop, idle but
-      // for it, would drain and end the process.)
-      await whileAlive(this.connection().then((client) => writeResults(client, poolKeys(pool), batch.encode(), ids)));
-      return null;
-    } catch (error) {
-      return (error as Error).message;
-    }
-  }
-}
-
-/** The local pool's initializer: which modules this worker program allows, where its Redis is, and
- * the worker's name. */
-function setupRunner(state: AllowListState, url: string, consumer: string): void {
-  setup(state);
-  writer = new ResultWriter(url, consumer);
-}
-
-export const setupTaskRunner = task(setupRunner, { module: import.meta.url });
+/** The local pool's initializer: which modules this worker program allows. */
+export const setupTaskRunner = task(setup, { module: import.meta.url });
 
 function decode(bytes: Uint8Array): unknown {
   return decodeRemote(bytes, rebuildContext());
@@ -135,47 +82,32 @@ async function runOne(pool: string, fns: Record<number, Uint8Array>, init: [Uint
   }
 }
 
-/** What a local call reports to its worker program: how many of its tasks failed, and why its
- * results could not be written (null: they were). */
-export type CallOutcome = [failed: number, writeError: string | null];
+/** A Buffer as a plain Uint8Array (the local pool moves those without re-encoding). */
+function plain(bytes: Buffer): Uint8Array {
+  return new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.length);
+}
 
-/**
- * Runs tasks of one pool (header and body each, stream.ts) one after another, writes their results
- * and acknowledges the entries `ids` (the worker passes none when the entry holds more tasks than
- * these, and acknowledges it once all have run).
- */
-async function runAndReply(
+async function runTaskAlone(pool: string, fns: Record<number, Uint8Array>, init: [Uint8Array, Uint8Array] | null, one: Uint8Array): Promise<Uint8Array> {
+  return plain(await runOne(pool, fns, init, Buffer.from(one.buffer, one.byteOffset, one.length)));
+}
+
+/** The local pool's function: runs one task of the stream and returns its result record. */
+export const runStreamTask = task(runTaskAlone, { module: import.meta.url });
+
+/** Several tasks of one pool in one local call (a pack, stream.ts), one after another: their
+ * result records, concatenated. */
+async function runTasks(
   pool: string,
   fns: Record<number, Uint8Array>,
   init: [fn: Uint8Array, args: Uint8Array] | null,
-  tasks: Buffer[],
-  ids: string[],
-): Promise<CallOutcome> {
-  if (!writer) throw new PicklingError('redis task runner used before setupTaskRunner()');
+  pack: Uint8Array,
+): Promise<Uint8Array> {
   const records: Buffer[] = [];
-  let failed = 0;
-  for (const one of tasks) {
-    const record = await runOne(pool, fns, init, one);
-    if (record[4] === FAILED) failed++;
-    records.push(record);
-  }
-  return [failed, await writer.write(pool, records, ids)];
+  for (const one of unpackTasks(Buffer.from(pack.buffer, pack.byteOffset, pack.length))) records.push(await runOne(pool, fns, init, one));
+  return plain(Buffer.concat(records));
 }
 
-const asBuffer = (bytes: Uint8Array): Buffer => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length);
-
-function runTaskAlone(pool: string, fns: Record<number, Uint8Array>, init: [Uint8Array, Uint8Array] | null, one: Uint8Array, ids: string[]): Promise<CallOutcome> {
-  return runAndReply(pool, fns, init, [asBuffer(one)], ids);
-}
-
-/** The local pool's function for one task of the stream. */
-export const runStreamTask = task(runTaskAlone, { module: import.meta.url });
-
-function runTasks(pool: string, fns: Record<number, Uint8Array>, init: [Uint8Array, Uint8Array] | null, pack: Uint8Array, ids: string[]): Promise<CallOutcome> {
-  return runAndReply(pool, fns, init, unpackTasks(asBuffer(pack)), ids);
-}
-
-/** The local pool's function for several tasks of one pool (a pack, stream.ts) in one call. */
+/** Several tasks of one pool in one local call, one after another. */
 export const runStreamTasks = task(runTasks, { module: import.meta.url });
 
 interface ProcessPayload {

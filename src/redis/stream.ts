@@ -219,11 +219,9 @@ export function readResults(batch: Buffer): { consumer: string; records: ResultR
 export const MAX_REPLY_IDS = 1000;
 
 /**
- * Writes a batch of results (ResultBatch.encode(); empty: none) and acknowledges the entries `ids`
- * (none: results only), in one REPLY when the ids fit, else the results with the first ids and the
- * rest of the acknowledgements after them. Whoever computed a result writes it: a worker's local
- * process its tasks' results, the worker program the verdicts of its local pool (a process that
- * died, a timeout) and its Processes' news.
+ * Writes a batch of results (ResultBatch.encode()) and acknowledges the entries `ids` (none:
+ * results only, such as a Process's news), in one REPLY when the ids fit, else the results with the
+ * first ids and the rest of the acknowledgements after them.
  */
 export async function writeResults(client: ScriptClient, keys: PoolKeys, batch: Buffer, ids: string[]): Promise<void> {
   const scriptKeys = [keys.tasks, keys.results];

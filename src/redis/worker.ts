@@ -15,7 +15,7 @@ import { refOf } from '../tasks.js';
 import { connect, disconnect, whileAlive, type RedisClient } from './client.js';
 import { processTag, redactUrl } from './settings.js';
 import { decodeRemote, ModuleAllowList, remoteReduceContext } from './naming.js';
-import { runStreamProcess, runStreamTask, runStreamTasks, setupTaskRunner, type CallOutcome } from './runTask.js';
+import { runStreamProcess, runStreamTask, runStreamTasks, setupTaskRunner } from './runTask.js';
 import {
   BOUNCE, DELIVERIES_FIELD, EXITED, FAILED, fnField, GROUP, INIT_FIELD, INITARGS_FIELD, MAX_REPLY_IDS, PACK_FIELD, packTasks,
   poolKeys, POOLS, PROCESS, readTask, RECLAIM, RECORD_HEADER, REFRESH_CLAIMS, resultRecord, ResultBatch, SETTINGS_FIELD,
@@ -65,6 +65,8 @@ class PoolState {
   init: Promise<[Uint8Array, Uint8Array] | null> | null = null;
   /** The initializer once fetched (undefined: not yet). */
   initFetched: [Uint8Array, Uint8Array] | null | undefined = undefined;
+  batch: ResultBatch | null = null;
+  batchIds: string[] = [];
   readonly processes = new Map<number, Process>();
   timers: NodeJS.Timeout[] = [];
   ran = 0;
@@ -105,6 +107,7 @@ export class StreamWorker {
   private stopping = false;
   /** Who waits for something to change (the pull loop, a take-over waiting for quiet). */
   private sleepers: Array<() => void> = [];
+  private flushScheduled = false;
   private readonly log: (line: string) => void;
   private readonly done: Promise<void>;
   private summaryTimer: NodeJS.Timeout | null = null;
@@ -150,7 +153,7 @@ export class StreamWorker {
     this.client.on('ready', () => this.onPoolsChanged()); // after a reconnection: Redis may have restarted
     this.localPool = new (getContext(context).Pool)(processes, {
       initializer: setupTaskRunner,
-      initargs: [this.allowList.state, url, this.consumer],
+      initargs: [this.allowList.state],
     });
     const modules = this.allowList.state.modules.map((m) => m.path).join(', ') || 'none';
     this.log(
@@ -395,56 +398,41 @@ export class StreamWorker {
 
   /** Runs one task alone in the local pool (with its timeout, if any) and finishes its entry. */
   private async runAlone(pool: PoolState, e: Entry, timeout: number | null): Promise<void> {
-    this.finish(pool, [e], 1, await this.runOne(pool, e.tasks[0]!, timeout, [e.id]));
+    this.finish(pool, [e], 1, await this.runOne(pool, e.tasks[0]!, timeout));
   }
 
-  /**
-   * One task in the local pool, which writes its result and acknowledges `ids`; if the local pool
-   * could not run it (the process died: WorkerLostError; it ran out of time: TimeoutError), this
-   * program writes that verdict as the task's failure instead. Resolves to the number failed.
-   */
-  private async runOne(pool: PoolState, task: Buffer, timeout: number | null, ids: string[]): Promise<number> {
+  /** One task in the local pool: its result record, or the local pool's verdict (the process died:
+   * WorkerLostError; it ran out of time: TimeoutError) as its failure. */
+  private async runOne(pool: PoolState, task: Buffer, timeout: number | null): Promise<Buffer> {
     try {
       const known = this.callContext(pool, [task]);
       const [fns, init] = known instanceof Promise ? await known : known;
       const startedAt = performance.now();
-      const outcome = await this.localPool.apply(runStreamTask, [pool.keys.id, fns, init, task, ids], { timeout });
+      const record = await this.localPool.apply(runStreamTask, [pool.keys.id, fns, init, task], { timeout });
       this.learn(performance.now() - startedAt, 1);
-      return this.outcome(outcome);
+      return Buffer.from(record.buffer, record.byteOffset, record.length);
     } catch (error) {
-      await this.reply(pool, encodeFailure(readTask(task).seq, error), 1, ids);
-      return 1;
+      return encodeFailure(readTask(task).seq, error);
     }
   }
 
-  /** The tasks of whole entries in one local call, one after another (it writes their results and
-   * acknowledges the entries). */
+  /** The tasks of whole entries in one local call, one after another. */
   private async runCall(pool: PoolState, entries: Entry[]): Promise<void> {
     const tasks = entries.flatMap((e) => e.tasks);
-    const ids = entries.map((e) => e.id);
-    let failed: number;
+    let records: Buffer;
     try {
       const known = this.callContext(pool, tasks);
       const [fns, init] = known instanceof Promise ? await known : known;
       const pack = entries.length === 1 && entries[0]!.pack ? entries[0]!.pack : packTasks(tasks);
       const startedAt = performance.now();
-      const outcome = await this.localPool.apply(runStreamTasks, [pool.keys.id, fns, init, pack, ids]);
+      const out = await this.localPool.apply(runStreamTasks, [pool.keys.id, fns, init, pack]);
       this.learn(performance.now() - startedAt, tasks.length);
-      failed = this.outcome(outcome);
+      records = Buffer.from(out.buffer, out.byteOffset, out.length);
     } catch {
-      // The local process died under the call: each task again alone, so that only a bad one fails;
-      // the entries are acknowledged once all of them have their results.
-      const each = await Promise.all(tasks.map((t) => this.runOne(pool, t, null, [])));
-      failed = each.reduce((a, b) => a + b, 0);
-      await this.reply(pool, null, 0, ids);
+      // The local process died under the call: each task again alone, so that only a bad one fails.
+      records = Buffer.concat(await Promise.all(tasks.map((t) => this.runOne(pool, t, null))));
     }
-    this.finish(pool, entries, tasks.length, failed);
-  }
-
-  /** A local call's report: its failed tasks; a write that failed is logged. */
-  private outcome([failed, writeError]: CallOutcome): number {
-    if (writeError) this.replyFailed(writeError);
-    return failed;
+    this.finish(pool, entries, tasks.length, records);
   }
 
   /**
@@ -473,8 +461,8 @@ export class StreamWorker {
     return [fns, init];
   }
 
-  /** Whole entries whose results are written: they no longer hold room or claims here. */
-  private finish(pool: PoolState, entries: Entry[], tasks: number, failed: number): void {
+  /** Results of whole entries: they go out, and the entries are acknowledged, in the next REPLY. */
+  private finish(pool: PoolState, entries: Entry[], tasks: number, records: Buffer): void {
     let held = false;
     for (const e of entries) {
       const n = pool.running.get(e.id);
@@ -482,10 +470,14 @@ export class StreamWorker {
       held = true;
       pool.running.delete(e.id);
       this.running -= n;
+      pool.batchIds.push(e.id);
     }
     if (!held) return;
     pool.ran += tasks;
-    pool.failed += failed;
+    pool.failed += countFailed(records);
+    pool.batch ??= new ResultBatch(this.consumer);
+    pool.batch.addRecords(records, tasks);
+    this.scheduleFlush();
     this.notify();
   }
 
@@ -497,17 +489,28 @@ export class StreamWorker {
     void this.reclaim(pool);
   }
 
-  /** Writes result records this program made itself (a verdict of its local pool, a Process's
-   * news) and acknowledges `ids`; resolves when written (or the write failed, which is logged). */
-  private async reply(pool: PoolState, records: Buffer | null, count: number, ids: string[]): Promise<void> {
-    const batch = new ResultBatch(this.consumer);
-    if (records) batch.addRecords(records, count);
-    await writeResults(this.client, pool.keys, records ? batch.encode() : Buffer.alloc(0), ids).catch((e: Error) => this.replyFailed(e.message));
+  private scheduleFlush(): void {
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    setImmediate(() => {
+      this.flushScheduled = false;
+      for (const pool of this.pools.values()) void this.flush(pool);
+    });
   }
 
-  private replyFailed(message: string): void {
+  /** Writes a pool's results and acknowledges their tasks, in one REPLY per batch. */
+  private async flush(pool: PoolState): Promise<void> {
+    const batch = pool.batch;
+    if (!batch) return;
+    const ids = pool.batchIds;
+    pool.batch = null;
+    pool.batchIds = [];
+    await writeResults(this.client, pool.keys, batch.encode(), ids).catch((e: Error) => this.replyFailed(e));
+  }
+
+  private replyFailed(error: Error): void {
     // Not acknowledged: the tasks stay pending and another worker runs them again after claimIdle.
-    this.log(`could not write results: ${message}`);
+    this.log(`could not write results: ${error.message}`);
   }
 
   // ---- processes ----------------------------------------------------------------------------
@@ -520,15 +523,15 @@ export class StreamWorker {
     p.start();
     pool.processes.set(seq, p);
     this.log(`pool ${pool.keys.id}: started process ${p.name} (pid ${p.pid})`);
-    const started = resultRecord(seq, STARTED, Buffer.from(JSON.stringify({ pid: p.pid, worker: this.consumer })));
-    const startedWritten = this.reply(pool, started, 1, []);
-    void p.join().then(async () => {
+    const started = new ResultBatch(this.consumer);
+    started.add(seq, STARTED, Buffer.from(JSON.stringify({ pid: p.pid, worker: this.consumer })));
+    // (Through REPLY, without acknowledging the entry: nothing is written for a pool that is gone.)
+    void writeResults(this.client, pool.keys, started.encode(), []).catch(() => {});
+    void p.join().then(() => {
       pool.processes.delete(seq);
       this.log(`pool ${pool.keys.id}: process ${p.name} exited with code ${p.exitcode}`);
       const exited = resultRecord(seq, EXITED, Buffer.from(JSON.stringify({ exitcode: p.exitcode })));
-      await startedWritten; // (its news first: the producer learns the pid before the exit code)
-      await this.reply(pool, exited, 1, [id]);
-      this.finish(pool, [{ id, tasks: [], pack: null, prior: 0 }], 1, 0);
+      this.finish(pool, [{ id, tasks: [], pack: null, prior: 0 }], 1, exited);
     });
   }
 
@@ -597,6 +600,8 @@ export class StreamWorker {
 
   private async shutDown(): Promise<void> {
     while (this.running > 0) await this.sleep();
+    await new Promise((resolve) => setImmediate(resolve)); // the last results' flush
+    await Promise.all([...this.pools.values()].map((pool) => this.flush(pool)));
     for (const pool of this.pools.values()) {
       for (const t of pool.timers) clearInterval(t);
       await this.client.xgroup('DELCONSUMER', pool.keys.tasks, GROUP, this.consumer).catch(() => {});
@@ -627,6 +632,15 @@ export class StreamWorker {
 
 function encodeFailure(seq: number, error: unknown): Buffer {
   return writeRecordHeader(dumps(error, remoteReduceContext(), undefined, RECORD_HEADER), seq, FAILED);
+}
+
+/** How many of the result records failed. */
+function countFailed(records: Buffer): number {
+  let failed = 0;
+  for (let at = 0; at < records.length; at += RECORD_HEADER + records.readUInt32BE(at + 5)) {
+    if (records[at + 4] === FAILED) failed++;
+  }
+  return failed;
 }
 
 /** A task that is not an export: its module and place; a function sent as source: its name. */
