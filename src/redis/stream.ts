@@ -244,7 +244,7 @@ if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end`;
  * the pool is gone (closed, terminated, expired): its results would only be left behind.
  * KEYS: tasks, results. ARGV: group, result batch (empty: acknowledgements only), task ids...
  */
-export const REPLY = new RedisScript(
+const REPLY = new RedisScript(
   'reply',
   `
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
