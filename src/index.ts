@@ -4,7 +4,7 @@
  */
 import * as queues from './queues.js';
 import * as synchronize from './synchronize.js';
-import { callable } from './util.js';
+import { callable, callables } from './util.js';
 
 export * from './errors.js';
 export {
@@ -35,19 +35,13 @@ export type SimpleQueue<T = unknown> = queues.SimpleQueue<T>;
 export type { PutOptions, GetOptions } from './queues.js';
 
 // Synchronisation.
-export const Lock = callable(synchronize.Lock);
+export const { Lock, RLock, Semaphore, BoundedSemaphore, Condition, Event, Barrier } = callables(synchronize);
 export type Lock = synchronize.Lock;
-export const RLock = callable(synchronize.RLock);
 export type RLock = synchronize.RLock;
-export const Semaphore = callable(synchronize.Semaphore);
 export type Semaphore = synchronize.Semaphore;
-export const BoundedSemaphore = callable(synchronize.BoundedSemaphore);
 export type BoundedSemaphore = synchronize.BoundedSemaphore;
-export const Condition = callable(synchronize.Condition);
 export type Condition = synchronize.Condition;
-export const Event = callable(synchronize.Event);
 export type Event = synchronize.Event;
-export const Barrier = callable(synchronize.Barrier);
 export type Barrier = synchronize.Barrier;
 export type { AcquireOptions } from './synchronize.js';
 

@@ -42,20 +42,28 @@ interface TypeInfo {
   big: boolean;
 }
 
+type ArrayClass = TypeInfo['ctor'] & { readonly BYTES_PER_ELEMENT: number };
+
+/** A typecode's ctypes name (`c_` + `name`) and its array class; size and bigint-ness follow. */
+function typeOf(name: string, ctor: ArrayClass): TypeInfo {
+  return { ctor, size: ctor.BYTES_PER_ELEMENT, ctype: `c_${name}`, big: ctor === BigInt64Array || ctor === BigUint64Array };
+}
+
+/** Python's integer typecode pairs: lower case signed, upper case unsigned (`c_u` + name). */
+function integerPair<S extends string, U extends string>(signed: S, unsigned: U, name: string, ctors: [ArrayClass, ArrayClass]): Record<S | U, TypeInfo> {
+  return { [signed]: typeOf(name, ctors[0]), [unsigned]: typeOf(`u${name}`, ctors[1]) } as Record<S | U, TypeInfo>;
+}
+
+// As ctypes on 64-bit Linux: c_long is 8 bytes, like c_longlong.
 const TYPES: Record<Typecode, TypeInfo> = {
-  b: { ctor: Int8Array, size: 1, ctype: 'c_byte', big: false },
-  B: { ctor: Uint8Array, size: 1, ctype: 'c_ubyte', big: false },
-  h: { ctor: Int16Array, size: 2, ctype: 'c_short', big: false },
-  H: { ctor: Uint16Array, size: 2, ctype: 'c_ushort', big: false },
-  i: { ctor: Int32Array, size: 4, ctype: 'c_int', big: false },
-  I: { ctor: Uint32Array, size: 4, ctype: 'c_uint', big: false },
-  l: { ctor: BigInt64Array, size: 8, ctype: 'c_long', big: true },
-  L: { ctor: BigUint64Array, size: 8, ctype: 'c_ulong', big: true },
-  q: { ctor: BigInt64Array, size: 8, ctype: 'c_longlong', big: true },
-  Q: { ctor: BigUint64Array, size: 8, ctype: 'c_ulonglong', big: true },
-  f: { ctor: Float32Array, size: 4, ctype: 'c_float', big: false },
-  d: { ctor: Float64Array, size: 8, ctype: 'c_double', big: false },
-  c: { ctor: Uint8Array, size: 1, ctype: 'c_char', big: false },
+  ...integerPair('b', 'B', 'byte', [Int8Array, Uint8Array]),
+  ...integerPair('h', 'H', 'short', [Int16Array, Uint16Array]),
+  ...integerPair('i', 'I', 'int', [Int32Array, Uint32Array]),
+  ...integerPair('l', 'L', 'long', [BigInt64Array, BigUint64Array]),
+  ...integerPair('q', 'Q', 'longlong', [BigInt64Array, BigUint64Array]),
+  f: typeOf('float', Float32Array),
+  d: typeOf('double', Float64Array),
+  c: typeOf('char', Uint8Array),
 };
 
 function typeInfo(typecode: string): TypeInfo {

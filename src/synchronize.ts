@@ -114,10 +114,28 @@ function takeBlock(owner: object, kind: MemoryKind, bytes: number): { block: Blo
 
 const inspect = Symbol.for('nodejs.util.inspect.custom');
 
-/** What an object that is only its block reduces to (Lock, RLock, Semaphore, Event). */
-function reduceBlock(block: Block, ctx: ReduceContext, kind: string): Reduced {
-  checkTarget(block, ctx.target, kind);
-  return { kind, state: blockState(block) };
+/** An object that is only its block in shared memory (Lock, RLock, Semaphore, Event). */
+interface BlockObject {
+  readonly _block: Block;
+}
+
+/** The kind each block-only class travels under, set by `registerBlockKind`. */
+const blockKinds = new Map<unknown, string>();
+
+/** Makes instances of `cls` (and of its subclasses) travel as `kind`: the receiving process
+ * attaches a new instance to the same block. Called once per class, next to it. */
+function registerBlockKind(kind: string, cls: new () => BlockObject): void {
+  blockKinds.set(cls, kind);
+  registerReducer(kind, (state: BlockState) => attachAs(() => new cls(), attachBlock(state)));
+}
+
+/** What a block-only object reduces to: the kind of its nearest registered class, and its block. */
+function reduceBlock(object: BlockObject, ctx: ReduceContext): Reduced {
+  let cls: unknown = object.constructor;
+  while (cls !== null && !blockKinds.has(cls)) cls = Object.getPrototypeOf(cls);
+  const kind = blockKinds.get(cls)!; // every exported block class registers itself below
+  checkTarget(object._block, ctx.target, kind);
+  return { kind, state: blockState(object._block) };
 }
 
 /** Acquires `lock`, runs `fn` (sync or async), releases; returns `fn`'s result. The body of every
@@ -191,6 +209,31 @@ interface OwnedLock {
   toString(): string;
 }
 
+/**
+ * When a robust wait looks whether the holder died (first after ROBUST_FIRST_MS, then every
+ * ROBUST_PERIOD_MS: a dead holder never wakes anyone), and so how long it may park meanwhile.
+ */
+class HolderCheck {
+  private next = now() + ROBUST_FIRST_MS;
+
+  constructor(
+    private readonly robust: boolean,
+    private readonly deadline: number,
+  ) {}
+
+  /** Whether it is time (at `t`) to look at the holder; schedules the next look. */
+  due(t: number): boolean {
+    if (!this.robust || t < this.next) return false;
+    this.next = t + ROBUST_PERIOD_MS;
+    return true;
+  }
+
+  /** Until when to park: the deadline, or the next look if that comes first. */
+  parkUntil(): number {
+    return this.robust ? Math.min(this.deadline, this.next) : this.deadline;
+  }
+}
+
 // ---- the mutex word ----------------------------------------------------------------------------
 
 function tryLockWord(w: Int32Array): boolean {
@@ -204,7 +247,7 @@ function tryLockWord(w: Int32Array): boolean {
 /** A 3-state futex mutex (unlocked / locked / locked with waiters) with the owner's pid in the word. */
 function* lockWordSteps(w: Int32Array, timeout: number | null | undefined, robust: boolean, what: string): Steps<boolean> {
   const deadline = deadlineAfter(timeout);
-  let nextCheck = now() + ROBUST_FIRST_MS;
+  const holderCheck = new HolderCheck(robust, deadline);
   for (;;) {
     let v = Atomics.load(w, 0);
     if (v === 0) {
@@ -221,23 +264,16 @@ function* lockWordSteps(w: Int32Array, timeout: number | null | undefined, robus
     }
     const t = now();
     if (t >= deadline) return false;
-    let until = deadline;
-    if (robust) {
-      if (t >= nextCheck) {
-        nextCheck = t + ROBUST_PERIOD_MS;
-        const owner = v >>> 1;
-        if (owner !== PID && !processAlive(owner)) {
-          if (Atomics.compareExchange(w, 0, v, ME | 1) === v) {
-            Atomics.store(w, 1, TID);
-            warnOwnerDied(what, owner, 'the lock was taken over');
-            return true;
-          }
-          continue;
-        }
+    const owner = v >>> 1;
+    if (holderCheck.due(t) && owner !== PID && !processAlive(owner)) {
+      if (Atomics.compareExchange(w, 0, v, ME | 1) === v) {
+        Atomics.store(w, 1, TID);
+        warnOwnerDied(what, owner, 'the lock was taken over');
+        return true;
       }
-      until = Math.min(until, nextCheck);
+      continue;
     }
-    yield park(w, 0, v, until);
+    yield park(w, 0, v, holderCheck.parkUntil());
   }
 }
 
@@ -303,6 +339,10 @@ abstract class SemLock extends LockLike {
   [inspect](): string {
     return this.toString();
   }
+
+  [reduceSymbol](ctx: ReduceContext): Reduced {
+    return reduceBlock(this, ctx);
+  }
 }
 
 // ---- Lock --------------------------------------------------------------------------------------
@@ -347,11 +387,8 @@ export class Lock extends SemLock implements OwnedLock {
     return `<Lock(owner=${owner})>`;
   }
 
-  [reduceSymbol](ctx: ReduceContext): Reduced {
-    return reduceBlock(this._block, ctx, 'Lock');
-  }
 }
-registerReducer('Lock', (state: BlockState) => attachAs(() => new Lock(), attachBlock(state)));
+registerBlockKind('Lock', Lock);
 
 /**
  * Acquires `lock` without blocking the event loop, and calls `onTaken` in the very step that takes
@@ -428,11 +465,8 @@ export class RLock extends SemLock implements OwnedLock {
     return `<RLock(${ownerName(v >>> 1, Atomics.load(this._w, 1))}, nonzero)>`;
   }
 
-  [reduceSymbol](ctx: ReduceContext): Reduced {
-    return reduceBlock(this._block, ctx, 'RLock');
-  }
 }
-registerReducer('RLock', (state: BlockState) => attachAs(() => new RLock(), attachBlock(state)));
+registerBlockKind('RLock', RLock);
 
 // ---- Semaphore ---------------------------------------------------------------------------------
 
@@ -490,10 +524,6 @@ export class Semaphore extends SemLock {
     return `<Semaphore(value=${this.getValue()})>`;
   }
 
-  [reduceSymbol](ctx: ReduceContext): Reduced {
-    return reduceBlock(this._block, ctx, this.constructor.name);
-  }
-
   protected _tryAcquire(): boolean {
     const w = this._w;
     for (;;) {
@@ -510,22 +540,15 @@ export class Semaphore extends SemLock {
     const w = this._w;
     const robust = Atomics.load(w, S_ROBUST) === 1;
     const deadline = deadlineAfter(timeout);
-    let nextCheck = now() + ROBUST_FIRST_MS;
+    const holderCheck = new HolderCheck(robust, deadline);
     for (;;) {
       if (this._tryAcquire()) return true;
       const t = now();
       if (t >= deadline) return false;
-      let until = deadline;
-      if (robust) {
-        if (t >= nextCheck) {
-          nextCheck = t + ROBUST_PERIOD_MS;
-          if (this._recoverDead()) continue;
-        }
-        until = Math.min(until, nextCheck);
-      }
+      if (holderCheck.due(t) && this._recoverDead()) continue;
       Atomics.add(w, S_WAITERS, 1);
       try {
-        yield park(w, S_VALUE, 0, until);
+        yield park(w, S_VALUE, 0, holderCheck.parkUntil());
       } finally {
         Atomics.sub(w, S_WAITERS, 1);
       }
@@ -596,7 +619,7 @@ export class Semaphore extends SemLock {
     return recovered;
   }
 }
-registerReducer('Semaphore', (state: BlockState) => attachAs(() => new Semaphore(), attachBlock(state)));
+registerBlockKind('Semaphore', Semaphore);
 
 /** A semaphore that cannot be released above its initial value. */
 export class BoundedSemaphore extends Semaphore {
@@ -609,7 +632,7 @@ export class BoundedSemaphore extends Semaphore {
     return `<BoundedSemaphore(value=${this.getValue()}, maxvalue=${Atomics.load(this._w, S_MAX)})>`;
   }
 }
-registerReducer('BoundedSemaphore', (state: BlockState) => attachAs(() => new BoundedSemaphore(), attachBlock(state)));
+registerBlockKind('BoundedSemaphore', BoundedSemaphore);
 
 // ---- Condition ---------------------------------------------------------------------------------
 
@@ -839,21 +862,24 @@ export class Event {
   }
 
   [reduceSymbol](ctx: ReduceContext): Reduced {
-    return reduceBlock(this._block, ctx, 'Event');
+    return reduceBlock(this, ctx);
   }
 }
-registerReducer('Event', (state: BlockState) => attachAs(() => new Event(), attachBlock(state)));
+registerBlockKind('Event', Event);
 
 // ---- Barrier -----------------------------------------------------------------------------------
 
 const B_STATE = 2;
 const B_COUNT = 3;
 const B_SEQ = 4;
-const FILLING = 0;
-const DRAINING = 1;
-const ACTION = 2; // the last party is running the action (outside the internal lock)
-const RESETTING = -1;
-const BROKEN = -2;
+/** The barrier's state word (CPython's threading.Barrier states; negative = not usable now). */
+const Phase = {
+  filling: 0,
+  draining: 1,
+  action: 2, // the last party is running the action (outside the internal lock)
+  resetting: -1,
+  broken: -2,
+} as const;
 
 /** A barrier for `parties` processes or threads (threading.Barrier's state machine in shared memory). */
 export class Barrier {
@@ -879,10 +905,10 @@ export class Barrier {
   }
   /** The number of parties waiting (0 while draining or resetting). */
   get nWaiting(): number {
-    return Atomics.load(this._w, B_STATE) === FILLING ? Atomics.load(this._w, B_COUNT) : 0;
+    return Atomics.load(this._w, B_STATE) === Phase.filling ? Atomics.load(this._w, B_COUNT) : 0;
   }
   get broken(): boolean {
-    return Atomics.load(this._w, B_STATE) === BROKEN;
+    return Atomics.load(this._w, B_STATE) === Phase.broken;
   }
 
   /** Waits for every party; resolves this party's arrival index (0..parties-1).
@@ -913,9 +939,9 @@ export class Barrier {
     try {
       if (Atomics.load(w, B_COUNT) > 0) {
         const state = Atomics.load(w, B_STATE);
-        if (state === FILLING || state === BROKEN) Atomics.store(w, B_STATE, RESETTING);
+        if (state === Phase.filling || state === Phase.broken) Atomics.store(w, B_STATE, Phase.resetting);
       } else {
-        Atomics.store(w, B_STATE, FILLING);
+        Atomics.store(w, B_STATE, Phase.filling);
       }
       this._notifyAll();
     } finally {
@@ -939,7 +965,7 @@ export class Barrier {
   }
 
   private _break(): void {
-    Atomics.store(this._w, B_STATE, BROKEN);
+    Atomics.store(this._w, B_STATE, Phase.broken);
     this._notifyAll();
   }
 
@@ -962,7 +988,7 @@ export class Barrier {
       // enter: wait out a previous cycle's draining or a reset
       for (;;) {
         const state = Atomics.load(w, B_STATE);
-        if (state !== DRAINING && state !== RESETTING && state !== ACTION) break;
+        if (state !== Phase.draining && state !== Phase.resetting && state !== Phase.action) break;
         yield* this._sleep(Infinity);
       }
       if (Atomics.load(w, B_STATE) < 0) throw new BrokenBarrierError();
@@ -970,7 +996,7 @@ export class Barrier {
       try {
         if (index + 1 >= this._parties) {
           if (this._action) {
-            Atomics.store(w, B_STATE, ACTION);
+            Atomics.store(w, B_STATE, Phase.action);
             unlockWord(this._lockWords);
             let failure: { error: unknown } | null = null;
             try {
@@ -983,20 +1009,20 @@ export class Barrier {
               this._break();
               throw failure.error;
             }
-            if (Atomics.load(w, B_STATE) !== ACTION) throw new BrokenBarrierError();
+            if (Atomics.load(w, B_STATE) !== Phase.action) throw new BrokenBarrierError();
           }
-          Atomics.store(w, B_STATE, DRAINING);
+          Atomics.store(w, B_STATE, Phase.draining);
           this._notifyAll();
         } else {
           for (;;) {
             const state = Atomics.load(w, B_STATE);
-            if (state !== FILLING && state !== ACTION) break;
+            if (state !== Phase.filling && state !== Phase.action) break;
             // As in Python, a timeout cannot break the barrier while the action runs.
-            if (state === FILLING && now() >= deadline) {
+            if (state === Phase.filling && now() >= deadline) {
               this._break();
               throw new BrokenBarrierError();
             }
-            yield* this._sleep(state === ACTION ? Infinity : deadline);
+            yield* this._sleep(state === Phase.action ? Infinity : deadline);
           }
           if (Atomics.load(w, B_STATE) < 0) throw new BrokenBarrierError();
         }
@@ -1005,8 +1031,8 @@ export class Barrier {
         // exit: the last one out of a drain or reset refills the barrier
         const left = Atomics.sub(w, B_COUNT, 1) - 1;
         const state = Atomics.load(w, B_STATE);
-        if (left === 0 && (state === RESETTING || state === DRAINING)) {
-          Atomics.store(w, B_STATE, FILLING);
+        if (left === 0 && (state === Phase.resetting || state === Phase.draining)) {
+          Atomics.store(w, B_STATE, Phase.filling);
           this._notifyAll();
         }
       }

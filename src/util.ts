@@ -138,12 +138,24 @@ export function raceTimeout<T>(
  * A class that can also be called without `new` (docs/api.md rule 1: Python's factory functions
  * `mp.Lock()` and `new mp.Lock()` give the same thing). Subclassing and `instanceof` still work.
  */
-export function callable<C extends abstract new (...args: never[]) => object>(
-  cls: C,
-): C & ((...args: ConstructorParameters<C>) => InstanceType<C>) {
+export function callable<C extends abstract new (...args: never[]) => object>(cls: C): Callable<C> {
   return new Proxy(cls, {
     apply: (target, _self, args) => Reflect.construct(target, args),
-  }) as C & ((...args: ConstructorParameters<C>) => InstanceType<C>);
+  }) as Callable<C>;
+}
+
+type AnyClass = abstract new (...args: never[]) => object;
+/** A class `C` that can also be called without `new`. */
+export type Callable<C extends AnyClass> = C & ((...args: ConstructorParameters<C>) => InstanceType<C>);
+
+/** `callable` for each class a module exports: `const { Lock, RLock } = callables(synchronize)`. */
+export function callables<M extends object>(module: M): { [K in keyof M as M[K] extends AnyClass ? K : never]: M[K] extends AnyClass ? Callable<M[K]> : never } {
+  const wrapped: Record<string, unknown> = {};
+  for (const [name, value] of Object.entries(module)) {
+    // A class's prototype is not writable; a plain function's is (and an arrow has none).
+    if (typeof value === 'function' && Object.getOwnPropertyDescriptor(value, 'prototype')?.writable === false) wrapped[name] = callable(value as AnyClass);
+  }
+  return wrapped as never;
 }
 
 /** A factory called or constructed with the same arguments (docs/api.md rule 1). */

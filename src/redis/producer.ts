@@ -73,17 +73,17 @@ export class Producer {
   }
 
   private async open(): Promise<void> {
-    const client = await connect(this.settings.url, { role: 'producer', autoPipelining: false });
-    let reader: RedisClient;
-    try {
-      reader = await connect(this.settings.url, { role: 'results', blocking: true });
-    } catch (error) {
-      disconnect(client);
-      throw error;
-    }
-    if (this.closed) {
+    // Both at once: a pool's first task waits for one connection set-up, not two in turn.
+    const opened = await Promise.allSettled([
+      connect(this.settings.url, { role: 'producer', autoPipelining: false }),
+      connect(this.settings.url, { role: 'results', blocking: true }),
+    ]);
+    const [client, reader] = opened.map((o) => (o.status === 'fulfilled' ? o.value : null));
+    const failure = opened.find((o): o is PromiseRejectedResult => o.status === 'rejected');
+    if (failure || this.closed || !client || !reader) {
       disconnect(client);
       disconnect(reader);
+      if (failure) throw failure.reason;
       return;
     }
     this.client = client;
@@ -144,14 +144,16 @@ export class Producer {
     this.outbox = [];
     if (this.closed || items.length === 0 || !this.client) return;
     // Functions first (a flush keeps the order of submission, and a task's function came before
-    // it), then the entries in scripts of up to ADD_BATCH: one command each, not one per task.
+    // it), then the entries in scripts of up to ADD_BATCH: one command each, not one per task. All
+    // go out at once: Redis runs one connection's commands in order, so a worker that reads a task
+    // finds its function, and a new function's first task does not wait a round trip for it.
     const fnIds = items.filter((item) => item < 0).map((item) => -item);
     const entries = this.entries(items.filter((item) => item > 0 && this.unfinished.has(item)));
     try {
+      const sends: Array<Promise<unknown>> = [];
       if (fnIds.length > 0) {
-        await this.client.hset(this.keys.fns, ...fnIds.flatMap((id) => [fnField(id), this.fns.get(id)!]));
+        sends.push(this.client.hset(this.keys.fns, ...fnIds.flatMap((id) => [fnField(id), this.fns.get(id)!])));
       }
-      const sends: Array<Promise<void>> = [];
       for (let i = 0; i < entries.length; i += ADD_BATCH) sends.push(this.add(entries.slice(i, i + ADD_BATCH)));
       await Promise.all(sends);
     } catch (error) {

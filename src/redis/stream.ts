@@ -19,7 +19,7 @@
  * `maxDeliveries` workers died holding it.
  * Every key has a TTL that its producer refreshes, and is deleted when the pool closes.
  */
-import { RedisScript } from './script.js';
+import { RedisScript, type ScriptClient } from './script.js';
 import { key } from './settings.js';
 
 export const GROUP = 'workers';
@@ -218,6 +218,19 @@ export function readResults(batch: Buffer): { consumer: string; records: ResultR
 /** At most this many task ids per REPLY (Lua's unpack has a limit). */
 export const MAX_REPLY_IDS = 1000;
 
+/**
+ * Writes a batch of results (ResultBatch.encode()) and acknowledges the entries `ids` (none:
+ * results only, such as a Process's news), in one REPLY when the ids fit, else the results with the
+ * first ids and the rest of the acknowledgements after them.
+ */
+export async function writeResults(client: ScriptClient, keys: PoolKeys, batch: Buffer, ids: string[]): Promise<void> {
+  const scriptKeys = [keys.tasks, keys.results];
+  await REPLY.run(client, scriptKeys, [GROUP, batch, ...ids.slice(0, MAX_REPLY_IDS)]);
+  for (let i = MAX_REPLY_IDS; i < ids.length; i += MAX_REPLY_IDS) {
+    await REPLY.run(client, scriptKeys, [GROUP, '', ...ids.slice(i, i + MAX_REPLY_IDS)]);
+  }
+}
+
 // ---- scripts ------------------------------------------------------------------------------------
 
 // The results list is created by RPUSH: it takes the TTL of the tasks stream, so that it expires
@@ -229,13 +242,15 @@ if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end`;
 /**
  * A worker's results and the acknowledgement of their tasks, atomically. Nothing is written when
  * the pool is gone (closed, terminated, expired): its results would only be left behind.
- * KEYS: tasks, results. ARGV: group, result batch, task ids...
+ * KEYS: tasks, results. ARGV: group, result batch (empty: acknowledgements only), task ids...
  */
-export const REPLY = new RedisScript(
+const REPLY = new RedisScript(
   'reply',
   `
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('RPUSH', KEYS[2], ARGV[2])${keepTtl}
+if ARGV[2] ~= '' then
+  redis.call('RPUSH', KEYS[2], ARGV[2])${keepTtl}
+end
 if #ARGV > 2 then
   redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, 3))
   redis.call('XDEL', KEYS[1], unpack(ARGV, 3))

@@ -18,8 +18,8 @@ import { decodeRemote, ModuleAllowList, remoteReduceContext } from './naming.js'
 import { runStreamProcess, runStreamTask, runStreamTasks, setupTaskRunner } from './runTask.js';
 import {
   BOUNCE, DELIVERIES_FIELD, EXITED, FAILED, fnField, GROUP, INIT_FIELD, INITARGS_FIELD, MAX_REPLY_IDS, PACK_FIELD, packTasks,
-  poolKeys, POOLS, PROCESS, readTask, RECLAIM, RECORD_HEADER, REFRESH_CLAIMS, REPLY, resultRecord, ResultBatch, SETTINGS_FIELD,
-  STARTED, unpackTasks, workerChannel, writeRecordHeader, type PoolKeys, type PoolSettings,
+  poolKeys, POOLS, PROCESS, readTask, RECLAIM, RECORD_HEADER, REFRESH_CLAIMS, resultRecord, ResultBatch, SETTINGS_FIELD,
+  STARTED, unpackTasks, workerChannel, writeRecordHeader, writeResults, type PoolKeys, type PoolSettings,
 } from './stream.js';
 
 export interface WorkerOptions {
@@ -308,8 +308,11 @@ export class StreamWorker {
   // Callers check their condition and sleep in one synchronous run, so no notify falls between.
   private sleep(): Promise<void> {
     return new Promise<void>((resolve) => {
-      this.sleepers.push(resolve);
-      setTimeout(resolve, BLOCK_MS).unref();
+      const timer = setTimeout(resolve, BLOCK_MS).unref();
+      this.sleepers.push(() => {
+        clearTimeout(timer); // (a wait per read when busy: its timer would outlive it by a second)
+        resolve();
+      });
     });
   }
 
@@ -448,13 +451,14 @@ export class StreamWorker {
     return pool.initFetched === undefined ? this.fetchCallContext(pool, tasks) : [fns, pool.initFetched];
   }
 
+  /** (The functions and the initializer are asked for together: a pool's first task waits for one
+   * round trip to Redis, not one per function and one more for the initializer.) */
   private async fetchCallContext(pool: PoolState, tasks: Buffer[]): Promise<CallContext> {
+    const fnIds = [...new Set(tasks.map((t) => t.readUInt32BE(5)))];
+    const [bytes, init] = await Promise.all([Promise.all(fnIds.map((fnId) => this.fnBytes(pool, fnId))), this.initializer(pool)]);
     const fns: Record<number, Uint8Array> = {};
-    for (const t of tasks) {
-      const fnId = t.readUInt32BE(5);
-      fns[fnId] ??= await this.fnBytes(pool, fnId);
-    }
-    return [fns, await this.initializer(pool)];
+    fnIds.forEach((fnId, i) => (fns[fnId] = bytes[i]!));
+    return [fns, init];
   }
 
   /** Results of whole entries: they go out, and the entries are acknowledged, in the next REPLY. */
@@ -501,16 +505,7 @@ export class StreamWorker {
     const ids = pool.batchIds;
     pool.batch = null;
     pool.batchIds = [];
-    if (ids.length <= MAX_REPLY_IDS) {
-      await REPLY.run(this.client, [pool.keys.tasks, pool.keys.results], [GROUP, batch.encode(), ...ids]).catch((e) => this.replyFailed(e));
-      return;
-    }
-    // Too many ids for one script call: the results first, then the acknowledgements.
-    await REPLY.run(this.client, [pool.keys.tasks, pool.keys.results], [GROUP, batch.encode()]).catch((e) => this.replyFailed(e));
-    for (let i = 0; i < ids.length; i += MAX_REPLY_IDS) {
-      const part = ids.slice(i, i + MAX_REPLY_IDS);
-      await this.client.xack(pool.keys.tasks, GROUP, ...part).then(() => this.client.xdel(pool.keys.tasks, ...part)).catch(() => {});
-    }
+    await writeResults(this.client, pool.keys, batch.encode(), ids).catch((e: Error) => this.replyFailed(e));
   }
 
   private replyFailed(error: Error): void {
@@ -530,7 +525,8 @@ export class StreamWorker {
     this.log(`pool ${pool.keys.id}: started process ${p.name} (pid ${p.pid})`);
     const started = new ResultBatch(this.consumer);
     started.add(seq, STARTED, Buffer.from(JSON.stringify({ pid: p.pid, worker: this.consumer })));
-    void this.client.rpush(pool.keys.results, started.encode()).catch(() => {});
+    // (Through REPLY, without acknowledging the entry: nothing is written for a pool that is gone.)
+    void writeResults(this.client, pool.keys, started.encode(), []).catch(() => {});
     void p.join().then(() => {
       pool.processes.delete(seq);
       this.log(`pool ${pool.keys.id}: process ${p.name} exited with code ${p.exitcode}`);
