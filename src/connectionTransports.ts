@@ -488,7 +488,8 @@ export class SocketTransport implements Transport {
   private readAvailable(more: () => boolean): void {
     const socket = this.socket;
     const fd = this.readableFd();
-    if (fd < 0 || !socket) return;
+    // A destroyed socket's descriptor may already be closed, and its number reused.
+    if (fd < 0 || !socket || socket.destroyed) return;
     // Bytes Node has already taken from the kernel come first: read() hands them to onData.
     if (socket.readableLength > 0) socket.read();
     const native = loadNative();
