@@ -129,6 +129,42 @@ const SYNC_READ_MIN = 64 * 1024;
 const SYNC_READ_MAX = 16 * 1024 * 1024;
 let syncReadScratch: Buffer | undefined;
 
+/**
+ * How long (ms) a receiver that has just sent on this connection, and so expects a reply, keeps
+ * reading the socket before it leaves the wait to the event loop. A process asleep in epoll is
+ * woken by its peer's write, and that costs on both sides: the wake-up's CPU time inside the
+ * sender's send(), and the sleeper's latency. A peer that answers within this time (a
+ * request/response loop with the peer on another core) is caught awake, as recvSync catches it
+ * (the addon's readSocket retries for the same 50 µs). The event loop is held for at most this
+ * long per receive.
+ */
+const REPLY_SPIN_MS = 0.05;
+/** After this many spins in a row that caught nothing, a connection spins once per 2^n waits. */
+const MAX_SPIN_BACKOFF = 6;
+
+/**
+ * Whether a receiver spins for a reply (REPLY_SPIN_MS): yes while replies come that fast; after a
+ * spin that caught nothing, only once in 2, 4, ... 64 waits, until a reply comes within the spin
+ * time again. A connection whose replies are slow, or a machine so loaded that the peer waits for
+ * a CPU (where a spinning process only delays it), costs next to nothing.
+ */
+class ReplySpin {
+  private failures = 0;
+  private skip = 0;
+
+  shouldSpin(): boolean {
+    if (this.skip === 0) return true;
+    this.skip--;
+    return false;
+  }
+
+  /** A spin caught its message, or not. */
+  spun(caught: boolean): void {
+    this.failures = caught ? 0 : Math.min(this.failures + 1, MAX_SPIN_BACKOFF);
+    this.skip = (1 << this.failures) - 1;
+  }
+}
+
 export class SocketTransport implements Transport {
   readonly kind = 'socket' as const;
   readonly ready: Promise<void>;
@@ -151,6 +187,7 @@ export class SocketTransport implements Transport {
   private cancelRecvLockWait: (() => void) | null = null;
   private readonly onMessage = (payload: Buffer): void => {
     this.delivered++;
+    this.replyExpected = false;
     this.recvLock?.release();
     this.sink?.message({ bytes: payload });
   };
@@ -161,6 +198,14 @@ export class SocketTransport implements Transport {
   private writeError: OSError | null = null;
   private ended = false;
   private closed = false;
+  /** The descriptor an unshared end reads directly when a receiver asks (readAvailable): -1 when
+   * the addon cannot read it (no addon, TLS, a pipe or FIFO); undefined until looked up. */
+  private directFd: number | undefined;
+  private readonly replySpin = new ReplySpin();
+  /** Something was sent since the last message arrived: a receiver may spin for the reply. */
+  private replyExpected = false;
+  /** While a receiver spins (performance.now() until which its reads retry), else 0. */
+  private spinUntil = 0;
 
   constructor(socket: net.Socket | null, limit: number) {
     this.decoder = new FrameDecoder(limit);
@@ -264,7 +309,7 @@ export class SocketTransport implements Transport {
       if (this.recvLock && !this.recvLock.tryAcquire()) return this.waitRecvLock();
       let n: number;
       try {
-        n = native.readSocket(this.fd, this.decoder.nextSpan(), 0);
+        n = native.readSocket(this.fd, this.decoder.nextSpan(), this.spinLeft());
       } catch (error) {
         return this.onError(error);
       }
@@ -381,6 +426,7 @@ export class SocketTransport implements Transport {
     const socket = this.socket;
     if (socket && (socket.destroyed || !socket.writable)) throw new OSError('[Errno 32] Broken pipe', 'EPIPE');
     const chunks = frame(payload);
+    this.replyExpected = true;
     if (this.writer && !this.writer.degraded) {
       try {
         // Read with blocking calls, this thread may block right after this send (in a
@@ -409,10 +455,66 @@ export class SocketTransport implements Transport {
   }
 
   pull(receiving: boolean): void {
-    if (!receiving || !this.watch || this.closed) return;
-    // A shared end takes one message now if the kernel has it (no loop turn for a burst).
+    if (!receiving || this.closed) return;
+    // A message the kernel already holds is taken now, without a turn of the event loop: a shared
+    // end reads exactly one, an unshared one what is there.
     const before = this.delivered;
-    this.readExact(() => this.delivered === before);
+    const more = (): boolean => this.delivered === before;
+    const read = (): void => (this.watch ? this.readExact(more) : this.readAvailable(more));
+    read();
+    // Only the first receiver spins (later ones queue behind it), and only for a reply.
+    if (!more() || !this.replyExpected || this.demand === 'receive' || this.ended || !this.replySpin.shouldSpin()) return;
+    this.spinUntil = performance.now() + REPLY_SPIN_MS;
+    try {
+      read();
+    } finally {
+      this.spinUntil = 0;
+    }
+    this.replySpin.spun(!more());
+  }
+
+  /** The timeout of a read: what is left of a receiver's spin, or 0 (take what is there). */
+  private spinLeft(): number {
+    return this.spinUntil === 0 ? 0 : Math.max(0, this.spinUntil - performance.now());
+  }
+
+  /**
+   * Reads an unshared end with the addon, without waiting, while `more()` and the kernel has bytes.
+   * libuv reads the same socket on this thread between turns of the event loop, never during this
+   * call, so the two take turns and the bytes reach the decoder in order. The rest of a payload
+   * whose header has arrived is read straight into its buffer; anything else through a scratch
+   * buffer, copied out (the decoder hands out views), possibly several messages at once.
+   */
+  private readAvailable(more: () => boolean): void {
+    const socket = this.socket;
+    const fd = this.readableFd();
+    // A destroyed socket's descriptor may already be closed, and its number reused.
+    if (fd < 0 || !socket || socket.destroyed) return;
+    // Bytes Node has already taken from the kernel come first: read() hands them to onData.
+    if (socket.readableLength > 0) socket.read();
+    const native = loadNative();
+    while (!this.ended && more()) {
+      const inBody = this.decoder.bodyWanted > 0;
+      const into = inBody ? this.decoder.nextSpan() : (syncReadScratch ??= Buffer.allocUnsafe(SYNC_READ_MIN));
+      let n: number;
+      try {
+        n = native.readSocket(fd, into, this.spinLeft());
+      } catch (error) {
+        return this.onError(error);
+      }
+      if (n < 0) return;
+      if (n === 0) return this.onEnd();
+      if (inBody) this.commit(n);
+      else this.onData(Buffer.from(into.subarray(0, n)));
+    }
+  }
+
+  private readableFd(): number {
+    if (this.directFd !== undefined) return this.directFd;
+    const socket = this.socket;
+    if (!socket || socket.connecting) return -1; // known once connected
+    this.directFd = tryLoadNative() ? (nativeSocketFd(socket) ?? -1) : -1;
+    return this.directFd;
   }
 
   receiveSync(timeoutMs: number, receiving: boolean): boolean {

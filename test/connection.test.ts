@@ -373,6 +373,29 @@ describe('Pipe()', () => {
     }
   });
 
+  it('recv() takes messages the kernel already holds without a turn of the event loop, in order', { timeout: 10_000 }, async () => {
+    const [a, b] = Pipe();
+    try {
+      // Written by the addon before sendBytes returns: the bytes are in b's socket now.
+      for (const n of [1, 2, 3]) a.sendBytes(Buffer.from([n]));
+      a.send('four');
+      for (const expected of [[1], [2], [3]]) {
+        const received = b.recvBytes();
+        let settled = false;
+        void received.then(() => (settled = true));
+        // Microtasks only: a read that waited for the event loop's I/O phase could not settle here.
+        for (let i = 0; i < 20 && !settled; i++) await null;
+        assert.equal(settled, true, 'recvBytes() waited for a turn of the event loop');
+        assert.deepEqual([...(await received)], expected);
+      }
+      assert.equal(await b.recv(), 'four');
+      a.close();
+      await assert.rejects(b.recv(), EOFError);
+    } finally {
+      closeAll(a, b);
+    }
+  });
+
   it('Connection(-1) and both directions off are ValueErrors (test_invalid_handles)', () => {
     assert.throws(() => new Connection(-1), isError(ValueError, 'invalid handle'));
     const [a, b] = portPipe();

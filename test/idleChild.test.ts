@@ -92,7 +92,10 @@ for (const method of startMethods) {
     }
 
     it('a manager\'s server ends at shutdown while clients hold idle sessions and calls that wait, and its pool works for ever', async () => {
-      const m = await ctx.Manager();
+      // shutdownTimeout: how long shutdown() lets the server end by itself before terminating it
+      // (Python's 1 s; a loaded machine may need longer to end a server and its busy pool).
+      const m = new mp.SyncManager({ ctx, shutdownTimeout: ENDS_WITHIN });
+      await m.start();
       const d = await m.dict<string, number>();
       await d.setItem('k', 1);
       const q = await m.Queue<number>();
