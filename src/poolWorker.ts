@@ -25,13 +25,29 @@ async function settle(value: unknown): Promise<unknown> {
   return isThenable(value) ? await value : value;
 }
 
-/** Runs one task's body; a chunk's items run one after another, as Python's mapstar does. */
-export async function run(fn: Fn, mode: number, args: unknown): Promise<unknown> {
-  if (mode === CALL) return settle(fn(...(args as unknown[])));
+/** Runs one task's body; a chunk's items run one after another, as Python's mapstar does. The
+ * result comes at once when every call returns a plain value, else as a promise of it. */
+export function run(fn: Fn, mode: number, args: unknown): unknown {
+  if (mode === CALL) return fn(...(args as unknown[]));
   const items = args as unknown[];
   const out = new Array<unknown>(items.length);
   for (let i = 0; i < items.length; i++) {
-    const r = mode === MAP_CHUNK ? fn(items[i]) : fn(...(items[i] as unknown[]));
+    const r = callItem(fn, mode, items[i]);
+    if (isThenable(r)) return finishChunk(fn, mode, items, out, i, r);
+    out[i] = r;
+  }
+  return out;
+}
+
+function callItem(fn: Fn, mode: number, item: unknown): unknown {
+  return mode === MAP_CHUNK ? fn(item) : fn(...(item as unknown[]));
+}
+
+/** The rest of a chunk, from the first item whose call returned a promise. */
+async function finishChunk(fn: Fn, mode: number, items: unknown[], out: unknown[], from: number, pending: PromiseLike<unknown>): Promise<unknown[]> {
+  out[from] = await pending;
+  for (let i = from + 1; i < items.length; i++) {
+    const r = callItem(fn, mode, items[i]);
     out[i] = isThenable(r) ? await r : r;
   }
   return out;
@@ -54,9 +70,24 @@ export function unsendable(error: unknown, ok: boolean): PicklingError {
 
 const threadCtx = { target: 'thread' as const, handles: [] };
 
-async function attempt(fn: () => Promise<unknown>): Promise<[boolean, unknown]> {
+type Outcome = [ok: boolean, value: unknown];
+
+async function attempt(fn: () => unknown): Promise<Outcome> {
   try {
     return [true, await fn()];
+  } catch (error) {
+    return [false, error];
+  }
+}
+
+/** A task's outcome: at once when its arguments and its result are plain values (a busy worker
+ * then runs task after task without a trip through the microtask queue), else a promise of it. */
+function perform(fn: Fn, call: Call): Outcome | Promise<Outcome> {
+  try {
+    const args = call.args();
+    if (isThenable(args)) return attempt(async () => run(fn, call.mode, await args));
+    const value = run(fn, call.mode, args);
+    return isThenable(value) ? attempt(() => value) : [true, value];
   } catch (error) {
     return [false, error];
   }
@@ -89,7 +120,7 @@ interface Call {
   fnId: number;
   mode: number;
   args(): unknown;
-  moved: boolean;
+  moved?: true;
 }
 type Next = Call | Extract<TaskMessage, { kind: typeof DEFINE | typeof STOP }>;
 
@@ -163,9 +194,18 @@ class Tasks {
     port?.unref();
   }
 
-  async next(): Promise<Next> {
-    for (;;) {
-      let message = await this.nextMessage();
+  /** The next message: at once when the ring holds it whole, else a promise of it. A busy worker
+   * takes each task without a trip through the microtask queue: two nested awaits per task cost
+   * a third of the per-task rate of a chunksize-1 map (docs/benchmarks.md, issue 12). */
+  next(): Next | Promise<Next> {
+    const message = this.ring.tryDecodeFrame(decodeTask);
+    if (message === NO_FRAME || message.kind === PORT) return this.nextAsync(message);
+    return message;
+  }
+
+  private async nextAsync(first: TaskMessage | typeof NO_FRAME): Promise<Next> {
+    for (let message = first; ; message = NO_FRAME) {
+      if (message === NO_FRAME) message = await this.nextMessage();
       if (message.kind === PORT) {
         const m = await this.nextPortMessage();
         if ('fnId' in m) {
@@ -173,10 +213,9 @@ class Tasks {
         }
         if (!('frame' in m)) continue;
         message = decodeTask(m.frame.subarray(LENGTH_BYTES), true);
+        if (message.kind === PORT) continue;
       }
-      if (message.kind === PORT) continue;
-      if (message.kind !== TASK) return message;
-      return { ...message, moved: false };
+      return message;
     }
   }
 
@@ -236,7 +275,8 @@ async function serve(
   const fns = new Map<number, Fn>();
   if (initializer) await settle(initializer(...initargs));
   for (let completed = 0; completed !== maxtasks; ) {
-    const next = await tasks.next();
+    const pending = tasks.next();
+    const next = pending instanceof Promise ? await pending : pending;
     if (next.kind === STOP) break;
     if (next.kind === DEFINE) {
       fns.set(next.fnId, await load(next.body));
@@ -247,7 +287,8 @@ async function serve(
       continue;
     }
     channel.started = next.seq;
-    const [ok, value] = await attempt(async () => run(fns.get(next.fnId)!, next.mode, await next.args()));
+    const outcome = perform(fns.get(next.fnId)!, next);
+    const [ok, value] = outcome instanceof Promise ? await outcome : outcome;
     replies.reply(next, ok ? OK : FAILED, value);
     completed++;
   }

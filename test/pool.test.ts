@@ -5,9 +5,11 @@ import * as mp from '../src/index.js';
 import { Pool, ThreadPool, AsyncResult } from '../src/pool.js';
 import {
   add, checksum, dieOn, dieOnWith, echoBytes, exitOn, failOn, initialize, readState, returnsFunction, sleepThen, spin, square, unloadableTask,
-  whereAmI, whoAmI, zeroFill,
+  sometimesLater, whereAmI, whoAmI, zeroFill,
 } from './fixtures/pool/tasks.js';
 import { runProgram, startMethods } from './helpers.js';
+import { run } from '../src/poolWorker.js';
+import { CALL, MAP_CHUNK } from '../src/poolChannel.js';
 
 const workerPrefix = { spawn: 'SpawnPoolWorker', forkserver: 'ForkServerPoolWorker', thread: 'ThreadPoolWorker' };
 
@@ -36,6 +38,15 @@ for (const method of startMethods) {
       assert.deepEqual(lines.filter((l) => !l.startsWith('uncaught: ')), [
         'others [1,4,9,16]', 'applied 9', 'failed RangeError', 'mapped [1,4,9]', 'failedMap RangeError', 'done',
       ]);
+    });
+
+    it('a chunk mixes results returned at once and through promises; a throw or a rejection mid-chunk fails the map', { timeout: 30_000 }, async () => {
+      assert.deepEqual(await shared.map(sometimesLater, [0, 1, 2, 3, 4, 5, 6, 8], 4), [0, 10, 20, 30, 40, 50, 60, 80]);
+      assert.deepEqual(await shared.map(sometimesLater, [1, 2, 3], 1), [10, 20, 30]);
+      await assert.rejects(shared.map(sometimesLater, [5, 6, 7, 8], 4), { name: 'RangeError', message: 'rejected by 7' });
+      await assert.rejects(shared.map(sometimesLater, [1, 2, 9, 4], 4), { name: 'RangeError', message: 'thrown by 9' });
+      assert.equal(await shared.apply(sometimesLater, [3]), 30);
+      await assert.rejects(shared.apply(sometimesLater, [9]), { message: 'thrown by 9' });
     });
 
     it('join() and IMapIterator.next() take { signal } (docs/api.md rule 6)', { timeout: 30_000 }, async () => {
@@ -373,5 +384,24 @@ describe('mp.dummy (multiprocessing.dummy)', () => {
     } finally {
       listener.close();
     }
+  });
+});
+
+describe("a pool worker's run()", () => {
+  const double = (x: unknown) => (x as number) * 2;
+  const later = (x: unknown) => Promise.resolve((x as number) * 2);
+
+  it('gives plain results at once, so a busy worker runs task after task without a trip through the microtask queue', () => {
+    assert.deepEqual(run(double, MAP_CHUNK, [1, 2, 3]), [2, 4, 6]);
+    assert.equal(run((a, b) => (a as number) + (b as number), CALL, [2, 3]), 5);
+  });
+
+  it('gives a promise from the first item whose call returned one, and keeps the order', async () => {
+    const calls: number[] = [];
+    const mixed = (x: unknown) => (calls.push(x as number), x === 2 ? later(x) : double(x));
+    const out = run(mixed, MAP_CHUNK, [1, 2, 3, 4]);
+    assert.ok(out instanceof Promise);
+    assert.deepEqual(await out, [2, 4, 6, 8]);
+    assert.deepEqual(calls, [1, 2, 3, 4], 'one item after another, as mapstar');
   });
 });
