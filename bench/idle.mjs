@@ -10,7 +10,7 @@
 // column of its own.
 //
 // Run: npm run build && node bench/idle.mjs
-// Env: BENCH_IDLE_S (window, 10), BENCH_IDLE_SETTLE_S (2), BENCH_NO_PYTHON=1.
+// Env: BENCH_IDLE_S (window, 10), BENCH_IDLE_SETTLE_S (10), BENCH_NO_PYTHON=1.
 import { spawnSync } from 'node:child_process';
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import os from 'node:os';
@@ -19,9 +19,11 @@ import * as mp from 'multiprocessing-ts';
 import { printTable } from './stats.mjs';
 
 const WINDOW_MS = Number(process.env.BENCH_IDLE_S ?? 10) * 1000;
-// How long after the warm-up the window starts (a loaded machine finishes start-up work, such as
-// V8 scavenging the start-up garbage, later: BENCH_IDLE_SETTLE_S=5 keeps that out of the window).
-const SETTLE_MS = Number(process.env.BENCH_IDLE_SETTLE_S ?? 2) * 1000;
+// How long after the warm-up the window starts. A Node.js process does start-up work once, seconds
+// after it starts: V8's memory reducer runs one mark-compact about 8 s after start (20-30 ms of CPU
+// per process here, `--trace-gc`: "Mark-Compact (reduce)"; nothing after it in 30 s), and a loaded
+// machine scavenges the start-up garbage late. The window measures the steady state after that.
+const SETTLE_MS = Number(process.env.BENCH_IDLE_SETTLE_S ?? 10) * 1000;
 const WORKERS = 2;
 
 /** Nanoseconds a thread ("pid/tid") or every thread of a process ("pid") has spent on a CPU. */
