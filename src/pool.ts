@@ -25,7 +25,7 @@ import { runAsync, spinUntil } from './futex.js';
 import { finalize } from './util.js';
 import { refOf, sourceOf, type SourceFunction } from './tasks.js';
 import {
-  CALL, CANCELLED, Channel, decodeResult, defineFrame, MAP_CHUNK, Notifier, OK, STARMAP_CHUNK, stopFrame, taskFrame,
+  CALL, CANCELLED, Channel, decodeResult, defineFrame, holdsLargeBytes, MAP_CHUNK, Notifier, OK, STARMAP_CHUNK, stopFrame, taskFrame,
   type PortMessage, type ResultMessage,
 } from './poolChannel.js';
 import { poolWorkerMain } from './poolWorker.js';
@@ -394,20 +394,23 @@ export class Pool extends BasePool {
   /** @internal Queues one task of `job`: `args` are the call's arguments or the chunk's items. */
   _submit(job: Job, args: unknown[], fn: Fn, mode: number, index: number): void {
     let frame: Buffer = noFrame;
-    let moved: Task['moved'] = null;
+    let byValue: Task['byValue'] = null;
     let fnId: number;
     try {
       fnId = this.fnId(fn);
       const value = mode === CALL ? args : args[0];
-      if (job.options.transfer && this.kind === 'thread') moved = reduce(value, newReduceContext('thread'));
-      else frame = taskFrame(value, newReduceContext(this.kind));
+      if (this.kind === 'thread' && (job.options.transfer || holdsLargeBytes(value))) {
+        byValue = { ...reduce(value, newReduceContext('thread'), { structuredClone: true }), transfer: job.options.transfer === true };
+      } else {
+        frame = taskFrame(value, newReduceContext(this.kind));
+      }
     } catch (error) {
       // An argument that cannot be serialised fails its own task, as in Python.
       queueMicrotask(() => job.deliver(index, false, error));
       return;
     }
     const task: Task = {
-      job, index, fnId, mode, frame, moved, seq: 0, worker: null,
+      job, index, fnId, mode, frame, byValue, seq: 0, worker: null,
       timeout: job.options.timeout ?? null, startedAt: 0, submittedAt: performance.now(),
     };
     this.dispatcher.push(task);

@@ -93,11 +93,12 @@ function perform(fn: Fn, call: Call): Outcome | Promise<Outcome> {
   }
 }
 
-/** A `{ transfer: true }` result: its ArrayBuffers are moved back to the pool. */
-function postResult(port: MessagePort, seq: number, ok: boolean, value: unknown): void {
+/** The result of a task that came over the port by value, back the same way: its ArrayBuffers
+ * moved back to the pool for `{ transfer: true }` (`transfer`), else copied by postMessage. */
+function postResult(port: MessagePort, seq: number, ok: boolean, value: unknown, transfer: boolean): void {
   try {
-    const { graph, changed } = reduce(value, newReduceContext('thread'));
-    port.postMessage({ seq, status: ok ? OK : FAILED, graph, changed }, ok ? transferables(graph) : []);
+    const { graph, changed } = reduce(value, newReduceContext('thread'), { structuredClone: true });
+    port.postMessage({ seq, status: ok ? OK : FAILED, graph, changed }, ok && transfer ? transferables(graph) : []);
   } catch (error) {
     const why = new PicklingError(`Error sending result: ${(error as Error).message}`);
     const { graph } = reduce(why, newReduceContext('thread'));
@@ -112,15 +113,15 @@ const NOTIFY_AFTER_MS = 1;
 /** How long a worker that runs out of tasks blocks on its ring before it waits asynchronously. */
 const IDLE_BLOCK_MS = 20;
 
-/** A task to run: its arguments, decoded when asked, and whether they came over the port as
- * themselves (`{ transfer: true }`: the result goes back the same way). */
+/** A task to run: its arguments, decoded when asked, and, for one that came over the port by
+ * value, how its result goes back the same way (`transfer`: its ArrayBuffers moved). */
 interface Call {
   kind: typeof TASK;
   seq: number;
   fnId: number;
   mode: number;
   args(): unknown;
-  moved?: true;
+  byValue?: { transfer: boolean };
 }
 type Next = Call | Extract<TaskMessage, { kind: typeof DEFINE | typeof STOP }>;
 
@@ -138,9 +139,9 @@ class Replies {
 
   /** The task's result (or error), or CANCELLED for a task that did not run. */
   reply(call: Call, status: number, value: unknown): void {
-    if (call.moved) {
+    if (call.byValue) {
       if (status === CANCELLED) this.port!.postMessage({ seq: call.seq, status, graph: null, changed: false });
-      else postResult(this.port!, call.seq, status === OK, value);
+      else postResult(this.port!, call.seq, status === OK, value, call.byValue.transfer);
       return;
     }
     this.send(status === CANCELLED ? resultFrame(call.seq, CANCELLED, null) : encode(call.seq, status === OK, value));
@@ -209,7 +210,8 @@ class Tasks {
       if (message.kind === PORT) {
         const m = await this.nextPortMessage();
         if ('fnId' in m) {
-          return { kind: TASK, seq: m.seq, fnId: m.fnId, mode: m.mode, moved: true, args: () => (m.changed ? rebuild(m.graph, threadCtx) : m.graph) };
+          const { seq, fnId, mode, transfer } = m;
+          return { kind: TASK, seq, fnId, mode, byValue: { transfer }, args: () => (m.changed ? rebuild(m.graph, threadCtx) : m.graph) };
         }
         if (!('frame' in m)) continue;
         message = decodeTask(m.frame.subarray(LENGTH_BYTES), true);

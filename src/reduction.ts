@@ -114,12 +114,21 @@ function isRecord(value: unknown): value is Record_ {
 export interface ReduceOptions {
   /** A function in this slot (a Process target, a pool function) may travel by its source text. */
   functionSlot?: boolean;
+  /** The graph travels by postMessage, whose structured clone makes a Buffer a plain Uint8Array
+   * (v8.serialize keeps the class): Buffers go as records that rebuild them. */
+  structuredClone?: boolean;
 }
+
+/** A Buffer on its way through a structured clone (ReduceOptions.structuredClone). */
+registerReducer<Uint8Array>('Buffer', (bytes) => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
 
 class Walker {
   changed = false;
   private readonly seen = new Map<object, unknown>();
-  constructor(private readonly ctx: ReduceContext) {}
+  constructor(
+    private readonly ctx: ReduceContext,
+    private readonly structuredClone = false,
+  ) {}
 
   value(v: unknown, path: string): unknown {
     switch (typeof v) {
@@ -152,6 +161,9 @@ class Walker {
 
   private object(o: object, path: string): unknown {
     if (this.seen.has(o)) return this.seen.get(o);
+    if (this.structuredClone && Buffer.isBuffer(o)) {
+      return this.reduced(o, { kind: 'Buffer', state: new Uint8Array(o.buffer, o.byteOffset, o.byteLength) }, path);
+    }
     if (ArrayBuffer.isView(o) || o instanceof ArrayBuffer || o instanceof Date || o instanceof RegExp) return o;
     if (o instanceof MessagePort) {
       // A port travels to a thread as itself (a Pipe end of the 'thread' start method).
@@ -300,7 +312,7 @@ export function reduce(value: unknown, ctx: ReduceContext, options: ReduceOption
     if (typeof value === 'symbol') throw new PicklingError("Can't send a Symbol: it cannot be serialised.");
     return { graph: value, changed: false };
   }
-  const walker = new Walker(ctx);
+  const walker = new Walker(ctx, options.structuredClone);
   const graph = typeof value === 'function' ? walker.fn(value, 'the function', options.functionSlot ?? false) : walker.value(value, 'the value');
   return { graph, changed: walker.changed };
 }

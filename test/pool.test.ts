@@ -5,7 +5,7 @@ import * as mp from '../src/index.js';
 import { Pool, ThreadPool, AsyncResult } from '../src/pool.js';
 import {
   add, checksum, dieOn, dieOnWith, echoBytes, exitOn, failOn, initialize, readState, returnsFunction, sleepThen, spin, square, unloadableTask,
-  sometimesLater, whereAmI, whoAmI, zeroFill,
+  bufferOf, bytesKinds, sometimesLater, whereAmI, whoAmI, zeroFill,
 } from './fixtures/pool/tasks.js';
 import { runProgram, startMethods } from './helpers.js';
 import { run } from '../src/poolWorker.js';
@@ -154,6 +154,19 @@ for (const method of startMethods) {
       // Without transfer, the worker has a copy: what it does to it is not seen here.
       assert.equal(await shared.apply(zeroFill, [big]), big.length);
       assert.equal(big.reduce((a, x) => (a + x) % 1_000_003, 0), expected, 'the caller\'s bytes are unchanged');
+    });
+
+    it('a Buffer stays a Buffer and a Uint8Array a Uint8Array, small or large, copied or moved, both ways', async () => {
+      for (const size of [16, 1 << 20]) {
+        const kinds = [`Buffer:true:${size}`, `Uint8Array:false:${size}`];
+        assert.deepEqual(await shared.apply(bytesKinds, [Buffer.alloc(size), new Uint8Array(size)]), kinds);
+        assert.deepEqual(await shared.apply(bytesKinds, [Buffer.alloc(size), new Uint8Array(size)], { transfer: true }), kinds);
+        assert.deepEqual(await shared.starmap(bytesKinds, [[Buffer.alloc(size)], [new Uint8Array(size)]]), [[kinds[0]], [kinds[1]]]);
+        const back = await shared.apply(bufferOf, [size]);
+        assert.ok(Buffer.isBuffer(back), 'the result is a Buffer');
+        assert.equal(back.length, size);
+        assert.ok(Buffer.isBuffer(await shared.apply(bufferOf, [size], { transfer: true })));
+      }
     });
 
     it('large chunks with the default chunking, map after map (results larger than the port threshold)', async () => {
