@@ -400,10 +400,12 @@ export class Pool extends BasePool {
       fnId = this.fnId(fn);
       const value = mode === CALL ? args : args[0];
       if (this.kind === 'thread' && (job.options.transfer || holdsLargeBytes(value))) {
-        byValue = { ...reduce(value, newReduceContext('thread'), { structuredClone: true }), transfer: job.options.transfer === true };
-      } else {
-        frame = taskFrame(value, newReduceContext(this.kind));
+        const ctx = newReduceContext('thread');
+        const reduced = reduce(value, ctx, { structuredClone: true });
+        // A MessagePort is not a task's argument on either path: the frame path says so.
+        if (ctx.transfer.length === 0) byValue = { ...reduced, transfer: job.options.transfer === true };
       }
+      if (!byValue) frame = taskFrame(value, newReduceContext(this.kind));
     } catch (error) {
       // An argument that cannot be serialised fails its own task, as in Python.
       queueMicrotask(() => job.deliver(index, false, error));

@@ -198,8 +198,10 @@ export const PORT_THRESHOLD = 64 * 1024;
 /** How many arguments (or chunk items, or a starmap item's arguments) `holdsLargeBytes` looks at. */
 const LARGE_BYTES_SCAN = 16;
 
+/** Bytes of an ArrayBuffer (not shared memory, which is no copy) of at least PORT_THRESHOLD. */
 function isLargeBytes(value: unknown): boolean {
-  return (ArrayBuffer.isView(value) || value instanceof ArrayBuffer) && value.byteLength >= PORT_THRESHOLD;
+  if (value instanceof ArrayBuffer) return value.byteLength >= PORT_THRESHOLD;
+  return ArrayBuffer.isView(value) && value.buffer instanceof ArrayBuffer && value.byteLength >= PORT_THRESHOLD;
 }
 
 /**

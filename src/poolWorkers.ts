@@ -201,8 +201,10 @@ export class Dispatcher {
         const { graph, changed, transfer } = task.byValue;
         w.port.postMessage({ seq: task.seq, fnId: task.fnId, mode: task.mode, graph, changed, transfer }, transfer ? transferables(graph) : []);
       } catch (error) {
-        // Its buffers were moved to a worker that died: they cannot be sent again.
+        // It cannot be posted (its buffers were moved to a worker that died, or a value cannot be
+        // cloned): it fails, and its place in the worker's count is given back.
         w.inflight.delete(task.seq);
+        w.assigned--;
         queueMicrotask(() => this.fail(task, error));
         return;
       }

@@ -161,9 +161,7 @@ class Walker {
 
   private object(o: object, path: string): unknown {
     if (this.seen.has(o)) return this.seen.get(o);
-    if (this.structuredClone && Buffer.isBuffer(o)) {
-      return this.reduced(o, { kind: 'Buffer', state: new Uint8Array(o.buffer, o.byteOffset, o.byteLength) }, path);
-    }
+    if (this.structuredClone && ArrayBuffer.isView(o)) return this.forClone(o, path);
     if (ArrayBuffer.isView(o) || o instanceof ArrayBuffer || o instanceof Date || o instanceof RegExp) return o;
     if (o instanceof MessagePort) {
       // A port travels to a thread as itself (a Pipe end of the 'thread' start method).
@@ -212,6 +210,26 @@ class Walker {
       }
     }
     return this.plain(o, path, false);
+  }
+
+  /**
+   * A view as postMessage should take it. A structured clone copies a view's whole ArrayBuffer, so a
+   * view of part of one (a subarray of a large buffer, a small Buffer in Node's shared pool) goes as
+   * a copy of its own bytes, as v8.serialize writes them; and a Buffer as a record that rebuilds its
+   * class. Views of shared memory stay themselves.
+   */
+  private forClone(o: ArrayBufferView, path: string): unknown {
+    const partial = o.buffer instanceof ArrayBuffer && (o.byteOffset !== 0 || o.byteLength !== o.buffer.byteLength);
+    if (Buffer.isBuffer(o)) {
+      const bytes = partial ? new Uint8Array(o) : new Uint8Array(o.buffer, o.byteOffset, o.byteLength);
+      return this.reduced(o, { kind: 'Buffer', state: bytes }, path);
+    }
+    if (!partial) return o;
+    const copy = o instanceof DataView
+      ? new DataView(o.buffer.slice(o.byteOffset, o.byteOffset + o.byteLength))
+      : (o as unknown as { slice(): ArrayBufferView }).slice();
+    this.seen.set(o, copy);
+    return copy;
   }
 
   private reduced(o: object, { kind, state }: Reduced, path: string): Record_ {

@@ -1,11 +1,12 @@
 import { describe, it, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
+import { MessageChannel } from 'node:worker_threads';
 import * as mp from '../src/index.js';
 import { Pool, ThreadPool, AsyncResult } from '../src/pool.js';
 import {
   add, checksum, dieOn, dieOnWith, echoBytes, exitOn, failOn, initialize, readState, returnsFunction, sleepThen, spin, square, unloadableTask,
-  bufferOf, bytesKinds, sometimesLater, whereAmI, whoAmI, zeroFill,
+  bufferOf, bytesKinds, queueCounting, sometimesLater, viewSizes, whereAmI, whoAmI, zeroFill,
 } from './fixtures/pool/tasks.js';
 import { runProgram, startMethods } from './helpers.js';
 import { run } from '../src/poolWorker.js';
@@ -167,6 +168,35 @@ for (const method of startMethods) {
         assert.equal(back.length, size);
         assert.ok(Buffer.isBuffer(await shared.apply(bufferOf, [size], { transfer: true })));
       }
+    });
+
+    it('a view of part of a large buffer sends its own bytes only; large bytes with a MessagePort fail and in shared memory are copied, as small ones', async () => {
+      const whole = new Uint8Array(4 << 20);
+      for (const view of [whole.subarray(65536, 2 * 65536), Buffer.from(whole.buffer, 0, 65536)]) {
+        const [length, bufferLength] = await shared.apply(viewSizes, [view]);
+        assert.equal(length, 65536);
+        if (method === 'thread') assert.ok(bufferLength < 2 * 65536, `the worker got a ${bufferLength}-byte buffer for 64 KiB`);
+      }
+      const pool = make(1, { maxtasksperchild: 1 });
+      const { port1, port2 } = new MessageChannel();
+      for (const bytes of [new Uint8Array(16), new Uint8Array(1 << 20)]) {
+        // A port among the arguments: not something a task takes (the types say so too).
+        await assert.rejects(pool.apply(bytesKinds, [bytes, port1 as unknown as Uint8Array]), { name: 'PicklingError' });
+      }
+      port1.close();
+      port2.close();
+      for (const size of [16, 1 << 20]) {
+        const [length] = await pool.apply(viewSizes, [new Uint8Array(new SharedArrayBuffer(size))]);
+        assert.equal(length, size, 'a view of shared memory is copied, whatever its size');
+      }
+      assert.equal((await pool.apply(viewSizes, [new Uint8Array(8)]))[0], 8, 'the worker still takes tasks');
+    });
+
+    it('microtasks a task queues run while its worker is busy, not only when it runs out of tasks', async () => {
+      const pool = make(1);
+      const seen = await pool.map(queueCounting, Array.from({ length: 3000 }, () => null), 1);
+      const lag = Math.max(...seen.map((count, i) => i - count));
+      assert.ok(lag <= 48, `a task saw ${lag} of the microtasks queued before it not yet run`);
     });
 
     it('large chunks with the default chunking, map after map (results larger than the port threshold)', async () => {
