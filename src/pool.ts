@@ -510,6 +510,8 @@ export class Pool extends BasePool {
     w.onResult(w.inflight.size > 1);
     w.inflight.delete(seq);
     if (status === CANCELLED) {
+      // The worker did not run it and does not count it towards maxtasksperchild: nor does the pool.
+      w.assigned--;
       this.outstanding--;
       this.maybeStopWorkers();
       return;

@@ -310,6 +310,27 @@ for (const method of startMethods) {
       assert.ok(ran <= 4, `the cancelled tasks did not run on (${ran} of 50 ran)`);
     });
 
+    it('with maxtasksperchild, tasks cancelled in a worker\'s hand do not count as its tasks (the pool goes on)', async () => {
+      const pool = make(1, { maxtasksperchild: 3 });
+      const controller = new AbortController();
+      // A slow task, then cancelled ones handed to the same worker while it runs.
+      const slow = pool.apply(sleepThen, [0.3, 'slow']);
+      const cancelled = pool.map(square, [1, 2, 3, 4], 1, { signal: controller.signal });
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      controller.abort(new Error('cancelled by caller'));
+      await assert.rejects(cancelled, /cancelled by caller/);
+      assert.equal(await slow, 'slow');
+      let timer: NodeJS.Timeout | undefined;
+      const stuck = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error('the pool took no more tasks: its worker counted the cancelled ones')), 20_000);
+      });
+      try {
+        assert.deepEqual(await Promise.race([pool.map(square, [5, 6, 7, 8, 9], 1), stuck]), [25, 36, 49, 64, 81]);
+      } finally {
+        clearTimeout(timer);
+      }
+    });
+
     it('close/join finishes submitted work; a closed pool refuses work; terminate and await using end it', async () => {
       const pool = make(2);
       const pending = pool.map(sleepThen, [0.1, 0.1, 0.1], 1);
