@@ -299,8 +299,10 @@ for (const method of startMethods) {
       await pool.apply(square, [1]);
       const controller = new AbortController();
       const before = pool.stats().tasksDone;
-      // Abort as soon as the first of 50 tasks has finished.
-      const running = pool.map(sleepThen, Array.from({ length: 50 }, () => 0.05), 1, {
+      // Abort as soon as the first of 50 tasks has finished. Each takes 0.25 s, so that a pool
+      // that is slow to see the first result (a loaded machine: CI saw 7 of 50 tasks of 0.05 s
+      // run) still shows the difference between the few that were under way and all 50.
+      const running = pool.map(sleepThen, Array.from({ length: 50 }, () => 0.25), 1, {
         signal: controller.signal,
         progress: () => controller.abort(new Error('cancelled by caller')),
       });
