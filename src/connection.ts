@@ -23,6 +23,7 @@ import {
   type Reduced,
 } from './reduction.js';
 import { prepareSocket, reduceSocket, socketFromState, type SocketState } from './resourceSharer.js';
+import { attachBlock, type BlockState } from './heap.js';
 import { sentinelExit } from './sentinels.js';
 import { abortable, getTempDir, MAX_DELAY_MS, timerDelayMs, type Factory } from './util.js';
 import { deadlineAfter, secondsUntil } from './futex.js';
@@ -494,8 +495,8 @@ export class Connection implements Disposable {
   }
 }
 
-/** A port Connection, or a socket one (with the locks of an end that threads share). */
-type ConnectionRecord = ConnectionState & ({ port: MessagePort } | (SocketState & { locks?: Int32Array }));
+/** A port Connection, or a socket one (with the locks of an end that threads or processes share). */
+type ConnectionRecord = ConnectionState & ({ port: MessagePort } | (SocketState & { locks?: Int32Array; sendLock?: BlockState | null }));
 
 registerReducer('Connection', (state: ConnectionRecord, ctx) => {
   const options = { readable: state.readable, writable: state.writable, maxMessageSize: state.maxMessageSize };
@@ -504,6 +505,7 @@ registerReducer('Connection', (state: ConnectionRecord, ctx) => {
   const transport = new SocketTransport(socketFromState(state, ctx, true), state.maxMessageSize);
   transport.share();
   if (state.locks) transport.useLocks(state.locks);
+  if (state.sendLock) transport.useProcessSendLock(attachBlock(state.sendLock));
   return Connection._fromTransport(transport, options);
 }, async (state) => {
   if (!('port' in state)) await prepareSocket(state);

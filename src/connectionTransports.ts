@@ -17,6 +17,7 @@ import { loadNative, tryLoadNative, type FdWatch, type NativeBinding } from './n
 import { SocketWriter } from './socketWriter.js';
 import { blockThread } from './blocking.js';
 import { MessageLock, newEndLocks, RECEIVE_LOCK, SEND_LOCK } from './messageLock.js';
+import { allocate, attachBlock, blockState, int32s, type Block, type BlockState } from './heap.js';
 import { reduceSocket } from './resourceSharer.js';
 import { getTempDir } from './util.js';
 
@@ -184,6 +185,8 @@ export class SocketTransport implements Transport {
   /** An end that threads share (useLocks): their locks, and this thread's wait for the receive lock. */
   private locks: Int32Array | null = null;
   private recvLock: MessageLock | null = null;
+  /** An end that processes share (useProcessSendLock): the word of their send lock. */
+  private processSendLock: Block | null = null;
   private cancelRecvLockWait: (() => void) | null = null;
   private readonly onMessage = (payload: Buffer): void => {
     this.delivered++;
@@ -262,7 +265,17 @@ export class SocketTransport implements Transport {
     this.recvLock = new MessageLock(words, RECEIVE_LOCK);
     // A message partly read before the end was shared is finished first (the lock is new).
     if (this.decoder.midMessage) this.recvLock.tryAcquire();
-    this.writer?.useLock(new MessageLock(words, SEND_LOCK));
+    this.writer?.useLock(new MessageLock(words, SEND_LOCK), false);
+  }
+
+  /**
+   * This end is shared with other processes: a send waits until what another process has sent
+   * on it is written (src/messageLock.ts). `block` is one word of process memory.
+   */
+  useProcessSendLock(block: Block): void {
+    if (this.processSendLock) return;
+    this.processSendLock = block;
+    this.writer?.useLock(new MessageLock(int32s(block), 0), true);
   }
 
   /** Another thread is receiving a message from this end: wait until it has, then read again. */
@@ -668,10 +681,15 @@ export class SocketTransport implements Transport {
     const travel = reduceSocket(socket, nativeSocketFd(socket), ctx);
     // The other side gets the same socket: this copy must no longer read ahead of it.
     this.share();
-    if (ctx.target !== 'thread' || !this.watch) return { kind: 'Connection', state: { ...travel, ...state } };
-    // Threads that share the end take turns, a whole message each (src/messageLock.ts).
+    if (!this.watch) return { kind: 'Connection', state: { ...travel, ...state } };
+    // Processes that share the end send in turns (src/messageLock.ts); a thread of this process
+    // takes those turns too.
+    if (ctx.target === 'process') this.useProcessSendLock(allocate('process', 4, 4));
+    const sendLock = this.processSendLock && blockState(this.processSendLock);
+    if (ctx.target === 'process') return { kind: 'Connection', state: { ...travel, ...state, sendLock } };
+    // Threads that share the end take turns, a whole message each.
     if (!this.locks) this.useLocks(newEndLocks());
-    return { kind: 'Connection', state: { ...travel, ...state, locks: this.locks } };
+    return { kind: 'Connection', state: { ...travel, ...state, locks: this.locks, sendLock } };
   }
 }
 

@@ -1,7 +1,7 @@
 /**
- * One reader and one writer at a time on a socket end that several threads of this process hold
- * (a Pipe end passed to thread children shares its socket: each thread reads and writes the same
- * kernel stream through a descriptor of its own).
+ * One reader and one writer at a time on a socket end that several threads or processes hold (a
+ * Pipe end passed to children shares its socket: each reads and writes the same kernel stream
+ * through a descriptor of its own).
  *
  * A message is a header and a payload, read (and, once the socket is full, written) in several
  * system calls, possibly across turns of the event loop. Two threads doing that at once would cut
@@ -10,10 +10,16 @@
  * live in a SharedArrayBuffer that travels with the end to every thread it reaches
  * (connectionTransports.ts: `SocketTransport.reduce`). A receiver holds its lock for one whole
  * message; a sender from its first byte until all it has sent is written (socketWriter.ts).
- * Processes sharing an end are not covered (a SharedArrayBuffer does not reach them): there
- * Python's caveat stands.
  *
- * A thread terminated while it holds a lock (in the middle of a message, or with sends the socket
+ * Between processes only the send lock is kept, in process-shared memory that travels with the
+ * end: Python's `send` returns once its bytes are in the kernel, so two processes that order their
+ * sends (a Lock and a Barrier, as CPython's `_TestBarrier.test_thousand`) see them arrive in that
+ * order. Ours may return with bytes still to write (socketWriter.ts), so a send in another process
+ * waits until they are. Receives between processes stay Python's: the user's lock orders them.
+ *
+ * A lock word holds its holder's pid (0: free; a flag says someone waits). A waiter that finds the holder's process gone takes
+ * the lock over (what that process had not written is lost, as with Python's killed sender). A
+ * thread terminated while it holds a lock (in the middle of a message, or with sends the socket
  * had no room for yet) leaves it taken, and the other threads' receives (or sends) on that end
  * wait for ever, as Python's would on a Queue whose lock a killed process held.
  */
@@ -23,10 +29,27 @@ import { secondsUntil, wait, waitSync, wake } from './futex.js';
 export const RECEIVE_LOCK = 0;
 export const SEND_LOCK = 1;
 
-/** The two words of one end: a receive lock and a send lock (0 free, 1 taken). */
+/** The two words of one end between threads: a receive lock and a send lock (0 free, else the
+ * holder's pid). Between processes, the send lock's word is in a block of process memory. */
 export function newEndLocks(): Int32Array {
   return new Int32Array(new SharedArrayBuffer(2 * Int32Array.BYTES_PER_ELEMENT));
 }
+
+/** How often a waiter looks whether another process holding the lock still exists. */
+const HOLDER_CHECK_SECONDS = 1;
+
+function processExists(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Set in a lock word by a waiter, so that the release knows to wake (a futex wake is a system
+ * call for process memory: an uncontended release makes none). Pids are below 2^22 on Linux. */
+const WAITERS = 1 << 30;
 
 export class MessageLock {
   #held = false;
@@ -40,15 +63,30 @@ export class MessageLock {
 
   /** Takes the lock if it is free (true also when this thread holds it already). */
   tryAcquire(): boolean {
-    if (!this.#held && Atomics.compareExchange(this.words, this.index, 0, 1) === 0) this.#held = true;
+    if (!this.#held && Atomics.compareExchange(this.words, this.index, 0, process.pid) === 0) this.#held = true;
     return this.#held;
+  }
+
+  /** The word to wait on while the lock is taken (WAITERS set), or 0 if it is free now. A release
+   * wakes every waiter, and each marks the word again before it waits again. */
+  #markWaiting(): number {
+    const word = Atomics.load(this.words, this.index);
+    if (word === 0 || word & WAITERS) return word;
+    const seen = Atomics.compareExchange(this.words, this.index, word, word | WAITERS);
+    return seen === word ? word | WAITERS : seen;
   }
 
   /** Blocks this thread until it holds the lock, or `timeoutMs` (< 0: for ever) passes (false). */
   acquireSync(timeoutMs: number): boolean {
     const deadline = timeoutMs < 0 ? Infinity : performance.now() + timeoutMs;
     while (!this.tryAcquire()) {
-      if (waitSync(this.words, this.index, 1, secondsUntil(deadline)) === 'timed-out') return this.tryAcquire();
+      const word = this.#markWaiting();
+      if (word === 0) continue;
+      const slice = Math.min(HOLDER_CHECK_SECONDS, secondsUntil(deadline) ?? Infinity);
+      if (waitSync(this.words, this.index, word, slice) !== 'timed-out') continue;
+      if (performance.now() >= deadline) return this.tryAcquire();
+      const holder = word & ~WAITERS;
+      if (holder !== process.pid && !processExists(holder)) Atomics.compareExchange(this.words, this.index, word, 0);
     }
     return true;
   }
@@ -58,10 +96,14 @@ export class MessageLock {
   onceFree(then: () => void): () => void {
     const controller = new AbortController();
     let live = true;
-    wait(this.words, this.index, 1, null, controller.signal).then(
-      () => live && then(),
-      () => {}, // cancelled
-    );
+    const word = this.#markWaiting();
+    if (word === 0) queueMicrotask(() => live && then()); // free already
+    else {
+      wait(this.words, this.index, word, null, controller.signal).then(
+        () => live && then(),
+        () => {}, // cancelled
+      );
+    }
     return () => {
       live = false;
       controller.abort();
@@ -73,7 +115,6 @@ export class MessageLock {
   release(): void {
     if (!this.#held) return;
     this.#held = false;
-    Atomics.store(this.words, this.index, 0);
-    wake(this.words, this.index);
+    if (Atomics.exchange(this.words, this.index, 0) & WAITERS) wake(this.words, this.index);
   }
 }

@@ -16,11 +16,12 @@
  *   half a message behind;
  * - before a child process exits (an exit finalizer waits for every tail, as queues flush).
  *
- * On an end that several threads hold (`useLock`), a thread writes only while it holds the end's
- * send lock (src/messageLock.ts): from the first byte of a send until its tail is empty. A send
- * that finds another thread in the middle of its messages waits for them (blocking, as Python's
- * send waits for the kernel), so that what a send has accepted when it returns goes out before
- * anything sent after it in any thread (CPython's `_TestBarrier.test_thousand` relies on it).
+ * On an end that several threads or processes hold (`useLock`), a writer writes only while it holds
+ * the end's send locks (src/messageLock.ts: one between this process's threads, one between
+ * processes): from the first byte of a send until its tail is empty. A send that finds another
+ * thread or process in the middle of its messages waits for them (blocking, as Python's send
+ * waits for the kernel), so that what a send has accepted when it returns goes out before anything
+ * sent after it anywhere (CPython's `_TestBarrier.test_thousand` relies on it).
  */
 import type { AsyncWait, NativeBinding } from './native.js';
 import { OSError } from './errors.js';
@@ -45,8 +46,10 @@ export class SocketWriter {
   private tail: Uint8Array[] = [];
   private head = 0;
   private waiting: AsyncWait | null = null;
-  /** The send lock of an end shared by threads: held while anything is pending. */
-  private lock: MessageLock | null = null;
+  /** The send locks of an end shared by threads or processes: all held while anything is pending,
+   * taken in this order (the one between threads first, in every thread of every process) and
+   * released in the reverse one. */
+  private readonly locks: MessageLock[] = [];
   private readonly drained: Array<() => void> = [];
   /** The addon could not wait for this socket (out of descriptors or threads): Node's stream writes. */
   degraded = false;
@@ -64,11 +67,21 @@ export class SocketWriter {
     private readonly handOver: (chunks: Uint8Array[]) => void,
   ) {}
 
-  /** From now on, this end is shared with other threads: write only while holding `lock`. */
-  useLock(lock: MessageLock): void {
-    this.lock = lock;
+  /** From now on, this end is shared with other threads or processes: write only while holding
+   * `lock` too. */
+  useLock(lock: MessageLock, betweenProcesses: boolean): void {
+    if (betweenProcesses) this.locks.push(lock);
+    else this.locks.unshift(lock);
     // What is pending was sent before the end was shared: it goes first (the lock is new).
     if (this.pending) lock.tryAcquire();
+  }
+
+  private acquireLocks(): void {
+    for (const lock of this.locks) lock.acquireSync(-1);
+  }
+
+  private releaseLocks(): void {
+    for (let i = this.locks.length - 1; i >= 0; i--) this.locks[i]!.release();
   }
 
   /** Some bytes are not written yet. */
@@ -83,7 +96,7 @@ export class SocketWriter {
    * if nothing of this message was written.
    */
   write(chunks: readonly Uint8Array[], owned: (chunk: Uint8Array) => boolean): void {
-    if (!this.pending) this.lock?.acquireSync(-1);
+    if (!this.pending) this.acquireLocks();
     for (const chunk of chunks) {
       let rest = chunk;
       if (!this.pending) {
@@ -94,13 +107,13 @@ export class SocketWriter {
       this.tail.push(owned(chunk) ? rest : Buffer.from(rest));
     }
     if (this.pending) this.waitWritable();
-    else this.lock?.release();
+    else this.releaseLocks();
   }
 
   /** Writes what is pending and then `chunks`, all of it, blocking this thread while the socket is
    * full (through blockThread: what else this thread has buffered is handed over meanwhile). */
   writeAll(chunks: readonly Uint8Array[]): void {
-    if (!this.pending) this.lock?.acquireSync(-1);
+    if (!this.pending) this.acquireLocks();
     const all = [...this.takeTail(), ...chunks];
     this.done();
     for (let rest of all) {
@@ -114,7 +127,7 @@ export class SocketWriter {
         (written) => !written,
       );
     }
-    this.lock?.release();
+    this.releaseLocks();
   }
 
   /** Writes what the socket takes now. A failure drops the tail and is reported to onError. */
@@ -140,7 +153,7 @@ export class SocketWriter {
       if (this.pending) this.compact();
       else {
         this.done();
-        this.lock?.release();
+        this.releaseLocks();
       }
     }
   }
@@ -171,7 +184,7 @@ export class SocketWriter {
   drop(): void {
     this.takeTail();
     this.done();
-    this.lock?.release();
+    this.releaseLocks();
   }
 
   private waitWritable(): void {
@@ -187,7 +200,7 @@ export class SocketWriter {
       this.degraded = true;
       const rest = this.takeTail();
       this.done();
-      this.lock?.release();
+      this.releaseLocks();
       this.handOver(rest);
       return;
     }

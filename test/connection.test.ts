@@ -998,6 +998,65 @@ describe('a Pipe end shared by thread children (as a process end is: not moved)'
   });
 });
 
+describe('a Pipe end shared by process children', () => {
+  it('a send waits until another process\'s accepted send is written: sends ordered by the senders arrive in that order (test_thousand)', { timeout: 60_000 }, async () => {
+    const mp = await import('../src/index.ts');
+    const { checkPatterned, sendInTurn } = await import('./fixtures/connection-tasks.ts');
+    const ctx = mp.getContext('spawn');
+    const [r, w] = Pipe(false);
+    const firstSent = ctx.Event();
+    const secondStarting = ctx.Event();
+    // The first message is far bigger than the socket's buffer: its send returns with most of it
+    // still to write, and the second process sends while it is.
+    const procs = [
+      new ctx.Process({ target: sendInTurn, args: [w, null, null, firstSent, 1, 4 << 20] }),
+      new ctx.Process({ target: sendInTurn, args: [w, firstSent, secondStarting, null, 2, 100] }),
+    ];
+    try {
+      for (const p of procs) p.start();
+      assert.equal(await secondStarting.wait(30), true);
+      const bounded = { signal: AbortSignal.timeout(30_000) };
+      assert.deepEqual(checkPatterned(await r.recvBytes(null, bounded)), [0, 1], 'the first process\'s message, whole');
+      assert.deepEqual(checkPatterned(await r.recvBytes(null, bounded)), [0, 2], 'then the second\'s');
+      for (const p of procs) {
+        await p.join(30);
+        assert.equal(p.exitcode, 0);
+      }
+    } finally {
+      for (const p of procs) if (p.exitcode === null) p.kill();
+      closeAll(r, w);
+    }
+  });
+
+  it('a process killed in the middle of its sends does not stop the others: its send lock is taken over', { timeout: 60_000 }, async () => {
+    const mp = await import('../src/index.ts');
+    const { sendInTurn } = await import('./fixtures/connection-tasks.ts');
+    const ctx = mp.getContext('spawn');
+    const [r, w] = Pipe(false);
+    const firstSent = ctx.Event();
+    const go = ctx.Event();
+    const secondSent = ctx.Event();
+    // Nobody reads: the first process holds the lock with most of its message unwritten until killed.
+    const first = new ctx.Process({ target: sendInTurn, args: [w, null, null, firstSent, 1, 4 << 20] });
+    const second = new ctx.Process({ target: sendInTurn, args: [w, go, null, secondSent, 2, 100] });
+    try {
+      first.start();
+      second.start();
+      assert.equal(await firstSent.wait(30), true);
+      first.kill();
+      await first.join(30);
+      go.set();
+      assert.equal(await secondSent.wait(30), true, 'the second send went ahead');
+    } finally {
+      for (const p of [first, second]) {
+        if (p.exitcode === null) p.kill();
+        await p.join(30);
+      }
+      closeAll(r, w);
+    }
+  });
+});
+
 describe('sockets in messages (the resource sharer)', () => {
   it('a socket Connection sent over a Pipe to this process is a working duplicate (recv and recvSync)', { timeout: 20_000 }, async () => {
     const [a, b] = pipeForProcesses();
