@@ -24,6 +24,7 @@
  * wait for ever, as Python's would on a Queue whose lock a killed process held.
  */
 import { secondsUntil, wait, waitSync, wake } from './futex.js';
+import { processAlive } from './util.js';
 
 /** Word indexes in the Int32Array `newEndLocks` makes. */
 export const RECEIVE_LOCK = 0;
@@ -37,15 +38,6 @@ export function newEndLocks(): Int32Array {
 
 /** How often a waiter looks whether another process holding the lock still exists. */
 const HOLDER_CHECK_SECONDS = 1;
-
-function processExists(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 /** Set in a lock word by a waiter, so that the release knows to wake (a futex wake is a system
  * call for process memory: an uncontended release makes none). Pids are below 2^22 on Linux. */
@@ -86,7 +78,7 @@ export class MessageLock {
       if (waitSync(this.words, this.index, word, slice) !== 'timed-out') continue;
       if (performance.now() >= deadline) return this.tryAcquire();
       const holder = word & ~WAITERS;
-      if (holder !== process.pid && !processExists(holder)) Atomics.compareExchange(this.words, this.index, word, 0);
+      if (holder !== process.pid && !processAlive(holder)) Atomics.compareExchange(this.words, this.index, word, 0);
     }
     return true;
   }
