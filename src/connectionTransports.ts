@@ -16,7 +16,7 @@ import { dumps, newReduceContext, reduce, type ReduceContext, type Reduced } fro
 import { loadNative, tryLoadNative, type FdWatch, type NativeBinding } from './native.js';
 import { SocketWriter } from './socketWriter.js';
 import { blockThread } from './blocking.js';
-import { MessageLock, newEndLocks, RECEIVE_LOCK, SEND_LOCK } from './messageLock.js';
+import { MessageLock, newEndLocks, publishedProcessLock, publishProcessLock, RECEIVE_LOCK, SEND_LOCK } from './messageLock.js';
 import { allocate, attachBlock, blockState, int32s, type Block, type BlockState } from './heap.js';
 import { reduceSocket } from './resourceSharer.js';
 import { getTempDir } from './util.js';
@@ -266,16 +266,30 @@ export class SocketTransport implements Transport {
     // A message partly read before the end was shared is finished first (the lock is new).
     if (this.decoder.midMessage) this.recvLock.tryAcquire();
     this.writer?.useLock(new MessageLock(words, SEND_LOCK), false);
+    const block = this.processSendLock;
+    if (block) publishProcessLock(words, { segment: block.segment!, offset: block.offset });
+    else this.adoptProcessSendLock();
   }
 
   /**
    * This end is shared with other processes: a send waits until what another process has sent
-   * on it is written (src/messageLock.ts). `block` is one word of process memory.
+   * on it is written (src/messageLock.ts). `block` is one word of process memory. The threads
+   * that share the end find it in their words, also those that got the end before.
    */
   useProcessSendLock(block: Block): void {
     if (this.processSendLock) return;
     this.processSendLock = block;
     this.writer?.useLock(new MessageLock(int32s(block), 0), true);
+    if (this.locks && !publishedProcessLock(this.locks)) {
+      publishProcessLock(this.locks, { segment: block.segment!, offset: block.offset });
+    }
+  }
+
+  /** Takes up the send lock between processes another thread sharing this end has published. */
+  private adoptProcessSendLock(): void {
+    if (this.processSendLock || !this.locks) return;
+    const place = publishedProcessLock(this.locks);
+    if (place) this.useProcessSendLock(attachBlock({ kind: 'process', ...place, length: 4 }));
   }
 
   /** Another thread is receiving a message from this end: wait until it has, then read again. */
@@ -440,6 +454,8 @@ export class SocketTransport implements Transport {
     if (socket && (socket.destroyed || !socket.writable)) throw new OSError('[Errno 32] Broken pipe', 'EPIPE');
     const chunks = frame(payload);
     this.replyExpected = true;
+    // Another thread may have passed this end to a process since this thread's last send.
+    if (this.locks && !this.processSendLock) this.adoptProcessSendLock();
     if (this.writer && !this.writer.degraded) {
       try {
         // Read with blocking calls, this thread may block right after this send (in a
@@ -682,14 +698,18 @@ export class SocketTransport implements Transport {
     // The other side gets the same socket: this copy must no longer read ahead of it.
     this.share();
     if (!this.watch) return { kind: 'Connection', state: { ...travel, ...state } };
-    // Processes that share the end send in turns (src/messageLock.ts); a thread of this process
-    // takes those turns too.
-    if (ctx.target === 'process') this.useProcessSendLock(allocate('process', 4, 4));
-    const sendLock = this.processSendLock && blockState(this.processSendLock);
-    if (ctx.target === 'process') return { kind: 'Connection', state: { ...travel, ...state, sendLock } };
-    // Threads that share the end take turns, a whole message each.
+    if (ctx.target === 'process') {
+      // Processes that share the end send in turns (src/messageLock.ts), and so do this process's
+      // threads that share it.
+      this.adoptProcessSendLock();
+      const sendLock = this.processSendLock ?? allocate('process', 4, 4);
+      this.useProcessSendLock(sendLock);
+      return { kind: 'Connection', state: { ...travel, ...state, sendLock: blockState(sendLock) } };
+    }
+    // Threads that share the end take turns, a whole message each; their words say where the
+    // send lock between processes is, once there is one.
     if (!this.locks) this.useLocks(newEndLocks());
-    return { kind: 'Connection', state: { ...travel, ...state, locks: this.locks, sendLock } };
+    return { kind: 'Connection', state: { ...travel, ...state, locks: this.locks } };
   }
 }
 

@@ -17,11 +17,13 @@
  * order. Ours may return with bytes still to write (socketWriter.ts), so a send in another process
  * waits until they are. Receives between processes stay Python's: the user's lock orders them.
  *
- * A lock word holds its holder's pid (0: free; a flag says someone waits). A waiter that finds the holder's process gone takes
- * the lock over (what that process had not written is lost, as with Python's killed sender). A
- * thread terminated while it holds a lock (in the middle of a message, or with sends the socket
- * had no room for yet) leaves it taken, and the other threads' receives (or sends) on that end
- * wait for ever, as Python's would on a Queue whose lock a killed process held.
+ * A lock word holds its holder's pid (0: free; a flag says someone waits). A waiter that finds the
+ * holder's process gone (or a zombie) takes the lock over: what that process had not written is
+ * lost, as with Python's killed sender. A thread terminated while it holds a lock (in the middle of
+ * a message, or with sends the socket had no room for yet) leaves it taken, as its process lives
+ * on, and the others' receives (or sends) on that end wait for ever, as Python's would on a Queue
+ * whose lock a killed process held; for the send lock between processes, that includes the other
+ * processes' sends.
  */
 import { secondsUntil, wait, waitSync, wake } from './futex.js';
 import { processAlive } from './util.js';
@@ -29,11 +31,42 @@ import { processAlive } from './util.js';
 /** Word indexes in the Int32Array `newEndLocks` makes. */
 export const RECEIVE_LOCK = 0;
 export const SEND_LOCK = 1;
+/** 1 + the byte offset of the end's send lock between processes in its segment, once the end has
+ * been passed to a process (0 before); the segment's name follows, from byte NAME_AT. */
+const PROCESS_LOCK_AT = 2;
+const NAME_AT = 12;
+const NAME_BYTES = 64;
 
-/** The two words of one end between threads: a receive lock and a send lock (0 free, else the
- * holder's pid). Between processes, the send lock's word is in a block of process memory. */
+/** The words of one end between threads: a receive lock and a send lock (0 free, else the
+ * holder's pid), and where the send lock between processes is once there is one. */
 export function newEndLocks(): Int32Array {
-  return new Int32Array(new SharedArrayBuffer(2 * Int32Array.BYTES_PER_ELEMENT));
+  return new Int32Array(new SharedArrayBuffer(NAME_AT + NAME_BYTES));
+}
+
+/** Where the send lock between processes of an end is: in a segment of process memory. */
+export interface ProcessLockPlace {
+  segment: string;
+  offset: number;
+}
+
+/**
+ * Tells every thread that shares the end (through its `words`) where the end's send lock between
+ * processes is: a thread that got the end before it was passed to a process finds it there.
+ */
+export function publishProcessLock(words: Int32Array, place: ProcessLockPlace): void {
+  const name = Buffer.from(place.segment, 'utf8');
+  if (name.byteLength > NAME_BYTES) throw new RangeError(`segment name too long: ${place.segment}`);
+  new Uint8Array(words.buffer, NAME_AT, NAME_BYTES).set(name);
+  Atomics.store(words, PROCESS_LOCK_AT, place.offset + 1);
+}
+
+/** The place `publishProcessLock` wrote, or null. */
+export function publishedProcessLock(words: Int32Array): ProcessLockPlace | null {
+  const at = Atomics.load(words, PROCESS_LOCK_AT);
+  if (at === 0) return null;
+  const name = Buffer.from(words.buffer as SharedArrayBuffer, NAME_AT, NAME_BYTES);
+  const end = name.indexOf(0);
+  return { segment: name.toString('utf8', 0, end < 0 ? NAME_BYTES : end), offset: at - 1 };
 }
 
 /** How often a waiter looks whether another process holding the lock still exists. */
@@ -62,10 +95,11 @@ export class MessageLock {
   /** The word to wait on while the lock is taken (WAITERS set), or 0 if it is free now. A release
    * wakes every waiter, and each marks the word again before it waits again. */
   #markWaiting(): number {
-    const word = Atomics.load(this.words, this.index);
-    if (word === 0 || word & WAITERS) return word;
-    const seen = Atomics.compareExchange(this.words, this.index, word, word | WAITERS);
-    return seen === word ? word | WAITERS : seen;
+    for (;;) {
+      const word = Atomics.load(this.words, this.index);
+      if (word === 0 || word & WAITERS) return word;
+      if (Atomics.compareExchange(this.words, this.index, word, word | WAITERS) === word) return word | WAITERS;
+    }
   }
 
   /** Blocks this thread until it holds the lock, or `timeoutMs` (< 0: for ever) passes (false). */
@@ -78,7 +112,10 @@ export class MessageLock {
       if (waitSync(this.words, this.index, word, slice) !== 'timed-out') continue;
       if (performance.now() >= deadline) return this.tryAcquire();
       const holder = word & ~WAITERS;
-      if (holder !== process.pid && !processAlive(holder)) Atomics.compareExchange(this.words, this.index, word, 0);
+      // The holder's process is gone: free the word and wake the other waiters to race for it.
+      if (holder !== process.pid && !processAlive(holder) && Atomics.compareExchange(this.words, this.index, word, 0) === word) {
+        wake(this.words, this.index);
+      }
     }
     return true;
   }

@@ -97,17 +97,21 @@ export class SocketWriter {
    */
   write(chunks: readonly Uint8Array[], owned: (chunk: Uint8Array) => boolean): void {
     if (!this.pending) this.acquireLocks();
-    for (const chunk of chunks) {
-      let rest = chunk;
-      if (!this.pending) {
-        const n = this.native.writeSocket(this.fd, chunk, false);
-        if (n === chunk.byteLength) continue;
-        rest = chunk.subarray(n);
+    try {
+      for (const chunk of chunks) {
+        let rest = chunk;
+        if (!this.pending) {
+          const n = this.native.writeSocket(this.fd, chunk, false);
+          if (n === chunk.byteLength) continue;
+          rest = chunk.subarray(n);
+        }
+        this.tail.push(owned(chunk) ? rest : Buffer.from(rest));
       }
-      this.tail.push(owned(chunk) ? rest : Buffer.from(rest));
+    } finally {
+      // A failed write (EPIPE) leaves nothing pending: the other senders must not wait for it.
+      if (this.pending) this.waitWritable();
+      else this.releaseLocks();
     }
-    if (this.pending) this.waitWritable();
-    else this.releaseLocks();
   }
 
   /** Writes what is pending and then `chunks`, all of it, blocking this thread while the socket is
@@ -116,18 +120,21 @@ export class SocketWriter {
     if (!this.pending) this.acquireLocks();
     const all = [...this.takeTail(), ...chunks];
     this.done();
-    for (let rest of all) {
-      blockThread(
-        -1,
-        (ms) => {
-          if (!this.alive()) throw new OSError('[Errno 9] Bad file descriptor', 'EBADF');
-          rest = rest.subarray(this.native.writeSocket(this.fd, rest, ms));
-          return rest.byteLength === 0;
-        },
-        (written) => !written,
-      );
+    try {
+      for (let rest of all) {
+        blockThread(
+          -1,
+          (ms) => {
+            if (!this.alive()) throw new OSError('[Errno 9] Bad file descriptor', 'EBADF');
+            rest = rest.subarray(this.native.writeSocket(this.fd, rest, ms));
+            return rest.byteLength === 0;
+          },
+          (written) => !written,
+        );
+      }
+    } finally {
+      this.releaseLocks();
     }
-    this.releaseLocks();
   }
 
   /** Writes what the socket takes now. A failure drops the tail and is reported to onError. */

@@ -1028,31 +1028,76 @@ describe('a Pipe end shared by process children', () => {
     }
   });
 
-  it('a process killed in the middle of its sends does not stop the others: its send lock is taken over', { timeout: 60_000 }, async () => {
+  it('a process killed in the middle of its sends does not stop the others: its send lock is taken over, before it is reaped too', { timeout: 60_000 }, async () => {
     const mp = await import('../src/index.ts');
     const { sendInTurn } = await import('./fixtures/connection-tasks.ts');
     const ctx = mp.getContext('spawn');
     const [r, w] = Pipe(false);
     const firstSent = ctx.Event();
-    const go = ctx.Event();
-    const secondSent = ctx.Event();
-    // Nobody reads: the first process holds the lock with most of its message unwritten until killed.
+    // Nobody reads: the child holds the lock with most of its message unwritten until killed.
     const first = new ctx.Process({ target: sendInTurn, args: [w, null, null, firstSent, 1, 4 << 20] });
-    const second = new ctx.Process({ target: sendInTurn, args: [w, go, null, secondSent, 2, 100] });
     try {
       first.start();
-      second.start();
       assert.equal(await firstSent.wait(30), true);
       first.kill();
-      await first.join(30);
-      go.set();
-      assert.equal(await secondSent.wait(30), true, 'the second send went ahead');
+      // This thread blocks in the send until it has the lock, so the killed child stays a zombie
+      // (nothing reaps it meanwhile): the waiter must see a zombie as gone.
+      w.sendBytes(Buffer.alloc(10));
     } finally {
-      for (const p of [first, second]) {
-        if (p.exitcode === null) p.kill();
-        await p.join(30);
-      }
+      if (first.exitcode === null) first.kill();
+      await first.join(30);
       closeAll(r, w);
+    }
+  });
+
+  it('an end passed to a thread and then to a process: the thread takes the turns between processes too', { timeout: 60_000 }, async () => {
+    const mp = await import('../src/index.ts');
+    const { checkPatterned, sendInTurn } = await import('./fixtures/connection-tasks.ts');
+    const threads = mp.getContext('thread');
+    const ctx = mp.getContext('spawn');
+    const [r, w] = Pipe(false);
+    const threadSent = threads.Event();
+    const go = ctx.Event();
+    const processStarting = ctx.Event();
+    const thread = new threads.Process({ target: sendInTurn, args: [w, null, null, threadSent, 1, 4 << 20] });
+    const child = new ctx.Process({ target: sendInTurn, args: [w, go, processStarting, null, 2, 100] });
+    try {
+      thread.start();
+      child.start();
+      assert.equal(await threadSent.wait(30), true);
+      go.set();
+      assert.equal(await processStarting.wait(30), true);
+      const bounded = { signal: AbortSignal.timeout(30_000) };
+      assert.deepEqual(checkPatterned(await r.recvBytes(null, bounded)), [0, 1], 'the thread\'s message, whole');
+      assert.deepEqual(checkPatterned(await r.recvBytes(null, bounded)), [0, 2], 'then the process\'s');
+      for (const p of [thread, child]) {
+        await p.join(30);
+        assert.equal(p.exitcode, 0);
+      }
+    } finally {
+      for (const p of [thread, child]) if (p.exitcode === null) p.kill();
+      closeAll(r, w);
+    }
+  });
+
+  it('a send that fails (EPIPE) leaves the turn to the others: they get the error too, at once', { timeout: 60_000 }, async () => {
+    const mp = await import('../src/index.ts');
+    const { sendInTurn } = await import('./fixtures/connection-tasks.ts');
+    const ctx = mp.getContext('spawn');
+    const [r, w] = Pipe(false);
+    const go = ctx.Event();
+    const child = new ctx.Process({ target: sendInTurn, args: [w, go, null, null, 2, 100] });
+    try {
+      child.start();
+      r.close();
+      assert.throws(() => w.sendBytes(Buffer.alloc(10)), (e: unknown) => e instanceof OSError && /Broken pipe/.test(e.message));
+      go.set();
+      await child.join(30);
+      assert.equal(child.exitcode, 1, 'the child\'s send raised (EPIPE) instead of waiting for the lock');
+    } finally {
+      if (child.exitcode === null) child.kill();
+      await child.join(30);
+      w.close();
     }
   });
 });
