@@ -10,7 +10,6 @@ import { registerClasses } from './context.js';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
-import { randomBytes } from 'node:crypto';
 import { constants as bufferConstants } from 'node:buffer';
 import * as v8 from 'node:v8';
 import { MessagePort } from 'node:worker_threads';
@@ -25,7 +24,7 @@ import {
 import { prepareSocket, reduceSocket, socketFromState, type SocketState } from './resourceSharer.js';
 import { attachBlock, type BlockState } from './heap.js';
 import { sentinelExit } from './sentinels.js';
-import { abortable, getTempDir, MAX_DELAY_MS, timerDelayMs, type Factory } from './util.js';
+import { abortable, type Factory, getTempDir, MAX_DELAY_MS, randomHex, timerDelayMs } from './util.js';
 import { deadlineAfter, secondsUntil } from './futex.js';
 import {
   nativeSocketFd, osErrorFrom, PortTransport, socketFromFd, socketPair, SocketTransport,
@@ -633,7 +632,7 @@ export async function wait<T extends Waitable>(
 /** Python's `arbitrary_address(family)`. */
 export function arbitraryAddress(family: Family = 'AF_UNIX'): Address {
   if (family === 'AF_INET') return ['127.0.0.1', 0];
-  if (family === 'AF_UNIX') return path.join(getTempDir(), `listener-${randomBytes(6).toString('hex')}`);
+  if (family === 'AF_UNIX') return path.join(getTempDir(), `listener-${randomHex(6)}`);
   throw new ValueError(`unrecognized family ${String(family)}`);
 }
 

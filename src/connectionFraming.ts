@@ -6,8 +6,8 @@
  * Frame: a 4-byte signed big-endian length (`struct '!i'`) and the payload. Payloads longer than
  * 0x7fffffff bytes use a pre-header of -1 followed by an 8-byte unsigned big-endian length.
  */
-import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { AuthenticationError, OSError } from './errors.js';
+import { nodeCrypto } from './util.js';
 
 /** Payloads up to this size go out as one write of header + payload, as CPython does. */
 const SINGLE_WRITE_LIMIT = 16384;
@@ -224,7 +224,7 @@ export function digestNameAndPayload(message: Buffer): [string, Buffer] {
 }
 
 function hmac(key: Uint8Array, message: Uint8Array, digest: string): Buffer {
-  return createHmac(ALLOWED_DIGESTS[digest]!, key).update(message).digest();
+  return nodeCrypto().createHmac(ALLOWED_DIGESTS[digest]!, key).update(message).digest();
 }
 
 /** `_create_response`: the reply to a challenge `message` (without the `#CHALLENGE#` prefix). */
@@ -242,13 +242,13 @@ export function verifyChallenge(authkey: Uint8Array, message: Buffer, response: 
   if (expected.length !== mac.length) {
     throw new AuthenticationError(`expected '${digest}' of length ${expected.length} got ${mac.length}`);
   }
-  if (!timingSafeEqual(expected, mac)) throw new AuthenticationError('digest received was wrong');
+  if (!nodeCrypto().timingSafeEqual(expected, mac)) throw new AuthenticationError('digest received was wrong');
 }
 
 /** The server's challenge: `{digest}` + 40 random bytes (the MAC covers the prefix too). */
 export function newChallenge(digest: DigestName = 'sha256'): Buffer {
   if (!Object.hasOwn(ALLOWED_DIGESTS, digest)) throw new AuthenticationError(`digest_name=${digest} unsupported`);
-  return Buffer.concat([Buffer.from(`{${digest}}`, 'ascii'), randomBytes(MESSAGE_LENGTH)]);
+  return Buffer.concat([Buffer.from(`{${digest}}`, 'ascii'), nodeCrypto().randomBytes(MESSAGE_LENGTH)]);
 }
 
 /** Checks a received `#CHALLENGE#...` message and returns the challenge itself. */

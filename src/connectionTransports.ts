@@ -8,7 +8,6 @@
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
-import { randomBytes } from 'node:crypto';
 import { MessagePort, receiveMessageOnPort } from 'node:worker_threads';
 import { NotAvailableError, OSError, PicklingError, ValueError } from './errors.js';
 import { FrameDecoder, frame } from './connectionFraming.js';
@@ -19,7 +18,7 @@ import { blockThread } from './blocking.js';
 import { MessageLock, newEndLocks, publishedProcessLock, publishProcessLock, RECEIVE_LOCK, SEND_LOCK } from './messageLock.js';
 import { allocate, attachBlock, blockState, int32s, type Block, type BlockState } from './heap.js';
 import { reduceSocket } from './resourceSharer.js';
-import { getTempDir } from './util.js';
+import { getTempDir, randomHex } from './util.js';
 
 export type Inbound = { bytes: Buffer } | { graph: unknown; changed: boolean };
 
@@ -864,7 +863,7 @@ export function socketPair(limit: number, useNative: boolean): [SocketTransport,
   }
   // Pure Node: a private listener in our 0700 temp dir; the connecting end exists at once, the
   // accepted end gets its socket one loop turn later (writes to it are queued until then).
-  const address = path.join(getTempDir(), `pipe-${randomBytes(6).toString('hex')}`);
+  const address = path.join(getTempDir(), `pipe-${randomHex(6)}`);
   const server = net.createServer({ pauseOnConnect: true });
   let bindError: unknown;
   server.on('error', (e) => (bindError ??= e));

@@ -13,11 +13,11 @@
  * when the object is garbage-collected; a block that was sent is kept until the arena is released
  * (the other side may still use it: the same trade-off as Python, whose arenas outlive their blocks).
  */
-import { randomBytes } from 'node:crypto';
 import { ValueError } from './errors.js';
 import { markProcessShared } from './futex.js';
 import { loadNative } from './native.js';
 import * as tracker from './resourceTracker.js';
+import { randomHex } from './util.js';
 
 export type MemoryKind = 'thread' | 'process';
 
@@ -90,7 +90,7 @@ function newSegment(size: number, names: Set<string>): { name: string; buffer: A
   const pageSize = native.pageSize || 4096;
   const rounded = Math.ceil(size / pageSize) * pageSize;
   for (let attempt = 0; ; attempt++) {
-    const name = `/mp-${process.pid}-${randomBytes(4).toString('hex')}`;
+    const name = `/mp-${process.pid}-${randomHex(4)}`;
     let mapping;
     try {
       mapping = native.shmOpen(name, true, true, rounded);

@@ -2,7 +2,6 @@
  * `Process` and the process registry, as CPython's process.py: names and identities, the
  * current/parent process, active children, and what happens to children when this process exits.
  */
-import { randomBytes } from 'node:crypto';
 import { cpus, availableParallelism } from 'node:os';
 import { realpathSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
@@ -14,7 +13,7 @@ import { debug, info, loggingConfig, setProcessNameSource } from './logger.js';
 import { newReduceContext, reduce, reduceFunction } from './reduction.js';
 import { refOf } from './tasks.js';
 import { registerSentinel, sentinelExit } from './sentinels.js';
-import { raceTimeout, runFinalizers } from './util.js';
+import { nodeCrypto, raceTimeout, runFinalizers } from './util.js';
 import type { Backend, Popen, StartMethod } from './backends/backend.js';
 
 /**
@@ -428,7 +427,7 @@ export function currentProcess(): Process {
     Process.fromPayload(
       mainProcess,
       {
-        name: 'MainProcess', identity: [], daemon: false, authkey: randomBytes(32),
+        name: 'MainProcess', identity: [], daemon: false, authkey: nodeCrypto().randomBytes(32),
         parentName: '', parentPid: process.ppid, startMethod: 'spawn',
       },
       null,

@@ -14,11 +14,10 @@
 import { closeSync } from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
-import { randomBytes } from 'node:crypto';
 import { OSError, PicklingError } from './errors.js';
 import { loadNative } from './native.js';
 import type { RebuildContext, ReduceContext } from './reduction.js';
-import { getTempDir } from './util.js';
+import { getTempDir, randomHex } from './util.js';
 
 /** Where and under which key a descriptor waits for its receiver. */
 interface SharedFd {
@@ -45,7 +44,7 @@ function closeQuietly(fd: number): void {
 /** Starts this thread's sharer (once). It does not keep the program alive, as Python's daemon thread. */
 function listening(): string {
   if (server) return address;
-  address = path.join(getTempDir(), `sharer-${randomBytes(6).toString('hex')}`);
+  address = path.join(getTempDir(), `sharer-${randomHex(6)}`);
   const s = net.createServer((socket) => serve(socket));
   s.on('error', () => {}); // a failed listen shows as connection errors at the receiver
   s.listen(address);
@@ -84,7 +83,7 @@ function serve(socket: net.Socket): void {
 /** Python's `DupFd(fd)`: keeps a duplicate of `fd` for one receiver and says where to fetch it. */
 function shareFd(fd: number): SharedFd {
   const copy = loadNative().dupFd(fd);
-  const key = randomBytes(KEY_BYTES).toString('hex');
+  const key = randomHex(KEY_BYTES);
   try {
     registry.set(key, copy);
     return { address: listening(), key };

@@ -16,7 +16,7 @@
  * The tracker never keeps the user's program alive (the connection is a raw fd, the child is
  * unref'ed and detached, so Ctrl-C does not reach it).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { closeSync, mkdtempSync, rmSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -25,6 +25,7 @@ import { loadNative } from './native.js';
 import { inheritedTracker } from './backends/childMark.js';
 import { ORIGINAL_DIR } from './backends/backend.js';
 import { moduleExtension, packageFile } from './packageFiles.js';
+import { nodeChildProcess } from './util.js';
 
 /** Resource types the tracker knows how to clean up. */
 export type ResourceType = 'shared_memory' | 'file';
@@ -78,7 +79,7 @@ function start(): number {
     throw err;
   }
   try {
-    child = spawn(process.execPath, [...loaderArgs(), trackerEntry(), address], {
+    child = nodeChildProcess().spawn(process.execPath, [...loaderArgs(), trackerEntry(), address], {
       stdio: ['ignore', 'ignore', 'inherit', theirs, listenFd],
       // Where the loader flags resolve, whatever the program's current directory is now.
       cwd: ORIGINAL_DIR,

@@ -3,11 +3,11 @@
  * attachable by name from any process, python3 included) and `ShareableList` (Python's exact binary
  * layout, so a list made here reads in python3 and the other way round).
  */
-import { randomBytes } from 'node:crypto';
 import { FileExistsError, FileNotFoundError, IndexError, PermissionError, ValueError } from './errors.js';
 import { loadNative } from './native.js';
 import { reduceSymbol, registerReducer, type Reduced } from './reduction.js';
 import * as resourceTracker from './resourceTracker.js';
+import { randomHex } from './util.js';
 
 export { FileExistsError, FileNotFoundError, PermissionError };
 
@@ -33,7 +33,7 @@ export class SharedMemory {
 
   /** @internal A random name with its leading slash (Python's private `_make_filename`; a name that
    * is taken is retried with the next one). */
-  static _makeFilename = (): string => `/${PREFIX}${randomBytes(4).toString('hex')}`;
+  static _makeFilename = (): string => `/${PREFIX}${randomHex(4)}`;
 
   constructor(options: SharedMemoryOptions | string = {}) {
     const { name = null, create = false, size = 0, track = true } = typeof options === 'string' ? { name: options } : options;

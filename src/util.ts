@@ -6,6 +6,7 @@
  * buffered items are written.
  */
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -236,4 +237,29 @@ export function getTempDir(): string {
     });
   }
   return tempDir;
+}
+
+// ---- built-in modules loaded on first use ----------------------------------------------------
+
+// A worker thread or child that imports the library pays for every built-in module the library
+// imports: node:crypto about 7 ms and node:child_process about 8 in a worker thread here
+// (docs/benchmarks.md, issue 14 item 1). Most children never name a file, check a key or start a
+// process, so these two load when first used.
+const requireBuiltin = createRequire(import.meta.url);
+let crypto: typeof import('node:crypto') | undefined;
+let childProcess: typeof import('node:child_process') | undefined;
+
+/** node:crypto, loaded on first use. */
+export function nodeCrypto(): typeof import('node:crypto') {
+  return (crypto ??= requireBuiltin('node:crypto') as typeof import('node:crypto'));
+}
+
+/** `bytes` random bytes as hex (names of files, segments and keys). */
+export function randomHex(bytes: number): string {
+  return nodeCrypto().randomBytes(bytes).toString('hex');
+}
+
+/** node:child_process, loaded on first use. */
+export function nodeChildProcess(): typeof import('node:child_process') {
+  return (childProcess ??= requireBuiltin('node:child_process') as typeof import('node:child_process'));
 }

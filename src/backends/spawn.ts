@@ -4,10 +4,11 @@
  * channel. Sockets the child needs are inherited as extra stdio descriptors, as Python's spawn
  * passes file descriptors.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import type { Backend, Popen, StartRequest } from './backend.js';
 import { childExecArgv, KeepAlive, ORIGINAL_DIR, signalExitCode } from './backend.js';
 import { bootstrapPath } from '../packageFiles.js';
+import { nodeChildProcess } from '../util.js';
 
 let executable = process.execPath;
 
@@ -22,7 +23,7 @@ export const FIRST_HANDLE_FD = 4;
 
 /** Spawns a child running the bootstrap, with `extraArgs` for it. */
 export function spawnBootstrap(extraArgs: string[], handles: ReadonlyArray<StartRequest['handles'][number] | number>): ChildProcess {
-  return spawn(executable, [...childExecArgv(), bootstrapPath(), ...extraArgs], {
+  return nodeChildProcess().spawn(executable, [...childExecArgv(), bootstrapPath(), ...extraArgs], {
     stdio: ['ignore', 'inherit', 'inherit', 'ipc', ...handles],
     cwd: ORIGINAL_DIR,
     serialization: 'advanced',

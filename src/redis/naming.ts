@@ -6,7 +6,6 @@
  * other module, different code, and (unless allowed) functions sent as source text: whoever can
  * write to Redis must not be able to run code on a worker.
  */
-import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { dirname, join, relative, sep } from 'node:path';
@@ -18,6 +17,7 @@ import {
 } from '../reduction.js';
 import { taskModules, type TaskRef } from '../tasks.js';
 import { isLibraryModule } from '../packageFiles.js';
+import { nodeCrypto } from '../util.js';
 
 const rootCache = new Map<string, string | null>();
 
@@ -54,7 +54,7 @@ function moduleName(url: string): ModuleName {
           'in the project (the directory of the nearest package.json), and this module is in none.',
       );
     }
-    const hash = createHash('sha256').update(readFileSync(file)).digest('hex').slice(0, 16);
+    const hash = nodeCrypto().createHash('sha256').update(readFileSync(file)).digest('hex').slice(0, 16);
     name = { path: relative(root, file).split(sep).join('/'), hash, url };
     names.set(url, name);
   }

@@ -1,7 +1,7 @@
 /**
  * Lua scripts: how a step of the redis context that reads and then writes stays atomic.
  */
-import { createHash } from 'node:crypto';
+import { nodeCrypto } from '../util.js';
 
 type ScriptArg = string | number | Buffer;
 type Eval = (script: string, numKeys: number, ...rest: ScriptArg[]) => Promise<unknown>;
@@ -18,12 +18,16 @@ export interface ScriptClient {
  * or the first time).
  */
 export class RedisScript {
-  readonly sha: string;
+  #sha: string | undefined;
   constructor(
     readonly name: string,
     readonly lua: string,
-  ) {
-    this.sha = createHash('sha1').update(lua).digest('hex');
+  ) {}
+
+  /** The script's SHA1, computed on first use (scripts are made when the module loads: hashing
+   * them all then would load node:crypto into every program that imports the library). */
+  get sha(): string {
+    return (this.#sha ??= nodeCrypto().createHash('sha1').update(this.lua).digest('hex'));
   }
 
   run(client: ScriptClient, keys: string[], args: ScriptArg[]): Promise<unknown> {

@@ -6,9 +6,9 @@
  * Keys: everything lives under `mp:` (`key('pool', id, 'tasks')` = `mp:pool:<id>:tasks`), so that
  * `redis-cli --scan --pattern 'mp:*'` shows all the library holds.
  */
-import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { ValueError } from '../errors.js';
+import { randomHex } from '../util.js';
 
 /** The options of `mp.getContext('redis', options)`. Times are in seconds, as everywhere. */
 export interface RedisContextOptions {
@@ -111,11 +111,11 @@ export function key(...parts: string[]): string {
 
 /** A fresh id for the keys of one object (a pool, a queue): 16 hex digits. */
 export function newId(): string {
-  return randomBytes(8).toString('hex');
+  return randomHex(8);
 }
 
 /** Who this process is, in Redis (consumer names, lock owners): host, pid and a random part. */
 export function processTag(): string {
-  return (tag ??= `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`);
+  return (tag ??= `${hostname()}:${process.pid}:${randomHex(3)}`);
 }
 let tag: string | null = null;
