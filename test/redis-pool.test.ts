@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import * as mp from '../src/index.js';
 import { redisForTests } from './redisServer.js';
 import { startWorkers, stopAll, type TestWorker } from './redisWorkers.js';
-import { add, double, fails, initialize, readInitialized, sleepFor, sleepy, whoRuns } from './fixtures/redis/tasks.js';
+import { add, double, fails, initialize, readInitialized, sleepFor, sleepy, sleepyPadded, whoRuns } from './fixtures/redis/tasks.js';
 
 const redis = await redisForTests({ db: 2 });
 after(() => redis.server?.close());
@@ -121,6 +121,23 @@ describe('Pool on the redis context, two workers', { skip: redis.skip }, () => {
     const results = await pool.starmap(sleepy, Array.from({ length: 40 }, (_, i) => [i, 20] as [number, number]), 1);
     const byWorker = new Set(results.map((r) => r.worker));
     assert.deepEqual([...byWorker].sort(), ['w0', 'w1']);
+  });
+
+  it('the large chunks of a map are shared by the workers, also after many fast tasks', async () => {
+    await using pool = new ctx.Pool(2);
+    // Thousands of tiny tasks first: a worker learns that a task takes microseconds, and would
+    // then take a whole window of chunks at once (it took 6 of 8 before each held two at most).
+    await pool.map(double, Array.from({ length: 4000 }, (_, i) => i), 1);
+    const chunk = 8;
+    const items = Array.from({ length: 8 * chunk }, (_, i) => String(i).padStart(100, '0'));
+    const results = await pool.map(sleepyPadded, items, chunk);
+    const chunksBy = new Map<string, number>();
+    for (let c = 0; c < 8; c++) {
+      const worker = results[c * chunk]!.worker;
+      chunksBy.set(worker, (chunksBy.get(worker) ?? 0) + 1);
+    }
+    assert.deepEqual([...chunksBy.keys()].sort(), ['w0', 'w1'], `chunks per worker: ${JSON.stringify([...chunksBy])}`);
+    for (const [worker, n] of chunksBy) assert.ok(n >= 3, `worker ${worker} ran ${n} of 8 chunks: ${JSON.stringify([...chunksBy])}`);
   });
 
   it('close()/join(), terminate() and await using leave nothing in Redis', async () => {

@@ -12,6 +12,7 @@ import type { Process } from '../process.js';
 import type { BasePool } from '../pool.js';
 import { dumps, type RebuildContext } from '../reduction.js';
 import { refOf } from '../tasks.js';
+import { MAP_CHUNK, STARMAP_CHUNK } from '../poolChannel.js';
 import { connect, disconnect, whileAlive, type RedisClient } from './client.js';
 import { processTag, redactUrl } from './settings.js';
 import { decodeRemote, ModuleAllowList, remoteReduceContext } from './naming.js';
@@ -43,6 +44,15 @@ interface Entry {
   pack: Buffer | null;
   /** Deliveries before this one: a task split out of a taken-over pack (RECLAIM), to hand back. */
   prior: number;
+}
+
+/** A chunk of a map or starmap (its mode byte, see stream.ts) of at least this many bytes holds
+ * many items: a large share of its map. (An imap with chunksize 1 sends chunks of one item.) */
+const LARGE_CHUNK_BYTES = 512;
+
+function isLargeChunk(task: Buffer): boolean {
+  const mode = task.readUInt8(0);
+  return (mode === MAP_CHUNK || mode === STARMAP_CHUNK) && task.byteLength >= LARGE_CHUNK_BYTES;
 }
 
 function readEntry(id: Buffer, fields: Buffer[]): Entry {
@@ -100,6 +110,8 @@ export class StreamWorker {
   private taskMs = -1;
   /** Tasks per entry in the last read (packs hold several): reads ask for the window's worth. */
   private tasksPerEntry = 1;
+  /** The last read was of large map chunks only: the window holds two per local process. */
+  private readingChunks = false;
   /** While a taken-over task runs alone, nothing else is pulled. */
   private exclusive = false;
   private poolsChanged = true;
@@ -225,7 +237,9 @@ export class StreamWorker {
 
   private window(): number {
     const { processes } = this.options;
-    if (this.taskMs < 0) return 2 * processes;
+    // A large map chunk is already a good share of a map (Python's chunksize gives each worker
+    // about four): a worker that held a window's worth of them would leave the others idle.
+    if (this.taskMs < 0 || this.readingChunks) return 2 * processes;
     const perProcess = Math.min(MAX_PER_PROCESS, Math.ceil(WINDOW_MS / Math.max(this.taskMs, 0.001)));
     return processes * Math.max(1, perProcess);
   }
@@ -266,7 +280,10 @@ export class StreamWorker {
         continue;
       }
       const streams = [...this.byStream.keys()];
-      const count = Math.max(1, Math.floor(room / this.tasksPerEntry));
+      // A read that waits for work takes little: if it brings large map chunks, the window shrinks to
+      // them (readingChunks) before this worker has taken a whole map's; if not, it was full and
+      // the next read, at once, takes the rest of the window.
+      const count = Math.max(1, Math.min(full ? Infinity : 2 * this.options.processes, Math.floor(room / this.tasksPerEntry)));
       let reply: Array<[Buffer, Array<[Buffer, Buffer[]]>]> | null;
       try {
         this.blocked = !full;
@@ -287,17 +304,24 @@ export class StreamWorker {
       }
       let got = 0;
       let tasks = 0;
+      let chunks = 0;
       for (const [stream, raw] of reply ?? []) {
         const pool = this.byStream.get(stream.toString());
         if (!pool) continue;
         const entries = raw.map(([id, fields]) => readEntry(id, fields));
         got += entries.length;
-        for (const e of entries) tasks += e.tasks.length;
+        for (const e of entries) {
+          tasks += e.tasks.length;
+          if (!e.pack && isLargeChunk(e.tasks[0]!)) chunks++;
+        }
         void this.run(pool, entries);
       }
       // (The last read's, not an average: a map of chunks after one of packs is read a chunk at a
       // time until an average forgets the packs.)
-      if (got > 0) this.tasksPerEntry = tasks / got;
+      if (got > 0) {
+        this.tasksPerEntry = tasks / got;
+        this.readingChunks = chunks === got;
+      }
       full = got === count;
       // The local calls go out first (they wait for promise turns), then the next read.
       if (got > 0) await new Promise((resolve) => setImmediate(resolve));
