@@ -46,9 +46,14 @@ interface Entry {
   prior: number;
 }
 
-/** A chunk of a map or starmap (its mode byte, see stream.ts) of at least this many bytes holds
- * many items: a large share of its map. (An imap with chunksize 1 sends chunks of one item.) */
-const LARGE_CHUNK_BYTES = 512;
+/**
+ * A chunk of a map or starmap (its mode byte, see stream.ts) of at least this many bytes is taken
+ * to hold many items: a large share of its map (a map of 20,000 numbers on Pool(2) is 8 chunks of
+ * about 20 KB). A heuristic: the entry does not say how many items it holds, an imap with
+ * chunksize 1 sends chunks of one item, and one item this large also counts (its tasks are then
+ * read two per local process at a time).
+ */
+const LARGE_CHUNK_BYTES = 8 * 1024;
 
 function isLargeChunk(task: Buffer): boolean {
   const mode = task.readUInt8(0);
@@ -110,8 +115,10 @@ export class StreamWorker {
   private taskMs = -1;
   /** Tasks per entry in the last read (packs hold several): reads ask for the window's worth. */
   private tasksPerEntry = 1;
-  /** The last read was of large map chunks only: the window holds two per local process. */
+  /** The last read was of large map chunks only: reads ask for two entries per local process. */
   private readingChunks = false;
+  /** Entries of large map chunks held here: while there are any, the window is two per process. */
+  private readonly largeChunks = new Set<string>();
   /** While a taken-over task runs alone, nothing else is pulled. */
   private exclusive = false;
   private poolsChanged = true;
@@ -229,6 +236,7 @@ export class StreamWorker {
     for (const t of pool.timers) clearInterval(t);
     this.pools.delete(pool.keys.id);
     this.byStream.delete(pool.keys.tasks);
+    for (const id of pool.running.keys()) this.largeChunks.delete(id);
     for (const p of pool.processes.values()) if (p.exitcode === null) p.terminate();
     if (pool.ran > 0) this.log(`pool ${pool.keys.id}: gone (ran ${pool.ran} tasks here, ${pool.failed} failed)`);
   }
@@ -239,7 +247,7 @@ export class StreamWorker {
     const { processes } = this.options;
     // A large map chunk is already a good share of a map (Python's chunksize gives each worker
     // about four): a worker that held a window's worth of them would leave the others idle.
-    if (this.taskMs < 0 || this.readingChunks) return 2 * processes;
+    if (this.taskMs < 0 || this.largeChunks.size > 0) return 2 * processes;
     const perProcess = Math.min(MAX_PER_PROCESS, Math.ceil(WINDOW_MS / Math.max(this.taskMs, 0.001)));
     return processes * Math.max(1, perProcess);
   }
@@ -280,10 +288,12 @@ export class StreamWorker {
         continue;
       }
       const streams = [...this.byStream.keys()];
-      // A read that waits for work takes little: if it brings large map chunks, the window shrinks to
-      // them (readingChunks) before this worker has taken a whole map's; if not, it was full and
-      // the next read, at once, takes the rest of the window.
-      const count = Math.max(1, Math.min(full ? Infinity : 2 * this.options.processes, Math.floor(room / this.tasksPerEntry)));
+      // A read that waits for work, or that follows one of large map chunks, takes two entries per
+      // local process: if it brings large chunks, the window shrinks to two per process while they
+      // are held (largeChunks), before this worker has taken a whole small map; if not, it was full
+      // and the next read, at once, takes the rest of the window.
+      const cap = full && !this.readingChunks ? Infinity : 2 * this.options.processes;
+      const count = Math.max(1, Math.min(cap, Math.floor(room / this.tasksPerEntry)));
       let reply: Array<[Buffer, Array<[Buffer, Buffer[]]>]> | null;
       try {
         this.blocked = !full;
@@ -312,7 +322,10 @@ export class StreamWorker {
         got += entries.length;
         for (const e of entries) {
           tasks += e.tasks.length;
-          if (!e.pack && isLargeChunk(e.tasks[0]!)) chunks++;
+          if (!e.pack && isLargeChunk(e.tasks[0]!)) {
+            chunks++;
+            this.largeChunks.add(e.id);
+          }
         }
         void this.run(pool, entries);
       }
@@ -322,7 +335,8 @@ export class StreamWorker {
         this.tasksPerEntry = tasks / got;
         this.readingChunks = chunks === got;
       }
-      full = got === count;
+      // (COUNT is per stream: several pools' streams may bring more.)
+      full = got >= count;
       // The local calls go out first (they wait for promise turns), then the next read.
       if (got > 0) await new Promise((resolve) => setImmediate(resolve));
     }
@@ -493,6 +507,7 @@ export class StreamWorker {
       if (n === undefined) continue;
       held = true;
       pool.running.delete(e.id);
+      this.largeChunks.delete(e.id);
       this.running -= n;
       pool.batchIds.push(e.id);
     }
