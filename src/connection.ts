@@ -495,7 +495,7 @@ export class Connection implements Disposable {
 }
 
 /** A port Connection, or a socket one (with the locks of an end that threads or processes share). */
-type ConnectionRecord = ConnectionState & ({ port: MessagePort } | (SocketState & { locks?: Int32Array; sendLock?: BlockState | null }));
+type ConnectionRecord = ConnectionState & ({ port: MessagePort } | (SocketState & { locks?: Int32Array; sendLock?: BlockState }));
 
 registerReducer('Connection', (state: ConnectionRecord, ctx) => {
   const options = { readable: state.readable, writable: state.writable, maxMessageSize: state.maxMessageSize };

@@ -265,8 +265,7 @@ export class SocketTransport implements Transport {
     // A message partly read before the end was shared is finished first (the lock is new).
     if (this.decoder.midMessage) this.recvLock.tryAcquire();
     this.writer?.useLock(new MessageLock(words, SEND_LOCK), false);
-    const block = this.processSendLock;
-    if (block) publishProcessLock(words, { segment: block.segment!, offset: block.offset });
+    if (this.processSendLock) this.publishProcessSendLock();
     else this.adoptProcessSendLock();
   }
 
@@ -279,9 +278,14 @@ export class SocketTransport implements Transport {
     if (this.processSendLock) return;
     this.processSendLock = block;
     this.writer?.useLock(new MessageLock(int32s(block), 0), true);
-    if (this.locks && !publishedProcessLock(this.locks)) {
-      publishProcessLock(this.locks, { segment: block.segment!, offset: block.offset });
-    }
+    this.publishProcessSendLock();
+  }
+
+  /** Writes where the send lock between processes is into the thread locks' words (once). */
+  private publishProcessSendLock(): void {
+    const block = this.processSendLock;
+    if (!block || !this.locks || publishedProcessLock(this.locks)) return;
+    publishProcessLock(this.locks, { segment: block.segment!, offset: block.offset });
   }
 
   /** Takes up the send lock between processes another thread sharing this end has published. */
@@ -454,7 +458,7 @@ export class SocketTransport implements Transport {
     const chunks = frame(payload);
     this.replyExpected = true;
     // Another thread may have passed this end to a process since this thread's last send.
-    if (this.locks && !this.processSendLock) this.adoptProcessSendLock();
+    this.adoptProcessSendLock();
     if (this.writer && !this.writer.degraded) {
       try {
         // Read with blocking calls, this thread may block right after this send (in a

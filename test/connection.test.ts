@@ -999,33 +999,49 @@ describe('a Pipe end shared by thread children (as a process end is: not moved)'
 });
 
 describe('a Pipe end shared by process children', () => {
+  interface Child { start(): void; join(timeout?: number): Promise<unknown>; kill(): void; readonly exitcode: number | null }
+
+  /**
+   * Starts `children` (each sends one patterned message on `w`: sender 1 a big one, then sender 2),
+   * waits until `secondStarting()` says the second is sending, and checks that `r` gives sender
+   * 1's message whole, then sender 2's, and that every child exits 0. Whatever still runs at the
+   * end is killed and joined; both ends are closed.
+   */
+  async function expectSendsInOrder(children: Child[], secondStarting: () => Promise<boolean>, r: Connection, w: Connection, who: [string, string]): Promise<void> {
+    const { checkPatterned } = await import('./fixtures/connection-tasks.ts');
+    try {
+      for (const child of children) child.start();
+      assert.equal(await secondStarting(), true);
+      const bounded = { signal: AbortSignal.timeout(30_000) };
+      assert.deepEqual(checkPatterned(await r.recvBytes(null, bounded)), [0, 1], `the ${who[0]}'s message, whole`);
+      assert.deepEqual(checkPatterned(await r.recvBytes(null, bounded)), [0, 2], `then the ${who[1]}'s`);
+      for (const child of children) {
+        await child.join(30);
+        assert.equal(child.exitcode, 0);
+      }
+    } finally {
+      for (const child of children) {
+        if (child.exitcode === null) child.kill();
+        await child.join(30);
+      }
+      closeAll(r, w);
+    }
+  }
+
   it('a send waits until another process\'s accepted send is written: sends ordered by the senders arrive in that order (test_thousand)', { timeout: 60_000 }, async () => {
     const mp = await import('../src/index.ts');
-    const { checkPatterned, sendInTurn } = await import('./fixtures/connection-tasks.ts');
+    const { sendInTurn } = await import('./fixtures/connection-tasks.ts');
     const ctx = mp.getContext('spawn');
     const [r, w] = Pipe(false);
     const firstSent = ctx.Event();
     const secondStarting = ctx.Event();
     // The first message is far bigger than the socket's buffer: its send returns with most of it
     // still to write, and the second process sends while it is.
-    const procs = [
+    const children = [
       new ctx.Process({ target: sendInTurn, args: [w, null, null, firstSent, 1, 4 << 20] }),
       new ctx.Process({ target: sendInTurn, args: [w, firstSent, secondStarting, null, 2, 100] }),
     ];
-    try {
-      for (const p of procs) p.start();
-      assert.equal(await secondStarting.wait(30), true);
-      const bounded = { signal: AbortSignal.timeout(30_000) };
-      assert.deepEqual(checkPatterned(await r.recvBytes(null, bounded)), [0, 1], 'the first process\'s message, whole');
-      assert.deepEqual(checkPatterned(await r.recvBytes(null, bounded)), [0, 2], 'then the second\'s');
-      for (const p of procs) {
-        await p.join(30);
-        assert.equal(p.exitcode, 0);
-      }
-    } finally {
-      for (const p of procs) if (p.exitcode === null) p.kill();
-      closeAll(r, w);
-    }
+    await expectSendsInOrder(children, () => secondStarting.wait(30), r, w, ['first process', 'second']);
   });
 
   it('a process killed in the middle of its sends does not stop the others: its send lock is taken over, before it is reaped too', { timeout: 60_000 }, async () => {
@@ -1052,7 +1068,7 @@ describe('a Pipe end shared by process children', () => {
 
   it('an end passed to a thread and then to a process: the thread takes the turns between processes too', { timeout: 60_000 }, async () => {
     const mp = await import('../src/index.ts');
-    const { checkPatterned, sendInTurn } = await import('./fixtures/connection-tasks.ts');
+    const { sendInTurn } = await import('./fixtures/connection-tasks.ts');
     const threads = mp.getContext('thread');
     const ctx = mp.getContext('spawn');
     const [r, w] = Pipe(false);
@@ -1061,23 +1077,11 @@ describe('a Pipe end shared by process children', () => {
     const processStarting = ctx.Event();
     const thread = new threads.Process({ target: sendInTurn, args: [w, null, null, threadSent, 1, 4 << 20] });
     const child = new ctx.Process({ target: sendInTurn, args: [w, go, processStarting, null, 2, 100] });
-    try {
-      thread.start();
-      child.start();
+    await expectSendsInOrder([thread, child], async () => {
       assert.equal(await threadSent.wait(30), true);
       go.set();
-      assert.equal(await processStarting.wait(30), true);
-      const bounded = { signal: AbortSignal.timeout(30_000) };
-      assert.deepEqual(checkPatterned(await r.recvBytes(null, bounded)), [0, 1], 'the thread\'s message, whole');
-      assert.deepEqual(checkPatterned(await r.recvBytes(null, bounded)), [0, 2], 'then the process\'s');
-      for (const p of [thread, child]) {
-        await p.join(30);
-        assert.equal(p.exitcode, 0);
-      }
-    } finally {
-      for (const p of [thread, child]) if (p.exitcode === null) p.kill();
-      closeAll(r, w);
-    }
+      return processStarting.wait(30);
+    }, r, w, ['thread', 'process']);
   });
 
   it('a send that fails (EPIPE) leaves the turn to the others: they get the error too, at once', { timeout: 60_000 }, async () => {
