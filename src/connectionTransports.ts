@@ -15,6 +15,7 @@ import { dumps, newReduceContext, reduce, type ReduceContext, type Reduced } fro
 import { loadNative, tryLoadNative, type FdWatch, type NativeBinding } from './native.js';
 import { SocketWriter } from './socketWriter.js';
 import { blockThread } from './blocking.js';
+import { SpinBackoff } from './futex.js';
 import { MessageLock, newEndLocks, publishedProcessLock, publishProcessLock, RECEIVE_LOCK, SEND_LOCK } from './messageLock.js';
 import { allocate, attachBlock, blockState, int32s, type Block, type BlockState } from './heap.js';
 import { reduceSocket } from './resourceSharer.js';
@@ -139,32 +140,6 @@ let syncReadScratch: Buffer | undefined;
  * long per receive.
  */
 const REPLY_SPIN_MS = 0.05;
-/** After this many spins in a row that caught nothing, a connection spins once per 2^n waits. */
-const MAX_SPIN_BACKOFF = 6;
-
-/**
- * Whether a receiver spins for a reply (REPLY_SPIN_MS): yes while replies come that fast; after a
- * spin that caught nothing, only once in 2, 4, ... 64 waits, until a reply comes within the spin
- * time again. A connection whose replies are slow, or a machine so loaded that the peer waits for
- * a CPU (where a spinning process only delays it), costs next to nothing.
- */
-class ReplySpin {
-  private failures = 0;
-  private skip = 0;
-
-  shouldSpin(): boolean {
-    if (this.skip === 0) return true;
-    this.skip--;
-    return false;
-  }
-
-  /** A spin caught its message, or not. */
-  spun(caught: boolean): void {
-    this.failures = caught ? 0 : Math.min(this.failures + 1, MAX_SPIN_BACKOFF);
-    this.skip = (1 << this.failures) - 1;
-  }
-}
-
 export class SocketTransport implements Transport {
   readonly kind = 'socket' as const;
   readonly ready: Promise<void>;
@@ -203,7 +178,7 @@ export class SocketTransport implements Transport {
   /** The descriptor an unshared end reads directly when a receiver asks (readAvailable): -1 when
    * the addon cannot read it (no addon, TLS, a pipe or FIFO); undefined until looked up. */
   private directFd: number | undefined;
-  private readonly replySpin = new ReplySpin();
+  private readonly replySpin = new SpinBackoff();
   /** Something was sent since the last message arrived: a receiver may spin for the reply. */
   private replyExpected = false;
   /** While a receiver spins (performance.now() until which its reads retry), else 0. */

@@ -88,6 +88,32 @@ export function spinUntil(done: () => boolean, ms: number): boolean {
   return false;
 }
 
+/** After this many spins in a row that caught nothing, a SpinBackoff spins once per 2^n waits. */
+const MAX_SPIN_BACKOFF = 6;
+
+/**
+ * Whether a waiter spins for an answer (spinUntil) before it waits asynchronously: yes while
+ * answers come within the spin; after a spin that caught nothing, only once in 2, 4, ... 64 waits,
+ * until one comes within the spin again. A peer whose answers are slow, or a machine so loaded
+ * that the peer waits for a CPU (where a spinning waiter only delays it), costs next to nothing.
+ */
+export class SpinBackoff {
+  private failures = 0;
+  private skip = 0;
+
+  shouldSpin(): boolean {
+    if (this.skip === 0) return true;
+    this.skip--;
+    return false;
+  }
+
+  /** A spin caught its answer, or not. */
+  spun(caught: boolean): void {
+    this.failures = caught ? 0 : Math.min(this.failures + 1, MAX_SPIN_BACKOFF);
+    this.skip = (1 << this.failures) - 1;
+  }
+}
+
 // ---- keeping the event loop alive -----------------------------------------------------------
 // A pending Atomics.waitAsync does not keep Node's event loop alive: without a ref'd handle a
 // program awaiting `lock.acquire()` would exit silently with code 0. One shared interval timer is

@@ -21,7 +21,7 @@ import { checkNotBootstrapping, Process, processCpuCount } from './process.js';
 import { newReduceContext, rebuild, reduce } from './reduction.js';
 import { LENGTH_BYTES, NO_FRAME } from './ring.js';
 import { sentinelExit } from './sentinels.js';
-import { runAsync, spinUntil } from './futex.js';
+import { runAsync, SpinBackoff, spinUntil } from './futex.js';
 import { finalize } from './util.js';
 import { refOf, sourceOf, type SourceFunction } from './tasks.js';
 import {
@@ -80,6 +80,7 @@ export class Latencies {
 }
 
 const noFrame = Buffer.alloc(0);
+/** How long (ms) the result loop waits in a spin for the result of a lone task (see resultLoop). */
 const SPIN_MS = 0.05;
 
 /** Checks the Pool constructor's arguments (Python's): `new Pool(4, options)` or `new Pool({ processes: 4, ... })`. */
@@ -334,6 +335,14 @@ export class Pool extends BasePool {
   private tasksDone = 0;
   private tasksFailed = 0;
   private replaced = 0;
+  /**
+   * @internal How long (ms) the result loop spins for the result of a lone task before it waits
+   * asynchronously, and whether it backs off after spins that caught nothing. Short, and always,
+   * in a caller's own program (its event loop is held that long). The redis worker program, whose
+   * local pool wakes a sleeping process for each task that comes alone, spins until that process
+   * is up and has answered, backing off when its tasks take longer (src/redis/worker.ts).
+   */
+  loneResultSpin: { ms: number; backoff: SpinBackoff | null } = { ms: SPIN_MS, backoff: null };
   /** Every worker process this pool started, for join(). */
   private readonly started: Process[] = [];
   /** Python's pool finalizer (exitpriority 15): a child's exit terminates a pool still running. */
@@ -447,7 +456,7 @@ export class Pool extends BasePool {
         if (this.drainAll() > 0) continue;
         // One task out (a round trip): its result usually comes back within microseconds from a
         // blocked worker, sooner than an asynchronous wake-up could deliver it.
-        if (this.outstanding === 1 && spinUntil(() => this.notifier.seq() !== seq, SPIN_MS)) continue;
+        if (this.outstanding === 1 && this.spinForLoneResult(seq)) continue;
         await this.notifier.sleep(seq, this.loopAbort.signal);
       }
     } catch (error) {
@@ -458,6 +467,13 @@ export class Pool extends BasePool {
     }
   }
 
+  private spinForLoneResult(seq: number): boolean {
+    const { ms, backoff } = this.loneResultSpin;
+    if (backoff && !backoff.shouldSpin()) return false;
+    const caught = spinUntil(() => this.notifier.seq() !== seq, ms);
+    backoff?.spun(caught);
+    return caught;
+  }
 
   private drainAll(): number {
     let n = 0;

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { Worker } from 'node:worker_threads';
-import { wait, waitSync, wake, isProcessShared, timeoutMs } from '../src/futex.js';
+import { wait, waitSync, wake, isProcessShared, timeoutMs, SpinBackoff } from '../src/futex.js';
 import { allocate, int32s, blockState } from '../src/heap.js';
 
 function sabWord(): Int32Array {
@@ -11,6 +11,31 @@ function sabWord(): Int32Array {
 function shmWord(): Int32Array {
   return int32s(allocate('process', 8, 8), 0, 2);
 }
+
+test('SpinBackoff: spins while spins catch; after n that caught nothing, once per 2^n waits (at most 64)', () => {
+  const backoff = new SpinBackoff();
+  /** Over `waits` waits whose spins all fail: the waits that spin. */
+  const spinsOver = (waits: number): number => {
+    let spins = 0;
+    for (let i = 0; i < waits; i++) {
+      if (!backoff.shouldSpin()) continue;
+      spins++;
+      backoff.spun(false);
+    }
+    return spins;
+  };
+  assert.equal(backoff.shouldSpin(), true);
+  backoff.spun(true);
+  assert.equal(backoff.shouldSpin(), true, 'a spin that caught its answer keeps spinning');
+  // Fails at waits 0, 2, 6, 14, 30, 62, then every 64th (126, 190, ...).
+  assert.equal(spinsOver(1 + 2 + 4 + 8 + 16 + 32), 6);
+  assert.equal(spinsOver(64 * 10), 10, 'the back-off stops growing at one spin per 64 waits');
+  let waits = 0;
+  while (!backoff.shouldSpin()) waits++;
+  backoff.spun(true);
+  assert.ok(waits < 64);
+  assert.equal(backoff.shouldSpin(), true, 'a catch ends the back-off at once');
+});
 
 test('timeoutMs: seconds to ms, null forever, negative 0', () => {
   assert.equal(timeoutMs(null), -1);

@@ -178,3 +178,46 @@ describe('Pool on the redis context, three workers', { skip: redis.skip }, () =>
     assert.deepEqual(await server.mpKeys(), []);
   });
 });
+
+describe('Pool on the redis context: a round trip', { skip: redis.skip }, () => {
+  it('a lone task reaches Redis before the read of its result', async () => {
+    // The producer writes two commands per round trip, on two connections, each a system call and
+    // a wake-up of Redis: the task, which a worker waits for, goes first (docs/distributed.md,
+    // "Round trip"). Redis's MONITOR shows the order in which it ran them. (The worker's REPLY
+    // before its next read is not checked here: that read is often already waiting in Redis.)
+    const server = redis.server!;
+    const [worker] = await startWorkers(server.url, 1, { processes: 1 });
+    const { Redis } = await import('ioredis');
+    const client = new Redis(server.url);
+    const monitor = await client.monitor(); // a connection of its own
+    try {
+      const ctx = mp.getContext('redis', { url: server.url });
+      await using pool = new ctx.Pool(1);
+      await pool.apply(double, [0]); // the function is sent and loaded
+      const tasks = `mp:pool:${pool.id}:tasks`;
+      const results = `mp:pool:${pool.id}:results`;
+      const seen: string[] = [];
+      let recording = true;
+      monitor.on('monitor', (_time: string, args: string[]) => {
+        if (!recording) return;
+        const [name, , numKeys, firstKey] = args.map(String);
+        const command = name!.toLowerCase();
+        if (command === 'evalsha' && numKeys === '1' && firstKey === tasks) seen.push('add');
+        else if (command === 'blmpop' && args.map(String).includes(results)) seen.push('popResults');
+        else if (command === 'evalsha' && numKeys === '2' && firstKey === tasks) seen.push('reply'); // ends a trip
+      });
+      const trips = 40;
+      for (let i = 0; i < trips; i++) assert.equal(await pool.apply(double, [i]), 2 * i);
+      await pool.apply(double, [0]); // the last trip's commands have reached the monitor
+      recording = false;
+      const pairs = (first: string, second: string) => seen.filter((c, i) => c === first && seen[i + 1] === second).length;
+      // Under load Redis may take two commands written microseconds apart in one go, in either order.
+      assert.ok(pairs('add', 'popResults') >= trips * 0.75, `task before read of results: ${pairs('add', 'popResults')}, after: ${pairs('popResults', 'add')} (${seen.join(' ')})`);
+    } finally {
+      monitor.disconnect();
+      client.disconnect();
+      await stopAll([worker!]);
+    }
+    assert.deepEqual(await server.mpKeys(), []);
+  });
+});

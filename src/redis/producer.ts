@@ -127,7 +127,7 @@ export class Producer {
     this.unfinished.set(seq, { task, packable, id: null });
     this.outbox.push(seq);
     this.scheduleFlush();
-    this.startReading();
+    this.release ??= keepAlive();
   }
 
   private scheduleFlush(): void {
@@ -142,7 +142,7 @@ export class Producer {
     this.flushScheduled = false;
     const items = this.outbox;
     this.outbox = [];
-    if (this.closed || items.length === 0 || !this.client) return;
+    if (this.closed || items.length === 0 || !this.client) return this.startReading();
     // Functions first (a flush keeps the order of submission, and a task's function came before
     // it), then the entries in scripts of up to ADD_BATCH: one command each, not one per task. All
     // go out at once: Redis runs one connection's commands in order, so a worker that reads a task
@@ -155,6 +155,10 @@ export class Producer {
         sends.push(this.client.hset(this.keys.fns, ...fnIds.flatMap((id) => [fnField(id), this.fns.get(id)!])));
       }
       for (let i = 0; i < entries.length; i += ADD_BATCH) sends.push(this.add(entries.slice(i, i + ADD_BATCH)));
+      // The commands above are written by now (no auto-pipelining); the read of the results
+      // (BLMPOP, on the reader) goes out after them. Started with the tasks, it went first, and a
+      // lone task (a round trip) reached Redis behind its system call and Redis's wake-up for it.
+      this.startReading();
       await Promise.all(sends);
     } catch (error) {
       this.handler.onFatal(error as Error);

@@ -9,7 +9,8 @@ import { resolve as resolvePath } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { getContext } from '../context.js';
 import type { Process } from '../process.js';
-import type { BasePool } from '../pool.js';
+import { Pool, type BasePool } from '../pool.js';
+import { SpinBackoff } from '../futex.js';
 import { dumps, type RebuildContext } from '../reduction.js';
 import { refOf } from '../tasks.js';
 import { MAP_CHUNK, STARMAP_CHUNK } from '../poolChannel.js';
@@ -97,6 +98,8 @@ const WINDOW_MS = 20;
 const MAX_PER_PROCESS = 256;
 /** A blocked read returns at least this often (ms), to look at the pools again. */
 const BLOCK_MS = 1000;
+/** How long (ms) this program spins for the result of a task that its local pool runs alone. */
+const LONE_RESULT_SPIN_MS = 0.4;
 const SUMMARY_EVERY_MS = 5000;
 
 export class StreamWorker {
@@ -174,6 +177,10 @@ export class StreamWorker {
       initializer: setupTaskRunner,
       initargs: [this.allowList.state],
     });
+    // A task that comes alone wakes a sleeping local process (100-200 µs on a virtual machine):
+    // its result is waited for in a spin that outlasts that wake-up, not through a second wake-up,
+    // this program's own (docs/distributed.md, "Round trip").
+    if (this.localPool instanceof Pool) this.localPool.loneResultSpin = { ms: LONE_RESULT_SPIN_MS, backoff: new SpinBackoff() };
     const modules = this.allowList.state.modules.map((m) => m.path).join(', ') || 'none';
     this.log(
       `worker ${this.consumer}: ${redactUrl(url)}, ${processes} ${context} processes, tasks from: ${modules}` +
@@ -516,7 +523,10 @@ export class StreamWorker {
     pool.failed += countFailed(records);
     pool.batch ??= new ResultBatch(this.consumer);
     pool.batch.addRecords(records, tasks);
-    this.scheduleFlush();
+    // Nothing else running: nothing to batch this result with, and a caller may be waiting for it
+    // (a round trip), so the REPLY is written now, ahead of the next read that notify() may start.
+    if (this.running === 0) void this.flush(pool);
+    else this.scheduleFlush();
     this.notify();
   }
 
