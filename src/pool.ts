@@ -430,10 +430,11 @@ export class Pool extends BasePool {
     // Tasks submitted in one synchronous run (a loop of applyAsync) go out together.
     // The first task of a synchronous run goes out at once (latency); the ones submitted after it
     // in the same run go out together in a microtask (one ring write and wake-up per worker).
+    // The result loop starts in the microtask: its spin for a lone result must not hold back the
+    // rest of this synchronous run (a redis worker's other local calls, a loop of applyAsync).
     if (this.dispatchScheduled) return;
     this.dispatchScheduled = true;
     this.dispatch();
-    if (!this.loopRunning) void this.resultLoop();
     queueMicrotask(() => {
       this.dispatchScheduled = false;
       this.dispatch();

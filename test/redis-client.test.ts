@@ -74,6 +74,16 @@ describe('redis connections', { skip: redis.skip }, () => {
     assert.ok(performance.now() - t0 < 5000);
   });
 
+  it('a pool whose Redis refuses the connection fails its call, then leaves the program idle and free to exit', async () => {
+    // (It used to restart its reading of results at once, for ever: a loop of promise jobs that
+    // starved the event loop, so this program never reached its timer.)
+    const r = await runProgram(new URL('./fixtures/redis/refused-pool.ts', import.meta.url), [], 20_000);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^error: Cannot connect to Redis at redis:\/\/127\.0\.0\.1:1/m, r.stderr);
+    const { cpuMs, wallMs } = JSON.parse(r.stdout.trim().split('\n').pop()!) as { cpuMs: number; wallMs: number };
+    assert.ok(cpuMs < wallMs / 2, `CPU ${cpuMs} ms in ${wallMs} ms of a quiet wait`);
+  });
+
   it('KeyKeeper gives keys a TTL and refreshes it while it runs; then they expire', async () => {
     const client = await connect(server.url, { role: 'test' });
     try {

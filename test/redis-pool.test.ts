@@ -212,8 +212,10 @@ describe('Pool on the redis context: a round trip', { skip: redis.skip }, () => 
       await pool.apply(double, [0]); // the last trip's commands have reached the monitor
       recording = false;
       const pairs = (first: string, second: string) => seen.filter((c, i) => c === first && seen[i + 1] === second).length;
-      // Under load Redis may take two commands written microseconds apart in one go, in either order.
-      assert.ok(pairs('add', 'popResults') >= trips * 0.75, `task before read of results: ${pairs('add', 'popResults')}, after: ${pairs('popResults', 'add')} (${seen.join(' ')})`);
+      // Under load the worker's REPLY may reach Redis between the task and the read (the producer
+      // descheduled between its two writes), which reads like the old order: half the trips is
+      // far from both (under two busy loops 35-38 of 40 were in order; before the change, none).
+      assert.ok(pairs('add', 'popResults') >= trips * 0.5, `task before read of results: ${pairs('add', 'popResults')}, after: ${pairs('popResults', 'add')} (${seen.join(' ')})`);
     } finally {
       monitor.destroy();
       await stopAll([worker!]);

@@ -127,7 +127,8 @@ export class Producer {
     this.unfinished.set(seq, { task, packable, id: null });
     this.outbox.push(seq);
     this.scheduleFlush();
-    this.release ??= keepAlive();
+    // (A closed producer sends nothing, and must not hold the program open.)
+    if (!this.closed) this.release ??= keepAlive();
   }
 
   private scheduleFlush(): void {
@@ -138,7 +139,12 @@ export class Producer {
 
   private async flush(): Promise<void> {
     await this.ready.catch(() => {});
-    if (this.recovering) await this.recovering;
+    try {
+      if (this.recovering) await this.recovering;
+    } catch (error) {
+      this.flushScheduled = false;
+      return this.fail(error as Error);
+    }
     this.flushScheduled = false;
     const items = this.outbox;
     this.outbox = [];
@@ -161,8 +167,18 @@ export class Producer {
       this.startReading();
       await Promise.all(sends);
     } catch (error) {
-      this.handler.onFatal(error as Error);
+      this.fail(error as Error);
     }
+  }
+
+  /** The stream cannot be used (Redis unreachable from the start, a command refused): the pool's
+   * unfinished tasks fail with the error, and nothing is read or held open for them any more. */
+  private fail(error: Error): void {
+    if (this.closed) return;
+    this.unfinished.clear();
+    this.entryTasks.clear();
+    this.maybeStopReading();
+    this.handler.onFatal(error);
   }
 
   /**
@@ -319,7 +335,8 @@ export class Producer {
         this.maybeStopReading();
       }
     } catch (error) {
-      if (!this.closed) this.handler.onFatal(error as Error);
+      // (Restarted by the finally below, a loop whose `ready` had failed would spin for ever.)
+      this.fail(error as Error);
     } finally {
       this.reading = false;
       this.maybeStopReading();

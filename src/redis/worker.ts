@@ -83,6 +83,8 @@ class PoolState {
   initFetched: [Uint8Array, Uint8Array] | null | undefined = undefined;
   batch: ResultBatch | null = null;
   batchIds: string[] = [];
+  /** The REPLYs under way (shutDown waits for them). */
+  writing: Promise<void> = Promise.resolve();
   readonly processes = new Map<number, Process>();
   timers: NodeJS.Timeout[] = [];
   ran = 0;
@@ -548,13 +550,15 @@ export class StreamWorker {
   }
 
   /** Writes a pool's results and acknowledges their tasks, in one REPLY per batch. */
-  private async flush(pool: PoolState): Promise<void> {
+  private flush(pool: PoolState): Promise<void> {
     const batch = pool.batch;
-    if (!batch) return;
+    if (!batch) return pool.writing;
     const ids = pool.batchIds;
     pool.batch = null;
     pool.batchIds = [];
-    await writeResults(this.client, pool.keys, batch.encode(), ids).catch((e: Error) => this.replyFailed(e));
+    const write = writeResults(this.client, pool.keys, batch.encode(), ids).catch((e: Error) => this.replyFailed(e));
+    pool.writing = Promise.all([pool.writing, write]).then(() => {});
+    return pool.writing;
   }
 
   private replyFailed(error: Error): void {
