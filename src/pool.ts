@@ -112,6 +112,10 @@ export function poolArguments(processes: number | null | undefined | PoolOptions
 export abstract class BasePool implements JobPool {
   protected state: typeof RUN | typeof CLOSE | typeof TERMINATE = RUN;
   private readonly fnIds = new Map<Function, number>();
+  /** @internal imap calls whose input is still being read. A closed pool goes on taking their tasks, as
+   * Python's task handler reads an imap's input to its end after close(), and stops once they
+   * are done; terminate() fails them. */
+  protected readonly readingInputs = new Set<IMapJob<unknown>>();
 
   constructor(
     /** How many workers the pool counts on: the default chunksize and imap's read-ahead follow it. */
@@ -132,6 +136,13 @@ export abstract class BasePool implements JobPool {
   abstract join(options?: { signal?: AbortSignal }): Promise<void>;
   /** Counters and latency percentiles of this pool (beyond Python). */
   abstract stats(): Stats;
+  /** @internal An imap's input has been read to its end (or failed, or its call was cancelled). */
+  protected abstract inputRead(): void;
+
+  /** @internal close(): imap inputs are read to their end without waiting for the caller. */
+  protected readInputsToEnd(): void {
+    for (const job of this.readingInputs) job.readToEnd();
+  }
 
   protected checkRunning(): void {
     if (this.state !== RUN) throw new ValueError('Pool not running');
@@ -289,7 +300,11 @@ export abstract class BasePool implements JobPool {
     const ahead = Math.max(chunksize * this.processes * 4, this.processes * 64);
     const job = new IMapJob<R>(this, options, iterator, ordered, chunksize, ahead, knownLength(iterable));
     this.watchSignal(job, options.signal);
-    void job.pump(iterable, fn);
+    this.readingInputs.add(job as IMapJob<unknown>);
+    void job.pump(iterable, fn).finally(() => {
+      this.readingInputs.delete(job as IMapJob<unknown>);
+      this.inputRead();
+    });
     return iterator;
   }
 
@@ -444,7 +459,11 @@ export class Pool extends BasePool {
   private dispatchScheduled = false;
 
   private dispatch(): void {
-    this.outstanding -= this.dispatcher.dispatch(this.workers);
+    const dropped = this.dispatcher.dispatch(this.workers);
+    if (dropped === 0) return;
+    // Tasks of cancelled calls, dropped here: they may have been a closed pool's last work.
+    this.outstanding -= dropped;
+    this.maybeStopWorkers();
   }
 
   // ---- results ------------------------------------------------------------------------------
@@ -629,12 +648,18 @@ export class Pool extends BasePool {
   close(): void {
     if (this.state === RUN) {
       this.state = CLOSE;
+      this.readInputsToEnd();
       this.maybeStopWorkers();
     }
   }
 
+  /** @internal */
+  protected inputRead(): void {
+    this.maybeStopWorkers();
+  }
+
   private maybeStopWorkers(): void {
-    if (this.state !== CLOSE || this.outstanding > 0) return;
+    if (this.state !== CLOSE || this.outstanding > 0 || this.readingInputs.size > 0) return;
     for (const w of this.workers) if (!w.exited) w.send(stopFrame());
   }
 
@@ -646,7 +671,7 @@ export class Pool extends BasePool {
     this.loopAbort.abort();
     if (this.timeoutTimer) clearInterval(this.timeoutTimer);
     const reason = new ValueError('Pool was terminated before this task finished');
-    const jobs = new Set<Job>();
+    const jobs = new Set<Job>(this.readingInputs);
     for (const task of this.dispatcher.waiting()) jobs.add(task.job);
     for (const w of this.workers) {
       for (const t of w.inflight.values()) jobs.add(t.job);

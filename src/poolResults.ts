@@ -275,6 +275,8 @@ export class IMapJob<T> extends Job {
   private exhausted = false;
   private unconsumedItems = 0;
   private resume: (() => void) | null = null;
+  /** The pool was closed: the input is read to its end, not `maxItemsAhead` at a time. */
+  private unbounded = false;
   /** Items of each chunk in flight, by index (for progress when a chunk fails as a whole). */
   private readonly chunkItems = new Map<number, number>();
 
@@ -297,6 +299,13 @@ export class IMapJob<T> extends Job {
     iterator._onReturn = () => this.endProgress();
   }
 
+  /** Reads the rest of the input without waiting for the caller (the pool was closed or
+   * terminated; a cancelled job stops instead). */
+  readToEnd(): void {
+    this.unbounded = true;
+    this.resume?.();
+  }
+
   /** Pulls the input and submits chunks while fewer than `maxItemsAhead` items are unconsumed. */
   async pump(source: Iterable<unknown> | AsyncIterable<unknown>, fn: Fn): Promise<void> {
     const it = Symbol.asyncIterator in source
@@ -304,10 +313,13 @@ export class IMapJob<T> extends Job {
       : (source as Iterable<unknown>)[Symbol.iterator]();
     try {
       for (;;) {
-        while (this.unconsumedItems >= this.maxItemsAhead && !this.cancelled && !this.iterator._finished) {
+        while (this.unconsumedItems >= this.maxItemsAhead && !this.unbounded && !this.cancelled && !this.iterator._finished) {
           await new Promise<void>((resolve) => (this.resume = resolve));
           this.resume = null;
         }
+        // Read to its end past the window (a closed pool), an input must not hold the event loop:
+        // a synchronous generator's items come without a turn of it.
+        if (this.unbounded && this.unconsumedItems >= this.maxItemsAhead) await new Promise((resolve) => setImmediate(resolve));
         if (this.cancelled || this.iterator._finished) {
           // The caller stopped iterating (or the call was aborted): the bar ends where it is.
           this.endProgress();
@@ -376,5 +388,6 @@ export class IMapJob<T> extends Job {
     this.endProgress();
     this.iterator._push({ ok: false, error: reason });
     this.iterator._finish();
+    this.resume?.(); // the pump, if it waits for the caller, sees the end and stops reading
   }
 }

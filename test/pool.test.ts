@@ -248,6 +248,52 @@ for (const method of startMethods) {
       assert.ok(process.memoryUsage().heapUsed - heapBefore < 64 * 1024 * 1024, 'memory stays flat');
     });
 
+    it('close() while an imap still reads its input: the rest is read and run (as Python), then join() returns', { timeout: 60_000 }, async () => {
+      // The input's next item comes only after close(), when nothing is in flight.
+      let release!: () => void;
+      const closed = new Promise<void>((resolve) => (release = resolve));
+      async function* slow() {
+        yield 1;
+        await closed;
+        yield 2;
+        yield 3;
+      }
+      const pool = make(1);
+      const it = pool.imap(square, slow(), 1);
+      assert.equal((await it.next()).value, 1);
+      pool.close();
+      release();
+      const rest: unknown[] = [];
+      for (let r = await it.next(); !r.done; r = await it.next()) rest.push(r.value);
+      assert.deepEqual(rest, [4, 9]);
+      // An input the caller stops reading (more than imap reads ahead): close() reads it to its end
+      // instead of waiting for the caller, and join() returns once its tasks have run.
+      const other = make(1);
+      const all = other.imap(square, (function* () {
+        for (let i = 0; i < 500; i++) yield i;
+      })(), 1);
+      assert.equal((await all.next()).value, 0);
+      other.close();
+      await other.join();
+      await pool.join();
+      let n = 1;
+      for (let r = await all.next(); !r.done; r = await all.next()) assert.equal(r.value, n * n++);
+      assert.equal(n, 500);
+      // A call cancelled while its input waits for the caller stops reading it: join() returns.
+      const third = make(1);
+      const controller = new AbortController();
+      const endless = third.imap(square, (function* () {
+        for (let i = 0; ; i++) yield i;
+      })(), 1, { signal: controller.signal });
+      assert.equal((await endless.next()).value, 0);
+      controller.abort();
+      third.close();
+      await third.join();
+      await assert.rejects(async () => {
+        for (;;) if ((await endless.next()).done) return; // the results read ahead, then the abort
+      });
+    });
+
     it('initializer runs in every worker with its initargs', async () => {
       const pool = make(2, { initializer: initialize, initargs: ['ready'] });
       assert.deepEqual(await pool.map(readState, [[], [], [], []].map(() => undefined as never), 1), ['ready', 'ready', 'ready', 'ready']);

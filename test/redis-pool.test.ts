@@ -146,6 +146,28 @@ describe('Pool on the redis context, two workers', { skip: redis.skip }, () => {
     for (const [worker, n] of chunksBy) assert.ok(n >= 3, `worker ${worker} ran ${n} of ${chunks} chunks: ${spread}`);
   });
 
+  it('close() while an imap still reads its input: its later tasks run too (they were dropped)', { timeout: 60_000 }, async () => {
+    // The input's next item comes only after close(), when nothing is in flight.
+    let release!: () => void;
+    const closed = new Promise<void>((resolve) => (release = resolve));
+    async function* slow() {
+      yield 1;
+      await closed;
+      yield 2;
+      yield 3;
+    }
+    const pool = new ctx.Pool(2);
+    const it = pool.imap(double, slow(), 1);
+    assert.equal((await it.next()).value, 2);
+    pool.close();
+    release();
+    const rest: unknown[] = [];
+    for (let r = await it.next(); !r.done; r = await it.next()) rest.push(r.value);
+    assert.deepEqual(rest, [4, 6]);
+    await pool.join();
+    assert.deepEqual(await server.mpKeys(), []);
+  });
+
   it('close()/join(), terminate() and await using leave nothing in Redis', async () => {
     const a = new ctx.Pool(2);
     await a.map(double, [1, 2, 3]);

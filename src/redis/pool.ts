@@ -140,8 +140,13 @@ export class RedisPool extends BasePool {
     this.maybeStop();
   }
 
+  /** @internal */
+  protected inputRead(): void {
+    this.maybeStop();
+  }
+
   private maybeStop(): void {
-    if (this.state === 'CLOSE' && this.tasks.size === 0) this.stop();
+    if (this.state === 'CLOSE' && this.tasks.size === 0 && this.readingInputs.size === 0) this.stop();
   }
 
   private stop(): void {
@@ -151,6 +156,7 @@ export class RedisPool extends BasePool {
   close(): void {
     if (this.state === 'RUN') {
       this.state = 'CLOSE';
+      this.readInputsToEnd();
       this.maybeStop();
     }
   }
@@ -160,7 +166,7 @@ export class RedisPool extends BasePool {
     if (this.state === 'TERMINATE') return;
     this.state = 'TERMINATE';
     const reason = new ValueError('Pool was terminated before this task finished');
-    const jobs = new Set<Job>();
+    const jobs = new Set<Job>(this.readingInputs);
     for (const task of this.tasks.values()) jobs.add(task.job);
     this.tasks.clear();
     for (const job of jobs) {
