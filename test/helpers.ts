@@ -87,3 +87,20 @@ export async function waitForThreadInPoll(tid: number, timeoutMs: number): Promi
     await new Promise((r) => setTimeout(r, 5));
   }
 }
+
+/**
+ * An async input of `1, 2, 3` whose `2` comes only once `open()` is called: an imap over it has
+ * nothing in flight between its first result and `open()` (a pool closed in between must still
+ * read and run the rest).
+ */
+export function gatedInput(): { input: AsyncIterable<number>; open: () => void } {
+  let open!: () => void;
+  const opened = new Promise<void>((resolve) => (open = resolve));
+  async function* input() {
+    yield 1;
+    await opened;
+    yield 2;
+    yield 3;
+  }
+  return { input: input(), open };
+}

@@ -8,7 +8,7 @@ import {
   add, checksum, dieOn, dieOnWith, echoBytes, exitOn, failOn, initialize, readState, returnsFunction, sleepThen, spin, square, unloadableTask,
   bufferOf, bytesKinds, queueCounting, sometimesLater, viewSizes, whereAmI, whoAmI, zeroFill,
 } from './fixtures/pool/tasks.js';
-import { runProgram, startMethods } from './helpers.js';
+import { gatedInput, runProgram, startMethods } from './helpers.js';
 import { run } from '../src/poolWorker.js';
 import { CALL, MAP_CHUNK } from '../src/poolChannel.js';
 
@@ -249,20 +249,12 @@ for (const method of startMethods) {
     });
 
     it('close() while an imap still reads its input: the rest is read and run (as Python), then join() returns', { timeout: 60_000 }, async () => {
-      // The input's next item comes only after close(), when nothing is in flight.
-      let release!: () => void;
-      const closed = new Promise<void>((resolve) => (release = resolve));
-      async function* slow() {
-        yield 1;
-        await closed;
-        yield 2;
-        yield 3;
-      }
+      const { input, open } = gatedInput();
       const pool = make(1);
-      const it = pool.imap(square, slow(), 1);
+      const it = pool.imap(square, input, 1);
       assert.equal((await it.next()).value, 1);
       pool.close();
-      release();
+      open();
       const rest: unknown[] = [];
       for (let r = await it.next(); !r.done; r = await it.next()) rest.push(r.value);
       assert.deepEqual(rest, [4, 9]);
