@@ -112,9 +112,11 @@ export function poolArguments(processes: number | null | undefined | PoolOptions
 export abstract class BasePool implements JobPool {
   protected state: typeof RUN | typeof CLOSE | typeof TERMINATE = RUN;
   private readonly fnIds = new Map<Function, number>();
-  /** @internal imap calls whose input is still being read. A closed pool goes on taking their tasks, as
-   * Python's task handler reads an imap's input to its end after close(), and stops once they
-   * are done; terminate() fails them. */
+  /**
+   * @internal imap calls whose input is still being read. A closed pool goes on taking their
+   * tasks, as Python's task handler reads an imap's input to its end after close(), and stops once
+   * they are done; terminate() fails them (their readers stop at the abort).
+   */
   protected readonly readingInputs = new Set<IMapJob<unknown>>();
 
   constructor(

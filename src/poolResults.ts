@@ -299,8 +299,8 @@ export class IMapJob<T> extends Job {
     iterator._onReturn = () => this.endProgress();
   }
 
-  /** Reads the rest of the input without waiting for the caller (the pool was closed or
-   * terminated; a cancelled job stops instead). */
+  /** Reads the rest of the input without waiting for the caller to consume (the pool was closed;
+   * a cancelled or aborted job stops reading instead). */
   readToEnd(): void {
     this.unbounded = true;
     this.resume?.();
