@@ -32,7 +32,7 @@ import { poolWorkerMain } from './poolWorker.js';
 import { knownLength } from './progress.js';
 import {
   ApplyJob, AsyncResult, IMapIterator, IMapJob, MapJob, type AsyncCallOptions, type CallOptions, type Fn, type Job,
-  type JobPool,
+  type InputReader, type JobPool,
 } from './poolResults.js';
 import { Dispatcher, WorkerSlot, type Task } from './poolWorkers.js';
 
@@ -117,7 +117,7 @@ export abstract class BasePool implements JobPool {
    * tasks, as Python's task handler reads an imap's input to its end after close(), and stops once
    * they are done; terminate() fails them (their readers stop at the abort).
    */
-  protected readonly readingInputs = new Set<IMapJob<unknown>>();
+  protected readonly readingInputs = new Set<InputReader>();
 
   constructor(
     /** How many workers the pool counts on: the default chunksize and imap's read-ahead follow it. */
@@ -140,6 +140,11 @@ export abstract class BasePool implements JobPool {
   abstract stats(): Stats;
   /** @internal An imap's input has been read to its end (or failed, or its call was cancelled). */
   protected abstract inputRead(): void;
+
+  /** @internal */
+  _inputDone(reader: InputReader): void {
+    if (this.readingInputs.delete(reader)) this.inputRead();
+  }
 
   /** @internal close(): imap inputs are read to their end without waiting for the caller. */
   protected readInputsToEnd(): void {
@@ -236,10 +241,16 @@ export abstract class BasePool implements JobPool {
     const result = new AsyncResult<R[]>(options);
     if (iterable !== null && typeof iterable === 'object' && Symbol.asyncIterator in iterable && !(Symbol.iterator in iterable)) {
       // An AsyncIterable is read to the end first, as Python lists an iterable without a length.
-      toArray(iterable).then(
-        (items) => this.submitMap(fn, items, chunksize, options, mode, result),
-        (error) => result._settle(false, error),
-      );
+      // The call was made while the pool ran: a close() meanwhile does not refuse its tasks (Python
+      // has them queued by then); terminate() fails it.
+      const reader: InputReader = { cancelled: false, readToEnd() {}, abort: (reason) => result._settle(false, reason) };
+      this.readingInputs.add(reader);
+      toArray(iterable)
+        .then(
+          (items) => reader.cancelled || this.submitMap(fn, items, chunksize, options, mode, result),
+          (error) => result._settle(false, error),
+        )
+        .finally(() => this._inputDone(reader));
     } else {
       // Python turns the iterable into a list in the caller: a generator's error is thrown here.
       this.submitMap(fn, toArraySync(iterable as Iterable<unknown>), chunksize, options, mode, result);
@@ -255,10 +266,6 @@ export abstract class BasePool implements JobPool {
     mode: number,
     result: AsyncResult<R[]>,
   ): void {
-    if (this.state !== RUN) {
-      result._settle(false, new ValueError('Pool not running'));
-      return;
-    }
     let chunksize = chunksizeArg;
     if (chunksize === null || chunksize === undefined) {
       // Python's default: about four chunks per worker.
@@ -302,11 +309,8 @@ export abstract class BasePool implements JobPool {
     const ahead = Math.max(chunksize * this.processes * 4, this.processes * 64);
     const job = new IMapJob<R>(this, options, iterator, ordered, chunksize, ahead, knownLength(iterable));
     this.watchSignal(job, options.signal);
-    this.readingInputs.add(job as IMapJob<unknown>);
-    void job.pump(iterable, fn).finally(() => {
-      this.readingInputs.delete(job as IMapJob<unknown>);
-      this.inputRead();
-    });
+    this.readingInputs.add(job);
+    void job.pump(iterable, fn);
     return iterator;
   }
 
@@ -606,7 +610,9 @@ export class Pool extends BasePool {
     if (requeue.length > 0) {
       this.dispatcher.requeue(requeue);
     }
-    if (this.state === RUN || this.outstanding > 0) {
+    // As Python's worker handler: replaced while the pool runs or has work, an imap's input still
+    // being read after close() included (its next tasks need a worker).
+    if (this.state === RUN || this.outstanding > 0 || this.readingInputs.size > 0) {
       this.replaced++;
       this.startWorker();
     }
@@ -673,7 +679,7 @@ export class Pool extends BasePool {
     this.loopAbort.abort();
     if (this.timeoutTimer) clearInterval(this.timeoutTimer);
     const reason = new ValueError('Pool was terminated before this task finished');
-    const jobs = new Set<Job>(this.readingInputs);
+    const jobs = new Set<Job | InputReader>(this.readingInputs);
     for (const task of this.dispatcher.waiting()) jobs.add(task.job);
     for (const w of this.workers) {
       for (const t of w.inflight.values()) jobs.add(t.job);

@@ -39,6 +39,19 @@ export interface AsyncCallOptions<T> extends CallOptions {
 export interface JobPool {
   /** @internal Queues one task of `job`: `args` are the call's arguments or the chunk's items. */
   _submit(job: Job, args: unknown[], fn: Fn, mode: number, index: number): void;
+  /** @internal A call reads no more of its input: read to its end, failed, cancelled or left. */
+  _inputDone(reader: InputReader): void;
+}
+
+/**
+ * A call whose input is still being read (imap's lazy read; map's read of an AsyncIterable): a
+ * closed pool goes on taking its tasks and stops once it is read; terminate() aborts it.
+ */
+export interface InputReader {
+  cancelled: boolean;
+  /** Reads the rest without waiting for the caller (the pool was closed). */
+  readToEnd(): void;
+  abort(reason: unknown): void;
 }
 
 /** What an apply, map or imap call collects. */
@@ -294,9 +307,26 @@ export class IMapJob<T> extends Job {
       this.unconsumedItems--;
       this.resume?.();
     };
-    // The caller left the loop: the bar ends now, before the caller writes anything else, not when
-    // the pump next looks (it may be waiting on an async input that is idle).
-    iterator._onReturn = () => this.endProgress();
+    // The caller left the loop: the bar ends now, before the caller writes anything else, and the
+    // pool stops counting on the input now, not when the pump next looks (it may be waiting on an
+    // async input that is idle, for ever).
+    iterator._onReturn = () => {
+      this.endProgress();
+      this.stopReading();
+    };
+  }
+
+  private reading = true;
+  /** Tells the pool, once, that no more tasks come from the input (a closed pool may then stop). */
+  private stopReading(): void {
+    if (!this.reading) return;
+    this.reading = false;
+    this.pool._inputDone(this);
+  }
+
+  /** The call was cancelled or the caller left the loop: nothing more is read or submitted. */
+  private get stopped(): boolean {
+    return this.cancelled || this.iterator._finished;
   }
 
   /** Reads the rest of the input without waiting for the caller to consume (the pool was closed;
@@ -308,29 +338,40 @@ export class IMapJob<T> extends Job {
 
   /** Pulls the input and submits chunks while fewer than `maxItemsAhead` items are unconsumed. */
   async pump(source: Iterable<unknown> | AsyncIterable<unknown>, fn: Fn): Promise<void> {
-    const it = Symbol.asyncIterator in source
-      ? (source as AsyncIterable<unknown>)[Symbol.asyncIterator]()
-      : (source as Iterable<unknown>)[Symbol.iterator]();
     try {
+      await this.readInput(source, fn);
+    } finally {
+      this.stopReading();
+    }
+  }
+
+  private async readInput(source: Iterable<unknown> | AsyncIterable<unknown>, fn: Fn): Promise<void> {
+    try {
+      // Inside the try: an iterable whose iterator cannot be made fails the call, as Python's
+      // task handler delivers it (never an unhandled rejection).
+      const it = Symbol.asyncIterator in source
+        ? (source as AsyncIterable<unknown>)[Symbol.asyncIterator]()
+        : (source as Iterable<unknown>)[Symbol.iterator]();
       for (;;) {
-        while (this.unconsumedItems >= this.maxItemsAhead && !this.unbounded && !this.cancelled && !this.iterator._finished) {
+        while (this.unconsumedItems >= this.maxItemsAhead && !this.unbounded && !this.stopped) {
           await new Promise<void>((resolve) => (this.resume = resolve));
           this.resume = null;
         }
         // Read to its end past the window (a closed pool), an input must not hold the event loop:
         // a synchronous generator's items come without a turn of it.
         if (this.unbounded && this.unconsumedItems >= this.maxItemsAhead) await new Promise((resolve) => setImmediate(resolve));
-        if (this.cancelled || this.iterator._finished) {
-          // The caller stopped iterating (or the call was aborted): the bar ends where it is.
-          this.endProgress();
-          return;
-        }
         const chunk: unknown[] = [];
         let r: IteratorResult<unknown> | undefined;
-        while (chunk.length < this.chunksize) {
+        while (chunk.length < this.chunksize && !this.stopped) {
           r = await it.next();
           if (r.done) break;
           chunk.push(r.value);
+        }
+        if (this.stopped) {
+          // The caller stopped iterating (or the call was aborted), maybe while an item was being
+          // read: what was read is dropped, and the bar ends where it is.
+          this.endProgress();
+          return;
         }
         if (chunk.length > 0) {
           this.unconsumedItems += chunk.length;
@@ -340,6 +381,8 @@ export class IMapJob<T> extends Job {
         if (r?.done) break;
       }
     } catch (error) {
+      // A call that was stopped has nothing more to deliver (its iterator is done).
+      if (this.stopped) return;
       // As Python: an input that raises gives an error in its place, after the items before it.
       this.unconsumedItems++;
       this.deliverAt(this.chunksSubmitted++, false, error);
@@ -389,5 +432,8 @@ export class IMapJob<T> extends Job {
     this.iterator._push({ ok: false, error: reason });
     this.iterator._finish();
     this.resume?.(); // the pump, if it waits for the caller, sees the end and stops reading
+    // The pump may be waiting on the input itself (an idle async input): the pool stops counting
+    // on it now, and whatever it still yields is dropped.
+    this.stopReading();
   }
 }

@@ -286,6 +286,59 @@ for (const method of startMethods) {
       });
     });
 
+    it('close() while an input is read: a worker that leaves (maxtasksperchild) is replaced; a stopped call lets the pool stop; an async map still runs', { timeout: 60_000 }, async () => {
+      // The worker exits after its one task while the input waits: its replacement runs the rest.
+      const gated = gatedInput();
+      const pool = make(1, { maxtasksperchild: 1 });
+      const it = pool.imap(square, gated.input, 1);
+      pool.close();
+      assert.equal((await it.next()).value, 1);
+      while (pool.stats().workers === 1 && pool.stats().workersReplaced === 0) await new Promise((r) => setTimeout(r, 10));
+      gated.open();
+      const rest: unknown[] = [];
+      for (let r = await it.next(5); !r.done; r = await it.next(5)) rest.push(r.value);
+      assert.deepEqual(rest, [4, 9]);
+      await pool.join();
+      // A call cancelled while its input is idle (a read that never ends), or left by its caller:
+      // the closed pool does not wait for that input, and nothing it yields later is read further.
+      for (const stop of ['abort', 'return'] as const) {
+        let read = 0;
+        let release!: () => void;
+        const released = new Promise<void>((resolve) => (release = resolve));
+        async function* idle() {
+          for (let i = 0; ; i++) {
+            if (i === 1) await released;
+            read++;
+            yield i;
+          }
+        }
+        const other = make(1);
+        const controller = new AbortController();
+        const results = other.imap(square, idle(), 10, { signal: controller.signal });
+        await assert.rejects(results.next(0.2), mp.TimeoutError); // the first chunk waits on the input
+        if (stop === 'abort') controller.abort();
+        else await results.return();
+        other.close();
+        await other.join();
+        release();
+        await new Promise((r) => setImmediate(r)); // the reader's microtasks run before this
+        assert.equal(read, 2, `${stop}: the item being read when the call stopped, and no more`);
+      }
+      // An iterable whose iterator cannot be made fails the call (no unhandled rejection).
+      const third = make(1);
+      const broken = { [Symbol.iterator]: (): Iterator<number> => { throw new RangeError('no iterator'); } };
+      await assert.rejects(third.imap(square, broken).next(), RangeError);
+      // A map over an AsyncIterable made before close() runs (the call was accepted).
+      const input = (async function* () {
+        yield 2;
+        yield 3;
+      })();
+      const mapped = third.mapAsync(square, input);
+      third.close();
+      assert.deepEqual(await mapped.get(), [4, 9]);
+      await third.join();
+    });
+
     it('initializer runs in every worker with its initargs', async () => {
       const pool = make(2, { initializer: initialize, initargs: ['ready'] });
       assert.deepEqual(await pool.map(readState, [[], [], [], []].map(() => undefined as never), 1), ['ready', 'ready', 'ready', 'ready']);

@@ -6,7 +6,7 @@
  */
 import { ValueError, withRemoteTraceback, WorkerLostError } from '../errors.js';
 import { BasePool, Latencies, poolArguments, type PoolOptions, type Stats } from '../pool.js';
-import type { Fn, Job } from '../poolResults.js';
+import type { Fn, InputReader, Job } from '../poolResults.js';
 import { CALL } from '../poolChannel.js';
 import { processCpuCount } from '../process.js';
 import { raceTimeout } from '../util.js';
@@ -166,7 +166,7 @@ export class RedisPool extends BasePool {
     if (this.state === 'TERMINATE') return;
     this.state = 'TERMINATE';
     const reason = new ValueError('Pool was terminated before this task finished');
-    const jobs = new Set<Job>(this.readingInputs);
+    const jobs = new Set<Job | InputReader>(this.readingInputs);
     for (const task of this.tasks.values()) jobs.add(task.job);
     this.tasks.clear();
     for (const job of jobs) {
