@@ -197,99 +197,54 @@ describe('Pool on the redis context, three workers', { skip: redis.skip }, () =>
 });
 
 describe('Pool on the redis context: a round trip', { skip: redis.skip }, () => {
-  /** What MONITOR saw of a pool's round trips: each command of interest, and its connection. */
-  interface Seen {
-    command: 'add' | 'popResults' | 'reply' | 'read' | 'evalAdd' | 'evalReply';
-    from: string;
-  }
-
-  /** Runs `trips` sequential applies on a fresh pool served by one worker (after `setUp`) and
-   * returns what MONITOR saw of them. */
-  async function watchTrips(trips: number, setUp: () => Promise<unknown> = async () => {}): Promise<Seen[]> {
+  it('a lone task reaches Redis before the read of its result', async () => {
+    // The producer writes two commands per round trip, on two connections, each a system call and
+    // a wake-up of Redis: the task, which a worker waits for, goes first (docs/distributed.md,
+    // "Round trip"). Redis's MONITOR shows the order in which it ran them. (The worker's REPLY
+    // before its next read is not checked here: that read is often already waiting in Redis.)
     const server = redis.server!;
     const [worker] = await startWorkers(server.url, 1, { processes: 1 });
-    let onCommand = (_args: string[], _from: string): void => {};
-    const monitor = await monitorRedis(server.url, (args, from) => onCommand(args, from));
-    const seen: Seen[] = [];
+    let onCommand = (_args: string[]): void => {};
+    const monitor = await monitorRedis(server.url, (args) => onCommand(args));
     try {
       const ctx = mp.getContext('redis', { url: server.url });
       await using pool = new ctx.Pool(1);
       await pool.apply(double, [0]); // the function is sent and loaded
       const tasks = `mp:pool:${pool.id}:tasks`;
       const results = `mp:pool:${pool.id}:results`;
+      const seen: string[] = [];
       let recording = true;
-      onCommand = (args, from) => {
+      onCommand = (args) => {
         if (!recording) return;
         const [name, , numKeys, firstKey] = args;
         const command = name!.toLowerCase();
-        const script = (command === 'evalsha' || command === 'eval') && firstKey === tasks;
-        const by = command === 'eval' ? 'eval' : '';
-        if (script && numKeys === '1') seen.push({ command: by ? 'evalAdd' : 'add', from });
-        else if (script && numKeys === '2') seen.push({ command: by ? 'evalReply' : 'reply', from }); // ends a trip
-        else if (command === 'blmpop' && args.includes(results)) seen.push({ command: 'popResults', from });
-        else if (command === 'xreadgroup' && args.includes(tasks)) seen.push({ command: 'read', from });
+        if (command === 'evalsha' && numKeys === '1' && firstKey === tasks) seen.push('add');
+        else if (command === 'blmpop' && args.includes(results)) seen.push('popResults');
+        else if (command === 'evalsha' && numKeys === '2' && firstKey === tasks) seen.push('reply'); // ends a trip
       };
-      await setUp();
+      const trips = 40;
       for (let i = 0; i < trips; i++) assert.equal(await pool.apply(double, [i]), 2 * i);
       await pool.apply(double, [0]); // the last trip's commands have reached the monitor
       recording = false;
+      const pairs = (first: string, second: string) => seen.filter((c, i) => c === first && seen[i + 1] === second).length;
+      // Under load the worker's REPLY may reach Redis between the task and the read (the producer
+      // descheduled between its two writes), which reads like the old order: half the trips is
+      // far from both (under two busy loops 35-38 of 40 were in order; before the change, none).
+      assert.ok(pairs('add', 'popResults') >= trips * 0.5, `task before read of results: ${pairs('add', 'popResults')}, after: ${pairs('popResults', 'add')} (${seen.join(' ')})`);
     } finally {
       monitor.destroy();
       await stopAll([worker!]);
     }
     assert.deepEqual(await server.mpKeys(), []);
-    return seen;
-  }
-
-  /** How often `first` is followed at once by `second`, on the same connection (`same`) or not. */
-  function pairs(seen: Seen[], first: Seen['command'], second: Seen['command'], same: boolean): number {
-    return seen.filter((c, i) => c.command === first && seen[i + 1]?.command === second && (seen[i + 1]!.from === c.from) === same).length;
-  }
-
-  const show = (seen: Seen[]): string => seen.map((c) => `${c.command}@${c.from.split(':').pop()}`).join(' ');
-
-  it('a lone task goes out with the read of its result; a lone result with the next read', async () => {
-    // Each costs one write, one system call and one wake-up of Redis, not two, and the task goes
-    // before the read that waits for its result (docs/distributed.md, "Round trip"): the producer
-    // sends both on its reader, the worker its REPLY and its next read. Redis's MONITOR shows the
-    // order in which it ran them, and on which connection.
-    const trips = 40;
-    const seen = await watchTrips(trips);
-    // The producer's reader is idle between two trips: every trip.
-    assert.ok(pairs(seen, 'add', 'popResults', true) >= trips * 0.9, `task then read of results, one connection: ${show(seen)}`);
-    // The worker's REPLY rides with its read when the local result comes back before the loop's
-    // next turn (its spin caught it); else the read is out already and the REPLY goes alone, on
-    // the other connection, never behind it. Under load the spin misses more: a quarter is far
-    // from both (before the change, none).
-    assert.ok(pairs(seen, 'reply', 'read', true) >= trips * 0.25, `REPLY then read, one connection: ${show(seen)}`);
-    const replies = seen.filter((c) => c.command === 'reply');
-    const reads = new Set(seen.filter((c) => c.command === 'read').map((c) => c.from));
-    // (Whenever it went on the reader, the read after it went there too: never a REPLY alone there.)
-    for (const [i, c] of seen.entries()) {
-      if (c.command === 'reply' && reads.has(c.from)) assert.equal(seen[i + 1]?.command, 'read', `a REPLY on the reader without its read: ${show(seen)}`);
-    }
-    assert.ok(replies.length >= trips);
-  });
-
-  it('a script Redis lost is sent again by its source on the other connection, not behind a blocked read', async () => {
-    // SCRIPT FLUSH (as after a restart): the task's EVALSHA on the reader fails, and its EVAL, if
-    // it went there too, would wait behind the read of its result, which waits for it.
-    const server = redis.server!;
-    const seen = await watchTrips(6, () => server.command('SCRIPT', 'FLUSH'));
-    const evals = seen.filter((c) => c.command === 'evalAdd' || c.command === 'evalReply');
-    assert.ok(evals.some((c) => c.command === 'evalAdd'), `EVAL of the task: ${show(seen)}`);
-    const readers = new Set(seen.filter((c) => c.command === 'popResults' || c.command === 'read').map((c) => c.from));
-    for (const c of evals) assert.ok(!readers.has(c.from), `an EVAL on a connection that reads: ${show(seen)}`);
   });
 });
 
 /**
  * Redis's MONITOR on a plain socket: calls `onCommand` with each command's arguments (unescaped
- * only as far as these tests need: keys and names) and the client's address (`lua` inside a
- * script). ioredis's monitor mode fails ("Command queue state error") when other clients'
- * commands stream in as it starts.
+ * only as far as these tests need: keys and names). ioredis's monitor mode fails ("Command queue
+ * state error") when other clients' commands stream in as it starts.
  */
-async function monitorRedis(url: string, onCommand: (args: string[], from: string) => void): Promise<Socket> {
+async function monitorRedis(url: string, onCommand: (args: string[]) => void): Promise<Socket> {
   const { hostname, port, username, password } = new URL(url);
   const socket = connect(Number(port), hostname);
   await once(socket, 'connect');
@@ -308,11 +263,7 @@ async function monitorRedis(url: string, onCommand: (args: string[], from: strin
           if (--oks === 0) resolve();
         }
         else if (line.startsWith('-')) reject(new Error(`MONITOR: ${line}`));
-        else if (line.startsWith('+')) {
-          // `+<time> [<db> <address>] "command" "arg" ...`: the address names the connection.
-          const from = /^\+\S+ \[\S+ ([^\]]+)\]/.exec(line)?.[1] ?? '';
-          onCommand([...line.matchAll(/"((?:[^"\\]|\\.)*)"/g)].map((m) => m[1]!), from);
-        }
+        else if (line.startsWith('+')) onCommand([...line.matchAll(/"((?:[^"\\]|\\.)*)"/g)].map((m) => m[1]!));
       }
     });
   });
