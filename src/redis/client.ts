@@ -139,22 +139,6 @@ function connectError(url: string, cause: Error): OSError {
   return error;
 }
 
-/**
- * Runs `write` with the connection's socket corked: the commands it sends (each written at once, as
- * on a connection without auto-pipelining) leave in one system call. On loopback a write that wakes
- * a sleeping redis-server costs the writer 70-220 µs of CPU (docs/distributed.md, "Round trip"):
- * a command and the blocking read that follows it cost one such write, not two.
- */
-export function inOneWrite<T>(client: RedisClient, write: () => T): T {
-  const socket = client.stream as { cork?: () => void; uncork?: () => void } | undefined;
-  socket?.cork?.();
-  try {
-    return write();
-  } finally {
-    socket?.uncork?.();
-  }
-}
-
 /** Closes a connection without waiting for replies still due (they are not wanted any more). */
 export function disconnect(client: RedisClient | null | undefined): void {
   client?.disconnect(false);

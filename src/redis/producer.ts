@@ -5,7 +5,7 @@
  * simply find the pool again. Results of a task after its first are dropped (first result wins).
  */
 import { getLogger } from '../logger.js';
-import { connect, disconnect, inOneWrite, keepAlive, KeyKeeper, whileAlive, type RedisClient } from './client.js';
+import { connect, disconnect, keepAlive, KeyKeeper, whileAlive, type RedisClient } from './client.js';
 import { newId, type RedisSettings } from './settings.js';
 import {
   ADD_TASKS, CLOSE_POOL, fnField, INIT_FIELD, INITARGS_FIELD, OPEN_POOL, PACK_FIELD, PACK_MAX, PACK_SHARE, packTasks, poolKeys,
@@ -25,13 +25,6 @@ interface Unfinished {
   packable: boolean;
   /** The stream entry id, once Redis has replied (for `drop`). */
   id: string | null;
-}
-
-/** A stream entry to add: one task, or a pack of them (stream.ts). */
-interface Entry {
-  seqs: number[];
-  field: string;
-  value: Buffer;
 }
 
 const RESULTS_PER_POP = 1000;
@@ -55,8 +48,6 @@ export class Producer {
   private reader: RedisClient | null = null;
   private keeper: KeyKeeper | null = null;
   private readonly ready: Promise<void>;
-  /** `ready` has resolved: the result loop's first read can go out without a turn of promises. */
-  private opened = false;
   private readonly unfinished = new Map<number, Unfinished>();
   /** How many unfinished tasks each entry in the stream holds (it is deleted when none is wanted). */
   private readonly entryTasks = new Map<string, number>();
@@ -65,9 +56,6 @@ export class Producer {
   private outbox: number[] = [];
   private flushScheduled = false;
   private reading = false;
-  /** Flushes whose commands have not all replied (a task may go on the reader only when none has:
-   * see flush). */
-  private inFlight = 0;
   private closed = false;
   private recovering: Promise<void> | null = null;
   /** Releases the program once no result is due (the sockets do not keep it alive). */
@@ -105,7 +93,6 @@ export class Producer {
     await this.openStream();
     // After a reconnection, Redis may have lost everything (restarted without persistence).
     client.on('ready', () => void this.recover());
-    this.opened = true;
   }
 
   /** Creates the stream, group and registration (again, after Redis lost them) and announces it. */
@@ -162,42 +149,26 @@ export class Producer {
     const items = this.outbox;
     this.outbox = [];
     if (this.closed || items.length === 0 || !this.client) return this.startReading();
+    // Functions first (a flush keeps the order of submission, and a task's function came before
+    // it), then the entries in scripts of up to ADD_BATCH: one command each, not one per task. All
+    // go out at once: Redis runs one connection's commands in order, so a worker that reads a task
+    // finds its function, and a new function's first task does not wait a round trip for it.
     const fnIds = items.filter((item) => item < 0).map((item) => -item);
     const entries = this.entries(items.filter((item) => item > 0 && this.unfinished.has(item)));
-    // Tasks alone, while the result loop is idle (a caller's round trip), go on the reader with the
-    // read of their results after them: one write, one wake-up of Redis, not one per connection.
-    // Only when no command of an earlier flush is still due: a task must not overtake its
-    // function's HSET, sent on the other connection (a new function's tasks go with it).
-    const viaReader = !this.reading && fnIds.length === 0 && this.inFlight === 0 && entries.length > 0;
-    this.inFlight++;
     try {
-      const sends = inOneWrite(viaReader ? this.reader! : this.client, () => this.writeFlush(fnIds, entries, viaReader));
+      const sends: Array<Promise<unknown>> = [];
+      if (fnIds.length > 0) {
+        sends.push(this.client.hset(this.keys.fns, ...fnIds.flatMap((id) => [fnField(id), this.fns.get(id)!])));
+      }
+      for (let i = 0; i < entries.length; i += ADD_BATCH) sends.push(this.add(entries.slice(i, i + ADD_BATCH)));
       // The commands above are written by now (no auto-pipelining); the read of the results
       // (BLMPOP, on the reader) goes out after them. Started with the tasks, it went first, and a
       // lone task (a round trip) reached Redis behind its system call and Redis's wake-up for it.
-      if (!viaReader) this.startReading();
+      this.startReading();
       await Promise.all(sends);
     } catch (error) {
       this.fail(error as Error);
-    } finally {
-      this.inFlight--;
     }
-  }
-
-  /** Writes a flush's functions and entries (on the reader: then the read of the results too).
-   * Functions first (a flush keeps the order of submission, and a task's function came before it),
-   * then the entries in scripts of up to ADD_BATCH: one command each, not one per task. All go out
-   * at once: Redis runs one connection's commands in order, so a worker that reads a task finds
-   * its function, and a new function's first task does not wait a round trip for it. */
-  private writeFlush(fnIds: number[], entries: Entry[], viaReader: boolean): Array<Promise<unknown>> {
-    const sends: Array<Promise<unknown>> = [];
-    if (fnIds.length > 0) {
-      sends.push(this.client!.hset(this.keys.fns, ...fnIds.flatMap((id) => [fnField(id), this.fns.get(id)!])));
-    }
-    const on = viaReader ? this.reader! : this.client!;
-    for (let i = 0; i < entries.length; i += ADD_BATCH) sends.push(this.add(on, entries.slice(i, i + ADD_BATCH)));
-    if (viaReader) this.startReading();
-    return sends;
   }
 
   /** The stream cannot be used (Redis unreachable from the start, a command refused): the pool's
@@ -215,10 +186,10 @@ export class Producer {
    * small tasks costs Redis and the workers one entry per pack, not per task), each at most
    * PACK_MAX tasks and 1/PACK_SHARE of them (several workers share a map); the others alone.
    */
-  private entries(seqs: number[]): Entry[] {
+  private entries(seqs: number[]): Array<{ seqs: number[]; field: string; value: Buffer }> {
     const packable = seqs.filter((seq) => this.unfinished.get(seq)!.packable);
     const size = Math.max(1, Math.min(PACK_MAX, Math.floor(packable.length / PACK_SHARE)));
-    const out: Entry[] = [];
+    const out: Array<{ seqs: number[]; field: string; value: Buffer }> = [];
     let pack: number[] = [];
     let bytes = 0;
     const close = (): void => {
@@ -244,10 +215,8 @@ export class Producer {
   }
 
   /** Adds entries to the stream; if Redis lost it (restarted), opens it again and resends. */
-  private async add(on: RedisClient, entries: Entry[]): Promise<void> {
-    // (Not known to Redis, the script goes again by its source on the other connection: on the
-    // reader, it would wait behind the read of the results, which waits for it.)
-    const ids = (await ADD_TASKS.run(on, [this.keys.tasks], entries.flatMap((e) => [e.field, e.value]), this.client!)) as string[] | null;
+  private async add(entries: Array<{ seqs: number[]; field: string; value: Buffer }>): Promise<void> {
+    const ids = (await ADD_TASKS.run(this.client!, [this.keys.tasks], entries.flatMap((e) => [e.field, e.value]))) as string[] | null;
     if (!ids) {
       void this.recover();
       return;
@@ -344,9 +313,7 @@ export class Producer {
 
   private async readResults(): Promise<void> {
     try {
-      // (Once open, the first read is written in this synchronous run: a flush may have corked the
-      // reader for it, to send it with the tasks.)
-      if (!this.opened) await this.ready;
+      await this.ready;
       while (!this.closed && this.unfinished.size > 0) {
         const reply = (await this.reader!.blmpopBuffer(RESULT_WAIT, 1, this.keys.results, 'LEFT', 'COUNT', RESULTS_PER_POP)) as
           | [Buffer, Buffer[]]

@@ -30,13 +30,8 @@ export class RedisScript {
     return (this.#sha ??= nodeCrypto().createHash('sha1').update(this.lua).digest('hex'));
   }
 
-  /**
-   * `evalClient`: where the EVAL goes when Redis does not know the script (default: `client`). A
-   * script sent just before a blocking read on the same connection names another connection here:
-   * its EVAL must not queue behind that read.
-   */
-  run(client: ScriptClient, keys: string[], args: ScriptArg[], evalClient: ScriptClient = client): Promise<unknown> {
-    return this.call(keys, args, (...a) => client.evalsha(...a), (...a) => evalClient.eval(...a));
+  run(client: ScriptClient, keys: string[], args: ScriptArg[]): Promise<unknown> {
+    return this.call(keys, args, (...a) => client.evalsha(...a), (...a) => client.eval(...a));
   }
 
   /** The same, with binary replies (Buffers instead of strings). */

@@ -221,11 +221,11 @@ export const MAX_REPLY_IDS = 1000;
 /**
  * Writes a batch of results (ResultBatch.encode()) and acknowledges the entries `ids` (none:
  * results only, such as a Process's news), in one REPLY when the ids fit, else the results with the
- * first ids and the rest of the acknowledgements after them. `evalClient`: as RedisScript.run's.
+ * first ids and the rest of the acknowledgements after them.
  */
-export async function writeResults(client: ScriptClient, keys: PoolKeys, batch: Buffer, ids: string[], evalClient = client): Promise<void> {
+export async function writeResults(client: ScriptClient, keys: PoolKeys, batch: Buffer, ids: string[]): Promise<void> {
   const scriptKeys = [keys.tasks, keys.results];
-  await REPLY.run(client, scriptKeys, [GROUP, batch, ...ids.slice(0, MAX_REPLY_IDS)], evalClient);
+  await REPLY.run(client, scriptKeys, [GROUP, batch, ...ids.slice(0, MAX_REPLY_IDS)]);
   for (let i = MAX_REPLY_IDS; i < ids.length; i += MAX_REPLY_IDS) {
     await REPLY.run(client, scriptKeys, [GROUP, '', ...ids.slice(i, i + MAX_REPLY_IDS)]);
   }

@@ -14,7 +14,7 @@ import { SpinBackoff } from '../futex.js';
 import { dumps, type RebuildContext } from '../reduction.js';
 import { refOf } from '../tasks.js';
 import { MAP_CHUNK, STARMAP_CHUNK } from '../poolChannel.js';
-import { connect, disconnect, inOneWrite, whileAlive, type RedisClient } from './client.js';
+import { connect, disconnect, whileAlive, type RedisClient } from './client.js';
 import { processTag, redactUrl } from './settings.js';
 import { decodeRemote, ModuleAllowList, remoteReduceContext } from './naming.js';
 import { runStreamProcess, runStreamTask, runStreamTasks, setupTaskRunner } from './runTask.js';
@@ -67,9 +67,6 @@ function readEntry(id: Buffer, fields: Buffer[]): Entry {
   const prior = fields[2]?.toString() === DELIVERIES_FIELD ? Number(fields[3]!.toString()) : 0;
   return { id: id.toString(), tasks: pack ? unpackTasks(pack) : [value], pack, prior };
 }
-
-/** An XREADGROUP's reply: each stream's entries, [id, fields]. */
-type ReadReply = Array<[Buffer, Array<[Buffer, Buffer[]]>]>;
 
 /** A local call's functions (by id) and the pool's initializer. */
 type CallContext = [fns: Record<number, Uint8Array>, init: [Uint8Array, Uint8Array] | null];
@@ -135,11 +132,6 @@ export class StreamWorker {
   /** Who waits for something to change (the pull loop, a take-over waiting for quiet). */
   private sleepers: Array<() => void> = [];
   private flushScheduled = false;
-  /** The pull loop is between a read that brought tasks and its next read, which goes out in this
-   * turn of the event loop: a lone result's REPLY goes out with it, in one write. */
-  private readPending = false;
-  /** The pools whose REPLY waits for the next read (readPending). */
-  private readonly replyWithRead = new Set<PoolState>();
   private readonly log: (line: string) => void;
   private readonly done: Promise<void>;
   private summaryTimer: NodeJS.Timeout | null = null;
@@ -288,7 +280,6 @@ export class StreamWorker {
     let full = false;
     while (!this.stopping) {
       if (this.poolsChanged) {
-        this.sendHeldReplies();
         try {
           await this.refreshPools();
         } catch (error) {
@@ -305,14 +296,31 @@ export class StreamWorker {
         await this.sleep();
         continue;
       }
+      const streams = [...this.byStream.keys()];
       // A read that waits for work, or that follows one of large map chunks, takes two entries per
       // local process: if it brings large chunks, the window shrinks to two per process while they
       // are held (largeChunks), before this worker has taken a whole small map; if not, it was full
       // and the next read, at once, takes the rest of the window.
       const cap = full && !this.readingChunks ? Infinity : 2 * this.options.processes;
       const count = Math.max(1, Math.min(cap, Math.floor(room / this.tasksPerEntry)));
-      const reply = await this.read(count, full);
-      if (reply === undefined) continue;
+      let reply: Array<[Buffer, Array<[Buffer, Buffer[]]>]> | null;
+      try {
+        this.blocked = !full;
+        const block = full ? [] : ['BLOCK', BLOCK_MS];
+        // (ioredis's overloads do not let COUNT and BLOCK vary: the command is spelt out.)
+        const args = ['GROUP', GROUP, this.consumer, 'COUNT', count, ...block, 'STREAMS', ...streams, ...streams.map(() => '>')];
+        const read = this.reader.xreadgroupBuffer.bind(this.reader) as (...a: unknown[]) => Promise<unknown>;
+        reply = (await read(...args)) as typeof reply;
+      } catch (error) {
+        // NOGROUP: a pool went away (closed, expired, Redis restarted) while we read its stream.
+        if (!this.stopping && !/NOGROUP|UNBLOCKED/.test((error as Error).message)) {
+          this.log(`read failed: ${(error as Error).message}`);
+        }
+        this.poolsChanged = true;
+        continue;
+      } finally {
+        this.blocked = false;
+      }
       let got = 0;
       let tasks = 0;
       let chunks = 0;
@@ -339,46 +347,13 @@ export class StreamWorker {
       // (COUNT is per stream: several pools' streams may bring more.)
       full = got >= count;
       // The local calls go out first (they wait for promise turns), then the next read.
-      if (got > 0) {
-        this.readPending = true;
-        await new Promise((resolve) => setImmediate(resolve));
-        this.readPending = false;
-      }
-    }
-  }
-
-  /** One XREADGROUP of up to `count` entries per stream, blocking unless the last read was full,
-   * with the REPLYs held for it; undefined when it failed (the pools are then read again). */
-  private async read(count: number, full: boolean): Promise<ReadReply | null | undefined> {
-    const streams = [...this.byStream.keys()];
-    try {
-      this.blocked = !full;
-      const block = full ? [] : ['BLOCK', BLOCK_MS];
-      // (ioredis's overloads do not let COUNT and BLOCK vary: the command is spelt out.)
-      const args = ['GROUP', GROUP, this.consumer, 'COUNT', count, ...block, 'STREAMS', ...streams, ...streams.map(() => '>')];
-      const xreadgroup = this.reader.xreadgroupBuffer.bind(this.reader) as (...a: unknown[]) => Promise<unknown>;
-      // The REPLYs held for this read go first on its connection: Redis runs them before the read
-      // blocks.
-      return (await inOneWrite(this.reader, () => {
-        this.sendHeldReplies(this.reader);
-        return xreadgroup(...args);
-      })) as ReadReply | null;
-    } catch (error) {
-      // NOGROUP: a pool went away (closed, expired, Redis restarted) while we read its stream.
-      if (!this.stopping && !/NOGROUP|UNBLOCKED/.test((error as Error).message)) {
-        this.log(`read failed: ${(error as Error).message}`);
-      }
-      this.poolsChanged = true;
-      return undefined;
-    } finally {
-      this.blocked = false;
+      if (got > 0) await new Promise((resolve) => setImmediate(resolve));
     }
   }
 
   /** Waits until something changes: a result freed room, the pools changed, or a stop. */
   // Callers check their condition and sleep in one synchronous run, so no notify falls between.
   private sleep(): Promise<void> {
-    this.sendHeldReplies();
     return new Promise<void>((resolve) => {
       const timer = setTimeout(resolve, BLOCK_MS).unref();
       this.sleepers.push(() => {
@@ -551,11 +526,8 @@ export class StreamWorker {
     pool.batch ??= new ResultBatch(this.consumer);
     pool.batch.addRecords(records, tasks);
     // Nothing else running: nothing to batch this result with, and a caller may be waiting for it
-    // (a round trip), so the REPLY is written now, or with the read that goes out in this turn of
-    // the event loop (one write and one wake-up of Redis for both; never behind a read that is
-    // already waiting, which may wait a second).
-    if (this.running === 0 && this.readPending && pool.batchIds.length <= MAX_REPLY_IDS) this.replyWithRead.add(pool);
-    else if (this.running === 0) void this.flush(pool);
+    // (a round trip), so the REPLY is written now, ahead of the next read that notify() may start.
+    if (this.running === 0) void this.flush(pool);
     else this.scheduleFlush();
     this.notify();
   }
@@ -577,24 +549,16 @@ export class StreamWorker {
     });
   }
 
-  /** Writes a pool's results and acknowledges their tasks, in one REPLY per batch (on `on`; a
-   * script Redis does not know goes again by its source on the other connection). */
-  private flush(pool: PoolState, on = this.client): Promise<void> {
+  /** Writes a pool's results and acknowledges their tasks, in one REPLY per batch. */
+  private flush(pool: PoolState): Promise<void> {
     const batch = pool.batch;
     if (!batch) return pool.writing;
     const ids = pool.batchIds;
     pool.batch = null;
     pool.batchIds = [];
-    const write = writeResults(on, pool.keys, batch.encode(), ids, this.client).catch((e: Error) => this.replyFailed(e));
+    const write = writeResults(this.client, pool.keys, batch.encode(), ids).catch((e: Error) => this.replyFailed(e));
     pool.writing = Promise.all([pool.writing, write]).then(() => {});
     return pool.writing;
-  }
-
-  /** The REPLYs held for the next read: on `on` (the reader, in the read's write), or now on the
-   * other connection when the pull loop does something else first. */
-  private sendHeldReplies(on = this.client): void {
-    for (const pool of this.replyWithRead) void this.flush(pool, on);
-    this.replyWithRead.clear();
   }
 
   private replyFailed(error: Error): void {
@@ -688,7 +652,6 @@ export class StreamWorker {
   }
 
   private async shutDown(): Promise<void> {
-    this.sendHeldReplies(); // (the pull loop stopped before its next read)
     while (this.running > 0) await this.sleep();
     await new Promise((resolve) => setImmediate(resolve)); // the last results' flush
     await Promise.all([...this.pools.values()].map((pool) => this.flush(pool)));
