@@ -14,7 +14,12 @@
 //
 // Run: npm run build && node bench/redis.mjs
 // Env: REDIS_URL (else a private redis-server is started), BENCH_N (20000), BENCH_RT (500),
-//      BENCH_CLAIM_IDLE (1 s), BENCH_NO_PYTHON=1.
+//      BENCH_RT_WARMUP (0; round trips run untimed before the timed ones), BENCH_CLAIM_IDLE (1 s),
+//      BENCH_NO_PYTHON=1.
+// The warm-up map does not warm the code of a lone round trip (the producer's, the worker
+// programs', their local processes'): its first few thousand trips are slower until V8 has
+// optimised that code (docs/distributed.md, "Round trip: fourth round"). BENCH_RT_WARMUP=3000
+// measures the round trip of a program that has made that many already.
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { createServer } from 'node:net';
 import os from 'node:os';
@@ -24,6 +29,7 @@ import { median, printTable } from './stats.mjs';
 
 const N = Number(process.env.BENCH_N ?? 20_000);
 const RT = Number(process.env.BENCH_RT ?? 500);
+const RT_WARMUP = Number(process.env.BENCH_RT_WARMUP ?? 0);
 const CLAIM_IDLE = Number(process.env.BENCH_CLAIM_IDLE ?? 1);
 const root = fileURLToPath(new URL('..', import.meta.url));
 const tasksModule = 'bench/redis-peers/tasks.mjs';
@@ -123,6 +129,7 @@ async function measure(run, apply, cost) {
       chunked.push(N / ((performance.now() - t) / 1000));
     }
   });
+  for (let i = 0; i < RT_WARMUP; i++) await apply(i);
   const trips = [];
   const tripCost = await account(RT, async () => {
     for (let i = 0; i < RT; i++) {
@@ -312,4 +319,4 @@ printTable(`redis context vs local pools, 2 workers, x => 2x, ${N.toLocaleString
   ['system', 'per task (tasks/s)', 'chunked (items/s)', 'round trip median (ms)', 'one worker SIGKILLed mid-map'], rows);
 printTable('what it costs: CPU µs of all processes (this one = producer; workers + their local processes; redis-server), and Redis commands',
   ['system', 'CPU per task (µs)', 'CPU per item, chunked (µs)', 'CPU per round trip (µs)', 'Redis commands per task', 'per round trip'], costRows);
-console.log(`\nload before: ${loadBefore}\nload after:  ${uptime()}`);
+console.log(`\nload before: ${loadBefore}\nload after:  ${uptime()}${RT_WARMUP ? `\n(${RT_WARMUP} round trips before the ${RT} timed ones)` : ''}`);
