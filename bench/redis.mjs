@@ -3,7 +3,8 @@
 //
 //   per task    BENCH_N items, one task each (map with chunksize 1): tasks/s
 //   chunked     BENCH_N items, map's default chunksize: items/s
-//   round trip  one task at a time on a warm pool: median ms
+//   round trip  one task at a time on a warm pool: median ms of BENCH_RT trips made after
+//               BENCH_RT_WARMUP others (the goal's figure), and of the first BENCH_RT trips
 //   SIGKILL     a worker killed mid-imap (stopped first, so it surely holds tasks): time from the
 //               kill to the last result of the tasks it held (goal: claimIdle + 1 s), and to the
 //               end of the map; results lost and duplicated
@@ -14,12 +15,13 @@
 //
 // Run: npm run build && node bench/redis.mjs
 // Env: REDIS_URL (else a private redis-server is started), BENCH_N (20000), BENCH_RT (500),
-//      BENCH_RT_WARMUP (0; round trips run untimed before the timed ones), BENCH_CLAIM_IDLE (1 s),
-//      BENCH_NO_PYTHON=1.
+//      BENCH_RT_WARMUP (3000; untimed round trips between the first and the last timed ones),
+//      BENCH_CLAIM_IDLE (1 s), BENCH_NO_PYTHON=1.
 // The warm-up map does not warm the code of a lone round trip (the producer's, the worker
-// programs', their local processes'): its first few thousand trips are slower until V8 has
-// optimised that code (docs/distributed.md, "Round trip: fourth round"). BENCH_RT_WARMUP=3000
-// measures the round trip of a program that has made that many already.
+// programs', their local processes'): the first few thousand trips are slower until V8 has
+// optimised that code (docs/distributed.md, "Round trip: fourth round"). Both are printed: the
+// round trip of a program that has made BENCH_RT_WARMUP of them already (a service's steady state,
+// as W2 of bench/pool.mjs measures a warm pool), and that of its first BENCH_RT.
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { createServer } from 'node:net';
 import os from 'node:os';
@@ -29,7 +31,7 @@ import { median, printTable } from './stats.mjs';
 
 const N = Number(process.env.BENCH_N ?? 20_000);
 const RT = Number(process.env.BENCH_RT ?? 500);
-const RT_WARMUP = Number(process.env.BENCH_RT_WARMUP ?? 0);
+const RT_WARMUP = Number(process.env.BENCH_RT_WARMUP ?? 3000);
 const CLAIM_IDLE = Number(process.env.BENCH_CLAIM_IDLE ?? 1);
 const root = fileURLToPath(new URL('..', import.meta.url));
 const tasksModule = 'bench/redis-peers/tasks.mjs';
@@ -129,17 +131,20 @@ async function measure(run, apply, cost) {
       chunked.push(N / ((performance.now() - t) / 1000));
     }
   });
-  for (let i = 0; i < RT_WARMUP; i++) await apply(i);
-  const trips = [];
-  const tripCost = await account(RT, async () => {
+  const timeTrips = async (trips) => {
     for (let i = 0; i < RT; i++) {
       const t = performance.now();
       await apply(i);
       trips.push(performance.now() - t);
     }
-  });
+  };
+  const coldTrips = [];
+  await timeTrips(coldTrips);
+  for (let i = 0; i < RT_WARMUP; i++) await apply(i);
+  const trips = [];
+  const tripCost = await account(RT, () => timeTrips(trips));
   return {
-    perTask: median(perTask), chunked: median(chunked), roundTripMs: median(trips),
+    perTask: median(perTask), chunked: median(chunked), roundTripMs: median(trips), coldRoundTripMs: median(coldTrips),
     cost: { perTask: perTaskCost, chunked: chunkedCost, trip: tripCost },
   };
 }
@@ -281,6 +286,8 @@ const costRow = (name, m) => {
   const commands = (c) => `${c.commandsPerUnit.sent.toFixed(3)} sent, ${c.commandsPerUnit.run.toFixed(3)} run`;
   costRows.push([name, formatCpu(perTask.cpu), formatCpu(chunked.cpu), formatCpu(trip.cpu), commands(perTask), commands(trip)]);
 };
+/** The warm round trip, then that of the first trips. */
+const tripCell = (m) => `${fmt(m.roundTripMs, 3)} (first ${RT}: ${fmt(m.coldRoundTripMs, 3)})`;
 const counter = new ioredis.Redis(redis.url);
 const notRedis = () => childPids([redis.pid]);
 try {
@@ -289,7 +296,7 @@ try {
   local.terminate();
   await local.join();
   const lr = await localRecovery();
-  rows.push(['our local Pool(2), forkserver', fmt(l.perTask), fmt(l.chunked), fmt(l.roundTripMs, 3),
+  rows.push(['our local Pool(2), forkserver', fmt(l.perTask), fmt(l.chunked), tripCell(l),
     `tasks the killed process held fail with WorkerLostError (${lr.failed} here), the rest finish; map done ${fmt(lr.recoveryS, 2)} s after the kill`]);
   costRow('our local Pool(2), forkserver', l);
 
@@ -302,12 +309,12 @@ try {
   await pool.join();
   await Promise.all(workers.map((w) => w.stop()));
   const rr = await redisRecovery(redis.url);
-  rows.push([`redis context, 2 worker programs x 1 process (claimIdle ${CLAIM_IDLE} s)`, fmt(r.perTask), fmt(r.chunked), fmt(r.roundTripMs, 3),
+  rows.push([`redis context, 2 worker programs x 1 process (claimIdle ${CLAIM_IDLE} s)`, fmt(r.perTask), fmt(r.chunked), tripCell(r),
     `${rr.orphaned} tasks orphaned, all done ${fmt(rr.orphansDoneS, 2)} s after the kill (map done at ${fmt(rr.mapDoneS, 2)} s); lost ${rr.lost}, duplicated ${rr.duplicated}, wrong ${rr.wrong}`]);
   costRow('redis context, 2 worker programs x 1 process', r);
 
   const b = await bare(redis.url, { client: counter, roots: notRedis });
-  rows.push(['bare Redis Streams loop (anchor, 100 items per chunk)', fmt(b.perTask), fmt(b.chunked), fmt(b.roundTripMs, 3), 'not handled']);
+  rows.push(['bare Redis Streams loop (anchor, 100 items per chunk)', fmt(b.perTask), fmt(b.chunked), tripCell(b), 'not handled']);
   costRow('bare Redis Streams loop (anchor)', b);
   const py = python();
   if (py) rows.push(["Python's multiprocessing.Pool(2) (anchor)", fmt(py.perTask), fmt(py.chunked), fmt(py.roundTripMs, 3), 'hangs (cpython#96062); not run']);
@@ -316,7 +323,7 @@ try {
   redis.stop();
 }
 printTable(`redis context vs local pools, 2 workers, x => 2x, ${N.toLocaleString('en-US')} items (node ${process.version}, ${os.cpus().length} CPUs)`,
-  ['system', 'per task (tasks/s)', 'chunked (items/s)', 'round trip median (ms)', 'one worker SIGKILLed mid-map'], rows);
+  ['system', 'per task (tasks/s)', 'chunked (items/s)', `round trip median (ms), after ${RT_WARMUP.toLocaleString('en-US')} trips (the first ${RT})`, 'one worker SIGKILLed mid-map'], rows);
 printTable('what it costs: CPU µs of all processes (this one = producer; workers + their local processes; redis-server), and Redis commands',
-  ['system', 'CPU per task (µs)', 'CPU per item, chunked (µs)', 'CPU per round trip (µs)', 'Redis commands per task', 'per round trip'], costRows);
-console.log(`\nload before: ${loadBefore}\nload after:  ${uptime()}${RT_WARMUP ? `\n(${RT_WARMUP} round trips before the ${RT} timed ones)` : ''}`);
+  ['system', 'CPU per task (µs)', 'CPU per item, chunked (µs)', 'CPU per round trip, after the warm-up (µs)', 'Redis commands per task', 'per round trip'], costRows);
+console.log(`\nload before: ${loadBefore}\nload after:  ${uptime()}`);
