@@ -447,7 +447,8 @@ export function currentProcess(): Process {
 function drawAuthkeyOnFirstRead(state: State): void {
   let key: Uint8Array | undefined;
   Object.defineProperty(state, 'authkey', {
-    get: () => (key ??= nodeCrypto().randomBytes(32)),
+    // A plain Uint8Array, as a key set or received is (not the Buffer randomBytes returns).
+    get: () => (key ??= Uint8Array.from(nodeCrypto().randomBytes(32))),
     set: (value: Uint8Array) => {
       key = value;
     },
