@@ -480,6 +480,8 @@ export class Pool extends BasePool {
       while (this.outstanding > 0 && this.state !== TERMINATE) {
         const seq = this.notifier.seq();
         if (this.drainAll() > 0) continue;
+        // A worker that has just started waits for tasks (it notified): hand it the queued ones.
+        if (this.dispatcher.queued > 0) this.dispatch();
         // One task out (a round trip): its result usually comes back within microseconds from a
         // blocked worker, sooner than an asynchronous wake-up could deliver it.
         if (this.outstanding === 1 && this.spinForLoneResult(seq)) continue;

@@ -37,6 +37,7 @@ export const CANCELLED = 2;
 const TASK_RING_BYTES = 1 << 20;
 const RESULT_RING_BYTES = 1 << 20;
 const STARTED = 2 * RING_WORDS; // seq of the task the worker is running (0 = none yet)
+const READY = 2 * RING_WORDS + 1; // 1 once the worker waits for tasks (its initializer has run)
 const CHANNEL_WORDS = 16;
 const CHANNEL_HEADER = CHANNEL_WORDS * 4;
 
@@ -78,6 +79,16 @@ export class Channel {
   }
   set started(seq: number) {
     Atomics.store(this.words, STARTED, seq | 0);
+  }
+
+  /** Whether the worker waits for tasks: until then the pool keeps them (see Dispatcher). */
+  get ready(): boolean {
+    return Atomics.load(this.words, READY) !== 0;
+  }
+
+  /** Worker side: it waits for tasks now (the pool learns it at its next wake-up: notify). */
+  markReady(): void {
+    Atomics.store(this.words, READY, 1);
   }
 }
 

@@ -278,6 +278,8 @@ async function serve(
   const tasks = new Tasks(channel.tasks, port, () => replies.announce());
   const fns = new Map<number, Fn>();
   if (initializer) await settle(initializer(...initargs));
+  channel.markReady();
+  notifier.notify();
   for (let completed = 0; completed !== maxtasks; ) {
     const pending = tasks.next();
     const next = pending instanceof Promise ? await pending : pending;

@@ -58,6 +58,12 @@ export class WorkerSlot {
   }
   readingLarge = false;
   killedForTimeout: Task | null = null;
+  private seenReady = false;
+
+  /** Whether the worker waits for tasks (read from its channel until it does). */
+  get ready(): boolean {
+    return (this.seenReady ||= this.channel.ready);
+  }
 
   constructor(
     readonly process: Process,
@@ -114,7 +120,10 @@ const LARGE_COPIES_AHEAD = 2;
 
 /**
  * The tasks waiting for a worker, and the choice of worker: the least busy one with room (see
- * `WorkerSlot.inFlightLimit`). Each task gets a sequence number that names it to its worker.
+ * `WorkerSlot.inFlightLimit`) among those that have started. Each task gets a sequence number that
+ * names it to its worker. A worker that is still starting gets nothing: as with Python's shared
+ * queue, the first worker up takes the first tasks, instead of a task waiting in the ring of a
+ * worker that starts tens of milliseconds after its sibling (docs/benchmarks.md, issue 14 item 1).
  */
 export class Dispatcher {
   private pending: Task[] = [];
@@ -162,7 +171,7 @@ export class Dispatcher {
       const copiesBytes = this.pending[this.head]!.byValue?.transfer === false;
       let best: WorkerSlot | null = null;
       for (const w of workers) {
-        if (w.exited || w.inflight.size >= (copiesBytes ? LARGE_COPIES_AHEAD : w.inFlightLimit())) continue;
+        if (w.exited || !w.ready || w.inflight.size >= (copiesBytes ? LARGE_COPIES_AHEAD : w.inFlightLimit())) continue;
         if (this.maxtasks !== null && w.assigned >= this.maxtasks) continue;
         if (!best || w.inflight.size < best.inflight.size) best = w;
       }

@@ -427,14 +427,33 @@ export function currentProcess(): Process {
     Process.fromPayload(
       mainProcess,
       {
-        name: 'MainProcess', identity: [], daemon: false, authkey: nodeCrypto().randomBytes(32),
+        name: 'MainProcess', identity: [], daemon: false, authkey: new Uint8Array(0),
         parentName: '', parentPid: process.ppid, startMethod: 'spawn',
       },
       null,
       [],
     );
+    drawAuthkeyOnFirstRead(mainProcess[kState]);
   }
   return mainProcess;
+}
+
+/**
+ * The main process's key is drawn when something first reads it (a child started, a manager, a
+ * Listener). A child makes its provisional main process to carry its name while its modules load
+ * and replaces it with the one its parent sent: drawing a key there loaded node:crypto for nothing,
+ * about 3 ms of a worker thread's start (docs/benchmarks.md, issue 14 item 1).
+ */
+function drawAuthkeyOnFirstRead(state: State): void {
+  let key: Uint8Array | undefined;
+  Object.defineProperty(state, 'authkey', {
+    // A plain Uint8Array, as a key set or received is (not the Buffer randomBytes returns).
+    get: () => (key ??= Uint8Array.from(nodeCrypto().randomBytes(32))),
+    set: (value: Uint8Array) => {
+      key = value;
+    },
+    enumerable: true,
+  });
 }
 
 setProcessNameSource(() => currentProcess().name);

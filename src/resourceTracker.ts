@@ -64,6 +64,18 @@ function trackerEntry(): string {
   return packageFile(`backends/resourceTrackerMain${moduleExtension}`);
 }
 
+/**
+ * The tracker's environment: the program's without `NODE_EXTRA_CA_CERTS`. Node 20 reads and parses
+ * that file as it starts (about 50 ms of CPU here; Node 22 waits for the first TLS connection), and
+ * the tracker, which makes no connection of that kind, starts at the moment a pool's first workers
+ * do and competes with them for the CPU (docs/benchmarks.md, issue 14 item 1).
+ */
+function trackerEnv(): NodeJS.ProcessEnv {
+  const env = { ...process.env };
+  delete env.NODE_EXTRA_CA_CERTS;
+  return env;
+}
+
 /** Starts a tracker and returns this process's connection to it. */
 function start(): number {
   const native = loadNative();
@@ -81,6 +93,7 @@ function start(): number {
   try {
     child = nodeChildProcess().spawn(process.execPath, [...loaderArgs(), trackerEntry(), address], {
       stdio: ['ignore', 'ignore', 'inherit', theirs, listenFd],
+      env: trackerEnv(),
       // Where the loader flags resolve, whatever the program's current directory is now.
       cwd: ORIGINAL_DIR,
       detached: true,

@@ -6,6 +6,7 @@
 import type { Socket } from 'node:net';
 import { inspect } from 'node:util';
 import { applyLoggingConfig, info } from '../logger.js';
+import { setStartMethod } from '../context.js';
 import { ParentProcess, Process, runExitFinalizers, setProvisionalName, type ProcessIdentity } from '../process.js';
 import { keyboardInterruptReport } from './backend.js';
 import { whileBootstrapping } from './childMark.js';
@@ -74,7 +75,6 @@ export async function runChild(
   applyLoggingConfig(payload.logging);
   // As Python's spawn.prepare(): the child's default context is the one it was started with, so
   // objects it makes (a Lock in a thread child) live in memory its siblings can use.
-  const { setStartMethod } = await import('../context.js');
   setStartMethod(me.startMethod, { force: true });
   const instance = Object.create((payload.classRef ?? Process).prototype) as Process;
   Object.assign(instance, payload.fields);
