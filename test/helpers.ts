@@ -104,3 +104,21 @@ export function gatedInput(): { input: AsyncIterable<number>; open: () => void }
   }
   return { input: input(), open };
 }
+
+/**
+ * An imap over gatedInput() that is closed between its first result and the rest: the first
+ * result, then the others, read once the pool was closed and the gate opened.
+ */
+export async function imapAcrossClose<R>(
+  pool: { imap(fn: (x: number) => R, input: AsyncIterable<number>, chunksize: number): AsyncIterator<R>; close(): void },
+  fn: (x: number) => R,
+): Promise<{ first: R; rest: R[] }> {
+  const { input, open } = gatedInput();
+  const it = pool.imap(fn, input, 1);
+  const first = (await it.next()).value as R;
+  pool.close();
+  open();
+  const rest: R[] = [];
+  for (let r = await it.next(); !r.done; r = await it.next()) rest.push(r.value);
+  return { first, rest };
+}

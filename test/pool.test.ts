@@ -8,7 +8,7 @@ import {
   add, checksum, dieOn, dieOnWith, echoBytes, exitOn, failOn, initialize, readState, returnsFunction, sleepThen, spin, square, unloadableTask,
   bufferOf, bytesKinds, queueCounting, sometimesLater, viewSizes, whereAmI, whoAmI, zeroFill,
 } from './fixtures/pool/tasks.js';
-import { gatedInput, runProgram, startMethods } from './helpers.js';
+import { gatedInput, imapAcrossClose, runProgram, startMethods } from './helpers.js';
 import { run } from '../src/poolWorker.js';
 import { CALL, MAP_CHUNK } from '../src/poolChannel.js';
 
@@ -251,14 +251,9 @@ for (const method of startMethods) {
     });
 
     it('close() while an imap still reads its input: the rest is read and run (as Python), then join() returns', { timeout: 60_000 }, async () => {
-      const { input, open } = gatedInput();
       const pool = make(1);
-      const it = pool.imap(square, input, 1);
-      assert.equal((await it.next()).value, 1);
-      pool.close();
-      open();
-      const rest: unknown[] = [];
-      for (let r = await it.next(); !r.done; r = await it.next()) rest.push(r.value);
+      const { first, rest } = await imapAcrossClose(pool, square);
+      assert.equal(first, 1);
       assert.deepEqual(rest, [4, 9]);
       // An input the caller stops reading (more than imap reads ahead): close() reads it to its end
       // instead of waiting for the caller, and join() returns once its tasks have run.

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import * as mp from '../src/index.js';
 import { redisForTests } from './redisServer.js';
 import { startWorkers, stopAll, type TestWorker } from './redisWorkers.js';
-import { gatedInput } from './helpers.js';
+import { imapAcrossClose } from './helpers.js';
 import { add, double, fails, initialize, readInitialized, sleepFor, sleepy, sleepyPadded, whoRuns } from './fixtures/redis/tasks.js';
 
 const redis = await redisForTests({ db: 2 });
@@ -148,14 +148,9 @@ describe('Pool on the redis context, two workers', { skip: redis.skip }, () => {
   });
 
   it('close() while an imap still reads its input: its later tasks run too (they were dropped)', { timeout: 60_000 }, async () => {
-    const { input, open } = gatedInput();
     const pool = new ctx.Pool(2);
-    const it = pool.imap(double, input, 1);
-    assert.equal((await it.next()).value, 2);
-    pool.close();
-    open();
-    const rest: unknown[] = [];
-    for (let r = await it.next(); !r.done; r = await it.next()) rest.push(r.value);
+    const { first, rest } = await imapAcrossClose(pool, double);
+    assert.equal(first, 2);
     assert.deepEqual(rest, [4, 6]);
     await pool.join();
     assert.deepEqual(await server.mpKeys(), []);
