@@ -10,7 +10,7 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import { MessagePort, receiveMessageOnPort } from 'node:worker_threads';
 import { NotAvailableError, OSError, PicklingError, ValueError } from './errors.js';
-import { FrameDecoder, frame } from './connectionFraming.js';
+import { FRAME_HEADROOM, FrameDecoder, frame, frameInPlace } from './connectionFraming.js';
 import { dumps, newReduceContext, reduce, type ReduceContext, type Reduced } from './reduction.js';
 import { loadNative, tryLoadNative, type FdWatch, type NativeBinding } from './native.js';
 import { SocketWriter } from './socketWriter.js';
@@ -427,10 +427,19 @@ export class SocketTransport implements Transport {
   }
 
   sendBytes(payload: Uint8Array, owned: boolean): void {
+    this.sendFrame(frame(payload), owned);
+  }
+
+  sendValue(value: unknown): void {
+    // Serialised behind room for the header: the message is written without another copy.
+    this.sendFrame(frameInPlace(dumpsForProcess(value, FRAME_HEADROOM)), true);
+  }
+
+  /** Writes one message's chunks; a chunk not `owned` is the caller's memory (copied if it has to wait). */
+  private sendFrame(chunks: Uint8Array[], owned: boolean): void {
     if (this.writeError) throw this.writeError;
     const socket = this.socket;
     if (socket && (socket.destroyed || !socket.writable)) throw new OSError('[Errno 32] Broken pipe', 'EPIPE');
-    const chunks = frame(payload);
     this.replyExpected = true;
     // Another thread may have passed this end to a process since this thread's last send.
     this.adoptProcessSendLock();
@@ -439,7 +448,7 @@ export class SocketTransport implements Transport {
         // Read with blocking calls, this thread may block right after this send (in a
         // Queue.getSync, say), when nothing would write a tail: write it all now, as Python does.
         if (this.blockingSends) this.writer.writeAll(chunks);
-        else this.writer.write(chunks, (chunk) => owned || chunk !== payload);
+        else this.writer.write(chunks, (chunk) => owned || chunk === chunks[0]);
       } catch (error) {
         this.writeError ??= osErrorFrom(error);
         throw this.writeError;
@@ -448,17 +457,13 @@ export class SocketTransport implements Transport {
     }
     // A large payload is written from the caller's memory; copy it unless it is ours, so changing
     // the buffer after send() returns cannot change what goes out (Python copies into the kernel).
-    if (chunks.length === 2 && !owned) chunks[1] = Buffer.from(payload);
+    if (chunks.length === 2 && !owned) chunks[1] = Buffer.from(chunks[1]!);
     if (socket) socket.cork();
     for (const chunk of chunks) this.write(chunk);
     if (socket) {
       socket.uncork();
       this.updateFlow();
     }
-  }
-
-  sendValue(value: unknown): void {
-    this.sendBytes(dumpsForProcess(value), true);
   }
 
   pull(receiving: boolean): void {
@@ -587,8 +592,25 @@ export class SocketTransport implements Transport {
       return n !== -1;
     }
     if (n === 0) this.onEnd();
-    else this.commit(n);
+    else {
+      this.commit(n);
+      // A payload of up to 16 KiB came in the same write as its header: take it in this call,
+      // without another round of the caller's loop (and of the lock).
+      if (this.decoder.bodyWanted > 0 && !this.ended) this.readBodyNow(native);
+    }
     return true;
+  }
+
+  /** Reads what the kernel already holds of the payload being received (a shared end), without waiting. */
+  private readBodyNow(native: NativeBinding): void {
+    let n: number;
+    try {
+      n = native.readSocket(this.fd, this.decoder.nextSpan(), 0);
+    } catch (error) {
+      return this.onError(error);
+    }
+    if (n === 0) this.onEnd();
+    else if (n > 0) this.commit(n);
   }
 
   setLimit(limit: number): void {
