@@ -36,7 +36,7 @@
 #include <unistd.h>
 
 #define SPIN_ITERATIONS 300
-/* How long readSocket retries before it sleeps in poll() (see there). */
+/* How long readSocket retries before it sleeps in poll() unless told otherwise (see there). */
 #define READ_SPIN_NS 50000
 /* Without futex_waitv (Linux < 5.16), a waiter thread re-checks its cancel flag at least this often
  * (closes the check-then-sleep race); with it, a waiting thread sleeps until woken or cancelled. */
@@ -1307,7 +1307,7 @@ static bool wait_until_ready(napi_env env, int fd, short events, int64_t deadlin
 }
 
 typedef struct {
-  napi_value argv[5];
+  napi_value argv[6];
   size_t argc;
   int32_t fd;
   char* data;
@@ -1317,7 +1317,7 @@ typedef struct {
 /* The (fd, uint8array, ...) of readSocket and writeSocket (all the arguments stay in out->argv);
  * false after throwing. */
 static bool get_socket_args(napi_env env, napi_callback_info info, const char* usage, socket_args* out) {
-  out->argc = 5;
+  out->argc = 6;
   if (napi_get_cb_info(env, info, &out->argc, out->argv, NULL, NULL) != napi_ok) return false;
   if (out->argc < 2 || napi_get_value_int32(env, out->argv[0], &out->fd) != napi_ok || out->fd < 0) {
     napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", usage);
@@ -1326,7 +1326,7 @@ static bool get_socket_args(napi_env env, napi_callback_info info, const char* u
   return get_bytes(env, out->argc, out->argv, 1, &out->data, &out->length, usage);
 }
 
-/* readSocket(fd, uint8array, timeoutMs, writeFds?, peek?) -> bytes read (> 0), 0 at end of stream, -1
+/* readSocket(fd, uint8array, timeoutMs, writeFds?, peek?, spinMs?) -> bytes read (> 0), 0 at end of stream, -1
  * when nothing arrived within timeoutMs (< 0: wait forever), or -2 as soon as one of `writeFds`
  * (sockets with sends still to write) can take more. The socket stays as libuv set it up
  * (non-blocking): each read is MSG_DONTWAIT and the waiting is done with poll(), so the event loop,
@@ -1335,7 +1335,7 @@ static bool get_socket_args(napi_env env, napi_callback_info info, const char* u
 static napi_value read_socket_js(napi_env env, napi_callback_info info) {
   napi_value v, item;
   socket_args a;
-  if (!get_socket_args(env, info, "readSocket(fd, uint8array, timeoutMs, writeFds, peek)", &a)) return NULL;
+  if (!get_socket_args(env, info, "readSocket(fd, uint8array, timeoutMs, writeFds, peek, spinMs)", &a)) return NULL;
   size_t argc = a.argc;
   napi_value* argv = a.argv;
   int32_t fd = a.fd;
@@ -1364,8 +1364,12 @@ static napi_value read_socket_js(napi_env env, napi_callback_info info) {
   int recv_flags = optional_bool(env, argc, argv, 4, false) ? MSG_PEEK : 0;
   int64_t deadline = deadline_from_ms(optional_number(env, argc, argv, 2, -1));
   /* A peer that answers within microseconds (a request/response loop on another core) is caught
-   * by retrying for a moment before sleeping: a wake-up from poll() costs tens of microseconds. */
-  int64_t spin_until = now_ns() + READ_SPIN_NS;
+   * by retrying for a moment before sleeping: a wake-up from poll() costs tens of microseconds.
+   * The caller may shorten it (0: sleep at once), never lengthen it: spinning only pays while the
+   * peer has a CPU of its own. */
+  double spin_ms = optional_number(env, argc, argv, 5, READ_SPIN_NS / 1e6);
+  int64_t spin_ns = !(spin_ms > 0) ? 0 : spin_ms * 1e6 < READ_SPIN_NS ? (int64_t)(spin_ms * 1e6) : READ_SPIN_NS;
+  int64_t spin_until = now_ns() + spin_ns;
   if (deadline >= 0 && deadline < spin_until) spin_until = deadline;
   for (;;) {
     ssize_t n = recv(fd, data, length, MSG_DONTWAIT | recv_flags);

@@ -41,6 +41,22 @@ export function frame(payload: Uint8Array): Uint8Array[] {
   return [frameHeader(n), payload];
 }
 
+/** Bytes a serialiser leaves free in front of a payload for its frame header (`frameInPlace`). */
+export const FRAME_HEADROOM = 4;
+
+/**
+ * The chunks to write for a payload serialised `FRAME_HEADROOM` bytes into `buf`: the header goes
+ * into those bytes, so the message is one buffer whatever its size, and nothing is copied (`frame`
+ * copies a small payload behind its header). Over 0x7fffffff bytes the header needs 12 bytes, so
+ * it is a chunk of its own.
+ */
+export function frameInPlace(buf: Buffer): Uint8Array[] {
+  const n = buf.byteLength - FRAME_HEADROOM;
+  if (n > LARGE) return [frameHeader(n), buf.subarray(FRAME_HEADROOM)];
+  buf.writeInt32BE(n, 0);
+  return [buf];
+}
+
 /**
  * Incremental decoder: feed it socket chunks, it hands out whole messages. A message's payload is
  * allocated once when its header arrives (after checking it against `limit`) and filled in place,

@@ -59,8 +59,9 @@ export interface NativeBinding {
   /** Reads from a (non-blocking) socket into `into`, waiting up to `timeoutMs` (< 0: forever) with
    * poll(): the number of bytes read, 0 at end of stream, -1 when nothing arrived in time, -2 as
    * soon as one of `writeFds` can be written. Throws `OSError` (`.code` `ECONNRESET`, ...) on a
-   * failed read. With `peek` the bytes stay in the socket (MSG_PEEK): a select() that reads nothing. */
-  readSocket(fd: number, into: Uint8Array, timeoutMs?: number, writeFds?: readonly number[], peek?: boolean): number;
+   * failed read. With `peek` the bytes stay in the socket (MSG_PEEK): a select() that reads nothing.
+   * Before sleeping it retries for `spinMs` (at most, and by default, 0.05; 0: sleeps at once). */
+  readSocket(fd: number, into: Uint8Array, timeoutMs?: number, writeFds?: readonly number[], peek?: boolean, spinMs?: number): number;
   /** Writes `data` to a (non-blocking) socket: all of it, waiting with poll() while it is full, or
    * (`wait` false) what it takes now, or (`wait` a number of ms) what it takes within that time.
    * Returns the bytes written. */
@@ -116,7 +117,7 @@ interface RawBinding {
   socketpair(): [number, number];
   unixListen(path: string, backlog: number): number;
   unixConnect(path: string): number;
-  readSocket(fd: number, into: Uint8Array, timeoutMs: number, writeFds: readonly number[], peek: boolean): number;
+  readSocket(fd: number, into: Uint8Array, timeoutMs: number, writeFds: readonly number[], peek: boolean, spinMs?: number): number;
   watchReadable(fd: number, onReadable: (events: number) => void): object;
   watchSet(watch: object, active: boolean, ref: boolean): void;
   watchClose(watch: object): void;
@@ -200,8 +201,8 @@ function wrap(raw: RawBinding): NativeBinding {
     forgetThread: (threadId) => raw.forgetThread(threadId),
     unixListen: translating((path: string, backlog = 128) => raw.unixListen(path, backlog)),
     unixConnect: translating((path: string) => raw.unixConnect(path)),
-    readSocket: translating((fd: number, into: Uint8Array, timeoutMs = -1, writeFds: readonly number[] = [], peek = false) =>
-      raw.readSocket(fd, into, timeoutMs, writeFds, peek)),
+    readSocket: translating((fd: number, into: Uint8Array, timeoutMs = -1, writeFds: readonly number[] = [], peek = false, spinMs?: number) =>
+      raw.readSocket(fd, into, timeoutMs, writeFds, peek, spinMs)),
     watchReadable: (fd, onReadable) => {
       const watch = translating(raw.watchReadable.bind(raw))(fd, onReadable);
       return {

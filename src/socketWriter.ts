@@ -32,6 +32,7 @@ import type { MessageLock } from './messageLock.js';
 /** Writers of this thread with bytes still to write. */
 const withTail = new Set<SocketWriter>();
 const EMPTY = new Uint8Array(0);
+const NO_FDS: readonly number[] = Object.freeze([]);
 let drainAtExit: FinalizeHandle | undefined;
 
 function asOSError(error: unknown): OSError {
@@ -118,7 +119,8 @@ export class SocketWriter {
    * full (through blockThread: what else this thread has buffered is handed over meanwhile). */
   writeAll(chunks: readonly Uint8Array[]): void {
     if (!this.pending) this.acquireLocks();
-    const all = [...this.takeTail(), ...chunks];
+    // Nothing pending is the usual case (a request/response loop): no copy of the chunks then.
+    const all = this.pending ? [...this.takeTail(), ...chunks] : chunks;
     this.done();
     try {
       for (let rest of all) {
@@ -238,14 +240,16 @@ export class SocketWriter {
       this.waiting = null;
       waiting.cancel();
     }
-    for (const callback of this.drained.splice(0)) callback();
+    if (this.drained.length > 0) for (const callback of this.drained.splice(0)) callback();
   }
 
   /**
    * Descriptors of this thread's sockets with bytes pending, for readSocket's writeFds (it watches
    * at most 64; others are written when the event loop runs again).
    */
-  static pendingFds(): number[] {
+  static pendingFds(): readonly number[] {
+    // Called before every blocking read: no array is made when nothing is pending (the usual case).
+    if (withTail.size === 0) return NO_FDS;
     const fds: number[] = [];
     for (const writer of withTail) if (fds.length < 64) fds.push(writer.fd);
     return fds;

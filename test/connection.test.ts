@@ -17,7 +17,7 @@ import {
   type Address,
 } from '../src/connection.ts';
 import {
-  createResponse, digestNameAndPayload, FrameDecoder, frame, verifyChallenge,
+  createResponse, digestNameAndPayload, FRAME_HEADROOM, FrameDecoder, frame, frameInPlace, verifyChallenge,
 } from '../src/connectionFraming.ts';
 import {
   AuthenticationError, BufferTooShort, EOFError, OSError, PicklingError, TimeoutError, UnpicklingError, ValueError,
@@ -414,6 +414,17 @@ describe('framing (CPython byte layout)', () => {
     const two = frame(Buffer.alloc(16385));
     assert.equal(two.length, 2);
     assert.equal(Buffer.from(two[0]!).toString('hex'), '00004001');
+  });
+
+  it('a payload serialised behind FRAME_HEADROOM bytes is framed in place: the same bytes as frame(), in one chunk, at any size', () => {
+    for (const n of [0, 3, 16384, 16385, 100_000]) {
+      const payload = Buffer.alloc(n, 7);
+      const buf = Buffer.alloc(FRAME_HEADROOM + n, 7);
+      const chunks = frameInPlace(buf);
+      assert.equal(chunks.length, 1);
+      assert.equal(chunks[0], buf, 'no copy');
+      assert.ok(Buffer.concat(chunks).equals(Buffer.concat(frame(payload))), `${n} bytes`);
+    }
   });
 
   it('the decoder: split headers, the large form, limits before allocation, negative lengths', () => {
@@ -974,6 +985,52 @@ describe('a Pipe end shared by thread children (as a process end is: not moved)'
       }
       await assert.rejects(r.recv(bounded()), EOFError);
     }, () => closeAll(r, w));
+  });
+
+  it('an end two threads receive on with recvSync, then passed to a spawn process: each message once, each receiver in order, every size of frame; then EOF for recvSync, recv and wait', { timeout: 90_000 }, async () => {
+    const mp = await import('../src/index.ts');
+    const { patterned, receiveShared } = await import('./fixtures/connection-tasks.ts');
+    const [r, w] = Pipe(false);
+    const [results, out] = Pipe(false);
+    // Around the 16 KiB limit of a one-write frame (send adds a byte of tag), and payloads larger
+    // than the socket's buffer, whose rest a receiver reads in later calls.
+    const sizes = [8, 16_382, 16_383, 16_384, 16_385, 70_000, 300_000];
+    const send = (from: number, n: number): void => {
+      for (let i = from; i < from + n; i++) w.send(new Uint8Array(patterned(i, i, sizes[i % sizes.length]!)));
+    };
+    const inOrder = (seqs: number[], who: string): void => {
+      for (let i = 1; i < seqs.length; i++) assert.ok(seqs[i - 1]! < seqs[i]!, `${who} got ${seqs[i - 1]} before ${seqs[i]}`);
+    };
+    const N = 140;
+    await withThreads(receiveShared, [[r, out, 'recvSync'], [r, out, 'recvSync']], async () => {
+      send(0, N);
+      for (let t = 0; t < 2; t++) w.send(new Uint8Array(0));
+      const seqs: number[] = [];
+      for (let t = 0; t < 2; t++) {
+        const got = (await results.recv(bounded())) as number[];
+        inOrder(got, `thread ${t}`);
+        seqs.push(...got);
+      }
+      assert.deepEqual(seqs.sort((a, b) => a - b), Array.from({ length: N }, (_, i) => i), 'each message once');
+    }, () => {});
+    // The same end, after the threads, to a process: it reads the rest one message at a time too.
+    const child = new (mp.getContext('spawn').Process)({ target: receiveShared, args: [r, out, 'recvSync'] });
+    try {
+      child.start();
+      send(N, 30);
+      w.send(new Uint8Array(0));
+      assert.deepEqual(await results.recv(bounded()), Array.from({ length: 30 }, (_, i) => N + i), 'the process gets the rest, in order');
+      await child.join(30);
+      assert.equal(child.exitcode, 0);
+      // Every writer's copy closed: EOF at once for every kind of receive.
+      w.close();
+      assert.deepEqual(await wait([r], 10), [r]);
+      assert.throws(() => r.recvSync(), EOFError);
+      await assert.rejects(r.recv(bounded()), EOFError);
+    } finally {
+      if (child.exitcode === null) child.kill();
+      closeAll(r, w, results, out);
+    }
   });
 
   it('terminate() ends a thread blocked in recvSync, and closes its copy of the end (EOF here)', { timeout: 60_000 }, async () => {

@@ -366,6 +366,24 @@ test('readSocket: -1 after the timeout, the bytes written, 0 at end of stream', 
   }
 });
 
+test('readSocket\'s spinMs changes only how it waits: 0 sleeps at once, more than 50 µs is 50 µs; the timeout, the bytes and the end are the same', () => {
+  const [a, b] = native.socketpair();
+  try {
+    const into = Buffer.alloc(8);
+    for (const spinMs of [0, 0.01, 1000]) {
+      const t0 = performance.now();
+      assert.equal(native.readSocket(b, into, 20, [], false, spinMs), -1);
+      assert.ok(performance.now() - t0 >= 19, `spinMs ${spinMs}: waited the timeout`);
+      native.writeSocket(a, Buffer.from('hi'));
+      assert.equal(native.readSocket(b, into, -1, [], false, spinMs), 2);
+    }
+    fs.closeSync(a);
+    assert.equal(native.readSocket(b, into, -1, [], false, 0), 0, 'end of stream');
+  } finally {
+    fs.closeSync(b);
+  }
+});
+
 test('readSocket with peek leaves the bytes; watchReadable fires while bytes wait, reading nothing, and its close releases the descriptor', { timeout: 10_000 }, async () => {
   const [a, b] = native.socketpair();
   const watch = native.watchReadable(b, () => fired++);
