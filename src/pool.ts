@@ -544,8 +544,10 @@ export class Pool extends BasePool {
     else if ('status' in m) this.settle(w, m.seq, m.status, () => (m.changed ? rebuild(m.graph, { target: 'thread', handles: [] }) : m.graph));
     this.drain(w);
     this.dispatch(); // the worker has room again
-    // The result loop may be asleep on the ring's notify word: let it see what this settled.
-    this.notifier.notify();
+    // The result loop may be asleep on the ring's notify word: once nothing is outstanding it must
+    // wake to end (its sleep holds the event loop). Until then the workers' notifications wake it,
+    // not one more turn of the event loop per task here.
+    if (this.outstanding === 0) this.notifier.notify();
   }
 
   private settle(w: WorkerSlot, seq: number, status: number, decode: () => unknown): void {

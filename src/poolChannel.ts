@@ -12,6 +12,7 @@
  *            [STOP u8]
  *   results: [seq u32][status u8][body: dumps(result or error)]
  */
+import { MessageChannel } from 'node:worker_threads';
 import { allocate, attachBlock, blockState, int32s, type Block, type BlockState, type MemoryKind } from './heap.js';
 import { ByteRing, LENGTH_BYTES, RING_WORDS } from './ring.js';
 import { decodeNow, messageFrame } from './ringMessages.js';
@@ -226,6 +227,33 @@ function isLargeBytes(value: unknown): boolean {
 export function holdsLargeBytes(args: unknown): boolean {
   if (!Array.isArray(args) || args.length > LARGE_BYTES_SCAN) return false;
   return args.some((a) => isLargeBytes(a) || (Array.isArray(a) && a.length <= LARGE_BYTES_SCAN && a.some(isLargeBytes)));
+}
+
+/** The block `primeAllocator` frees: the C allocator's threshold follows it (glibc caps it at 32 MiB). */
+const PRIME_BYTES = 16 << 20;
+let primed = false;
+
+/**
+ * Once per process, before the first large payload goes to a thread: frees a 16 MiB block that the
+ * C allocator mapped for it. glibc's malloc then serves blocks below that size from its heaps and
+ * keeps up to twice that much free before it gives memory back (its dynamic mmap and trim
+ * thresholds, raised by the largest mapped block freed so far). Without it each copied megabyte,
+ * its clone in the worker, and a worker's garbage collection freeing a few dozen of them at once
+ * hand that memory back to the system, and the next copies fault it in again page by page: with a
+ * threshold left near a megabyte, a 1 MiB payload cost 80-120 page faults a task and went at half
+ * the speed (docs/benchmarks.md, W4). A program that has already freed such a block (any that
+ * handled a large Buffer) is in this state anyway; the block is never touched, so this costs no
+ * page faults itself, and nothing where malloc does not work this way.
+ */
+export function primeAllocator(): void {
+  if (primed) return;
+  primed = true;
+  // A moved ArrayBuffer whose message is never received is freed as the channel closes.
+  const { port1, port2 } = new MessageChannel();
+  const block = new ArrayBuffer(PRIME_BYTES);
+  port1.postMessage(block, [block]);
+  port1.close();
+  port2.close();
 }
 
 /** `frame`'s own ArrayBuffer, if it can be transferred without taking memory others share. */

@@ -3,7 +3,7 @@
  * run the initializer, then read a task from the channel (`Tasks`), run it, reply (`Replies`),
  * until told to stop or until `maxtasksperchild` tasks are done.
  */
-import type { MessagePort } from 'node:worker_threads';
+import { receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
 import type { BlockState } from './heap.js';
 import { loads, newReduceContext, rebuild, reduce } from './reduction.js';
 import { PicklingError } from './errors.js';
@@ -179,48 +179,48 @@ class Replies {
  * PortMessage): a PORT frame in the ring says that the next message is there, which keeps the
  * order of everything the pool sent. */
 class Tasks {
-  private readonly inbox: PortMessage[] = [];
-  private arrived: (() => void) | null = null;
-
   constructor(
     private readonly ring: ByteRing,
     private readonly port: MessagePort | null,
     /** Called before this worker idles. */
     private readonly idle: () => void,
-  ) {
-    port?.on('message', (m: PortMessage) => {
-      this.inbox.push(m);
-      this.arrived?.();
-    });
-    // Held only while a message announced in the ring is on its way: a worker that has stopped
-    // ends as its thread's target returns, as a Python pool worker process does.
-    port?.unref();
-  }
+  ) {}
 
   /** The next message: at once when the ring holds it whole, else a promise of it. A busy worker
    * takes each task without a trip through the microtask queue: two nested awaits per task cost
    * a third of the per-task rate of a chunksize-1 map (docs/benchmarks.md, issue 12). */
   next(): Next | Promise<Next> {
-    const message = this.ring.tryDecodeFrame(decodeTask);
-    if (message === NO_FRAME || message.kind === PORT) return this.nextAsync(message);
-    return message;
+    for (;;) {
+      const message = this.ring.tryDecodeFrame(decodeTask);
+      if (message === NO_FRAME) return this.nextAsync();
+      const next = message.kind === PORT ? this.fromPort() : message;
+      if (next) return next;
+    }
   }
 
-  private async nextAsync(first: TaskMessage | typeof NO_FRAME): Promise<Next> {
-    for (let message = first; ; message = NO_FRAME) {
-      if (message === NO_FRAME) message = await this.nextMessage();
-      if (message.kind === PORT) {
-        const m = await this.nextPortMessage();
-        if ('fnId' in m) {
-          const { seq, fnId, mode, transfer } = m;
-          return { kind: TASK, seq, fnId, mode, byValue: { transfer }, args: () => (m.changed ? rebuild(m.graph, threadCtx) : m.graph) };
-        }
-        if (!('frame' in m)) continue;
-        message = decodeTask(m.frame.subarray(LENGTH_BYTES), true);
-        if (message.kind === PORT) continue;
-      }
-      return message;
+  private async nextAsync(): Promise<Next> {
+    for (;;) {
+      const message = await this.nextMessage();
+      const next = message.kind === PORT ? this.fromPort() : message;
+      if (next) return next;
     }
+  }
+
+  /**
+   * The message a PORT frame announced, taken off the port at once: the pool posts it before it
+   * writes the frame, and postMessage queues it on this end before it returns. No 'message'
+   * event, so no turn of the event loop per task (piscina's workers read their port the same way
+   * after an Atomics.wait). Null for a frame that announces nothing to run.
+   */
+  private fromPort(): Next | null {
+    const m = receiveMessageOnPort(this.port!)!.message as PortMessage;
+    if ('fnId' in m) {
+      const { seq, fnId, mode, transfer } = m;
+      return { kind: TASK, seq, fnId, mode, byValue: { transfer }, args: () => (m.changed ? rebuild(m.graph, threadCtx) : m.graph) };
+    }
+    if (!('frame' in m)) return null;
+    const message = decodeTask(m.frame.subarray(LENGTH_BYTES), true);
+    return message.kind === PORT ? null : message;
   }
 
   private async nextMessage(): Promise<TaskMessage> {
@@ -237,19 +237,6 @@ class Tasks {
       // its event loop free (timers, parent death).
       if (!runSync(this.ring.waitForData(performance.now() + IDLE_BLOCK_MS))) await runAsync(this.ring.waitForData());
     }
-  }
-
-  private async nextPortMessage(): Promise<PortMessage> {
-    if (this.inbox.length === 0) {
-      this.port!.ref();
-      try {
-        while (this.inbox.length === 0) await new Promise<void>((resolve) => (this.arrived = resolve));
-      } finally {
-        this.port!.unref();
-      }
-    }
-    this.arrived = null;
-    return this.inbox.shift()!;
   }
 }
 

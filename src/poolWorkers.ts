@@ -6,7 +6,7 @@
 import type { MessagePort } from 'node:worker_threads';
 import type { Process } from './process.js';
 import { runAsync } from './futex.js';
-import { type Channel, PORT_THRESHOLD, portFrame, stampTask, transferables } from './poolChannel.js';
+import { type Channel, PORT_THRESHOLD, portFrame, primeAllocator, stampTask, transferables } from './poolChannel.js';
 import type { Job } from './poolResults.js';
 
 /** A task: one call of the pool's function (or one chunk of a map) on its way to a worker. */
@@ -206,6 +206,7 @@ export class Dispatcher {
     w.inflight.set(task.seq, task);
     w.assigned++;
     if (w.port && task.byValue) {
+      primeAllocator();
       try {
         const { graph, changed, transfer } = task.byValue;
         w.port.postMessage({ seq: task.seq, fnId: task.fnId, mode: task.mode, graph, changed, transfer }, transfer ? transferables(graph) : []);
@@ -227,6 +228,7 @@ export class Dispatcher {
       // not a copy made here and moved: a fresh megabyte costs its page faults (0.26 ms per MiB
       // here, against 0.03 ms to copy into memory already touched), and the receiving thread takes
       // them, not the pool's (bench/pool.mjs W4: 0.89 GB/s against 0.54-0.69).
+      primeAllocator();
       w.port.postMessage({ frame });
       w.queue(portFrame());
     } else {
