@@ -9,6 +9,7 @@
 //   W4  200 x 1 MiB payloads into the pool (MiB/s, median of up to 9 repetitions), copied, and
 //       transferred where supported
 //   W5  construction to first result, and shutdown (ms), in a fresh process per contender
+// W1-W4 also run in a fresh process per contender (measureChild), W5 in another.
 //
 // Run: npm run build && node bench/pool.mjs
 // Env: BENCH_N (W1 size, 100000), BENCH_RT (W2 calls, 2000), BENCH_PAYLOADS (200),
@@ -294,21 +295,54 @@ async function w5Child(key) {
     // Let background work settle (the forkserver refilling its warm reserve) before the second pool.
     await new Promise((r) => setTimeout(r, 1000));
   }
+  reportFromChild(key, out);
+}
+
+/** A child's answer: one JSON line on stdout. A pool that keeps the process alive after its
+ * shutdown is reported (on stderr), and the process exits anyway. */
+function reportFromChild(key, out) {
   process.stdout.write(`${JSON.stringify(out)}\n`);
-  // Report (on stderr) a pool that keeps the process alive after shutdown, then exit anyway.
   setTimeout(() => {
     process.stderr.write(`${key}: the process did not exit within 5 s of the pools' shutdown\n`);
     process.exit(0);
   }, 5000).unref();
 }
 
-function runW5(key) {
-  const r = spawnSync(process.execPath, [fileURLToPath(import.meta.url), '--w5', key], { encoding: 'utf8', timeout: 120_000 });
+/** Runs this file with `args` in a fresh process and returns the JSON it reports. */
+function runChild(what, args, timeoutMs) {
+  const r = spawnSync(process.execPath, [fileURLToPath(import.meta.url), ...args], { encoding: 'utf8', timeout: timeoutMs });
   const line = r.stdout.trim().split('\n').filter((l) => l.startsWith('{')).pop();
-  if (!line) throw new Error(`W5 child failed (${r.status ?? r.signal}): ${(r.stderr || '').trim().split('\n').slice(-3).join(' / ')}`);
+  if (!line) throw new Error(`${what} child failed (${r.status ?? r.signal}): ${(r.stderr || '').trim().split('\n').slice(-3).join(' / ')}`);
   const out = JSON.parse(line);
   if (r.stderr.includes('did not exit')) out.note = (out.note ? `${out.note}; ` : '') + 'the process did not exit after shutdown';
   return out;
+}
+
+const runW5 = (key) => runChild('W5', ['--w5', key], 120_000);
+
+/**
+ * W1-W4 for one contender, in a fresh process as W5 is: what ran before in a process changes what
+ * comes after (glibc's malloc thresholds follow the largest block freed so far, and with them the
+ * page faults of each copied megabyte in W4: docs/benchmarks.md, "W4"), so no library runs in a
+ * process another has warmed up.
+ */
+async function measureChild(key, serialFibMs) {
+  const c = CONTENDERS.find((x) => x.key === key);
+  const res = { name: c.name, processes: !!c.processes };
+  let create;
+  try {
+    create = await c.load();
+  } catch (e) {
+    res.loadError = e.message;
+  }
+  if (create) {
+    try {
+      await measure(c, create, res, serialFibMs);
+    } catch (e) {
+      res.error = e.message;
+    }
+  }
+  reportFromChild(key, res);
 }
 
 /** W3's calibration: the same work as W3 split over two plain Node processes that start computing
@@ -386,22 +420,20 @@ async function main() {
   const results = new Map(); // key -> { name, ...measures }
   for (const c of CONTENDERS) {
     if (!want(c.key)) continue;
-    const res = { name: c.name, processes: !!c.processes };
-    results.set(c.key, res);
-    let create;
+    const t0 = performance.now();
+    let res;
     try {
-      create = await c.load();
+      res = runChild('W1-W4', ['--measure', c.key, String(serialFibMs)], 900_000);
     } catch (e) {
+      res = { name: c.name, processes: !!c.processes, error: e.message };
+    }
+    results.set(c.key, res);
+    if (res.loadError) {
       res.skipped = true;
-      notes.push(`${c.name}: skipped, failed to load: ${e.message}`);
+      notes.push(`${c.name}: skipped, failed to load: ${res.loadError}`);
       continue;
     }
-    const t0 = performance.now();
-    try {
-      await measure(c, create, res, serialFibMs);
-    } catch (e) {
-      notes.push(`${c.name}: stopped at an error, later workloads not measured: ${e.message}`);
-    }
+    if (res.error) notes.push(`${c.name}: stopped at an error, later workloads not measured: ${res.error}`);
     if (res.note) notes.push(`${c.name}: ${res.note}`);
     try {
       res.w5 = runW5(c.key);
@@ -563,6 +595,8 @@ async function main() {
 
 if (!mp || mp.isMain(import.meta)) {
   const w5Index = process.argv.indexOf('--w5');
+  const measureIndex = process.argv.indexOf('--measure');
   if (w5Index > 0) await w5Child(process.argv[w5Index + 1]);
+  else if (measureIndex > 0) await measureChild(process.argv[measureIndex + 1], Number(process.argv[measureIndex + 2]));
   else await main();
 }

@@ -441,8 +441,9 @@ export class Pool extends BasePool {
       queueMicrotask(() => job.deliver(index, false, error));
       return;
     }
+    const items = mode !== CALL && Array.isArray(args[0]) ? args[0].length || 1 : 1;
     const task: Task = {
-      job, index, fnId, mode, frame, byValue, seq: 0, worker: null,
+      job, index, fnId, mode, items, frame, byValue, seq: 0, worker: null,
       timeout: job.options.timeout ?? null, startedAt: 0, submittedAt: performance.now(),
     };
     this.dispatcher.push(task);
@@ -553,7 +554,7 @@ export class Pool extends BasePool {
   private settle(w: WorkerSlot, seq: number, status: number, decode: () => unknown): void {
     const task = w.inflight.get(seq);
     if (!task) return;
-    w.onResult(w.inflight.size > 1);
+    this.dispatcher.learn(task, w.onResult(w.inflight.size > 1));
     w.inflight.delete(seq);
     if (status === CANCELLED) {
       // The worker did not run it and does not count it towards maxtasksperchild: nor does the pool.

@@ -15,6 +15,8 @@ export interface Task {
   index: number;
   fnId: number;
   mode: number;
+  /** Items it calls the function on: 1, or a map chunk's length (how long it takes scales with it). */
+  items: number;
   /** The task's frame: its encoded arguments (poolChannel's taskFrame; empty for `byValue`). */
   frame: Buffer;
   /** On threads, the reduced value itself, sent over the port instead of a frame: for
@@ -36,25 +38,15 @@ export class WorkerSlot {
   private feeding = false;
   assigned = 0;
   exited = false;
-  /** Average milliseconds between this worker's results while it is busy (its service time). */
-  private serviceMs = -1;
   private lastResultAt = 0;
 
-  /** Tasks to hand this worker ahead: enough to keep it busy for a few milliseconds between two
-   * wake-ups, few enough that slow tasks do not queue behind each other while others idle. */
-  inFlightLimit(): number {
-    if (this.serviceMs < 0) return 8;
-    return Math.max(2, Math.min(256, Math.ceil(4 / Math.max(this.serviceMs, 0.001))));
-  }
-
-  /** Called for each result: learns the service time. */
-  onResult(busyBefore: boolean): void {
+  /** Called for each result: the milliseconds the task took, when that can be told (the worker
+   * held another task, so it went from one to the next without waiting), else -1. */
+  onResult(busyBefore: boolean): number {
     const now = performance.now();
-    if (busyBefore && this.lastResultAt > 0) {
-      const interval = now - this.lastResultAt;
-      this.serviceMs = this.serviceMs < 0 ? interval : this.serviceMs * 0.9 + interval * 0.1;
-    }
+    const took = busyBefore && this.lastResultAt > 0 ? now - this.lastResultAt : -1;
     this.lastResultAt = now;
+    return took;
   }
   readingLarge = false;
   killedForTimeout: Task | null = null;
@@ -118,9 +110,13 @@ export class WorkerSlot {
  */
 const LARGE_COPIES_AHEAD = 2;
 
+/** Tasks in a worker's hands at most while how long they take is not known yet: one running, one
+ * waiting (Python's workers take one task at a time from one shared queue). */
+const UNKNOWN_AHEAD = 2;
+
 /**
  * The tasks waiting for a worker, and the choice of worker: the least busy one with room (see
- * `WorkerSlot.inFlightLimit`) among those that have started. Each task gets a sequence number that
+ * `aheadFor`) among those that have started. Each task gets a sequence number that
  * names it to its worker. A worker that is still starting gets nothing: as with Python's shared
  * queue, the first worker up takes the first tasks, instead of a task waiting in the ring of a
  * worker that starts tens of milliseconds after its sibling (docs/benchmarks.md, issue 14 item 1).
@@ -129,6 +125,10 @@ export class Dispatcher {
   private pending: Task[] = [];
   private head = 0;
   private seq = 0;
+  /** Milliseconds per item of each pool function, learned from its results. Learned per function,
+   * not per worker: a worker that last ran microsecond tasks would otherwise take a whole map of
+   * slow ones at once, and its sibling, or a worker that starts later, would idle at the end. */
+  private readonly itemMs = new Map<number, number>();
 
   constructor(
     /** The pool functions' define frames, sent to each worker before its first task that calls one. */
@@ -168,10 +168,10 @@ export class Dispatcher {
   dispatch(workers: readonly WorkerSlot[]): number {
     let dropped = 0;
     while (this.head < this.pending.length) {
-      const copiesBytes = this.pending[this.head]!.byValue?.transfer === false;
+      const ahead = this.aheadFor(this.pending[this.head]!);
       let best: WorkerSlot | null = null;
       for (const w of workers) {
-        if (w.exited || !w.ready || w.inflight.size >= (copiesBytes ? LARGE_COPIES_AHEAD : w.inFlightLimit())) continue;
+        if (w.exited || !w.ready || w.inflight.size >= ahead) continue;
         if (this.maxtasks !== null && w.assigned >= this.maxtasks) continue;
         if (!best || w.inflight.size < best.inflight.size) best = w;
       }
@@ -194,6 +194,26 @@ export class Dispatcher {
       this.head = 0;
     }
     return dropped;
+  }
+
+  /** How many tasks a worker may hold when it is given `task`: enough to keep it busy for a few
+   * milliseconds between two wake-ups, few enough that slow tasks do not queue behind each other
+   * while another worker idles. */
+  private aheadFor(task: Task): number {
+    if (task.byValue?.transfer === false) return LARGE_COPIES_AHEAD;
+    const perItem = this.itemMs.get(task.fnId);
+    if (perItem === undefined) return UNKNOWN_AHEAD;
+    return Math.max(2, Math.min(256, Math.ceil(4 / Math.max(perItem * task.items, 0.001))));
+  }
+
+  /** A result of `task` came, `took` ms after the worker's previous one (-1: not known). A slower
+   * figure is taken at once, so that a function whose calls got slower is not handed out many
+   * at a time; a faster one is averaged in. */
+  learn(task: Task, took: number): void {
+    if (took < 0) return;
+    const perItem = took / task.items;
+    const known = this.itemMs.get(task.fnId);
+    this.itemMs.set(task.fnId, known === undefined || perItem > 2 * known ? perItem : known * 0.9 + perItem * 0.1);
   }
 
   private assign(w: WorkerSlot, task: Task): void {
