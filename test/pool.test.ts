@@ -6,7 +6,7 @@ import * as mp from '../src/index.js';
 import { Pool, ThreadPool, AsyncResult } from '../src/pool.js';
 import {
   add, checksum, dieOn, dieOnWith, echoBytes, exitOn, failOn, initialize, readState, returnsFunction, sleepThen, spin, square, unloadableTask,
-  bufferOf, bytesKinds, queueCounting, sometimesLater, viewSizes, whereAmI, whoAmI, zeroFill,
+  bufferOf, bytesKinds, gateWorkers, gatedTask, queueCounting, sometimesLater, viewSizes, whereAmI, whoAmI, zeroFill,
 } from './fixtures/pool/tasks.js';
 import { gatedInput, imapAcrossClose, runProgram, startMethods } from './helpers.js';
 import { run } from '../src/poolWorker.js';
@@ -339,6 +339,30 @@ for (const method of startMethods) {
     it('initializer runs in every worker with its initargs', async () => {
       const pool = make(2, { initializer: initialize, initargs: ['ready'] });
       assert.deepEqual(await pool.map(readState, [[], [], [], []].map(() => undefined as never), 1), ['ready', 'ready', 'ready', 'ready']);
+    });
+
+    it('a map submitted before a worker started is shared with it: a worker holds 2 tasks of a function whose time is not known yet', { timeout: 60_000 }, async () => {
+      const roles = context.Queue();
+      await roles.put('free');
+      await roles.put('held');
+      const startGate = context.Event();
+      const taskGate = context.Event();
+      const started = context.Queue();
+      const pool = make(2, { initializer: gateWorkers, initargs: [roles, startGate, taskGate, started] });
+      const mapped = pool.mapAsync(gatedTask, Array.from({ length: 8 }, () => undefined as never), 1);
+      // The free worker has begun (its first task waits for the gate); only now does the other start.
+      const free = await started.get();
+      startGate.set();
+      // Tasks the free worker was handed ahead all wait behind its first one: a second name can only
+      // come from the held worker, which finds tasks left for it (it found none when every task went
+      // to the only worker up).
+      let other = free;
+      while (other === free) other = await started.get();
+      taskGate.set();
+      const names = await mapped.get();
+      assert.equal(names.length, 8);
+      assert.deepEqual(new Set(names), new Set([free, other]));
+      assert.ok(names.filter((n) => n === free).length <= 6, `the free worker ran ${names.filter((n) => n === free).length} of 8`);
     });
 
     it('maxtasksperchild replaces workers after that many tasks', async () => {
