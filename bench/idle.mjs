@@ -84,10 +84,15 @@ const waiterOf = (location) => (location.startsWith(`${process.pid}/`) ? locatio
 
 // ---- cases --------------------------------------------------------------------------------------
 
-/** Runs `where` on every worker (two at once land on two workers; repeated until both are seen). */
+/** Runs `where` on every worker (two at once land on two workers; repeated until both are seen,
+ * for up to 30 s: our pools give tasks only to workers that have started, and a process worker
+ * may start a hundred milliseconds after its sibling). */
 async function workerLocations(run) {
   const seen = new Set();
-  for (let i = 0; i < 50 && seen.size < WORKERS; i++) for (const w of await Promise.all([run(), run()])) seen.add(w);
+  for (const deadline = Date.now() + 30_000; seen.size < WORKERS && Date.now() < deadline;) {
+    for (const w of await Promise.all([run(), run()])) seen.add(w);
+    if (seen.size < WORKERS) await new Promise((resolve) => setTimeout(resolve, 10));
+  }
   if (seen.size < WORKERS) throw new Error(`saw ${seen.size} of ${WORKERS} workers`);
   return [...seen].map(waiterOf);
 }
