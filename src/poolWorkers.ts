@@ -110,9 +110,9 @@ export class WorkerSlot {
  */
 const LARGE_COPIES_AHEAD = 2;
 
-/** Tasks in a worker's hands at most while how long they take is not known yet: one running, one
- * waiting (Python's workers take one task at a time from one shared queue). */
-const UNKNOWN_AHEAD = 2;
+/** The fewest tasks a worker may hold, and all it holds of a function whose time is not known yet:
+ * one running, one waiting (Python's workers take one task at a time from one shared queue). */
+const MIN_AHEAD = 2;
 
 /**
  * The tasks waiting for a worker, and the choice of worker: the least busy one with room (see
@@ -202,8 +202,8 @@ export class Dispatcher {
   private aheadFor(task: Task): number {
     if (task.byValue?.transfer === false) return LARGE_COPIES_AHEAD;
     const perItem = this.itemMs.get(task.fnId);
-    if (perItem === undefined) return UNKNOWN_AHEAD;
-    return Math.max(2, Math.min(256, Math.ceil(4 / Math.max(perItem * task.items, 0.001))));
+    if (perItem === undefined) return MIN_AHEAD;
+    return Math.max(MIN_AHEAD, Math.min(256, Math.ceil(4 / Math.max(perItem * task.items, 0.001))));
   }
 
   /** A result of `task` came, `took` ms after the worker's previous one (-1: not known). A slower
