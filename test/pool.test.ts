@@ -363,6 +363,8 @@ for (const method of startMethods) {
       assert.equal(names.length, 8);
       assert.deepEqual(new Set(names), new Set([free, other]));
       assert.ok(names.filter((n) => n === free).length <= 6, `the free worker ran ${names.filter((n) => n === free).length} of 8`);
+      roles.close();
+      started.close();
     });
 
     it('maxtasksperchild replaces workers after that many tasks', async () => {
